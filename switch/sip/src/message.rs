@@ -1,0 +1,270 @@
+//! Requests, responses, typed accessors and the printer.
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use crate::error::ParseError;
+use crate::header::{Headers, Name};
+use crate::method::Method;
+use crate::typed::{CSeq, NameAddr, Via, parse_u32};
+use crate::uri::Uri;
+
+/// A SIP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Method.
+    pub method: Method,
+    /// Request-URI text (validated by [`Message::validate`]).
+    pub uri: ByteString,
+    /// Headers in order.
+    pub headers: Headers,
+    /// Body (SDP, dtmf-relay...).
+    pub body: Bytes,
+}
+
+/// A SIP response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code 100..=699.
+    pub status: u16,
+    /// Reason phrase.
+    pub reason: ByteString,
+    /// Headers in order.
+    pub headers: Headers,
+    /// Body.
+    pub body: Bytes,
+}
+
+/// A request or a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A request.
+    Request(Request),
+    /// A response.
+    Response(Response),
+}
+
+impl Headers {
+    /// Call-ID.
+    pub fn call_id(&self) -> Option<&ByteString> {
+        self.get(&Name::CallId)
+    }
+
+    /// Typed CSeq.
+    pub fn cseq(&self) -> Result<CSeq, ParseError> {
+        CSeq::parse(self.get(&Name::CSeq).ok_or(ParseError::Missing("CSeq"))?)
+    }
+
+    /// The topmost Via entry.
+    pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
+        Via::parse(self.entries(&Name::Via).next().ok_or(ParseError::Missing("Via"))?)
+    }
+
+    /// Typed From.
+    pub fn from_addr(&self) -> Result<NameAddr<'_>, ParseError> {
+        NameAddr::parse(self.get(&Name::From).ok_or(ParseError::Missing("From"))?, "From")
+    }
+
+    /// Typed To.
+    pub fn to_addr(&self) -> Result<NameAddr<'_>, ParseError> {
+        NameAddr::parse(self.get(&Name::To).ok_or(ParseError::Missing("To"))?, "To")
+    }
+
+    /// First Contact entry (`*` is returned as an error: only REGISTER may use it).
+    pub fn contact(&self) -> Option<Result<NameAddr<'_>, ParseError>> {
+        self.entries(&Name::Contact).next().map(|c| NameAddr::parse(c, "Contact"))
+    }
+
+    /// Max-Forwards, when present.
+    pub fn max_forwards(&self) -> Option<Result<u32, ParseError>> {
+        self.get(&Name::MaxForwards).map(|v| parse_u32(v, "Max-Forwards"))
+    }
+
+    /// Option tags listed in a Require-like header.
+    pub fn option_tags<'a>(&'a self, name: &'a Name) -> impl Iterator<Item = &'a str> + 'a {
+        self.entries(name)
+    }
+}
+
+impl Request {
+    /// A new request with no header.
+    pub fn new(method: Method, uri: impl Into<ByteString>) -> Request {
+        Request { method, uri: uri.into(), headers: Headers::default(), body: Bytes::new() }
+    }
+
+    /// The parsed Request-URI.
+    pub fn uri(&self) -> Result<Uri<'_>, ParseError> {
+        Uri::parse(&self.uri)
+    }
+}
+
+impl Response {
+    /// A new response with no header.
+    pub fn new(status: u16, reason: impl Into<ByteString>) -> Response {
+        Response { status, reason: reason.into(), headers: Headers::default(), body: Bytes::new() }
+    }
+}
+
+/// Default reason phrases (RFC 3261 §21).
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Trying",
+        180 => "Ringing",
+        181 => "Call Is Being Forwarded",
+        182 => "Queued",
+        183 => "Session Progress",
+        200 => "OK",
+        202 => "Accepted",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        484 => "Address Incomplete",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        491 => "Request Pending",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        604 => "Does Not Exist Anywhere",
+        _ => "Unknown",
+    }
+}
+
+impl Message {
+    /// Headers of either kind.
+    pub fn headers(&self) -> &Headers {
+        match self {
+            Message::Request(r) => &r.headers,
+            Message::Response(r) => &r.headers,
+        }
+    }
+
+    /// Checks what RFC 3261 §8.1.1 requires of every message beyond syntax: the mandatory
+    /// headers are present and well-formed, single headers are single, and CSeq agrees.
+    pub fn validate(&self) -> Result<(), ParseError> {
+        let h = self.headers();
+        let mut seen: [u8; 7] = [0; 7];
+        for hd in &h.0 {
+            let idx = match hd.name {
+                Name::From => 0,
+                Name::To => 1,
+                Name::CallId => 2,
+                Name::CSeq => 3,
+                Name::MaxForwards => 4,
+                Name::ContentLength => 5,
+                Name::ContentType => 6,
+                _ => continue,
+            };
+            seen[idx] += 1;
+            if seen[idx] > 1 {
+                return Err(ParseError::Duplicate(hd.name_static()));
+            }
+        }
+        if h.call_id().is_none_or(|c| c.is_empty() || c.contains(char::is_whitespace)) {
+            return Err(ParseError::Missing("Call-ID"));
+        }
+        let cseq = h.cseq()?;
+        h.top_via()?;
+        h.from_addr()?;
+        h.to_addr()?;
+        if let Some(mf) = h.max_forwards() {
+            mf?;
+        }
+        if let Message::Request(r) = self {
+            if cseq.method != r.method {
+                return Err(ParseError::CSeqMethod);
+            }
+            // Every Via entry must parse, not just the top one.
+            for v in h.entries(&Name::Via) {
+                Via::parse(v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the message in wire format. Content-Length is always written from the body.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let mut head = String::with_capacity(512);
+        let (headers, body) = match self {
+            Message::Request(r) => {
+                let _ = write!(head, "{} {} SIP/2.0\r\n", r.method, r.uri);
+                (&r.headers, &r.body)
+            }
+            Message::Response(r) => {
+                let _ = write!(head, "SIP/2.0 {} {}\r\n", r.status, r.reason);
+                (&r.headers, &r.body)
+            }
+        };
+        let mut wrote_length = false;
+        for hd in &headers.0 {
+            if hd.name == Name::ContentLength {
+                // Written where it stood, but always with the true body length.
+                let _ = write!(head, "Content-Length: {}\r\n", body.len());
+                wrote_length = true;
+                continue;
+            }
+            head.push_str(hd.name.as_str());
+            head.push_str(": ");
+            head.push_str(&hd.value);
+            head.push_str("\r\n");
+        }
+        if !wrote_length {
+            let _ = write!(head, "Content-Length: {}\r\n", body.len());
+        }
+        head.push_str("\r\n");
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(body);
+    }
+
+    /// The wire format as a new buffer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(1024);
+        self.write_to(&mut v);
+        v
+    }
+}
+
+impl crate::header::Header {
+    fn name_static(&self) -> &'static str {
+        match self.name {
+            Name::From => "From",
+            Name::To => "To",
+            Name::CallId => "Call-ID",
+            Name::CSeq => "CSeq",
+            Name::MaxForwards => "Max-Forwards",
+            Name::ContentLength => "Content-Length",
+            Name::ContentType => "Content-Type",
+            _ => "header",
+        }
+    }
+}
+
+impl From<Request> for Message {
+    fn from(r: Request) -> Message {
+        Message::Request(r)
+    }
+}
+
+impl From<Response> for Message {
+    fn from(r: Response) -> Message {
+        Message::Response(r)
+    }
+}

@@ -1,0 +1,182 @@
+//! The strict, zero-copy parser (RFC 3261 §7 and §25).
+//!
+//! The head is validated as UTF-8 once; every header value is then a [`ByteString`] slice of
+//! the received buffer (no copy) unless it was folded over several lines, in which case the
+//! pieces are joined with one space (§7.3.1). Only the start line is typed eagerly; typed
+//! headers are read on demand (see [`crate::typed`]).
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use memchr::memmem;
+use nom::Parser;
+use nom::bytes::complete::{tag, take_while_m_n, take_while1};
+use nom::character::complete::char;
+use nom::combinator::{all_consuming, rest};
+
+use crate::error::ParseError;
+use crate::header::{Header, Headers, Name};
+use crate::message::{Message, Request, Response};
+use crate::method::Method;
+use crate::typed::parse_u32;
+
+/// Largest message we accept (a UDP datagram cannot be larger anyway).
+pub const MAX_MESSAGE: usize = 65_535;
+
+fn is_token(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c)
+}
+
+type NomErr<'a> = nom::Err<nom::error::Error<&'a str>>;
+
+fn request_line(i: &str) -> Result<(&str, &str), NomErr<'_>> {
+    let (_, (method, _, uri, _)) = all_consuming((
+        take_while1(is_token),
+        char(' '),
+        take_while1(|c: char| c != ' ' && !c.is_ascii_control()),
+        tag(" SIP/2.0"),
+    ))
+    .parse(i)?;
+    Ok((method, uri))
+}
+
+fn status_line(i: &str) -> Result<(&str, &str), NomErr<'_>> {
+    let (_, (_, code, _, reason)) = all_consuming((
+        tag("SIP/2.0 "),
+        take_while_m_n(3, 3, |c: char| c.is_ascii_digit()),
+        char(' '),
+        rest,
+    ))
+    .parse(i)?;
+    Ok((code, reason))
+}
+
+/// `name *WSP ":" *LWS value`
+fn header_line(i: &str) -> Result<(&str, &str), NomErr<'_>> {
+    let (_, (name, _, _, value)) = (
+        take_while1(is_token),
+        nom::bytes::complete::take_while(|c| c == ' ' || c == '\t'),
+        char(':'),
+        rest,
+    )
+        .parse(i)?;
+    Ok((name, value.trim_matches([' ', '\t'])))
+}
+
+/// Where the head ends: the index just past the first empty line (`CRLFCRLF`).
+pub fn find_head_end(buf: &[u8]) -> Option<usize> {
+    memmem::find(buf, b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// Parses the head (start line and headers) of `buf[..head_end]`.
+fn parse_head(buf: &Bytes, head_end: usize) -> Result<(StartLine, Headers), ParseError> {
+    let head = ByteString::try_from(buf.slice(..head_end - 2)).map_err(|_| ParseError::NotUtf8)?;
+    let text: &str = &head;
+    let mut lines = text.split("\r\n");
+    let first = lines.next().ok_or(ParseError::StartLine)?;
+    if first.contains(['\r', '\n']) {
+        return Err(ParseError::StartLine);
+    }
+    let start = if first.starts_with("SIP/2.0 ") {
+        let (code, reason) = status_line(first).map_err(|_| ParseError::StartLine)?;
+        let status: u16 = code.parse().map_err(|_| ParseError::StartLine)?;
+        if !(100..=699).contains(&status) || reason.contains(|c: char| c.is_ascii_control() && c != '\t') {
+            return Err(ParseError::StartLine);
+        }
+        StartLine::Status(status, head.slice_ref(reason))
+    } else {
+        let (method, uri) = request_line(first).map_err(|_| ParseError::StartLine)?;
+        let method = Method::parse(method).ok_or(ParseError::StartLine)?;
+        StartLine::Request(method, head.slice_ref(uri))
+    };
+
+    let mut headers = Vec::with_capacity(16);
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        if line.contains(['\r', '\n']) || line.bytes().any(|c| c.is_ascii_control() && c != b'\t') {
+            return Err(ParseError::HeaderLine);
+        }
+        if line.starts_with([' ', '\t']) {
+            // §7.3.1 folding: the line continues the previous header's value.
+            let last: &mut Header = headers.last_mut().ok_or(ParseError::HeaderLine)?;
+            let more = line.trim_matches([' ', '\t']);
+            if !more.is_empty() {
+                let joined = if last.value.is_empty() {
+                    more.to_owned()
+                } else {
+                    format!("{} {}", &*last.value, more)
+                };
+                last.value = ByteString::from(joined);
+            }
+            continue;
+        }
+        let (name, value) = header_line(line).map_err(|_| ParseError::HeaderLine)?;
+        headers.push(Header {
+            name: Name::from_str_lossless(&head.slice_ref(name)),
+            value: head.slice_ref(value),
+        });
+    }
+    Ok((start, Headers(headers)))
+}
+
+enum StartLine {
+    Request(Method, ByteString),
+    Status(u16, ByteString),
+}
+
+fn content_length(headers: &Headers) -> Result<Option<usize>, ParseError> {
+    headers
+        .get(&Name::ContentLength)
+        .map(|v| parse_u32(v, "Content-Length").map(|n| n as usize))
+        .transpose()
+}
+
+fn assemble(start: StartLine, headers: Headers, body: Bytes) -> Message {
+    match start {
+        StartLine::Request(method, uri) => Message::Request(Request { method, uri, headers, body }),
+        StartLine::Status(status, reason) => Message::Response(Response { status, reason, headers, body }),
+    }
+}
+
+/// Parses one datagram (UDP): the whole buffer is one message. A Content-Length larger than
+/// the body is an error; a shorter one truncates the body (RFC 3261 §18.3).
+pub fn parse_datagram(buf: Bytes) -> Result<Message, ParseError> {
+    if buf.len() > MAX_MESSAGE {
+        return Err(ParseError::TooLarge);
+    }
+    let head_end = find_head_end(&buf).ok_or(ParseError::Incomplete)?;
+    let (start, headers) = parse_head(&buf, head_end)?;
+    let available = buf.len() - head_end;
+    let body_len = match content_length(&headers)? {
+        Some(n) if n > available => return Err(ParseError::ContentLength),
+        Some(n) => n,
+        None => available,
+    };
+    Ok(assemble(start, headers, buf.slice(head_end..head_end + body_len)))
+}
+
+/// Frames one message from the front of a stream buffer (TCP/TLS). Returns the message and
+/// how many bytes it used, or `Incomplete` when more bytes are needed. Leading CRLFs
+/// (keep-alives, RFC 5626 §3.5.1) are skipped and counted as used.
+pub fn parse_stream(buf: &Bytes) -> Result<(Message, usize), ParseError> {
+    let skip = buf.iter().take_while(|&&c| c == b'\r' || c == b'\n').count();
+    let data = buf.slice(skip..);
+    let Some(head_end) = find_head_end(&data) else {
+        return Err(if data.len() > MAX_MESSAGE { ParseError::TooLarge } else { ParseError::Incomplete });
+    };
+    let (start, headers) = parse_head(&data, head_end)?;
+    // Content-Length is mandatory on stream transports (§20.14).
+    let len = content_length(&headers)?.ok_or(ParseError::Missing("Content-Length"))?;
+    if head_end + len > MAX_MESSAGE {
+        return Err(ParseError::TooLarge);
+    }
+    if data.len() < head_end + len {
+        return Err(ParseError::Incomplete);
+    }
+    let body = data.slice(head_end..head_end + len);
+    Ok((assemble(start, headers, body), skip + head_end + len))
+}
+
+#[cfg(test)]
+mod tests;
