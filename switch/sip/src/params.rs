@@ -50,10 +50,6 @@ impl<'a> Params<'a> {
         Ok(Params(raw))
     }
 
-    /// Wraps already-validated text.
-    pub(crate) fn trusted(raw: &'a str) -> Params<'a> {
-        Params(raw)
-    }
 
     /// The raw text, with its leading `;`.
     pub fn raw(&self) -> &'a str {

@@ -1,0 +1,776 @@
+//! RFC 3261 §17 transactions, sans-IO.
+//!
+//! The [`TransactionLayer`] owns every client and server transaction. Drive it like this:
+//! 1. feed input: [`TransactionLayer::handle_message`] (a parsed message and who sent it),
+//!    [`TransactionLayer::send_request`], [`TransactionLayer::respond`],
+//!    [`TransactionLayer::handle_timeout`], always with the current time;
+//! 2. then drain output, in this order: [`TransactionLayer::poll_transmit`] until `None`
+//!    (datagrams/segments to write), [`TransactionLayer::poll_event`] until `None` (what the
+//!    transaction user must act on), and finally [`TransactionLayer::poll_timeout`] (when to
+//!    call `handle_timeout` next).
+//!
+//! Matching follows §17.1.3 (client: branch + CSeq method) and §17.2.3 (server: branch +
+//! method, ACK matching its INVITE, CANCEL matched against the INVITE with the same branch).
+//! RFC 6026's Accepted states absorb INVITE retransmissions after a 2xx and let 2xx
+//! retransmissions reach the TU. On the server side the layer also retransmits a 2xx until
+//! the ACK arrives (§13.3.1.4), so the TU sends a 2xx once.
+
+mod timer;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+pub use timer::{Timer, TimerConfig};
+
+use crate::header::Name;
+use crate::message::{Message, Request, Response};
+use crate::method::Method;
+use timer::drain;
+
+/// A transport kind. Reliable transports need no retransmission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// UDP (unreliable).
+    Udp,
+    /// TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+    /// WebSocket (RFC 7118).
+    Ws,
+}
+
+impl Transport {
+    /// True when the transport retransmits for us.
+    pub fn is_reliable(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+
+    /// The token used in Via headers.
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+            Transport::Ws => "WS",
+        }
+    }
+
+    /// Parses a Via transport token or a `transport=` URI parameter.
+    pub fn from_token(s: &str) -> Option<Transport> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "udp" => Transport::Udp,
+            "tcp" => Transport::Tcp,
+            "tls" => Transport::Tls,
+            "ws" | "wss" => Transport::Ws,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a message comes from or goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    /// Transport.
+    pub transport: Transport,
+    /// Remote address.
+    pub addr: SocketAddr,
+}
+
+/// Bytes to write to a peer.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    /// Destination.
+    pub peer: Peer,
+    /// Encoded message.
+    pub data: Bytes,
+}
+
+/// Identifies one transaction inside the layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxnId(pub u64);
+
+/// What the transaction user must act on.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TxnEvent {
+    /// A new request opened a server transaction (never ACK or a retransmission).
+    Request {
+        /// The server transaction to answer through [`TransactionLayer::respond`].
+        id: TxnId,
+        /// The request, top Via already stamped with `received`/`rport` (RFC 3581).
+        req: Request,
+        /// Who sent it.
+        from: Peer,
+    },
+    /// A CANCEL matched a pending INVITE server transaction; the layer already answered
+    /// the CANCEL with 200. The TU should answer the INVITE with 487.
+    Cancelled {
+        /// The INVITE's server transaction.
+        invite: TxnId,
+    },
+    /// An ACK that is not part of a non-2xx INVITE transaction: the ACK of a 2xx.
+    Ack {
+        /// The ACK.
+        req: Request,
+        /// Who sent it.
+        from: Peer,
+    },
+    /// A response for a client transaction (2xx retransmissions included).
+    Response {
+        /// The client transaction.
+        id: TxnId,
+        /// The response.
+        resp: Response,
+    },
+    /// Timer B or F fired: the peer never answered (the TU treats it as 408).
+    Timeout {
+        /// The client transaction.
+        id: TxnId,
+    },
+    /// Timer H (or the 2xx retransmission window) ran out without an ACK.
+    AckTimeout {
+        /// The server transaction.
+        id: TxnId,
+    },
+    /// A response that matches no client transaction (e.g. a late 2xx retransmission).
+    StrayResponse {
+        /// The response.
+        resp: Response,
+        /// Who sent it.
+        from: Peer,
+    },
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TxnStats {
+    /// Client and server transactions created.
+    pub created: u64,
+    /// Requests and responses sent again by a timer.
+    pub retransmissions: u64,
+    /// Retransmissions received and absorbed.
+    pub absorbed: u64,
+    /// Timer B/F/H expiries.
+    pub timeouts: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Invite,
+    Cancel,
+    Other,
+}
+
+fn kind_of(m: &Method) -> Kind {
+    match m {
+        Method::Invite | Method::Ack => Kind::Invite,
+        Method::Cancel => Kind::Cancel,
+        _ => Kind::Other,
+    }
+}
+
+type Key = (ByteString, Kind);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Client: Calling / Trying. Server: Proceeding / Trying.
+    Initial,
+    Proceeding,
+    /// Server INVITE: 2xx sent, retransmitting it until ACK (RFC 6026 Accepted).
+    /// Client INVITE: 2xx received (RFC 6026 Accepted).
+    Accepted,
+    Completed,
+    Confirmed,
+}
+
+#[derive(Debug)]
+struct Txn {
+    client: bool,
+    invite: bool,
+    key: Key,
+    peer: Peer,
+    state: State,
+    /// Client: the request. Server: the INVITE (for building responses/ACK matching).
+    request: Request,
+    /// Bytes sent last (request for clients, last response for servers).
+    last: Bytes,
+    /// Client INVITE: the ACK built for a non-2xx final response.
+    ack: Option<Bytes>,
+    /// Dialog key of a 2xx being retransmitted (server INVITE), to match its ACK.
+    dialog_key: Option<(ByteString, u32)>,
+    retransmit_at: Option<(Instant, Timer)>,
+    interval: Duration,
+    timeout_at: Option<(Instant, Timer)>,
+    generation: u64,
+}
+
+/// All transactions of one SIP endpoint.
+#[derive(Debug)]
+pub struct TransactionLayer {
+    cfg: TimerConfig,
+    next_id: u64,
+    txns: HashMap<TxnId, Txn>,
+    clients: HashMap<Key, TxnId>,
+    servers: HashMap<Key, TxnId>,
+    awaiting_ack: HashMap<(ByteString, u32), TxnId>,
+    heap: BinaryHeap<Reverse<(Instant, TxnId, u64)>>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<TxnEvent>,
+    stats: TxnStats,
+}
+
+impl TransactionLayer {
+    /// A layer with these timer values.
+    pub fn new(cfg: TimerConfig) -> Self {
+        TransactionLayer {
+            cfg,
+            next_id: 1,
+            txns: HashMap::new(),
+            clients: HashMap::new(),
+            servers: HashMap::new(),
+            awaiting_ack: HashMap::new(),
+            heap: BinaryHeap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: TxnStats::default(),
+        }
+    }
+
+    /// Timer configuration.
+    pub fn config(&self) -> TimerConfig {
+        self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> TxnStats {
+        self.stats
+    }
+
+    /// Live transactions (for metrics and memory accounting).
+    pub fn len(&self) -> usize {
+        self.txns.len()
+    }
+
+    /// True when no transaction is alive.
+    pub fn is_empty(&self) -> bool {
+        self.txns.is_empty()
+    }
+
+    /// Next datagram or segment to write.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event for the transaction user.
+    pub fn poll_event(&mut self) -> Option<TxnEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`TransactionLayer::handle_timeout`] must be called next.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, id, generation))) = self.heap.peek().copied() {
+            match self.txns.get(&id) {
+                Some(t) if t.generation == generation => return Some(at),
+                _ => {
+                    self.heap.pop();
+                }
+            }
+        }
+        None
+    }
+
+    /// Sends a message outside any transaction (ACK for 2xx, stateless responses).
+    pub fn send_stateless(&mut self, peer: Peer, msg: &Message) {
+        self.transmits.push_back(Transmit { peer, data: Bytes::from(msg.to_bytes()) });
+    }
+
+    /// Starts a client transaction. The request must carry its top Via with a fresh
+    /// `z9hG4bK` branch. ACK must go through [`TransactionLayer::send_stateless`].
+    pub fn send_request(&mut self, now: Instant, req: Request, peer: Peer) -> TxnId {
+        let branch = req
+            .headers
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch().map(ByteString::from))
+            .unwrap_or_default();
+        let invite = req.method == Method::Invite;
+        let key = (branch, kind_of(&req.method));
+        let data = Bytes::from(Message::Request(req.clone()).to_bytes());
+        let id = self.alloc();
+        let mut t = Txn {
+            client: true,
+            invite,
+            key: key.clone(),
+            peer,
+            state: State::Initial,
+            request: req,
+            last: data.clone(),
+            ack: None,
+            dialog_key: None,
+            retransmit_at: None,
+            interval: self.cfg.t1,
+            timeout_at: Some((now + self.cfg.timeout(), if invite { Timer::B } else { Timer::F })),
+            generation: 0,
+        };
+        if !peer.transport.is_reliable() {
+            t.retransmit_at = Some((now + self.cfg.t1, if invite { Timer::A } else { Timer::E }));
+        }
+        self.transmits.push_back(Transmit { peer, data });
+        self.clients.insert(key, id);
+        self.insert(id, t);
+        id
+    }
+
+    /// Sends a response through a server transaction. Unknown or finished transactions
+    /// ignore it (the TU raced a timeout); `false` tells the caller so.
+    pub fn respond(&mut self, now: Instant, id: TxnId, resp: Response) -> bool {
+        let cfg = self.cfg;
+        let Some(t) = self.txns.get_mut(&id) else { return false };
+        if t.client || !matches!(t.state, State::Initial | State::Proceeding) {
+            return false;
+        }
+        let status = resp.status;
+        let dialog_key = (t.invite && (200..300).contains(&status))
+            .then(|| dialog_key_of(&resp))
+            .flatten();
+        let data = Bytes::from(Message::Response(resp).to_bytes());
+        self.transmits.push_back(Transmit { peer: t.peer, data: data.clone() });
+        t.last = data;
+        let reliable = t.peer.transport.is_reliable();
+        if status < 200 {
+            t.state = State::Proceeding;
+            return true;
+        }
+        t.interval = cfg.t1;
+        if t.invite && status < 300 {
+            // §13.3.1.4 / RFC 6026 Accepted: retransmit the 2xx until the ACK, for 64·T1.
+            t.state = State::Accepted;
+            t.retransmit_at = (!reliable).then(|| (now + cfg.t1, Timer::Retransmit2xx));
+            t.timeout_at = Some((now + cfg.timeout(), Timer::L));
+            if let Some(k) = dialog_key {
+                t.dialog_key = Some(k.clone());
+                self.awaiting_ack.insert(k, id);
+            }
+        } else if t.invite {
+            t.state = State::Completed;
+            t.retransmit_at = (!reliable).then(|| (now + cfg.t1, Timer::G));
+            t.timeout_at = Some((now + cfg.timeout(), Timer::H));
+        } else {
+            t.state = State::Completed;
+            t.retransmit_at = None;
+            t.timeout_at = Some((now + drain(reliable, cfg.timeout()), Timer::J));
+        }
+        self.reschedule(id);
+        true
+    }
+
+    /// Feeds a received, validated message.
+    pub fn handle_message(&mut self, now: Instant, msg: Message, from: Peer) {
+        match msg {
+            Message::Request(req) => self.handle_request(now, req, from),
+            Message::Response(resp) => self.handle_response(now, resp, from),
+        }
+    }
+
+    fn handle_request(&mut self, now: Instant, mut req: Request, from: Peer) {
+        stamp_received(&mut req, from);
+        let branch = req
+            .headers
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch().map(ByteString::from))
+            .unwrap_or_default();
+        let key = (branch, kind_of(&req.method));
+        if req.method == Method::Ack {
+            self.handle_ack(now, key, req, from);
+            return;
+        }
+        if let Some(&id) = self.servers.get(&key) {
+            // A retransmission: answer it with the last response, if any.
+            self.stats.absorbed += 1;
+            if let Some(t) = self.txns.get(&id) {
+                if !t.last.is_empty() && t.state != State::Accepted {
+                    self.transmits.push_back(Transmit { peer: t.peer, data: t.last.clone() });
+                }
+            }
+            return;
+        }
+        if req.method == Method::Cancel {
+            self.handle_cancel(now, key, req, from);
+            return;
+        }
+        let id = self.new_server(now, key, req.clone(), from);
+        if req.method == Method::Invite {
+            // §17.2.1: the server transaction answers 100 Trying right away so the client
+            // stops retransmitting (we don't wait the 200 ms the RFC allows).
+            let trying = make_response(&req, 100, None);
+            self.respond(now, id, trying);
+        }
+        self.events.push_back(TxnEvent::Request { id, req, from });
+    }
+
+    fn handle_ack(&mut self, now: Instant, key: Key, req: Request, from: Peer) {
+        if let Some(&id) = self.servers.get(&key) {
+            let cfg = self.cfg;
+            if let Some(t) = self.txns.get_mut(&id) {
+                if t.state == State::Completed {
+                    // §17.2.1: ACK for our non-2xx final response.
+                    t.state = State::Confirmed;
+                    t.retransmit_at = None;
+                    let reliable = t.peer.transport.is_reliable();
+                    t.timeout_at = Some((now + drain(reliable, cfg.t4), Timer::I));
+                    self.reschedule(id);
+                    return;
+                }
+                if t.state == State::Confirmed {
+                    self.stats.absorbed += 1;
+                    return;
+                }
+            }
+        }
+        let dk = req
+            .headers
+            .call_id()
+            .cloned()
+            .zip(req.headers.cseq().ok().map(|c| c.seq));
+        if let Some(id) = dk.and_then(|k| self.awaiting_ack.remove(&k)) {
+            if let Some(t) = self.txns.get_mut(&id) {
+                // The 2xx is acknowledged: stop retransmitting it, keep absorbing INVITEs.
+                t.retransmit_at = None;
+                t.dialog_key = None;
+                self.reschedule(id);
+            }
+        }
+        self.events.push_back(TxnEvent::Ack { req, from });
+    }
+
+    fn handle_cancel(&mut self, now: Instant, key: Key, req: Request, from: Peer) {
+        let invite = self.servers.get(&(key.0.clone(), Kind::Invite)).copied();
+        let id = self.new_server(now, key, req.clone(), from);
+        let pending = invite.filter(|i| {
+            self.txns
+                .get(i)
+                .is_some_and(|t| matches!(t.state, State::Initial | State::Proceeding))
+        });
+        match (invite, pending) {
+            (_, Some(inv)) => {
+                self.respond(now, id, make_response(&req, 200, None));
+                self.events.push_back(TxnEvent::Cancelled { invite: inv });
+            }
+            // §9.2: the INVITE already got its final response: CANCEL has no effect.
+            (Some(_), None) => {
+                self.respond(now, id, make_response(&req, 200, None));
+            }
+            (None, _) => {
+                self.respond(now, id, make_response(&req, 481, None));
+            }
+        }
+    }
+
+    fn handle_response(&mut self, now: Instant, resp: Response, from: Peer) {
+        let key = resp.headers.top_via().ok().and_then(|v| v.branch().map(ByteString::from));
+        let kind = resp.headers.cseq().ok().map(|c| kind_of(&c.method));
+        let id = key.zip(kind).and_then(|k| self.clients.get(&k).copied());
+        let Some(id) = id else {
+            self.events.push_back(TxnEvent::StrayResponse { resp, from });
+            return;
+        };
+        let cfg = self.cfg;
+        let Some(t) = self.txns.get_mut(&id) else { return };
+        let status = resp.status;
+        let reliable = t.peer.transport.is_reliable();
+        match (t.invite, t.state, status) {
+            (_, State::Initial | State::Proceeding, 100..=199) => {
+                t.state = State::Proceeding;
+                if t.invite {
+                    // §17.1.1.2: a provisional response stops Timer A (and B: the TU times
+                    // ringing itself).
+                    t.retransmit_at = None;
+                    t.timeout_at = None;
+                } else if t.retransmit_at.is_some() {
+                    // §17.1.2.2: in Proceeding, retransmit every T2.
+                    t.interval = cfg.t2;
+                }
+            }
+            (true, State::Initial | State::Proceeding | State::Accepted, 200..=299) => {
+                t.state = State::Accepted;
+                t.retransmit_at = None;
+                t.timeout_at = Some((now + cfg.timeout(), Timer::M));
+            }
+            (true, State::Initial | State::Proceeding, _) => {
+                let ack = Bytes::from(Message::Request(make_ack(&t.request, &resp)).to_bytes());
+                self.transmits.push_back(Transmit { peer: t.peer, data: ack.clone() });
+                t.ack = Some(ack);
+                t.state = State::Completed;
+                t.retransmit_at = None;
+                t.timeout_at = Some((now + drain(reliable, Duration::from_secs(32)), Timer::D));
+            }
+            (true, State::Completed, 300..) => {
+                // A retransmitted final response: ACK again, tell nobody.
+                self.stats.absorbed += 1;
+                if let Some(ack) = &t.ack {
+                    self.transmits.push_back(Transmit { peer: t.peer, data: ack.clone() });
+                }
+                return;
+            }
+            (false, State::Initial | State::Proceeding, 200..) => {
+                t.state = State::Completed;
+                t.retransmit_at = None;
+                t.timeout_at = Some((now + drain(reliable, cfg.t4), Timer::K));
+            }
+            _ => {
+                self.stats.absorbed += 1;
+                return;
+            }
+        }
+        self.reschedule(id);
+        self.events.push_back(TxnEvent::Response { id, resp });
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, id, generation))) = self.heap.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            if self.txns.get(&id).is_some_and(|t| t.generation == generation) {
+                self.fire(now, id);
+            }
+        }
+    }
+
+    fn fire(&mut self, now: Instant, id: TxnId) {
+        let cfg = self.cfg;
+        let Some(t) = self.txns.get_mut(&id) else { return };
+        if let Some((at, timer)) = t.retransmit_at.filter(|(at, _)| *at <= now) {
+            let _ = at;
+            self.transmits.push_back(Transmit { peer: t.peer, data: t.last.clone() });
+            self.stats.retransmissions += 1;
+            // Timer A doubles without bound (B ends it); E, G and 2xx cap at T2.
+            t.interval = match timer {
+                Timer::A => t.interval * 2,
+                _ => (t.interval * 2).min(cfg.t2),
+            };
+            t.retransmit_at = Some((now + t.interval, timer));
+        }
+        if let Some((_, timer)) = t.timeout_at.filter(|(at, _)| *at <= now) {
+            match timer {
+                Timer::B | Timer::F => {
+                    self.stats.timeouts += 1;
+                    self.events.push_back(TxnEvent::Timeout { id });
+                }
+                Timer::H => {
+                    self.stats.timeouts += 1;
+                    self.events.push_back(TxnEvent::AckTimeout { id });
+                }
+                Timer::L if t.dialog_key.is_some() => {
+                    self.events.push_back(TxnEvent::AckTimeout { id });
+                }
+                _ => {}
+            }
+            self.remove(id);
+            return;
+        }
+        self.reschedule(id);
+    }
+
+    fn alloc(&mut self) -> TxnId {
+        let id = TxnId(self.next_id);
+        self.next_id += 1;
+        self.stats.created += 1;
+        id
+    }
+
+    fn new_server(&mut self, now: Instant, key: Key, req: Request, from: Peer) -> TxnId {
+        let id = self.alloc();
+        let invite = req.method == Method::Invite;
+        let t = Txn {
+            client: false,
+            invite,
+            key: key.clone(),
+            peer: response_peer(&req, from),
+            state: State::Initial,
+            request: req,
+            last: Bytes::new(),
+            ack: None,
+            dialog_key: None,
+            retransmit_at: None,
+            interval: self.cfg.t1,
+            // A server transaction the TU never answers must not live forever.
+            timeout_at: Some((now + self.cfg.timeout() * 4, Timer::J)),
+            generation: 0,
+        };
+        self.servers.insert(key, id);
+        self.insert(id, t);
+        id
+    }
+
+    fn insert(&mut self, id: TxnId, t: Txn) {
+        self.txns.insert(id, t);
+        self.reschedule(id);
+    }
+
+    fn reschedule(&mut self, id: TxnId) {
+        let Some(t) = self.txns.get_mut(&id) else { return };
+        t.generation += 1;
+        let next = [t.retransmit_at, t.timeout_at].into_iter().flatten().map(|(at, _)| at).min();
+        if let Some(at) = next {
+            self.heap.push(Reverse((at, id, t.generation)));
+        }
+    }
+
+    fn remove(&mut self, id: TxnId) {
+        if let Some(t) = self.txns.remove(&id) {
+            let map = if t.client { &mut self.clients } else { &mut self.servers };
+            if map.get(&t.key) == Some(&id) {
+                map.remove(&t.key);
+            }
+            if let Some(k) = t.dialog_key {
+                self.awaiting_ack.remove(&k);
+            }
+        }
+    }
+
+    /// The request that opened a server transaction (to build responses from).
+    pub fn server_request(&self, id: TxnId) -> Option<&Request> {
+        self.txns.get(&id).filter(|t| !t.client).map(|t| &t.request)
+    }
+
+    /// The request a client transaction sent (to build CANCEL or ACK from).
+    pub fn client_request(&self, id: TxnId) -> Option<&Request> {
+        self.txns.get(&id).filter(|t| t.client).map(|t| &t.request)
+    }
+
+    /// The peer a client transaction talks to.
+    pub fn client_peer(&self, id: TxnId) -> Option<Peer> {
+        self.txns.get(&id).filter(|t| t.client).map(|t| t.peer)
+    }
+}
+
+fn dialog_key_of(resp: &Response) -> Option<(ByteString, u32)> {
+    Some((resp.headers.call_id()?.clone(), resp.headers.cseq().ok()?.seq))
+}
+
+/// RFC 3581 §4 and RFC 3261 §18.2.1: record where the request really came from.
+fn stamp_received(req: &mut Request, from: Peer) {
+    let Some(first) = req.headers.0.iter_mut().find(|h| h.name == Name::Via) else { return };
+    let entries: Vec<&str> = crate::header::split_list(&first.value).collect();
+    let Some(top) = entries.first() else { return };
+    let Ok(via) = crate::typed::Via::parse(top) else { return };
+    let ip = from.addr.ip();
+    let differs = match via.host {
+        crate::uri::Host::Ip(a) => a != ip,
+        crate::uri::Host::Name(_) => true,
+    };
+    if !differs && !via.wants_rport() {
+        return;
+    }
+    let mut out = String::with_capacity(top.len() + 40);
+    for (name, value) in via.params.iter() {
+        if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
+            continue;
+        }
+        out.push(';');
+        out.push_str(name);
+        if let Some(v) = value {
+            out.push('=');
+            out.push_str(v);
+        }
+    }
+    let head = &top[..top.len() - via.params.raw().len()];
+    let mut stamped = format!("{head}{out};received={ip}");
+    if via.wants_rport() {
+        stamped.push_str(&format!(";rport={}", from.addr.port()));
+    }
+    let rest: Vec<&str> = entries[1..].to_vec();
+    let value = if rest.is_empty() { stamped } else { format!("{stamped}, {}", rest.join(", ")) };
+    first.value = ByteString::from(value);
+}
+
+/// RFC 3261 §18.2.2 and RFC 3581 §4: where responses to this request go.
+pub fn response_peer(req: &Request, from: Peer) -> Peer {
+    if from.transport.is_reliable() {
+        return from;
+    }
+    let Ok(via) = req.headers.top_via() else { return from };
+    if via.params.get("rport").flatten().is_some() || via.wants_rport() {
+        return from;
+    }
+    let port = via.port.unwrap_or(5060);
+    Peer { transport: from.transport, addr: SocketAddr::new(from.addr.ip(), port) }
+}
+
+/// Builds a response to `req` (§8.2.6): Via, From, To, Call-ID and CSeq copied; a To tag
+/// added when given and the request had none.
+pub fn make_response(req: &Request, status: u16, to_tag: Option<&str>) -> Response {
+    let mut resp = Response::new(status, crate::message::reason_phrase(status));
+    for h in &req.headers.0 {
+        match h.name {
+            Name::Via | Name::From | Name::CallId | Name::CSeq => resp.headers.0.push(h.clone()),
+            Name::To => {
+                let has_tag = crate::typed::NameAddr::parse(&h.value, "To").is_ok_and(|n| n.tag().is_some());
+                let value = match to_tag {
+                    Some(tag) if !has_tag && status > 100 => ByteString::from(format!("{};tag={tag}", &*h.value)),
+                    _ => h.value.clone(),
+                };
+                resp.headers.push(Name::To, value);
+            }
+            _ => {}
+        }
+    }
+    resp
+}
+
+/// Builds the ACK for a non-2xx final response (§17.1.1.3): same Request-URI, Call-ID,
+/// From, CSeq number and top Via as the INVITE; To from the response; Route copied.
+pub fn make_ack(invite: &Request, resp: &Response) -> Request {
+    let mut ack = Request::new(Method::Ack, invite.uri.clone());
+    if let Some(via) = invite.headers.entries(&Name::Via).next() {
+        ack.headers.push(Name::Via, invite.headers.get(&Name::Via).map(|v| v.slice_ref(via)).unwrap_or_default());
+    }
+    ack.headers.push(Name::MaxForwards, "70");
+    for name in [Name::From, Name::CallId] {
+        if let Some(v) = invite.headers.get(&name) {
+            ack.headers.push(name, v.clone());
+        }
+    }
+    if let Some(to) = resp.headers.get(&Name::To) {
+        ack.headers.push(Name::To, to.clone());
+    }
+    let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
+    ack.headers.push(Name::CSeq, format!("{seq} ACK"));
+    for r in invite.headers.all(&Name::Route) {
+        ack.headers.push(Name::Route, r.clone());
+    }
+    ack
+}
+
+/// Builds a CANCEL for a pending INVITE (§9.1).
+pub fn make_cancel(invite: &Request) -> Request {
+    let mut c = Request::new(Method::Cancel, invite.uri.clone());
+    if let Some(via) = invite.headers.entries(&Name::Via).next() {
+        c.headers.push(Name::Via, invite.headers.get(&Name::Via).map(|v| v.slice_ref(via)).unwrap_or_default());
+    }
+    c.headers.push(Name::MaxForwards, "70");
+    for name in [Name::From, Name::To, Name::CallId] {
+        if let Some(v) = invite.headers.get(&name) {
+            c.headers.push(name, v.clone());
+        }
+    }
+    let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
+    c.headers.push(Name::CSeq, format!("{seq} CANCEL"));
+    for r in invite.headers.all(&Name::Route) {
+        c.headers.push(Name::Route, r.clone());
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests;
