@@ -1,0 +1,308 @@
+//! From TOML text to a checked [`Dialplan`], collecting every problem on the way.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use regex::Regex;
+use toml::Spanned;
+
+use crate::cause::Cause;
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::schema;
+use crate::template::Template;
+use crate::{ActionTpl, Cond, Dialplan, Extension, Field, Strategy, TargetTpl, TimeCond};
+
+/// What the dialplan may refer to, known from the rest of the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct CompileEnv {
+    /// Names of configured gateways.
+    pub gateways: Vec<String>,
+}
+
+/// One source file.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Path, as it should appear in diagnostics.
+    pub path: String,
+    /// The file's text.
+    pub text: String,
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+    env: &'a CompileEnv,
+    diags: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, span: Option<Range<usize>>, msg: impl Into<String>, hint: Option<&str>) {
+        self.diags.push(Diagnostic::at(self.file, self.text, span, msg, hint.map(str::to_owned)));
+    }
+}
+
+/// Compiles dialplan sources. Returns the dialplan, or every diagnostic found in every file.
+pub fn compile(sources: &[Source], env: &CompileEnv) -> Result<Dialplan, Diagnostics> {
+    let mut diags = Vec::new();
+    let mut contexts: HashMap<String, Vec<Extension>> = HashMap::new();
+    for src in sources {
+        let parsed: schema::File = match toml::from_str(&src.text) {
+            Ok(f) => f,
+            Err(e) => {
+                diags.push(Diagnostic::at(&src.path, &src.text, e.span(), e.message().trim(), toml_hint(e.message())));
+                continue;
+            }
+        };
+        let mut cx = Ctx { file: &src.path, text: &src.text, env, diags: Vec::new() };
+        for ext in parsed.extension {
+            let span = ext.span();
+            if let Some((ctx, e)) = compile_extension(&mut cx, ext.into_inner(), span) {
+                contexts.entry(ctx).or_default().push(e);
+            }
+        }
+        diags.append(&mut cx.diags);
+    }
+    if diags.is_empty() {
+        Ok(Dialplan { contexts })
+    } else {
+        Err(Diagnostics(diags))
+    }
+}
+
+fn toml_hint(msg: &str) -> Option<String> {
+    if msg.contains("unknown field") {
+        Some("check the spelling; docs/dialplan.md lists every key".into())
+    } else if msg.contains("unknown variant") {
+        Some("actions are: set, header_add, header_remove, answer, hangup, bridge".into())
+    } else {
+        None
+    }
+}
+
+fn compile_extension(cx: &mut Ctx<'_>, ext: schema::Extension, span: Range<usize>) -> Option<(String, Extension)> {
+    let before = cx.diags.len();
+    let context = ext.context.map(|c| c.into_inner()).unwrap_or_else(|| "default".to_owned());
+    let name = ext.name.into_inner();
+    let mut conds = Vec::new();
+    let mut time = None;
+    if let Some(w) = ext.when {
+        let mut add = |cx: &mut Ctx<'_>, field: Field, expr: Spanned<String>| {
+            let span = expr.span();
+            match Regex::new(expr.get_ref()) {
+                Ok(regex) => conds.push(Cond { field, regex }),
+                Err(e) => cx.err(Some(span), format!("invalid regular expression: {}", first_line(&e.to_string())), Some("the syntax is Rust's regex crate (like PCRE without look-around); escape backslashes in \"...\" strings or use '...'")),
+            }
+        };
+        if let Some(e) = w.destination {
+            add(cx, Field::Destination, e);
+        }
+        if let Some(e) = w.caller_number {
+            add(cx, Field::CallerNumber, e);
+        }
+        if let Some(e) = w.caller_name {
+            add(cx, Field::CallerName, e);
+        }
+        for (k, e) in w.header {
+            add(cx, Field::Header(k), e);
+        }
+        for (k, e) in w.var {
+            add(cx, Field::Var(k), e);
+        }
+        if let Some(t) = w.time {
+            time = compile_time(cx, t);
+        }
+    }
+    let mut actions = Vec::new();
+    for a in ext.actions {
+        let span = a.span();
+        if let Some(a) = compile_action(cx, a.into_inner(), span) {
+            actions.push(a);
+        }
+    }
+    let (line, _) = crate::diag::line_col(cx.text, span.start);
+    (cx.diags.len() == before).then(|| {
+        (context, Extension { name, file: cx.file.to_owned(), line, cont: ext.continue_, conds, time, actions })
+    })
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().last().unwrap_or(s).trim().to_owned()
+}
+
+fn compile_time(cx: &mut Ctx<'_>, t: Spanned<schema::Time>) -> Option<TimeCond> {
+    let t = t.into_inner();
+    let zone_span = t.zone.span();
+    let tz = match jiff::tz::TimeZone::get(t.zone.get_ref()) {
+        Ok(tz) => Some(tz),
+        Err(_) => {
+            cx.err(Some(zone_span), format!("unknown time zone {:?}", t.zone.get_ref()), Some("use an IANA name such as \"America/New_York\" or \"UTC\""));
+            None
+        }
+    };
+    let days = match &t.days {
+        Some(d) => match parse_days(d.get_ref()) {
+            Ok(mask) => mask,
+            Err(m) => {
+                cx.err(Some(d.span()), m, Some("write days like \"mon-fri\" or \"sat,sun\""));
+                0
+            }
+        },
+        None => 0x7f,
+    };
+    let hours = match &t.hours {
+        Some(h) => match parse_hours(h.get_ref()) {
+            Ok(v) => v,
+            Err(m) => {
+                cx.err(Some(h.span()), m, Some("write hours like \"09:00-17:30\" or \"08:00-12:00,13:00-18:00\" (end exclusive)"));
+                vec![]
+            }
+        },
+        None => vec![(0, 24 * 60)],
+    };
+    Some(TimeCond { tz: tz?, days, hours })
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+fn day_index(s: &str) -> Result<u32, String> {
+    let s = s.trim().to_ascii_lowercase();
+    DAYS.iter()
+        .position(|d| s.starts_with(d) && s.len() <= 9)
+        .map(|i| i as u32)
+        .ok_or_else(|| format!("unknown day {s:?}"))
+}
+
+/// `mon-fri,sun` → bitmask, bit 0 = Monday.
+fn parse_days(s: &str) -> Result<u8, String> {
+    let mut mask = 0u8;
+    for part in s.split(',') {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (day_index(a)?, day_index(b)?),
+            None => (day_index(part)?, day_index(part)?),
+        };
+        let mut d = a;
+        loop {
+            mask |= 1 << d;
+            if d == b {
+                break;
+            }
+            d = (d + 1) % 7;
+        }
+    }
+    Ok(mask)
+}
+
+fn minutes(s: &str) -> Result<u16, String> {
+    let (h, m) = s.trim().split_once(':').ok_or_else(|| format!("{s:?} is not HH:MM"))?;
+    let h: u16 = h.parse().map_err(|_| format!("{s:?} is not HH:MM"))?;
+    let m: u16 = m.parse().map_err(|_| format!("{s:?} is not HH:MM"))?;
+    if h > 24 || m > 59 || (h == 24 && m > 0) {
+        return Err(format!("{s:?} is not a time of day"));
+    }
+    Ok(h * 60 + m)
+}
+
+fn parse_hours(s: &str) -> Result<Vec<(u16, u16)>, String> {
+    s.split(',')
+        .map(|r| {
+            let (a, b) = r.split_once('-').ok_or_else(|| format!("{r:?} is not a range"))?;
+            let (a, b) = (minutes(a)?, minutes(b)?);
+            if a >= b {
+                return Err(format!("range {r:?} ends before it starts"));
+            }
+            Ok((a, b))
+        })
+        .collect()
+}
+
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c))
+}
+
+/// Headers the B2BUA owns: a dialplan may not add or remove them.
+const RESERVED: &[&str] = &[
+    "via", "from", "to", "call-id", "cseq", "contact", "route", "record-route", "max-forwards",
+    "content-length", "content-type",
+];
+
+fn compile_action(cx: &mut Ctx<'_>, a: schema::Action, span: Range<usize>) -> Option<ActionTpl> {
+    let s = Some(span.clone());
+    Some(match a {
+        schema::Action::Set(vars) => ActionTpl::Set(vars.into_iter().map(|(k, v)| (k, Template::new(&v))).collect()),
+        schema::Action::HeaderAdd(h) => {
+            for k in h.keys() {
+                check_header_name(cx, s.clone(), k);
+            }
+            ActionTpl::HeaderAdd(h.into_iter().map(|(k, v)| (k, Template::new(&v))).collect())
+        }
+        schema::Action::HeaderRemove(names) => {
+            for k in &names {
+                check_header_name(cx, s.clone(), k);
+            }
+            ActionTpl::HeaderRemove(names)
+        }
+        schema::Action::Answer => ActionTpl::Answer,
+        schema::Action::Hangup(c) => match Cause::from_name(&c) {
+            Some(c) => ActionTpl::Hangup(c),
+            None => {
+                let known: Vec<&str> = Cause::ALL.iter().map(|c| c.name()).collect();
+                cx.err(s, format!("unknown hang-up cause {c:?}"), Some(&format!("use one of {}", known.join(", "))));
+                return None;
+            }
+        },
+        schema::Action::Bridge(b) => return compile_bridge(cx, b, span),
+    })
+}
+
+fn check_header_name(cx: &mut Ctx<'_>, span: Option<Range<usize>>, k: &str) {
+    if !is_header_name(k) {
+        cx.err(span, format!("{k:?} is not a valid SIP header name"), Some("header names are tokens: letters, digits and -.!%*_+`'~"));
+    } else if RESERVED.contains(&k.to_ascii_lowercase().as_str()) {
+        cx.err(span, format!("header {k:?} is managed by the switch and cannot be changed here"), Some("use caller-ID rules on the gateway, or variables"));
+    }
+}
+
+fn compile_bridge(cx: &mut Ctx<'_>, b: schema::Bridge, span: Range<usize>) -> Option<ActionTpl> {
+    let before = cx.diags.len();
+    let strategy = match b.strategy.as_deref() {
+        None | Some("sequence") => Strategy::Sequence,
+        Some("parallel") => Strategy::Parallel,
+        Some(other) => {
+            cx.err(Some(span.clone()), format!("unknown bridge strategy {other:?}"), Some("use \"sequence\" (failover, in order) or \"parallel\" (ring all)"));
+            Strategy::Sequence
+        }
+    };
+    if b.targets.is_empty() {
+        cx.err(Some(span.clone()), "bridge has no targets", Some("targets = [\"gateway/NAME/NUMBER\", \"sip:user@host\"]"));
+    }
+    let timeout = match b.timeout {
+        Some(0) => {
+            cx.err(Some(span.clone()), "bridge timeout must be at least 1 second", None);
+            Duration::from_secs(1)
+        }
+        Some(t) => Duration::from_secs(u64::from(t)),
+        None => Duration::from_secs(30),
+    };
+    let mut targets = Vec::new();
+    for t in &b.targets {
+        if let Some(rest) = t.strip_prefix("gateway/") {
+            let (gw, user) = rest.split_once('/').unwrap_or((rest, ""));
+            if !cx.env.gateways.iter().any(|g| g == gw) {
+                let hint = if cx.env.gateways.is_empty() {
+                    "no gateway is configured: add one under [gateway.NAME] in switchboard.toml".to_owned()
+                } else {
+                    format!("configured gateways: {}", cx.env.gateways.join(", "))
+                };
+                cx.err(Some(span.clone()), format!("bridge target {t:?} names unknown gateway {gw:?}"), Some(&hint));
+                continue;
+            }
+            targets.push(TargetTpl::Gateway { name: gw.to_owned(), user: Template::new(user) });
+        } else if t.starts_with("sip:") || t.starts_with("sips:") {
+            targets.push(TargetTpl::Uri(Template::new(t)));
+        } else {
+            cx.err(Some(span.clone()), format!("bridge target {t:?} is not understood"), Some("write \"gateway/NAME/NUMBER\" or a sip: URI"));
+        }
+    }
+    (cx.diags.len() == before).then_some(ActionTpl::Bridge { targets, strategy, timeout })
+}

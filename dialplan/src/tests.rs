@@ -1,0 +1,133 @@
+use super::*;
+
+fn env() -> CompileEnv {
+    CompileEnv { gateways: vec!["acd1".into(), "acd2".into()] }
+}
+
+fn src(path: &str, text: &str) -> Source {
+    Source { path: path.into(), text: text.into() }
+}
+
+fn facts(dest: &str) -> Facts {
+    Facts {
+        context: "public".into(),
+        destination: dest.into(),
+        caller_number: "15551230000".into(),
+        caller_name: "Alice".into(),
+        headers: vec![("X-Merchant".into(), "acme".into())],
+        vars: BTreeMap::new(),
+        // A Wednesday, 15:00 UTC = 10:00 in New York.
+        now: "2026-11-25T15:00:00Z".parse().unwrap(),
+    }
+}
+
+const PLAN: &str = r#"
+[[extension]]
+name = "tag-merchant"
+context = "public"
+continue = true
+when.header.X-Merchant = '^(?P<merchant>\w+)$'
+actions = [ { set = { merchant = "${merchant}" } } ]
+
+[[extension]]
+name = "sales-open"
+context = "public"
+when.destination = '^sales-(\d+)$'
+when.var.merchant = '^acme$'
+when.time = { zone = "America/New_York", days = "mon-fri", hours = "09:00-17:00" }
+actions = [
+  { header_add = { X-Route = "sales-$1-${merchant}" } },
+  { header_remove = ["X-Internal"] },
+  { bridge = { targets = ["gateway/acd1/$1", "gateway/acd2/$1"], strategy = "sequence", timeout = 20 } },
+]
+
+[[extension]]
+name = "closed"
+context = "public"
+when.destination = '^sales-'
+actions = [ { hangup = "NO_ANSWER" } ]
+"#;
+
+#[test]
+fn matching_extension_builds_a_plan_with_captures_variables_and_failover() {
+    let dp = compile(&[src("default.toml", PLAN)], &env()).unwrap();
+    let plan = dp.evaluate(&facts("sales-42"));
+    assert_eq!(plan.matched.len(), 2, "{:#?}", plan.trace);
+    assert_eq!(plan.vars.get("merchant").map(String::as_str), Some("acme"));
+    assert_eq!(plan.actions[0], Action::HeaderAdd { name: "X-Route".into(), value: "sales-42-acme".into() });
+    assert_eq!(plan.actions[1], Action::HeaderRemove("X-Internal".into()));
+    let Action::Bridge(b) = &plan.actions[2] else { panic!("{plan:?}") };
+    assert_eq!(b.targets, vec![
+        Target::Gateway { name: "acd1".into(), user: "42".into() },
+        Target::Gateway { name: "acd2".into(), user: "42".into() },
+    ]);
+    assert_eq!(b.timeout, Duration::from_secs(20));
+}
+
+#[test]
+fn time_window_in_a_named_zone_sends_night_calls_elsewhere() {
+    let dp = compile(&[src("default.toml", PLAN)], &env()).unwrap();
+    let mut f = facts("sales-42");
+    f.now = "2026-11-26T03:00:00Z".parse().unwrap(); // 22:00 in New York
+    let plan = dp.evaluate(&f);
+    assert_eq!(plan.actions, vec![Action::Hangup(Cause::NoAnswer)], "{:#?}", plan.trace);
+    assert!(plan.trace.iter().any(|l| l.contains("outside the window")));
+    f.now = "2026-11-28T15:00:00Z".parse().unwrap(); // Saturday
+    assert_eq!(dp.evaluate(&f).actions, vec![Action::Hangup(Cause::NoAnswer)]);
+}
+
+#[test]
+fn no_match_gives_an_empty_plan_with_a_reason() {
+    let dp = compile(&[src("default.toml", PLAN)], &env()).unwrap();
+    let plan = dp.evaluate(&facts("support"));
+    assert!(plan.actions.is_empty());
+    assert!(plan.trace.last().unwrap().contains("NO_ROUTE_DESTINATION"));
+    let mut f = facts("sales-1");
+    f.context = "nowhere".into();
+    assert!(dp.evaluate(&f).actions.is_empty());
+}
+
+#[test]
+fn every_error_in_every_file_is_reported_with_file_line_and_column() {
+    let bad1 = r#"
+[[extension]]
+name = "a"
+when.destination = '^(unclosed'
+actions = [ { hangup = "BUSY_BUSY" } ]
+
+[[extension]]
+name = "b"
+when.time = { zone = "Mars/Olympus", days = "mon-funday", hours = "18:00-09:00" }
+actions = [ { bridge = { targets = ["gateway/nope/1", "tel:123"], strategy = "random" } } ]
+"#;
+    let bad2 = "[[extension]]\nname = \"c\"\nactoins = []\n";
+    let bad3 = "[[extension]]\nname = \"d\"\nactions = [ { header_add = { Via = \"x\", \"Bad Name\" = \"y\" } } ]\n";
+    let err = compile(&[src("one.toml", bad1), src("two.toml", bad2), src("three.toml", bad3)], &env()).unwrap_err();
+    let text = err.to_string();
+    for want in [
+        "one.toml:4:20: error: invalid regular expression",
+        "one.toml:5:13: error: unknown hang-up cause \"BUSY_BUSY\"",
+        "one.toml:9:22: error: unknown time zone \"Mars/Olympus\"",
+        "unknown day \"funday\"",
+        "ends before it starts",
+        "unknown gateway \"nope\"",
+        "hint: configured gateways: acd1, acd2",
+        "\"tel:123\" is not understood",
+        "unknown bridge strategy \"random\"",
+        "two.toml:3:1: error: unknown field `actoins`",
+        "three.toml:3:",
+        "header \"Via\" is managed by the switch",
+        "\"Bad Name\" is not a valid SIP header name",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn unknown_action_and_bad_toml_are_refused() {
+    let err = compile(&[src("x.toml", "[[extension]]\nname = \"a\"\nactions = [ { dial = \"x\" } ]\n")], &env()).unwrap_err();
+    assert!(err.to_string().contains("x.toml:3:"), "{err}");
+    assert!(err.to_string().contains("hint: actions are"), "{err}");
+    let err = compile(&[src("y.toml", "[[extension]\n")], &env()).unwrap_err();
+    assert!(err.to_string().starts_with("y.toml:1:"), "{err}");
+}
