@@ -1,0 +1,175 @@
+//! The relay decision for one call: which address each packet goes to.
+//!
+//! Each leg talks to its own local port pair. A leg's address comes from its SDP, but behind
+//! NAT the packets come from elsewhere: the first packet from a leg latches its real source
+//! (symmetric RTP, as rtpengine and FreeSWITCH do), and replies go there. A new SDP from the
+//! leg (re-INVITE) unlatches it. Packets are forwarded untouched (SSRC, sequence numbers and
+//! timestamps included) when both legs use the same codec.
+
+use std::net::SocketAddr;
+
+/// A leg of the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The caller's leg.
+    A,
+    /// The callee's leg.
+    B,
+}
+
+impl Side {
+    /// The other leg.
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+/// Counters of one direction (packets received from a leg).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// RTP packets received from the leg.
+    pub rtp_in: u64,
+    /// RTP packets forwarded to the other leg.
+    pub rtp_out: u64,
+    /// RTCP packets received.
+    pub rtcp_in: u64,
+    /// Packets dropped (no destination known yet, or from a stranger once latched).
+    pub dropped: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Leg {
+    sdp: Option<SocketAddr>,
+    latched: Option<SocketAddr>,
+    latched_rtcp: Option<SocketAddr>,
+    stats: RelayStats,
+}
+
+impl Leg {
+    fn rtp_dest(&self) -> Option<SocketAddr> {
+        self.latched.or(self.sdp)
+    }
+
+    fn rtcp_dest(&self) -> Option<SocketAddr> {
+        self.latched_rtcp.or_else(|| {
+            self.rtp_dest().map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1)))
+        })
+    }
+}
+
+/// One call's relay state.
+#[derive(Debug, Clone, Default)]
+pub struct Relay {
+    a: Leg,
+    b: Leg,
+}
+
+impl Relay {
+    /// A relay that knows no address yet.
+    pub fn new() -> Relay {
+        Relay::default()
+    }
+
+    fn leg(&mut self, side: Side) -> &mut Leg {
+        match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+
+    /// A leg's SDP announced where it receives RTP (`None` for hold with 0.0.0.0).
+    pub fn set_remote(&mut self, side: Side, addr: Option<SocketAddr>) {
+        let leg = self.leg(side);
+        if leg.sdp != addr {
+            leg.latched = None;
+            leg.latched_rtcp = None;
+        }
+        leg.sdp = addr;
+    }
+
+    /// A packet arrived from `side` at its local port (`rtcp` for the odd port). Returns where
+    /// to forward it from the other leg's local port, or `None` to drop it.
+    pub fn on_packet(&mut self, side: Side, src: SocketAddr, rtcp: bool) -> Option<SocketAddr> {
+        let leg = self.leg(side);
+        let known_ip = leg.latched.or(leg.sdp).map(|a| a.ip());
+        if rtcp {
+            leg.stats.rtcp_in += 1;
+            if leg.latched_rtcp.is_none() {
+                leg.latched_rtcp = Some(src);
+            }
+        } else {
+            leg.stats.rtp_in += 1;
+            match leg.latched {
+                None => leg.latched = Some(src),
+                Some(l) if l == src => {}
+                // A second source: accept it only from the address the SDP announced.
+                Some(_) if leg.sdp == Some(src) => leg.latched = Some(src),
+                Some(_) if known_ip != Some(src.ip()) => {
+                    leg.stats.dropped += 1;
+                    return None;
+                }
+                Some(_) => leg.latched = Some(src),
+            }
+        }
+        let other = self.leg(side.other());
+        let dest = if rtcp { other.rtcp_dest() } else { other.rtp_dest() };
+        let leg = self.leg(side);
+        match dest {
+            Some(d) => {
+                if !rtcp {
+                    leg.stats.rtp_out += 1;
+                }
+                Some(d)
+            }
+            None => {
+                leg.stats.dropped += 1;
+                None
+            }
+        }
+    }
+
+    /// Counters of packets received from a leg.
+    pub fn stats(&self, side: Side) -> RelayStats {
+        match side {
+            Side::A => self.a.stats,
+            Side::B => self.b.stats,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn first_packet_latches_the_nat_address_and_replies_go_there() {
+        let mut r = Relay::new();
+        r.set_remote(Side::A, Some(a("10.0.0.5:4000")));
+        r.set_remote(Side::B, Some(a("127.0.0.1:6000")));
+        // A is behind NAT: its packets come from a public address.
+        assert_eq!(r.on_packet(Side::A, a("198.51.100.7:31000"), false), Some(a("127.0.0.1:6000")));
+        assert_eq!(r.on_packet(Side::B, a("127.0.0.1:6000"), false), Some(a("198.51.100.7:31000")));
+        assert_eq!(r.on_packet(Side::B, a("127.0.0.1:6001"), true), Some(a("198.51.100.7:31001")));
+        // A stranger cannot hijack the latched stream.
+        assert_eq!(r.on_packet(Side::A, a("203.0.113.9:999"), false), None);
+        assert_eq!(r.stats(Side::A).dropped, 1);
+        assert_eq!(r.stats(Side::A).rtp_out, 1);
+    }
+
+    #[test]
+    fn new_sdp_unlatches_and_unknown_destination_drops() {
+        let mut r = Relay::new();
+        assert_eq!(r.on_packet(Side::A, a("127.0.0.1:1"), false), None, "B's address is unknown yet");
+        r.set_remote(Side::B, Some(a("127.0.0.1:7000")));
+        r.on_packet(Side::B, a("127.0.0.1:7002"), false);
+        r.set_remote(Side::B, Some(a("127.0.0.1:7004")));
+        assert_eq!(r.on_packet(Side::A, a("127.0.0.1:1"), false), Some(a("127.0.0.1:7004")));
+    }
+}
