@@ -1,1 +1,249 @@
-//! placeholder
+//! # switchboard-trunk
+//!
+//! SIP trunks (gateways) to carriers, ACDs and PBXs: their configuration, their health as
+//! learnt from OPTIONS pings (routing skips a gateway that is down), and caller-ID rules.
+//! Sans-IO: the engine sends the pings this module asks for and reports what came back.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use switchboard_sip::transaction::Transport;
+
+/// `[gateway.NAME]` in switchboard.toml.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// `host:port` of the gateway (a name is resolved once, at load).
+    pub address: String,
+    /// `udp` (default) or `tcp`.
+    #[serde(default)]
+    pub transport: Option<String>,
+    /// Seconds between OPTIONS pings; absent or 0 = never ping (always considered up).
+    #[serde(default)]
+    pub ping: Option<u64>,
+    /// Failed pings in a row before the gateway is marked down (default 1).
+    #[serde(default)]
+    pub ping_failures: Option<u32>,
+    /// Caller-ID number presented on calls through this gateway (overrides the caller's).
+    #[serde(default)]
+    pub caller_id_number: Option<String>,
+    /// Caller-ID display name presented on calls through this gateway.
+    #[serde(default)]
+    pub caller_id_name: Option<String>,
+    /// Prefix added to the caller's number when no override is set (e.g. `+1`).
+    #[serde(default)]
+    pub caller_id_prefix: Option<String>,
+}
+
+/// Why a gateway configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The address does not resolve.
+    #[error("gateway {0}: address {1:?} does not resolve to host:port")]
+    Address(String, String),
+    /// The transport is unknown.
+    #[error("gateway {0}: transport {1:?} is not one of udp, tcp")]
+    Transport(String, String),
+}
+
+/// A configured gateway with its live state.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// Name used in the dialplan (`gateway/NAME/NUMBER`).
+    pub name: String,
+    /// Where to send.
+    pub addr: SocketAddr,
+    /// Transport.
+    pub transport: Transport,
+    /// The configuration it was built from.
+    pub config: GatewayConfig,
+    up: bool,
+    failures: u32,
+    next_ping: Option<Instant>,
+    ping_in_flight: bool,
+}
+
+impl Gateway {
+    /// Checks and resolves a gateway's configuration.
+    pub fn new(name: &str, config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        let addr = config
+            .address
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| GatewayError::Address(name.to_owned(), config.address.clone()))?;
+        let t = config.transport.as_deref().unwrap_or("udp");
+        let transport = match Transport::from_token(t) {
+            Some(t @ (Transport::Udp | Transport::Tcp)) => t,
+            _ => return Err(GatewayError::Transport(name.to_owned(), t.to_owned())),
+        };
+        Ok(Gateway { name: name.to_owned(), addr, transport, config, up: true, failures: 0, next_ping: None, ping_in_flight: false })
+    }
+
+    /// Whether routing may use it.
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    fn ping_interval(&self) -> Option<Duration> {
+        self.config.ping.filter(|s| *s > 0).map(Duration::from_secs)
+    }
+
+    /// The caller ID (number, name) to present, from the caller's.
+    pub fn caller_id(&self, number: &str, name: &str) -> (String, String) {
+        let number = match (&self.config.caller_id_number, &self.config.caller_id_prefix) {
+            (Some(n), _) => n.clone(),
+            (None, Some(p)) if !number.starts_with(p.as_str()) => format!("{p}{number}"),
+            _ => number.to_owned(),
+        };
+        let name = self.config.caller_id_name.clone().unwrap_or_else(|| name.to_owned());
+        (number, name)
+    }
+}
+
+/// All gateways, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Gateways {
+    map: BTreeMap<String, Gateway>,
+}
+
+impl Gateways {
+    /// Builds the set, collecting every error.
+    pub fn new(configs: &BTreeMap<String, GatewayConfig>) -> Result<Gateways, Vec<GatewayError>> {
+        let mut map = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (name, cfg) in configs {
+            match Gateway::new(name, cfg.clone()) {
+                Ok(g) => {
+                    map.insert(name.clone(), g);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() { Ok(Gateways { map }) } else { Err(errors) }
+    }
+
+    /// A gateway by name.
+    pub fn get(&self, name: &str) -> Option<&Gateway> {
+        self.map.get(name)
+    }
+
+    /// All gateways.
+    pub fn iter(&self) -> impl Iterator<Item = &Gateway> {
+        self.map.values()
+    }
+
+    /// Names, for the dialplan compiler.
+    pub fn names(&self) -> Vec<String> {
+        self.map.keys().cloned().collect()
+    }
+
+    /// Takes over the live state of gateways that survive a reload unchanged in address.
+    pub fn carry_state_from(&mut self, old: &Gateways) {
+        for (name, g) in self.map.iter_mut() {
+            if let Some(o) = old.map.get(name).filter(|o| o.addr == g.addr && o.transport == g.transport) {
+                g.up = o.up;
+                g.failures = o.failures;
+                g.next_ping = o.next_ping;
+            }
+        }
+    }
+
+    /// Gateways whose ping is due now; each is marked in flight until its result.
+    pub fn due_pings(&mut self, now: Instant) -> Vec<(String, SocketAddr, Transport)> {
+        let mut due = Vec::new();
+        for g in self.map.values_mut() {
+            let Some(every) = g.ping_interval() else { continue };
+            let next = *g.next_ping.get_or_insert(now);
+            if !g.ping_in_flight && next <= now {
+                g.ping_in_flight = true;
+                g.next_ping = Some(now + every);
+                due.push((g.name.clone(), g.addr, g.transport));
+            }
+        }
+        due
+    }
+
+    /// A ping's outcome: any response but 408/503 (or a timeout) proves the gateway is alive.
+    /// Returns `Some(new state)` when the up/down state changed.
+    pub fn ping_result(&mut self, name: &str, status: Option<u16>) -> Option<bool> {
+        let g = self.map.get_mut(name)?;
+        g.ping_in_flight = false;
+        let alive = status.is_some_and(|s| s != 408 && s != 503);
+        let before = g.up;
+        if alive {
+            g.failures = 0;
+            g.up = true;
+        } else {
+            g.failures += 1;
+            if g.failures >= g.config.ping_failures.unwrap_or(1).max(1) {
+                g.up = false;
+            }
+        }
+        (g.up != before).then_some(g.up)
+    }
+
+    /// Marks a gateway up or down by hand (ops).
+    pub fn set_up(&mut self, name: &str, up: bool) -> bool {
+        match self.map.get_mut(name) {
+            Some(g) => {
+                g.up = up;
+                g.failures = 0;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// When the next ping is due.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        self.map.values().filter(|g| g.ping_interval().is_some() && !g.ping_in_flight).filter_map(|g| g.next_ping).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(ping: Option<u64>) -> GatewayConfig {
+        GatewayConfig {
+            address: "127.0.0.1:5080".into(),
+            transport: None,
+            ping,
+            ping_failures: Some(2),
+            caller_id_number: None,
+            caller_id_name: Some("Shop".into()),
+            caller_id_prefix: Some("+1".into()),
+        }
+    }
+
+    #[test]
+    fn health_follows_ping_results_with_a_failure_threshold() {
+        let mut gws = Gateways::new(&BTreeMap::from([("acd".to_owned(), cfg(Some(10)))])).unwrap();
+        let t0 = Instant::now();
+        assert_eq!(gws.due_pings(t0).len(), 1);
+        assert!(gws.due_pings(t0).is_empty(), "one ping in flight at a time");
+        assert_eq!(gws.ping_result("acd", None), None, "one failure is below the threshold");
+        assert_eq!(gws.next_wakeup(), Some(t0 + Duration::from_secs(10)));
+        assert_eq!(gws.due_pings(t0 + Duration::from_secs(10)).len(), 1);
+        assert_eq!(gws.ping_result("acd", Some(503)), Some(false));
+        assert!(!gws.get("acd").unwrap().is_up());
+        gws.due_pings(t0 + Duration::from_secs(20));
+        assert_eq!(gws.ping_result("acd", Some(404)), Some(true), "any answer but 408/503 means alive");
+    }
+
+    #[test]
+    fn caller_id_rules_and_bad_config() {
+        let gws = Gateways::new(&BTreeMap::from([("acd".to_owned(), cfg(None))])).unwrap();
+        let g = gws.get("acd").unwrap();
+        assert_eq!(g.caller_id("5551234", "Alice"), ("+15551234".to_owned(), "Shop".to_owned()));
+        let mut bad = cfg(None);
+        bad.transport = Some("sctp".into());
+        bad.address = "nowhere".into();
+        let errs = Gateways::new(&BTreeMap::from([("x".to_owned(), bad)])).unwrap_err();
+        assert!(errs[0].to_string().contains("does not resolve"));
+    }
+}
