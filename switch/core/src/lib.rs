@@ -1,1 +1,27 @@
-//! placeholder
+//! # switchboard-core
+//!
+//! The B2BUA, without I/O. An [`Engine`] owns the SIP transaction layer, the calls and their
+//! dialogs; the tokio shell feeds it bytes and time and carries out what it polls back.
+//!
+//! A call is two legs that share nothing on the wire: leg A (the caller; we are its UAS) and
+//! leg B (we are its UAC) have their own Call-IDs, tags, CSeq spaces and Vias. Nothing of
+//! leg A's headers reaches leg B unless the dialplan adds it. The dialplan's
+//! [`RoutePlan`](switchboard_dialplan::RoutePlan) decides what happens: answer, hang up, or
+//! bridge to targets in sequence (failover on timeouts and 5xx) or in parallel (ring all).
+//!
+//! Media is anchored: every SDP crossing the switch is rewritten to point at the call's
+//! relay ports (see `switchboard_media`), and the shell relays the packets.
+
+mod bridge;
+mod call;
+mod config;
+mod engine;
+mod ids;
+mod indialog;
+
+pub use call::{CallInfo, CallState, CallSummary, MediaPorts};
+pub use config::EngineConfig;
+pub use engine::{ALLOW, Engine, EngineStats, Output, facts_of};
+pub use ids::{CallRef, IdGen};
+pub use switchboard_dialplan::Cause;
+pub use switchboard_media::Side;

@@ -1,0 +1,169 @@
+//! A call: leg A (the caller, we are its UAS), the attempts at leg B (we are their UAC),
+//! the plan it follows, and how it ended.
+
+use std::time::Instant;
+
+use switchboard_dialplan::{Bridge, Cause, RoutePlan};
+use switchboard_media::Side;
+use switchboard_sip::dialog::Dialog;
+use switchboard_sip::transaction::{Peer, TxnId};
+use switchboard_sip::Request;
+
+use crate::ids::CallRef;
+
+/// Where a call is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallState {
+    /// Leg B is being tried.
+    Routing,
+    /// 200 sent to A, waiting for its ACK.
+    Answered,
+    /// Both legs confirmed.
+    Up,
+}
+
+impl CallState {
+    /// Short name for `ctl calls`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallState::Routing => "routing",
+            CallState::Answered => "answered",
+            CallState::Up => "up",
+        }
+    }
+}
+
+/// The caller's leg.
+#[derive(Debug)]
+pub(crate) struct LegA {
+    pub invite_txn: TxnId,
+    pub invite: Request,
+    /// Where A's requests came from (in-dialog requests go back there: symmetric signalling).
+    pub peer: Peer,
+    pub tag: String,
+    pub dialog: Option<Dialog>,
+    /// A final response went to A's INVITE.
+    pub finalized: bool,
+    pub sdp_version: u64,
+}
+
+/// An attempt at leg B.
+#[derive(Debug)]
+pub(crate) struct Attempt {
+    pub txn: TxnId,
+    pub invite: Request,
+    pub peer: Peer,
+    pub target: String,
+    pub call_id: String,
+    pub ringing: bool,
+    /// The ring timeout fired (so a 487 means NO_ANSWER, not a cancel by A).
+    pub timed_out: bool,
+    pub done: bool,
+}
+
+/// An in-dialog request relayed from one leg to the other, waiting for its response.
+#[derive(Debug, Clone)]
+pub(crate) struct Relayed {
+    pub server_txn: TxnId,
+    pub from: Side,
+    pub is_invite: bool,
+}
+
+/// The ACK a relayed re-INVITE's 2xx is waiting for: the requester's ACK goes on to the
+/// other leg with this CSeq (end to end, RFC 3261 §13.2.2.4).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PendingAck {
+    pub from: Side,
+    pub from_seq: u32,
+    pub to_seq: u32,
+}
+
+/// Ports anchoring the call's media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaPorts {
+    /// The port leg A sends to.
+    pub a: u16,
+    /// The port leg B sends to.
+    pub b: u16,
+}
+
+/// One call.
+#[derive(Debug)]
+pub(crate) struct Call {
+    pub id: CallRef,
+    pub state: CallState,
+    pub a: LegA,
+    pub attempts: Vec<Attempt>,
+    pub winner: Option<usize>,
+    pub b_dialog: Option<Dialog>,
+    pub b_peer: Option<Peer>,
+    pub b_ack: Option<Request>,
+    pub plan: RoutePlan,
+    pub bridge: Option<Bridge>,
+    /// Next plan action to run (after a bridge fails, the plan goes on from here).
+    pub plan_cursor: usize,
+    pub next_target: usize,
+    /// A's offer, rewritten for leg B (computed once, reused by every attempt).
+    pub offer_b: Option<bytes::Bytes>,
+    pub media: Option<MediaPorts>,
+    pub b_sdp_version: u64,
+    pub relayed: Vec<(TxnId, Relayed)>,
+    pub pending_ack: Option<PendingAck>,
+    /// A re-INVITE in progress from this side (glare → 491).
+    pub reinvite_from: Option<Side>,
+    pub last_failure: Option<(u16, Cause)>,
+    pub started: Instant,
+    pub answered_at: Option<Instant>,
+    pub destination: String,
+    pub caller: String,
+}
+
+impl Call {
+    pub fn attempt_by_txn(&self, txn: TxnId) -> Option<usize> {
+        self.attempts.iter().position(|a| a.txn == txn)
+    }
+
+    pub fn live_attempts(&self) -> impl Iterator<Item = &Attempt> {
+        self.attempts.iter().filter(|a| !a.done)
+    }
+}
+
+/// What the engine reports about a finished call (for logs, metrics and CDRs).
+#[derive(Debug, Clone)]
+pub struct CallSummary {
+    /// The call.
+    pub id: CallRef,
+    /// Leg A's Call-ID.
+    pub a_call_id: String,
+    /// Leg B's Call-ID, when a leg B answered.
+    pub b_call_id: Option<String>,
+    /// Destination dialled.
+    pub destination: String,
+    /// Caller number.
+    pub caller: String,
+    /// Why it ended.
+    pub cause: Cause,
+    /// Which side hung up (None: the switch did).
+    pub hangup_side: Option<Side>,
+    /// Seconds from answer to end (0 when never answered).
+    pub billable_secs: f64,
+}
+
+/// A live call as `ctl calls` lists it.
+#[derive(Debug, Clone)]
+pub struct CallInfo {
+    /// The call.
+    pub id: CallRef,
+    /// State.
+    pub state: CallState,
+    /// Leg A's Call-ID.
+    pub a_call_id: String,
+    /// Destination dialled.
+    pub destination: String,
+    /// Caller number.
+    pub caller: String,
+    /// Current or winning leg B target.
+    pub target: Option<String>,
+    /// Seconds since the INVITE.
+    pub age_secs: u64,
+}

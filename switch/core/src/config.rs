@@ -1,0 +1,44 @@
+//! What the engine needs to know about its own place on the network.
+
+use std::net::{IpAddr, SocketAddr};
+
+use switchboard_sip::transaction::TimerConfig;
+
+/// Engine settings (from `[sip]` and `[media]` of switchboard.toml).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// UDP listen address (used in Via and Contact).
+    pub udp: Option<SocketAddr>,
+    /// TCP listen address.
+    pub tcp: Option<SocketAddr>,
+    /// Context for calls arriving on the SIP listeners.
+    pub context: String,
+    /// T1/T2/T4.
+    pub timers: TimerConfig,
+    /// User-Agent / Server header value.
+    pub user_agent: String,
+    /// Calls refused with 503 above this many.
+    pub max_calls: usize,
+    /// Address RTP is anchored on (written in SDP).
+    pub media_ip: IpAddr,
+    /// RTP port range.
+    pub rtp_ports: (u16, u16),
+    /// Codecs allowed on legs, in preference order (empty = anything the legs agree on).
+    pub codecs: Vec<String>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            udp: Some(SocketAddr::from(([127, 0, 0, 1], 5060))),
+            tcp: None,
+            context: "default".into(),
+            timers: TimerConfig::default(),
+            user_agent: format!("Switchboard/{}", env!("CARGO_PKG_VERSION")),
+            max_calls: 10_000,
+            media_ip: IpAddr::from([127, 0, 0, 1]),
+            rtp_ports: (20000, 29999),
+            codecs: vec!["PCMU".into(), "PCMA".into(), "G722".into(), "opus".into(), "telephone-event".into()],
+        }
+    }
+}

@@ -1,0 +1,737 @@
+//! The engine: every call of the switch, driven through one transaction layer.
+//!
+//! Input (always with the current time): [`Engine::handle_datagram`] for bytes from a
+//! transport, [`Engine::handle_timeout`] when [`Engine::poll_timeout`] is due, and the ops
+//! commands ([`Engine::hangup`], [`Engine::set_dialplan`], [`Engine::begin_shutdown`]).
+//! Output, polled after each input: [`Engine::poll_transmit`] (bytes to write) and
+//! [`Engine::poll_output`] (media and call events for the shell).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use switchboard_dialplan::{Cause, Dialplan, Facts};
+use switchboard_media::{PortPool, Side};
+use switchboard_sip::transaction::{Peer, TransactionLayer, Transmit, Transport, TxnEvent, TxnId, make_response};
+use switchboard_sip::{Message, Method, Name, ParseError, Request, Response, parse_datagram};
+use switchboard_trunk::Gateways;
+use tracing::{debug, info, warn};
+
+use crate::call::{Call, CallInfo, CallSummary, MediaPorts};
+use crate::config::EngineConfig;
+use crate::ids::{CallRef, IdGen};
+
+/// Methods we implement (Allow header).
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, NOTIFY, REFER, MESSAGE";
+/// Option tags we support.
+const SUPPORTED: &[&str] = &["replaces", "timer"];
+
+/// What the shell must do besides sending bytes.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Output {
+    /// Bind the relay ports of a call (`ports.a` for leg A, `ports.b` for leg B, RTCP on +1).
+    MediaOpen {
+        /// The call.
+        call: CallRef,
+        /// Its ports.
+        ports: MediaPorts,
+    },
+    /// A leg's SDP said where it receives RTP.
+    MediaRemote {
+        /// The call.
+        call: CallRef,
+        /// Which leg.
+        side: Side,
+        /// Its RTP address (None: on hold).
+        addr: Option<SocketAddr>,
+    },
+    /// Unbind the relay of a call.
+    MediaClose {
+        /// The call.
+        call: CallRef,
+    },
+    /// A call ended.
+    CallEnded(Box<CallSummary>),
+    /// A gateway went up or down.
+    GatewayState {
+        /// Gateway name.
+        name: String,
+        /// Now up?
+        up: bool,
+    },
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct EngineStats {
+    /// Calls accepted for routing.
+    pub calls_total: u64,
+    /// Calls ended, by cause.
+    pub ended_by_cause: HashMap<&'static str, u64>,
+    /// Messages that did not parse or validate.
+    pub parse_errors: u64,
+    /// Requests received.
+    pub requests_in: u64,
+    /// Responses received.
+    pub responses_in: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ClientRole {
+    Attempt(CallRef),
+    Relay(CallRef),
+    Bye,
+    Cancel,
+    Ping,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallTimer {
+    Ring(TxnId),
+}
+
+/// The B2BUA engine. Sans-IO: no socket, no clock.
+#[derive(Debug)]
+pub struct Engine {
+    pub(crate) cfg: EngineConfig,
+    pub(crate) txn: TransactionLayer,
+    pub(crate) dialplan: Arc<Dialplan>,
+    pub(crate) gateways: Gateways,
+    pub(crate) calls: HashMap<CallRef, Call>,
+    /// (Call-ID, our tag) → call and side, for in-dialog requests.
+    pub(crate) dialogs: HashMap<(ByteString, ByteString), (CallRef, Side)>,
+    pub(crate) server_invites: HashMap<TxnId, CallRef>,
+    pub(crate) clients: HashMap<TxnId, ClientRole>,
+    pub(crate) pings: HashMap<TxnId, String>,
+    /// Leg B Call-IDs we created (loop detection).
+    pub(crate) b_call_ids: HashMap<ByteString, CallRef>,
+    pub(crate) timers: BinaryHeap<Reverse<(Instant, CallRef, u64)>>,
+    pub(crate) timer_kinds: HashMap<u64, CallTimer>,
+    next_timer: u64,
+    pub(crate) ports: PortPool,
+    /// Client INVITEs that had a provisional response (CANCEL may be sent).
+    pub(crate) provisional_seen: TxnSet,
+    /// Client INVITEs to CANCEL as soon as a provisional arrives.
+    pub(crate) cancel_wanted: TxnSet,
+    pub(crate) cancel_sent: TxnSet,
+    pub(crate) late_byes: TxnSet,
+    pub(crate) ids: IdGen,
+    next_call: u64,
+    pub(crate) outputs: VecDeque<Output>,
+    pub(crate) stats: EngineStats,
+    shutting_down: bool,
+}
+
+impl Engine {
+    /// A new engine. `seed` feeds tag/branch/Call-ID generation (take it from the OS).
+    pub fn new(cfg: EngineConfig, dialplan: Arc<Dialplan>, gateways: Gateways, seed: u64) -> Engine {
+        Engine {
+            txn: TransactionLayer::new(cfg.timers),
+            ports: PortPool::new(cfg.rtp_ports.0, cfg.rtp_ports.1),
+            provisional_seen: TxnSet::default(),
+            cancel_wanted: TxnSet::default(),
+            cancel_sent: TxnSet::default(),
+            late_byes: TxnSet::default(),
+            cfg,
+            dialplan,
+            gateways,
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            server_invites: HashMap::new(),
+            clients: HashMap::new(),
+            pings: HashMap::new(),
+            b_call_ids: HashMap::new(),
+            timers: BinaryHeap::new(),
+            timer_kinds: HashMap::new(),
+            next_timer: 0,
+            ids: IdGen::new(seed),
+            next_call: 1,
+            outputs: VecDeque::new(),
+            stats: EngineStats::default(),
+            shutting_down: false,
+        }
+    }
+
+    // ---- ops -------------------------------------------------------------------------
+
+    /// Swaps in a new dialplan; calls in progress keep the plan they computed.
+    pub fn set_dialplan(&mut self, dialplan: Arc<Dialplan>) {
+        self.dialplan = dialplan;
+    }
+
+    /// Swaps in new gateways, keeping the health of those that did not move.
+    pub fn set_gateways(&mut self, mut gateways: Gateways) {
+        gateways.carry_state_from(&self.gateways);
+        self.gateways = gateways;
+    }
+
+    /// The gateways and their state.
+    pub fn gateways(&self) -> &Gateways {
+        &self.gateways
+    }
+
+    /// Marks a gateway up or down by hand.
+    pub fn set_gateway_up(&mut self, name: &str, up: bool) -> bool {
+        self.gateways.set_up(name, up)
+    }
+
+    /// Stop taking calls: new INVITEs get 503 from now on.
+    pub fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+    }
+
+    /// Calls in progress.
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Live transactions.
+    pub fn active_transactions(&self) -> usize {
+        self.txn.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Transaction counters.
+    pub fn txn_stats(&self) -> switchboard_sip::transaction::TxnStats {
+        self.txn.stats()
+    }
+
+    /// The live calls.
+    pub fn calls(&self, now: Instant) -> Vec<CallInfo> {
+        let mut v: Vec<CallInfo> = self
+            .calls
+            .values()
+            .map(|c| CallInfo {
+                id: c.id,
+                state: c.state,
+                a_call_id: c.a.invite.headers.call_id().map(|s| s.to_string()).unwrap_or_default(),
+                destination: c.destination.clone(),
+                caller: c.caller.clone(),
+                target: c.winner.or(c.attempts.len().checked_sub(1)).map(|i| c.attempts[i].target.clone()),
+                age_secs: now.saturating_duration_since(c.started).as_secs(),
+            })
+            .collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    /// Hangs up a call by hand (cause MANAGER_REQUEST or SYSTEM_SHUTDOWN).
+    pub fn hangup(&mut self, now: Instant, call: CallRef, cause: Cause) -> bool {
+        if !self.calls.contains_key(&call) {
+            return false;
+        }
+        self.teardown(now, call, cause, None);
+        true
+    }
+
+    /// Hangs up every call (end of the shutdown drain).
+    pub fn hangup_all(&mut self, now: Instant, cause: Cause) {
+        let ids: Vec<CallRef> = self.calls.keys().copied().collect();
+        for id in ids {
+            self.teardown(now, id, cause, None);
+        }
+    }
+
+    // ---- I/O surface -------------------------------------------------------------------
+
+    /// Next bytes to write.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.txn.poll_transmit()
+    }
+
+    /// Next event for the shell.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to call [`Engine::handle_timeout`] next.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, call, id))) = self.timers.peek().copied() {
+            if self.calls.contains_key(&call) && self.timer_kinds.contains_key(&id) {
+                break;
+            }
+            self.timers.pop();
+            let _ = at;
+            self.timer_kinds.remove(&id);
+        }
+        let ours = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        [ours, self.txn.poll_timeout(), self.gateways.next_wakeup()].into_iter().flatten().min()
+    }
+
+    /// Bytes arrived from a transport.
+    pub fn handle_datagram(&mut self, now: Instant, wall: jiff::Timestamp, data: Bytes, from: Peer) {
+        let msg = match parse_datagram(data) {
+            Ok(m) => m,
+            Err(ParseError::Incomplete) if from.transport == Transport::Udp => {
+                // Keep-alives (CRLF) and fragments: nothing to answer.
+                return;
+            }
+            Err(e) => {
+                self.stats.parse_errors += 1;
+                debug!(peer = %from.addr, error = %e, "dropping unparseable message");
+                return;
+            }
+        };
+        self.handle_message(now, wall, msg, from);
+    }
+
+    /// A message framed by a stream transport (or parsed elsewhere).
+    pub fn handle_message(&mut self, now: Instant, wall: jiff::Timestamp, msg: Message, from: Peer) {
+        if let Err(e) = msg.validate() {
+            self.stats.parse_errors += 1;
+            if let Message::Request(req) = &msg {
+                if req.method != Method::Ack && req.headers.top_via().is_ok() {
+                    let mut resp = make_response(req, 400, None);
+                    resp.reason = ByteString::from(e.reason_phrase());
+                    self.txn.send_stateless(switchboard_sip::transaction::response_peer(req, from), &Message::Response(resp));
+                }
+            }
+            debug!(peer = %from.addr, error = %e, "invalid message");
+            return;
+        }
+        match &msg {
+            Message::Request(_) => self.stats.requests_in += 1,
+            Message::Response(_) => self.stats.responses_in += 1,
+        }
+        self.txn.handle_message(now, msg, from);
+        self.drain_txn_events(now, wall);
+    }
+
+    /// Timers are due.
+    pub fn handle_timeout(&mut self, now: Instant, wall: jiff::Timestamp) {
+        self.txn.handle_timeout(now);
+        while let Some(Reverse((at, call, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(kind) = self.timer_kinds.remove(&id) {
+                self.fire_call_timer(now, call, kind);
+            }
+        }
+        // Bookkeeping of INVITE transactions lives as long as they can (64·T1, and some).
+        let horizon = self.cfg.timers.timeout() * 2;
+        for set in [&mut self.provisional_seen, &mut self.cancel_wanted, &mut self.cancel_sent, &mut self.late_byes] {
+            set.purge(now, horizon);
+        }
+        for (name, addr, transport) in self.gateways.due_pings(now) {
+            self.send_ping(now, &name, Peer { transport, addr });
+        }
+        self.drain_txn_events(now, wall);
+    }
+
+    pub(crate) fn schedule(&mut self, at: Instant, call: CallRef, kind: CallTimer) {
+        self.next_timer += 1;
+        self.timer_kinds.insert(self.next_timer, kind);
+        self.timers.push(Reverse((at, call, self.next_timer)));
+    }
+
+    fn drain_txn_events(&mut self, now: Instant, wall: jiff::Timestamp) {
+        while let Some(ev) = self.txn.poll_event() {
+            match ev {
+                TxnEvent::Request { id, req, from } => self.on_request(now, wall, id, req, from),
+                TxnEvent::Cancelled { invite } => self.on_cancelled(now, invite),
+                TxnEvent::Ack { req, from } => self.on_ack(now, req, from),
+                TxnEvent::Response { id, resp } => self.on_response(now, id, resp),
+                TxnEvent::Timeout { id } => self.on_client_timeout(now, id),
+                TxnEvent::AckTimeout { id } => self.on_ack_timeout(now, id),
+                TxnEvent::StrayResponse { resp, from } => self.on_stray_response(resp, from),
+                _ => {}
+            }
+        }
+    }
+
+    // ---- requests outside dialogs --------------------------------------------------------
+
+    pub(crate) fn respond(&mut self, now: Instant, txn: TxnId, status: u16, tag: Option<&str>) {
+        let Some(req) = self.txn.server_request(txn) else { return };
+        let mut resp = make_response(req, status, tag);
+        self.decorate(&mut resp);
+        self.txn.respond(now, txn, resp);
+    }
+
+    pub(crate) fn decorate(&self, resp: &mut Response) {
+        resp.headers.push(Name::Server, self.cfg.user_agent.clone());
+        if resp.status == 405 || resp.status == 200 || resp.status == 501 {
+            resp.headers.push(Name::Allow, ALLOW);
+        }
+    }
+
+    fn on_request(&mut self, now: Instant, wall: jiff::Timestamp, id: TxnId, req: Request, from: Peer) {
+        // RFC 3261 §8.2.2.1 scheme, §16.3 Max-Forwards, §8.2.2.3 Require, in that order.
+        if req.uri().is_err() {
+            self.respond(now, id, 416, None);
+            return;
+        }
+        let to_tag = req.headers.to_addr().ok().and_then(|t| t.tag().map(ByteString::from));
+        if let Some(tag) = to_tag {
+            self.on_in_dialog(now, id, req, tag);
+            return;
+        }
+        if let Some(Ok(0)) = req.headers.max_forwards() {
+            if req.method == Method::Options {
+                // §11.2: OPTIONS with Max-Forwards 0 is answered by us, the last hop.
+                self.answer_options(now, id);
+            } else {
+                self.respond(now, id, 483, None);
+            }
+            return;
+        }
+        let unsupported: Vec<String> = req
+            .headers
+            .option_tags(&Name::Require)
+            .filter(|t| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
+            .map(str::to_owned)
+            .collect();
+        if !unsupported.is_empty() && req.method != Method::Cancel {
+            if let Some(r) = self.txn.server_request(id) {
+                let mut resp = make_response(r, 420, None);
+                resp.headers.push(Name::Unsupported, unsupported.join(", "));
+                self.decorate(&mut resp);
+                self.txn.respond(now, id, resp);
+            }
+            return;
+        }
+        match req.method {
+            Method::Invite => self.new_call(now, wall, id, req, from),
+            Method::Options => self.answer_options(now, id),
+            Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Notify | Method::Refer => {
+                self.respond(now, id, 481, None)
+            }
+            Method::Register | Method::Subscribe | Method::Publish | Method::Message => self.respond(now, id, 405, None),
+            _ => self.respond(now, id, 501, None),
+        }
+    }
+
+    fn answer_options(&mut self, now: Instant, id: TxnId) {
+        let Some(req) = self.txn.server_request(id) else { return };
+        let mut resp = make_response(req, 200, Some(&format!("{:x}", id.0)));
+        self.decorate(&mut resp);
+        resp.headers.push(Name::Supported, SUPPORTED.join(", "));
+        resp.headers.push(Name::Other("Accept".into()), "application/sdp");
+        if self.shutting_down {
+            resp.status = 503;
+            resp.reason = "Service Unavailable".into();
+        }
+        self.txn.respond(now, id, resp);
+    }
+
+    fn new_call(&mut self, now: Instant, wall: jiff::Timestamp, id: TxnId, req: Request, from: Peer) {
+        if self.shutting_down || self.calls.len() >= self.cfg.max_calls {
+            self.respond(now, id, 503, None);
+            return;
+        }
+        if req.headers.call_id().is_some_and(|c| self.b_call_ids.contains_key(c)) {
+            // Our own leg B came back to us: a routing loop (§16.3 step 4 for a B2BUA).
+            self.respond(now, id, 482, None);
+            return;
+        }
+        let has_sdp = !req.body.is_empty();
+        if has_sdp && !req.headers.get(&Name::ContentType).is_some_and(|c| c.to_ascii_lowercase().starts_with("application/sdp")) {
+            self.respond(now, id, 415, None);
+            return;
+        }
+        let call_ref = CallRef(self.next_call);
+        self.next_call += 1;
+        let a_tag = self.ids.tag();
+        let facts = facts_of(&req, &self.cfg.context, from, wall);
+        let plan = self.dialplan.evaluate(&facts);
+        let a_call_id = req.headers.call_id().map(|c| c.to_string()).unwrap_or_default();
+        info!(call = %call_ref, call_id = %a_call_id, from = %facts.caller_number, to = %facts.destination, "new call");
+        for line in &plan.trace {
+            debug!(call = %call_ref, "dialplan: {line}");
+        }
+        let call = Call {
+            id: call_ref,
+            state: crate::call::CallState::Routing,
+            a: crate::call::LegA {
+                invite_txn: id,
+                invite: req,
+                peer: from,
+                tag: a_tag,
+                dialog: None,
+                finalized: false,
+                sdp_version: 1,
+            },
+            attempts: Vec::new(),
+            winner: None,
+            b_dialog: None,
+            b_peer: None,
+            b_ack: None,
+            plan,
+            plan_cursor: 0,
+            bridge: None,
+            next_target: 0,
+            offer_b: None,
+            media: None,
+            b_sdp_version: 1,
+            relayed: Vec::new(),
+            pending_ack: None,
+            reinvite_from: None,
+            last_failure: None,
+            started: now,
+            answered_at: None,
+            destination: facts.destination,
+            caller: facts.caller_number,
+        };
+        self.stats.calls_total += 1;
+        self.server_invites.insert(id, call_ref);
+        self.calls.insert(call_ref, call);
+        self.run_plan(now, call_ref);
+    }
+
+    // ---- CANCEL, ACK, stray responses ---------------------------------------------------
+
+    fn on_cancelled(&mut self, now: Instant, invite: TxnId) {
+        let Some(&call) = self.server_invites.get(&invite) else { return };
+        info!(call = %call, "caller cancelled");
+        self.teardown(now, call, Cause::OriginatorCancel, Some(Side::A));
+    }
+
+    fn on_stray_response(&mut self, resp: Response, from: Peer) {
+        // A 2xx retransmitted after its transaction ended: ACK it again if we know the call.
+        if (200..300).contains(&resp.status) && resp.headers.cseq().is_ok_and(|c| c.method == Method::Invite) {
+            let call = resp.headers.call_id().and_then(|c| self.b_call_ids.get(c)).copied();
+            if let Some(ack) = call.and_then(|c| self.calls.get(&c)).and_then(|c| c.b_ack.clone()) {
+                self.txn.send_stateless(from, &Message::Request(ack));
+            }
+        }
+    }
+
+    fn send_ping(&mut self, now: Instant, name: &str, peer: Peer) {
+        let uri = format!("sip:{}{}", fmt_addr(peer.addr), transport_param(peer.transport));
+        let mut req = Request::new(Method::Options, uri.clone());
+        req.headers.push(Name::Via, self.via(peer.transport));
+        req.headers.push(Name::MaxForwards, "70");
+        req.headers.push(Name::From, format!("<sip:ping@{}>;tag={}", fmt_addr(self.local_addr(peer.transport)), self.ids.tag()));
+        req.headers.push(Name::To, format!("<{uri}>"));
+        req.headers.push(Name::CallId, self.ids.call_id());
+        req.headers.push(Name::CSeq, "1 OPTIONS");
+        req.headers.push(Name::UserAgent, self.cfg.user_agent.clone());
+        let id = self.txn.send_request(now, req, peer);
+        self.clients.insert(id, ClientRole::Ping);
+        self.pings.insert(id, name.to_owned());
+    }
+
+    pub(crate) fn ping_result(&mut self, id: TxnId, status: Option<u16>) {
+        if let Some(name) = self.pings.remove(&id) {
+            if let Some(up) = self.gateways.ping_result(&name, status) {
+                if up {
+                    info!(gateway = %name, "gateway is up");
+                } else {
+                    warn!(gateway = %name, ?status, "gateway is down");
+                }
+                self.outputs.push_back(Output::GatewayState { name, up });
+            }
+        }
+    }
+
+    // ---- helpers ------------------------------------------------------------------------
+
+    pub(crate) fn local_addr(&self, t: Transport) -> SocketAddr {
+        let addr = match t {
+            Transport::Tcp | Transport::Tls | Transport::Ws => self.cfg.tcp.or(self.cfg.udp),
+            Transport::Udp => self.cfg.udp.or(self.cfg.tcp),
+        };
+        addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)))
+    }
+
+    pub(crate) fn via(&mut self, t: Transport) -> String {
+        format!("SIP/2.0/{} {};branch={};rport", t.via_token(), fmt_addr(self.local_addr(t)), self.ids.branch())
+    }
+
+    pub(crate) fn contact(&self, t: Transport) -> String {
+        format!("<sip:switchboard@{}{}>", fmt_addr(self.local_addr(t)), transport_param(t))
+    }
+
+    /// Ends a call: final response or BYE/CANCEL to each leg as its state requires.
+    pub(crate) fn teardown(&mut self, now: Instant, call_ref: CallRef, cause: Cause, side: Option<Side>) {
+        let Some(mut call) = self.calls.remove(&call_ref) else { return };
+        // Leg A.
+        if !call.a.finalized {
+            let status = cause.sip_status();
+            self.respond_a_final(now, &mut call, status, Some(cause));
+        } else if side != Some(Side::A) {
+            if let Some(d) = call.a.dialog.as_mut() {
+                let peer = call.a.peer;
+                let req = d.make_request(Method::Bye, None);
+                self.send_in_dialog(now, req, peer, ClientRole::Bye, Some(cause));
+            }
+        }
+        // Leg B: BYE the winner, CANCEL the rest.
+        if side != Some(Side::B) {
+            if let (Some(d), Some(peer)) = (call.b_dialog.as_mut(), call.b_peer) {
+                if call.b_ack.is_none() {
+                    // The 2xx was never ACKed (A never ACKed ours): ACK then BYE (§15).
+                    let ack = crate::bridge::ack_for(d, &call.attempts, call.winner);
+                    if let Some(ack) = ack {
+                        let mut ack = ack;
+                        ack.headers.push_front(Name::Via, self.via(peer.transport));
+                        self.txn.send_stateless(peer, &Message::Request(ack));
+                    }
+                }
+                let req = d.make_request(Method::Bye, None);
+                self.send_in_dialog(now, req, peer, ClientRole::Bye, Some(cause));
+            }
+        }
+        for i in 0..call.attempts.len() {
+            if Some(i) != call.winner {
+                self.cancel_attempt(now, &mut call, i);
+            }
+        }
+        // Relayed requests still waiting: answer them so the peer is not left hanging.
+        for (_, r) in std::mem::take(&mut call.relayed) {
+            if self.txn.server_request(r.server_txn).is_some() {
+                self.respond(now, r.server_txn, 481, None);
+            }
+        }
+        self.finish(now, call, cause, side);
+    }
+
+    pub(crate) fn respond_a_final(&mut self, now: Instant, call: &mut Call, status: u16, cause: Option<Cause>) {
+        let mut resp = make_response(&call.a.invite, status, Some(&call.a.tag));
+        self.decorate(&mut resp);
+        if let Some(c) = cause {
+            // RFC 3326: tell the caller the Q.850 cause too.
+            resp.headers.push(Name::Reason, format!("Q.850;cause={};text=\"{}\"", c.q850(), c.name()));
+        }
+        self.txn.respond(now, call.a.invite_txn, resp);
+        call.a.finalized = true;
+    }
+
+    /// Forget a call that is over (its legs were already told).
+    pub(crate) fn finish(&mut self, now: Instant, call: Call, cause: Cause, side: Option<Side>) {
+        if let Some(d) = &call.a.dialog {
+            self.dialogs.remove(&(d.id.call_id.clone(), d.id.local_tag.clone()));
+        }
+        if let Some(d) = &call.b_dialog {
+            self.dialogs.remove(&(d.id.call_id.clone(), d.id.local_tag.clone()));
+        }
+        for a in &call.attempts {
+            self.b_call_ids.remove(a.call_id.as_str());
+            self.clients.remove(&a.txn);
+        }
+        self.server_invites.remove(&call.a.invite_txn);
+        if let Some(ports) = call.media {
+            self.ports.give_back(ports.a);
+            self.ports.give_back(ports.b);
+            self.outputs.push_back(Output::MediaClose { call: call.id });
+        }
+        *self.stats.ended_by_cause.entry(cause.name()).or_default() += 1;
+        let billable = call.answered_at.map(|t| now.saturating_duration_since(t).as_secs_f64()).unwrap_or(0.0);
+        info!(call = %call.id, cause = %cause, side = ?side, billable_secs = billable, "call ended");
+        self.outputs.push_back(Output::CallEnded(Box::new(CallSummary {
+            id: call.id,
+            a_call_id: call.a.invite.headers.call_id().map(|c| c.to_string()).unwrap_or_default(),
+            b_call_id: call.b_dialog.as_ref().map(|d| d.id.call_id.to_string()),
+            destination: call.destination,
+            caller: call.caller,
+            cause,
+            hangup_side: side,
+            billable_secs: billable,
+        })));
+    }
+
+    /// Sends an in-dialog request (the caller built it from the dialog) with a fresh Via.
+    pub(crate) fn send_in_dialog(&mut self, now: Instant, mut req: Request, peer: Peer, role: ClientRole, cause: Option<Cause>) -> TxnId {
+        req.headers.push_front(Name::Via, self.via(peer.transport));
+        req.headers.push(Name::UserAgent, self.cfg.user_agent.clone());
+        if let Some(c) = cause.filter(|_| req.method == Method::Bye) {
+            req.headers.push(Name::Reason, format!("Q.850;cause={};text=\"{}\"", c.q850(), c.name()));
+        }
+        let id = self.txn.send_request(now, req, peer);
+        self.clients.insert(id, role);
+        id
+    }
+
+    pub(crate) fn alloc_media(&mut self, call: &mut Call) -> Option<MediaPorts> {
+        if call.media.is_none() {
+            let a = self.ports.take()?;
+            let Some(b) = self.ports.take() else {
+                self.ports.give_back(a);
+                return None;
+            };
+            let ports = MediaPorts { a, b };
+            call.media = Some(ports);
+            self.outputs.push_back(Output::MediaOpen { call: call.id, ports });
+        }
+        call.media
+    }
+
+    /// Remove the client-role entry once its transaction has its final answer.
+    pub(crate) fn forget_client(&mut self, id: TxnId) {
+        self.clients.remove(&id);
+    }
+}
+
+/// A set of transactions that forgets its members after a while.
+#[derive(Debug, Default)]
+pub(crate) struct TxnSet {
+    map: HashMap<TxnId, Instant>,
+}
+
+impl TxnSet {
+    /// Adds; `false` when it was there already.
+    pub fn insert(&mut self, now: Instant, id: TxnId) -> bool {
+        self.map.insert(id, now).is_none()
+    }
+
+    pub fn contains(&self, id: &TxnId) -> bool {
+        self.map.contains_key(id)
+    }
+
+    pub fn remove(&mut self, id: &TxnId) -> bool {
+        self.map.remove(id).is_some()
+    }
+
+    fn purge(&mut self, now: Instant, horizon: Duration) {
+        if self.map.len() > 64 {
+            self.map.retain(|_, t| now.saturating_duration_since(*t) < horizon);
+        }
+    }
+}
+
+/// `host:port` with IPv6 brackets.
+pub(crate) fn fmt_addr(a: SocketAddr) -> String {
+    match a {
+        SocketAddr::V4(v) => v.to_string(),
+        SocketAddr::V6(v) => format!("[{}]:{}", v.ip(), v.port()),
+    }
+}
+
+pub(crate) fn transport_param(t: Transport) -> &'static str {
+    match t {
+        Transport::Udp => "",
+        Transport::Tcp => ";transport=tcp",
+        Transport::Tls => ";transport=tls",
+        Transport::Ws => ";transport=ws",
+    }
+}
+
+/// The facts the dialplan sees about an incoming INVITE.
+pub fn facts_of(req: &Request, context: &str, from: Peer, wall: jiff::Timestamp) -> Facts {
+    let uri_user = req.uri().ok().and_then(|u| u.user_unescaped()).unwrap_or_default();
+    let from_addr = req.headers.from_addr().ok();
+    let caller_number = from_addr.and_then(|f| f.uri().ok()).and_then(|u| u.user_unescaped()).unwrap_or_default();
+    let caller_name = from_addr.and_then(|f| f.display).unwrap_or("").to_owned();
+    let headers: Vec<(String, String)> = req.headers.0.iter().map(|h| (h.name.as_str().to_owned(), h.value.to_string())).collect();
+    let mut vars = std::collections::BTreeMap::new();
+    vars.insert("source_ip".to_owned(), from.addr.ip().to_string());
+    vars.insert("sip_call_id".to_owned(), req.headers.call_id().map(|c| c.to_string()).unwrap_or_default());
+    for (k, v) in &headers {
+        // FreeSWITCH's convention: X- headers of the INVITE as sip_h_X-Name variables.
+        if k.len() > 2 && k[..2].eq_ignore_ascii_case("x-") {
+            vars.insert(format!("sip_h_{k}"), v.clone());
+        }
+    }
+    Facts { context: context.to_owned(), destination: uri_user, caller_number, caller_name, headers, vars, now: wall }
+}

@@ -1,0 +1,274 @@
+//! Requests inside a call's dialogs: BYE ends the call, re-INVITE/UPDATE/INFO/... are relayed
+//! to the other leg (SDP re-anchored), ACKs travel end to end, responses come back.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use switchboard_dialplan::Cause;
+use switchboard_media::Side;
+use switchboard_sip::dialog::DialogId;
+use switchboard_sip::transaction::{TxnId, make_response};
+use switchboard_sip::{Message, Method, Name, Request, Response};
+use tracing::{debug, info};
+
+use crate::call::{Call, CallState, PendingAck, Relayed};
+use crate::engine::{ClientRole, Engine};
+use crate::ids::CallRef;
+
+/// Headers that travel with a relayed request or response (everything else is per leg).
+const RELAYED_HEADERS: &[&str] = &["Event", "Subscription-State", "Refer-To", "Referred-By", "Info-Package", "Recv-Info", "Subject"];
+
+impl Engine {
+    pub(crate) fn on_in_dialog(&mut self, now: Instant, id: TxnId, req: Request, to_tag: ByteString) {
+        let key = (req.headers.call_id().cloned().unwrap_or_default(), to_tag);
+        let Some(&(call_ref, side)) = self.dialogs.get(&key) else {
+            debug!(call_id = %key.0, method = %req.method, "no such dialog: 481");
+            self.respond(now, id, 481, None);
+            return;
+        };
+        let Some(mut call) = self.calls.remove(&call_ref) else {
+            self.respond(now, id, 481, None);
+            return;
+        };
+        let dialog = match side {
+            Side::A => call.a.dialog.as_mut(),
+            Side::B => call.b_dialog.as_mut(),
+        };
+        if let Some(d) = dialog {
+            if !d.accept_remote_cseq(&req) {
+                self.calls.insert(call_ref, call);
+                // RFC 3261 §12.2.2: a lower CSeq is answered 500.
+                self.respond(now, id, 500, None);
+                return;
+            }
+        }
+        match req.method {
+            Method::Bye => {
+                self.respond(now, id, 200, None);
+                self.calls.insert(call_ref, call);
+                info!(call = %call_ref, ?side, "BYE");
+                self.teardown(now, call_ref, Cause::NormalClearing, Some(side));
+            }
+            Method::Invite if call.reinvite_from.is_some() || call.state != CallState::Up => {
+                // §14.2: one re-INVITE at a time.
+                self.calls.insert(call_ref, call);
+                self.respond(now, id, 491, None);
+            }
+            _ => {
+                self.relay_request(now, &mut call, side, id, &req);
+                self.calls.insert(call_ref, call);
+            }
+        }
+    }
+
+    fn relay_request(&mut self, now: Instant, call: &mut Call, from: Side, server_txn: TxnId, req: &Request) {
+        let to = from.other();
+        let is_invite = req.method == Method::Invite;
+        let target_refresh = matches!(req.method, Method::Invite | Method::Update);
+        let (dialog, peer) = match to {
+            Side::A => (call.a.dialog.as_mut(), Some(call.a.peer)),
+            Side::B => (call.b_dialog.as_mut(), call.b_peer),
+        };
+        let (Some(d), Some(peer)) = (dialog, peer) else {
+            self.respond(now, server_txn, 481, None);
+            return;
+        };
+        let mut out = d.make_request(req.method.clone(), None);
+        let out_seq = d.local_seq;
+        if target_refresh {
+            out.headers.push(Name::Contact, self.contact(peer.transport));
+            let from_dialog = match from {
+                Side::A => call.a.dialog.as_mut(),
+                Side::B => call.b_dialog.as_mut(),
+            };
+            if let Some(fd) = from_dialog {
+                fd.refresh_target(&req.headers);
+            }
+        }
+        copy_relayed_headers(&req.headers, &mut out.headers);
+        if is_sdp(&req.headers) {
+            let mut body = Bytes::new();
+            self.attach_sdp(call, from, &req.body, &mut out.headers, &mut body);
+            out.body = body;
+        } else if !req.body.is_empty() {
+            if let Some(ct) = req.headers.get(&Name::ContentType) {
+                out.headers.push(Name::ContentType, ct.clone());
+            }
+            out.body = req.body.clone();
+        }
+        debug!(call = %call.id, method = %req.method, ?from, "relaying in-dialog request");
+        let client = self.send_in_dialog(now, out, peer, ClientRole::Relay(call.id), None);
+        if is_invite {
+            call.reinvite_from = Some(from);
+            let from_seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
+            call.pending_ack = Some(PendingAck { from, from_seq, to_seq: out_seq });
+        }
+        call.relayed.push((client, Relayed { server_txn, from, is_invite }));
+    }
+
+    /// A response to a relayed in-dialog request: pass it back to the requester.
+    pub(crate) fn on_relay_response(&mut self, now: Instant, call_ref: CallRef, client: TxnId, resp: Option<Response>) {
+        let Some(mut call) = self.calls.remove(&call_ref) else { return };
+        let Some(pos) = call.relayed.iter().position(|(c, _)| *c == client) else {
+            self.calls.insert(call_ref, call);
+            return;
+        };
+        let relayed = call.relayed[pos].1.clone();
+        let status = resp.as_ref().map_or(408, |r| r.status);
+        if status == 100 {
+            self.calls.insert(call_ref, call);
+            return;
+        }
+        let Some(server_req) = self.txn.server_request(relayed.server_txn).cloned() else {
+            call.relayed.remove(pos);
+            self.calls.insert(call_ref, call);
+            return;
+        };
+        let mut out = make_response(&server_req, status, None);
+        if let Some(r) = &resp {
+            out.reason = r.reason.clone();
+            copy_relayed_headers(&r.headers, &mut out.headers);
+            let responder = relayed.from.other();
+            if (200..300).contains(&status) && relayed.is_invite {
+                out.headers.push(Name::Contact, self.contact(server_req_transport(&call, relayed.from)));
+                let d = match responder {
+                    Side::A => call.a.dialog.as_mut(),
+                    Side::B => call.b_dialog.as_mut(),
+                };
+                if let Some(d) = d {
+                    d.refresh_target(&r.headers);
+                }
+            }
+            if is_sdp(&r.headers) {
+                let mut body = Bytes::new();
+                self.attach_sdp(&mut call, responder, &r.body, &mut out.headers, &mut body);
+                out.body = body;
+            } else if !r.body.is_empty() {
+                if let Some(ct) = r.headers.get(&Name::ContentType) {
+                    out.headers.push(Name::ContentType, ct.clone());
+                }
+                out.body = r.body.clone();
+            }
+        }
+        self.decorate(&mut out);
+        self.txn.respond(now, relayed.server_txn, out);
+        if status >= 200 {
+            call.relayed.remove(pos);
+            self.forget_client(client);
+            if relayed.is_invite {
+                call.reinvite_from = None;
+                if status >= 300 {
+                    call.pending_ack = None;
+                }
+            }
+        }
+        self.calls.insert(call_ref, call);
+    }
+
+    /// An ACK outside a transaction: for our 2xx to A's INVITE, or for a relayed re-INVITE.
+    pub(crate) fn on_ack(&mut self, _now: Instant, req: Request, _from: switchboard_sip::transaction::Peer) {
+        let Some(id) = DialogId::of_incoming(&req) else { return };
+        let Some(&(call_ref, side)) = self.dialogs.get(&(id.call_id, id.local_tag)) else { return };
+        let Some(mut call) = self.calls.remove(&call_ref) else { return };
+        let seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
+        if side == Side::A && call.state == CallState::Answered {
+            call.state = CallState::Up;
+            if call.b_ack.is_none() && call.b_dialog.is_some() {
+                self.ack_b(&mut call, &req.body);
+            }
+            info!(call = %call_ref, "call up");
+        } else if let Some(p) = call.pending_ack.filter(|p| p.from == side && p.from_seq == seq) {
+            call.pending_ack = None;
+            let to = side.other();
+            let (dialog, peer) = match to {
+                Side::A => (call.a.dialog.clone(), Some(call.a.peer)),
+                Side::B => (call.b_dialog.clone(), call.b_peer),
+            };
+            if let (Some(mut d), Some(peer)) = (dialog, peer) {
+                let mut ack = d.make_request(Method::Ack, Some(p.to_seq));
+                ack.headers.push_front(Name::Via, self.via(peer.transport));
+                let mut body = Bytes::new();
+                self.attach_sdp(&mut call, side, &req.body, &mut ack.headers, &mut body);
+                ack.body = body;
+                self.txn.send_stateless(peer, &Message::Request(ack));
+            }
+        }
+        self.calls.insert(call_ref, call);
+    }
+
+    pub(crate) fn on_response(&mut self, now: Instant, id: TxnId, resp: Response) {
+        let Some(&role) = self.clients.get(&id) else {
+            if (200..300).contains(&resp.status) && resp.headers.cseq().is_ok_and(|c| c.method == Method::Invite) {
+                // A 2xx for an attempt of a call that is gone.
+                self.on_attempt_response(now, CallRef(0), id, resp);
+            }
+            return;
+        };
+        let final_ = resp.status >= 200;
+        match role {
+            ClientRole::Attempt(call) => self.on_attempt_response(now, call, id, resp),
+            ClientRole::Relay(call) => self.on_relay_response(now, call, id, Some(resp)),
+            ClientRole::Ping => {
+                if final_ {
+                    self.forget_client(id);
+                    self.ping_result(id, Some(resp.status));
+                }
+            }
+            ClientRole::Bye | ClientRole::Cancel => {
+                if final_ {
+                    self.forget_client(id);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn on_client_timeout(&mut self, now: Instant, id: TxnId) {
+        let Some(role) = self.clients.remove(&id) else { return };
+        match role {
+            ClientRole::Attempt(call_ref) => {
+                // Timer B: the target never answered at all.
+                info!(call = %call_ref, "leg B timed out (Timer B)");
+                self.clients.insert(id, role);
+                let resp = Response::new(408, "Request Timeout");
+                self.on_attempt_response(now, call_ref, id, resp);
+            }
+            ClientRole::Relay(call) => self.on_relay_response(now, call, id, None),
+            ClientRole::Ping => self.ping_result(id, None),
+            ClientRole::Bye | ClientRole::Cancel => {}
+        }
+    }
+
+    pub(crate) fn on_ack_timeout(&mut self, now: Instant, id: TxnId) {
+        if let Some(&call) = self.server_invites.get(&id) {
+            if self.calls.get(&call).is_some_and(|c| c.state == CallState::Answered) {
+                info!(call = %call, "caller never acknowledged the 200: hanging up");
+                self.teardown(now, call, Cause::RecoveryOnTimerExpire, None);
+            }
+        }
+    }
+}
+
+fn server_req_transport(call: &Call, side: Side) -> switchboard_sip::transaction::Transport {
+    match side {
+        Side::A => call.a.peer.transport,
+        Side::B => call.b_peer.map_or(switchboard_sip::transaction::Transport::Udp, |p| p.transport),
+    }
+}
+
+fn is_sdp(h: &switchboard_sip::Headers) -> bool {
+    h.get(&Name::ContentType).is_some_and(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
+}
+
+fn copy_relayed_headers(from: &switchboard_sip::Headers, to: &mut switchboard_sip::Headers) {
+    for h in &from.0 {
+        let keep = match &h.name {
+            Name::Event | Name::ReferTo | Name::Subject => true,
+            Name::Other(n) => RELAYED_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(n)),
+            _ => false,
+        };
+        if keep {
+            to.0.push(h.clone());
+        }
+    }
+}
