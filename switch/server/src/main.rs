@@ -1,1 +1,277 @@
-fn main() {}
+//! `switchboard`: the softswitch binary.
+//!
+//! - `switchboard [--conf DIR]` runs the switch (default `conf/`);
+//! - `switchboard check` validates the configuration and exits non-zero with diagnostics;
+//! - `switchboard route --to N ...` prints the dialplan's decision trace without a call;
+//! - `switchboard ctl calls|hangup ID|reload|gateways|gateway NAME up|down` talks to the
+//!   admin API of a running switch.
+
+mod config;
+mod ctl;
+mod http;
+mod media;
+mod shell;
+
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchboard_core::{Engine, facts_of};
+use switchboard_sip::transaction::{Peer, Transport};
+use switchboard_sip::{Method, Name, Request};
+use tokio::sync::mpsc;
+use tracing::{error, info};
+
+#[derive(Parser, Debug)]
+#[command(name = "switchboard", version, about = "A SIP softswitch (B2BUA) driven by a declarative dialplan")]
+struct Cli {
+    /// Configuration directory (holds switchboard.toml and dialplan/).
+    #[arg(long, global = true, default_value = "conf")]
+    conf: PathBuf,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the switch (the default).
+    Run,
+    /// Validate the configuration; exit 1 with file:line:col diagnostics on error.
+    Check,
+    /// Dry-run the dialplan for a call and print every decision.
+    Route {
+        /// Destination (Request-URI user).
+        #[arg(long)]
+        to: String,
+        /// Caller number.
+        #[arg(long, default_value = "anonymous")]
+        from: String,
+        /// Caller display name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// A header of the incoming INVITE, `Name=value` (repeatable).
+        #[arg(long = "header", value_parser = kv)]
+        headers: Vec<(String, String)>,
+        /// A call variable, `name=value` (repeatable).
+        #[arg(long = "var", value_parser = kv)]
+        vars: Vec<(String, String)>,
+        /// When the call arrives: RFC 3339 (`2026-11-27T15:00:00Z`) or zoned
+        /// (`2026-11-27T10:00[America/New_York]`); default now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Context (default: sip.context).
+        #[arg(long)]
+        context: Option<String>,
+    },
+    /// Control a running switch through its admin API.
+    Ctl {
+        #[command(subcommand)]
+        what: CtlCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlCmd {
+    /// List calls in progress.
+    Calls,
+    /// Hang up a call by id.
+    Hangup {
+        /// Call id from `ctl calls`.
+        id: u64,
+    },
+    /// Reload dialplan and gateways (refused, old config kept, when it has errors).
+    Reload,
+    /// List gateways and their state.
+    Gateways,
+    /// Mark a gateway up or down.
+    Gateway {
+        /// Gateway name.
+        name: String,
+        /// `up` or `down`.
+        state: String,
+    },
+}
+
+fn kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not NAME=VALUE"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd.unwrap_or(Cmd::Run) {
+        Cmd::Run => run(cli.conf),
+        Cmd::Check => check(&cli.conf),
+        Cmd::Route { to, from, name, headers, vars, at, context } => route(&cli.conf, &to, &from, &name, &headers, &vars, at.as_deref(), context),
+        Cmd::Ctl { what } => ctl(&cli.conf, what),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_or_report(conf: &std::path::Path) -> Result<config::Loaded, ExitCode> {
+    config::load(conf).map_err(|d| {
+        eprintln!("{d}");
+        eprintln!("switchboard: configuration refused ({} error(s))", d.0.len());
+        ExitCode::FAILURE
+    })
+}
+
+fn check(conf: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let l = match load_or_report(conf) {
+        Ok(l) => l,
+        Err(code) => return Ok(code),
+    };
+    println!(
+        "configuration OK: {} file(s), {} extension(s), {} gateway(s)",
+        l.files.len(),
+        l.dialplan.len(),
+        l.gateways.iter().count()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn route(conf: &std::path::Path, to: &str, from: &str, name: &str, headers: &[(String, String)], vars: &[(String, String)], at: Option<&str>, context: Option<String>) -> anyhow::Result<ExitCode> {
+    let l = match load_or_report(conf) {
+        Ok(l) => l,
+        Err(code) => return Ok(code),
+    };
+    let wall = match at {
+        None => jiff::Timestamp::now(),
+        Some(s) => s
+            .parse::<jiff::Timestamp>()
+            .or_else(|_| s.parse::<jiff::ZonedDateTime>().map(|z| z.timestamp()))
+            .with_context(|| format!("--at {s:?}: use 2026-11-27T15:00:00Z or 2026-11-27T10:00[America/New_York]"))?,
+    };
+    // The same path as a live call: a synthetic INVITE through the same facts builder.
+    let mut req = Request::new(Method::Invite, format!("sip:{to}@dry-run.invalid"));
+    let display = if name.is_empty() { String::new() } else { format!("\"{name}\" ") };
+    req.headers.push(Name::From, format!("{display}<sip:{from}@dry-run.invalid>;tag=dry"));
+    req.headers.push(Name::To, format!("<sip:{to}@dry-run.invalid>"));
+    req.headers.push(Name::CallId, "dry-run");
+    for (k, v) in headers {
+        req.headers.push(Name::from_str_lossless(&k.as_str().into()), v.clone());
+    }
+    let ctx = context.unwrap_or_else(|| l.engine.context.clone());
+    let peer = Peer { transport: Transport::Udp, addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)) };
+    let mut facts = facts_of(&req, &ctx, peer, wall);
+    facts.vars.extend(vars.iter().cloned());
+    let plan = l.dialplan.evaluate(&facts);
+    println!("call: to={to:?} from={from:?} context={ctx:?} at={wall}");
+    for line in &plan.trace {
+        println!("{line}");
+    }
+    println!("plan:");
+    if plan.actions.is_empty() {
+        println!("  (nothing) -> 404 NO_ROUTE_DESTINATION");
+    }
+    for a in &plan.actions {
+        println!("  {a:?}");
+    }
+    let down: Vec<_> = l.gateways.iter().filter(|g| g.config.ping.unwrap_or(0) > 0).map(|g| g.name.clone()).collect();
+    if !down.is_empty() {
+        println!("note: gateway health ({}) is live state; `switchboard ctl gateways` shows it", down.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ctl(conf: &std::path::Path, what: CtlCmd) -> anyhow::Result<ExitCode> {
+    let l = match load_or_report(conf) {
+        Ok(l) => l,
+        Err(code) => return Ok(code),
+    };
+    let addr = l.http.context("http.listen is not set: the admin API is off")?;
+    let token = l.token.as_deref();
+    let (method, path) = match &what {
+        CtlCmd::Calls => ("GET", "/api/v1/calls".to_owned()),
+        CtlCmd::Hangup { id } => ("POST", format!("/api/v1/calls/{id}/hangup")),
+        CtlCmd::Reload => ("POST", "/api/v1/reload".to_owned()),
+        CtlCmd::Gateways => ("GET", "/api/v1/gateways".to_owned()),
+        CtlCmd::Gateway { name, state } => ("POST", format!("/api/v1/gateways/{name}/{state}")),
+    };
+    let (status, body) = ctl::request(addr, token, method, &path)?;
+    print!("{body}");
+    if !body.ends_with('\n') {
+        println!();
+    }
+    Ok(if (200..300).contains(&status) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn seed() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
+    let l = match load_or_report(&conf) {
+        Ok(l) => l,
+        Err(code) => return Ok(code),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&l.log_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let (cmd_tx, cmd_rx) = mpsc::channel(256);
+        if let Some(addr) = l.http {
+            let tx = cmd_tx.clone();
+            let token = l.token.clone();
+            let listener_check = std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot bind HTTP {addr}: {e}"))?;
+            drop(listener_check);
+            tokio::spawn(async move {
+                if let Err(e) = http::serve(addr, tx, token).await {
+                    error!("HTTP server stopped: {e:#}");
+                }
+            });
+        }
+        tokio::spawn(signals(cmd_tx.clone()));
+        info!(conf = %conf.display(), extensions = l.dialplan.len(), gateways = l.gateways.iter().count(), "switchboard starting");
+        let media = media::MediaHub::new(l.engine.media_ip);
+        let shell = shell::Shell {
+            udp: l.engine.udp,
+            tcp: l.engine.tcp,
+            engine: Engine::new(l.engine, Arc::new(l.dialplan), l.gateways, seed()),
+            conf,
+            drain: l.drain,
+            media,
+        };
+        shell.run(cmd_rx).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(unix)]
+async fn signals(cmd: mpsc::Sender<shell::Command>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) else {
+        error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { let _ = cmd.send(shell::Command::Shutdown).await; }
+            _ = int.recv() => { let _ = cmd.send(shell::Command::Shutdown).await; }
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading");
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let _ = cmd.send(shell::Command::Reload(tx)).await;
+                let _ = rx.await;
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn signals(cmd: mpsc::Sender<shell::Command>) {
+    let _ = tokio::signal::ctrl_c().await;
+    let _ = cmd.send(shell::Command::Shutdown).await;
+}

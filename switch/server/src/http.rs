@@ -1,0 +1,124 @@
+//! HTTP: `/healthz`, `/metrics` (Prometheus) and the admin API under `/api/v1`
+//! (Bearer token from `http.token`).
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::shell::Command;
+
+#[derive(Clone)]
+struct App {
+    cmd: mpsc::Sender<Command>,
+    token: Option<String>,
+}
+
+/// Serves HTTP on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, cmd: mpsc::Sender<Command>, token: Option<String>) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/calls", get(calls))
+        .route("/api/v1/calls/{id}/hangup", post(hangup))
+        .route("/api/v1/reload", post(reload))
+        .route("/api/v1/gateways", get(gateways))
+        .route("/api/v1/gateways/{name}/{state}", post(set_gateway))
+        .with_state(App { cmd, token });
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot bind HTTP {addr}: {e}"))?;
+    tracing::info!(%addr, "HTTP listening");
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+fn authorized(app: &App, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = &app.token else {
+        return Err((StatusCode::FORBIDDEN, "the admin API is off: set http.token in switchboard.toml\n").into_response());
+    };
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    // Constant-time comparison: the token guards call control.
+    let ok = given.is_some_and(|g| g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0);
+    if ok { Ok(()) } else { Err((StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response()) }
+}
+
+async fn ask<T>(app: &App, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Response> {
+    let (tx, rx) = oneshot::channel();
+    app.cmd.send(make(tx)).await.map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response())?;
+    rx.await.map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response())
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    match ask(&app, Command::Metrics).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn calls(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    match ask(&app, Command::Calls).await {
+        Ok(calls) => {
+            let v: Vec<_> = calls
+                .iter()
+                .map(|c| json!({"id": c.id.0, "state": c.state.as_str(), "call_id": c.a_call_id, "from": c.caller, "to": c.destination, "target": c.target, "age_secs": c.age_secs}))
+                .collect();
+            axum::Json(v).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn hangup(State(app): State<App>, headers: HeaderMap, Path(id): Path<u64>) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    match ask(&app, |tx| Command::Hangup(id, tx)).await {
+        Ok(true) => (StatusCode::OK, format!("call {id} hung up\n")).into_response(),
+        Ok(false) => (StatusCode::NOT_FOUND, format!("no call {id}\n")).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn reload(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    match ask(&app, Command::Reload).await {
+        Ok(Ok(msg)) => (StatusCode::OK, format!("{msg}\n")).into_response(),
+        Ok(Err(diags)) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{diags}\nreload refused: the running configuration stays\n")).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn gateways(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    match ask(&app, Command::Gateways).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn set_gateway(State(app): State<App>, headers: HeaderMap, Path((name, state)): Path<(String, String)>) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    let up = match state.as_str() {
+        "up" => true,
+        "down" => false,
+        _ => return (StatusCode::BAD_REQUEST, "state is up or down\n").into_response(),
+    };
+    match ask(&app, |tx| Command::SetGateway(name.clone(), up, tx)).await {
+        Ok(true) => (StatusCode::OK, format!("gateway {name} marked {state}\n")).into_response(),
+        Ok(false) => (StatusCode::NOT_FOUND, format!("no gateway {name}\n")).into_response(),
+        Err(r) => r,
+    }
+}

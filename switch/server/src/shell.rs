@@ -1,0 +1,384 @@
+//! The tokio shell around the engine: one task owns the [`Engine`] and its UDP socket; TCP
+//! connections, the HTTP API and signals talk to it over bounded channels.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use switchboard_core::{CallInfo, CallRef, Cause, Engine, Output};
+use switchboard_sip::transaction::{Peer, Transport};
+use switchboard_sip::{Message, ParseError, parse_stream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use crate::media::MediaHub;
+
+/// A gateway as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GatewayView {
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub address: String,
+    /// Transport.
+    pub transport: String,
+    /// Up?
+    pub up: bool,
+}
+
+/// Requests to the engine task.
+#[derive(Debug)]
+pub enum Command {
+    /// List calls.
+    Calls(oneshot::Sender<Vec<CallInfo>>),
+    /// Hang up a call.
+    Hangup(u64, oneshot::Sender<bool>),
+    /// Reload conf/; the answer is a summary or the diagnostics.
+    Reload(oneshot::Sender<Result<String, String>>),
+    /// List gateways.
+    Gateways(oneshot::Sender<Vec<GatewayView>>),
+    /// Mark a gateway up/down.
+    SetGateway(String, bool, oneshot::Sender<bool>),
+    /// Prometheus text.
+    Metrics(oneshot::Sender<String>),
+    /// Graceful shutdown.
+    Shutdown,
+}
+
+enum NetIn {
+    Msg(Message, Peer),
+    TcpUp(SocketAddr, mpsc::Sender<Bytes>),
+    TcpDown(SocketAddr),
+}
+
+/// What the engine task needs.
+pub struct Shell {
+    /// The engine.
+    pub engine: Engine,
+    /// conf/ directory (for reloads).
+    pub conf: PathBuf,
+    /// UDP listen address.
+    pub udp: Option<SocketAddr>,
+    /// TCP listen address.
+    pub tcp: Option<SocketAddr>,
+    /// Drain time on shutdown.
+    pub drain: Duration,
+    /// Media relay hub.
+    pub media: MediaHub,
+}
+
+fn wall() -> jiff::Timestamp {
+    jiff::Timestamp::now()
+}
+
+/// Binds a UDP socket with large buffers (bursts above a few thousand calls/s otherwise
+/// overflow the kernel's default receive buffer).
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // The kernel caps these at net.core.{r,w}mem_max; asking for more is harmless.
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    let _ = sock.set_send_buffer_size(4 << 20);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
+}
+
+impl Shell {
+    /// Runs until shutdown. Binds first: a bind error is returned before anything runs.
+    pub async fn run(mut self, mut cmd_rx: mpsc::Receiver<Command>) -> anyhow::Result<()> {
+        let udp = match self.udp {
+            Some(a) => Some(Arc::new(bind_udp(a).map_err(|e| anyhow::anyhow!("cannot bind SIP UDP {a}: {e}"))?)),
+            None => None,
+        };
+        let (net_tx, mut net_rx) = mpsc::channel::<NetIn>(4096);
+        if let Some(a) = self.tcp {
+            let listener = TcpListener::bind(a).await.map_err(|e| anyhow::anyhow!("cannot bind SIP TCP {a}: {e}"))?;
+            tokio::spawn(accept_loop(listener, net_tx.clone()));
+        }
+        info!(udp = ?self.udp, tcp = ?self.tcp, "SIP listening");
+        let mut conns: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
+        let mut pending: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
+        let mut buf = vec![0u8; 65_536];
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            let next = self.engine.poll_timeout().map(Instant::from_std);
+            let wake = [next, drain_deadline].into_iter().flatten().min();
+            tokio::select! {
+                r = recv(udp.as_deref(), &mut buf) => {
+                    if let Some((n, from)) = r {
+                        let now = Instant::now().into_std();
+                        self.engine.handle_datagram(now, wall(), Bytes::copy_from_slice(&buf[..n]), Peer { transport: Transport::Udp, addr: from });
+                        // Take whatever else is queued before flushing (batches under load).
+                        if let Some(sock) = udp.as_deref() {
+                            for _ in 0..64 {
+                                match sock.try_recv_from(&mut buf) {
+                                    Ok((n, from)) => self.engine.handle_datagram(now, wall(), Bytes::copy_from_slice(&buf[..n]), Peer { transport: Transport::Udp, addr: from }),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                    }
+                }
+                Some(ev) = net_rx.recv() => match ev {
+                    NetIn::Msg(msg, peer) => self.engine.handle_message(Instant::now().into_std(), wall(), msg, peer),
+                    NetIn::TcpUp(addr, tx) => {
+                        for data in pending.remove(&addr).unwrap_or_default() {
+                            let _ = tx.try_send(data);
+                        }
+                        conns.insert(addr, tx);
+                    }
+                    NetIn::TcpDown(addr) => { conns.remove(&addr); pending.remove(&addr); }
+                },
+                cmd = cmd_rx.recv() => match cmd {
+                    Some(Command::Shutdown) | None => {
+                        if drain_deadline.is_none() {
+                            info!(calls = self.engine.active_calls(), drain_secs = self.drain.as_secs(), "shutting down: refusing new calls, draining");
+                            self.engine.begin_shutdown();
+                            drain_deadline = Some(Instant::now() + self.drain);
+                        }
+                    }
+                    Some(cmd) => self.command(cmd),
+                },
+                _ = sleep_until(wake) => {
+                    let now = Instant::now();
+                    self.engine.handle_timeout(now.into_std(), wall());
+                    if drain_deadline.is_some_and(|d| d <= now) && self.engine.active_calls() > 0 {
+                        warn!(calls = self.engine.active_calls(), "drain time over: hanging up the remaining calls");
+                        self.engine.hangup_all(now.into_std(), Cause::SystemShutdown);
+                        self.flush(udp.as_deref(), &mut conns, &mut pending, &net_tx).await;
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        return Ok(());
+                    }
+                }
+            }
+            self.flush(udp.as_deref(), &mut conns, &mut pending, &net_tx).await;
+            if drain_deadline.is_some() && self.engine.active_calls() == 0 {
+                info!("all calls ended: bye");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Ok(());
+            }
+        }
+    }
+
+    async fn flush(&mut self, udp: Option<&UdpSocket>, conns: &mut HashMap<SocketAddr, mpsc::Sender<Bytes>>, pending: &mut HashMap<SocketAddr, Vec<Bytes>>, net_tx: &mpsc::Sender<NetIn>) {
+        while let Some(tx) = self.engine.poll_transmit() {
+            match tx.peer.transport {
+                Transport::Udp => {
+                    if let Some(sock) = udp {
+                        if let Err(e) = sock.try_send_to(&tx.data, tx.peer.addr) {
+                            if e.kind() == std::io::ErrorKind::WouldBlock {
+                                let _ = sock.send_to(&tx.data, tx.peer.addr).await;
+                            } else {
+                                debug!(to = %tx.peer.addr, error = %e, "UDP send failed");
+                            }
+                        }
+                    }
+                }
+                _ => match conns.get(&tx.peer.addr) {
+                    Some(c) => {
+                        if c.try_send(tx.data).is_err() {
+                            warn!(to = %tx.peer.addr, "TCP connection is congested or gone; message dropped");
+                        }
+                    }
+                    None => {
+                        let first = !pending.contains_key(&tx.peer.addr);
+                        pending.entry(tx.peer.addr).or_default().push(tx.data);
+                        if first {
+                            tokio::spawn(connect(tx.peer.addr, net_tx.clone()));
+                        }
+                    }
+                },
+            }
+        }
+        while let Some(out) = self.engine.poll_output() {
+            match out {
+                Output::MediaOpen { call, ports } => self.media.open(call, ports),
+                Output::MediaRemote { call, side, addr } => self.media.remote(call, side, addr),
+                Output::MediaClose { call } => self.media.close(call),
+                Output::CallEnded(_) | Output::GatewayState { .. } => {}
+                _ => {}
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let now = Instant::now().into_std();
+        match cmd {
+            Command::Calls(tx) => {
+                let _ = tx.send(self.engine.calls(now));
+            }
+            Command::Hangup(id, tx) => {
+                let _ = tx.send(self.engine.hangup(now, CallRef(id), Cause::ManagerRequest));
+            }
+            Command::Reload(tx) => {
+                let _ = tx.send(self.reload());
+            }
+            Command::Gateways(tx) => {
+                let v = self
+                    .engine
+                    .gateways()
+                    .iter()
+                    .map(|g| GatewayView { name: g.name.clone(), address: g.addr.to_string(), transport: g.transport.via_token().to_ascii_lowercase(), up: g.is_up() })
+                    .collect();
+                let _ = tx.send(v);
+            }
+            Command::SetGateway(name, up, tx) => {
+                let _ = tx.send(self.engine.set_gateway_up(&name, up));
+            }
+            Command::Metrics(tx) => {
+                let _ = tx.send(self.metrics());
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    /// Compiles conf/ again; swaps the dialplan and gateways only when there is no error.
+    pub fn reload(&mut self) -> Result<String, String> {
+        match crate::config::load(&self.conf) {
+            Ok(l) => {
+                let n = l.dialplan.len();
+                if l.engine.udp != self.udp || l.engine.tcp != self.tcp {
+                    warn!("listen addresses changed: they take effect at the next restart");
+                }
+                self.engine.set_dialplan(Arc::new(l.dialplan));
+                self.engine.set_gateways(l.gateways);
+                info!(extensions = n, "configuration reloaded");
+                Ok(format!("reloaded: {n} extension(s); calls in progress keep their plan"))
+            }
+            Err(d) => {
+                error!("reload refused, the running configuration stays:\n{d}");
+                Err(d.to_string())
+            }
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let e = &self.engine;
+        let s = e.stats();
+        let t = e.txn_stats();
+        let m = &self.media.counters;
+        let mut o = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        metric("switchboard_calls_active", "gauge", "Calls in progress.", e.active_calls().to_string());
+        metric("switchboard_calls_total", "counter", "Calls accepted for routing.", s.calls_total.to_string());
+        metric("switchboard_sip_transactions_active", "gauge", "Live SIP transactions.", e.active_transactions().to_string());
+        metric("switchboard_sip_transactions_total", "counter", "SIP transactions created.", t.created.to_string());
+        metric("switchboard_sip_retransmissions_total", "counter", "Requests and responses sent again by a timer.", t.retransmissions.to_string());
+        metric("switchboard_sip_retransmissions_absorbed_total", "counter", "Retransmissions received and absorbed.", t.absorbed.to_string());
+        metric("switchboard_sip_transaction_timeouts_total", "counter", "Timer B/F/H expiries.", t.timeouts.to_string());
+        metric("switchboard_sip_parse_errors_total", "counter", "Messages that did not parse or validate.", s.parse_errors.to_string());
+        metric("switchboard_sip_requests_total", "counter", "Requests received.", s.requests_in.to_string());
+        metric("switchboard_sip_responses_total", "counter", "Responses received.", s.responses_in.to_string());
+        metric("switchboard_rtp_relayed_packets_total", "counter", "RTP packets relayed.", m.rtp_relayed.load(Ordering::Relaxed).to_string());
+        metric("switchboard_rtcp_relayed_packets_total", "counter", "RTCP packets relayed.", m.rtcp_relayed.load(Ordering::Relaxed).to_string());
+        metric("switchboard_rtp_dropped_packets_total", "counter", "Media packets dropped.", m.dropped.load(Ordering::Relaxed).to_string());
+        metric("switchboard_media_relays_active", "gauge", "Media relays running.", self.media.len().to_string());
+        let _ = writeln!(o, "# HELP switchboard_calls_ended_total Calls ended, by hang-up cause.\n# TYPE switchboard_calls_ended_total counter");
+        let mut causes: Vec<_> = s.ended_by_cause.iter().collect();
+        causes.sort();
+        for (cause, n) in causes {
+            let _ = writeln!(o, "switchboard_calls_ended_total{{cause=\"{cause}\"}} {n}");
+        }
+        let _ = writeln!(o, "# HELP switchboard_gateway_up Gateway health (1 up, 0 down).\n# TYPE switchboard_gateway_up gauge");
+        for g in e.gateways().iter() {
+            let _ = writeln!(o, "switchboard_gateway_up{{gateway=\"{}\"}} {}", g.name, u8::from(g.is_up()));
+        }
+        o
+    }
+}
+
+async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn accept_loop(listener: TcpListener, net: mpsc::Sender<NetIn>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(connection(stream, peer, net.clone()));
+            }
+            Err(e) => {
+                warn!(error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr, net: mpsc::Sender<NetIn>) {
+    match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => connection(stream, addr, net).await,
+        _ => {
+            warn!(to = %addr, "cannot connect over TCP");
+            let _ = net.send(NetIn::TcpDown(addr)).await;
+        }
+    }
+}
+
+/// One TCP connection: frames messages by Content-Length in, writes what the engine sends.
+async fn connection(stream: TcpStream, peer: SocketAddr, net: mpsc::Sender<NetIn>) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
+    if net.send(NetIn::TcpUp(peer, tx)).await.is_err() {
+        return;
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(data) = rx.recv().await {
+            if wr.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = BytesMut::with_capacity(8192);
+    let from = Peer { transport: Transport::Tcp, addr: peer };
+    'read: loop {
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        loop {
+            let frozen = buf.split().freeze();
+            match parse_stream(&frozen) {
+                Ok((msg, used)) => {
+                    buf.extend_from_slice(&frozen[used..]);
+                    if net.send(NetIn::Msg(msg, from)).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Err(ParseError::Incomplete) => {
+                    buf.extend_from_slice(&frozen);
+                    break;
+                }
+                Err(e) => {
+                    // The stream lost its framing: nothing after this point can be trusted.
+                    debug!(peer = %peer, error = %e, "closing TCP connection after a framing error");
+                    break 'read;
+                }
+            }
+        }
+    }
+    writer.abort();
+    let _ = net.send(NetIn::TcpDown(peer)).await;
+}
