@@ -15,8 +15,10 @@ use tracing::{debug, warn};
 /// Relay counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct MediaCounters {
-    /// RTP packets forwarded.
-    pub rtp_relayed: AtomicU64,
+    /// RTP packets forwarded from leg A to leg B.
+    pub rtp_a_to_b: AtomicU64,
+    /// RTP packets forwarded from leg B to leg A.
+    pub rtp_b_to_a: AtomicU64,
     /// RTCP packets forwarded.
     pub rtcp_relayed: AtomicU64,
     /// Packets dropped.
@@ -135,7 +137,11 @@ async fn relay(call: CallRef, s: Socks, mut rx: mpsc::UnboundedReceiver<Ctl>, co
             (Side::B, true) => &s.a_rtcp,
         };
         if out.try_send_to(&buf[..n], dst).is_ok() {
-            let c = if rtcp { &counters.rtcp_relayed } else { &counters.rtp_relayed };
+            let c = match (rtcp, side) {
+                (true, _) => &counters.rtcp_relayed,
+                (false, Side::A) => &counters.rtp_a_to_b,
+                (false, Side::B) => &counters.rtp_b_to_a,
+            };
             c.fetch_add(1, Ordering::Relaxed);
         } else {
             counters.dropped.fetch_add(1, Ordering::Relaxed);

@@ -267,23 +267,29 @@ impl Shell {
         let t = e.txn_stats();
         let m = &self.media.counters;
         let mut o = String::with_capacity(2048);
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        fn metric(o: &mut String, name: &str, kind: &str, help: &str, value: String) {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-        };
-        metric("switchboard_calls_active", "gauge", "Calls in progress.", e.active_calls().to_string());
-        metric("switchboard_calls_total", "counter", "Calls accepted for routing.", s.calls_total.to_string());
-        metric("switchboard_sip_transactions_active", "gauge", "Live SIP transactions.", e.active_transactions().to_string());
-        metric("switchboard_sip_transactions_total", "counter", "SIP transactions created.", t.created.to_string());
-        metric("switchboard_sip_retransmissions_total", "counter", "Requests and responses sent again by a timer.", t.retransmissions.to_string());
-        metric("switchboard_sip_retransmissions_absorbed_total", "counter", "Retransmissions received and absorbed.", t.absorbed.to_string());
-        metric("switchboard_sip_transaction_timeouts_total", "counter", "Timer B/F/H expiries.", t.timeouts.to_string());
-        metric("switchboard_sip_parse_errors_total", "counter", "Messages that did not parse or validate.", s.parse_errors.to_string());
-        metric("switchboard_sip_requests_total", "counter", "Requests received.", s.requests_in.to_string());
-        metric("switchboard_sip_responses_total", "counter", "Responses received.", s.responses_in.to_string());
-        metric("switchboard_rtp_relayed_packets_total", "counter", "RTP packets relayed.", m.rtp_relayed.load(Ordering::Relaxed).to_string());
-        metric("switchboard_rtcp_relayed_packets_total", "counter", "RTCP packets relayed.", m.rtcp_relayed.load(Ordering::Relaxed).to_string());
-        metric("switchboard_rtp_dropped_packets_total", "counter", "Media packets dropped.", m.dropped.load(Ordering::Relaxed).to_string());
-        metric("switchboard_media_relays_active", "gauge", "Media relays running.", self.media.len().to_string());
+        }
+        metric(&mut o, "switchboard_calls_active", "gauge", "Calls in progress.", e.active_calls().to_string());
+        metric(&mut o, "switchboard_calls_total", "counter", "Calls accepted for routing.", s.calls_total.to_string());
+        metric(&mut o, "switchboard_sip_transactions_active", "gauge", "Live SIP transactions.", e.active_transactions().to_string());
+        metric(&mut o, "switchboard_sip_transactions_total", "counter", "SIP transactions created.", t.created.to_string());
+        metric(&mut o, "switchboard_sip_retransmissions_total", "counter", "Requests and responses sent again by a timer.", t.retransmissions.to_string());
+        metric(&mut o, "switchboard_sip_retransmissions_absorbed_total", "counter", "Retransmissions received and absorbed.", t.absorbed.to_string());
+        metric(&mut o, "switchboard_sip_transaction_timeouts_total", "counter", "Timer B/F/H expiries.", t.timeouts.to_string());
+        metric(&mut o, "switchboard_sip_parse_errors_total", "counter", "Messages that did not parse or validate.", s.parse_errors.to_string());
+        metric(&mut o, "switchboard_sip_requests_total", "counter", "Requests received.", s.requests_in.to_string());
+        metric(&mut o, "switchboard_sip_responses_total", "counter", "Responses received.", s.responses_in.to_string());
+        let _ = writeln!(
+            o,
+            "# HELP switchboard_rtp_relayed_packets_total RTP packets relayed, by direction.\n# TYPE switchboard_rtp_relayed_packets_total counter\n\
+             switchboard_rtp_relayed_packets_total{{direction=\"a_to_b\"}} {}\nswitchboard_rtp_relayed_packets_total{{direction=\"b_to_a\"}} {}",
+            m.rtp_a_to_b.load(Ordering::Relaxed),
+            m.rtp_b_to_a.load(Ordering::Relaxed)
+        );
+        metric(&mut o, "switchboard_rtcp_relayed_packets_total", "counter", "RTCP packets relayed.", m.rtcp_relayed.load(Ordering::Relaxed).to_string());
+        metric(&mut o, "switchboard_rtp_dropped_packets_total", "counter", "Media packets dropped.", m.dropped.load(Ordering::Relaxed).to_string());
+        metric(&mut o, "switchboard_media_relays_active", "gauge", "Media relays running.", self.media.len().to_string());
         let _ = writeln!(o, "# HELP switchboard_calls_ended_total Calls ended, by hang-up cause.\n# TYPE switchboard_calls_ended_total counter");
         let mut causes: Vec<_> = s.ended_by_cause.iter().collect();
         causes.sort();

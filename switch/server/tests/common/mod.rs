@@ -1,0 +1,337 @@
+//! The SIPp runner: starts the real `switchboard` binary with a test conf on ports of its
+//! own, starts SIPp far ends (UAS) on the gateway ports, drives SIPp callers (UAC), and
+//! fails on any SIPp failure. Processes are ours, stopped by PID; loopback only.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn scenarios() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sipp")
+}
+
+/// Ports of one test: every test gets its own block so tests run in parallel.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub sip: u16,
+    pub http: u16,
+    pub gw: [u16; 2],
+    pub uac: u16,
+    pub rtp: (u16, u16),
+    pub mp_gw: [u16; 2],
+    pub mp_uac: u16,
+}
+
+impl Ports {
+    pub fn for_test(idx: u16) -> Ports {
+        let b = 21000 + idx * 20;
+        let m = 40000 + idx * 100;
+        Ports { sip: b, http: b + 1, gw: [b + 2, b + 3], uac: b + 4, rtp: (m, m + 39), mp_gw: [m + 40, m + 50], mp_uac: m + 60 }
+    }
+}
+
+/// What the test's dialplan bridges to.
+pub struct Route<'a> {
+    pub targets: &'a [&'a str],
+    pub strategy: &'a str,
+    pub timeout: u32,
+    pub transport: &'a str,
+}
+
+impl Default for Route<'_> {
+    fn default() -> Self {
+        Route { targets: &["gateway/gw1/$1"], strategy: "sequence", timeout: 10, transport: "udp" }
+    }
+}
+
+pub struct Switch {
+    pub ports: Ports,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+fn dialplan(route: &Route<'_>) -> String {
+    let targets: Vec<String> = route.targets.iter().map(|t| format!("\"{t}\"")).collect();
+    format!(
+        r#"
+[[extension]]
+name = "tag-merchant"
+continue = true
+when.header.X-Merchant = '^(?P<m>[a-z]+)$'
+actions = [ {{ header_add = {{ X-Merchant = "${{m}}" }} }} ]
+
+[[extension]]
+name = "route"
+when.destination = '^(\d+)$'
+actions = [
+  {{ header_add = {{ X-Switchboard-Route = "test" }} }},
+  {{ bridge = {{ targets = [{}], strategy = "{}", timeout = {} }} }},
+]
+"#,
+        targets.join(", "),
+        route.strategy,
+        route.timeout
+    )
+}
+
+impl Switch {
+    pub fn start(name: &str, idx: u16, route: Route<'_>) -> Switch {
+        let ports = Ports::for_test(idx);
+        let dir = std::env::temp_dir().join(format!("switchboard-sipp-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("conf/dialplan")).expect("test dir");
+        let conf = format!(
+            r#"
+[sip]
+udp = "127.0.0.1:{sip}"
+tcp = "127.0.0.1:{sip}"
+[media]
+ip = "127.0.0.1"
+rtp_port_min = {rlo}
+rtp_port_max = {rhi}
+codecs = ["PCMA", "PCMU", "telephone-event"]
+[http]
+listen = "127.0.0.1:{http}"
+token = "test-token"
+[log]
+level = "debug"
+[shutdown]
+drain_secs = 3
+[gateway.gw1]
+address = "127.0.0.1:{g1}"
+transport = "{t}"
+[gateway.gw2]
+address = "127.0.0.1:{g2}"
+transport = "{t}"
+"#,
+            sip = ports.sip,
+            http = ports.http,
+            rlo = ports.rtp.0,
+            rhi = ports.rtp.1,
+            g1 = ports.gw[0],
+            g2 = ports.gw[1],
+            t = route.transport
+        );
+        std::fs::write(dir.join("conf/switchboard.toml"), conf).expect("write conf");
+        std::fs::write(dir.join("conf/dialplan/test.toml"), dialplan(&route)).expect("write dialplan");
+        let log = std::fs::File::create(dir.join("switchboard.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("--conf")
+            .arg(dir.join("conf"))
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start switchboard");
+        let sw = Switch { ports, dir, child: Some(child) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http_get(ports.http, "/healthz").is_none() {
+            assert!(Instant::now() < deadline, "switchboard did not start:\n{}", sw.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sw
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("switchboard.log")).unwrap_or_default()
+    }
+
+    /// Value of a Prometheus sample (`name` or `name{labels}`), 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let text = http_get(self.ports.http, "/metrics").unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    /// Starts a SIPp far end on gateway `n` (0 or 1).
+    pub fn uas(&self, n: usize, scenario: &str, calls: u32, extra: &[&str]) -> Sipp {
+        let mut args = vec![
+            "-sf".to_owned(),
+            scenarios().join(scenario).display().to_string(),
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            self.ports.gw[n].to_string(),
+            "-mi".into(),
+            "127.0.0.1".into(),
+            "-mp".into(),
+            self.ports.mp_gw[n].to_string(),
+            "-m".into(),
+            calls.to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Sipp::spawn(&self.dir, &format!("uas{n}"), args)
+    }
+
+    /// Runs a SIPp caller against the switch to completion.
+    pub fn uac(&self, scenario: &str, service: &str, calls: u32, extra: &[&str]) -> Sipp {
+        let mut args = vec![
+            format!("127.0.0.1:{}", self.ports.sip),
+            "-sf".into(),
+            scenarios().join(scenario).display().to_string(),
+            "-s".into(),
+            service.into(),
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            self.ports.uac.to_string(),
+            "-mi".into(),
+            "127.0.0.1".into(),
+            "-mp".into(),
+            self.ports.mp_uac.to_string(),
+            "-m".into(),
+            calls.to_string(),
+            "-r".into(),
+            "10".into(),
+            "-d".into(),
+            "200".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Sipp::spawn(&self.dir, "uac", args)
+    }
+
+    /// Asserts that every SIPp process succeeded (exit 0, no failed call), with logs if not.
+    pub fn expect_ok(&self, procs: Vec<Sipp>) {
+        let mut failures = Vec::new();
+        for p in procs {
+            let name = p.name.clone();
+            let (status, errors) = p.wait(Duration::from_secs(60));
+            if !status.is_some_and(|s| s.success()) {
+                failures.push(format!("--- sipp {name}: {status:?}\n{errors}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}\n--- switchboard log (tail):\n{}", failures.join("\n"), tail(&self.log(), 80));
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("--conf")
+            .arg(self.dir.join("conf"))
+            .arg("ctl")
+            .args(args)
+            .output()
+            .expect("run ctl");
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").arg(format!("-{sig}")).arg(c.id().to_string()).status();
+        }
+    }
+
+    /// Waits for the switch to exit by itself.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        let c = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                self.child = None;
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub struct Sipp {
+    name: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Sipp {
+    fn spawn(dir: &Path, name: &str, mut args: Vec<String>) -> Sipp {
+        args.extend(["-nostdin", "-timeout", "40s", "-timeout_error", "-trace_err", "-trace_msg", "-max_recv_loops", "1000"].map(String::from));
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).expect("sipp dir");
+        let child = Command::new("sipp")
+            .args(&args)
+            .current_dir(&sub)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(sub.join("stderr.log")).map(Stdio::from).unwrap_or(Stdio::null()))
+            .spawn()
+            .expect("sipp must be installed (Debian package sip-tester)");
+        // Let a UAS bind before anyone calls it.
+        std::thread::sleep(Duration::from_millis(150));
+        Sipp { name: name.to_owned(), dir: sub, child: Some(child) }
+    }
+
+    /// Waits for exit; returns the status and SIPp's error log.
+    pub fn wait(mut self, within: Duration) -> (Option<ExitStatus>, String) {
+        let deadline = Instant::now() + within;
+        let mut status = None;
+        if let Some(c) = self.child.as_mut() {
+            while Instant::now() < deadline {
+                if let Ok(Some(s)) = c.try_wait() {
+                    status = Some(s);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        if status.is_some() {
+            self.child = None;
+        }
+        (status, self.errors())
+    }
+
+    pub fn errors(&self) -> String {
+        let mut out = String::new();
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let p = e.path();
+                let n = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                if n.contains("errors") || n == "stderr.log" || n.contains("messages") {
+                    let text = std::fs::read_to_string(&p).unwrap_or_default();
+                    out.push_str(&format!("[{n}]\n{}\n", tail(&text, 60)));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.starts_with("HTTP/1.1 200").then(|| out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}

@@ -1,0 +1,206 @@
+//! SIP behaviour of the real binary against SIPp (scenarios in `tests/sipp/`).
+//! Each test has its own ports (its index), its own conf and its own processes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Route, Switch};
+
+#[test]
+fn basic_call_relays_through_the_b2bua_and_caller_hangs_up() {
+    let sw = Switch::start("basic", 1, Route::default());
+    let uas = sw.uas(0, "uas_answer.xml", 5, &[]);
+    let uac = sw.uac("uac_call.xml", "1000", 5, &[]);
+    sw.expect_ok(vec![uac, uas]);
+    assert_eq!(sw.metric("switchboard_calls_total"), 5.0);
+    assert_eq!(sw.metric("switchboard_calls_ended_total{cause=\"NORMAL_CLEARING\"}"), 5.0);
+    assert_eq!(sw.metric("switchboard_calls_active"), 0.0);
+}
+
+#[test]
+fn callee_hangs_up_and_both_legs_end() {
+    let sw = Switch::start("callee-bye", 2, Route::default());
+    let uas = sw.uas(0, "uas_hangs_up.xml", 3, &[]);
+    let uac = sw.uac("uac_callee_hangs_up.xml", "1000", 3, &[]);
+    sw.expect_ok(vec![uac, uas]);
+    assert_eq!(sw.metric("switchboard_calls_active"), 0.0);
+}
+
+#[test]
+fn cancel_while_ringing_cancels_leg_b_and_caller_gets_487() {
+    let sw = Switch::start("cancel", 3, Route::default());
+    let uas = sw.uas(0, "uas_ring_until_cancel.xml", 2, &[]);
+    let uac = sw.uac("uac_cancel.xml", "1000", 2, &[]);
+    sw.expect_ok(vec![uac, uas]);
+    assert_eq!(sw.metric("switchboard_calls_ended_total{cause=\"ORIGINATOR_CANCEL\"}"), 2.0);
+}
+
+#[test]
+fn busy_is_propagated_as_486_and_not_retried_on_the_next_gateway() {
+    // If the switch tried gw2 after the busy, gw2 would answer and the caller would get 200.
+    let sw = Switch::start("busy", 4, Route { targets: &["gateway/gw1/$1", "gateway/gw2/$1"], ..Route::default() });
+    let uas = sw.uas(0, "uas_busy.xml", 2, &[]);
+    let uac = sw.uac("uac_expect_486.xml", "1000", 2, &[]);
+    sw.expect_ok(vec![uac, uas]);
+    assert_eq!(sw.metric("switchboard_calls_ended_total{cause=\"USER_BUSY\"}"), 2.0);
+}
+
+#[test]
+fn no_answer_times_out_and_fails_over_to_the_second_gateway() {
+    let sw = Switch::start("noanswer", 5, Route { targets: &["gateway/gw1/$1", "gateway/gw2/$1"], timeout: 2, ..Route::default() });
+    let uas1 = sw.uas(0, "uas_ring_until_cancel.xml", 1, &[]);
+    let uas2 = sw.uas(1, "uas_answer_any.xml", 1, &[]);
+    let uac = sw.uac("uac_call.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![uac, uas1, uas2]);
+}
+
+#[test]
+fn first_gateway_503_fails_over_to_the_second() {
+    let sw = Switch::start("failover", 6, Route { targets: &["gateway/gw1/$1", "gateway/gw2/$1"], ..Route::default() });
+    let uas1 = sw.uas(0, "uas_unavailable.xml", 2, &[]);
+    let uas2 = sw.uas(1, "uas_answer_any.xml", 2, &[]);
+    let uac = sw.uac("uac_call.xml", "1000", 2, &[]);
+    sw.expect_ok(vec![uac, uas1, uas2]);
+}
+
+#[test]
+fn every_gateway_failing_gives_the_caller_503() {
+    let sw = Switch::start("allfail", 7, Route { targets: &["gateway/gw1/$1", "gateway/gw2/$1"], ..Route::default() });
+    let uas1 = sw.uas(0, "uas_unavailable.xml", 1, &[]);
+    let uas2 = sw.uas(1, "uas_unavailable.xml", 1, &[]);
+    let uac = sw.uac("uac_expect_503.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![uac, uas1, uas2]);
+}
+
+#[test]
+fn parallel_ring_all_answers_with_the_first_and_cancels_the_other() {
+    let sw = Switch::start("parallel", 8, Route { targets: &["gateway/gw1/$1", "gateway/gw2/$1"], strategy: "parallel", ..Route::default() });
+    let uas1 = sw.uas(0, "uas_ring_until_cancel.xml", 1, &[]);
+    let uas2 = sw.uas(1, "uas_answer_any.xml", 1, &[]);
+    let uac = sw.uac("uac_call.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![uac, uas1, uas2]);
+}
+
+#[test]
+fn reinvite_hold_and_unhold_are_relayed_with_anchored_sdp() {
+    let sw = Switch::start("reinvite", 9, Route::default());
+    let uas = sw.uas(0, "uas_reinvite.xml", 1, &[]);
+    let uac = sw.uac("uac_reinvite_hold.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![uac, uas]);
+}
+
+#[test]
+fn early_media_183_is_relayed_with_anchored_sdp() {
+    let sw = Switch::start("early", 10, Route::default());
+    let uas = sw.uas(0, "uas_early_media.xml", 1, &[]);
+    let uac = sw.uac("uac_early_media.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![uac, uas]);
+}
+
+#[test]
+fn info_is_relayed_in_the_dialog() {
+    let sw = Switch::start("info", 11, Route::default());
+    let uas = sw.uas(0, "uas_info.xml", 1, &[]);
+    let uac = sw.uac("uac_info.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![uac, uas]);
+}
+
+#[test]
+fn out_of_dialog_requests_get_the_right_answers() {
+    let sw = Switch::start("ood", 12, Route::default());
+    for (scenario, service) in [
+        ("uac_options.xml", "1000"),
+        ("uac_bye_unknown.xml", "1000"),
+        ("uac_max_forwards_zero.xml", "1000"),
+        ("uac_require_unknown.xml", "1000"),
+        ("uac_bad_cseq.xml", "1000"),
+        ("uac_unknown_method.xml", "1000"),
+        ("uac_expect_404.xml", "not-a-number"),
+    ] {
+        let uac = sw.uac(scenario, service, 1, &[]);
+        sw.expect_ok(vec![uac]);
+    }
+    assert!(sw.metric("switchboard_sip_parse_errors_total") >= 1.0, "the bad CSeq counts as a parse error");
+}
+
+#[test]
+fn retransmitted_invite_makes_one_call() {
+    let sw = Switch::start("invite-retrans", 13, Route::default());
+    let uas = sw.uas(0, "uas_answer_any.xml", 1, &[]);
+    let uac = sw.uac("uac_invite_retrans.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![uac, uas]);
+    assert_eq!(sw.metric("switchboard_calls_total"), 1.0);
+    assert!(sw.metric("switchboard_sip_retransmissions_absorbed_total") >= 1.0);
+}
+
+#[test]
+fn late_ack_makes_both_sides_retransmit_200_and_the_call_survives() {
+    let sw = Switch::start("slow-ack", 14, Route::default());
+    let uas = sw.uas(0, "uas_slow_ack.xml", 1, &[]);
+    let uac = sw.uac("uac_slow_ack.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![uac, uas]);
+    // We retransmitted our 200 to the caller, and absorbed the callee's retransmitted 200s.
+    assert!(sw.metric("switchboard_sip_retransmissions_total") >= 1.0);
+    assert!(sw.metric("switchboard_sip_retransmissions_absorbed_total") >= 1.0);
+    assert_eq!(sw.metric("switchboard_calls_ended_total{cause=\"NORMAL_CLEARING\"}"), 1.0);
+}
+
+#[test]
+fn calls_over_tcp_on_both_legs() {
+    let sw = Switch::start("tcp", 15, Route { transport: "tcp", ..Route::default() });
+    let uas = sw.uas(0, "uas_answer_any.xml", 3, &["-t", "t1"]);
+    let uac = sw.uac("uac_call.xml", "1000", 3, &["-t", "t1"]);
+    sw.expect_ok(vec![uac, uas]);
+    assert_eq!(sw.metric("switchboard_calls_ended_total{cause=\"NORMAL_CLEARING\"}"), 3.0);
+}
+
+#[test]
+fn rtp_is_relayed_both_ways() {
+    let sw = Switch::start("rtp", 16, Route::default());
+    let uas = sw.uas(0, "uas_answer_any.xml", 1, &["-rtp_echo"]);
+    let uac = sw.uac("uac_rtp.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![uac, uas]);
+    let a_to_b = sw.metric("switchboard_rtp_relayed_packets_total{direction=\"a_to_b\"}");
+    let b_to_a = sw.metric("switchboard_rtp_relayed_packets_total{direction=\"b_to_a\"}");
+    // g711a.pcap holds ~230 RTP packets; the far end echoes each one back.
+    assert!(a_to_b >= 200.0, "caller to callee: {a_to_b} packets");
+    assert!(b_to_a >= 200.0, "callee back to caller: {b_to_a} packets");
+}
+
+#[test]
+fn a_bad_reload_is_refused_and_the_running_config_keeps_routing() {
+    let sw = Switch::start("reload", 17, Route::default());
+    let path = sw.dir.join("conf/dialplan/test.toml");
+    let good = std::fs::read_to_string(&path).expect("dialplan");
+    std::fs::write(&path, good.replace("when.destination", "when.destinaton")).expect("write");
+    let (ok, out) = sw.ctl(&["reload"]);
+    assert!(!ok, "a broken dialplan must be refused: {out}");
+    assert!(out.contains("test.toml:") && out.contains("unknown field `destinaton`"), "{out}");
+    // Still routing with the old plan.
+    let uas = sw.uas(0, "uas_answer_any.xml", 1, &[]);
+    let uac = sw.uac("uac_call.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![uac, uas]);
+    // A good reload is taken: now only 5-digit numbers route.
+    std::fs::write(&path, good.replace(r"'^(\d+)$'", r"'^(\d{5})$'")).expect("write");
+    let (ok, out) = sw.ctl(&["reload"]);
+    assert!(ok, "{out}");
+    let uac = sw.uac("uac_expect_404.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![uac]);
+}
+
+#[test]
+fn sigterm_refuses_new_calls_and_drains_the_ones_in_progress() {
+    let mut sw = Switch::start("shutdown", 18, Route::default());
+    let uas = sw.uas(0, "uas_answer_any.xml", 1, &[]);
+    // A long call (3 s) is up when SIGTERM arrives.
+    let uac = sw.uac("uac_call.xml", "1000", 1, &["-d", "3000"]);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(sw.metric("switchboard_calls_active"), 1.0);
+    sw.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    let refused = sw.uac("uac_expect_503.xml", "1000", 1, &["-p", &(sw.ports.uac + 10).to_string(), "-mp", &(sw.ports.mp_uac + 10).to_string()]);
+    sw.expect_ok(vec![refused, uac, uas]);
+    let status = sw.wait_exit(Duration::from_secs(5));
+    assert!(status.is_some_and(|s| s.success()), "switchboard exits cleanly once drained: {status:?}");
+}
