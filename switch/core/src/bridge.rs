@@ -395,7 +395,9 @@ impl Engine {
         let mut out = make_response(&call.a.invite, resp.status, Some(&call.a.tag));
         out.reason = resp.reason.clone();
         out.headers.push(Name::Contact, self.contact(call.a.peer.transport));
-        self.attach_sdp(call, Side::B, &resp.body, &mut out.headers, &mut out.body);
+        if crate::indialog::is_sdp(&resp.headers) {
+            self.attach_sdp(call, Side::B, &resp.body, &mut out.headers, &mut out.body);
+        }
         self.decorate(&mut out);
         self.txn.respond(now, call.a.invite_txn, out);
     }
@@ -457,7 +459,9 @@ impl Engine {
         let mut out = make_response(&call.a.invite, resp.status, Some(&call.a.tag));
         out.headers.push(Name::Contact, self.contact(call.a.peer.transport));
         self.decorate(&mut out);
-        self.attach_sdp(call, Side::B, &resp.body, &mut out.headers, &mut out.body);
+        if crate::indialog::is_sdp(&resp.headers) {
+            self.attach_sdp(call, Side::B, &resp.body, &mut out.headers, &mut out.body);
+        }
         self.txn.respond(now, call.a.invite_txn, out);
         call.a.finalized = true;
         call.a.dialog = uas_dialog(&call.a.invite, &call.a.tag);

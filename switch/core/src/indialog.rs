@@ -175,7 +175,8 @@ impl Engine {
         if side == Side::A && call.state == CallState::Answered {
             call.state = CallState::Up;
             if call.b_ack.is_none() && call.b_dialog.is_some() {
-                self.ack_b(&mut call, &req.body);
+                let body = if is_sdp(&req.headers) { req.body.clone() } else { Bytes::new() };
+                self.ack_b(&mut call, &body);
             }
             info!(call = %call_ref, "call up");
         } else if let Some(p) = call.pending_ack.filter(|p| p.from == side && p.from_seq == seq) {
@@ -256,7 +257,7 @@ fn server_req_transport(call: &Call, side: Side) -> switchboard_sip::transaction
     }
 }
 
-fn is_sdp(h: &switchboard_sip::Headers) -> bool {
+pub(crate) fn is_sdp(h: &switchboard_sip::Headers) -> bool {
     h.get(&Name::ContentType).is_some_and(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
 }
 
