@@ -275,7 +275,7 @@ impl Shell {
         metric(&mut o, "switchboard_sip_transactions_active", "gauge", "Live SIP transactions.", e.active_transactions().to_string());
         metric(&mut o, "switchboard_sip_transactions_total", "counter", "SIP transactions created.", t.created.to_string());
         metric(&mut o, "switchboard_sip_retransmissions_total", "counter", "Requests and responses sent again by a timer.", t.retransmissions.to_string());
-        metric(&mut o, "switchboard_sip_retransmissions_absorbed_total", "counter", "Retransmissions received and absorbed.", t.absorbed.to_string());
+        metric(&mut o, "switchboard_sip_retransmissions_absorbed_total", "counter", "Retransmissions received (absorbed, or 2xx passed on to be re-ACKed).", t.absorbed.to_string());
         metric(&mut o, "switchboard_sip_transaction_timeouts_total", "counter", "Timer B/F/H expiries.", t.timeouts.to_string());
         metric(&mut o, "switchboard_sip_parse_errors_total", "counter", "Messages that did not parse or validate.", s.parse_errors.to_string());
         metric(&mut o, "switchboard_sip_requests_total", "counter", "Requests received.", s.requests_in.to_string());

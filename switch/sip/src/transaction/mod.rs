@@ -154,7 +154,7 @@ pub struct TxnStats {
     pub created: u64,
     /// Requests and responses sent again by a timer.
     pub retransmissions: u64,
-    /// Retransmissions received and absorbed.
+    /// Retransmissions received (absorbed, or for a 2xx passed on to the TU).
     pub absorbed: u64,
     /// Timer B/F/H expiries.
     pub timeouts: u64,
@@ -499,6 +499,10 @@ impl TransactionLayer {
                 }
             }
             (true, State::Initial | State::Proceeding | State::Accepted, 200..=299) => {
+                if t.state == State::Accepted {
+                    // A retransmitted 2xx: counted, and still passed on (the TU re-ACKs).
+                    self.stats.absorbed += 1;
+                }
                 t.state = State::Accepted;
                 t.retransmit_at = None;
                 t.timeout_at = Some((now + cfg.timeout(), Timer::M));
