@@ -38,7 +38,13 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn err(&mut self, span: Option<Range<usize>>, msg: impl Into<String>, hint: Option<&str>) {
-        self.diags.push(Diagnostic::at(self.file, self.text, span, msg, hint.map(str::to_owned)));
+        self.diags.push(Diagnostic::at(
+            self.file,
+            self.text,
+            span,
+            msg,
+            hint.map(str::to_owned),
+        ));
     }
 }
 
@@ -50,11 +56,22 @@ pub fn compile(sources: &[Source], env: &CompileEnv) -> Result<Dialplan, Diagnos
         let parsed: schema::File = match toml::from_str(&src.text) {
             Ok(f) => f,
             Err(e) => {
-                diags.push(Diagnostic::at(&src.path, &src.text, e.span(), e.message().trim(), toml_hint(e.message())));
+                diags.push(Diagnostic::at(
+                    &src.path,
+                    &src.text,
+                    e.span(),
+                    e.message().trim(),
+                    toml_hint(e.message()),
+                ));
                 continue;
             }
         };
-        let mut cx = Ctx { file: &src.path, text: &src.text, env, diags: Vec::new() };
+        let mut cx = Ctx {
+            file: &src.path,
+            text: &src.text,
+            env,
+            diags: Vec::new(),
+        };
         for ext in parsed.extension {
             let span = ext.span();
             if let Some((ctx, e)) = compile_extension(&mut cx, ext.into_inner(), span) {
@@ -80,9 +97,16 @@ fn toml_hint(msg: &str) -> Option<String> {
     }
 }
 
-fn compile_extension(cx: &mut Ctx<'_>, ext: schema::Extension, span: Range<usize>) -> Option<(String, Extension)> {
+fn compile_extension(
+    cx: &mut Ctx<'_>,
+    ext: schema::Extension,
+    span: Range<usize>,
+) -> Option<(String, Extension)> {
     let before = cx.diags.len();
-    let context = ext.context.map(|c| c.into_inner()).unwrap_or_else(|| "default".to_owned());
+    let context = ext
+        .context
+        .map(|c| c.into_inner())
+        .unwrap_or_else(|| "default".to_owned());
     let name = ext.name.into_inner();
     let mut conds = Vec::new();
     let mut time = None;
@@ -122,7 +146,18 @@ fn compile_extension(cx: &mut Ctx<'_>, ext: schema::Extension, span: Range<usize
     }
     let (line, _) = crate::diag::line_col(cx.text, span.start);
     (cx.diags.len() == before).then(|| {
-        (context, Extension { name, file: cx.file.to_owned(), line, cont: ext.continue_, conds, time, actions })
+        (
+            context,
+            Extension {
+                name,
+                file: cx.file.to_owned(),
+                line,
+                cont: ext.continue_,
+                conds,
+                time,
+                actions,
+            },
+        )
     })
 }
 
@@ -136,7 +171,11 @@ fn compile_time(cx: &mut Ctx<'_>, t: Spanned<schema::Time>) -> Option<TimeCond> 
     let tz = match jiff::tz::TimeZone::get(t.zone.get_ref()) {
         Ok(tz) => Some(tz),
         Err(_) => {
-            cx.err(Some(zone_span), format!("unknown time zone {:?}", t.zone.get_ref()), Some("use an IANA name such as \"America/New_York\" or \"UTC\""));
+            cx.err(
+                Some(zone_span),
+                format!("unknown time zone {:?}", t.zone.get_ref()),
+                Some("use an IANA name such as \"America/New_York\" or \"UTC\""),
+            );
             None
         }
     };
@@ -144,7 +183,11 @@ fn compile_time(cx: &mut Ctx<'_>, t: Spanned<schema::Time>) -> Option<TimeCond> 
         Some(d) => match parse_days(d.get_ref()) {
             Ok(mask) => mask,
             Err(m) => {
-                cx.err(Some(d.span()), m, Some("write days like \"mon-fri\" or \"sat,sun\""));
+                cx.err(
+                    Some(d.span()),
+                    m,
+                    Some("write days like \"mon-fri\" or \"sat,sun\""),
+                );
                 0
             }
         },
@@ -160,7 +203,11 @@ fn compile_time(cx: &mut Ctx<'_>, t: Spanned<schema::Time>) -> Option<TimeCond> 
         },
         None => vec![(0, 24 * 60)],
     };
-    Some(TimeCond { tz: tz?, days, hours })
+    Some(TimeCond {
+        tz: tz?,
+        days,
+        hours,
+    })
 }
 
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
@@ -194,7 +241,10 @@ fn parse_days(s: &str) -> Result<u8, String> {
 }
 
 fn minutes(s: &str) -> Result<u16, String> {
-    let (h, m) = s.trim().split_once(':').ok_or_else(|| format!("{s:?} is not HH:MM"))?;
+    let (h, m) = s
+        .trim()
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not HH:MM"))?;
     let h: u16 = h.parse().map_err(|_| format!("{s:?} is not HH:MM"))?;
     let m: u16 = m.parse().map_err(|_| format!("{s:?} is not HH:MM"))?;
     if h > 24 || m > 59 || (h == 24 && m > 0) {
@@ -206,7 +256,9 @@ fn minutes(s: &str) -> Result<u16, String> {
 fn parse_hours(s: &str) -> Result<Vec<(u16, u16)>, String> {
     s.split(',')
         .map(|r| {
-            let (a, b) = r.split_once('-').ok_or_else(|| format!("{r:?} is not a range"))?;
+            let (a, b) = r
+                .split_once('-')
+                .ok_or_else(|| format!("{r:?} is not a range"))?;
             let (a, b) = (minutes(a)?, minutes(b)?);
             if a >= b {
                 return Err(format!("range {r:?} ends before it starts"));
@@ -217,19 +269,34 @@ fn parse_hours(s: &str) -> Result<Vec<(u16, u16)>, String> {
 }
 
 fn is_header_name(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c))
+    !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c))
 }
 
 /// Headers the B2BUA owns: a dialplan may not add or remove them.
 const RESERVED: &[&str] = &[
-    "via", "from", "to", "call-id", "cseq", "contact", "route", "record-route", "max-forwards",
-    "content-length", "content-type",
+    "via",
+    "from",
+    "to",
+    "call-id",
+    "cseq",
+    "contact",
+    "route",
+    "record-route",
+    "max-forwards",
+    "content-length",
+    "content-type",
 ];
 
 fn compile_action(cx: &mut Ctx<'_>, a: schema::Action, span: Range<usize>) -> Option<ActionTpl> {
     let s = Some(span.clone());
     Some(match a {
-        schema::Action::Set(vars) => ActionTpl::Set(vars.into_iter().map(|(k, v)| (k, Template::new(&v))).collect()),
+        schema::Action::Set(vars) => ActionTpl::Set(
+            vars.into_iter()
+                .map(|(k, v)| (k, Template::new(&v)))
+                .collect(),
+        ),
         schema::Action::HeaderAdd(h) => {
             for k in h.keys() {
                 check_header_name(cx, s.clone(), k);
@@ -247,7 +314,11 @@ fn compile_action(cx: &mut Ctx<'_>, a: schema::Action, span: Range<usize>) -> Op
             Some(c) => ActionTpl::Hangup(c),
             None => {
                 let known: Vec<&str> = Cause::ALL.iter().map(|c| c.name()).collect();
-                cx.err(s, format!("unknown hang-up cause {c:?}"), Some(&format!("use one of {}", known.join(", "))));
+                cx.err(
+                    s,
+                    format!("unknown hang-up cause {c:?}"),
+                    Some(&format!("use one of {}", known.join(", "))),
+                );
                 return None;
             }
         },
@@ -257,9 +328,17 @@ fn compile_action(cx: &mut Ctx<'_>, a: schema::Action, span: Range<usize>) -> Op
 
 fn check_header_name(cx: &mut Ctx<'_>, span: Option<Range<usize>>, k: &str) {
     if !is_header_name(k) {
-        cx.err(span, format!("{k:?} is not a valid SIP header name"), Some("header names are tokens: letters, digits and -.!%*_+`'~"));
+        cx.err(
+            span,
+            format!("{k:?} is not a valid SIP header name"),
+            Some("header names are tokens: letters, digits and -.!%*_+`'~"),
+        );
     } else if RESERVED.contains(&k.to_ascii_lowercase().as_str()) {
-        cx.err(span, format!("header {k:?} is managed by the switch and cannot be changed here"), Some("use caller-ID rules on the gateway, or variables"));
+        cx.err(
+            span,
+            format!("header {k:?} is managed by the switch and cannot be changed here"),
+            Some("use caller-ID rules on the gateway, or variables"),
+        );
     }
 }
 
@@ -269,16 +348,28 @@ fn compile_bridge(cx: &mut Ctx<'_>, b: schema::Bridge, span: Range<usize>) -> Op
         None | Some("sequence") => Strategy::Sequence,
         Some("parallel") => Strategy::Parallel,
         Some(other) => {
-            cx.err(Some(span.clone()), format!("unknown bridge strategy {other:?}"), Some("use \"sequence\" (failover, in order) or \"parallel\" (ring all)"));
+            cx.err(
+                Some(span.clone()),
+                format!("unknown bridge strategy {other:?}"),
+                Some("use \"sequence\" (failover, in order) or \"parallel\" (ring all)"),
+            );
             Strategy::Sequence
         }
     };
     if b.targets.is_empty() {
-        cx.err(Some(span.clone()), "bridge has no targets", Some("targets = [\"gateway/NAME/NUMBER\", \"sip:user@host\"]"));
+        cx.err(
+            Some(span.clone()),
+            "bridge has no targets",
+            Some("targets = [\"gateway/NAME/NUMBER\", \"sip:user@host\"]"),
+        );
     }
     let timeout = match b.timeout {
         Some(0) => {
-            cx.err(Some(span.clone()), "bridge timeout must be at least 1 second", None);
+            cx.err(
+                Some(span.clone()),
+                "bridge timeout must be at least 1 second",
+                None,
+            );
             Duration::from_secs(1)
         }
         Some(t) => Duration::from_secs(u64::from(t)),
@@ -290,19 +381,35 @@ fn compile_bridge(cx: &mut Ctx<'_>, b: schema::Bridge, span: Range<usize>) -> Op
             let (gw, user) = rest.split_once('/').unwrap_or((rest, ""));
             if !cx.env.gateways.iter().any(|g| g == gw) {
                 let hint = if cx.env.gateways.is_empty() {
-                    "no gateway is configured: add one under [gateway.NAME] in switchboard.toml".to_owned()
+                    "no gateway is configured: add one under [gateway.NAME] in switchboard.toml"
+                        .to_owned()
                 } else {
                     format!("configured gateways: {}", cx.env.gateways.join(", "))
                 };
-                cx.err(Some(span.clone()), format!("bridge target {t:?} names unknown gateway {gw:?}"), Some(&hint));
+                cx.err(
+                    Some(span.clone()),
+                    format!("bridge target {t:?} names unknown gateway {gw:?}"),
+                    Some(&hint),
+                );
                 continue;
             }
-            targets.push(TargetTpl::Gateway { name: gw.to_owned(), user: Template::new(user) });
+            targets.push(TargetTpl::Gateway {
+                name: gw.to_owned(),
+                user: Template::new(user),
+            });
         } else if t.starts_with("sip:") || t.starts_with("sips:") {
             targets.push(TargetTpl::Uri(Template::new(t)));
         } else {
-            cx.err(Some(span.clone()), format!("bridge target {t:?} is not understood"), Some("write \"gateway/NAME/NUMBER\" or a sip: URI"));
+            cx.err(
+                Some(span.clone()),
+                format!("bridge target {t:?} is not understood"),
+                Some("write \"gateway/NAME/NUMBER\" or a sip: URI"),
+            );
         }
     }
-    (cx.diags.len() == before).then_some(ActionTpl::Bridge { targets, strategy, timeout })
+    (cx.diags.len() == before).then_some(ActionTpl::Bridge {
+        targets,
+        strategy,
+        timeout,
+    })
 }

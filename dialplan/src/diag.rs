@@ -20,9 +20,21 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// A diagnostic at a byte span of `source`.
-    pub fn at(file: &str, source: &str, span: Option<Range<usize>>, message: impl Into<String>, hint: Option<String>) -> Diagnostic {
+    pub fn at(
+        file: &str,
+        source: &str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) -> Diagnostic {
         let (line, col) = span.map(|s| line_col(source, s.start)).unwrap_or((1, 1));
-        Diagnostic { file: file.to_owned(), line, col, message: message.into(), hint }
+        Diagnostic {
+            file: file.to_owned(),
+            line,
+            col,
+            message: message.into(),
+            hint,
+        }
     }
 }
 
@@ -31,13 +43,22 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(source.len());
     let before = source.get(..offset).unwrap_or(source);
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: error: {}", self.file, self.line, self.col, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: error: {}",
+            self.file, self.line, self.col, self.message
+        )?;
         if let Some(h) = &self.hint {
             write!(f, "\n  hint: {h}")?;
         }

@@ -94,7 +94,11 @@ enum ActionTpl {
     HeaderRemove(Vec<String>),
     Answer,
     Hangup(Cause),
-    Bridge { targets: Vec<TargetTpl>, strategy: Strategy, timeout: Duration },
+    Bridge {
+        targets: Vec<TargetTpl>,
+        strategy: Strategy,
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug)]
@@ -182,7 +186,9 @@ pub struct RoutePlan {
 impl RoutePlan {
     /// True when the plan does something with the call (answer, bridge or hang up).
     pub fn routes(&self) -> bool {
-        self.actions.iter().any(|a| matches!(a, Action::Answer | Action::Hangup(_) | Action::Bridge(_)))
+        self.actions
+            .iter()
+            .any(|a| matches!(a, Action::Answer | Action::Hangup(_) | Action::Bridge(_)))
     }
 }
 
@@ -223,18 +229,30 @@ impl Dialplan {
 
     /// Evaluates the facts of a call into a plan, tracing every decision.
     pub fn evaluate(&self, facts: &Facts) -> RoutePlan {
-        let mut plan = RoutePlan { vars: facts.vars.clone(), ..RoutePlan::default() };
-        plan.vars.insert("destination".into(), facts.destination.clone());
-        plan.vars.insert("caller_number".into(), facts.caller_number.clone());
-        plan.vars.insert("caller_name".into(), facts.caller_name.clone());
+        let mut plan = RoutePlan {
+            vars: facts.vars.clone(),
+            ..RoutePlan::default()
+        };
+        plan.vars
+            .insert("destination".into(), facts.destination.clone());
+        plan.vars
+            .insert("caller_number".into(), facts.caller_number.clone());
+        plan.vars
+            .insert("caller_name".into(), facts.caller_name.clone());
         let Some(exts) = self.contexts.get(&facts.context) else {
-            plan.trace.push(format!("context {:?} has no extension", facts.context));
+            plan.trace
+                .push(format!("context {:?} has no extension", facts.context));
             return plan;
         };
-        plan.trace.push(format!("context {:?}: {} extension(s)", facts.context, exts.len()));
+        plan.trace.push(format!(
+            "context {:?}: {} extension(s)",
+            facts.context,
+            exts.len()
+        ));
         for ext in exts {
             let label = format!("{}/{} ({}:{})", facts.context, ext.name, ext.file, ext.line);
-            let Some((caps, named)) = ext.matches(facts, &plan.vars, &mut plan.trace, &label) else {
+            let Some((caps, named)) = ext.matches(facts, &plan.vars, &mut plan.trace, &label)
+            else {
                 continue;
             };
             plan.trace.push(format!("  MATCH {label}"));
@@ -257,7 +275,13 @@ impl Dialplan {
 type Captures = (Vec<String>, BTreeMap<String, String>);
 
 impl Extension {
-    fn matches(&self, facts: &Facts, vars: &BTreeMap<String, String>, trace: &mut Vec<String>, label: &str) -> Option<Captures> {
+    fn matches(
+        &self,
+        facts: &Facts,
+        vars: &BTreeMap<String, String>,
+        trace: &mut Vec<String>,
+        label: &str,
+    ) -> Option<Captures> {
         let mut caps: Option<Vec<String>> = None;
         let mut named = BTreeMap::new();
         for c in &self.conds {
@@ -265,11 +289,20 @@ impl Extension {
                 Field::Destination => &facts.destination,
                 Field::CallerNumber => &facts.caller_number,
                 Field::CallerName => &facts.caller_name,
-                Field::Header(h) => facts.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(h)).map(|(_, v)| v.as_str()).unwrap_or(""),
+                Field::Header(h) => facts
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(h))
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or(""),
                 Field::Var(v) => vars.get(v).map(String::as_str).unwrap_or(""),
             };
             let Some(m) = c.regex.captures(value) else {
-                trace.push(format!("  skip {label}: {} {value:?} !~ /{}/", c.field, c.regex.as_str()));
+                trace.push(format!(
+                    "  skip {label}: {} {value:?} !~ /{}/",
+                    c.field,
+                    c.regex.as_str()
+                ));
                 return None;
             };
             for name in c.regex.capture_names().flatten() {
@@ -278,16 +311,24 @@ impl Extension {
                 }
             }
             if caps.is_none() {
-                caps = Some(m.iter().map(|g| g.map(|g| g.as_str().to_owned()).unwrap_or_default()).collect());
+                caps = Some(
+                    m.iter()
+                        .map(|g| g.map(|g| g.as_str().to_owned()).unwrap_or_default())
+                        .collect(),
+                );
             }
         }
         if let Some(t) = &self.time {
             let z = facts.now.to_zoned_datetime(t.tz.clone());
             let day = z.weekday().to_monday_zero_offset() as u8;
             let minute = z.hour() as u16 * 60 + z.minute() as u16;
-            let open = t.days & (1 << day) != 0 && t.hours.iter().any(|&(a, b)| minute >= a && minute < b);
+            let open =
+                t.days & (1 << day) != 0 && t.hours.iter().any(|&(a, b)| minute >= a && minute < b);
             if !open {
-                trace.push(format!("  skip {label}: time {} is outside the window", z.strftime("%a %H:%M %Z")));
+                trace.push(format!(
+                    "  skip {label}: time {} is outside the window",
+                    z.strftime("%a %H:%M %Z")
+                ));
                 return None;
             }
         }
@@ -308,7 +349,10 @@ fn apply(a: &ActionTpl, caps: &[String], named: &BTreeMap<String, String>, plan:
             for (k, v) in kv {
                 let value = v.expand(caps, named, &plan.vars);
                 plan.trace.push(format!("    header_add {k}: {value}"));
-                plan.actions.push(Action::HeaderAdd { name: k.clone(), value });
+                plan.actions.push(Action::HeaderAdd {
+                    name: k.clone(),
+                    value,
+                });
             }
         }
         ActionTpl::HeaderRemove(names) => {
@@ -325,17 +369,32 @@ fn apply(a: &ActionTpl, caps: &[String], named: &BTreeMap<String, String>, plan:
             plan.trace.push(format!("    hangup {c}"));
             plan.actions.push(Action::Hangup(*c));
         }
-        ActionTpl::Bridge { targets, strategy, timeout } => {
+        ActionTpl::Bridge {
+            targets,
+            strategy,
+            timeout,
+        } => {
             let targets: Vec<Target> = targets
                 .iter()
                 .map(|t| match t {
-                    TargetTpl::Gateway { name, user } => Target::Gateway { name: name.clone(), user: user.expand(caps, named, &plan.vars) },
+                    TargetTpl::Gateway { name, user } => Target::Gateway {
+                        name: name.clone(),
+                        user: user.expand(caps, named, &plan.vars),
+                    },
                     TargetTpl::Uri(u) => Target::Uri(u.expand(caps, named, &plan.vars)),
                 })
                 .collect();
             let list: Vec<String> = targets.iter().map(ToString::to_string).collect();
-            plan.trace.push(format!("    bridge {strategy:?} [{}] timeout {}s", list.join(", "), timeout.as_secs()));
-            plan.actions.push(Action::Bridge(Bridge { targets, strategy: *strategy, timeout: *timeout }));
+            plan.trace.push(format!(
+                "    bridge {strategy:?} [{}] timeout {}s",
+                list.join(", "),
+                timeout.as_secs()
+            ));
+            plan.actions.push(Action::Bridge(Bridge {
+                targets,
+                strategy: *strategy,
+                timeout: *timeout,
+            }));
         }
     }
 }

@@ -49,13 +49,26 @@ impl Template {
 
     /// Expands with positional captures and variables. Control characters (CR, LF...) are
     /// dropped so caller-supplied text can never inject a header line.
-    pub fn expand(&self, captures: &[String], named: &BTreeMap<String, String>, vars: &BTreeMap<String, String>) -> String {
+    pub fn expand(
+        &self,
+        captures: &[String],
+        named: &BTreeMap<String, String>,
+        vars: &BTreeMap<String, String>,
+    ) -> String {
         let mut out = String::new();
         for p in &self.0 {
             match p {
                 Piece::Lit(s) => out.push_str(s),
-                Piece::Capture(n) => out.push_str(captures.get(*n).map(String::as_str).unwrap_or("")),
-                Piece::Var(v) => out.push_str(named.get(v).or_else(|| vars.get(v)).map(String::as_str).unwrap_or("")),
+                Piece::Capture(n) => {
+                    out.push_str(captures.get(*n).map(String::as_str).unwrap_or(""))
+                }
+                Piece::Var(v) => out.push_str(
+                    named
+                        .get(v)
+                        .or_else(|| vars.get(v))
+                        .map(String::as_str)
+                        .unwrap_or(""),
+                ),
             }
         }
         out.retain(|c| !c.is_control());

@@ -1,11 +1,16 @@
 use super::*;
 
 fn env() -> CompileEnv {
-    CompileEnv { gateways: vec!["acd1".into(), "acd2".into()] }
+    CompileEnv {
+        gateways: vec!["acd1".into(), "acd2".into()],
+    }
 }
 
 fn src(path: &str, text: &str) -> Source {
-    Source { path: path.into(), text: text.into() }
+    Source {
+        path: path.into(),
+        text: text.into(),
+    }
 }
 
 fn facts(dest: &str) -> Facts {
@@ -54,13 +59,30 @@ fn matching_extension_builds_a_plan_with_captures_variables_and_failover() {
     let plan = dp.evaluate(&facts("sales-42"));
     assert_eq!(plan.matched.len(), 2, "{:#?}", plan.trace);
     assert_eq!(plan.vars.get("merchant").map(String::as_str), Some("acme"));
-    assert_eq!(plan.actions[0], Action::HeaderAdd { name: "X-Route".into(), value: "sales-42-acme".into() });
+    assert_eq!(
+        plan.actions[0],
+        Action::HeaderAdd {
+            name: "X-Route".into(),
+            value: "sales-42-acme".into()
+        }
+    );
     assert_eq!(plan.actions[1], Action::HeaderRemove("X-Internal".into()));
-    let Action::Bridge(b) = &plan.actions[2] else { panic!("{plan:?}") };
-    assert_eq!(b.targets, vec![
-        Target::Gateway { name: "acd1".into(), user: "42".into() },
-        Target::Gateway { name: "acd2".into(), user: "42".into() },
-    ]);
+    let Action::Bridge(b) = &plan.actions[2] else {
+        panic!("{plan:?}")
+    };
+    assert_eq!(
+        b.targets,
+        vec![
+            Target::Gateway {
+                name: "acd1".into(),
+                user: "42".into()
+            },
+            Target::Gateway {
+                name: "acd2".into(),
+                user: "42".into()
+            },
+        ]
+    );
     assert_eq!(b.timeout, Duration::from_secs(20));
 }
 
@@ -70,10 +92,18 @@ fn time_window_in_a_named_zone_sends_night_calls_elsewhere() {
     let mut f = facts("sales-42");
     f.now = "2026-11-26T03:00:00Z".parse().unwrap(); // 22:00 in New York
     let plan = dp.evaluate(&f);
-    assert_eq!(plan.actions, vec![Action::Hangup(Cause::NoAnswer)], "{:#?}", plan.trace);
+    assert_eq!(
+        plan.actions,
+        vec![Action::Hangup(Cause::NoAnswer)],
+        "{:#?}",
+        plan.trace
+    );
     assert!(plan.trace.iter().any(|l| l.contains("outside the window")));
     f.now = "2026-11-28T15:00:00Z".parse().unwrap(); // Saturday
-    assert_eq!(dp.evaluate(&f).actions, vec![Action::Hangup(Cause::NoAnswer)]);
+    assert_eq!(
+        dp.evaluate(&f).actions,
+        vec![Action::Hangup(Cause::NoAnswer)]
+    );
 }
 
 #[test]
@@ -102,7 +132,15 @@ actions = [ { bridge = { targets = ["gateway/nope/1", "tel:123"], strategy = "ra
 "#;
     let bad2 = "[[extension]]\nname = \"c\"\nactoins = []\n";
     let bad3 = "[[extension]]\nname = \"d\"\nactions = [ { header_add = { Via = \"x\", \"Bad Name\" = \"y\" } } ]\n";
-    let err = compile(&[src("one.toml", bad1), src("two.toml", bad2), src("three.toml", bad3)], &env()).unwrap_err();
+    let err = compile(
+        &[
+            src("one.toml", bad1),
+            src("two.toml", bad2),
+            src("three.toml", bad3),
+        ],
+        &env(),
+    )
+    .unwrap_err();
     let text = err.to_string();
     for want in [
         "one.toml:4:20: error: invalid regular expression",
@@ -125,7 +163,14 @@ actions = [ { bridge = { targets = ["gateway/nope/1", "tel:123"], strategy = "ra
 
 #[test]
 fn unknown_action_and_bad_toml_are_refused() {
-    let err = compile(&[src("x.toml", "[[extension]]\nname = \"a\"\nactions = [ { dial = \"x\" } ]\n")], &env()).unwrap_err();
+    let err = compile(
+        &[src(
+            "x.toml",
+            "[[extension]]\nname = \"a\"\nactions = [ { dial = \"x\" } ]\n",
+        )],
+        &env(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("x.toml:3:"), "{err}");
     assert!(err.to_string().contains("hint: actions are"), "{err}");
     let err = compile(&[src("y.toml", "[[extension]\n")], &env()).unwrap_err();

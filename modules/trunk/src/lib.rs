@@ -80,7 +80,16 @@ impl Gateway {
             Some(t @ (Transport::Udp | Transport::Tcp)) => t,
             _ => return Err(GatewayError::Transport(name.to_owned(), t.to_owned())),
         };
-        Ok(Gateway { name: name.to_owned(), addr, transport, config, up: true, failures: 0, next_ping: None, ping_in_flight: false })
+        Ok(Gateway {
+            name: name.to_owned(),
+            addr,
+            transport,
+            config,
+            up: true,
+            failures: 0,
+            next_ping: None,
+            ping_in_flight: false,
+        })
     }
 
     /// Whether routing may use it.
@@ -99,7 +108,11 @@ impl Gateway {
             (None, Some(p)) if !number.starts_with(p.as_str()) => format!("{p}{number}"),
             _ => number.to_owned(),
         };
-        let name = self.config.caller_id_name.clone().unwrap_or_else(|| name.to_owned());
+        let name = self
+            .config
+            .caller_id_name
+            .clone()
+            .unwrap_or_else(|| name.to_owned());
         (number, name)
     }
 }
@@ -123,7 +136,11 @@ impl Gateways {
                 Err(e) => errors.push(e),
             }
         }
-        if errors.is_empty() { Ok(Gateways { map }) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(Gateways { map })
+        } else {
+            Err(errors)
+        }
     }
 
     /// A gateway by name.
@@ -144,7 +161,11 @@ impl Gateways {
     /// Takes over the live state of gateways that survive a reload unchanged in address.
     pub fn carry_state_from(&mut self, old: &Gateways) {
         for (name, g) in self.map.iter_mut() {
-            if let Some(o) = old.map.get(name).filter(|o| o.addr == g.addr && o.transport == g.transport) {
+            if let Some(o) = old
+                .map
+                .get(name)
+                .filter(|o| o.addr == g.addr && o.transport == g.transport)
+            {
                 g.up = o.up;
                 g.failures = o.failures;
                 g.next_ping = o.next_ping;
@@ -156,7 +177,9 @@ impl Gateways {
     pub fn due_pings(&mut self, now: Instant) -> Vec<(String, SocketAddr, Transport)> {
         let mut due = Vec::new();
         for g in self.map.values_mut() {
-            let Some(every) = g.ping_interval() else { continue };
+            let Some(every) = g.ping_interval() else {
+                continue;
+            };
             let next = *g.next_ping.get_or_insert(now);
             if !g.ping_in_flight && next <= now {
                 g.ping_in_flight = true;
@@ -200,11 +223,16 @@ impl Gateways {
 
     /// When the next ping is due.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        self.map.values().filter(|g| g.ping_interval().is_some() && !g.ping_in_flight).filter_map(|g| g.next_ping).min()
+        self.map
+            .values()
+            .filter(|g| g.ping_interval().is_some() && !g.ping_in_flight)
+            .filter_map(|g| g.next_ping)
+            .min()
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests pick an arbitrary starting instant
 mod tests {
     use super::*;
 
@@ -226,20 +254,31 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(gws.due_pings(t0).len(), 1);
         assert!(gws.due_pings(t0).is_empty(), "one ping in flight at a time");
-        assert_eq!(gws.ping_result("acd", None), None, "one failure is below the threshold");
+        assert_eq!(
+            gws.ping_result("acd", None),
+            None,
+            "one failure is below the threshold"
+        );
         assert_eq!(gws.next_wakeup(), Some(t0 + Duration::from_secs(10)));
         assert_eq!(gws.due_pings(t0 + Duration::from_secs(10)).len(), 1);
         assert_eq!(gws.ping_result("acd", Some(503)), Some(false));
         assert!(!gws.get("acd").unwrap().is_up());
         gws.due_pings(t0 + Duration::from_secs(20));
-        assert_eq!(gws.ping_result("acd", Some(404)), Some(true), "any answer but 408/503 means alive");
+        assert_eq!(
+            gws.ping_result("acd", Some(404)),
+            Some(true),
+            "any answer but 408/503 means alive"
+        );
     }
 
     #[test]
     fn caller_id_rules_and_bad_config() {
         let gws = Gateways::new(&BTreeMap::from([("acd".to_owned(), cfg(None))])).unwrap();
         let g = gws.get("acd").unwrap();
-        assert_eq!(g.caller_id("5551234", "Alice"), ("+15551234".to_owned(), "Shop".to_owned()));
+        assert_eq!(
+            g.caller_id("5551234", "Alice"),
+            ("+15551234".to_owned(), "Shop".to_owned())
+        );
         let mut bad = cfg(None);
         bad.transport = Some("sctp".into());
         bad.address = "nowhere".into();

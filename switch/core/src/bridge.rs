@@ -45,12 +45,20 @@ impl Engine {
     /// Runs the plan's actions from where the call is (the start, or after a failed bridge).
     pub(crate) fn run_plan(&mut self, now: Instant, call_ref: CallRef) {
         loop {
-            let Some(call) = self.calls.get_mut(&call_ref) else { return };
-            let step = call.plan.actions.iter().enumerate().skip(call.next_target_step()).find(|(_, a)| {
-                matches!(a, Action::Answer | Action::Hangup(_) | Action::Bridge(_))
-            });
+            let Some(call) = self.calls.get_mut(&call_ref) else {
+                return;
+            };
+            let step = call
+                .plan
+                .actions
+                .iter()
+                .enumerate()
+                .skip(call.next_target_step())
+                .find(|(_, a)| matches!(a, Action::Answer | Action::Hangup(_) | Action::Bridge(_)));
             let Some((pos, action)) = step.map(|(i, a)| (i, a.clone())) else {
-                let failure = call.last_failure.unwrap_or((404, Cause::NoRouteDestination));
+                let failure = call
+                    .last_failure
+                    .unwrap_or((404, Cause::NoRouteDestination));
                 let cause = failure.1;
                 if let Some(mut call) = self.calls.remove(&call_ref) {
                     if call.a.finalized {
@@ -87,30 +95,46 @@ impl Engine {
     /// `answer`: 200 to A with our media address (nothing plays yet: prompts come with the
     /// media engine). A later bridge offers B only the codec A was answered with.
     fn answer_a(&mut self, now: Instant, call_ref: CallRef) {
-        let Some(mut call) = self.calls.remove(&call_ref) else { return };
+        let Some(mut call) = self.calls.remove(&call_ref) else {
+            return;
+        };
         if call.a.finalized {
             self.calls.insert(call_ref, call);
             return;
         }
         let mut resp = make_response(&call.a.invite, 200, Some(&call.a.tag));
         self.decorate(&mut resp);
-        resp.headers.push(Name::Contact, self.contact(call.a.peer.transport));
-        if !call.a.invite.body.is_empty() {
-            if let Some(ports) = self.alloc_media(&mut call) {
-                let version = call.a.sdp_version;
-                call.a.sdp_version += 1;
-                if let Ok((body, info)) = rewrite(&call.a.invite.body, self.cfg.media_ip, ports.a, &self.cfg.codecs, (call.id.0, version)) {
-                    self.outputs.push_back(Output::MediaRemote { call: call_ref, side: Side::A, addr: info.rtp });
-                    resp.headers.push(Name::ContentType, "application/sdp");
-                    resp.body = Bytes::from(body);
-                }
+        resp.headers
+            .push(Name::Contact, self.contact(call.a.peer.transport));
+        if !call.a.invite.body.is_empty()
+            && let Some(ports) = self.alloc_media(&mut call)
+        {
+            let version = call.a.sdp_version;
+            call.a.sdp_version += 1;
+            if let Ok((body, info)) = rewrite(
+                &call.a.invite.body,
+                self.cfg.media_ip,
+                ports.a,
+                &self.cfg.codecs,
+                (call.id.0, version),
+            ) {
+                self.outputs.push_back(Output::MediaRemote {
+                    call: call_ref,
+                    side: Side::A,
+                    addr: info.rtp,
+                });
+                resp.headers.push(Name::ContentType, "application/sdp");
+                resp.body = Bytes::from(body);
             }
         }
         self.txn.respond(now, call.a.invite_txn, resp);
         call.a.finalized = true;
         call.a.dialog = uas_dialog(&call.a.invite, &call.a.tag);
         if let Some(d) = &call.a.dialog {
-            self.dialogs.insert((d.id.call_id.clone(), d.id.local_tag.clone()), (call_ref, Side::A));
+            self.dialogs.insert(
+                (d.id.call_id.clone(), d.id.local_tag.clone()),
+                (call_ref, Side::A),
+            );
         }
         call.state = CallState::Answered;
         call.answered_at = Some(now);
@@ -120,8 +144,12 @@ impl Engine {
     /// Starts the next target(s) of the current bridge. `false` when none could be started.
     fn try_next_target(&mut self, now: Instant, call_ref: CallRef) -> bool {
         loop {
-            let Some(call) = self.calls.get_mut(&call_ref) else { return true };
-            let Some(bridge) = call.bridge.clone() else { return false };
+            let Some(call) = self.calls.get_mut(&call_ref) else {
+                return true;
+            };
+            let Some(bridge) = call.bridge.clone() else {
+                return false;
+            };
             if call.next_target >= bridge.targets.len() {
                 return call.live_attempts().next().is_some();
             }
@@ -157,34 +185,66 @@ impl Engine {
 
     fn record_failure(&mut self, call_ref: CallRef, failure: Failure) {
         if let Some(call) = self.calls.get_mut(&call_ref) {
-            let better = call.last_failure.is_none_or(|(s, _)| rank(failure.0) >= rank(s));
+            let better = call
+                .last_failure
+                .is_none_or(|(s, _)| rank(failure.0) >= rank(s));
             if better {
                 call.last_failure = Some(failure);
             }
         }
     }
 
-    fn originate(&mut self, now: Instant, call_ref: CallRef, target: &Target, timeout: std::time::Duration) -> Result<(), Failure> {
+    fn originate(
+        &mut self,
+        now: Instant,
+        call_ref: CallRef,
+        target: &Target,
+        timeout: std::time::Duration,
+    ) -> Result<(), Failure> {
         let (peer, ruri, caller) = self.resolve(call_ref, target)?;
-        let Some(mut call) = self.calls.remove(&call_ref) else { return Ok(()) };
+        let Some(mut call) = self.calls.remove(&call_ref) else {
+            return Ok(());
+        };
         let result = self.originate_on(now, &mut call, target, peer, ruri, caller, timeout);
         self.calls.insert(call_ref, call);
         result
     }
 
     /// Where a target goes: peer, Request-URI, caller ID (number, name).
-    fn resolve(&self, call_ref: CallRef, target: &Target) -> Result<(Peer, String, (String, String)), Failure> {
-        let call = self.calls.get(&call_ref).ok_or((500, Cause::NormalUnspecified))?;
+    fn resolve(
+        &self,
+        call_ref: CallRef,
+        target: &Target,
+    ) -> Result<(Peer, String, (String, String)), Failure> {
+        let call = self
+            .calls
+            .get(&call_ref)
+            .ok_or((500, Cause::NormalUnspecified))?;
         let caller = (call.caller.clone(), caller_name(&call.a.invite));
         match target {
             Target::Gateway { name, user } => {
-                let gw = self.gateways.get(name).ok_or((503, Cause::NormalTemporaryFailure))?;
+                let gw = self
+                    .gateways
+                    .get(name)
+                    .ok_or((503, Cause::NormalTemporaryFailure))?;
                 if !gw.is_up() {
                     return Err((503, Cause::NormalTemporaryFailure));
                 }
-                let peer = Peer { transport: gw.transport, addr: gw.addr };
-                let user = if user.is_empty() { call.destination.clone() } else { user.clone() };
-                let ruri = format!("sip:{}@{}{}", escape_user(&user), fmt_addr(gw.addr), transport_param(gw.transport));
+                let peer = Peer {
+                    transport: gw.transport,
+                    addr: gw.addr,
+                };
+                let user = if user.is_empty() {
+                    call.destination.clone()
+                } else {
+                    user.clone()
+                };
+                let ruri = format!(
+                    "sip:{}@{}{}",
+                    escape_user(&user),
+                    fmt_addr(gw.addr),
+                    transport_param(gw.transport)
+                );
                 Ok((peer, ruri, gw.caller_id(&caller.0, &caller.1)))
             }
             Target::Uri(u) => {
@@ -193,8 +253,14 @@ impl Engine {
                     warn!(call = %call_ref, target = %u, "DNS names in bridge targets are not resolved yet: use an IP or a gateway");
                     return Err((502, Cause::DestinationOutOfOrder));
                 };
-                let transport = uri.transport().and_then(Transport::from_token).unwrap_or(Transport::Udp);
-                let peer = Peer { transport, addr: std::net::SocketAddr::new(ip, uri.port.unwrap_or(5060)) };
+                let transport = uri
+                    .transport()
+                    .and_then(Transport::from_token)
+                    .unwrap_or(Transport::Udp);
+                let peer = Peer {
+                    transport,
+                    addr: std::net::SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+                };
                 Ok((peer, u.clone(), caller))
             }
         }
@@ -211,41 +277,72 @@ impl Engine {
         caller: (String, String),
         timeout: std::time::Duration,
     ) -> Result<(), Failure> {
-        let ports = self.alloc_media(call).ok_or((503, Cause::SwitchCongestion))?;
+        let ports = self
+            .alloc_media(call)
+            .ok_or((503, Cause::SwitchCongestion))?;
         if call.offer_b.is_none() && !call.a.invite.body.is_empty() {
             let version = call.b_sdp_version;
             call.b_sdp_version += 1;
-            let (body, info) = rewrite(&call.a.invite.body, self.cfg.media_ip, ports.b, &self.cfg.codecs, (call.id.0 + 1, version))
-                .map_err(|e| {
-                    debug!(call = %call.id, error = %e, "offer refused");
-                    (488, Cause::IncompatibleDestination)
-                })?;
-            self.outputs.push_back(Output::MediaRemote { call: call.id, side: Side::A, addr: info.rtp });
+            let (body, info) = rewrite(
+                &call.a.invite.body,
+                self.cfg.media_ip,
+                ports.b,
+                &self.cfg.codecs,
+                (call.id.0 + 1, version),
+            )
+            .map_err(|e| {
+                debug!(call = %call.id, error = %e, "offer refused");
+                (488, Cause::IncompatibleDestination)
+            })?;
+            self.outputs.push_back(Output::MediaRemote {
+                call: call.id,
+                side: Side::A,
+                addr: info.rtp,
+            });
             call.offer_b = Some(Bytes::from(body));
         }
         let call_id = self.ids.call_id();
         let mut req = Request::new(Method::Invite, ruri.clone());
         req.headers.push(Name::Via, self.via(peer.transport));
-        let mf = call.a.invite.headers.max_forwards().and_then(Result::ok).unwrap_or(70);
-        req.headers.push(Name::MaxForwards, mf.saturating_sub(1).min(70).to_string());
+        let mf = call
+            .a
+            .invite
+            .headers
+            .max_forwards()
+            .and_then(Result::ok)
+            .unwrap_or(70);
+        req.headers
+            .push(Name::MaxForwards, mf.saturating_sub(1).min(70).to_string());
         let local = fmt_addr(self.local_addr(peer.transport));
         let from_uri = format!("sip:{}@{local}", escape_user(&caller.0));
         let from = if caller.1.is_empty() {
             format!("<{from_uri}>;tag={}", self.ids.tag())
         } else {
-            format!("\"{}\" <{from_uri}>;tag={}", caller.1.replace(['"', '\\'], ""), self.ids.tag())
+            format!(
+                "\"{}\" <{from_uri}>;tag={}",
+                caller.1.replace(['"', '\\'], ""),
+                self.ids.tag()
+            )
         };
         req.headers.push(Name::From, from);
         req.headers.push(Name::To, format!("<{ruri}>"));
         req.headers.push(Name::CallId, call_id.clone());
         req.headers.push(Name::CSeq, "1 INVITE");
-        req.headers.push(Name::Contact, self.contact(peer.transport));
+        req.headers
+            .push(Name::Contact, self.contact(peer.transport));
         req.headers.push(Name::Allow, ALLOW);
-        req.headers.push(Name::UserAgent, self.cfg.user_agent.clone());
+        req.headers
+            .push(Name::UserAgent, self.cfg.user_agent.clone());
         for a in &call.plan.actions {
             match a {
-                Action::HeaderAdd { name, value } => req.headers.push(Name::from_str_lossless(&name.as_str().into()), value.clone()),
-                Action::HeaderRemove(name) => req.headers.0.retain(|h| !h.name.as_str().eq_ignore_ascii_case(name)),
+                Action::HeaderAdd { name, value } => req.headers.push(
+                    Name::from_str_lossless(&name.as_str().into()),
+                    value.clone(),
+                ),
+                Action::HeaderRemove(name) => req
+                    .headers
+                    .0
+                    .retain(|h| !h.name.as_str().eq_ignore_ascii_case(name)),
                 _ => {}
             }
         }
@@ -273,8 +370,12 @@ impl Engine {
 
     pub(crate) fn fire_call_timer(&mut self, now: Instant, call_ref: CallRef, kind: CallTimer) {
         let CallTimer::Ring(txn) = kind;
-        let Some(call) = self.calls.get_mut(&call_ref) else { return };
-        let Some(i) = call.attempt_by_txn(txn) else { return };
+        let Some(call) = self.calls.get_mut(&call_ref) else {
+            return;
+        };
+        let Some(i) = call.attempt_by_txn(txn) else {
+            return;
+        };
         if call.attempts[i].done || call.winner.is_some() {
             return;
         }
@@ -288,7 +389,9 @@ impl Engine {
 
     /// After an attempt ended: more targets, the rest of the plan, or the end of the call.
     fn bridge_progress(&mut self, now: Instant, call_ref: CallRef) {
-        let Some(call) = self.calls.get(&call_ref) else { return };
+        let Some(call) = self.calls.get(&call_ref) else {
+            return;
+        };
         if call.winner.is_some() || call.live_attempts().next().is_some() {
             return;
         }
@@ -316,7 +419,10 @@ impl Engine {
         if !self.cancel_sent.insert(now, txn) {
             return;
         }
-        let (Some(invite), Some(peer)) = (self.txn.client_request(txn), self.txn.client_peer(txn)) else { return };
+        let (Some(invite), Some(peer)) = (self.txn.client_request(txn), self.txn.client_peer(txn))
+        else {
+            return;
+        };
         let cancel = make_cancel(invite);
         let id = self.txn.send_request(now, cancel, peer);
         self.clients.insert(id, ClientRole::Cancel);
@@ -333,7 +439,13 @@ impl Engine {
     }
 
     /// A response to one of our leg B INVITEs.
-    pub(crate) fn on_attempt_response(&mut self, now: Instant, call_ref: CallRef, txn: TxnId, resp: Response) {
+    pub(crate) fn on_attempt_response(
+        &mut self,
+        now: Instant,
+        call_ref: CallRef,
+        txn: TxnId,
+        resp: Response,
+    ) {
         let status = resp.status;
         if (101..200).contains(&status) {
             self.provisional_seen.insert(now, txn);
@@ -374,7 +486,11 @@ impl Engine {
             }
             300.. if !call.attempts[i].done => {
                 let a = &mut call.attempts[i];
-                let failure = if a.timed_out { (480, Cause::NoAnswer) } else { (status_for_a(status), Cause::from_sip(status)) };
+                let failure = if a.timed_out {
+                    (480, Cause::NoAnswer)
+                } else {
+                    (status_for_a(status), Cause::from_sip(status))
+                };
                 a.done = true;
                 info!(call = %call_ref, target = %a.target, status, cause = %failure.1, "leg B failed");
                 self.forget_client(txn);
@@ -394,7 +510,8 @@ impl Engine {
         }
         let mut out = make_response(&call.a.invite, resp.status, Some(&call.a.tag));
         out.reason = resp.reason.clone();
-        out.headers.push(Name::Contact, self.contact(call.a.peer.transport));
+        out.headers
+            .push(Name::Contact, self.contact(call.a.peer.transport));
         if crate::indialog::is_sdp(&resp.headers) {
             self.attach_sdp(call, Side::B, &resp.body, &mut out.headers, &mut out.body);
         }
@@ -403,11 +520,20 @@ impl Engine {
     }
 
     /// Rewrites an SDP body that `from` sent, for the other leg, and reports `from`'s address.
-    pub(crate) fn attach_sdp(&mut self, call: &mut Call, from: Side, body: &Bytes, headers: &mut switchboard_sip::Headers, out: &mut Bytes) {
+    pub(crate) fn attach_sdp(
+        &mut self,
+        call: &mut Call,
+        from: Side,
+        body: &Bytes,
+        headers: &mut switchboard_sip::Headers,
+        out: &mut Bytes,
+    ) {
         if body.is_empty() {
             return;
         }
-        let Some(ports) = self.alloc_media(call) else { return };
+        let Some(ports) = self.alloc_media(call) else {
+            return;
+        };
         let (port, version) = match from {
             Side::B => {
                 call.a.sdp_version += 1;
@@ -421,7 +547,11 @@ impl Engine {
         let session = call.id.0 + u64::from(from == Side::A);
         match rewrite(body, self.cfg.media_ip, port, &[], (session, version)) {
             Ok((sdp, info)) => {
-                self.outputs.push_back(Output::MediaRemote { call: call.id, side: from, addr: info.rtp });
+                self.outputs.push_back(Output::MediaRemote {
+                    call: call.id,
+                    side: from,
+                    addr: info.rtp,
+                });
                 headers.set(Name::ContentType, "application/sdp");
                 *out = Bytes::from(sdp);
             }
@@ -442,7 +572,10 @@ impl Engine {
             }
         };
         let peer = next_hop_peer(&dialog, attempt.peer);
-        self.dialogs.insert((dialog.id.call_id.clone(), dialog.id.local_tag.clone()), (call.id, Side::B));
+        self.dialogs.insert(
+            (dialog.id.call_id.clone(), dialog.id.local_tag.clone()),
+            (call.id, Side::B),
+        );
         call.b_dialog = Some(dialog);
         call.b_peer = Some(peer);
         for j in 0..call.attempts.len() {
@@ -457,7 +590,8 @@ impl Engine {
             return;
         }
         let mut out = make_response(&call.a.invite, resp.status, Some(&call.a.tag));
-        out.headers.push(Name::Contact, self.contact(call.a.peer.transport));
+        out.headers
+            .push(Name::Contact, self.contact(call.a.peer.transport));
         self.decorate(&mut out);
         if crate::indialog::is_sdp(&resp.headers) {
             self.attach_sdp(call, Side::B, &resp.body, &mut out.headers, &mut out.body);
@@ -466,7 +600,10 @@ impl Engine {
         call.a.finalized = true;
         call.a.dialog = uas_dialog(&call.a.invite, &call.a.tag);
         if let Some(d) = &call.a.dialog {
-            self.dialogs.insert((d.id.call_id.clone(), d.id.local_tag.clone()), (call.id, Side::A));
+            self.dialogs.insert(
+                (d.id.call_id.clone(), d.id.local_tag.clone()),
+                (call.id, Side::A),
+            );
         }
         call.state = CallState::Answered;
         call.answered_at = Some(now);
@@ -474,21 +611,34 @@ impl Engine {
 
     /// ACKs leg B's 2xx (end to end: when A's ACK came, carrying A's SDP answer if any).
     pub(crate) fn ack_b(&mut self, call: &mut Call, a_body: &Bytes) {
-        let (Some(peer), Some(mut ack)) = (call.b_peer, call.b_dialog.as_ref().and_then(|d| ack_for(d, &call.attempts, call.winner))) else {
+        let (Some(peer), Some(mut ack)) = (
+            call.b_peer,
+            call.b_dialog
+                .as_ref()
+                .and_then(|d| ack_for(d, &call.attempts, call.winner)),
+        ) else {
             return;
         };
         ack.headers.push_front(Name::Via, self.via(peer.transport));
         let mut body = Bytes::new();
         self.attach_sdp(call, Side::A, a_body, &mut ack.headers, &mut body);
         ack.body = body;
-        self.txn.send_stateless(peer, &Message::Request(ack.clone()));
+        self.txn
+            .send_stateless(peer, &Message::Request(ack.clone()));
         call.b_ack = Some(ack);
     }
 
     /// A 2xx nobody wants any more (the caller left, or another target won): ACK and BYE it.
     fn reject_late_2xx(&mut self, now: Instant, txn: TxnId, resp: &Response) {
-        let (Some(invite), Some(peer)) = (self.txn.client_request(txn).cloned(), self.txn.client_peer(txn)) else { return };
-        let Ok(mut d) = Dialog::new_uac(&invite, resp) else { return };
+        let (Some(invite), Some(peer)) = (
+            self.txn.client_request(txn).cloned(),
+            self.txn.client_peer(txn),
+        ) else {
+            return;
+        };
+        let Ok(mut d) = Dialog::new_uac(&invite, resp) else {
+            return;
+        };
         let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
         let mut ack = d.make_request(Method::Ack, Some(seq));
         ack.headers.push_front(Name::Via, self.via(peer.transport));
@@ -529,10 +679,16 @@ pub(crate) fn uas_dialog(invite: &Request, tag: &str) -> Option<Dialog> {
 fn lenient_uac_dialog(invite: &Request, resp: &Response) -> Dialog {
     let mut fixed = resp.clone();
     if fixed.headers.contact().is_none() {
-        fixed.headers.set(Name::Contact, format!("<{}>", invite.uri));
+        fixed
+            .headers
+            .set(Name::Contact, format!("<{}>", invite.uri));
     }
     if fixed.headers.to_addr().ok().and_then(|t| t.tag()).is_none() {
-        let to = fixed.headers.get(&Name::To).map(|t| t.to_string()).unwrap_or_default();
+        let to = fixed
+            .headers
+            .get(&Name::To)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
         fixed.headers.set(Name::To, format!("{to};tag=missing"));
     }
     Dialog::new_uac(invite, &fixed).unwrap_or_else(|_| Dialog {
@@ -553,18 +709,32 @@ fn lenient_uac_dialog(invite: &Request, resp: &Response) -> Dialog {
 /// In-dialog requests to B go to its next hop when that is an IP address; otherwise to
 /// where the INVITE went.
 pub(crate) fn next_hop_peer(d: &Dialog, fallback: Peer) -> Peer {
-    let Ok(uri) = Uri::parse(d.next_hop()) else { return fallback };
+    let Ok(uri) = Uri::parse(d.next_hop()) else {
+        return fallback;
+    };
     match uri.host {
         Host::Ip(ip) => {
-            let transport = uri.transport().and_then(Transport::from_token).unwrap_or(fallback.transport);
-            Peer { transport, addr: std::net::SocketAddr::new(ip, uri.port.unwrap_or(5060)) }
+            let transport = uri
+                .transport()
+                .and_then(Transport::from_token)
+                .unwrap_or(fallback.transport);
+            Peer {
+                transport,
+                addr: std::net::SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+            }
         }
         Host::Name(_) => fallback,
     }
 }
 
 fn caller_name(invite: &Request) -> String {
-    invite.headers.from_addr().ok().and_then(|f| f.display).unwrap_or("").to_owned()
+    invite
+        .headers
+        .from_addr()
+        .ok()
+        .and_then(|f| f.display)
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// Escapes what may not appear raw in a URI user part.

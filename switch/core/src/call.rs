@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use switchboard_dialplan::{Bridge, Cause, RoutePlan};
 use switchboard_media::Side;
+use switchboard_sip::Request;
 use switchboard_sip::dialog::Dialog;
 use switchboard_sip::transaction::{Peer, TxnId};
-use switchboard_sip::Request;
 
 use crate::ids::CallRef;
 

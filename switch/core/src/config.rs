@@ -38,7 +38,13 @@ impl Default for EngineConfig {
             max_calls: 10_000,
             media_ip: IpAddr::from([127, 0, 0, 1]),
             rtp_ports: (20000, 29999),
-            codecs: vec!["PCMU".into(), "PCMA".into(), "G722".into(), "opus".into(), "telephone-event".into()],
+            codecs: vec![
+                "PCMU".into(),
+                "PCMA".into(),
+                "G722".into(),
+                "opus".into(),
+                "telephone-event".into(),
+            ],
         }
     }
 }

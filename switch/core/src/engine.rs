@@ -16,7 +16,9 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use switchboard_dialplan::{Cause, Dialplan, Facts};
 use switchboard_media::{PortPool, Side};
-use switchboard_sip::transaction::{Peer, TransactionLayer, Transmit, Transport, TxnEvent, TxnId, make_response};
+use switchboard_sip::transaction::{
+    Peer, TransactionLayer, Transmit, Transport, TxnEvent, TxnId, make_response,
+};
 use switchboard_sip::{Message, Method, Name, ParseError, Request, Response, parse_datagram};
 use switchboard_trunk::Gateways;
 use tracing::{debug, info, warn};
@@ -129,7 +131,12 @@ pub struct Engine {
 
 impl Engine {
     /// A new engine. `seed` feeds tag/branch/Call-ID generation (take it from the OS).
-    pub fn new(cfg: EngineConfig, dialplan: Arc<Dialplan>, gateways: Gateways, seed: u64) -> Engine {
+    pub fn new(
+        cfg: EngineConfig,
+        dialplan: Arc<Dialplan>,
+        gateways: Gateways,
+        seed: u64,
+    ) -> Engine {
         Engine {
             txn: TransactionLayer::new(cfg.timers),
             ports: PortPool::new(cfg.rtp_ports.0, cfg.rtp_ports.1),
@@ -213,10 +220,19 @@ impl Engine {
             .map(|c| CallInfo {
                 id: c.id,
                 state: c.state,
-                a_call_id: c.a.invite.headers.call_id().map(|s| s.to_string()).unwrap_or_default(),
+                a_call_id: c
+                    .a
+                    .invite
+                    .headers
+                    .call_id()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
                 destination: c.destination.clone(),
                 caller: c.caller.clone(),
-                target: c.winner.or(c.attempts.len().checked_sub(1)).map(|i| c.attempts[i].target.clone()),
+                target: c
+                    .winner
+                    .or(c.attempts.len().checked_sub(1))
+                    .map(|i| c.attempts[i].target.clone()),
                 age_secs: now.saturating_duration_since(c.started).as_secs(),
             })
             .collect();
@@ -264,11 +280,20 @@ impl Engine {
             self.timer_kinds.remove(&id);
         }
         let ours = self.timers.peek().map(|Reverse((at, _, _))| *at);
-        [ours, self.txn.poll_timeout(), self.gateways.next_wakeup()].into_iter().flatten().min()
+        [ours, self.txn.poll_timeout(), self.gateways.next_wakeup()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Bytes arrived from a transport.
-    pub fn handle_datagram(&mut self, now: Instant, wall: jiff::Timestamp, data: Bytes, from: Peer) {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        wall: jiff::Timestamp,
+        data: Bytes,
+        from: Peer,
+    ) {
         let msg = match parse_datagram(data) {
             Ok(m) => m,
             Err(ParseError::Incomplete) if from.transport == Transport::Udp => {
@@ -285,15 +310,25 @@ impl Engine {
     }
 
     /// A message framed by a stream transport (or parsed elsewhere).
-    pub fn handle_message(&mut self, now: Instant, wall: jiff::Timestamp, msg: Message, from: Peer) {
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        wall: jiff::Timestamp,
+        msg: Message,
+        from: Peer,
+    ) {
         if let Err(e) = msg.validate() {
             self.stats.parse_errors += 1;
-            if let Message::Request(req) = &msg {
-                if req.method != Method::Ack && req.headers.top_via().is_ok() {
-                    let mut resp = make_response(req, 400, None);
-                    resp.reason = ByteString::from(e.reason_phrase());
-                    self.txn.send_stateless(switchboard_sip::transaction::response_peer(req, from), &Message::Response(resp));
-                }
+            if let Message::Request(req) = &msg
+                && req.method != Method::Ack
+                && req.headers.top_via().is_ok()
+            {
+                let mut resp = make_response(req, 400, None);
+                resp.reason = ByteString::from(e.reason_phrase());
+                self.txn.send_stateless(
+                    switchboard_sip::transaction::response_peer(req, from),
+                    &Message::Response(resp),
+                );
             }
             debug!(peer = %from.addr, error = %e, "invalid message");
             return;
@@ -320,7 +355,12 @@ impl Engine {
         }
         // Bookkeeping of INVITE transactions lives as long as they can (64·T1, and some).
         let horizon = self.cfg.timers.timeout() * 2;
-        for set in [&mut self.provisional_seen, &mut self.cancel_wanted, &mut self.cancel_sent, &mut self.late_byes] {
+        for set in [
+            &mut self.provisional_seen,
+            &mut self.cancel_wanted,
+            &mut self.cancel_sent,
+            &mut self.late_byes,
+        ] {
             set.purge(now, horizon);
         }
         for (name, addr, transport) in self.gateways.due_pings(now) {
@@ -353,7 +393,9 @@ impl Engine {
     // ---- requests outside dialogs --------------------------------------------------------
 
     pub(crate) fn respond(&mut self, now: Instant, txn: TxnId, status: u16, tag: Option<&str>) {
-        let Some(req) = self.txn.server_request(txn) else { return };
+        let Some(req) = self.txn.server_request(txn) else {
+            return;
+        };
         let mut resp = make_response(req, status, tag);
         self.decorate(&mut resp);
         self.txn.respond(now, txn, resp);
@@ -366,13 +408,24 @@ impl Engine {
         }
     }
 
-    fn on_request(&mut self, now: Instant, wall: jiff::Timestamp, id: TxnId, req: Request, from: Peer) {
+    fn on_request(
+        &mut self,
+        now: Instant,
+        wall: jiff::Timestamp,
+        id: TxnId,
+        req: Request,
+        from: Peer,
+    ) {
         // RFC 3261 §8.2.2.1 scheme, §16.3 Max-Forwards, §8.2.2.3 Require, in that order.
         if req.uri().is_err() {
             self.respond(now, id, 416, None);
             return;
         }
-        let to_tag = req.headers.to_addr().ok().and_then(|t| t.tag().map(ByteString::from));
+        let to_tag = req
+            .headers
+            .to_addr()
+            .ok()
+            .and_then(|t| t.tag().map(ByteString::from));
         if let Some(tag) = to_tag {
             self.on_in_dialog(now, id, req, tag);
             return;
@@ -404,20 +457,28 @@ impl Engine {
         match req.method {
             Method::Invite => self.new_call(now, wall, id, req, from),
             Method::Options => self.answer_options(now, id),
-            Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Notify | Method::Refer => {
-                self.respond(now, id, 481, None)
+            Method::Bye
+            | Method::Info
+            | Method::Update
+            | Method::Prack
+            | Method::Notify
+            | Method::Refer => self.respond(now, id, 481, None),
+            Method::Register | Method::Subscribe | Method::Publish | Method::Message => {
+                self.respond(now, id, 405, None)
             }
-            Method::Register | Method::Subscribe | Method::Publish | Method::Message => self.respond(now, id, 405, None),
             _ => self.respond(now, id, 501, None),
         }
     }
 
     fn answer_options(&mut self, now: Instant, id: TxnId) {
-        let Some(req) = self.txn.server_request(id) else { return };
+        let Some(req) = self.txn.server_request(id) else {
+            return;
+        };
         let mut resp = make_response(req, 200, Some(&format!("{:x}", id.0)));
         self.decorate(&mut resp);
         resp.headers.push(Name::Supported, SUPPORTED.join(", "));
-        resp.headers.push(Name::Other("Accept".into()), "application/sdp");
+        resp.headers
+            .push(Name::Other("Accept".into()), "application/sdp");
         if self.shutting_down {
             resp.status = 503;
             resp.reason = "Service Unavailable".into();
@@ -425,18 +486,34 @@ impl Engine {
         self.txn.respond(now, id, resp);
     }
 
-    fn new_call(&mut self, now: Instant, wall: jiff::Timestamp, id: TxnId, req: Request, from: Peer) {
+    fn new_call(
+        &mut self,
+        now: Instant,
+        wall: jiff::Timestamp,
+        id: TxnId,
+        req: Request,
+        from: Peer,
+    ) {
         if self.shutting_down || self.calls.len() >= self.cfg.max_calls {
             self.respond(now, id, 503, None);
             return;
         }
-        if req.headers.call_id().is_some_and(|c| self.b_call_ids.contains_key(c)) {
+        if req
+            .headers
+            .call_id()
+            .is_some_and(|c| self.b_call_ids.contains_key(c))
+        {
             // Our own leg B came back to us: a routing loop (§16.3 step 4 for a B2BUA).
             self.respond(now, id, 482, None);
             return;
         }
         let has_sdp = !req.body.is_empty();
-        if has_sdp && !req.headers.get(&Name::ContentType).is_some_and(|c| c.to_ascii_lowercase().starts_with("application/sdp")) {
+        if has_sdp
+            && !req
+                .headers
+                .get(&Name::ContentType)
+                .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
+        {
             self.respond(now, id, 415, None);
             return;
         }
@@ -445,7 +522,11 @@ impl Engine {
         let a_tag = self.ids.tag();
         let facts = facts_of(&req, &self.cfg.context, from, wall);
         let plan = self.dialplan.evaluate(&facts);
-        let a_call_id = req.headers.call_id().map(|c| c.to_string()).unwrap_or_default();
+        let a_call_id = req
+            .headers
+            .call_id()
+            .map(|c| c.to_string())
+            .unwrap_or_default();
         info!(call = %call_ref, call_id = %a_call_id, from = %facts.caller_number, to = %facts.destination, "new call");
         for line in &plan.trace {
             debug!(call = %call_ref, "dialplan: {line}");
@@ -492,46 +573,72 @@ impl Engine {
     // ---- CANCEL, ACK, stray responses ---------------------------------------------------
 
     fn on_cancelled(&mut self, now: Instant, invite: TxnId) {
-        let Some(&call) = self.server_invites.get(&invite) else { return };
+        let Some(&call) = self.server_invites.get(&invite) else {
+            return;
+        };
         info!(call = %call, "caller cancelled");
         self.teardown(now, call, Cause::OriginatorCancel, Some(Side::A));
     }
 
     fn on_stray_response(&mut self, resp: Response, from: Peer) {
         // A 2xx retransmitted after its transaction ended: ACK it again if we know the call.
-        if (200..300).contains(&resp.status) && resp.headers.cseq().is_ok_and(|c| c.method == Method::Invite) {
-            let call = resp.headers.call_id().and_then(|c| self.b_call_ids.get(c)).copied();
-            if let Some(ack) = call.and_then(|c| self.calls.get(&c)).and_then(|c| c.b_ack.clone()) {
+        if (200..300).contains(&resp.status)
+            && resp
+                .headers
+                .cseq()
+                .is_ok_and(|c| c.method == Method::Invite)
+        {
+            let call = resp
+                .headers
+                .call_id()
+                .and_then(|c| self.b_call_ids.get(c))
+                .copied();
+            if let Some(ack) = call
+                .and_then(|c| self.calls.get(&c))
+                .and_then(|c| c.b_ack.clone())
+            {
                 self.txn.send_stateless(from, &Message::Request(ack));
             }
         }
     }
 
     fn send_ping(&mut self, now: Instant, name: &str, peer: Peer) {
-        let uri = format!("sip:{}{}", fmt_addr(peer.addr), transport_param(peer.transport));
+        let uri = format!(
+            "sip:{}{}",
+            fmt_addr(peer.addr),
+            transport_param(peer.transport)
+        );
         let mut req = Request::new(Method::Options, uri.clone());
         req.headers.push(Name::Via, self.via(peer.transport));
         req.headers.push(Name::MaxForwards, "70");
-        req.headers.push(Name::From, format!("<sip:ping@{}>;tag={}", fmt_addr(self.local_addr(peer.transport)), self.ids.tag()));
+        req.headers.push(
+            Name::From,
+            format!(
+                "<sip:ping@{}>;tag={}",
+                fmt_addr(self.local_addr(peer.transport)),
+                self.ids.tag()
+            ),
+        );
         req.headers.push(Name::To, format!("<{uri}>"));
         req.headers.push(Name::CallId, self.ids.call_id());
         req.headers.push(Name::CSeq, "1 OPTIONS");
-        req.headers.push(Name::UserAgent, self.cfg.user_agent.clone());
+        req.headers
+            .push(Name::UserAgent, self.cfg.user_agent.clone());
         let id = self.txn.send_request(now, req, peer);
         self.clients.insert(id, ClientRole::Ping);
         self.pings.insert(id, name.to_owned());
     }
 
     pub(crate) fn ping_result(&mut self, id: TxnId, status: Option<u16>) {
-        if let Some(name) = self.pings.remove(&id) {
-            if let Some(up) = self.gateways.ping_result(&name, status) {
-                if up {
-                    info!(gateway = %name, "gateway is up");
-                } else {
-                    warn!(gateway = %name, ?status, "gateway is down");
-                }
-                self.outputs.push_back(Output::GatewayState { name, up });
+        if let Some(name) = self.pings.remove(&id)
+            && let Some(up) = self.gateways.ping_result(&name, status)
+        {
+            if up {
+                info!(gateway = %name, "gateway is up");
+            } else {
+                warn!(gateway = %name, ?status, "gateway is down");
             }
+            self.outputs.push_back(Output::GatewayState { name, up });
         }
     }
 
@@ -546,42 +653,59 @@ impl Engine {
     }
 
     pub(crate) fn via(&mut self, t: Transport) -> String {
-        format!("SIP/2.0/{} {};branch={};rport", t.via_token(), fmt_addr(self.local_addr(t)), self.ids.branch())
+        format!(
+            "SIP/2.0/{} {};branch={};rport",
+            t.via_token(),
+            fmt_addr(self.local_addr(t)),
+            self.ids.branch()
+        )
     }
 
     pub(crate) fn contact(&self, t: Transport) -> String {
-        format!("<sip:switchboard@{}{}>", fmt_addr(self.local_addr(t)), transport_param(t))
+        format!(
+            "<sip:switchboard@{}{}>",
+            fmt_addr(self.local_addr(t)),
+            transport_param(t)
+        )
     }
 
     /// Ends a call: final response or BYE/CANCEL to each leg as its state requires.
-    pub(crate) fn teardown(&mut self, now: Instant, call_ref: CallRef, cause: Cause, side: Option<Side>) {
-        let Some(mut call) = self.calls.remove(&call_ref) else { return };
+    pub(crate) fn teardown(
+        &mut self,
+        now: Instant,
+        call_ref: CallRef,
+        cause: Cause,
+        side: Option<Side>,
+    ) {
+        let Some(mut call) = self.calls.remove(&call_ref) else {
+            return;
+        };
         // Leg A.
         if !call.a.finalized {
             let status = cause.sip_status();
             self.respond_a_final(now, &mut call, status, Some(cause));
-        } else if side != Some(Side::A) {
-            if let Some(d) = call.a.dialog.as_mut() {
-                let peer = call.a.peer;
-                let req = d.make_request(Method::Bye, None);
-                self.send_in_dialog(now, req, peer, ClientRole::Bye, Some(cause));
-            }
+        } else if side != Some(Side::A)
+            && let Some(d) = call.a.dialog.as_mut()
+        {
+            let peer = call.a.peer;
+            let req = d.make_request(Method::Bye, None);
+            self.send_in_dialog(now, req, peer, ClientRole::Bye, Some(cause));
         }
         // Leg B: BYE the winner, CANCEL the rest.
-        if side != Some(Side::B) {
-            if let (Some(d), Some(peer)) = (call.b_dialog.as_mut(), call.b_peer) {
-                if call.b_ack.is_none() {
-                    // The 2xx was never ACKed (A never ACKed ours): ACK then BYE (§15).
-                    let ack = crate::bridge::ack_for(d, &call.attempts, call.winner);
-                    if let Some(ack) = ack {
-                        let mut ack = ack;
-                        ack.headers.push_front(Name::Via, self.via(peer.transport));
-                        self.txn.send_stateless(peer, &Message::Request(ack));
-                    }
+        if side != Some(Side::B)
+            && let (Some(d), Some(peer)) = (call.b_dialog.as_mut(), call.b_peer)
+        {
+            if call.b_ack.is_none() {
+                // The 2xx was never ACKed (A never ACKed ours): ACK then BYE (§15).
+                let ack = crate::bridge::ack_for(d, &call.attempts, call.winner);
+                if let Some(ack) = ack {
+                    let mut ack = ack;
+                    ack.headers.push_front(Name::Via, self.via(peer.transport));
+                    self.txn.send_stateless(peer, &Message::Request(ack));
                 }
-                let req = d.make_request(Method::Bye, None);
-                self.send_in_dialog(now, req, peer, ClientRole::Bye, Some(cause));
             }
+            let req = d.make_request(Method::Bye, None);
+            self.send_in_dialog(now, req, peer, ClientRole::Bye, Some(cause));
         }
         for i in 0..call.attempts.len() {
             if Some(i) != call.winner {
@@ -597,12 +721,21 @@ impl Engine {
         self.finish(now, call, cause, side);
     }
 
-    pub(crate) fn respond_a_final(&mut self, now: Instant, call: &mut Call, status: u16, cause: Option<Cause>) {
+    pub(crate) fn respond_a_final(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        status: u16,
+        cause: Option<Cause>,
+    ) {
         let mut resp = make_response(&call.a.invite, status, Some(&call.a.tag));
         self.decorate(&mut resp);
         if let Some(c) = cause {
             // RFC 3326: tell the caller the Q.850 cause too.
-            resp.headers.push(Name::Reason, format!("Q.850;cause={};text=\"{}\"", c.q850(), c.name()));
+            resp.headers.push(
+                Name::Reason,
+                format!("Q.850;cause={};text=\"{}\"", c.q850(), c.name()),
+            );
         }
         self.txn.respond(now, call.a.invite_txn, resp);
         call.a.finalized = true;
@@ -611,10 +744,12 @@ impl Engine {
     /// Forget a call that is over (its legs were already told).
     pub(crate) fn finish(&mut self, now: Instant, call: Call, cause: Cause, side: Option<Side>) {
         if let Some(d) = &call.a.dialog {
-            self.dialogs.remove(&(d.id.call_id.clone(), d.id.local_tag.clone()));
+            self.dialogs
+                .remove(&(d.id.call_id.clone(), d.id.local_tag.clone()));
         }
         if let Some(d) = &call.b_dialog {
-            self.dialogs.remove(&(d.id.call_id.clone(), d.id.local_tag.clone()));
+            self.dialogs
+                .remove(&(d.id.call_id.clone(), d.id.local_tag.clone()));
         }
         for a in &call.attempts {
             self.b_call_ids.remove(a.call_id.as_str());
@@ -627,26 +762,47 @@ impl Engine {
             self.outputs.push_back(Output::MediaClose { call: call.id });
         }
         *self.stats.ended_by_cause.entry(cause.name()).or_default() += 1;
-        let billable = call.answered_at.map(|t| now.saturating_duration_since(t).as_secs_f64()).unwrap_or(0.0);
+        let billable = call
+            .answered_at
+            .map(|t| now.saturating_duration_since(t).as_secs_f64())
+            .unwrap_or(0.0);
         info!(call = %call.id, cause = %cause, side = ?side, billable_secs = billable, "call ended");
-        self.outputs.push_back(Output::CallEnded(Box::new(CallSummary {
-            id: call.id,
-            a_call_id: call.a.invite.headers.call_id().map(|c| c.to_string()).unwrap_or_default(),
-            b_call_id: call.b_dialog.as_ref().map(|d| d.id.call_id.to_string()),
-            destination: call.destination,
-            caller: call.caller,
-            cause,
-            hangup_side: side,
-            billable_secs: billable,
-        })));
+        self.outputs
+            .push_back(Output::CallEnded(Box::new(CallSummary {
+                id: call.id,
+                a_call_id: call
+                    .a
+                    .invite
+                    .headers
+                    .call_id()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
+                b_call_id: call.b_dialog.as_ref().map(|d| d.id.call_id.to_string()),
+                destination: call.destination,
+                caller: call.caller,
+                cause,
+                hangup_side: side,
+                billable_secs: billable,
+            })));
     }
 
     /// Sends an in-dialog request (the caller built it from the dialog) with a fresh Via.
-    pub(crate) fn send_in_dialog(&mut self, now: Instant, mut req: Request, peer: Peer, role: ClientRole, cause: Option<Cause>) -> TxnId {
+    pub(crate) fn send_in_dialog(
+        &mut self,
+        now: Instant,
+        mut req: Request,
+        peer: Peer,
+        role: ClientRole,
+        cause: Option<Cause>,
+    ) -> TxnId {
         req.headers.push_front(Name::Via, self.via(peer.transport));
-        req.headers.push(Name::UserAgent, self.cfg.user_agent.clone());
+        req.headers
+            .push(Name::UserAgent, self.cfg.user_agent.clone());
         if let Some(c) = cause.filter(|_| req.method == Method::Bye) {
-            req.headers.push(Name::Reason, format!("Q.850;cause={};text=\"{}\"", c.q850(), c.name()));
+            req.headers.push(
+                Name::Reason,
+                format!("Q.850;cause={};text=\"{}\"", c.q850(), c.name()),
+            );
         }
         let id = self.txn.send_request(now, req, peer);
         self.clients.insert(id, role);
@@ -662,7 +818,10 @@ impl Engine {
             };
             let ports = MediaPorts { a, b };
             call.media = Some(ports);
-            self.outputs.push_back(Output::MediaOpen { call: call.id, ports });
+            self.outputs.push_back(Output::MediaOpen {
+                call: call.id,
+                ports,
+            });
         }
         call.media
     }
@@ -695,7 +854,8 @@ impl TxnSet {
 
     fn purge(&mut self, now: Instant, horizon: Duration) {
         if self.map.len() > 64 {
-            self.map.retain(|_, t| now.saturating_duration_since(*t) < horizon);
+            self.map
+                .retain(|_, t| now.saturating_duration_since(*t) < horizon);
         }
     }
 }
@@ -719,19 +879,45 @@ pub(crate) fn transport_param(t: Transport) -> &'static str {
 
 /// The facts the dialplan sees about an incoming INVITE.
 pub fn facts_of(req: &Request, context: &str, from: Peer, wall: jiff::Timestamp) -> Facts {
-    let uri_user = req.uri().ok().and_then(|u| u.user_unescaped()).unwrap_or_default();
+    let uri_user = req
+        .uri()
+        .ok()
+        .and_then(|u| u.user_unescaped())
+        .unwrap_or_default();
     let from_addr = req.headers.from_addr().ok();
-    let caller_number = from_addr.and_then(|f| f.uri().ok()).and_then(|u| u.user_unescaped()).unwrap_or_default();
+    let caller_number = from_addr
+        .and_then(|f| f.uri().ok())
+        .and_then(|u| u.user_unescaped())
+        .unwrap_or_default();
     let caller_name = from_addr.and_then(|f| f.display).unwrap_or("").to_owned();
-    let headers: Vec<(String, String)> = req.headers.0.iter().map(|h| (h.name.as_str().to_owned(), h.value.to_string())).collect();
+    let headers: Vec<(String, String)> = req
+        .headers
+        .0
+        .iter()
+        .map(|h| (h.name.as_str().to_owned(), h.value.to_string()))
+        .collect();
     let mut vars = std::collections::BTreeMap::new();
     vars.insert("source_ip".to_owned(), from.addr.ip().to_string());
-    vars.insert("sip_call_id".to_owned(), req.headers.call_id().map(|c| c.to_string()).unwrap_or_default());
+    vars.insert(
+        "sip_call_id".to_owned(),
+        req.headers
+            .call_id()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+    );
     for (k, v) in &headers {
         // FreeSWITCH's convention: X- headers of the INVITE as sip_h_X-Name variables.
         if k.len() > 2 && k[..2].eq_ignore_ascii_case("x-") {
             vars.insert(format!("sip_h_{k}"), v.clone());
         }
     }
-    Facts { context: context.to_owned(), destination: uri_user, caller_number, caller_name, headers, vars, now: wall }
+    Facts {
+        context: context.to_owned(),
+        destination: uri_user,
+        caller_number,
+        caller_name,
+        headers,
+        vars,
+        now: wall,
+    }
 }

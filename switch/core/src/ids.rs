@@ -46,6 +46,10 @@ impl IdGen {
 
     /// A Call-ID for a leg we originate.
     pub fn call_id(&mut self) -> String {
-        format!("{:x}{:x}@switchboard", self.next_u64(), self.next_u64() & 0xffff)
+        format!(
+            "{:x}{:x}@switchboard",
+            self.next_u64(),
+            self.next_u64() & 0xffff
+        )
     }
 }

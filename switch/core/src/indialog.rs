@@ -17,10 +17,24 @@ use crate::engine::{ClientRole, Engine};
 use crate::ids::CallRef;
 
 /// Headers that travel with a relayed request or response (everything else is per leg).
-const RELAYED_HEADERS: &[&str] = &["Event", "Subscription-State", "Refer-To", "Referred-By", "Info-Package", "Recv-Info", "Subject"];
+const RELAYED_HEADERS: &[&str] = &[
+    "Event",
+    "Subscription-State",
+    "Refer-To",
+    "Referred-By",
+    "Info-Package",
+    "Recv-Info",
+    "Subject",
+];
 
 impl Engine {
-    pub(crate) fn on_in_dialog(&mut self, now: Instant, id: TxnId, req: Request, to_tag: ByteString) {
+    pub(crate) fn on_in_dialog(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        req: Request,
+        to_tag: ByteString,
+    ) {
         let key = (req.headers.call_id().cloned().unwrap_or_default(), to_tag);
         let Some(&(call_ref, side)) = self.dialogs.get(&key) else {
             debug!(call_id = %key.0, method = %req.method, "no such dialog: 481");
@@ -35,13 +49,13 @@ impl Engine {
             Side::A => call.a.dialog.as_mut(),
             Side::B => call.b_dialog.as_mut(),
         };
-        if let Some(d) = dialog {
-            if !d.accept_remote_cseq(&req) {
-                self.calls.insert(call_ref, call);
-                // RFC 3261 §12.2.2: a lower CSeq is answered 500.
-                self.respond(now, id, 500, None);
-                return;
-            }
+        if let Some(d) = dialog
+            && !d.accept_remote_cseq(&req)
+        {
+            self.calls.insert(call_ref, call);
+            // RFC 3261 §12.2.2: a lower CSeq is answered 500.
+            self.respond(now, id, 500, None);
+            return;
         }
         match req.method {
             Method::Bye => {
@@ -62,7 +76,14 @@ impl Engine {
         }
     }
 
-    fn relay_request(&mut self, now: Instant, call: &mut Call, from: Side, server_txn: TxnId, req: &Request) {
+    fn relay_request(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        from: Side,
+        server_txn: TxnId,
+        req: &Request,
+    ) {
         let to = from.other();
         let is_invite = req.method == Method::Invite;
         let target_refresh = matches!(req.method, Method::Invite | Method::Update);
@@ -77,7 +98,8 @@ impl Engine {
         let mut out = d.make_request(req.method.clone(), None);
         let out_seq = d.local_seq;
         if target_refresh {
-            out.headers.push(Name::Contact, self.contact(peer.transport));
+            out.headers
+                .push(Name::Contact, self.contact(peer.transport));
             let from_dialog = match from {
                 Side::A => call.a.dialog.as_mut(),
                 Side::B => call.b_dialog.as_mut(),
@@ -102,14 +124,33 @@ impl Engine {
         if is_invite {
             call.reinvite_from = Some(from);
             let from_seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
-            call.pending_ack = Some(PendingAck { from, from_seq, to_seq: out_seq });
+            call.pending_ack = Some(PendingAck {
+                from,
+                from_seq,
+                to_seq: out_seq,
+            });
         }
-        call.relayed.push((client, Relayed { server_txn, from, is_invite }));
+        call.relayed.push((
+            client,
+            Relayed {
+                server_txn,
+                from,
+                is_invite,
+            },
+        ));
     }
 
     /// A response to a relayed in-dialog request: pass it back to the requester.
-    pub(crate) fn on_relay_response(&mut self, now: Instant, call_ref: CallRef, client: TxnId, resp: Option<Response>) {
-        let Some(mut call) = self.calls.remove(&call_ref) else { return };
+    pub(crate) fn on_relay_response(
+        &mut self,
+        now: Instant,
+        call_ref: CallRef,
+        client: TxnId,
+        resp: Option<Response>,
+    ) {
+        let Some(mut call) = self.calls.remove(&call_ref) else {
+            return;
+        };
         let Some(pos) = call.relayed.iter().position(|(c, _)| *c == client) else {
             self.calls.insert(call_ref, call);
             return;
@@ -131,7 +172,10 @@ impl Engine {
             copy_relayed_headers(&r.headers, &mut out.headers);
             let responder = relayed.from.other();
             if (200..300).contains(&status) && relayed.is_invite {
-                out.headers.push(Name::Contact, self.contact(server_req_transport(&call, relayed.from)));
+                out.headers.push(
+                    Name::Contact,
+                    self.contact(server_req_transport(&call, relayed.from)),
+                );
                 let d = match responder {
                     Side::A => call.a.dialog.as_mut(),
                     Side::B => call.b_dialog.as_mut(),
@@ -167,19 +211,37 @@ impl Engine {
     }
 
     /// An ACK outside a transaction: for our 2xx to A's INVITE, or for a relayed re-INVITE.
-    pub(crate) fn on_ack(&mut self, _now: Instant, req: Request, _from: switchboard_sip::transaction::Peer) {
-        let Some(id) = DialogId::of_incoming(&req) else { return };
-        let Some(&(call_ref, side)) = self.dialogs.get(&(id.call_id, id.local_tag)) else { return };
-        let Some(mut call) = self.calls.remove(&call_ref) else { return };
+    pub(crate) fn on_ack(
+        &mut self,
+        _now: Instant,
+        req: Request,
+        _from: switchboard_sip::transaction::Peer,
+    ) {
+        let Some(id) = DialogId::of_incoming(&req) else {
+            return;
+        };
+        let Some(&(call_ref, side)) = self.dialogs.get(&(id.call_id, id.local_tag)) else {
+            return;
+        };
+        let Some(mut call) = self.calls.remove(&call_ref) else {
+            return;
+        };
         let seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
         if side == Side::A && call.state == CallState::Answered {
             call.state = CallState::Up;
             if call.b_ack.is_none() && call.b_dialog.is_some() {
-                let body = if is_sdp(&req.headers) { req.body.clone() } else { Bytes::new() };
+                let body = if is_sdp(&req.headers) {
+                    req.body.clone()
+                } else {
+                    Bytes::new()
+                };
                 self.ack_b(&mut call, &body);
             }
             info!(call = %call_ref, "call up");
-        } else if let Some(p) = call.pending_ack.filter(|p| p.from == side && p.from_seq == seq) {
+        } else if let Some(p) = call
+            .pending_ack
+            .filter(|p| p.from == side && p.from_seq == seq)
+        {
             call.pending_ack = None;
             let to = side.other();
             let (dialog, peer) = match to {
@@ -200,7 +262,12 @@ impl Engine {
 
     pub(crate) fn on_response(&mut self, now: Instant, id: TxnId, resp: Response) {
         let Some(&role) = self.clients.get(&id) else {
-            if (200..300).contains(&resp.status) && resp.headers.cseq().is_ok_and(|c| c.method == Method::Invite) {
+            if (200..300).contains(&resp.status)
+                && resp
+                    .headers
+                    .cseq()
+                    .is_ok_and(|c| c.method == Method::Invite)
+            {
                 // A 2xx for an attempt of a call that is gone.
                 self.on_attempt_response(now, CallRef(0), id, resp);
             }
@@ -225,7 +292,9 @@ impl Engine {
     }
 
     pub(crate) fn on_client_timeout(&mut self, now: Instant, id: TxnId) {
-        let Some(role) = self.clients.remove(&id) else { return };
+        let Some(role) = self.clients.remove(&id) else {
+            return;
+        };
         match role {
             ClientRole::Attempt(call_ref) => {
                 // Timer B: the target never answered at all.
@@ -241,11 +310,14 @@ impl Engine {
     }
 
     pub(crate) fn on_ack_timeout(&mut self, now: Instant, id: TxnId) {
-        if let Some(&call) = self.server_invites.get(&id) {
-            if self.calls.get(&call).is_some_and(|c| c.state == CallState::Answered) {
-                info!(call = %call, "caller never acknowledged the 200: hanging up");
-                self.teardown(now, call, Cause::RecoveryOnTimerExpire, None);
-            }
+        if let Some(&call) = self.server_invites.get(&id)
+            && self
+                .calls
+                .get(&call)
+                .is_some_and(|c| c.state == CallState::Answered)
+        {
+            info!(call = %call, "caller never acknowledged the 200: hanging up");
+            self.teardown(now, call, Cause::RecoveryOnTimerExpire, None);
         }
     }
 }
@@ -253,12 +325,17 @@ impl Engine {
 fn server_req_transport(call: &Call, side: Side) -> switchboard_sip::transaction::Transport {
     match side {
         Side::A => call.a.peer.transport,
-        Side::B => call.b_peer.map_or(switchboard_sip::transaction::Transport::Udp, |p| p.transport),
+        Side::B => call
+            .b_peer
+            .map_or(switchboard_sip::transaction::Transport::Udp, |p| {
+                p.transport
+            }),
     }
 }
 
 pub(crate) fn is_sdp(h: &switchboard_sip::Headers) -> bool {
-    h.get(&Name::ContentType).is_some_and(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
+    h.get(&Name::ContentType)
+        .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
 }
 
 fn copy_relayed_headers(from: &switchboard_sip::Headers, to: &mut switchboard_sip::Headers) {

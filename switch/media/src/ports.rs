@@ -13,7 +13,10 @@ impl PortPool {
     /// A pool over `[min, max]`; `min` is rounded up to even.
     pub fn new(min: u16, max: u16) -> PortPool {
         let start = min + (min % 2);
-        let free: VecDeque<u16> = (start..max).step_by(2).filter(|p| p.checked_add(1).is_some_and(|q| q <= max)).collect();
+        let free: VecDeque<u16> = (start..max)
+            .step_by(2)
+            .filter(|p| p.checked_add(1).is_some_and(|q| q <= max))
+            .collect();
         let size = free.len();
         PortPool { free, size }
     }

@@ -55,7 +55,8 @@ impl Leg {
 
     fn rtcp_dest(&self) -> Option<SocketAddr> {
         self.latched_rtcp.or_else(|| {
-            self.rtp_dest().map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1)))
+            self.rtp_dest()
+                .map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1)))
         })
     }
 }
@@ -115,7 +116,11 @@ impl Relay {
             }
         }
         let other = self.leg(side.other());
-        let dest = if rtcp { other.rtcp_dest() } else { other.rtp_dest() };
+        let dest = if rtcp {
+            other.rtcp_dest()
+        } else {
+            other.rtp_dest()
+        };
         let leg = self.leg(side);
         match dest {
             Some(d) => {
@@ -154,9 +159,18 @@ mod tests {
         r.set_remote(Side::A, Some(a("10.0.0.5:4000")));
         r.set_remote(Side::B, Some(a("127.0.0.1:6000")));
         // A is behind NAT: its packets come from a public address.
-        assert_eq!(r.on_packet(Side::A, a("198.51.100.7:31000"), false), Some(a("127.0.0.1:6000")));
-        assert_eq!(r.on_packet(Side::B, a("127.0.0.1:6000"), false), Some(a("198.51.100.7:31000")));
-        assert_eq!(r.on_packet(Side::B, a("127.0.0.1:6001"), true), Some(a("198.51.100.7:31001")));
+        assert_eq!(
+            r.on_packet(Side::A, a("198.51.100.7:31000"), false),
+            Some(a("127.0.0.1:6000"))
+        );
+        assert_eq!(
+            r.on_packet(Side::B, a("127.0.0.1:6000"), false),
+            Some(a("198.51.100.7:31000"))
+        );
+        assert_eq!(
+            r.on_packet(Side::B, a("127.0.0.1:6001"), true),
+            Some(a("198.51.100.7:31001"))
+        );
         // A stranger cannot hijack the latched stream.
         assert_eq!(r.on_packet(Side::A, a("203.0.113.9:999"), false), None);
         assert_eq!(r.stats(Side::A).dropped, 1);
@@ -166,10 +180,17 @@ mod tests {
     #[test]
     fn new_sdp_unlatches_and_unknown_destination_drops() {
         let mut r = Relay::new();
-        assert_eq!(r.on_packet(Side::A, a("127.0.0.1:1"), false), None, "B's address is unknown yet");
+        assert_eq!(
+            r.on_packet(Side::A, a("127.0.0.1:1"), false),
+            None,
+            "B's address is unknown yet"
+        );
         r.set_remote(Side::B, Some(a("127.0.0.1:7000")));
         r.on_packet(Side::B, a("127.0.0.1:7002"), false);
         r.set_remote(Side::B, Some(a("127.0.0.1:7004")));
-        assert_eq!(r.on_packet(Side::A, a("127.0.0.1:1"), false), Some(a("127.0.0.1:7004")));
+        assert_eq!(
+            r.on_packet(Side::A, a("127.0.0.1:1"), false),
+            Some(a("127.0.0.1:7004"))
+        );
     }
 }

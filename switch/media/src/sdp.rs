@@ -53,8 +53,15 @@ fn codec_name(pt: &str, rtpmaps: &[(String, String)]) -> Option<String> {
 /// (case-insensitive names; empty = all) are removed, other media streams are disabled
 /// (port 0) and ICE attributes dropped (the switch anchors, the legs don't do ICE).
 /// `origin` = (session id, version) of the SDP we send on this leg.
-pub fn rewrite(body: &[u8], ours: IpAddr, port: u16, allowed: &[String], origin: (u64, u64)) -> Result<(Vec<u8>, MediaInfo), SdpError> {
-    let mut sd = SessionDescription::unmarshal(&mut Cursor::new(body)).map_err(|e| SdpError::Malformed(e.to_string()))?;
+pub fn rewrite(
+    body: &[u8],
+    ours: IpAddr,
+    port: u16,
+    allowed: &[String],
+    origin: (u64, u64),
+) -> Result<(Vec<u8>, MediaInfo), SdpError> {
+    let mut sd = SessionDescription::unmarshal(&mut Cursor::new(body))
+        .map_err(|e| SdpError::Malformed(e.to_string()))?;
     let session_conn = sd.connection_information.as_ref().and_then(conn_ip);
     let mut info = None;
     let addr_type = if ours.is_ipv4() { "IP4" } else { "IP6" };
@@ -68,38 +75,62 @@ pub fn rewrite(body: &[u8], ours: IpAddr, port: u16, allowed: &[String], origin:
             .attributes
             .iter()
             .filter(|a| a.key == "rtpmap")
-            .filter_map(|a| a.value.as_deref()?.split_once(' ').map(|(p, e)| (p.to_owned(), e.to_owned())))
+            .filter_map(|a| {
+                a.value
+                    .as_deref()?
+                    .split_once(' ')
+                    .map(|(p, e)| (p.to_owned(), e.to_owned()))
+            })
             .collect();
         let mut kept = Vec::new();
         let mut names = Vec::new();
         for pt in &m.media_name.formats {
             let name = codec_name(pt, &rtpmaps);
-            let ok = allowed.is_empty() || name.as_ref().is_some_and(|n| allowed.iter().any(|a| a.eq_ignore_ascii_case(n)));
+            let ok = allowed.is_empty()
+                || name
+                    .as_ref()
+                    .is_some_and(|n| allowed.iter().any(|a| a.eq_ignore_ascii_case(n)));
             if ok {
                 kept.push(pt.clone());
                 names.push(name.unwrap_or_else(|| pt.clone()));
             }
         }
-        if !names.iter().any(|n| !n.eq_ignore_ascii_case("telephone-event")) {
+        if !names
+            .iter()
+            .any(|n| !n.eq_ignore_ascii_case("telephone-event"))
+        {
             return Err(SdpError::NoCommonCodec);
         }
         m.attributes.retain(|a| {
-            let pt_of = |v: &Option<String>| v.as_deref().and_then(|v| v.split(' ').next()).map(str::to_owned);
+            let pt_of = |v: &Option<String>| {
+                v.as_deref()
+                    .and_then(|v| v.split(' ').next())
+                    .map(str::to_owned)
+            };
             match a.key.as_str() {
                 "rtpmap" | "fmtp" => pt_of(&a.value).is_some_and(|p| kept.contains(&p)),
-                "rtcp" | "candidate" | "ice-ufrag" | "ice-pwd" | "ice-options" | "end-of-candidates" | "remote-candidates" => false,
+                "rtcp" | "candidate" | "ice-ufrag" | "ice-pwd" | "ice-options"
+                | "end-of-candidates" | "remote-candidates" => false,
                 _ => true,
             }
         });
         m.media_name.formats = kept;
-        let leg_ip = m.connection_information.as_ref().and_then(conn_ip).or(session_conn);
+        let leg_ip = m
+            .connection_information
+            .as_ref()
+            .and_then(conn_ip)
+            .or(session_conn);
         let remote_port = u16::try_from(m.media_name.port.value).ok();
         let rtp = match (leg_ip, remote_port) {
             (Some(ip), Some(p)) if !ip.is_unspecified() && p != 0 => Some(SocketAddr::new(ip, p)),
             _ => None,
         };
         // Old-style hold (c=0.0.0.0) is passed on as such.
-        let shown = if rtp.is_none() && leg_ip.is_some_and(|i| i.is_unspecified()) { unspecified(ours) } else { ours };
+        let shown = if rtp.is_none() && leg_ip.is_some_and(|i| i.is_unspecified()) {
+            unspecified(ours)
+        } else {
+            ours
+        };
         m.connection_information = Some(conn(addr_type, shown));
         m.media_name.port.value = port as isize;
         info = Some(MediaInfo { rtp, codecs: names });
@@ -116,14 +147,22 @@ pub fn rewrite(body: &[u8], ours: IpAddr, port: u16, allowed: &[String], origin:
 }
 
 fn unspecified(ours: IpAddr) -> IpAddr {
-    if ours.is_ipv4() { IpAddr::from([0, 0, 0, 0]) } else { IpAddr::from([0u16; 8]) }
+    if ours.is_ipv4() {
+        IpAddr::from([0, 0, 0, 0])
+    } else {
+        IpAddr::from([0u16; 8])
+    }
 }
 
 fn conn(addr_type: &str, ip: IpAddr) -> ConnectionInformation {
     ConnectionInformation {
         network_type: "IN".into(),
         address_type: addr_type.into(),
-        address: Some(Address { address: ip.to_string(), ttl: None, range: None }),
+        address: Some(Address {
+            address: ip.to_string(),
+            ttl: None,
+            range: None,
+        }),
     }
 }
 
@@ -147,23 +186,48 @@ m=video 51372 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
     #[test]
     fn offer_is_anchored_and_filtered_to_allowed_codecs() {
         let ours: IpAddr = "127.0.0.1".parse().unwrap();
-        let (out, info) = rewrite(OFFER.as_bytes(), ours, 20000, &allowed(&["PCMA", "PCMU", "telephone-event"]), (7, 1)).unwrap();
+        let (out, info) = rewrite(
+            OFFER.as_bytes(),
+            ours,
+            20000,
+            &allowed(&["PCMA", "PCMU", "telephone-event"]),
+            (7, 1),
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(info.rtp, Some("10.0.0.5:49170".parse().unwrap()));
-        assert_eq!(info.codecs, vec!["PCMU", "PCMA", "telephone-event"], "offer order is kept");
+        assert_eq!(
+            info.codecs,
+            vec!["PCMU", "PCMA", "telephone-event"],
+            "offer order is kept"
+        );
         assert!(text.contains("m=audio 20000 RTP/AVP 0 8 101\r\n"), "{text}");
         assert!(text.contains("c=IN IP4 127.0.0.1\r\n"));
         assert!(text.contains("o=switchboard 7 1 IN IP4 127.0.0.1\r\n"));
         assert!(!text.contains("G729") && !text.contains("fmtp:18"));
-        assert!(text.contains("a=fmtp:101 0-16") && text.contains("a=ptime:20") && text.contains("a=sendrecv"));
-        assert!(text.contains("m=video 0 RTP/AVP 96"), "other streams are disabled");
+        assert!(
+            text.contains("a=fmtp:101 0-16")
+                && text.contains("a=ptime:20")
+                && text.contains("a=sendrecv")
+        );
+        assert!(
+            text.contains("m=video 0 RTP/AVP 96"),
+            "other streams are disabled"
+        );
         assert!(!text.contains("10.0.0.5"));
     }
 
     #[test]
     fn opus_rtpmap_round_trips_and_hold_is_preserved() {
         let sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 5000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\na=sendonly\r\n";
-        let (out, info) = rewrite(sdp.as_bytes(), "127.0.0.1".parse().unwrap(), 20002, &[], (1, 2)).unwrap();
+        let (out, info) = rewrite(
+            sdp.as_bytes(),
+            "127.0.0.1".parse().unwrap(),
+            20002,
+            &[],
+            (1, 2),
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("a=rtpmap:111 opus/48000/2"), "{text}");
         assert_eq!(info.rtp, None, "c=0.0.0.0 is hold");
@@ -173,7 +237,13 @@ m=video 51372 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
     #[test]
     fn no_common_codec_and_garbage_are_errors() {
         let ours = "127.0.0.1".parse().unwrap();
-        assert_eq!(rewrite(OFFER.as_bytes(), ours, 1, &allowed(&["opus"]), (1, 1)), Err(SdpError::NoCommonCodec));
-        assert!(matches!(rewrite(b"hello", ours, 1, &[], (1, 1)), Err(SdpError::Malformed(_))));
+        assert_eq!(
+            rewrite(OFFER.as_bytes(), ours, 1, &allowed(&["opus"]), (1, 1)),
+            Err(SdpError::NoCommonCodec)
+        );
+        assert!(matches!(
+            rewrite(b"hello", ours, 1, &[], (1, 1)),
+            Err(SdpError::Malformed(_))
+        ));
     }
 }

@@ -92,15 +92,33 @@ pub struct Loaded {
     pub files: Vec<PathBuf>,
 }
 
-fn diag(file: &str, text: &str, span: Option<std::ops::Range<usize>>, msg: String, hint: Option<&str>) -> Diagnostic {
+fn diag(
+    file: &str,
+    text: &str,
+    span: Option<std::ops::Range<usize>>,
+    msg: String,
+    hint: Option<&str>,
+) -> Diagnostic {
     Diagnostic::at(file, text, span, msg, hint.map(str::to_owned))
 }
 
-fn addr(file: &str, text: &str, v: &Spanned<String>, what: &str, diags: &mut Vec<Diagnostic>) -> Option<SocketAddr> {
+fn addr(
+    file: &str,
+    text: &str,
+    v: &Spanned<String>,
+    what: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<SocketAddr> {
     match v.get_ref().parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
-            diags.push(diag(file, text, Some(v.span()), format!("{what} {:?} is not an IP:port address", v.get_ref()), Some("for example \"127.0.0.1:5060\" or \"[::1]:5060\"")));
+            diags.push(diag(
+                file,
+                text,
+                Some(v.span()),
+                format!("{what} {:?} is not an IP:port address", v.get_ref()),
+                Some("for example \"127.0.0.1:5060\" or \"[::1]:5060\""),
+            ));
             None
         }
     }
@@ -111,17 +129,44 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
     let main_path = dir.join("switchboard.toml");
     let main_name = main_path.display().to_string();
     let text = std::fs::read_to_string(&main_path).map_err(|e| {
-        Diagnostics(vec![Diagnostic { file: main_name.clone(), line: 1, col: 1, message: format!("cannot read: {e}"), hint: Some("run with --conf pointing at the directory that holds switchboard.toml".into()) }])
+        Diagnostics(vec![Diagnostic {
+            file: main_name.clone(),
+            line: 1,
+            col: 1,
+            message: format!("cannot read: {e}"),
+            hint: Some(
+                "run with --conf pointing at the directory that holds switchboard.toml".into(),
+            ),
+        }])
     })?;
     let file: File = toml::from_str(&text).map_err(|e| {
-        let hint = e.message().contains("unknown field").then_some("check the spelling; docs/configuration.md lists every key");
-        Diagnostics(vec![diag(&main_name, &text, e.span(), e.message().trim().to_owned(), hint)])
+        let hint = e
+            .message()
+            .contains("unknown field")
+            .then_some("check the spelling; docs/configuration.md lists every key");
+        Diagnostics(vec![diag(
+            &main_name,
+            &text,
+            e.span(),
+            e.message().trim().to_owned(),
+            hint,
+        )])
     })?;
     let mut diags = Vec::new();
     let (f, t) = (main_name.as_str(), text.as_str());
-    let mut engine = EngineConfig::default();
-    engine.udp = file.sip.udp.as_ref().and_then(|v| addr(f, t, v, "sip.udp", &mut diags));
-    engine.tcp = file.sip.tcp.as_ref().and_then(|v| addr(f, t, v, "sip.tcp", &mut diags));
+    let mut engine = EngineConfig {
+        udp: file
+            .sip
+            .udp
+            .as_ref()
+            .and_then(|v| addr(f, t, v, "sip.udp", &mut diags)),
+        tcp: file
+            .sip
+            .tcp
+            .as_ref()
+            .and_then(|v| addr(f, t, v, "sip.tcp", &mut diags)),
+        ..EngineConfig::default()
+    };
     if file.sip.udp.is_none() && file.sip.tcp.is_none() {
         engine.udp = Some(SocketAddr::from(([127, 0, 0, 1], 5060)));
     }
@@ -141,17 +186,32 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
         t4: file.sip.t4_ms.map(Duration::from_millis).unwrap_or(d.t4),
     };
     if engine.timers.t1.is_zero() || engine.timers.t2 < engine.timers.t1 {
-        diags.push(diag(f, t, None, "sip timers: t1_ms must be > 0 and t2_ms >= t1_ms".into(), Some("defaults are t1_ms = 500, t2_ms = 4000, t4_ms = 5000")));
+        diags.push(diag(
+            f,
+            t,
+            None,
+            "sip timers: t1_ms must be > 0 and t2_ms >= t1_ms".into(),
+            Some("defaults are t1_ms = 500, t2_ms = 4000, t4_ms = 5000"),
+        ));
     }
     if let Some(ip) = &file.media.ip {
         match ip.get_ref().parse::<IpAddr>() {
             Ok(a) => engine.media_ip = a,
-            Err(_) => diags.push(diag(f, t, Some(ip.span()), format!("media.ip {:?} is not an IP address", ip.get_ref()), None)),
+            Err(_) => diags.push(diag(
+                f,
+                t,
+                Some(ip.span()),
+                format!("media.ip {:?} is not an IP address", ip.get_ref()),
+                None,
+            )),
         }
     } else if let Some(a) = engine.udp.or(engine.tcp) {
         engine.media_ip = a.ip();
     }
-    let (lo, hi) = (file.media.rtp_port_min.unwrap_or(20000), file.media.rtp_port_max.unwrap_or(29999));
+    let (lo, hi) = (
+        file.media.rtp_port_min.unwrap_or(20000),
+        file.media.rtp_port_max.unwrap_or(29999),
+    );
     if lo >= hi || hi - lo < 4 {
         diags.push(diag(f, t, None, format!("media rtp ports {lo}-{hi}: the range is empty"), Some("rtp_port_min must be below rtp_port_max, with room for at least one call (4 ports)")));
     }
@@ -159,7 +219,13 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
     if let Some(c) = file.media.codecs {
         engine.codecs = c;
     }
-    let http = file.http.listen.as_ref().map_or(Some(SocketAddr::from(([127, 0, 0, 1], 8080))), |v| addr(f, t, v, "http.listen", &mut diags));
+    let http = file
+        .http
+        .listen
+        .as_ref()
+        .map_or(Some(SocketAddr::from(([127, 0, 0, 1], 8080))), |v| {
+            addr(f, t, v, "http.listen", &mut diags)
+        });
     let mut gw_cfgs = BTreeMap::new();
     for (name, g) in &file.gateway {
         gw_cfgs.insert(name.clone(), g.get_ref().clone());
@@ -168,7 +234,11 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
         Ok(g) => g,
         Err(errs) => {
             for e in errs {
-                let span = file.gateway.iter().find(|(n, _)| e.to_string().contains(&format!("gateway {n}:"))).map(|(_, g)| g.span());
+                let span = file
+                    .gateway
+                    .iter()
+                    .find(|(n, _)| e.to_string().contains(&format!("gateway {n}:")))
+                    .map(|(_, g)| g.span());
                 diags.push(diag(f, t, span, e.to_string(), None));
             }
             Gateways::default()
@@ -176,7 +246,9 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
     };
     let (sources, mut files) = read_dialplan(&dir.join("dialplan"), &mut diags);
     files.insert(0, main_path);
-    let env = CompileEnv { gateways: gw_cfgs.keys().cloned().collect() };
+    let env = CompileEnv {
+        gateways: gw_cfgs.keys().cloned().collect(),
+    };
     let dialplan = match compile(&sources, &env) {
         Ok(dp) => Some(dp),
         Err(Diagnostics(mut more)) => {
@@ -201,9 +273,18 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
 
 fn read_dialplan(dir: &Path, diags: &mut Vec<Diagnostic>) -> (Vec<Source>, Vec<PathBuf>) {
     let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "toml")).collect(),
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect(),
         Err(e) => {
-            diags.push(Diagnostic { file: dir.display().to_string(), line: 1, col: 1, message: format!("cannot read the dialplan directory: {e}"), hint: Some("create conf/dialplan/ with at least one .toml file".into()) });
+            diags.push(Diagnostic {
+                file: dir.display().to_string(),
+                line: 1,
+                col: 1,
+                message: format!("cannot read the dialplan directory: {e}"),
+                hint: Some("create conf/dialplan/ with at least one .toml file".into()),
+            });
             return (vec![], vec![]);
         }
     };
@@ -211,8 +292,17 @@ fn read_dialplan(dir: &Path, diags: &mut Vec<Diagnostic>) -> (Vec<Source>, Vec<P
     let mut sources = Vec::new();
     for p in &paths {
         match std::fs::read_to_string(p) {
-            Ok(text) => sources.push(Source { path: p.display().to_string(), text }),
-            Err(e) => diags.push(Diagnostic { file: p.display().to_string(), line: 1, col: 1, message: format!("cannot read: {e}"), hint: None }),
+            Ok(text) => sources.push(Source {
+                path: p.display().to_string(),
+                text,
+            }),
+            Err(e) => diags.push(Diagnostic {
+                file: p.display().to_string(),
+                line: 1,
+                col: 1,
+                message: format!("cannot read: {e}"),
+                hint: None,
+            }),
         }
     }
     (sources, paths)

@@ -20,7 +20,11 @@ struct App {
 }
 
 /// Serves HTTP on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, cmd: mpsc::Sender<Command>, token: Option<String>) -> anyhow::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    cmd: mpsc::Sender<Command>,
+    token: Option<String>,
+) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -30,26 +34,54 @@ pub async fn serve(addr: SocketAddr, cmd: mpsc::Sender<Command>, token: Option<S
         .route("/api/v1/gateways", get(gateways))
         .route("/api/v1/gateways/{name}/{state}", post(set_gateway))
         .with_state(App { cmd, token });
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot bind HTTP {addr}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind HTTP {addr}: {e}"))?;
     tracing::info!(%addr, "HTTP listening");
     axum::serve(listener, app).await?;
     Ok(())
 }
 
+#[allow(clippy::result_large_err)] // axum's Response is a handler's natural error
 fn authorized(app: &App, headers: &HeaderMap) -> Result<(), Response> {
     let Some(token) = &app.token else {
-        return Err((StatusCode::FORBIDDEN, "the admin API is off: set http.token in switchboard.toml\n").into_response());
+        return Err((
+            StatusCode::FORBIDDEN,
+            "the admin API is off: set http.token in switchboard.toml\n",
+        )
+            .into_response());
     };
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
     // Constant-time comparison: the token guards call control.
-    let ok = given.is_some_and(|g| g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0);
-    if ok { Ok(()) } else { Err((StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response()) }
+    let ok = given.is_some_and(|g| {
+        g.len() == token.len()
+            && g.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err((StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response())
+    }
 }
 
-async fn ask<T>(app: &App, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Response> {
+#[allow(clippy::result_large_err)]
+async fn ask<T>(
+    app: &App,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, Response> {
     let (tx, rx) = oneshot::channel();
-    app.cmd.send(make(tx)).await.map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response())?;
-    rx.await.map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response())
+    app.cmd
+        .send(make(tx))
+        .await
+        .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response())?;
+    rx.await
+        .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response())
 }
 
 async fn metrics(State(app): State<App>) -> Response {
@@ -92,7 +124,11 @@ async fn reload(State(app): State<App>, headers: HeaderMap) -> Response {
     }
     match ask(&app, Command::Reload).await {
         Ok(Ok(msg)) => (StatusCode::OK, format!("{msg}\n")).into_response(),
-        Ok(Err(diags)) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{diags}\nreload refused: the running configuration stays\n")).into_response(),
+        Ok(Err(diags)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{diags}\nreload refused: the running configuration stays\n"),
+        )
+            .into_response(),
         Err(r) => r,
     }
 }
@@ -107,7 +143,11 @@ async fn gateways(State(app): State<App>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn set_gateway(State(app): State<App>, headers: HeaderMap, Path((name, state)): Path<(String, String)>) -> Response {
+async fn set_gateway(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((name, state)): Path<(String, String)>,
+) -> Response {
     if let Err(r) = authorized(&app, &headers) {
         return r;
     }

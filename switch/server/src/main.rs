@@ -26,7 +26,11 @@ use tokio::sync::mpsc;
 use tracing::{error, info};
 
 #[derive(Parser, Debug)]
-#[command(name = "switchboard", version, about = "A SIP softswitch (B2BUA) driven by a declarative dialplan")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "A SIP softswitch (B2BUA) driven by a declarative dialplan"
+)]
 struct Cli {
     /// Configuration directory (holds switchboard.toml and dialplan/).
     #[arg(long, global = true, default_value = "conf")]
@@ -96,7 +100,9 @@ enum CtlCmd {
 }
 
 fn kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not NAME=VALUE"))
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))
 }
 
 fn main() -> ExitCode {
@@ -104,7 +110,24 @@ fn main() -> ExitCode {
     let result = match cli.cmd.unwrap_or(Cmd::Run) {
         Cmd::Run => run(cli.conf),
         Cmd::Check => check(&cli.conf),
-        Cmd::Route { to, from, name, headers, vars, at, context } => route(&cli.conf, &to, &from, &name, &headers, &vars, at.as_deref(), context),
+        Cmd::Route {
+            to,
+            from,
+            name,
+            headers,
+            vars,
+            at,
+            context,
+        } => route(
+            &cli.conf,
+            &to,
+            &from,
+            &name,
+            &headers,
+            &vars,
+            at.as_deref(),
+            context,
+        ),
         Cmd::Ctl { what } => ctl(&cli.conf, what),
     };
     match result {
@@ -119,7 +142,10 @@ fn main() -> ExitCode {
 fn load_or_report(conf: &std::path::Path) -> Result<config::Loaded, ExitCode> {
     config::load(conf).map_err(|d| {
         eprintln!("{d}");
-        eprintln!("switchboard: configuration refused ({} error(s))", d.0.len());
+        eprintln!(
+            "switchboard: configuration refused ({} error(s))",
+            d.0.len()
+        );
         ExitCode::FAILURE
     })
 }
@@ -139,7 +165,16 @@ fn check(conf: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn route(conf: &std::path::Path, to: &str, from: &str, name: &str, headers: &[(String, String)], vars: &[(String, String)], at: Option<&str>, context: Option<String>) -> anyhow::Result<ExitCode> {
+fn route(
+    conf: &std::path::Path,
+    to: &str,
+    from: &str,
+    name: &str,
+    headers: &[(String, String)],
+    vars: &[(String, String)],
+    at: Option<&str>,
+    context: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let l = match load_or_report(conf) {
         Ok(l) => l,
         Err(code) => return Ok(code),
@@ -149,19 +184,35 @@ fn route(conf: &std::path::Path, to: &str, from: &str, name: &str, headers: &[(S
         Some(s) => s
             .parse::<jiff::Timestamp>()
             .or_else(|_| s.parse::<jiff::ZonedDateTime>().map(|z| z.timestamp()))
-            .with_context(|| format!("--at {s:?}: use 2026-11-27T15:00:00Z or 2026-11-27T10:00[America/New_York]"))?,
+            .with_context(|| {
+                format!(
+                    "--at {s:?}: use 2026-11-27T15:00:00Z or 2026-11-27T10:00[America/New_York]"
+                )
+            })?,
     };
     // The same path as a live call: a synthetic INVITE through the same facts builder.
     let mut req = Request::new(Method::Invite, format!("sip:{to}@dry-run.invalid"));
-    let display = if name.is_empty() { String::new() } else { format!("\"{name}\" ") };
-    req.headers.push(Name::From, format!("{display}<sip:{from}@dry-run.invalid>;tag=dry"));
-    req.headers.push(Name::To, format!("<sip:{to}@dry-run.invalid>"));
+    let display = if name.is_empty() {
+        String::new()
+    } else {
+        format!("\"{name}\" ")
+    };
+    req.headers.push(
+        Name::From,
+        format!("{display}<sip:{from}@dry-run.invalid>;tag=dry"),
+    );
+    req.headers
+        .push(Name::To, format!("<sip:{to}@dry-run.invalid>"));
     req.headers.push(Name::CallId, "dry-run");
     for (k, v) in headers {
-        req.headers.push(Name::from_str_lossless(&k.as_str().into()), v.clone());
+        req.headers
+            .push(Name::from_str_lossless(&k.as_str().into()), v.clone());
     }
     let ctx = context.unwrap_or_else(|| l.engine.context.clone());
-    let peer = Peer { transport: Transport::Udp, addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)) };
+    let peer = Peer {
+        transport: Transport::Udp,
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
     let mut facts = facts_of(&req, &ctx, peer, wall);
     facts.vars.extend(vars.iter().cloned());
     let plan = l.dialplan.evaluate(&facts);
@@ -176,9 +227,17 @@ fn route(conf: &std::path::Path, to: &str, from: &str, name: &str, headers: &[(S
     for a in &plan.actions {
         println!("  {a:?}");
     }
-    let down: Vec<_> = l.gateways.iter().filter(|g| g.config.ping.unwrap_or(0) > 0).map(|g| g.name.clone()).collect();
+    let down: Vec<_> = l
+        .gateways
+        .iter()
+        .filter(|g| g.config.ping.unwrap_or(0) > 0)
+        .map(|g| g.name.clone())
+        .collect();
     if !down.is_empty() {
-        println!("note: gateway health ({}) is live state; `switchboard ctl gateways` shows it", down.join(", "));
+        println!(
+            "note: gateway health ({}) is live state; `switchboard ctl gateways` shows it",
+            down.join(", ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -188,7 +247,9 @@ fn ctl(conf: &std::path::Path, what: CtlCmd) -> anyhow::Result<ExitCode> {
         Ok(l) => l,
         Err(code) => return Ok(code),
     };
-    let addr = l.http.context("http.listen is not set: the admin API is off")?;
+    let addr = l
+        .http
+        .context("http.listen is not set: the admin API is off")?;
     let token = l.token.as_deref();
     let (method, path) = match &what {
         CtlCmd::Calls => ("GET", "/api/v1/calls".to_owned()),
@@ -202,12 +263,21 @@ fn ctl(conf: &std::path::Path, what: CtlCmd) -> anyhow::Result<ExitCode> {
     if !body.ends_with('\n') {
         println!();
     }
-    Ok(if (200..300).contains(&status) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if (200..300).contains(&status) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     h.write_u32(std::process::id());
     h.finish()
 }
@@ -217,9 +287,16 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         Ok(l) => l,
         Err(code) => return Ok(code),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&l.log_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&l.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         if let Some(addr) = l.http {
@@ -252,7 +329,11 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
 #[cfg(unix)]
 async fn signals(cmd: mpsc::Sender<shell::Command>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
         error!("cannot install signal handlers");
         return;
     };

@@ -49,7 +49,11 @@ impl std::fmt::Debug for Ctl {
 impl MediaHub {
     /// A hub binding on `ip`.
     pub fn new(ip: IpAddr) -> MediaHub {
-        MediaHub { ip, relays: HashMap::new(), counters: Arc::default() }
+        MediaHub {
+            ip,
+            relays: HashMap::new(),
+            counters: Arc::default(),
+        }
     }
 
     /// Binds and starts the relay of a call.
@@ -103,7 +107,12 @@ async fn bind(ip: IpAddr, p: MediaPorts) -> std::io::Result<Socks> {
     })
 }
 
-async fn relay(call: CallRef, s: Socks, mut rx: mpsc::UnboundedReceiver<Ctl>, counters: Arc<MediaCounters>) {
+async fn relay(
+    call: CallRef,
+    s: Socks,
+    mut rx: mpsc::UnboundedReceiver<Ctl>,
+    counters: Arc<MediaCounters>,
+) {
     let mut r = Relay::new();
     // One buffer per socket: select! polls all four receives at once.
     let (mut b0, mut b1, mut b2, mut b3) = ([0u8; 2048], [0u8; 2048], [0u8; 2048], [0u8; 2048]);

@@ -96,12 +96,18 @@ impl Shell {
     /// Runs until shutdown. Binds first: a bind error is returned before anything runs.
     pub async fn run(mut self, mut cmd_rx: mpsc::Receiver<Command>) -> anyhow::Result<()> {
         let udp = match self.udp {
-            Some(a) => Some(Arc::new(bind_udp(a).map_err(|e| anyhow::anyhow!("cannot bind SIP UDP {a}: {e}"))?)),
+            Some(a) => {
+                Some(Arc::new(bind_udp(a).map_err(|e| {
+                    anyhow::anyhow!("cannot bind SIP UDP {a}: {e}")
+                })?))
+            }
             None => None,
         };
         let (net_tx, mut net_rx) = mpsc::channel::<NetIn>(4096);
         if let Some(a) = self.tcp {
-            let listener = TcpListener::bind(a).await.map_err(|e| anyhow::anyhow!("cannot bind SIP TCP {a}: {e}"))?;
+            let listener = TcpListener::bind(a)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot bind SIP TCP {a}: {e}"))?;
             tokio::spawn(accept_loop(listener, net_tx.clone()));
         }
         info!(udp = ?self.udp, tcp = ?self.tcp, "SIP listening");
@@ -160,7 +166,8 @@ impl Shell {
                     }
                 }
             }
-            self.flush(udp.as_deref(), &mut conns, &mut pending, &net_tx).await;
+            self.flush(udp.as_deref(), &mut conns, &mut pending, &net_tx)
+                .await;
             if drain_deadline.is_some() && self.engine.active_calls() == 0 {
                 info!("all calls ended: bye");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -169,17 +176,23 @@ impl Shell {
         }
     }
 
-    async fn flush(&mut self, udp: Option<&UdpSocket>, conns: &mut HashMap<SocketAddr, mpsc::Sender<Bytes>>, pending: &mut HashMap<SocketAddr, Vec<Bytes>>, net_tx: &mpsc::Sender<NetIn>) {
+    async fn flush(
+        &mut self,
+        udp: Option<&UdpSocket>,
+        conns: &mut HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+        pending: &mut HashMap<SocketAddr, Vec<Bytes>>,
+        net_tx: &mpsc::Sender<NetIn>,
+    ) {
         while let Some(tx) = self.engine.poll_transmit() {
             match tx.peer.transport {
                 Transport::Udp => {
-                    if let Some(sock) = udp {
-                        if let Err(e) = sock.try_send_to(&tx.data, tx.peer.addr) {
-                            if e.kind() == std::io::ErrorKind::WouldBlock {
-                                let _ = sock.send_to(&tx.data, tx.peer.addr).await;
-                            } else {
-                                debug!(to = %tx.peer.addr, error = %e, "UDP send failed");
-                            }
+                    if let Some(sock) = udp
+                        && let Err(e) = sock.try_send_to(&tx.data, tx.peer.addr)
+                    {
+                        if e.kind() == std::io::ErrorKind::WouldBlock {
+                            let _ = sock.send_to(&tx.data, tx.peer.addr).await;
+                        } else {
+                            debug!(to = %tx.peer.addr, error = %e, "UDP send failed");
                         }
                     }
                 }
@@ -227,7 +240,12 @@ impl Shell {
                     .engine
                     .gateways()
                     .iter()
-                    .map(|g| GatewayView { name: g.name.clone(), address: g.addr.to_string(), transport: g.transport.via_token().to_ascii_lowercase(), up: g.is_up() })
+                    .map(|g| GatewayView {
+                        name: g.name.clone(),
+                        address: g.addr.to_string(),
+                        transport: g.transport.via_token().to_ascii_lowercase(),
+                        up: g.is_up(),
+                    })
                     .collect();
                 let _ = tx.send(v);
             }
@@ -252,7 +270,9 @@ impl Shell {
                 self.engine.set_dialplan(Arc::new(l.dialplan));
                 self.engine.set_gateways(l.gateways);
                 info!(extensions = n, "configuration reloaded");
-                Ok(format!("reloaded: {n} extension(s); calls in progress keep their plan"))
+                Ok(format!(
+                    "reloaded: {n} extension(s); calls in progress keep their plan"
+                ))
             }
             Err(d) => {
                 error!("reload refused, the running configuration stays:\n{d}");
@@ -268,18 +288,81 @@ impl Shell {
         let m = &self.media.counters;
         let mut o = String::with_capacity(2048);
         fn metric(o: &mut String, name: &str, kind: &str, help: &str, value: String) {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                o,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         }
-        metric(&mut o, "switchboard_calls_active", "gauge", "Calls in progress.", e.active_calls().to_string());
-        metric(&mut o, "switchboard_calls_total", "counter", "Calls accepted for routing.", s.calls_total.to_string());
-        metric(&mut o, "switchboard_sip_transactions_active", "gauge", "Live SIP transactions.", e.active_transactions().to_string());
-        metric(&mut o, "switchboard_sip_transactions_total", "counter", "SIP transactions created.", t.created.to_string());
-        metric(&mut o, "switchboard_sip_retransmissions_total", "counter", "Requests and responses sent again by a timer.", t.retransmissions.to_string());
-        metric(&mut o, "switchboard_sip_retransmissions_absorbed_total", "counter", "Retransmissions received (absorbed, or 2xx passed on to be re-ACKed).", t.absorbed.to_string());
-        metric(&mut o, "switchboard_sip_transaction_timeouts_total", "counter", "Timer B/F/H expiries.", t.timeouts.to_string());
-        metric(&mut o, "switchboard_sip_parse_errors_total", "counter", "Messages that did not parse or validate.", s.parse_errors.to_string());
-        metric(&mut o, "switchboard_sip_requests_total", "counter", "Requests received.", s.requests_in.to_string());
-        metric(&mut o, "switchboard_sip_responses_total", "counter", "Responses received.", s.responses_in.to_string());
+        metric(
+            &mut o,
+            "switchboard_calls_active",
+            "gauge",
+            "Calls in progress.",
+            e.active_calls().to_string(),
+        );
+        metric(
+            &mut o,
+            "switchboard_calls_total",
+            "counter",
+            "Calls accepted for routing.",
+            s.calls_total.to_string(),
+        );
+        metric(
+            &mut o,
+            "switchboard_sip_transactions_active",
+            "gauge",
+            "Live SIP transactions.",
+            e.active_transactions().to_string(),
+        );
+        metric(
+            &mut o,
+            "switchboard_sip_transactions_total",
+            "counter",
+            "SIP transactions created.",
+            t.created.to_string(),
+        );
+        metric(
+            &mut o,
+            "switchboard_sip_retransmissions_total",
+            "counter",
+            "Requests and responses sent again by a timer.",
+            t.retransmissions.to_string(),
+        );
+        metric(
+            &mut o,
+            "switchboard_sip_retransmissions_absorbed_total",
+            "counter",
+            "Retransmissions received (absorbed, or 2xx passed on to be re-ACKed).",
+            t.absorbed.to_string(),
+        );
+        metric(
+            &mut o,
+            "switchboard_sip_transaction_timeouts_total",
+            "counter",
+            "Timer B/F/H expiries.",
+            t.timeouts.to_string(),
+        );
+        metric(
+            &mut o,
+            "switchboard_sip_parse_errors_total",
+            "counter",
+            "Messages that did not parse or validate.",
+            s.parse_errors.to_string(),
+        );
+        metric(
+            &mut o,
+            "switchboard_sip_requests_total",
+            "counter",
+            "Requests received.",
+            s.requests_in.to_string(),
+        );
+        metric(
+            &mut o,
+            "switchboard_sip_responses_total",
+            "counter",
+            "Responses received.",
+            s.responses_in.to_string(),
+        );
         let _ = writeln!(
             o,
             "# HELP switchboard_rtp_relayed_packets_total RTP packets relayed, by direction.\n# TYPE switchboard_rtp_relayed_packets_total counter\n\
@@ -287,18 +370,47 @@ impl Shell {
             m.rtp_a_to_b.load(Ordering::Relaxed),
             m.rtp_b_to_a.load(Ordering::Relaxed)
         );
-        metric(&mut o, "switchboard_rtcp_relayed_packets_total", "counter", "RTCP packets relayed.", m.rtcp_relayed.load(Ordering::Relaxed).to_string());
-        metric(&mut o, "switchboard_rtp_dropped_packets_total", "counter", "Media packets dropped.", m.dropped.load(Ordering::Relaxed).to_string());
-        metric(&mut o, "switchboard_media_relays_active", "gauge", "Media relays running.", self.media.len().to_string());
-        let _ = writeln!(o, "# HELP switchboard_calls_ended_total Calls ended, by hang-up cause.\n# TYPE switchboard_calls_ended_total counter");
+        metric(
+            &mut o,
+            "switchboard_rtcp_relayed_packets_total",
+            "counter",
+            "RTCP packets relayed.",
+            m.rtcp_relayed.load(Ordering::Relaxed).to_string(),
+        );
+        metric(
+            &mut o,
+            "switchboard_rtp_dropped_packets_total",
+            "counter",
+            "Media packets dropped.",
+            m.dropped.load(Ordering::Relaxed).to_string(),
+        );
+        metric(
+            &mut o,
+            "switchboard_media_relays_active",
+            "gauge",
+            "Media relays running.",
+            self.media.len().to_string(),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP switchboard_calls_ended_total Calls ended, by hang-up cause.\n# TYPE switchboard_calls_ended_total counter"
+        );
         let mut causes: Vec<_> = s.ended_by_cause.iter().collect();
         causes.sort();
         for (cause, n) in causes {
             let _ = writeln!(o, "switchboard_calls_ended_total{{cause=\"{cause}\"}} {n}");
         }
-        let _ = writeln!(o, "# HELP switchboard_gateway_up Gateway health (1 up, 0 down).\n# TYPE switchboard_gateway_up gauge");
+        let _ = writeln!(
+            o,
+            "# HELP switchboard_gateway_up Gateway health (1 up, 0 down).\n# TYPE switchboard_gateway_up gauge"
+        );
         for g in e.gateways().iter() {
-            let _ = writeln!(o, "switchboard_gateway_up{{gateway=\"{}\"}} {}", g.name, u8::from(g.is_up()));
+            let _ = writeln!(
+                o,
+                "switchboard_gateway_up{{gateway=\"{}\"}} {}",
+                g.name,
+                u8::from(g.is_up())
+            );
         }
         o
     }
@@ -358,7 +470,10 @@ async fn connection(stream: TcpStream, peer: SocketAddr, net: mpsc::Sender<NetIn
         }
     });
     let mut buf = BytesMut::with_capacity(8192);
-    let from = Peer { transport: Transport::Tcp, addr: peer };
+    let from = Peer {
+        transport: Transport::Tcp,
+        addr: peer,
+    };
     'read: loop {
         match rd.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,

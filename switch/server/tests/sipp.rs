@@ -1,3 +1,4 @@
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 //! SIP behaviour of the real binary against SIPp (scenarios in `tests/sipp/`).
 //! Each test has its own ports (its index), its own conf and its own processes.
 
@@ -14,7 +15,10 @@ fn basic_call_relays_through_the_b2bua_and_caller_hangs_up() {
     let uac = sw.uac("uac_call.xml", "1000", 5, &[]);
     sw.expect_ok(vec![uac, uas]);
     assert_eq!(sw.metric("switchboard_calls_total"), 5.0);
-    assert_eq!(sw.metric("switchboard_calls_ended_total{cause=\"NORMAL_CLEARING\"}"), 5.0);
+    assert_eq!(
+        sw.metric("switchboard_calls_ended_total{cause=\"NORMAL_CLEARING\"}"),
+        5.0
+    );
     assert_eq!(sw.metric("switchboard_calls_active"), 0.0);
 }
 
@@ -33,22 +37,43 @@ fn cancel_while_ringing_cancels_leg_b_and_caller_gets_487() {
     let uas = sw.uas(0, "uas_ring_until_cancel.xml", 2, &[]);
     let uac = sw.uac("uac_cancel.xml", "1000", 2, &[]);
     sw.expect_ok(vec![uac, uas]);
-    assert_eq!(sw.metric("switchboard_calls_ended_total{cause=\"ORIGINATOR_CANCEL\"}"), 2.0);
+    assert_eq!(
+        sw.metric("switchboard_calls_ended_total{cause=\"ORIGINATOR_CANCEL\"}"),
+        2.0
+    );
 }
 
 #[test]
 fn busy_is_propagated_as_486_and_not_retried_on_the_next_gateway() {
     // If the switch tried gw2 after the busy, gw2 would answer and the caller would get 200.
-    let sw = Switch::start("busy", 4, Route { targets: &["gateway/gw1/$1", "gateway/gw2/$1"], ..Route::default() });
+    let sw = Switch::start(
+        "busy",
+        4,
+        Route {
+            targets: &["gateway/gw1/$1", "gateway/gw2/$1"],
+            ..Route::default()
+        },
+    );
     let uas = sw.uas(0, "uas_busy.xml", 2, &[]);
     let uac = sw.uac("uac_expect_486.xml", "1000", 2, &[]);
     sw.expect_ok(vec![uac, uas]);
-    assert_eq!(sw.metric("switchboard_calls_ended_total{cause=\"USER_BUSY\"}"), 2.0);
+    assert_eq!(
+        sw.metric("switchboard_calls_ended_total{cause=\"USER_BUSY\"}"),
+        2.0
+    );
 }
 
 #[test]
 fn no_answer_times_out_and_fails_over_to_the_second_gateway() {
-    let sw = Switch::start("noanswer", 5, Route { targets: &["gateway/gw1/$1", "gateway/gw2/$1"], timeout: 2, ..Route::default() });
+    let sw = Switch::start(
+        "noanswer",
+        5,
+        Route {
+            targets: &["gateway/gw1/$1", "gateway/gw2/$1"],
+            timeout: 2,
+            ..Route::default()
+        },
+    );
     let uas1 = sw.uas(0, "uas_ring_until_cancel.xml", 1, &[]);
     let uas2 = sw.uas(1, "uas_answer_any.xml", 1, &[]);
     let uac = sw.uac("uac_call.xml", "1000", 1, &[]);
@@ -57,7 +82,14 @@ fn no_answer_times_out_and_fails_over_to_the_second_gateway() {
 
 #[test]
 fn first_gateway_503_fails_over_to_the_second() {
-    let sw = Switch::start("failover", 6, Route { targets: &["gateway/gw1/$1", "gateway/gw2/$1"], ..Route::default() });
+    let sw = Switch::start(
+        "failover",
+        6,
+        Route {
+            targets: &["gateway/gw1/$1", "gateway/gw2/$1"],
+            ..Route::default()
+        },
+    );
     let uas1 = sw.uas(0, "uas_unavailable.xml", 2, &[]);
     let uas2 = sw.uas(1, "uas_answer_any.xml", 2, &[]);
     let uac = sw.uac("uac_call.xml", "1000", 2, &[]);
@@ -66,7 +98,14 @@ fn first_gateway_503_fails_over_to_the_second() {
 
 #[test]
 fn every_gateway_failing_gives_the_caller_503() {
-    let sw = Switch::start("allfail", 7, Route { targets: &["gateway/gw1/$1", "gateway/gw2/$1"], ..Route::default() });
+    let sw = Switch::start(
+        "allfail",
+        7,
+        Route {
+            targets: &["gateway/gw1/$1", "gateway/gw2/$1"],
+            ..Route::default()
+        },
+    );
     let uas1 = sw.uas(0, "uas_unavailable.xml", 1, &[]);
     let uas2 = sw.uas(1, "uas_unavailable.xml", 1, &[]);
     let uac = sw.uac("uac_expect_503.xml", "1000", 1, &[]);
@@ -75,7 +114,15 @@ fn every_gateway_failing_gives_the_caller_503() {
 
 #[test]
 fn parallel_ring_all_answers_with_the_first_and_cancels_the_other() {
-    let sw = Switch::start("parallel", 8, Route { targets: &["gateway/gw1/$1", "gateway/gw2/$1"], strategy: "parallel", ..Route::default() });
+    let sw = Switch::start(
+        "parallel",
+        8,
+        Route {
+            targets: &["gateway/gw1/$1", "gateway/gw2/$1"],
+            strategy: "parallel",
+            ..Route::default()
+        },
+    );
     let uas1 = sw.uas(0, "uas_ring_until_cancel.xml", 1, &[]);
     let uas2 = sw.uas(1, "uas_answer_any.xml", 1, &[]);
     let uac = sw.uac("uac_call.xml", "1000", 1, &[]);
@@ -121,7 +168,10 @@ fn out_of_dialog_requests_get_the_right_answers() {
         let uac = sw.uac(scenario, service, 1, &[]);
         sw.expect_ok(vec![uac]);
     }
-    assert!(sw.metric("switchboard_sip_parse_errors_total") >= 1.0, "the bad header counts as a parse error");
+    assert!(
+        sw.metric("switchboard_sip_parse_errors_total") >= 1.0,
+        "the bad header counts as a parse error"
+    );
 }
 
 #[test]
@@ -143,16 +193,29 @@ fn late_ack_makes_both_sides_retransmit_200_and_the_call_survives() {
     // We retransmitted our 200 to the caller, and absorbed the callee's retransmitted 200s.
     assert!(sw.metric("switchboard_sip_retransmissions_total") >= 1.0);
     assert!(sw.metric("switchboard_sip_retransmissions_absorbed_total") >= 1.0);
-    assert_eq!(sw.metric("switchboard_calls_ended_total{cause=\"NORMAL_CLEARING\"}"), 1.0);
+    assert_eq!(
+        sw.metric("switchboard_calls_ended_total{cause=\"NORMAL_CLEARING\"}"),
+        1.0
+    );
 }
 
 #[test]
 fn calls_over_tcp_on_both_legs() {
-    let sw = Switch::start("tcp", 15, Route { transport: "tcp", ..Route::default() });
+    let sw = Switch::start(
+        "tcp",
+        15,
+        Route {
+            transport: "tcp",
+            ..Route::default()
+        },
+    );
     let uas = sw.uas(0, "uas_answer_any.xml", 3, &["-t", "t1"]);
     let uac = sw.uac("uac_call.xml", "1000", 3, &["-t", "t1"]);
     sw.expect_ok(vec![uac, uas]);
-    assert_eq!(sw.metric("switchboard_calls_ended_total{cause=\"NORMAL_CLEARING\"}"), 3.0);
+    assert_eq!(
+        sw.metric("switchboard_calls_ended_total{cause=\"NORMAL_CLEARING\"}"),
+        3.0
+    );
 }
 
 #[test]
@@ -176,7 +239,10 @@ fn a_bad_reload_is_refused_and_the_running_config_keeps_routing() {
     std::fs::write(&path, good.replace("when.destination", "when.destinaton")).expect("write");
     let (ok, out) = sw.ctl(&["reload"]);
     assert!(!ok, "a broken dialplan must be refused: {out}");
-    assert!(out.contains("test.toml:") && out.contains("unknown field `destinaton`"), "{out}");
+    assert!(
+        out.contains("test.toml:") && out.contains("unknown field `destinaton`"),
+        "{out}"
+    );
     // Still routing with the old plan.
     let uas = sw.uas(0, "uas_answer_any.xml", 1, &[]);
     let uac = sw.uac("uac_call.xml", "1000", 1, &[]);
@@ -199,8 +265,21 @@ fn sigterm_refuses_new_calls_and_drains_the_ones_in_progress() {
     assert_eq!(sw.metric("switchboard_calls_active"), 1.0);
     sw.signal("TERM");
     std::thread::sleep(Duration::from_millis(200));
-    let refused = sw.uac("uac_expect_503.xml", "1000", 1, &["-p", &(sw.ports.uac + 10).to_string(), "-mp", &(sw.ports.mp_uac + 10).to_string()]);
+    let refused = sw.uac(
+        "uac_expect_503.xml",
+        "1000",
+        1,
+        &[
+            "-p",
+            &(sw.ports.uac + 10).to_string(),
+            "-mp",
+            &(sw.ports.mp_uac + 10).to_string(),
+        ],
+    );
     sw.expect_ok(vec![refused, uac, uas]);
     let status = sw.wait_exit(Duration::from_secs(5));
-    assert!(status.is_some_and(|s| s.success()), "switchboard exits cleanly once drained: {status:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "switchboard exits cleanly once drained: {status:?}"
+    );
 }

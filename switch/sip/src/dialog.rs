@@ -70,8 +70,15 @@ impl Dialog {
                 local_tag: ByteString::from(local_tag),
                 remote_tag: ByteString::from(remote_tag),
             },
-            local: if NameAddr::parse(to, "To")?.tag().is_some() { to.to_string() } else { format!("{to};tag={local_tag}") },
-            remote: h.get(&Name::From).map(|f| f.to_string()).unwrap_or_default(),
+            local: if NameAddr::parse(to, "To")?.tag().is_some() {
+                to.to_string()
+            } else {
+                format!("{to};tag={local_tag}")
+            },
+            remote: h
+                .get(&Name::From)
+                .map(|f| f.to_string())
+                .unwrap_or_default(),
             local_seq: 0,
             remote_seq: Some(h.cseq()?.seq),
             remote_target: contact_uri(h)?,
@@ -85,16 +92,32 @@ impl Dialog {
         let local_tag = from.tag().ok_or(ParseError::BadHeader("From"))?;
         let to = resp.headers.to_addr()?;
         let remote_tag = to.tag().ok_or(ParseError::BadHeader("To"))?;
-        let mut route_set: Vec<String> = resp.headers.entries(&Name::RecordRoute).map(str::to_owned).collect();
+        let mut route_set: Vec<String> = resp
+            .headers
+            .entries(&Name::RecordRoute)
+            .map(str::to_owned)
+            .collect();
         route_set.reverse();
         Ok(Dialog {
             id: DialogId {
-                call_id: req.headers.call_id().ok_or(ParseError::Missing("Call-ID"))?.clone(),
+                call_id: req
+                    .headers
+                    .call_id()
+                    .ok_or(ParseError::Missing("Call-ID"))?
+                    .clone(),
                 local_tag: ByteString::from(local_tag),
                 remote_tag: ByteString::from(remote_tag),
             },
-            local: req.headers.get(&Name::From).map(|f| f.to_string()).unwrap_or_default(),
-            remote: resp.headers.get(&Name::To).map(|t| t.to_string()).unwrap_or_default(),
+            local: req
+                .headers
+                .get(&Name::From)
+                .map(|f| f.to_string())
+                .unwrap_or_default(),
+            remote: resp
+                .headers
+                .get(&Name::To)
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
             local_seq: req.headers.cseq()?.seq,
             remote_seq: None,
             remote_target: contact_uri(&resp.headers)?,
@@ -108,7 +131,9 @@ impl Dialog {
         if matches!(req.method, Method::Ack | Method::Cancel) {
             return true;
         }
-        let Ok(cseq) = req.headers.cseq() else { return false };
+        let Ok(cseq) = req.headers.cseq() else {
+            return false;
+        };
         if self.remote_seq.is_some_and(|last| cseq.seq <= last) {
             return false;
         }
@@ -126,7 +151,9 @@ impl Dialog {
     /// The URI the next hop is resolved from: the first route, or the remote target.
     pub fn next_hop(&self) -> &str {
         match self.route_set.first() {
-            Some(r) => NameAddr::parse(r, "Route").map(|n| n.uri_text).unwrap_or(&self.remote_target),
+            Some(r) => NameAddr::parse(r, "Route")
+                .map(|n| n.uri_text)
+                .unwrap_or(&self.remote_target),
             None => &self.remote_target,
         }
     }
@@ -146,7 +173,9 @@ impl Dialog {
         let (uri, routes): (String, Vec<String>) = match first_is_loose {
             Some(false) => {
                 // Strict router: it goes in the Request-URI, the remote target last in Route.
-                let first = NameAddr::parse(&self.route_set[0], "Route").map(|n| n.uri_text.to_owned()).unwrap_or_default();
+                let first = NameAddr::parse(&self.route_set[0], "Route")
+                    .map(|n| n.uri_text.to_owned())
+                    .unwrap_or_default();
                 let mut rest: Vec<String> = self.route_set[1..].to_vec();
                 rest.push(format!("<{}>", self.remote_target));
                 (first, rest)
@@ -172,24 +201,34 @@ mod tests {
 
     fn invite() -> Request {
         let mut r = Request::new(Method::Invite, "sip:bob@b.example");
-        r.headers.push(Name::Via, "SIP/2.0/UDP a.example;branch=z9hG4bK1");
+        r.headers
+            .push(Name::Via, "SIP/2.0/UDP a.example;branch=z9hG4bK1");
         r.headers.push(Name::From, "<sip:alice@a.example>;tag=A");
         r.headers.push(Name::To, "<sip:bob@b.example>");
         r.headers.push(Name::CallId, "d1");
         r.headers.push(Name::CSeq, "10 INVITE");
         r.headers.push(Name::Contact, "<sip:alice@10.0.0.1:5070>");
-        r.headers.push(Name::RecordRoute, "<sip:p1.example;lr>, <sip:p2.example;lr>");
+        r.headers.push(
+            Name::RecordRoute,
+            "<sip:p1.example;lr>, <sip:p2.example;lr>",
+        );
         r
     }
 
     #[test]
     fn uas_dialog_keeps_record_route_order_and_rejects_old_cseq() {
         let mut d = Dialog::new_uas(&invite(), "B").unwrap();
-        assert_eq!(d.route_set, vec!["<sip:p1.example;lr>", "<sip:p2.example;lr>"]);
+        assert_eq!(
+            d.route_set,
+            vec!["<sip:p1.example;lr>", "<sip:p2.example;lr>"]
+        );
         assert_eq!(d.remote_target, "sip:alice@10.0.0.1:5070");
         assert_eq!(d.local, "<sip:bob@b.example>;tag=B");
         let bye = d.make_request(Method::Bye, None);
-        assert_eq!(&*bye.uri, "sip:alice@10.0.0.1:5070", "loose routing keeps the target in the R-URI");
+        assert_eq!(
+            &*bye.uri, "sip:alice@10.0.0.1:5070",
+            "loose routing keeps the target in the R-URI"
+        );
         assert_eq!(bye.headers.all(&Name::Route).count(), 2);
         assert_eq!(bye.headers.cseq().unwrap().seq, 1);
         let mut old = invite();
@@ -204,7 +243,8 @@ mod tests {
         let req = invite();
         let mut resp = crate::transaction::make_response(&req, 200, Some("B"));
         resp.headers.push(Name::Contact, "<sip:bob@10.0.0.2>");
-        resp.headers.push(Name::RecordRoute, "<sip:p1.example>, <sip:p2.example;lr>");
+        resp.headers
+            .push(Name::RecordRoute, "<sip:p1.example>, <sip:p2.example;lr>");
         let mut d = Dialog::new_uac(&req, &resp).unwrap();
         assert_eq!(d.route_set, vec!["<sip:p2.example;lr>", "<sip:p1.example>"]);
         assert_eq!(d.next_hop(), "sip:p2.example;lr");

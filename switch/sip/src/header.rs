@@ -128,7 +128,10 @@ impl Headers {
 
     /// Every header line with this name, in order.
     pub fn all<'a>(&'a self, name: &'a Name) -> impl Iterator<Item = &'a ByteString> + 'a {
-        self.0.iter().filter(move |h| &h.name == name).map(|h| &h.value)
+        self.0
+            .iter()
+            .filter(move |h| &h.name == name)
+            .map(|h| &h.value)
     }
 
     /// Every entry of a list header, across lines and commas (quotes and <> respected).
@@ -138,12 +141,21 @@ impl Headers {
 
     /// Appends a header.
     pub fn push(&mut self, name: Name, value: impl Into<ByteString>) {
-        self.0.push(Header { name, value: value.into() });
+        self.0.push(Header {
+            name,
+            value: value.into(),
+        });
     }
 
     /// Inserts a header before all others (e.g. a new top Via).
     pub fn push_front(&mut self, name: Name, value: impl Into<ByteString>) {
-        self.0.insert(0, Header { name, value: value.into() });
+        self.0.insert(
+            0,
+            Header {
+                name,
+                value: value.into(),
+            },
+        );
     }
 
     /// Removes every header with this name.
@@ -227,7 +239,11 @@ pub fn split_list(value: &str) -> impl Iterator<Item = &str> {
         }
         done = true;
         let item = value[start.min(value.len())..].trim();
-        if item.is_empty() && start > 0 { None } else { Some(item) }
+        if item.is_empty() && start > 0 {
+            None
+        } else {
+            Some(item)
+        }
     })
     .filter(|s| !s.is_empty())
 }
@@ -242,21 +258,33 @@ mod tests {
             assert_eq!(Name::from_str_lossless(&ByteString::from(raw)), Name::Via);
         }
         assert_eq!(Name::from_str_lossless(&"i".into()), Name::CallId);
-        assert_eq!(Name::from_str_lossless(&"X-Foo".into()), Name::Other("X-Foo".into()));
+        assert_eq!(
+            Name::from_str_lossless(&"X-Foo".into()),
+            Name::Other("X-Foo".into())
+        );
     }
 
     #[test]
     fn list_split_respects_quotes_and_brackets() {
         let v = r#""Doe, John" <sip:a@b;x=1,2>;q=1, <sip:c@d>"#;
         let items: Vec<_> = split_list(v).collect();
-        assert_eq!(items, vec![r#""Doe, John" <sip:a@b;x=1,2>;q=1"#, "<sip:c@d>"]);
+        assert_eq!(
+            items,
+            vec![r#""Doe, John" <sip:a@b;x=1,2>;q=1"#, "<sip:c@d>"]
+        );
     }
 
     #[test]
     fn pop_first_entry_keeps_the_rest_of_the_line() {
         let mut h = Headers::default();
-        h.push(Name::Via, "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2");
-        assert_eq!(h.pop_first_entry(&Name::Via).unwrap(), "SIP/2.0/UDP a;branch=z9hG4bK1");
+        h.push(
+            Name::Via,
+            "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2",
+        );
+        assert_eq!(
+            h.pop_first_entry(&Name::Via).unwrap(),
+            "SIP/2.0/UDP a;branch=z9hG4bK1"
+        );
         assert_eq!(h.get(&Name::Via).unwrap(), "SIP/2.0/UDP b;branch=z9hG4bK2");
     }
 }

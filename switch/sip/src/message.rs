@@ -59,12 +59,19 @@ impl Headers {
 
     /// The topmost Via entry.
     pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
-        Via::parse(self.entries(&Name::Via).next().ok_or(ParseError::Missing("Via"))?)
+        Via::parse(
+            self.entries(&Name::Via)
+                .next()
+                .ok_or(ParseError::Missing("Via"))?,
+        )
     }
 
     /// Typed From.
     pub fn from_addr(&self) -> Result<NameAddr<'_>, ParseError> {
-        NameAddr::parse(self.get(&Name::From).ok_or(ParseError::Missing("From"))?, "From")
+        NameAddr::parse(
+            self.get(&Name::From).ok_or(ParseError::Missing("From"))?,
+            "From",
+        )
     }
 
     /// Typed To.
@@ -74,12 +81,15 @@ impl Headers {
 
     /// First Contact entry (`*` is returned as an error: only REGISTER may use it).
     pub fn contact(&self) -> Option<Result<NameAddr<'_>, ParseError>> {
-        self.entries(&Name::Contact).next().map(|c| NameAddr::parse(c, "Contact"))
+        self.entries(&Name::Contact)
+            .next()
+            .map(|c| NameAddr::parse(c, "Contact"))
     }
 
     /// Max-Forwards, when present.
     pub fn max_forwards(&self) -> Option<Result<u32, ParseError>> {
-        self.get(&Name::MaxForwards).map(|v| parse_u32(v, "Max-Forwards"))
+        self.get(&Name::MaxForwards)
+            .map(|v| parse_u32(v, "Max-Forwards"))
     }
 
     /// Option tags listed in a Require-like header.
@@ -91,7 +101,12 @@ impl Headers {
 impl Request {
     /// A new request with no header.
     pub fn new(method: Method, uri: impl Into<ByteString>) -> Request {
-        Request { method, uri: uri.into(), headers: Headers::default(), body: Bytes::new() }
+        Request {
+            method,
+            uri: uri.into(),
+            headers: Headers::default(),
+            body: Bytes::new(),
+        }
     }
 
     /// The parsed Request-URI.
@@ -103,7 +118,12 @@ impl Request {
 impl Response {
     /// A new response with no header.
     pub fn new(status: u16, reason: impl Into<ByteString>) -> Response {
-        Response { status, reason: reason.into(), headers: Headers::default(), body: Bytes::new() }
+        Response {
+            status,
+            reason: reason.into(),
+            headers: Headers::default(),
+            body: Bytes::new(),
+        }
     }
 }
 
@@ -178,7 +198,9 @@ impl Message {
                 return Err(ParseError::Duplicate(hd.name_static()));
             }
         }
-        if h.call_id().is_none_or(|c| c.is_empty() || c.contains(char::is_whitespace)) {
+        if h.call_id()
+            .is_none_or(|c| c.is_empty() || c.contains(char::is_whitespace))
+        {
             return Err(ParseError::Missing("Call-ID"));
         }
         let cseq = h.cseq()?;

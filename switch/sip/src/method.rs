@@ -57,7 +57,10 @@ impl Method {
             "SUBSCRIBE" => Method::Subscribe,
             "MESSAGE" => Method::Message,
             "PUBLISH" => Method::Publish,
-            _ if !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c)) => {
+            _ if !s.is_empty()
+                && s.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c)) =>
+            {
                 Method::Other(ByteString::from(s))
             }
             _ => return None,

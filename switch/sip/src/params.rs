@@ -25,7 +25,11 @@ impl<'a> Params<'a> {
         Self::validate(raw, |c| is_token(c) || b"[]:".contains(&c), true)
     }
 
-    fn validate(raw: &'a str, ok: impl Fn(u8) -> bool, quotes: bool) -> Result<Params<'a>, ParseError> {
+    fn validate(
+        raw: &'a str,
+        ok: impl Fn(u8) -> bool,
+        quotes: bool,
+    ) -> Result<Params<'a>, ParseError> {
         if raw.is_empty() {
             return Ok(Params(raw));
         }
@@ -49,7 +53,6 @@ impl<'a> Params<'a> {
         }
         Ok(Params(raw))
     }
-
 
     /// The raw text, with its leading `;`.
     pub fn raw(&self) -> &'a str {
@@ -77,7 +80,11 @@ impl<'a> Params<'a> {
                 }
             }
             let item = &rest[..end];
-            rest = if end < rest.len() { &rest[end + 1..] } else { "" };
+            rest = if end < rest.len() {
+                &rest[end + 1..]
+            } else {
+                ""
+            };
             Some(item)
         })
     }
@@ -92,7 +99,9 @@ impl<'a> Params<'a> {
 
     /// `Some(value)` when the parameter is present (value `None` for a flag), case-insensitive name.
     pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
-        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
     }
 
     /// True when the parameter is present.

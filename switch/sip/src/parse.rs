@@ -79,7 +79,9 @@ fn parse_head(buf: &Bytes, head_end: usize) -> Result<(StartLine, Headers), Pars
     let start = if first.starts_with("SIP/2.0 ") {
         let (code, reason) = status_line(first).map_err(|_| ParseError::StartLine)?;
         let status: u16 = code.parse().map_err(|_| ParseError::StartLine)?;
-        if !(100..=699).contains(&status) || reason.contains(|c: char| c.is_ascii_control() && c != '\t') {
+        if !(100..=699).contains(&status)
+            || reason.contains(|c: char| c.is_ascii_control() && c != '\t')
+        {
             return Err(ParseError::StartLine);
         }
         StartLine::Status(status, head.slice_ref(reason))
@@ -134,8 +136,18 @@ fn content_length(headers: &Headers) -> Result<Option<usize>, ParseError> {
 
 fn assemble(start: StartLine, headers: Headers, body: Bytes) -> Message {
     match start {
-        StartLine::Request(method, uri) => Message::Request(Request { method, uri, headers, body }),
-        StartLine::Status(status, reason) => Message::Response(Response { status, reason, headers, body }),
+        StartLine::Request(method, uri) => Message::Request(Request {
+            method,
+            uri,
+            headers,
+            body,
+        }),
+        StartLine::Status(status, reason) => Message::Response(Response {
+            status,
+            reason,
+            headers,
+            body,
+        }),
     }
 }
 
@@ -153,17 +165,28 @@ pub fn parse_datagram(buf: Bytes) -> Result<Message, ParseError> {
         Some(n) => n,
         None => available,
     };
-    Ok(assemble(start, headers, buf.slice(head_end..head_end + body_len)))
+    Ok(assemble(
+        start,
+        headers,
+        buf.slice(head_end..head_end + body_len),
+    ))
 }
 
 /// Frames one message from the front of a stream buffer (TCP/TLS). Returns the message and
 /// how many bytes it used, or `Incomplete` when more bytes are needed. Leading CRLFs
 /// (keep-alives, RFC 5626 §3.5.1) are skipped and counted as used.
 pub fn parse_stream(buf: &Bytes) -> Result<(Message, usize), ParseError> {
-    let skip = buf.iter().take_while(|&&c| c == b'\r' || c == b'\n').count();
+    let skip = buf
+        .iter()
+        .take_while(|&&c| c == b'\r' || c == b'\n')
+        .count();
     let data = buf.slice(skip..);
     let Some(head_end) = find_head_end(&data) else {
-        return Err(if data.len() > MAX_MESSAGE { ParseError::TooLarge } else { ParseError::Incomplete });
+        return Err(if data.len() > MAX_MESSAGE {
+            ParseError::TooLarge
+        } else {
+            ParseError::Incomplete
+        });
     };
     let (start, headers) = parse_head(&data, head_end)?;
     // Content-Length is mandatory on stream transports (§20.14).

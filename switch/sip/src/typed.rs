@@ -35,14 +35,21 @@ impl<'a> Via<'a> {
         {
             return Err(BAD);
         }
-        let transport = transport.filter(|t| !t.is_empty() && t.bytes().all(|c| c.is_ascii_alphanumeric())).ok_or(BAD)?;
+        let transport = transport
+            .filter(|t| !t.is_empty() && t.bytes().all(|c| c.is_ascii_alphanumeric()))
+            .ok_or(BAD)?;
         let (sent_by, params) = match rest.find(';') {
             Some(i) => (rest[..i].trim(), &rest[i..]),
             None => (rest.trim(), ""),
         };
         let (host, port) = parse_hostport(sent_by).map_err(|_| BAD)?;
         let params = Params::parse_header(params).map_err(|_| BAD)?;
-        Ok(Via { transport, host, port, params })
+        Ok(Via {
+            transport,
+            host,
+            port,
+            params,
+        })
     }
 
     /// The branch parameter.
@@ -108,7 +115,11 @@ impl<'a> NameAddr<'a> {
             return Err(bad);
         }
         let params = Params::parse_header(rest.trim()).map_err(|_| bad)?;
-        Ok(NameAddr { display, uri_text, params })
+        Ok(NameAddr {
+            display,
+            uri_text,
+            params,
+        })
     }
 
     /// Parses the URI (sip/sips only).
@@ -169,7 +180,10 @@ impl CSeq {
         if seq >= 1 << 31 {
             return Err(BAD);
         }
-        Ok(CSeq { seq, method: Method::parse(method).ok_or(BAD)? })
+        Ok(CSeq {
+            seq,
+            method: Method::parse(method).ok_or(BAD)?,
+        })
     }
 }
 
@@ -201,7 +215,10 @@ impl<'a> DigestParams<'a> {
         for item in crate::header::split_list(&s[sp..]) {
             let (n, v) = item.split_once('=').ok_or(ParseError::BadHeader(what))?;
             let v = v.trim();
-            let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v);
             params.push((n.trim(), v));
         }
         Ok(DigestParams { scheme, params })
@@ -209,7 +226,10 @@ impl<'a> DigestParams<'a> {
 
     /// A parameter by case-insensitive name.
     pub fn get(&self, name: &str) -> Option<&'a str> {
-        self.params.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+        self.params
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
     }
 }
 
@@ -228,7 +248,13 @@ mod tests {
 
     #[test]
     fn bad_vias_are_rejected() {
-        for bad in ["SIP/2.0 host", "SIP/3.0/UDP host", "SIP/2.0/UDP", "SIP/2.0/UDP host:x", "SIP/2.0/UDP host;=1"] {
+        for bad in [
+            "SIP/2.0 host",
+            "SIP/3.0/UDP host",
+            "SIP/2.0/UDP",
+            "SIP/2.0/UDP host:x",
+            "SIP/2.0/UDP host;=1",
+        ] {
             assert!(Via::parse(bad).is_err(), "{bad}");
         }
     }
@@ -259,7 +285,11 @@ mod tests {
 
     #[test]
     fn digest_challenge() {
-        let d = DigestParams::parse(r#"Digest realm="sb", nonce="a,b", algorithm=MD5, qop="auth""#, "WWW-Authenticate").unwrap();
+        let d = DigestParams::parse(
+            r#"Digest realm="sb", nonce="a,b", algorithm=MD5, qop="auth""#,
+            "WWW-Authenticate",
+        )
+        .unwrap();
         assert_eq!(d.scheme, "Digest");
         assert_eq!(d.get("nonce"), Some("a,b"));
         assert_eq!(d.get("qop"), Some("auth"));

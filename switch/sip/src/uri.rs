@@ -67,7 +67,8 @@ fn check_escaped(s: &str, extra: &[u8], what: &'static str) -> Result<(), ParseE
     while i < b.len() {
         let c = b[i];
         if c == b'%' {
-            let ok = b.len() > i + 2 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit();
+            let ok =
+                b.len() > i + 2 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit();
             if !ok {
                 return Err(ParseError::Uri(what));
             }
@@ -85,8 +86,12 @@ fn check_escaped(s: &str, extra: &[u8], what: &'static str) -> Result<(), ParseE
 /// Parses a host: a name, an IPv4 address, or an IPv6 reference in brackets.
 pub fn parse_host(s: &str) -> Result<Host<'_>, ParseError> {
     if let Some(inner) = s.strip_prefix('[') {
-        let inner = inner.strip_suffix(']').ok_or(ParseError::Uri("unterminated IPv6 reference"))?;
-        let a: Ipv6Addr = inner.parse().map_err(|_| ParseError::Uri("bad IPv6 reference"))?;
+        let inner = inner
+            .strip_suffix(']')
+            .ok_or(ParseError::Uri("unterminated IPv6 reference"))?;
+        let a: Ipv6Addr = inner
+            .parse()
+            .map_err(|_| ParseError::Uri("bad IPv6 reference"))?;
         return Ok(Host::Ip(IpAddr::V6(a)));
     }
     if s.is_empty() {
@@ -105,13 +110,19 @@ pub fn parse_host(s: &str) -> Result<Host<'_>, ParseError> {
                 && b[0] != b'-'
                 && b[b.len() - 1] != b'-')
     });
-    if valid { Ok(Host::Name(s)) } else { Err(ParseError::Uri("bad host name")) }
+    if valid {
+        Ok(Host::Name(s))
+    } else {
+        Err(ParseError::Uri("bad host name"))
+    }
 }
 
 /// Splits `host[:port]`, minding IPv6 brackets.
 pub fn parse_hostport(s: &str) -> Result<(Host<'_>, Option<u16>), ParseError> {
     let (host, port) = if s.starts_with('[') {
-        let end = s.find(']').ok_or(ParseError::Uri("unterminated IPv6 reference"))?;
+        let end = s
+            .find(']')
+            .ok_or(ParseError::Uri("unterminated IPv6 reference"))?;
         let rest = &s[end + 1..];
         let port = match rest.strip_prefix(':') {
             Some(p) => Some(p),
@@ -130,7 +141,10 @@ pub fn parse_hostport(s: &str) -> Result<(Host<'_>, Option<u16>), ParseError> {
             if p.is_empty() || p.len() > 5 || !p.bytes().all(|c| c.is_ascii_digit()) {
                 return Err(ParseError::Uri("bad port"));
             }
-            Some(p.parse::<u16>().map_err(|_| ParseError::Uri("port out of range"))?)
+            Some(
+                p.parse::<u16>()
+                    .map_err(|_| ParseError::Uri("port out of range"))?,
+            )
         }
         None => None,
     };
@@ -182,7 +196,15 @@ impl<'a> Uri<'a> {
         };
         let (host, port) = parse_hostport(hostport)?;
         let params = Params::parse_uri(params)?;
-        Ok(Uri { scheme, user, password, host, port, params, headers })
+        Ok(Uri {
+            scheme,
+            user,
+            password,
+            host,
+            port,
+            params,
+            headers,
+        })
     }
 
     /// The user part with %XX escapes decoded.
@@ -207,12 +229,13 @@ pub fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -255,7 +278,8 @@ mod tests {
 
     #[test]
     fn full_uri_with_ipv6_params_and_headers() {
-        let u = Uri::parse("sips:alice%20b:pw@[2001:db8::1]:5061;transport=tcp;lr?subject=x").unwrap();
+        let u =
+            Uri::parse("sips:alice%20b:pw@[2001:db8::1]:5061;transport=tcp;lr?subject=x").unwrap();
         assert_eq!(u.scheme, Scheme::Sips);
         assert_eq!(u.user, Some("alice%20b"));
         assert_eq!(u.user_unescaped().as_deref(), Some("alice b"));
@@ -265,7 +289,10 @@ mod tests {
         assert_eq!(u.transport(), Some("tcp"));
         assert!(u.is_loose_router());
         assert_eq!(u.headers, Some("subject=x"));
-        assert_eq!(u.to_string(), "sips:alice%20b:pw@[2001:db8::1]:5061;transport=tcp;lr?subject=x");
+        assert_eq!(
+            u.to_string(),
+            "sips:alice%20b:pw@[2001:db8::1]:5061;transport=tcp;lr?subject=x"
+        );
     }
 
     #[test]

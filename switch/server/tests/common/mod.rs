@@ -2,7 +2,7 @@
 //! own, starts SIPp far ends (UAS) on the gateway ports, drives SIPp callers (UAC), and
 //! fails on any SIPp failure. Processes are ours, stopped by PID; loopback only.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -30,7 +30,15 @@ impl Ports {
     pub fn for_test(idx: u16) -> Ports {
         let b = 21000 + idx * 20;
         let m = 40000 + idx * 100;
-        Ports { sip: b, http: b + 1, gw: [b + 2, b + 3], uac: b + 4, rtp: (m, m + 39), mp_gw: [m + 40, m + 50], mp_uac: m + 60 }
+        Ports {
+            sip: b,
+            http: b + 1,
+            gw: [b + 2, b + 3],
+            uac: b + 4,
+            rtp: (m, m + 39),
+            mp_gw: [m + 40, m + 50],
+            mp_uac: m + 60,
+        }
     }
 }
 
@@ -44,7 +52,12 @@ pub struct Route<'a> {
 
 impl Default for Route<'_> {
     fn default() -> Self {
-        Route { targets: &["gateway/gw1/$1"], strategy: "sequence", timeout: 10, transport: "udp" }
+        Route {
+            targets: &["gateway/gw1/$1"],
+            strategy: "sequence",
+            timeout: 10,
+            transport: "udp",
+        }
     }
 }
 
@@ -81,7 +94,8 @@ actions = [
 impl Switch {
     pub fn start(name: &str, idx: u16, route: Route<'_>) -> Switch {
         let ports = Ports::for_test(idx);
-        let dir = std::env::temp_dir().join(format!("switchboard-sipp-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("switchboard-sipp-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("conf/dialplan")).expect("test dir");
         let conf = format!(
@@ -117,7 +131,8 @@ transport = "{t}"
             t = route.transport
         );
         std::fs::write(dir.join("conf/switchboard.toml"), conf).expect("write conf");
-        std::fs::write(dir.join("conf/dialplan/test.toml"), dialplan(&route)).expect("write dialplan");
+        std::fs::write(dir.join("conf/dialplan/test.toml"), dialplan(&route))
+            .expect("write dialplan");
         let log = std::fs::File::create(dir.join("switchboard.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .arg("--conf")
@@ -127,10 +142,18 @@ transport = "{t}"
             .stderr(log)
             .spawn()
             .expect("start switchboard");
-        let sw = Switch { ports, dir, child: Some(child) };
+        let sw = Switch {
+            ports,
+            dir,
+            child: Some(child),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while http_get(ports.http, "/healthz").is_none() {
-            assert!(Instant::now() < deadline, "switchboard did not start:\n{}", sw.log());
+            assert!(
+                Instant::now() < deadline,
+                "switchboard did not start:\n{}",
+                sw.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         sw
@@ -144,7 +167,11 @@ transport = "{t}"
     pub fn metric(&self, sample: &str) -> f64 {
         let text = http_get(self.ports.http, "/metrics").unwrap_or_default();
         text.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+            .find_map(|l| {
+                l.strip_prefix(sample)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
             .unwrap_or(0.0)
     }
 
@@ -205,7 +232,12 @@ transport = "{t}"
                 failures.push(format!("--- sipp {name}: {status:?}\n{errors}"));
             }
         }
-        assert!(failures.is_empty(), "{}\n--- switchboard log (tail):\n{}", failures.join("\n"), tail(&self.log(), 80));
+        assert!(
+            failures.is_empty(),
+            "{}\n--- switchboard log (tail):\n{}",
+            failures.join("\n"),
+            tail(&self.log(), 80)
+        );
     }
 
     pub fn ctl(&self, args: &[&str]) -> (bool, String) {
@@ -216,12 +248,22 @@ transport = "{t}"
             .args(args)
             .output()
             .expect("run ctl");
-        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     }
 
     pub fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
-            let _ = Command::new("kill").arg(format!("-{sig}")).arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
         }
     }
 
@@ -267,7 +309,19 @@ pub struct Sipp {
 
 impl Sipp {
     fn spawn(dir: &Path, name: &str, mut args: Vec<String>) -> Sipp {
-        args.extend(["-nostdin", "-timeout", "40s", "-timeout_error", "-trace_err", "-trace_msg", "-max_recv_loops", "1000"].map(String::from));
+        args.extend(
+            [
+                "-nostdin",
+                "-timeout",
+                "40s",
+                "-timeout_error",
+                "-trace_err",
+                "-trace_msg",
+                "-max_recv_loops",
+                "1000",
+            ]
+            .map(String::from),
+        );
         let sub = dir.join(name);
         std::fs::create_dir_all(&sub).expect("sipp dir");
         let child = Command::new("sipp")
@@ -275,12 +329,20 @@ impl Sipp {
             .current_dir(&sub)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(sub.join("stderr.log")).map(Stdio::from).unwrap_or(Stdio::null()))
+            .stderr(
+                std::fs::File::create(sub.join("stderr.log"))
+                    .map(Stdio::from)
+                    .unwrap_or(Stdio::null()),
+            )
             .spawn()
             .expect("sipp must be installed (Debian package sip-tester)");
         // Let a UAS bind before anyone calls it.
         std::thread::sleep(Duration::from_millis(150));
-        Sipp { name: name.to_owned(), dir: sub, child: Some(child) }
+        Sipp {
+            name: name.to_owned(),
+            dir: sub,
+            child: Some(child),
+        }
     }
 
     /// Waits for exit; returns the status and SIPp's error log.
@@ -307,7 +369,10 @@ impl Sipp {
         if let Ok(rd) = std::fs::read_dir(&self.dir) {
             for e in rd.flatten() {
                 let p = e.path();
-                let n = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                let n = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
                 if n.contains("errors") || n == "stderr.log" || n.contains("messages") {
                     let text = std::fs::read_to_string(&p).unwrap_or_default();
                     out.push_str(&format!("[{n}]\n{}\n", tail(&text, 60)));
@@ -330,8 +395,16 @@ impl Drop for Sipp {
 pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
-    out.starts_with("HTTP/1.1 200").then(|| out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+    out.starts_with("HTTP/1.1 200").then(|| {
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default()
+    })
 }

@@ -22,12 +22,20 @@ fn dg(s: &str) -> Result<Message, ParseError> {
 fn typical_invite_parses_and_validates() {
     let m = dg(INVITE).unwrap();
     m.validate().unwrap();
-    let Message::Request(r) = &m else { panic!("request expected") };
+    let Message::Request(r) = &m else {
+        panic!("request expected")
+    };
     assert_eq!(r.method, Method::Invite);
     assert_eq!(&*r.uri, "sip:bob@biloxi.example.com");
-    assert_eq!(r.headers.call_id().unwrap(), "a84b4c76e66710@pc33.atlanta.example.com");
+    assert_eq!(
+        r.headers.call_id().unwrap(),
+        "a84b4c76e66710@pc33.atlanta.example.com"
+    );
     assert_eq!(r.headers.cseq().unwrap().seq, 314159);
-    assert_eq!(r.headers.top_via().unwrap().branch(), Some("z9hG4bK776asdhds"));
+    assert_eq!(
+        r.headers.top_via().unwrap().branch(),
+        Some("z9hG4bK776asdhds")
+    );
     assert_eq!(r.headers.from_addr().unwrap().tag(), Some("1928301774"));
     assert_eq!(&r.body[..], b"v=0\n");
 }
@@ -81,7 +89,9 @@ Call-ID: c\r\nCSeq: 2 OPTIONS\r\nMax-Forwards: 70\r\n\r\n";
 fn response_parses() {
     let raw = "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nTo: <sip:b@b>;tag=2\r\n\
 From: <sip:a@a>;tag=1\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
-    let Message::Response(r) = dg(raw).unwrap() else { panic!() };
+    let Message::Response(r) = dg(raw).unwrap() else {
+        panic!()
+    };
     assert_eq!(r.status, 180);
     assert_eq!(&*r.reason, "Ringing");
 }
@@ -93,7 +103,10 @@ From: <sip:a@a>;tag=1\r\nCall-ID: x\r\nCSeq: 1 MESSAGE\r\n";
     let m = dg(&format!("{base}Content-Length: 2\r\n\r\nhello")).unwrap();
     let Message::Request(r) = m else { panic!() };
     assert_eq!(&r.body[..], b"he");
-    assert_eq!(dg(&format!("{base}Content-Length: 20\r\n\r\nhello")), Err(ParseError::ContentLength));
+    assert_eq!(
+        dg(&format!("{base}Content-Length: 20\r\n\r\nhello")),
+        Err(ParseError::ContentLength)
+    );
 }
 
 #[test]
@@ -101,32 +114,75 @@ fn malformed_messages_are_rejected_with_a_typed_error() {
     let ok_tail = "Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\nTo: <sip:b@b>\r\nFrom: <sip:a@a>;tag=1\r\n\
 Call-ID: x\r\nCSeq: 1 INVITE\r\n\r\n";
     let cases: Vec<(String, ParseError)> = vec![
-        (format!("INVITE  sip:b@b SIP/2.0\r\n{ok_tail}"), ParseError::StartLine),
-        (format!("INVITE sip:b@b SIP/3.0\r\n{ok_tail}"), ParseError::StartLine),
-        (format!("INV<ITE sip:b@b SIP/2.0\r\n{ok_tail}"), ParseError::StartLine),
-        (format!("SIP/2.0 99 Odd\r\n{ok_tail}"), ParseError::StartLine),
-        (format!("INVITE sip:b@b SIP/2.0\r\nBad Header: x\r\n{ok_tail}"), ParseError::HeaderLine),
-        (format!("INVITE sip:b@b SIP/2.0\r\n continuation-first\r\n{ok_tail}"), ParseError::HeaderLine),
-        (format!("INVITE sip:b@b SIP/2.0\r\nContent-Length: -1\r\n{ok_tail}"), ParseError::BadHeader("Content-Length")),
+        (
+            format!("INVITE  sip:b@b SIP/2.0\r\n{ok_tail}"),
+            ParseError::StartLine,
+        ),
+        (
+            format!("INVITE sip:b@b SIP/3.0\r\n{ok_tail}"),
+            ParseError::StartLine,
+        ),
+        (
+            format!("INV<ITE sip:b@b SIP/2.0\r\n{ok_tail}"),
+            ParseError::StartLine,
+        ),
+        (
+            format!("SIP/2.0 99 Odd\r\n{ok_tail}"),
+            ParseError::StartLine,
+        ),
+        (
+            format!("INVITE sip:b@b SIP/2.0\r\nBad Header: x\r\n{ok_tail}"),
+            ParseError::HeaderLine,
+        ),
+        (
+            format!("INVITE sip:b@b SIP/2.0\r\n continuation-first\r\n{ok_tail}"),
+            ParseError::HeaderLine,
+        ),
+        (
+            format!("INVITE sip:b@b SIP/2.0\r\nContent-Length: -1\r\n{ok_tail}"),
+            ParseError::BadHeader("Content-Length"),
+        ),
     ];
     for (raw, want) in cases {
         assert_eq!(dg(&raw).err(), Some(want), "{raw:?}");
     }
-    assert_eq!(dg("INVITE sip:b@b SIP/2.0\r\n"), Err(ParseError::Incomplete));
-    assert_eq!(parse_datagram(Bytes::from_static(b"INVITE sip:\xff SIP/2.0\r\n\r\n")), Err(ParseError::NotUtf8));
+    assert_eq!(
+        dg("INVITE sip:b@b SIP/2.0\r\n"),
+        Err(ParseError::Incomplete)
+    );
+    assert_eq!(
+        parse_datagram(Bytes::from_static(b"INVITE sip:\xff SIP/2.0\r\n\r\n")),
+        Err(ParseError::NotUtf8)
+    );
 }
 
 #[test]
 fn semantic_errors_are_found_by_validate() {
     let t = |extra: &str, cseq: &str| {
-        format!("INVITE sip:b@b SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nTo: <sip:b@b>\r\n\
-From: <sip:a@a>;tag=1\r\nCall-ID: x\r\nCSeq: {cseq}\r\n{extra}\r\n")
+        format!(
+            "INVITE sip:b@b SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nTo: <sip:b@b>\r\n\
+From: <sip:a@a>;tag=1\r\nCall-ID: x\r\nCSeq: {cseq}\r\n{extra}\r\n"
+        )
     };
-    assert_eq!(dg(&t("", "1 BYE")).unwrap().validate(), Err(ParseError::CSeqMethod));
-    assert_eq!(dg(&t("Call-ID: y\r\n", "1 INVITE")).unwrap().validate(), Err(ParseError::Duplicate("Call-ID")));
-    assert_eq!(dg(&t("Max-Forwards: ten\r\n", "1 INVITE")).unwrap().validate(), Err(ParseError::BadHeader("Max-Forwards")));
+    assert_eq!(
+        dg(&t("", "1 BYE")).unwrap().validate(),
+        Err(ParseError::CSeqMethod)
+    );
+    assert_eq!(
+        dg(&t("Call-ID: y\r\n", "1 INVITE")).unwrap().validate(),
+        Err(ParseError::Duplicate("Call-ID"))
+    );
+    assert_eq!(
+        dg(&t("Max-Forwards: ten\r\n", "1 INVITE"))
+            .unwrap()
+            .validate(),
+        Err(ParseError::BadHeader("Max-Forwards"))
+    );
     let no_via = "INVITE sip:b@b SIP/2.0\r\nTo: <sip:b@b>\r\nFrom: <sip:a@a>;tag=1\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n";
-    assert_eq!(dg(no_via).unwrap().validate(), Err(ParseError::Missing("Via")));
+    assert_eq!(
+        dg(no_via).unwrap().validate(),
+        Err(ParseError::Missing("Via"))
+    );
 }
 
 #[test]
@@ -141,10 +197,16 @@ From: <sip:a@a>;tag=1\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 3\r\n\
     let (_, used2) = parse_stream(&buf.slice(used..)).unwrap();
     assert_eq!(used + used2, two.len());
     // A partial body waits for more bytes.
-    assert_eq!(parse_stream(&Bytes::from(one[..one.len() - 1].to_owned())).err(), Some(ParseError::Incomplete));
+    assert_eq!(
+        parse_stream(&Bytes::from(one[..one.len() - 1].to_owned())).err(),
+        Some(ParseError::Incomplete)
+    );
     // No Content-Length on a stream is an error.
     let no_cl = one.replace("Content-Length: 3\r\n", "");
-    assert_eq!(parse_stream(&Bytes::from(no_cl)).err(), Some(ParseError::Missing("Content-Length")));
+    assert_eq!(
+        parse_stream(&Bytes::from(no_cl)).err(),
+        Some(ParseError::Missing("Content-Length"))
+    );
 }
 
 fn without_length(mut m: Message) -> Message {
@@ -173,21 +235,20 @@ mod props {
         fn parser_never_panics_on_mutated_invites(pos in 0usize..INVITE.len(), byte in any::<u8>()) {
             let mut data = INVITE.as_bytes().to_vec();
             data[pos] = byte;
-            if let Ok(m) = parse_datagram(Bytes::from(data)) {
-                if m.validate().is_ok() {
+            if let Ok(m) = parse_datagram(Bytes::from(data))
+                && m.validate().is_ok() {
                     // Whatever validated must print and re-parse to the same message.
                     // (The printer adds a Content-Length where the input had none.)
                     let again = parse_datagram(Bytes::from(m.to_bytes())).unwrap();
                     prop_assert_eq!(without_length(again), without_length(m));
                 }
-            }
         }
 
         #[test]
         fn printed_header_values_round_trip(value in "[a-zA-Z0-9 ;=.@:<>\"-]{0,40}") {
             let v = value.trim();
             let raw = format!("OPTIONS sip:b@b SIP/2.0\r\nX-Test: {v}\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\n\
-To: <sip:b@b>\r\nFrom: <sip:a@a>;tag=1\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+    To: <sip:b@b>\r\nFrom: <sip:a@a>;tag=1\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
             let m = parse_datagram(Bytes::from(raw)).unwrap();
             prop_assert_eq!(m.headers().get_other("x-test").map(|s| s.to_string()), Some(v.to_owned()));
             prop_assert_eq!(parse_datagram(Bytes::from(m.to_bytes())).unwrap(), m);

@@ -287,7 +287,10 @@ impl TransactionLayer {
 
     /// Sends a message outside any transaction (ACK for 2xx, stateless responses).
     pub fn send_stateless(&mut self, peer: Peer, msg: &Message) {
-        self.transmits.push_back(Transmit { peer, data: Bytes::from(msg.to_bytes()) });
+        self.transmits.push_back(Transmit {
+            peer,
+            data: Bytes::from(msg.to_bytes()),
+        });
     }
 
     /// Starts a client transaction. The request must carry its top Via with a fresh
@@ -315,7 +318,10 @@ impl TransactionLayer {
             dialog_key: None,
             retransmit_at: None,
             interval: self.cfg.t1,
-            timeout_at: Some((now + self.cfg.timeout(), if invite { Timer::B } else { Timer::F })),
+            timeout_at: Some((
+                now + self.cfg.timeout(),
+                if invite { Timer::B } else { Timer::F },
+            )),
             generation: 0,
         };
         if !peer.transport.is_reliable() {
@@ -331,7 +337,9 @@ impl TransactionLayer {
     /// ignore it (the TU raced a timeout); `false` tells the caller so.
     pub fn respond(&mut self, now: Instant, id: TxnId, resp: Response) -> bool {
         let cfg = self.cfg;
-        let Some(t) = self.txns.get_mut(&id) else { return false };
+        let Some(t) = self.txns.get_mut(&id) else {
+            return false;
+        };
         if t.client || !matches!(t.state, State::Initial | State::Proceeding) {
             return false;
         }
@@ -340,7 +348,10 @@ impl TransactionLayer {
             .then(|| dialog_key_of(&resp))
             .flatten();
         let data = Bytes::from(Message::Response(resp).to_bytes());
-        self.transmits.push_back(Transmit { peer: t.peer, data: data.clone() });
+        self.transmits.push_back(Transmit {
+            peer: t.peer,
+            data: data.clone(),
+        });
         t.last = data;
         let reliable = t.peer.transport.is_reliable();
         if status < 200 {
@@ -394,10 +405,14 @@ impl TransactionLayer {
         if let Some(&id) = self.servers.get(&key) {
             // A retransmission: answer it with the last response, if any.
             self.stats.absorbed += 1;
-            if let Some(t) = self.txns.get(&id) {
-                if !t.last.is_empty() && t.state != State::Accepted {
-                    self.transmits.push_back(Transmit { peer: t.peer, data: t.last.clone() });
-                }
+            if let Some(t) = self.txns.get(&id)
+                && !t.last.is_empty()
+                && t.state != State::Accepted
+            {
+                self.transmits.push_back(Transmit {
+                    peer: t.peer,
+                    data: t.last.clone(),
+                });
             }
             return;
         }
@@ -439,13 +454,13 @@ impl TransactionLayer {
             .call_id()
             .cloned()
             .zip(req.headers.cseq().ok().map(|c| c.seq));
-        if let Some(id) = dk.and_then(|k| self.awaiting_ack.remove(&k)) {
-            if let Some(t) = self.txns.get_mut(&id) {
-                // The 2xx is acknowledged: stop retransmitting it, keep absorbing INVITEs.
-                t.retransmit_at = None;
-                t.dialog_key = None;
-                self.reschedule(id);
-            }
+        if let Some(id) = dk.and_then(|k| self.awaiting_ack.remove(&k))
+            && let Some(t) = self.txns.get_mut(&id)
+        {
+            // The 2xx is acknowledged: stop retransmitting it, keep absorbing INVITEs.
+            t.retransmit_at = None;
+            t.dialog_key = None;
+            self.reschedule(id);
         }
         self.events.push_back(TxnEvent::Ack { req, from });
     }
@@ -474,15 +489,22 @@ impl TransactionLayer {
     }
 
     fn handle_response(&mut self, now: Instant, resp: Response, from: Peer) {
-        let key = resp.headers.top_via().ok().and_then(|v| v.branch().map(ByteString::from));
+        let key = resp
+            .headers
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch().map(ByteString::from));
         let kind = resp.headers.cseq().ok().map(|c| kind_of(&c.method));
         let id = key.zip(kind).and_then(|k| self.clients.get(&k).copied());
         let Some(id) = id else {
-            self.events.push_back(TxnEvent::StrayResponse { resp, from });
+            self.events
+                .push_back(TxnEvent::StrayResponse { resp, from });
             return;
         };
         let cfg = self.cfg;
-        let Some(t) = self.txns.get_mut(&id) else { return };
+        let Some(t) = self.txns.get_mut(&id) else {
+            return;
+        };
         let status = resp.status;
         let reliable = t.peer.transport.is_reliable();
         match (t.invite, t.state, status) {
@@ -509,7 +531,10 @@ impl TransactionLayer {
             }
             (true, State::Initial | State::Proceeding, _) => {
                 let ack = Bytes::from(Message::Request(make_ack(&t.request, &resp)).to_bytes());
-                self.transmits.push_back(Transmit { peer: t.peer, data: ack.clone() });
+                self.transmits.push_back(Transmit {
+                    peer: t.peer,
+                    data: ack.clone(),
+                });
                 t.ack = Some(ack);
                 t.state = State::Completed;
                 t.retransmit_at = None;
@@ -519,7 +544,10 @@ impl TransactionLayer {
                 // A retransmitted final response: ACK again, tell nobody.
                 self.stats.absorbed += 1;
                 if let Some(ack) = &t.ack {
-                    self.transmits.push_back(Transmit { peer: t.peer, data: ack.clone() });
+                    self.transmits.push_back(Transmit {
+                        peer: t.peer,
+                        data: ack.clone(),
+                    });
                 }
                 return;
             }
@@ -544,7 +572,11 @@ impl TransactionLayer {
                 break;
             }
             self.heap.pop();
-            if self.txns.get(&id).is_some_and(|t| t.generation == generation) {
+            if self
+                .txns
+                .get(&id)
+                .is_some_and(|t| t.generation == generation)
+            {
                 self.fire(now, id);
             }
         }
@@ -552,10 +584,15 @@ impl TransactionLayer {
 
     fn fire(&mut self, now: Instant, id: TxnId) {
         let cfg = self.cfg;
-        let Some(t) = self.txns.get_mut(&id) else { return };
+        let Some(t) = self.txns.get_mut(&id) else {
+            return;
+        };
         if let Some((at, timer)) = t.retransmit_at.filter(|(at, _)| *at <= now) {
             let _ = at;
-            self.transmits.push_back(Transmit { peer: t.peer, data: t.last.clone() });
+            self.transmits.push_back(Transmit {
+                peer: t.peer,
+                data: t.last.clone(),
+            });
             self.stats.retransmissions += 1;
             // Timer A doubles without bound (B ends it); E, G and 2xx cap at T2.
             t.interval = match timer {
@@ -622,9 +659,15 @@ impl TransactionLayer {
     }
 
     fn reschedule(&mut self, id: TxnId) {
-        let Some(t) = self.txns.get_mut(&id) else { return };
+        let Some(t) = self.txns.get_mut(&id) else {
+            return;
+        };
         t.generation += 1;
-        let next = [t.retransmit_at, t.timeout_at].into_iter().flatten().map(|(at, _)| at).min();
+        let next = [t.retransmit_at, t.timeout_at]
+            .into_iter()
+            .flatten()
+            .map(|(at, _)| at)
+            .min();
         if let Some(at) = next {
             self.heap.push(Reverse((at, id, t.generation)));
         }
@@ -632,7 +675,11 @@ impl TransactionLayer {
 
     fn remove(&mut self, id: TxnId) {
         if let Some(t) = self.txns.remove(&id) {
-            let map = if t.client { &mut self.clients } else { &mut self.servers };
+            let map = if t.client {
+                &mut self.clients
+            } else {
+                &mut self.servers
+            };
             if map.get(&t.key) == Some(&id) {
                 map.remove(&t.key);
             }
@@ -659,15 +706,22 @@ impl TransactionLayer {
 }
 
 fn dialog_key_of(resp: &Response) -> Option<(ByteString, u32)> {
-    Some((resp.headers.call_id()?.clone(), resp.headers.cseq().ok()?.seq))
+    Some((
+        resp.headers.call_id()?.clone(),
+        resp.headers.cseq().ok()?.seq,
+    ))
 }
 
 /// RFC 3581 §4 and RFC 3261 §18.2.1: record where the request really came from.
 fn stamp_received(req: &mut Request, from: Peer) {
-    let Some(first) = req.headers.0.iter_mut().find(|h| h.name == Name::Via) else { return };
+    let Some(first) = req.headers.0.iter_mut().find(|h| h.name == Name::Via) else {
+        return;
+    };
     let entries: Vec<&str> = crate::header::split_list(&first.value).collect();
     let Some(top) = entries.first() else { return };
-    let Ok(via) = crate::typed::Via::parse(top) else { return };
+    let Ok(via) = crate::typed::Via::parse(top) else {
+        return;
+    };
     let ip = from.addr.ip();
     let differs = match via.host {
         crate::uri::Host::Ip(a) => a != ip,
@@ -694,7 +748,11 @@ fn stamp_received(req: &mut Request, from: Peer) {
         stamped.push_str(&format!(";rport={}", from.addr.port()));
     }
     let rest: Vec<&str> = entries[1..].to_vec();
-    let value = if rest.is_empty() { stamped } else { format!("{stamped}, {}", rest.join(", ")) };
+    let value = if rest.is_empty() {
+        stamped
+    } else {
+        format!("{stamped}, {}", rest.join(", "))
+    };
     first.value = ByteString::from(value);
 }
 
@@ -703,12 +761,17 @@ pub fn response_peer(req: &Request, from: Peer) -> Peer {
     if from.transport.is_reliable() {
         return from;
     }
-    let Ok(via) = req.headers.top_via() else { return from };
+    let Ok(via) = req.headers.top_via() else {
+        return from;
+    };
     if via.params.get("rport").flatten().is_some() || via.wants_rport() {
         return from;
     }
     let port = via.port.unwrap_or(5060);
-    Peer { transport: from.transport, addr: SocketAddr::new(from.addr.ip(), port) }
+    Peer {
+        transport: from.transport,
+        addr: SocketAddr::new(from.addr.ip(), port),
+    }
 }
 
 /// Builds a response to `req` (§8.2.6): Via, From, To, Call-ID and CSeq copied; a To tag
@@ -719,9 +782,12 @@ pub fn make_response(req: &Request, status: u16, to_tag: Option<&str>) -> Respon
         match h.name {
             Name::Via | Name::From | Name::CallId | Name::CSeq => resp.headers.0.push(h.clone()),
             Name::To => {
-                let has_tag = crate::typed::NameAddr::parse(&h.value, "To").is_ok_and(|n| n.tag().is_some());
+                let has_tag =
+                    crate::typed::NameAddr::parse(&h.value, "To").is_ok_and(|n| n.tag().is_some());
                 let value = match to_tag {
-                    Some(tag) if !has_tag && status > 100 => ByteString::from(format!("{};tag={tag}", &*h.value)),
+                    Some(tag) if !has_tag && status > 100 => {
+                        ByteString::from(format!("{};tag={tag}", &*h.value))
+                    }
                     _ => h.value.clone(),
                 };
                 resp.headers.push(Name::To, value);
@@ -737,7 +803,14 @@ pub fn make_response(req: &Request, status: u16, to_tag: Option<&str>) -> Respon
 pub fn make_ack(invite: &Request, resp: &Response) -> Request {
     let mut ack = Request::new(Method::Ack, invite.uri.clone());
     if let Some(via) = invite.headers.entries(&Name::Via).next() {
-        ack.headers.push(Name::Via, invite.headers.get(&Name::Via).map(|v| v.slice_ref(via)).unwrap_or_default());
+        ack.headers.push(
+            Name::Via,
+            invite
+                .headers
+                .get(&Name::Via)
+                .map(|v| v.slice_ref(via))
+                .unwrap_or_default(),
+        );
     }
     ack.headers.push(Name::MaxForwards, "70");
     for name in [Name::From, Name::CallId] {
@@ -760,7 +833,14 @@ pub fn make_ack(invite: &Request, resp: &Response) -> Request {
 pub fn make_cancel(invite: &Request) -> Request {
     let mut c = Request::new(Method::Cancel, invite.uri.clone());
     if let Some(via) = invite.headers.entries(&Name::Via).next() {
-        c.headers.push(Name::Via, invite.headers.get(&Name::Via).map(|v| v.slice_ref(via)).unwrap_or_default());
+        c.headers.push(
+            Name::Via,
+            invite
+                .headers
+                .get(&Name::Via)
+                .map(|v| v.slice_ref(via))
+                .unwrap_or_default(),
+        );
     }
     c.headers.push(Name::MaxForwards, "70");
     for name in [Name::From, Name::To, Name::CallId] {
