@@ -44,6 +44,7 @@ fn status_for_a(status: u16) -> u16 {
 impl Engine {
     /// Runs the plan's actions from where the call is (the start, or after a failed bridge).
     pub(crate) fn run_plan(&mut self, now: Instant, call_ref: CallRef) {
+        let _span = self.enter(call_ref);
         loop {
             let Some(call) = self.calls.get_mut(&call_ref) else {
                 return;
@@ -66,7 +67,7 @@ impl Engine {
                         // Answered by the plan and nothing left to do: hang up normally.
                         self.teardown(now, call_ref, Cause::NormalClearing, None);
                     } else {
-                        info!(call = %call_ref, status = failure.0, cause = %cause, "call failed");
+                        info!(status = failure.0, cause = %cause, "call failed");
                         self.respond_a_final(now, &mut call, failure.0, Some(cause));
                         self.finish(now, call, cause, None);
                     }
@@ -163,7 +164,7 @@ impl Engine {
                 match self.originate(now, call_ref, &target, bridge.timeout) {
                     Ok(()) => started = true,
                     Err(failure) => {
-                        info!(call = %call_ref, %target, status = failure.0, cause = %failure.1, "target not tried");
+                        info!(%target, status = failure.0, cause = %failure.1, "target not tried");
                         if failure.0 == 488 {
                             // No codec in common: no other target will do better.
                             self.record_failure(call_ref, failure);
@@ -250,7 +251,7 @@ impl Engine {
             Target::Uri(u) => {
                 let uri = Uri::parse(u).map_err(|_| (502, Cause::DestinationOutOfOrder))?;
                 let Host::Ip(ip) = uri.host else {
-                    warn!(call = %call_ref, target = %u, "DNS names in bridge targets are not resolved yet: use an IP or a gateway");
+                    warn!(target = %u, "DNS names in bridge targets are not resolved yet: use an IP or a gateway");
                     return Err((502, Cause::DestinationOutOfOrder));
                 };
                 let transport = uri
@@ -291,7 +292,7 @@ impl Engine {
                 (call.id.0 + 1, version),
             )
             .map_err(|e| {
-                debug!(call = %call.id, error = %e, "offer refused");
+                debug!(error = %e, "offer refused");
                 (488, Cause::IncompatibleDestination)
             })?;
             self.outputs.push_back(Output::MediaRemote {
@@ -350,7 +351,7 @@ impl Engine {
             req.headers.push(Name::ContentType, "application/sdp");
             req.body = body.clone();
         }
-        info!(call = %call.id, %target, b_call_id = %call_id, "originating leg B");
+        info!(%target, b_call_id = %call_id, "originating leg B");
         let txn = self.txn.send_request(now, req.clone(), peer);
         self.clients.insert(txn, ClientRole::Attempt(call.id));
         self.b_call_ids.insert(call_id.as_str().into(), call.id);
@@ -369,6 +370,7 @@ impl Engine {
     }
 
     pub(crate) fn fire_call_timer(&mut self, now: Instant, call_ref: CallRef, kind: CallTimer) {
+        let _span = self.enter(call_ref);
         let CallTimer::Ring(txn) = kind;
         let Some(call) = self.calls.get_mut(&call_ref) else {
             return;
@@ -379,7 +381,7 @@ impl Engine {
         if call.attempts[i].done || call.winner.is_some() {
             return;
         }
-        info!(call = %call_ref, target = %call.attempts[i].target, "no answer before the bridge timeout");
+        info!(target = %call.attempts[i].target, "no answer before the bridge timeout");
         call.attempts[i].timed_out = true;
         call.attempts[i].done = true;
         self.cancel_txn(now, txn);
@@ -446,6 +448,7 @@ impl Engine {
         txn: TxnId,
         resp: Response,
     ) {
+        let _span = self.enter(call_ref);
         let status = resp.status;
         if (101..200).contains(&status) {
             self.provisional_seen.insert(now, txn);
@@ -492,7 +495,7 @@ impl Engine {
                     (status_for_a(status), Cause::from_sip(status))
                 };
                 a.done = true;
-                info!(call = %call_ref, target = %a.target, status, cause = %failure.1, "leg B failed");
+                info!(target = %a.target, status, cause = %failure.1, "leg B failed");
                 self.forget_client(txn);
                 self.calls.insert(call_ref, call);
                 self.record_failure(call_ref, failure);
@@ -555,7 +558,7 @@ impl Engine {
                 headers.set(Name::ContentType, "application/sdp");
                 *out = Bytes::from(sdp);
             }
-            Err(e) => warn!(call = %call.id, error = %e, "could not anchor SDP; passing no body"),
+            Err(e) => warn!(error = %e, "could not anchor SDP; passing no body"),
         }
     }
 
@@ -563,14 +566,16 @@ impl Engine {
         let attempt = &mut call.attempts[i];
         attempt.done = true;
         call.winner = Some(i);
-        info!(call = %call.id, target = %attempt.target, "leg B answered");
+        info!(target = %attempt.target, "leg B answered");
         let dialog = match Dialog::new_uac(&attempt.invite, resp) {
             Ok(d) => d,
             Err(e) => {
-                warn!(call = %call.id, error = %e, "leg B's 2xx cannot form a dialog; using its To and our target");
+                warn!(error = %e, "leg B's 2xx cannot form a dialog; using its To and our target");
                 lenient_uac_dialog(&attempt.invite, resp)
             }
         };
+        call.span
+            .record("b_call_id", tracing::field::display(&dialog.id.call_id));
         let peer = next_hop_peer(&dialog, attempt.peer);
         self.dialogs.insert(
             (dialog.id.call_id.clone(), dialog.id.local_tag.clone()),

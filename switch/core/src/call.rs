@@ -116,6 +116,8 @@ pub(crate) struct Call {
     pub answered_at: Option<Instant>,
     pub destination: String,
     pub caller: String,
+    /// `call{id, call_id, b_call_id}`: every log line about the call is inside it.
+    pub span: tracing::Span,
 }
 
 impl Call {

@@ -527,9 +527,11 @@ impl Engine {
             .call_id()
             .map(|c| c.to_string())
             .unwrap_or_default();
-        info!(call = %call_ref, call_id = %a_call_id, from = %facts.caller_number, to = %facts.destination, "new call");
+        let span = tracing::info_span!("call", id = %call_ref, call_id = %a_call_id, b_call_id = tracing::field::Empty);
+        let _entered = span.clone().entered();
+        info!(from = %facts.caller_number, to = %facts.destination, "new call");
         for line in &plan.trace {
-            debug!(call = %call_ref, "dialplan: {line}");
+            debug!("dialplan: {line}");
         }
         let call = Call {
             id: call_ref,
@@ -563,6 +565,7 @@ impl Engine {
             answered_at: None,
             destination: facts.destination,
             caller: facts.caller_number,
+            span,
         };
         self.stats.calls_total += 1;
         self.server_invites.insert(id, call_ref);
@@ -576,7 +579,7 @@ impl Engine {
         let Some(&call) = self.server_invites.get(&invite) else {
             return;
         };
-        info!(call = %call, "caller cancelled");
+        info!("caller cancelled");
         self.teardown(now, call, Cause::OriginatorCancel, Some(Side::A));
     }
 
@@ -677,6 +680,7 @@ impl Engine {
         cause: Cause,
         side: Option<Side>,
     ) {
+        let _span = self.enter(call_ref);
         let Some(mut call) = self.calls.remove(&call_ref) else {
             return;
         };
@@ -766,7 +770,7 @@ impl Engine {
             .answered_at
             .map(|t| now.saturating_duration_since(t).as_secs_f64())
             .unwrap_or(0.0);
-        info!(call = %call.id, cause = %cause, side = ?side, billable_secs = billable, "call ended");
+        info!(cause = %cause, side = ?side, billable_secs = billable, "call ended");
         self.outputs
             .push_back(Output::CallEnded(Box::new(CallSummary {
                 id: call.id,
@@ -824,6 +828,11 @@ impl Engine {
             });
         }
         call.media
+    }
+
+    /// Enters the call's span (logs carry its id and Call-IDs) while the guard lives.
+    pub(crate) fn enter(&self, call: CallRef) -> Option<tracing::span::EnteredSpan> {
+        self.calls.get(&call).map(|c| c.span.clone().entered())
     }
 
     /// Remove the client-role entry once its transaction has its final answer.

@@ -41,6 +41,7 @@ impl Engine {
             self.respond(now, id, 481, None);
             return;
         };
+        let _span = self.enter(call_ref);
         let Some(mut call) = self.calls.remove(&call_ref) else {
             self.respond(now, id, 481, None);
             return;
@@ -61,7 +62,7 @@ impl Engine {
             Method::Bye => {
                 self.respond(now, id, 200, None);
                 self.calls.insert(call_ref, call);
-                info!(call = %call_ref, ?side, "BYE");
+                info!(?side, "BYE");
                 self.teardown(now, call_ref, Cause::NormalClearing, Some(side));
             }
             Method::Invite if call.reinvite_from.is_some() || call.state != CallState::Up => {
@@ -119,7 +120,7 @@ impl Engine {
             }
             out.body = req.body.clone();
         }
-        debug!(call = %call.id, method = %req.method, ?from, "relaying in-dialog request");
+        debug!(method = %req.method, ?from, "relaying in-dialog request");
         let client = self.send_in_dialog(now, out, peer, ClientRole::Relay(call.id), None);
         if is_invite {
             call.reinvite_from = Some(from);
@@ -148,6 +149,7 @@ impl Engine {
         client: TxnId,
         resp: Option<Response>,
     ) {
+        let _span = self.enter(call_ref);
         let Some(mut call) = self.calls.remove(&call_ref) else {
             return;
         };
@@ -223,6 +225,7 @@ impl Engine {
         let Some(&(call_ref, side)) = self.dialogs.get(&(id.call_id, id.local_tag)) else {
             return;
         };
+        let _span = self.enter(call_ref);
         let Some(mut call) = self.calls.remove(&call_ref) else {
             return;
         };
@@ -237,7 +240,7 @@ impl Engine {
                 };
                 self.ack_b(&mut call, &body);
             }
-            info!(call = %call_ref, "call up");
+            info!("call up");
         } else if let Some(p) = call
             .pending_ack
             .filter(|p| p.from == side && p.from_seq == seq)
@@ -298,7 +301,7 @@ impl Engine {
         match role {
             ClientRole::Attempt(call_ref) => {
                 // Timer B: the target never answered at all.
-                info!(call = %call_ref, "leg B timed out (Timer B)");
+                info!("leg B timed out (Timer B)");
                 self.clients.insert(id, role);
                 let resp = Response::new(408, "Request Timeout");
                 self.on_attempt_response(now, call_ref, id, resp);
@@ -316,7 +319,7 @@ impl Engine {
                 .get(&call)
                 .is_some_and(|c| c.state == CallState::Answered)
         {
-            info!(call = %call, "caller never acknowledged the 200: hanging up");
+            info!("caller never acknowledged the 200: hanging up");
             self.teardown(now, call, Cause::RecoveryOnTimerExpire, None);
         }
     }
