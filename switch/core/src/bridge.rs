@@ -278,10 +278,13 @@ impl Engine {
         caller: (String, String),
         timeout: std::time::Duration,
     ) -> Result<(), Failure> {
-        let ports = self
-            .alloc_media(call)
-            .ok_or((503, Cause::SwitchCongestion))?;
-        if call.offer_b.is_none() && !call.a.invite.body.is_empty() {
+        if !self.cfg.anchor_media {
+            // Bypass: the legs' SDP travels untouched, RTP flows between them directly.
+            call.offer_b = Some(call.a.invite.body.clone()).filter(|b| !b.is_empty());
+        } else if call.offer_b.is_none() && !call.a.invite.body.is_empty() {
+            let ports = self
+                .alloc_media(call)
+                .ok_or((503, Cause::SwitchCongestion))?;
             let version = call.b_sdp_version;
             call.b_sdp_version += 1;
             let (body, info) = rewrite(
@@ -532,6 +535,11 @@ impl Engine {
         out: &mut Bytes,
     ) {
         if body.is_empty() {
+            return;
+        }
+        if !self.cfg.anchor_media {
+            headers.set(Name::ContentType, "application/sdp");
+            *out = body.clone();
             return;
         }
         let Some(ports) = self.alloc_media(call) else {

@@ -23,6 +23,9 @@ pub struct EngineConfig {
     pub media_ip: IpAddr,
     /// RTP port range.
     pub rtp_ports: (u16, u16),
+    /// Anchor media (rewrite SDP, relay RTP). `false` passes SDP through untouched: RTP flows
+    /// between the legs directly (FreeSWITCH's bypass media).
+    pub anchor_media: bool,
     /// Codecs allowed on legs, in preference order (empty = anything the legs agree on).
     pub codecs: Vec<String>,
 }
@@ -38,6 +41,7 @@ impl Default for EngineConfig {
             max_calls: 10_000,
             media_ip: IpAddr::from([127, 0, 0, 1]),
             rtp_ports: (20000, 29999),
+            anchor_media: true,
             codecs: vec![
                 "PCMU".into(),
                 "PCMA".into(),

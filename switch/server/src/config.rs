@@ -49,6 +49,7 @@ struct Media {
     ip: Option<Spanned<String>>,
     rtp_port_min: Option<u16>,
     rtp_port_max: Option<u16>,
+    anchor: Option<bool>,
     codecs: Option<Vec<String>>,
 }
 
@@ -216,6 +217,7 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
         diags.push(diag(f, t, None, format!("media rtp ports {lo}-{hi}: the range is empty"), Some("rtp_port_min must be below rtp_port_max, with room for at least one call (4 ports)")));
     }
     engine.rtp_ports = (lo, hi);
+    engine.anchor_media = file.media.anchor.unwrap_or(true);
     if let Some(c) = file.media.codecs {
         engine.codecs = c;
     }
