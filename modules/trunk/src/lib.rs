@@ -2,7 +2,12 @@
 //!
 //! SIP trunks (gateways) to carriers, ACDs and PBXs: their configuration, their health as
 //! learnt from OPTIONS pings (routing skips a gateway that is down), and caller-ID rules.
-//! Sans-IO: the engine sends the pings this module asks for and reports what came back.
+//! Outbound registration (REGISTER with digest authentication, refreshed before it expires)
+//! and the credentials for challenged INVITEs live here too.
+//! Sans-IO: the engine sends the pings and REGISTERs this module asks for and reports what
+//! came back.
+
+pub mod digest;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -35,6 +40,21 @@ pub struct GatewayConfig {
     /// Prefix added to the caller's number when no override is set (e.g. `+1`).
     #[serde(default)]
     pub caller_id_prefix: Option<String>,
+    /// User name for digest authentication (REGISTER, challenged INVITEs).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for digest authentication.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Register to the gateway (needs `username`).
+    #[serde(default)]
+    pub register: Option<bool>,
+    /// Requested registration lifetime in seconds (default 600).
+    #[serde(default)]
+    pub register_expires: Option<u32>,
+    /// Domain of the registered address-of-record (default: the gateway's host).
+    #[serde(default)]
+    pub domain: Option<String>,
 }
 
 /// Why a gateway configuration was refused.
@@ -47,6 +67,9 @@ pub enum GatewayError {
     /// The transport is unknown.
     #[error("gateway {0}: transport {1:?} is not one of udp, tcp")]
     Transport(String, String),
+    /// Registration asked for without credentials.
+    #[error("gateway {0}: register = true needs username and password")]
+    Credentials(String),
 }
 
 /// A configured gateway with its live state.
@@ -64,6 +87,25 @@ pub struct Gateway {
     failures: u32,
     next_ping: Option<Instant>,
     ping_in_flight: bool,
+    /// Outbound registration state (when `register = true`).
+    pub registration: Option<Registration>,
+}
+
+/// Outbound registration of one gateway (RFC 3261 §10.2: one Call-ID, CSeq increasing).
+#[derive(Debug, Clone, Default)]
+pub struct Registration {
+    /// Registered until (None: not registered).
+    pub until: Option<Instant>,
+    /// Status of the last final response.
+    pub last_status: Option<u16>,
+    next_at: Option<Instant>,
+    in_flight: bool,
+    /// Last CSeq used.
+    pub cseq: u32,
+    /// Call-ID, fixed for the gateway's life (set by the engine on first use).
+    pub call_id: Option<String>,
+    /// From tag, fixed likewise.
+    pub tag: Option<String>,
 }
 
 impl Gateway {
@@ -80,6 +122,14 @@ impl Gateway {
             Some(t @ (Transport::Udp | Transport::Tcp)) => t,
             _ => return Err(GatewayError::Transport(name.to_owned(), t.to_owned())),
         };
+        let registration = if config.register.unwrap_or(false) {
+            if config.username.is_none() || config.password.is_none() {
+                return Err(GatewayError::Credentials(name.to_owned()));
+            }
+            Some(Registration::default())
+        } else {
+            None
+        };
         Ok(Gateway {
             name: name.to_owned(),
             addr,
@@ -89,6 +139,7 @@ impl Gateway {
             failures: 0,
             next_ping: None,
             ping_in_flight: false,
+            registration,
         })
     }
 
@@ -99,6 +150,22 @@ impl Gateway {
 
     fn ping_interval(&self) -> Option<Duration> {
         self.config.ping.filter(|s| *s > 0).map(Duration::from_secs)
+    }
+
+    /// Credentials for digest challenges, when configured.
+    pub fn credentials(&self) -> Option<digest::Credentials<'_>> {
+        Some(digest::Credentials {
+            username: self.config.username.as_deref()?,
+            password: self.config.password.as_deref()?,
+        })
+    }
+
+    /// True while a registration is in force.
+    pub fn is_registered(&self, now: Instant) -> bool {
+        self.registration
+            .as_ref()
+            .and_then(|r| r.until)
+            .is_some_and(|u| u > now)
     }
 
     /// The caller ID (number, name) to present, from the caller's.
@@ -169,6 +236,9 @@ impl Gateways {
                 g.up = o.up;
                 g.failures = o.failures;
                 g.next_ping = o.next_ping;
+                if g.registration.is_some() && g.config.username == o.config.username {
+                    g.registration = o.registration.clone();
+                }
             }
         }
     }
@@ -221,13 +291,69 @@ impl Gateways {
         }
     }
 
-    /// When the next ping is due.
+    /// When the next ping or registration is due.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        self.map
+        let pings = self
+            .map
             .values()
             .filter(|g| g.ping_interval().is_some() && !g.ping_in_flight)
-            .filter_map(|g| g.next_ping)
-            .min()
+            .filter_map(|g| g.next_ping);
+        let regs = self
+            .map
+            .values()
+            .filter_map(|g| g.registration.as_ref())
+            .filter(|r| !r.in_flight)
+            .filter_map(|r| r.next_at);
+        pings.chain(regs).min()
+    }
+
+    /// Gateways whose REGISTER is due now (first registration, refresh or retry); each is
+    /// marked in flight until [`Gateways::register_result`].
+    pub fn due_registrations(&mut self, now: Instant) -> Vec<String> {
+        let mut due = Vec::new();
+        for g in self.map.values_mut() {
+            let Some(r) = g.registration.as_mut() else {
+                continue;
+            };
+            let next = *r.next_at.get_or_insert(now);
+            if !r.in_flight && next <= now {
+                r.in_flight = true;
+                due.push(g.name.clone());
+            }
+        }
+        due
+    }
+
+    /// A gateway by name, for building its REGISTER.
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Gateway> {
+        self.map.get_mut(name)
+    }
+
+    /// The outcome of a registration: `Ok(granted seconds)` or `Err(status)` (None: timeout).
+    /// Refreshes at 80 % of the granted time; retries a failure after `retry`.
+    pub fn register_result(
+        &mut self,
+        name: &str,
+        now: Instant,
+        outcome: Result<u32, Option<u16>>,
+        retry: Duration,
+    ) {
+        let Some(r) = self.map.get_mut(name).and_then(|g| g.registration.as_mut()) else {
+            return;
+        };
+        r.in_flight = false;
+        match outcome {
+            Ok(secs) => {
+                r.last_status = Some(200);
+                r.until = Some(now + Duration::from_secs(u64::from(secs)));
+                r.next_at = Some(now + Duration::from_millis(u64::from(secs.max(2)) * 800));
+            }
+            Err(status) => {
+                r.last_status = status;
+                r.until = None;
+                r.next_at = Some(now + retry);
+            }
+        }
     }
 }
 
@@ -245,6 +371,11 @@ mod tests {
             caller_id_number: None,
             caller_id_name: Some("Shop".into()),
             caller_id_prefix: Some("+1".into()),
+            username: None,
+            password: None,
+            register: None,
+            register_expires: None,
+            domain: None,
         }
     }
 
@@ -269,6 +400,42 @@ mod tests {
             Some(true),
             "any answer but 408/503 means alive"
         );
+    }
+
+    #[test]
+    fn registration_refreshes_at_80_percent_and_retries_failures() {
+        let mut c = cfg(None);
+        c.register = Some(true);
+        assert!(
+            Gateways::new(&BTreeMap::from([("gw".to_owned(), c.clone())])).is_err(),
+            "credentials are required"
+        );
+        c.username = Some("u".into());
+        c.password = Some("p".into());
+        let mut gws = Gateways::new(&BTreeMap::from([("gw".to_owned(), c)])).unwrap();
+        let t0 = Instant::now();
+        assert_eq!(gws.due_registrations(t0), vec!["gw".to_owned()]);
+        assert!(gws.due_registrations(t0).is_empty());
+        gws.register_result("gw", t0, Ok(100), Duration::from_secs(60));
+        assert!(
+            gws.get("gw")
+                .unwrap()
+                .is_registered(t0 + Duration::from_secs(99))
+        );
+        assert_eq!(gws.next_wakeup(), Some(t0 + Duration::from_secs(80)));
+        assert_eq!(gws.due_registrations(t0 + Duration::from_secs(80)).len(), 1);
+        gws.register_result(
+            "gw",
+            t0 + Duration::from_secs(80),
+            Err(Some(403)),
+            Duration::from_secs(60),
+        );
+        assert!(
+            !gws.get("gw")
+                .unwrap()
+                .is_registered(t0 + Duration::from_secs(81))
+        );
+        assert_eq!(gws.next_wakeup(), Some(t0 + Duration::from_secs(140)));
     }
 
     #[test]

@@ -363,6 +363,11 @@ impl Engine {
             invite: req,
             peer,
             target: target.to_string(),
+            gateway: match target {
+                Target::Gateway { name, .. } => Some(name.clone()),
+                Target::Uri(_) => None,
+            },
+            authed: false,
             call_id,
             ringing: false,
             timed_out: false,
@@ -470,6 +475,14 @@ impl Engine {
             self.calls.insert(call_ref, call);
             return;
         };
+        if matches!(status, 401 | 407)
+            && !call.attempts[i].done
+            && self.retry_with_auth(now, &mut call, i, &resp)
+        {
+            self.forget_client(txn);
+            self.calls.insert(call_ref, call);
+            return;
+        }
         match status {
             100 => {}
             101..=199 if !call.attempts[i].done => {

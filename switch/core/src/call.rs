@@ -54,6 +54,10 @@ pub(crate) struct Attempt {
     pub invite: Request,
     pub peer: Peer,
     pub target: String,
+    /// The gateway, when the target is one (its credentials answer challenges).
+    pub gateway: Option<String>,
+    /// Already re-sent with credentials (a second challenge is a failure).
+    pub authed: bool,
     pub call_id: String,
     pub ringing: bool,
     /// The ring timeout fired (so a 487 means NO_ANSWER, not a cancel by A).

@@ -90,6 +90,7 @@ pub(crate) enum ClientRole {
     Bye,
     Cancel,
     Ping,
+    Register,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +111,8 @@ pub struct Engine {
     pub(crate) server_invites: HashMap<TxnId, CallRef>,
     pub(crate) clients: HashMap<TxnId, ClientRole>,
     pub(crate) pings: HashMap<TxnId, String>,
+    /// REGISTER transactions: gateway name and how many challenges were answered.
+    pub(crate) registers: HashMap<TxnId, (String, u8)>,
     /// Leg B Call-IDs we created (loop detection).
     pub(crate) b_call_ids: HashMap<ByteString, CallRef>,
     pub(crate) timers: BinaryHeap<Reverse<(Instant, CallRef, u64)>>,
@@ -131,6 +134,8 @@ pub struct Engine {
 
 impl Engine {
     /// A new engine. `seed` feeds tag/branch/Call-ID generation (take it from the OS).
+    /// Call [`Engine::handle_timeout`] once when the transports are up: gateway pings and
+    /// registrations start there.
     pub fn new(
         cfg: EngineConfig,
         dialplan: Arc<Dialplan>,
@@ -152,6 +157,7 @@ impl Engine {
             server_invites: HashMap::new(),
             clients: HashMap::new(),
             pings: HashMap::new(),
+            registers: HashMap::new(),
             b_call_ids: HashMap::new(),
             timers: BinaryHeap::new(),
             timer_kinds: HashMap::new(),
@@ -171,7 +177,9 @@ impl Engine {
         self.dialplan = dialplan;
     }
 
-    /// Swaps in new gateways, keeping the health of those that did not move.
+    /// Swaps in new gateways, keeping the health of those that did not move. Call
+    /// [`Engine::handle_timeout`] afterwards: new gateways start pinging and registering there
+    /// (as they do at start-up).
     pub fn set_gateways(&mut self, mut gateways: Gateways) {
         gateways.carry_state_from(&self.gateways);
         self.gateways = gateways;
@@ -366,6 +374,7 @@ impl Engine {
         for (name, addr, transport) in self.gateways.due_pings(now) {
             self.send_ping(now, &name, Peer { transport, addr });
         }
+        self.send_due_registrations(now);
         self.drain_txn_events(now, wall);
     }
 

@@ -286,6 +286,11 @@ impl Engine {
                     self.ping_result(id, Some(resp.status));
                 }
             }
+            ClientRole::Register => {
+                if final_ {
+                    self.on_register_response(now, id, Some(resp));
+                }
+            }
             ClientRole::Bye | ClientRole::Cancel => {
                 if final_ {
                     self.forget_client(id);
@@ -308,6 +313,10 @@ impl Engine {
             }
             ClientRole::Relay(call) => self.on_relay_response(now, call, id, None),
             ClientRole::Ping => self.ping_result(id, None),
+            ClientRole::Register => {
+                self.clients.insert(id, role);
+                self.on_register_response(now, id, None);
+            }
             ClientRole::Bye | ClientRole::Cancel => {}
         }
     }

@@ -18,6 +18,7 @@ mod config;
 mod engine;
 mod ids;
 mod indialog;
+mod register;
 
 pub use call::{CallInfo, CallState, CallSummary, MediaPorts};
 pub use config::EngineConfig;

@@ -32,6 +32,8 @@ pub struct GatewayView {
     pub transport: String,
     /// Up?
     pub up: bool,
+    /// Registered (None: the gateway does not register).
+    pub registered: Option<bool>,
 }
 
 /// Requests to the engine task.
@@ -115,6 +117,11 @@ impl Shell {
         let mut pending: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
         let mut buf = vec![0u8; 65_536];
         let mut drain_deadline: Option<Instant> = None;
+        // Starts gateway pings and registrations (the engine learns the time here).
+        self.engine
+            .handle_timeout(Instant::now().into_std(), wall());
+        self.flush(udp.as_deref(), &mut conns, &mut pending, &net_tx)
+            .await;
         loop {
             let next = self.engine.poll_timeout().map(Instant::from_std);
             let wake = [next, drain_deadline].into_iter().flatten().min();
@@ -245,6 +252,7 @@ impl Shell {
                         address: g.addr.to_string(),
                         transport: g.transport.via_token().to_ascii_lowercase(),
                         up: g.is_up(),
+                        registered: g.registration.as_ref().map(|_| g.is_registered(now)),
                     })
                     .collect();
                 let _ = tx.send(v);
@@ -269,6 +277,9 @@ impl Shell {
                 }
                 self.engine.set_dialplan(Arc::new(l.dialplan));
                 self.engine.set_gateways(l.gateways);
+                // New gateways start pinging/registering now.
+                self.engine
+                    .handle_timeout(Instant::now().into_std(), wall());
                 info!(extensions = n, "configuration reloaded");
                 Ok(format!(
                     "reloaded: {n} extension(s); calls in progress keep their plan"
@@ -399,6 +410,19 @@ impl Shell {
         causes.sort();
         for (cause, n) in causes {
             let _ = writeln!(o, "switchboard_calls_ended_total{{cause=\"{cause}\"}} {n}");
+        }
+        let now = Instant::now().into_std();
+        let _ = writeln!(
+            o,
+            "# HELP switchboard_gateway_registered Outbound registration in force (1) or not (0).\n# TYPE switchboard_gateway_registered gauge"
+        );
+        for g in e.gateways().iter().filter(|g| g.registration.is_some()) {
+            let _ = writeln!(
+                o,
+                "switchboard_gateway_registered{{gateway=\"{}\"}} {}",
+                g.name,
+                u8::from(g.is_registered(now))
+            );
         }
         let _ = writeln!(
             o,

@@ -283,3 +283,95 @@ fn sigterm_refuses_new_calls_and_drains_the_ones_in_progress() {
         "switchboard exits cleanly once drained: {status:?}"
     );
 }
+
+const CREDENTIALS: &str = "username = \"sbuser\"\npassword = \"sbsecret\"";
+
+#[test]
+fn registers_to_a_gateway_answering_the_digest_challenge() {
+    let gw1 = format!("{CREDENTIALS}\nregister = true\nregister_expires = 60");
+    // The registrar must be up before the switch registers at start-up.
+    let mut sw = Switch::prepare(
+        "register",
+        19,
+        Route {
+            gw1_extra: &gw1,
+            ..Route::default()
+        },
+    );
+    let registrar = sw.uas(0, "uas_registrar.xml", 1, &[]);
+    sw.launch();
+    sw.expect_ok(vec![registrar]);
+    assert_eq!(
+        sw.metric("switchboard_gateway_registered{gateway=\"gw1\"}"),
+        1.0,
+        "the registrar accepted our digest"
+    );
+    let (ok, out) = sw.ctl(&["gateways"]);
+    assert!(ok && out.contains("\"registered\":true"), "{out}");
+}
+
+#[test]
+fn a_challenged_invite_is_sent_again_with_credentials() {
+    let sw = Switch::start(
+        "auth-invite",
+        20,
+        Route {
+            gw1_extra: CREDENTIALS,
+            ..Route::default()
+        },
+    );
+    let uas = sw.uas(0, "uas_auth_invite.xml", 1, &[]);
+    let uac = sw.uac("uac_call.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![uac, uas]);
+    assert_eq!(
+        sw.metric("switchboard_calls_ended_total{cause=\"NORMAL_CLEARING\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn options_pings_mark_gateways_up_and_down() {
+    let gw1 = "ping = 1\nping_failures = 1";
+    let mut sw = Switch::prepare(
+        "ping",
+        21,
+        Route {
+            gw1_extra: gw1,
+            ..Route::default()
+        },
+    );
+    let alive = sw.uas(0, "uas_options_200.xml", 1, &[]);
+    sw.launch();
+    sw.expect_ok(vec![alive]);
+    assert_eq!(sw.metric("switchboard_gateway_up{gateway=\"gw1\"}"), 1.0);
+    // Now the gateway answers 503: one failed ping marks it down.
+    let overloaded = sw.uas(0, "uas_options_503.xml", 1, &[]);
+    sw.expect_ok(vec![overloaded]);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(sw.metric("switchboard_gateway_up{gateway=\"gw1\"}"), 0.0);
+}
+
+#[test]
+fn a_gateway_marked_down_is_skipped_by_routing() {
+    // gw1 would answer busy: if routing tried it, the caller would get 486.
+    let sw = Switch::start(
+        "down",
+        22,
+        Route {
+            targets: &["gateway/gw1/$1", "gateway/gw2/$1"],
+            ..Route::default()
+        },
+    );
+    let (ok, out) = sw.ctl(&["gateway", "gw1", "down"]);
+    assert!(ok, "{out}");
+    let busy = sw.uas(0, "uas_busy.xml", 1, &[]);
+    let uas2 = sw.uas(1, "uas_answer_any.xml", 1, &[]);
+    let uac = sw.uac("uac_call.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![uac, uas2]);
+    drop(busy);
+    let (_, gws) = sw.ctl(&["gateways"]);
+    assert!(
+        gws.contains("\"name\":\"gw1\"") && gws.contains("\"up\":false"),
+        "{gws}"
+    );
+}

@@ -48,6 +48,8 @@ pub struct Route<'a> {
     pub strategy: &'a str,
     pub timeout: u32,
     pub transport: &'a str,
+    /// Extra lines for `[gateway.gw1]` (credentials, registration).
+    pub gw1_extra: &'a str,
 }
 
 impl Default for Route<'_> {
@@ -57,6 +59,7 @@ impl Default for Route<'_> {
             strategy: "sequence",
             timeout: 10,
             transport: "udp",
+            gw1_extra: "",
         }
     }
 }
@@ -92,7 +95,15 @@ actions = [
 }
 
 impl Switch {
+    /// Writes the test conf and starts the switch.
     pub fn start(name: &str, idx: u16, route: Route<'_>) -> Switch {
+        let mut sw = Switch::prepare(name, idx, route);
+        sw.launch();
+        sw
+    }
+
+    /// Writes the test conf without starting the switch (start far ends first, then `launch`).
+    pub fn prepare(name: &str, idx: u16, route: Route<'_>) -> Switch {
         let ports = Ports::for_test(idx);
         let dir =
             std::env::temp_dir().join(format!("switchboard-sipp-{name}-{}", std::process::id()));
@@ -118,6 +129,7 @@ drain_secs = 3
 [gateway.gw1]
 address = "127.0.0.1:{g1}"
 transport = "{t}"
+{gw1_extra}
 [gateway.gw2]
 address = "127.0.0.1:{g2}"
 transport = "{t}"
@@ -128,11 +140,22 @@ transport = "{t}"
             rhi = ports.rtp.1,
             g1 = ports.gw[0],
             g2 = ports.gw[1],
-            t = route.transport
+            t = route.transport,
+            gw1_extra = route.gw1_extra
         );
         std::fs::write(dir.join("conf/switchboard.toml"), conf).expect("write conf");
         std::fs::write(dir.join("conf/dialplan/test.toml"), dialplan(&route))
             .expect("write dialplan");
+        Switch {
+            ports,
+            dir,
+            child: None,
+        }
+    }
+
+    /// Starts the switch on the prepared conf and waits until it answers HTTP.
+    pub fn launch(&mut self) {
+        let (dir, ports) = (self.dir.clone(), self.ports);
         let log = std::fs::File::create(dir.join("switchboard.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .arg("--conf")
@@ -142,21 +165,16 @@ transport = "{t}"
             .stderr(log)
             .spawn()
             .expect("start switchboard");
-        let sw = Switch {
-            ports,
-            dir,
-            child: Some(child),
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while http_get(ports.http, "/healthz").is_none() {
             assert!(
                 Instant::now() < deadline,
                 "switchboard did not start:\n{}",
-                sw.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        sw
     }
 
     pub fn log(&self) -> String {
