@@ -45,10 +45,10 @@ pub fn authorization(
     }
     let realm = c.get("realm").ok_or(DigestError::Challenge("no realm"))?;
     let nonce = c.get("nonce").ok_or(DigestError::Challenge("no nonce"))?;
-    if let Some(alg) = c.get("algorithm") {
-        if !alg.eq_ignore_ascii_case("MD5") {
-            return Err(DigestError::Algorithm(alg.to_owned()));
-        }
+    if let Some(alg) = c.get("algorithm")
+        && !alg.eq_ignore_ascii_case("MD5")
+    {
+        return Err(DigestError::Algorithm(alg.to_owned()));
     }
     let qop_auth = c
         .get("qop")
