@@ -71,11 +71,11 @@ pub fn malformed() -> Vec<(&'static str, String)> {
         ("continuation line first", format!("OPTIONS sip:b@b.example SIP/2.0\r\n folded-first\r\n{ok}Content-Length: 0\r\n\r\n")),
         ("negative Content-Length", format!("OPTIONS sip:b@b.example SIP/2.0\r\n{ok}Content-Length: -1\r\n\r\n")),
         ("Content-Length beyond the body", format!("OPTIONS sip:b@b.example SIP/2.0\r\n{ok}Content-Length: 50\r\n\r\nshort")),
-        ("head not UTF-8", format!("OPTIONS sip:b@b.example SIP/2.0\r\nSubject: \u{0}\r\n{ok}Content-Length: 0\r\n\r\n").replace('\u{0}', "\u{7f}")),
+        ("DEL (0x7f) in a header value", format!("OPTIONS sip:b@b.example SIP/2.0\r\nSubject: \u{0}\r\n{ok}Content-Length: 0\r\n\r\n").replace('\u{0}', "\u{7f}")),
         ("no empty line after the head", format!("OPTIONS sip:b@b.example SIP/2.0\r\n{ok}Content-Length: 0\r\n")),
         ("bare LF line endings", format!("OPTIONS sip:b@b.example SIP/2.0\r\n{ok}Content-Length: 0\r\n\r\n").replace("\r\n", "\n")),
         ("control character in a header", format!("OPTIONS sip:b@b.example SIP/2.0\r\nSubject: a\u{1}b\r\n{ok}Content-Length: 0\r\n\r\n")),
-        ("Request-URI with a space-less junk scheme", format!("OPTIONS sip:b@[::1 SIP/2.0\r\n{ok}Content-Length: 0\r\n\r\n")),
+        ("Request-URI with an unterminated IPv6 reference", format!("OPTIONS sip:b@[::1 SIP/2.0\r\n{ok}Content-Length: 0\r\n\r\n")),
     ]
 }
 

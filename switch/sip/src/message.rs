@@ -214,6 +214,11 @@ impl Message {
             if cseq.method != r.method {
                 return Err(ParseError::CSeqMethod);
             }
+            // A sip:/sips: Request-URI must parse (400); other schemes are the TU's call (416).
+            let scheme = r.uri.split(':').next().unwrap_or("");
+            if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
+                r.uri()?;
+            }
             // Every Via entry must parse, not just the top one.
             for v in h.entries(&Name::Via) {
                 Via::parse(v)?;

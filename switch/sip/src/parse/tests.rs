@@ -186,6 +186,19 @@ From: <sip:a@a>;tag=1\r\nCall-ID: x\r\nCSeq: {cseq}\r\n{extra}\r\n"
 }
 
 #[test]
+fn a_broken_sip_request_uri_is_a_400_and_another_scheme_is_left_to_the_tu() {
+    let base = "INVITE sip:b@b SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nTo: <sip:b@b>\r\n\
+From: <sip:a@a>;tag=1\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n";
+    let bad = base.replace("INVITE sip:b@b SIP", "INVITE sip:b@[::1 SIP");
+    assert_eq!(
+        dg(&bad).unwrap().validate(),
+        Err(ParseError::Uri("unterminated IPv6 reference"))
+    );
+    let tel = base.replace("INVITE sip:b@b SIP", "INVITE tel:+15551234 SIP");
+    assert_eq!(dg(&tel).unwrap().validate(), Ok(()));
+}
+
+#[test]
 fn stream_framing_by_content_length() {
     let one = "OPTIONS sip:b@b SIP/2.0\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK1\r\nTo: <sip:b@b>\r\n\
 From: <sip:a@a>;tag=1\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 3\r\n\r\nabc";
