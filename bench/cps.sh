@@ -17,6 +17,8 @@ REF=$ROOT/bench/reference
 OUT=${OUT:-/tmp/switchboard-bench}
 MEDIA=${MEDIA:-bypass}
 CALLS_SECS=${CALLS_SECS:-5}
+CONF_ONLY=false
+if [ "${1:-}" = --conf-only ]; then CONF_ONLY=true; shift; fi
 RATES=("$@")
 [ ${#RATES[@]} -gt 0 ] || RATES=(500 1000 2000 4000)
 BIN=${CARGO_TARGET_DIR:-$HOME/.cache/switchboard-target}/release/switchboard
@@ -54,6 +56,8 @@ cat > "$CONF/dialplan/bench.toml" <<'EOF'
 name = "all-to-uas"
 actions = [ { bridge = { targets = ["gateway/uas/$0"], timeout = 30 } } ]
 EOF
+
+$CONF_ONLY && exit 0
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }

@@ -23,13 +23,20 @@ macro_rules! names {
                 }
             }
 
-            /// Looks a name up, case-insensitively, in long or compact form.
-            pub fn from_str_lossless(raw: &ByteString) -> Name {
-                let s: &str = raw;
-                $( if s.eq_ignore_ascii_case($canon) $( || s.eq_ignore_ascii_case($compact) )? {
-                    return Name::$variant;
+            /// A known name, case-insensitively, in long or compact form (lengths are
+            /// compared first: this runs for every header of every message).
+            pub fn lookup(s: &str) -> Option<Name> {
+                let n = s.len();
+                $( if (n == $canon.len() && s.eq_ignore_ascii_case($canon))
+                    $( || (n == 1 && s.eq_ignore_ascii_case($compact)) )? {
+                    return Some(Name::$variant);
                 } )*
-                Name::Other(raw.clone())
+                None
+            }
+
+            /// Looks a name up, keeping an unknown one as written.
+            pub fn from_str_lossless(raw: &ByteString) -> Name {
+                Name::lookup(raw).unwrap_or_else(|| Name::Other(raw.clone()))
             }
         }
     };

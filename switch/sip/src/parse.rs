@@ -22,11 +22,27 @@ use crate::typed::parse_u32;
 /// Largest message we accept (a UDP datagram cannot be larger anyway).
 pub const MAX_MESSAGE: usize = 65_535;
 
+/// RFC 3261 `token` characters, as a table (the header-name hot path).
+static TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        c += 1;
+    }
+    t
+};
+
 fn is_token(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c)
+    c.is_ascii() && TOKEN[c as usize]
 }
 
-type NomErr<'a> = nom::Err<nom::error::Error<&'a str>>;
+type NomErr<'a, I = &'a str> = nom::Err<nom::error::Error<I>>;
 
 fn request_line(i: &str) -> Result<(&str, &str), NomErr<'_>> {
     let (_, (method, _, uri, _)) = all_consuming((
@@ -50,16 +66,39 @@ fn status_line(i: &str) -> Result<(&str, &str), NomErr<'_>> {
     Ok((code, reason))
 }
 
-/// `name *WSP ":" *LWS value`
-fn header_line(i: &str) -> Result<(&str, &str), NomErr<'_>> {
-    let (_, (name, _, _, value)) = (
-        take_while1(is_token),
-        nom::bytes::complete::take_while(|c| c == ' ' || c == '\t'),
-        char(':'),
-        rest,
+/// `name *WSP ":" *LWS value` over bytes: returns the name's length and where the value starts.
+fn header_line(i: &[u8]) -> Result<(usize, usize), NomErr<'_, &[u8]>> {
+    let (after, (name, _, _)) = (
+        take_while1(|c: u8| TOKEN[usize::from(c)]),
+        nom::bytes::complete::take_while(|c| c == b' ' || c == b'\t'),
+        nom::character::complete::char(':'),
     )
         .parse(i)?;
-    Ok((name, value.trim_matches([' ', '\t'])))
+    Ok((name.len(), i.len() - after.len()))
+}
+
+/// One pass over the head: no control character but HT, and every CR/LF part of a CRLF pair.
+fn check_head_bytes(head: &[u8]) -> Result<(), ParseError> {
+    for (i, &c) in head.iter().enumerate() {
+        if c >= 0x20 && c != 0x7f || c == b'\t' {
+            continue;
+        }
+        let paired = match c {
+            b'\r' => head.get(i + 1) == Some(&b'\n'),
+            b'\n' => i > 0 && head[i - 1] == b'\r',
+            _ => false,
+        };
+        if !paired {
+            return Err(
+                if i < head.iter().position(|&b| b == b'\n').unwrap_or(head.len()) {
+                    ParseError::StartLine
+                } else {
+                    ParseError::HeaderLine
+                },
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Where the head ends: the index just past the first empty line (`CRLFCRLF`).
@@ -69,19 +108,16 @@ pub fn find_head_end(buf: &[u8]) -> Option<usize> {
 
 /// Parses the head (start line and headers) of `buf[..head_end]`.
 fn parse_head(buf: &Bytes, head_end: usize) -> Result<(StartLine, Headers), ParseError> {
-    let head = ByteString::try_from(buf.slice(..head_end - 2)).map_err(|_| ParseError::NotUtf8)?;
+    let raw = &buf[..head_end - 4];
+    check_head_bytes(raw)?;
+    let head = ByteString::try_from(buf.slice(..head_end - 4)).map_err(|_| ParseError::NotUtf8)?;
     let text: &str = &head;
-    let mut lines = text.split("\r\n");
-    let first = lines.next().ok_or(ParseError::StartLine)?;
-    if first.contains(['\r', '\n']) {
-        return Err(ParseError::StartLine);
-    }
+    let first_end = memchr::memchr(b'\n', raw).map_or(raw.len(), |i| i - 1);
+    let first = &text[..first_end];
     let start = if first.starts_with("SIP/2.0 ") {
         let (code, reason) = status_line(first).map_err(|_| ParseError::StartLine)?;
         let status: u16 = code.parse().map_err(|_| ParseError::StartLine)?;
-        if !(100..=699).contains(&status)
-            || reason.contains(|c: char| c.is_ascii_control() && c != '\t')
-        {
+        if !(100..=699).contains(&status) {
             return Err(ParseError::StartLine);
         }
         StartLine::Status(status, head.slice_ref(reason))
@@ -91,18 +127,16 @@ fn parse_head(buf: &Bytes, head_end: usize) -> Result<(StartLine, Headers), Pars
         StartLine::Request(method, head.slice_ref(uri))
     };
 
-    let mut headers = Vec::with_capacity(16);
-    for line in lines {
-        if line.is_empty() {
-            break;
-        }
-        if line.contains(['\r', '\n']) || line.bytes().any(|c| c.is_ascii_control() && c != b'\t') {
-            return Err(ParseError::HeaderLine);
-        }
-        if line.starts_with([' ', '\t']) {
+    let mut headers: Vec<Header> = Vec::with_capacity(16);
+    let mut pos = (first_end + 2).min(raw.len());
+    while pos < raw.len() {
+        let end = memchr::memchr(b'\n', &raw[pos..]).map_or(raw.len(), |i| pos + i - 1);
+        let line = &raw[pos..end];
+        let next = end + 2;
+        if line.first().is_some_and(|&c| c == b' ' || c == b'\t') {
             // §7.3.1 folding: the line continues the previous header's value.
             let last: &mut Header = headers.last_mut().ok_or(ParseError::HeaderLine)?;
-            let more = line.trim_matches([' ', '\t']);
+            let more = text[pos..end].trim_matches([' ', '\t']);
             if !more.is_empty() {
                 let joined = if last.value.is_empty() {
                     more.to_owned()
@@ -111,13 +145,18 @@ fn parse_head(buf: &Bytes, head_end: usize) -> Result<(StartLine, Headers), Pars
                 };
                 last.value = ByteString::from(joined);
             }
+            pos = next;
             continue;
         }
-        let (name, value) = header_line(line).map_err(|_| ParseError::HeaderLine)?;
+        let (name_len, value_at) = header_line(line).map_err(|_| ParseError::HeaderLine)?;
+        let name = &text[pos..pos + name_len];
+        let value = text[pos + value_at..end].trim_matches([' ', '\t']);
+        let name = Name::lookup(name).unwrap_or_else(|| Name::Other(head.slice_ref(name)));
         headers.push(Header {
-            name: Name::from_str_lossless(&head.slice_ref(name)),
+            name,
             value: head.slice_ref(value),
         });
+        pos = next;
     }
     Ok((start, Headers(headers)))
 }
