@@ -18,7 +18,8 @@ mkdir -p "$OUT"
 MEDIA=bypass OUT=$OUT bash "$ROOT/bench/cps.sh" --conf-only >/dev/null 2>&1 || true
 CONF=$OUT/conf
 
-group_rss() { local t=0; for p in $(pgrep -g "$(ps -o pgid= "$1" | tr -d ' ')"); do t=$((t + $(awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo $t; }
+# PSS of the system under test and its children (Kamailio's shared memory counted once).
+group_rss() { local t=0; for p in "$1" $(pgrep -P "$1" 2>/dev/null); do t=$((t + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0))); done; echo $t; }
 
 measure() { # system
   local sys=$1
@@ -47,7 +48,7 @@ measure() { # system
   printf '| %s | %s | %s | %s | %s |\n' "$sys" "$N" "$((idle / 1024))" "$((full / 1024))" "$(( (full - idle) * 1024 / N ))"
 }
 
-echo "| system | concurrent calls | idle RSS MiB | RSS with calls MiB | bytes per call |"
+echo "| system | concurrent calls | idle PSS MiB | PSS with calls MiB | bytes per call |"
 echo "|---|---|---|---|---|"
 measure switchboard
 measure kamailio

@@ -73,9 +73,12 @@ start_sut() {
   sleep 1
 }
 
-# Kamailio forks: count the CPU of the whole process group.
-group_ticks() { local t=0; for p in $(pgrep -g "$(ps -o pgid= "$SUT" | tr -d ' ')" 2>/dev/null || echo "$SUT"); do t=$((t + $(cpu_ticks "$p" 2>/dev/null || echo 0))); done; echo $t; }
-group_rss() { local t=0; for p in $(pgrep -g "$(ps -o pgid= "$SUT" | tr -d ' ')" 2>/dev/null || echo "$SUT"); do t=$((t + $(rss_kb "$p" 2>/dev/null || echo 0))); done; echo $t; }
+# The system under test and its children (Kamailio forks workers); threads count in the
+# process's own figures. Memory is PSS, so Kamailio's shared memory is not counted per child.
+sut_pids() { echo "$SUT"; pgrep -P "$SUT" 2>/dev/null || true; }
+group_ticks() { local t=0; for p in $(sut_pids); do t=$((t + $(cpu_ticks "$p" 2>/dev/null || echo 0))); done; echo $t; }
+pss_kb() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+group_rss() { local t=0; for p in $(sut_pids); do t=$((t + $(pss_kb "$p"))); done; echo $t; }
 
 run_point() { # system rate
   local sys=$1 rate=$2 calls=$(( $2 * CALLS_SECS ))
@@ -108,7 +111,7 @@ run_point() { # system rate
   printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$sys" "$rate" "$calls" "$ok" "$fail" "$us_per_call" "$((peak_kb / 1024))"
 }
 
-echo "| system | rate (calls/s) | calls | successful | failed | CPU µs/call | peak RSS MiB |"
+echo "| system | rate (calls/s) | calls | successful | failed | CPU µs/call | peak PSS MiB |"
 echo "|---|---|---|---|---|---|---|"
 for rate in "${RATES[@]}"; do
   run_point switchboard "$rate"

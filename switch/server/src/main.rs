@@ -312,7 +312,7 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         }
         tokio::spawn(signals(cmd_tx.clone()));
         info!(conf = %conf.display(), extensions = l.dialplan.len(), gateways = l.gateways.iter().count(), "switchboard starting");
-        let media = media::MediaHub::new(l.engine.media_ip);
+        let media = media::MediaHub::new(l.engine.media_ip, tokio::runtime::Handle::current());
         let shell = shell::Shell {
             udp: l.engine.udp,
             tcp: l.engine.tcp,
@@ -321,7 +321,19 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             drain: l.drain,
             media,
         };
-        shell.run(cmd_rx).await
+        // SIP runs on a thread of its own with a single-threaded runtime: every datagram is
+        // handled where it was received, with no cross-thread wake-up. HTTP and the RTP relays
+        // stay on the multi-threaded runtime.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new().name("sip".into()).spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(shell.run(cmd_rx)));
+            let _ = done_tx.send(result);
+        })?;
+        done_rx.await.map_err(|_| anyhow::anyhow!("the SIP thread stopped unexpectedly"))?
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -35,6 +35,8 @@ enum Ctl {
 #[derive(Debug)]
 pub struct MediaHub {
     ip: IpAddr,
+    /// The runtime relays run on (not the SIP thread's).
+    rt: tokio::runtime::Handle,
     relays: HashMap<CallRef, mpsc::UnboundedSender<Ctl>>,
     /// Counters.
     pub counters: Arc<MediaCounters>,
@@ -48,9 +50,10 @@ impl std::fmt::Debug for Ctl {
 
 impl MediaHub {
     /// A hub binding on `ip`.
-    pub fn new(ip: IpAddr) -> MediaHub {
+    pub fn new(ip: IpAddr, rt: tokio::runtime::Handle) -> MediaHub {
         MediaHub {
             ip,
+            rt,
             relays: HashMap::new(),
             counters: Arc::default(),
         }
@@ -62,7 +65,7 @@ impl MediaHub {
         self.relays.insert(call, tx);
         let ip = self.ip;
         let counters = self.counters.clone();
-        tokio::spawn(async move {
+        self.rt.spawn(async move {
             match bind(ip, ports).await {
                 Ok(socks) => relay(call, socks, rx, counters).await,
                 Err(e) => {
