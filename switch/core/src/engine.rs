@@ -130,6 +130,7 @@ pub struct Engine {
     pub(crate) outputs: VecDeque<Output>,
     pub(crate) stats: EngineStats,
     shutting_down: bool,
+    last_sweep: Option<Instant>,
 }
 
 impl Engine {
@@ -167,6 +168,7 @@ impl Engine {
             outputs: VecDeque::new(),
             stats: EngineStats::default(),
             shutting_down: false,
+            last_sweep: None,
         }
     }
 
@@ -361,8 +363,16 @@ impl Engine {
                 self.fire_call_timer(now, call, kind);
             }
         }
-        // Bookkeeping of INVITE transactions lives as long as they can (64·T1, and some).
+        // Bookkeeping of INVITE transactions lives as long as they can (64·T1, and some);
+        // swept once a second, not on every timer.
         let horizon = self.cfg.timers.timeout() * 2;
+        if self
+            .last_sweep
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            return self.after_timeout(now, wall);
+        }
+        self.last_sweep = Some(now);
         for set in [
             &mut self.provisional_seen,
             &mut self.cancel_wanted,
@@ -371,6 +381,10 @@ impl Engine {
         ] {
             set.purge(now, horizon);
         }
+        self.after_timeout(now, wall);
+    }
+
+    fn after_timeout(&mut self, now: Instant, wall: jiff::Timestamp) {
         for (name, addr, transport) in self.gateways.due_pings(now) {
             self.send_ping(now, &name, Peer { transport, addr });
         }
