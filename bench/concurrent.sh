@@ -3,7 +3,8 @@
 # (media bypass) and, in the same run, through Kamailio with per-call dialog state
 # (-A WITH_DIALOG). RSS is sampled once all N calls are up, minus the idle RSS.
 #
-#   bench/concurrent.sh [N]   (default 10000; calls are set up at 1000/s and last 60 s)
+#   bench/concurrent.sh [N]   (default 10000; calls are set up at 1000/s and last 90 s;
+#                              PSS is read 36 s after the last call started)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -11,7 +12,10 @@ REF=$ROOT/bench/reference
 OUT=${OUT:-/tmp/switchboard-bench}
 N=${1:-10000}
 RATE=${RATE:-1000}
-HOLD_MS=${HOLD_MS:-60000}
+HOLD_MS=${HOLD_MS:-90000}
+# Sample once the set-up transactions are over (64·T1 = 32 s after the last call started):
+# what remains is the state of established calls.
+SETTLE=${SETTLE:-36}
 BIN=${CARGO_TARGET_DIR:-$HOME/.cache/switchboard-target}/release/switchboard
 ulimit -n 65536 2>/dev/null || true
 mkdir -p "$OUT"
@@ -37,8 +41,9 @@ measure() { # system
   sipp 127.0.0.1:5060 -sf "$REF/uac_sdp.xml" -i 127.0.0.1 -p 5070 -mi 127.0.0.1 -mp 16000 -t u1 -aa -nostdin -s 1000 \
        -buff_size 4194304 -r "$RATE" -m "$N" -d "$HOLD_MS" -timeout 300s -trace_stat -stf "$OUT/conc_${sys}.csv" >/dev/null 2>&1 &
   local uac=$!
-  # All calls are up once the ramp is over (plus a margin), well before the first hangs up.
-  sleep $(( N / RATE + 4 ))
+  # All calls are up once the ramp is over; their set-up transactions end 32 s later; the
+  # first call hangs up at HOLD_MS.
+  sleep $(( N / RATE + SETTLE ))
   local full; full=$(group_rss "$sut")
   kill "$uac" "$uas" 2>/dev/null || true
   kill "$sut" 2>/dev/null || true

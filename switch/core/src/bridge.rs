@@ -139,6 +139,7 @@ impl Engine {
         }
         call.state = CallState::Answered;
         call.answered_at = Some(now);
+        call.a.slim_invite();
         self.calls.insert(call_ref, call);
     }
 
@@ -609,6 +610,9 @@ impl Engine {
                 self.cancel_attempt(now, call, j);
             }
         }
+        // The offer went out for good: a call that lasts hours need not keep it.
+        call.offer_b = None;
+        call.attempts[i].invite.body = Bytes::new();
         if call.a.finalized {
             // A was answered by the plan already: ACK B now, media flows.
             self.ack_b(call, &Bytes::new());
@@ -633,6 +637,7 @@ impl Engine {
         }
         call.state = CallState::Answered;
         call.answered_at = Some(now);
+        call.a.slim_invite();
     }
 
     /// ACKs leg B's 2xx (end to end: when A's ACK came, carrying A's SDP answer if any).

@@ -47,6 +47,22 @@ pub(crate) struct LegA {
     pub sdp_version: u64,
 }
 
+impl LegA {
+    /// Once A has its final response, the INVITE is only needed for its Call-ID: keep that,
+    /// and let the received datagram go (memory per established call).
+    pub fn slim_invite(&mut self) {
+        let call_id = self
+            .invite
+            .headers
+            .call_id()
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        let mut slim = Request::new(self.invite.method.clone(), "");
+        slim.headers.push(switchboard_sip::Name::CallId, call_id);
+        self.invite = slim;
+    }
+}
+
 /// An attempt at leg B.
 #[derive(Debug)]
 pub(crate) struct Attempt {

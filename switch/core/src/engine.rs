@@ -556,6 +556,12 @@ impl Engine {
         for line in &plan.trace {
             debug!("dialplan: {line}");
         }
+        // The trace was for the log; a call keeps only what it acts on.
+        let plan = switchboard_dialplan::RoutePlan {
+            trace: Vec::new(),
+            matched: Vec::new(),
+            ..plan
+        };
         let call = Call {
             id: call_ref,
             state: crate::call::CallState::Routing,

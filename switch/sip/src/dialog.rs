@@ -66,7 +66,12 @@ impl Dialog {
         let to = h.get(&Name::To).ok_or(ParseError::Missing("To"))?;
         Ok(Dialog {
             id: DialogId {
-                call_id: h.call_id().ok_or(ParseError::Missing("Call-ID"))?.clone(),
+                // A copy: a slice would keep the whole received datagram alive for the call.
+                call_id: ByteString::from(
+                    h.call_id()
+                        .ok_or(ParseError::Missing("Call-ID"))?
+                        .to_string(),
+                ),
                 local_tag: ByteString::from(local_tag),
                 remote_tag: ByteString::from(remote_tag),
             },

@@ -457,9 +457,11 @@ impl TransactionLayer {
         if let Some(id) = dk.and_then(|k| self.awaiting_ack.remove(&k))
             && let Some(t) = self.txns.get_mut(&id)
         {
-            // The 2xx is acknowledged: stop retransmitting it, keep absorbing INVITEs.
+            // The 2xx is acknowledged: stop retransmitting it, keep absorbing INVITEs. Nothing
+            // will be sent again: drop the bytes (memory per call counts at 10k calls).
             t.retransmit_at = None;
             t.dialog_key = None;
+            t.last = Bytes::new();
             self.reschedule(id);
         }
         self.events.push_back(TxnEvent::Ack { req, from });
@@ -528,6 +530,8 @@ impl TransactionLayer {
                 t.state = State::Accepted;
                 t.retransmit_at = None;
                 t.timeout_at = Some((now + cfg.timeout(), Timer::M));
+                // The INVITE is never retransmitted again.
+                t.last = Bytes::new();
             }
             (true, State::Initial | State::Proceeding, _) => {
                 let ack = Bytes::from(Message::Request(make_ack(&t.request, &resp)).to_bytes());
@@ -554,6 +558,7 @@ impl TransactionLayer {
             (false, State::Initial | State::Proceeding, 200..) => {
                 t.state = State::Completed;
                 t.retransmit_at = None;
+                t.last = Bytes::new();
                 t.timeout_at = Some((now + drain(reliable, cfg.t4), Timer::K));
             }
             _ => {
