@@ -163,8 +163,10 @@ pub struct CallSummary {
     pub destination: String,
     /// Caller number.
     pub caller: String,
-    /// Why it ended.
+    /// Why it ended (leg A's cause).
     pub cause: Cause,
+    /// How leg B ended (None: no leg B was attempted).
+    pub b_cause: Option<Cause>,
     /// Which side hung up (None: the switch did).
     pub hangup_side: Option<Side>,
     /// Seconds from answer to end (0 when never answered).

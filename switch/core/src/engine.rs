@@ -799,7 +799,14 @@ impl Engine {
             .answered_at
             .map(|t| now.saturating_duration_since(t).as_secs_f64())
             .unwrap_or(0.0);
-        info!(cause = %cause, side = ?side, billable_secs = billable, "call ended");
+        // Per leg: A ends with the call's cause; B with the same once bridged, else with why
+        // its last attempt failed (a busy callee, a dead gateway...), or never existed.
+        let b_cause = if call.winner.is_some() {
+            Some(cause)
+        } else {
+            call.last_failure.map(|(_, c)| c)
+        };
+        info!(cause = %cause, b_cause = ?b_cause.map(|c| c.name()), side = ?side, billable_secs = billable, "call ended");
         self.outputs
             .push_back(Output::CallEnded(Box::new(CallSummary {
                 id: call.id,
@@ -814,6 +821,7 @@ impl Engine {
                 destination: call.destination,
                 caller: call.caller,
                 cause,
+                b_cause,
                 hangup_side: side,
                 billable_secs: billable,
             })));
