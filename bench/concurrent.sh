@@ -28,7 +28,7 @@ group_rss() { local t=0; for p in "$1" $(pgrep -P "$1" 2>/dev/null); do t=$((t +
 measure() { # system
   local sys=$1
   case $sys in
-    switchboard) "$BIN" --conf "$CONF" >"$OUT/sut.log" 2>&1 & ;;
+    switchboard) env ${SB_PRELOAD:+LD_PRELOAD=$SB_PRELOAD} "$BIN" --conf "$CONF" >"$OUT/sut.log" 2>&1 & ;;
     kamailio) mkdir -p "$OUT/kam"; kamailio -DD -E -f "$REF/kamailio-bench.cfg" -A CHILDREN_2 -A BIGBUF -A WITH_DIALOG -x tlsf -m 2048 -M 16 \
         -Y "$OUT/kam" -P "$OUT/kam/kamailio.pid" -u root -g root >"$OUT/sut.log" 2>&1 & ;;
   esac

@@ -105,7 +105,8 @@ pub struct Engine {
     pub(crate) txn: TransactionLayer,
     pub(crate) dialplan: Arc<Dialplan>,
     pub(crate) gateways: Gateways,
-    pub(crate) calls: HashMap<CallRef, Call>,
+    /// Boxed: a table sized for a peak of calls holds pointers, not 1.2 KB slots.
+    pub(crate) calls: HashMap<CallRef, Box<Call>>,
     /// (Call-ID, our tag) → call and side, for in-dialog requests.
     pub(crate) dialogs: HashMap<(ByteString, ByteString), (CallRef, Side)>,
     pub(crate) server_invites: HashMap<TxnId, CallRef>,
@@ -373,6 +374,13 @@ impl Engine {
             return self.after_timeout(now, wall);
         }
         self.last_sweep = Some(now);
+        self.txn.shrink();
+        shrink_map(&mut self.calls);
+        shrink_map(&mut self.dialogs);
+        shrink_map(&mut self.server_invites);
+        shrink_map(&mut self.clients);
+        shrink_map(&mut self.b_call_ids);
+        shrink_map(&mut self.timer_kinds);
         for set in [
             &mut self.provisional_seen,
             &mut self.cancel_wanted,
@@ -556,11 +564,10 @@ impl Engine {
         for line in &plan.trace {
             debug!("dialplan: {line}");
         }
-        // The trace was for the log; a call keeps only what it acts on.
+        // The trace and variables were for routing and the log; a call keeps what it acts on.
         let plan = switchboard_dialplan::RoutePlan {
-            trace: Vec::new(),
-            matched: Vec::new(),
-            ..plan
+            actions: plan.actions,
+            ..Default::default()
         };
         let call = Call {
             id: call_ref,
@@ -598,7 +605,7 @@ impl Engine {
         };
         self.stats.calls_total += 1;
         self.server_invites.insert(id, call_ref);
-        self.calls.insert(call_ref, call);
+        self.calls.insert(call_ref, Box::new(call));
         self.run_plan(now, call_ref);
     }
 
@@ -775,7 +782,13 @@ impl Engine {
     }
 
     /// Forget a call that is over (its legs were already told).
-    pub(crate) fn finish(&mut self, now: Instant, call: Call, cause: Cause, side: Option<Side>) {
+    pub(crate) fn finish(
+        &mut self,
+        now: Instant,
+        call: Box<Call>,
+        cause: Cause,
+        side: Option<Side>,
+    ) {
         if let Some(d) = &call.a.dialog {
             self.dialogs
                 .remove(&(d.id.call_id.clone(), d.id.local_tag.clone()));
@@ -875,6 +888,13 @@ impl Engine {
     /// Remove the client-role entry once its transaction has its final answer.
     pub(crate) fn forget_client(&mut self, id: TxnId) {
         self.clients.remove(&id);
+    }
+}
+
+/// Gives a map's memory back after a peak (10k calls leave large, empty tables behind).
+fn shrink_map<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > 1024 && m.len() < m.capacity() / 4 {
+        m.shrink_to(m.len() * 2);
     }
 }
 

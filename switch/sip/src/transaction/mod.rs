@@ -694,6 +694,27 @@ impl TransactionLayer {
         }
     }
 
+    /// Gives memory back after a peak: maps far larger than their content are shrunk and the
+    /// timer heap loses its stale entries. Cheap to call once a second.
+    pub fn shrink(&mut self) {
+        fn fit<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+            if m.capacity() > 1024 && m.len() < m.capacity() / 4 {
+                m.shrink_to(m.len() * 2);
+            }
+        }
+        fit(&mut self.txns);
+        fit(&mut self.clients);
+        fit(&mut self.servers);
+        fit(&mut self.awaiting_ack);
+        if self.heap.len() > 1024 && self.heap.len() > self.txns.len() * 4 {
+            let txns = &self.txns;
+            self.heap.retain(|Reverse((_, id, generation))| {
+                txns.get(id).is_some_and(|t| t.generation == *generation)
+            });
+            self.heap.shrink_to_fit();
+        }
+    }
+
     /// The request that opened a server transaction (to build responses from).
     pub fn server_request(&self, id: TxnId) -> Option<&Request> {
         self.txns.get(&id).filter(|t| !t.client).map(|t| &t.request)
