@@ -154,13 +154,15 @@ pub fn parse_hostport(s: &str) -> Result<(Host<'_>, Option<u16>), ParseError> {
 impl<'a> Uri<'a> {
     /// Parses a SIP or SIPS URI strictly.
     pub fn parse(s: &'a str) -> Result<Uri<'a>, ParseError> {
-        let (scheme, rest) = if s.len() > 4 && s[..4].eq_ignore_ascii_case("sip:") {
-            (Scheme::Sip, &s[4..])
-        } else if s.len() > 5 && s[..5].eq_ignore_ascii_case("sips:") {
-            (Scheme::Sips, &s[5..])
-        } else {
-            return Err(ParseError::Uri("not a sip: or sips: URI"));
-        };
+        // `get` and not indexing: the text may hold multi-byte characters anywhere.
+        let (scheme, rest) =
+            if s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("sip:")) && s.len() > 4 {
+                (Scheme::Sip, &s[4..])
+            } else if s.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("sips:")) && s.len() > 5 {
+                (Scheme::Sips, &s[5..])
+            } else {
+                return Err(ParseError::Uri("not a sip: or sips: URI"));
+            };
         let (rest, headers) = match rest.split_once('?') {
             Some((r, h)) => {
                 check_escaped(h, b"[]/?:+$=&", "bad URI header")?;
@@ -320,6 +322,24 @@ mod tests {
         ] {
             assert!(Uri::parse(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn multibyte_text_never_panics() {
+        for s in [
+            "sip\u{e9}x@h",
+            "si\u{e9}",
+            "sips\u{e9}@h",
+            "sip:\u{e9}@h",
+            "sip:a@h\u{e9}",
+            "sip:a@[\u{e9}]",
+        ] {
+            let _ = Uri::parse(s);
+        }
+        assert!(
+            Uri::parse("sip:\u{e9}@h").is_err(),
+            "raw non-ASCII in a user part must be escaped"
+        );
     }
 
     #[test]
