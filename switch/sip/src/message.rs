@@ -204,7 +204,10 @@ impl Message {
             return Err(ParseError::Missing("Call-ID"));
         }
         let cseq = h.cseq()?;
-        h.top_via()?;
+        if matches!(self, Message::Response(_)) {
+            // (Requests check every Via below.)
+            h.top_via()?;
+        }
         h.from_addr()?;
         h.to_addr()?;
         if let Some(mf) = h.max_forwards() {
@@ -220,8 +223,13 @@ impl Message {
                 r.uri()?;
             }
             // Every Via entry must parse, not just the top one.
+            let mut vias = 0;
             for v in h.entries(&Name::Via) {
                 Via::parse(v)?;
+                vias += 1;
+            }
+            if vias == 0 {
+                return Err(ParseError::Missing("Via"));
             }
         }
         Ok(())

@@ -7,7 +7,7 @@ use crate::error::ParseError;
 pub struct Params<'a>(&'a str);
 
 fn is_token(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c)
+    crate::parse::TOKEN[usize::from(c)]
 }
 
 fn is_uri_param_char(c: u8) -> bool {

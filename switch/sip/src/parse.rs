@@ -23,7 +23,7 @@ use crate::typed::parse_u32;
 pub const MAX_MESSAGE: usize = 65_535;
 
 /// RFC 3261 `token` characters, as a table (the header-name hot path).
-static TOKEN: [bool; 256] = {
+pub(crate) static TOKEN: [bool; 256] = {
     let mut t = [false; 256];
     let mut c = 0;
     while c < 256 {
