@@ -610,9 +610,14 @@ impl Engine {
                 self.cancel_attempt(now, call, j);
             }
         }
-        // The offer went out for good: a call that lasts hours need not keep it.
+        // The offer went out for good: a call that lasts hours need not keep it, nor the
+        // INVITEs it sent, nor the plan and bridge that led here.
         call.offer_b = None;
-        call.attempts[i].invite.body = Bytes::new();
+        call.bridge = None;
+        call.plan.actions = Vec::new();
+        for a in call.attempts.iter_mut() {
+            a.slim_invite();
+        }
         if call.a.finalized {
             // A was answered by the plan already: ACK B now, media flows.
             self.ack_b(call, &Bytes::new());

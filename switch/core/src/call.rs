@@ -63,6 +63,20 @@ impl LegA {
     }
 }
 
+impl Attempt {
+    /// After the call is answered only the INVITE's Call-ID and CSeq are still needed (for
+    /// the ACK): keep those.
+    pub fn slim_invite(&mut self) {
+        let mut slim = Request::new(self.invite.method.clone(), self.invite.uri.clone());
+        for name in [switchboard_sip::Name::CallId, switchboard_sip::Name::CSeq] {
+            if let Some(v) = self.invite.headers.get(&name) {
+                slim.headers.push(name, v.clone());
+            }
+        }
+        self.invite = slim;
+    }
+}
+
 /// An attempt at leg B.
 #[derive(Debug)]
 pub(crate) struct Attempt {
