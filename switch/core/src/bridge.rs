@@ -493,7 +493,7 @@ impl Engine {
             200..=299 if call.winner == Some(i) => {
                 // A retransmitted 2xx: ACK again if A already acknowledged ours.
                 if let (Some(ack), Some(peer)) = (call.b_ack.clone(), call.b_peer) {
-                    self.txn.send_stateless(peer, &Message::Request(ack));
+                    self.txn.send_raw(peer, ack);
                 }
             }
             200..=299 if call.winner.is_none() && !call.attempts[i].done => {
@@ -618,6 +618,7 @@ impl Engine {
         for a in call.attempts.iter_mut() {
             a.slim_invite();
         }
+        call.attempts.shrink_to_fit();
         if call.a.finalized {
             // A was answered by the plan already: ACK B now, media flows.
             self.ack_b(call, &Bytes::new());
@@ -659,9 +660,9 @@ impl Engine {
         let mut body = Bytes::new();
         self.attach_sdp(call, Side::A, a_body, &mut ack.headers, &mut body);
         ack.body = body;
-        self.txn
-            .send_stateless(peer, &Message::Request(ack.clone()));
-        call.b_ack = Some(ack);
+        let bytes = Bytes::from(Message::Request(ack).to_bytes());
+        self.txn.send_raw(peer, bytes.clone());
+        call.b_ack = Some(bytes);
     }
 
     /// A 2xx nobody wants any more (the caller left, or another target won): ACK and BYE it.

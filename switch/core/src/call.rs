@@ -58,6 +58,7 @@ impl LegA {
             .map(|c| c.to_string())
             .unwrap_or_default();
         let mut slim = Request::new(self.invite.method.clone(), "");
+        slim.headers.0.reserve_exact(1);
         slim.headers.push(switchboard_sip::Name::CallId, call_id);
         self.invite = slim;
     }
@@ -68,6 +69,7 @@ impl Attempt {
     /// the ACK): keep those.
     pub fn slim_invite(&mut self) {
         let mut slim = Request::new(self.invite.method.clone(), self.invite.uri.clone());
+        slim.headers.0.reserve_exact(2);
         for name in [switchboard_sip::Name::CallId, switchboard_sip::Name::CSeq] {
             if let Some(v) = self.invite.headers.get(&name) {
                 slim.headers.push(name, v.clone());
@@ -131,7 +133,8 @@ pub(crate) struct Call {
     pub winner: Option<usize>,
     pub b_dialog: Option<Dialog>,
     pub b_peer: Option<Peer>,
-    pub b_ack: Option<Request>,
+    /// The ACK sent for leg B's 2xx, encoded, to send again if the 2xx is retransmitted.
+    pub b_ack: Option<bytes::Bytes>,
     pub plan: RoutePlan,
     pub bridge: Option<Bridge>,
     /// Next plan action to run (after a bridge fails, the plan goes on from here).

@@ -636,7 +636,7 @@ impl Engine {
                 .and_then(|c| self.calls.get(&c))
                 .and_then(|c| c.b_ack.clone())
             {
-                self.txn.send_stateless(from, &Message::Request(ack));
+                self.txn.send_raw(from, ack);
             }
         }
     }

@@ -293,6 +293,11 @@ impl TransactionLayer {
         });
     }
 
+    /// Sends bytes encoded earlier (an ACK kept to answer retransmitted 2xx).
+    pub fn send_raw(&mut self, peer: Peer, data: Bytes) {
+        self.transmits.push_back(Transmit { peer, data });
+    }
+
     /// Starts a client transaction. The request must carry its top Via with a fresh
     /// `z9hG4bK` branch. ACK must go through [`TransactionLayer::send_stateless`].
     pub fn send_request(&mut self, now: Instant, req: Request, peer: Peer) -> TxnId {
