@@ -129,17 +129,7 @@ impl Engine {
             }
         }
         self.txn.respond(now, call.a.invite_txn, resp);
-        call.a.finalized = true;
-        call.a.dialog = uas_dialog(&call.a.invite, &call.a.tag);
-        if let Some(d) = &call.a.dialog {
-            self.dialogs.insert(
-                (d.id.call_id.clone(), d.id.local_tag.clone()),
-                (call_ref, Side::A),
-            );
-        }
-        call.state = CallState::Answered;
-        call.answered_at = Some(now);
-        call.a.slim_invite();
+        self.a_answered(now, &mut call);
         self.calls.insert(call_ref, call);
     }
 
@@ -633,6 +623,11 @@ impl Engine {
             self.attach_sdp(call, Side::B, &resp.body, &mut out.headers, &mut out.body);
         }
         self.txn.respond(now, call.a.invite_txn, out);
+        self.a_answered(now, call);
+    }
+
+    /// Leg A got our 2xx: its dialog exists from now on (waiting for its ACK).
+    fn a_answered(&mut self, now: Instant, call: &mut Call) {
         call.a.finalized = true;
         call.a.dialog = uas_dialog(&call.a.invite, &call.a.tag);
         if let Some(d) = &call.a.dialog {

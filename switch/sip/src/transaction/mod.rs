@@ -829,62 +829,44 @@ pub fn make_response(req: &Request, status: u16, to_tag: Option<&str>) -> Respon
     resp
 }
 
+/// The part CANCEL and the non-2xx ACK share (§9.1, §17.1.1.3): the INVITE's Request-URI,
+/// top Via, From and Call-ID (and To when `to` is None), CSeq number with `method`, and Routes.
+fn mirror_invite(invite: &Request, method: Method, to: Option<&ByteString>) -> Request {
+    let mut r = Request::new(method.clone(), invite.uri.clone());
+    if let Some(via) = invite.headers.entries(&Name::Via).next() {
+        let top = invite
+            .headers
+            .get(&Name::Via)
+            .map(|v| v.slice_ref(via))
+            .unwrap_or_default();
+        r.headers.push(Name::Via, top);
+    }
+    r.headers.push(Name::MaxForwards, "70");
+    for name in [Name::From, Name::CallId] {
+        if let Some(v) = invite.headers.get(&name) {
+            r.headers.push(name, v.clone());
+        }
+    }
+    if let Some(to) = to.or_else(|| invite.headers.get(&Name::To)) {
+        r.headers.push(Name::To, to.clone());
+    }
+    let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
+    r.headers.push(Name::CSeq, format!("{seq} {method}"));
+    for route in invite.headers.all(&Name::Route) {
+        r.headers.push(Name::Route, route.clone());
+    }
+    r
+}
+
 /// Builds the ACK for a non-2xx final response (§17.1.1.3): same Request-URI, Call-ID,
 /// From, CSeq number and top Via as the INVITE; To from the response; Route copied.
 pub fn make_ack(invite: &Request, resp: &Response) -> Request {
-    let mut ack = Request::new(Method::Ack, invite.uri.clone());
-    if let Some(via) = invite.headers.entries(&Name::Via).next() {
-        ack.headers.push(
-            Name::Via,
-            invite
-                .headers
-                .get(&Name::Via)
-                .map(|v| v.slice_ref(via))
-                .unwrap_or_default(),
-        );
-    }
-    ack.headers.push(Name::MaxForwards, "70");
-    for name in [Name::From, Name::CallId] {
-        if let Some(v) = invite.headers.get(&name) {
-            ack.headers.push(name, v.clone());
-        }
-    }
-    if let Some(to) = resp.headers.get(&Name::To) {
-        ack.headers.push(Name::To, to.clone());
-    }
-    let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
-    ack.headers.push(Name::CSeq, format!("{seq} ACK"));
-    for r in invite.headers.all(&Name::Route) {
-        ack.headers.push(Name::Route, r.clone());
-    }
-    ack
+    mirror_invite(invite, Method::Ack, resp.headers.get(&Name::To))
 }
 
 /// Builds a CANCEL for a pending INVITE (§9.1).
 pub fn make_cancel(invite: &Request) -> Request {
-    let mut c = Request::new(Method::Cancel, invite.uri.clone());
-    if let Some(via) = invite.headers.entries(&Name::Via).next() {
-        c.headers.push(
-            Name::Via,
-            invite
-                .headers
-                .get(&Name::Via)
-                .map(|v| v.slice_ref(via))
-                .unwrap_or_default(),
-        );
-    }
-    c.headers.push(Name::MaxForwards, "70");
-    for name in [Name::From, Name::To, Name::CallId] {
-        if let Some(v) = invite.headers.get(&name) {
-            c.headers.push(name, v.clone());
-        }
-    }
-    let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
-    c.headers.push(Name::CSeq, format!("{seq} CANCEL"));
-    for r in invite.headers.all(&Name::Route) {
-        c.headers.push(Name::Route, r.clone());
-    }
-    c
+    mirror_invite(invite, Method::Cancel, None)
 }
 
 #[cfg(test)]
