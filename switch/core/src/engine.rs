@@ -7,7 +7,7 @@
 //! [`Engine::poll_output`] (media and call events for the shell).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +26,9 @@ use tracing::{debug, info, warn};
 use crate::call::{Call, CallInfo, CallSummary, MediaPorts};
 use crate::config::EngineConfig;
 use crate::ids::{CallRef, IdGen};
+
+/// foldhash: seeded per process, much cheaper than SipHash on these short keys.
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Methods we implement (Allow header).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, NOTIFY, REFER, MESSAGE";
@@ -154,15 +157,15 @@ impl Engine {
             cfg,
             dialplan,
             gateways,
-            calls: HashMap::new(),
-            dialogs: HashMap::new(),
-            server_invites: HashMap::new(),
-            clients: HashMap::new(),
-            pings: HashMap::new(),
-            registers: HashMap::new(),
-            b_call_ids: HashMap::new(),
+            calls: HashMap::default(),
+            dialogs: HashMap::default(),
+            server_invites: HashMap::default(),
+            clients: HashMap::default(),
+            pings: HashMap::default(),
+            registers: HashMap::default(),
+            b_call_ids: HashMap::default(),
             timers: BinaryHeap::new(),
-            timer_kinds: HashMap::new(),
+            timer_kinds: HashMap::default(),
             next_timer: 0,
             ids: IdGen::new(seed),
             next_call: 1,

@@ -77,6 +77,20 @@ fn header_line(i: &[u8]) -> Result<(usize, usize), NomErr<'_, &[u8]>> {
     Ok((name.len(), i.len() - after.len()))
 }
 
+/// Trims spaces and tabs (LWS inside a line) from both ends.
+fn trim_lws(s: &str) -> &str {
+    let b = s.as_bytes();
+    let start = b
+        .iter()
+        .position(|&c| c != b' ' && c != b'\t')
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|&c| c != b' ' && c != b'\t')
+        .map_or(start, |i| i + 1);
+    &s[start..end]
+}
+
 /// One pass over the head: no control character but HT, and every CR/LF part of a CRLF pair.
 fn check_head_bytes(head: &[u8]) -> Result<(), ParseError> {
     for (i, &c) in head.iter().enumerate() {
@@ -136,7 +150,7 @@ fn parse_head(buf: &Bytes, head_end: usize) -> Result<(StartLine, Headers), Pars
         if line.first().is_some_and(|&c| c == b' ' || c == b'\t') {
             // §7.3.1 folding: the line continues the previous header's value.
             let last: &mut Header = headers.last_mut().ok_or(ParseError::HeaderLine)?;
-            let more = text[pos..end].trim_matches([' ', '\t']);
+            let more = trim_lws(&text[pos..end]);
             if !more.is_empty() {
                 let joined = if last.value.is_empty() {
                     more.to_owned()
@@ -150,7 +164,7 @@ fn parse_head(buf: &Bytes, head_end: usize) -> Result<(StartLine, Headers), Pars
         }
         let (name_len, value_at) = header_line(line).map_err(|_| ParseError::HeaderLine)?;
         let name = &text[pos..pos + name_len];
-        let value = text[pos + value_at..end].trim_matches([' ', '\t']);
+        let value = trim_lws(&text[pos + value_at..end]);
         let name = Name::lookup(name).unwrap_or_else(|| Name::Other(head.slice_ref(name)));
         headers.push(Header {
             name,

@@ -18,7 +18,7 @@
 mod timer;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,10 @@ use bytes::Bytes;
 use bytestring::ByteString;
 
 pub use timer::{Timer, TimerConfig};
+
+/// Maps keyed by what peers send (branches, Call-IDs): foldhash is seeded per process and
+/// several times faster than SipHash on these short keys.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use crate::header::Name;
 use crate::message::{Message, Request, Response};
@@ -231,10 +235,10 @@ impl TransactionLayer {
         TransactionLayer {
             cfg,
             next_id: 1,
-            txns: HashMap::new(),
-            clients: HashMap::new(),
-            servers: HashMap::new(),
-            awaiting_ack: HashMap::new(),
+            txns: HashMap::default(),
+            clients: HashMap::default(),
+            servers: HashMap::default(),
+            awaiting_ack: HashMap::default(),
             heap: BinaryHeap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),

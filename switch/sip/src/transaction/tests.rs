@@ -41,7 +41,7 @@ impl Net {
             transport,
             log: vec![],
             drops: vec![],
-            seen: HashMap::new(),
+            seen: HashMap::default(),
             a_events: vec![],
             b_events: vec![],
         }
