@@ -265,13 +265,13 @@ impl Engine {
 
     pub(crate) fn on_response(&mut self, now: Instant, id: TxnId, resp: Response) {
         let Some(&role) = self.clients.get(&id) else {
-            if (200..300).contains(&resp.status)
-                && resp
-                    .headers
-                    .cseq()
-                    .is_ok_and(|c| c.method == Method::Invite)
+            if resp
+                .headers
+                .cseq()
+                .is_ok_and(|c| c.method == Method::Invite)
             {
-                // A 2xx for an attempt of a call that is gone.
+                // An attempt of a call that is gone: a provisional lets a pending CANCEL go
+                // out (RFC 3261 §9.1), a 2xx is ACKed and hung up.
                 self.on_attempt_response(now, CallRef(0), id, resp);
             }
             return;

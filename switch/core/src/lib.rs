@@ -26,3 +26,6 @@ pub use engine::{ALLOW, Engine, EngineStats, Output, facts_of};
 pub use ids::{CallRef, IdGen};
 pub use switchboard_dialplan::Cause;
 pub use switchboard_media::Side;
+
+#[cfg(test)]
+mod tests;
