@@ -146,6 +146,13 @@ impl Headers {
         self.all(name).flat_map(|v| split_list(v))
     }
 
+    /// The first entry of a list header together with the header value holding it (so a
+    /// part of the entry can be sliced out of that value without a copy).
+    pub fn first_entry<'a>(&'a self, name: &'a Name) -> Option<(&'a ByteString, &'a str)> {
+        self.all(name)
+            .find_map(|v| split_list(v).next().map(|e| (v, e)))
+    }
+
     /// Appends a header.
     pub fn push(&mut self, name: Name, value: impl Into<ByteString>) {
         self.0.push(Header {

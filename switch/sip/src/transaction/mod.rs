@@ -305,12 +305,7 @@ impl TransactionLayer {
     /// Starts a client transaction. The request must carry its top Via with a fresh
     /// `z9hG4bK` branch. ACK must go through [`TransactionLayer::send_stateless`].
     pub fn send_request(&mut self, now: Instant, req: Request, peer: Peer) -> TxnId {
-        let branch = req
-            .headers
-            .top_via()
-            .ok()
-            .and_then(|v| v.branch().map(ByteString::from))
-            .unwrap_or_default();
+        let branch = branch_of(&req.headers);
         let invite = req.method == Method::Invite;
         let key = (branch, kind_of(&req.method));
         let data = Bytes::from(Message::Request(req.clone()).to_bytes());
@@ -400,12 +395,7 @@ impl TransactionLayer {
 
     fn handle_request(&mut self, now: Instant, mut req: Request, from: Peer) {
         stamp_received(&mut req, from);
-        let branch = req
-            .headers
-            .top_via()
-            .ok()
-            .and_then(|v| v.branch().map(ByteString::from))
-            .unwrap_or_default();
+        let branch = branch_of(&req.headers);
         let key = (branch, kind_of(&req.method));
         if req.method == Method::Ack {
             self.handle_ack(now, key, req, from);
@@ -500,11 +490,7 @@ impl TransactionLayer {
     }
 
     fn handle_response(&mut self, now: Instant, resp: Response, from: Peer) {
-        let key = resp
-            .headers
-            .top_via()
-            .ok()
-            .and_then(|v| v.branch().map(ByteString::from));
+        let key = Some(branch_of(&resp.headers)).filter(|b| !b.is_empty());
         let kind = resp.headers.cseq().ok().map(|c| kind_of(&c.method));
         let id = key.zip(kind).and_then(|k| self.clients.get(&k).copied());
         let Some(id) = id else {
@@ -740,6 +726,17 @@ impl TransactionLayer {
     }
 }
 
+/// The top Via's branch, zero-copy from the header value that holds it.
+fn branch_of(h: &crate::header::Headers) -> ByteString {
+    let Some((value, entry)) = h.first_entry(&Name::Via) else {
+        return ByteString::new();
+    };
+    let branch = crate::typed::Via::parse(entry)
+        .ok()
+        .and_then(|v| v.branch());
+    branch.map(|b| value.slice_ref(b)).unwrap_or_default()
+}
+
 fn dialog_key_of(resp: &Response) -> Option<(ByteString, u32)> {
     Some((
         resp.headers.call_id()?.clone(),
@@ -837,13 +834,8 @@ pub fn make_response(req: &Request, status: u16, to_tag: Option<&str>) -> Respon
 /// top Via, From and Call-ID (and To when `to` is None), CSeq number with `method`, and Routes.
 fn mirror_invite(invite: &Request, method: Method, to: Option<&ByteString>) -> Request {
     let mut r = Request::new(method.clone(), invite.uri.clone());
-    if let Some(via) = invite.headers.entries(&Name::Via).next() {
-        let top = invite
-            .headers
-            .get(&Name::Via)
-            .map(|v| v.slice_ref(via))
-            .unwrap_or_default();
-        r.headers.push(Name::Via, top);
+    if let Some((value, via)) = invite.headers.first_entry(&Name::Via) {
+        r.headers.push(Name::Via, value.slice_ref(via));
     }
     r.headers.push(Name::MaxForwards, "70");
     for name in [Name::From, Name::CallId] {
@@ -875,3 +867,21 @@ pub fn make_cancel(invite: &Request) -> Request {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod edge_tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_first_via_line_neither_panics_nor_hides_the_branch() {
+        let mut r = Request::new(Method::Invite, "sip:b@b");
+        r.headers.push(Name::Via, "");
+        r.headers.push(Name::Via, "SIP/2.0/UDP a;branch=z9hG4bKx");
+        assert_eq!(&*branch_of(&r.headers), "z9hG4bKx");
+        let c = make_cancel(&r);
+        assert_eq!(
+            c.headers.get(&Name::Via).map(|v| v.to_string()),
+            Some("SIP/2.0/UDP a;branch=z9hG4bKx".to_owned())
+        );
+    }
+}
