@@ -1,17 +1,30 @@
 //! # switchboard-media
 //!
-//! Media for Switchboard, without I/O. This slice holds what anchoring needs:
-//! - [`sdp`]: rewrite an SDP body so RTP flows through the switch (our address and port,
-//!   codecs filtered to the configured list in offer/answer order, other streams disabled);
-//! - [`relay`]: the per-call relay decision (symmetric RTP latching, where each packet goes);
+//! Media for Switchboard, without I/O:
+//! - [`sdp`]: offer/answer for anchored legs (our address and port, per-leg codec choice);
+//! - [`relay`]: symmetric RTP latching (where each leg's packets go);
+//! - [`session`]: the per-call media engine: forwarding, transcoding, digits, prompts, tones,
+//!   RTP timeouts;
+//! - the pieces it is made of: [`rtp`], [`g711`], [`codec`], [`resample`], [`jitter`],
+//!   [`dtmf`], [`tone`], [`wav`];
 //! - [`ports`]: the RTP port pool.
-//!
-//! Transcoding, DTMF and prompts arrive with the media issue; they plug in behind the relay.
 
+pub mod codec;
+pub mod dtmf;
+pub mod g711;
+pub mod jitter;
 pub mod ports;
 pub mod relay;
+pub mod resample;
+pub mod rtp;
 pub mod sdp;
+pub mod session;
+pub mod tone;
+pub mod wav;
 
+pub use codec::CodecKind;
+pub use dtmf::DtmfMethod;
 pub use ports::PortPool;
 pub use relay::{Relay, RelayStats, Side};
 pub use sdp::{MediaInfo, SdpError, rewrite};
+pub use session::{DigitEvent, LegMedia, MediaEvent, Playable, Session};

@@ -1,0 +1,1097 @@
+//! The media engine of one call, sans-IO: RTP from each leg in, RTP to each leg out, digit
+//! events and timeouts to the core.
+//!
+//! Each leg sends out of its own sequencer (its SSRC, sequence numbers and timestamps), so a
+//! leg hears one continuous stream whatever feeds it: the other leg's packets forwarded with
+//! their headers rewritten (same codec), the other leg transcoded (jitter buffer → decode →
+//! resample → encode, one frame per tick), a prompt, a tone, or a generated digit. When the
+//! source changes the timestamps go on from where they were, advanced by the time elapsed,
+//! and the marker bit says so (RFC 3550 §5.1).
+//!
+//! Digits are terminated per leg and regenerated on the other in the form that leg uses
+//! (RFC 4733, in-band tones, or SIP INFO, which the core sends). A digit in the leg's
+//! suppress set is reported but never reaches the other leg: its events are not regenerated
+//! and its in-band tone is muted out of the forwarded audio.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::codec::{CodecKind, Decoder, Encoder};
+use crate::dtmf::{
+    DtmfMethod, EventOutcome, EventReceiver, EventSender, ToneDetector, ToneEvent, ToneGenerator,
+};
+use crate::jitter::{JitterBuffer, Pop};
+use crate::relay::Side;
+use crate::resample::Resampler;
+use crate::rtp::{self, RtpReader, StreamStats};
+use crate::tone::TonePlayer;
+
+/// The engine's tick: one generated frame per leg.
+pub const TICK: Duration = Duration::from_millis(20);
+
+/// How one leg sends and receives audio (from the negotiated SDP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegMedia {
+    /// The codec.
+    pub codec: CodecKind,
+    /// Its payload type on this leg.
+    pub pt: u8,
+    /// Packetization time, ms.
+    pub ptime_ms: u32,
+    /// telephone-event payload type and clock, if negotiated.
+    pub te: Option<(u8, u32)>,
+    /// How this leg exchanges digits.
+    pub dtmf: DtmfMethod,
+    /// Digits from this leg that must never reach the other leg.
+    pub suppress: String,
+}
+
+/// A digit seen on a leg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigitEvent {
+    /// Leg it came from.
+    pub leg: Side,
+    /// The digit.
+    pub digit: char,
+    /// How long it lasted, ms.
+    pub duration_ms: u32,
+    /// How it came.
+    pub method: DtmfMethod,
+    /// It was kept from the other leg.
+    pub suppressed: bool,
+}
+
+/// What the session tells the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// A digit ended.
+    Digit(DigitEvent),
+    /// No RTP from this leg for the configured time.
+    Timeout(Side),
+    /// What was played to this leg finished (`id` from [`Session::play`]).
+    PlayDone(Side, u32),
+}
+
+/// Something to play to a leg.
+#[derive(Debug)]
+pub enum Playable {
+    /// Samples at `rate` (a prompt), played once.
+    Samples {
+        /// Sample rate.
+        rate: u32,
+        /// Samples (shared with other calls playing the same prompt).
+        samples: std::sync::Arc<[i16]>,
+    },
+    /// A tone cadence, until stopped.
+    Tone(Vec<crate::tone::Segment>),
+}
+
+/// Counters of one leg, for the call's record and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LegStats {
+    /// Receive statistics of the current stream.
+    pub rx: StreamStats,
+    /// Packets sent to the leg.
+    pub sent: u64,
+    /// Packets received that were not RTP we expect.
+    pub dropped: u64,
+    /// Jitter buffer counters.
+    pub jitter: crate::jitter::JitterStats,
+}
+
+enum Source {
+    Prompt {
+        pos: usize,
+        samples: std::sync::Arc<[i16]>,
+        resampler: Resampler,
+        rate: u32,
+        id: u32,
+    },
+    Tone {
+        player: TonePlayer,
+        id: u32,
+    },
+}
+
+#[derive(Default)]
+struct Leg {
+    media: Option<LegMedia>,
+    stats: LegStats,
+    last_rx: Option<Instant>,
+    /// Receive side.
+    jb: JitterBuffer,
+    decoder: Option<Box<dyn Decoder>>,
+    events_rx: EventReceiver,
+    detector: Option<ToneDetector>,
+    to8k: Option<Resampler>,
+    /// In-band digit being muted (suppressed) on the way to the other leg.
+    muting: bool,
+    /// Send side.
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    /// When and with which timestamp the last packet went out.
+    last_tx: Option<(Instant, u32)>,
+    /// (source SSRC, seq offset, ts offset) while forwarding the other leg's packets.
+    forward_map: Option<(u32, u16, u32)>,
+    encoder: Option<Box<dyn Encoder>>,
+    /// Transcoding: the other leg's rate to ours.
+    resampler: Option<Resampler>,
+    /// Decoded audio from this leg not yet taken by the other leg's tick.
+    rx_pcm: Vec<i16>,
+    /// Audio waiting to be encoded for this leg (ptime translation).
+    tx_pcm: Vec<i16>,
+    source: Option<Source>,
+    tones: Option<ToneGenerator>,
+    event_tx: Option<(EventSender, u32)>,
+    pending_digits: VecDeque<(char, u32)>,
+    marker: bool,
+}
+
+impl Leg {
+    fn rate(&self) -> u32 {
+        self.media.as_ref().map_or(8000, |m| m.codec.rate())
+    }
+
+    fn frame(&self) -> usize {
+        let m = self.media.as_ref();
+        (self.rate() * m.map_or(20, |m| m.ptime_ms) / 1000) as usize
+    }
+
+    /// The timestamp the next packet should carry after a pause (or a change of source).
+    fn resume_ts(&self, now: Instant) -> u32 {
+        let clock = self.media.as_ref().map_or(8000, |m| m.codec.clock());
+        match self.last_tx {
+            Some((at, ts)) => {
+                let elapsed = now.saturating_duration_since(at).as_micros() as u64
+                    * u64::from(clock)
+                    / 1_000_000;
+                ts.wrapping_add(elapsed.max(1) as u32)
+            }
+            None => self.ts,
+        }
+    }
+}
+
+/// The media of one call.
+pub struct Session {
+    legs: [Leg; 2],
+    /// Audio flows between the legs.
+    bridged: bool,
+    rtp_timeout: Option<Duration>,
+    epoch: Option<Instant>,
+    next_tick: Option<Instant>,
+    out: VecDeque<(Side, Vec<u8>)>,
+    spare: Vec<Vec<u8>>,
+    events: VecDeque<MediaEvent>,
+    scratch: Vec<i16>,
+    scratch8k: Vec<i16>,
+    payload: Vec<u8>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("bridged", &self.bridged)
+            .finish_non_exhaustive()
+    }
+}
+
+fn idx(side: Side) -> usize {
+    match side {
+        Side::A => 0,
+        Side::B => 1,
+    }
+}
+
+fn splitmix(seed: &mut u64) -> u64 {
+    *seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *seed;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Session {
+    /// A session; `seed` randomises SSRCs and initial sequence numbers and timestamps.
+    pub fn new(mut seed: u64, rtp_timeout: Option<Duration>) -> Session {
+        let mut legs = [Leg::default(), Leg::default()];
+        for leg in &mut legs {
+            let r = splitmix(&mut seed);
+            leg.ssrc = r as u32;
+            leg.seq = (r >> 32) as u16;
+            leg.ts = splitmix(&mut seed) as u32;
+            leg.marker = true;
+        }
+        Session {
+            legs,
+            bridged: false,
+            rtp_timeout,
+            epoch: None,
+            next_tick: None,
+            out: VecDeque::new(),
+            spare: Vec::new(),
+            events: VecDeque::new(),
+            scratch: Vec::with_capacity(1920),
+            scratch8k: Vec::with_capacity(320),
+            payload: Vec::with_capacity(1500),
+        }
+    }
+
+    fn leg(&mut self, side: Side) -> &mut Leg {
+        &mut self.legs[idx(side)]
+    }
+
+    /// Sets (or changes, after a re-INVITE) how a leg sends and receives.
+    pub fn set_leg(&mut self, now: Instant, side: Side, media: LegMedia) {
+        let leg = self.leg(side);
+        if leg.media.as_ref() == Some(&media) {
+            return;
+        }
+        let codec_changed = leg.media.as_ref().map(|m| m.codec) != Some(media.codec);
+        if codec_changed {
+            leg.decoder = Some(media.codec.decoder());
+            leg.encoder = Some(media.codec.encoder());
+            leg.jb.reset();
+            leg.rx_pcm.clear();
+            leg.tx_pcm.clear();
+        }
+        leg.detector = (media.dtmf == DtmfMethod::Inband).then(ToneDetector::new);
+        leg.to8k = (media.codec.rate() != 8000).then(|| Resampler::new(media.codec.rate(), 8000));
+        leg.tones = None;
+        leg.media = Some(media);
+        self.rewire(now);
+    }
+
+    /// Lets audio flow between the legs (after the answer), or stops it.
+    pub fn set_bridged(&mut self, now: Instant, bridged: bool) {
+        self.bridged = bridged;
+        self.rewire(now);
+    }
+
+    /// Resamplers between the legs when transcoding.
+    fn rewire(&mut self, now: Instant) {
+        for side in [Side::A, Side::B] {
+            let from_rate = self.legs[idx(side.other())].rate();
+            let leg = self.leg(side);
+            let rate = leg.rate();
+            leg.resampler = (from_rate != rate).then(|| Resampler::new(from_rate, rate));
+            leg.forward_map = None;
+        }
+        if self.ticking() && self.next_tick.is_none() {
+            self.next_tick = Some(now);
+        }
+    }
+
+    /// Frames from `from` need decoding (not plain forwarding) to reach the other leg.
+    fn transcoding(&self, from: Side) -> bool {
+        let (a, b) = (&self.legs[idx(from)], &self.legs[idx(from.other())]);
+        match (&a.media, &b.media) {
+            (Some(x), Some(y)) => x.codec != y.codec || x.ptime_ms != y.ptime_ms,
+            _ => false,
+        }
+    }
+
+    /// Whether the tick has work: transcoding, playing, or sending digits.
+    fn ticking(&self) -> bool {
+        (self.bridged && (self.transcoding(Side::A) || self.transcoding(Side::B)))
+            || self.legs.iter().any(|l| {
+                l.source.is_some()
+                    || l.event_tx.is_some()
+                    || !l.pending_digits.is_empty()
+                    || l.tones.as_ref().is_some_and(ToneGenerator::busy)
+            })
+    }
+
+    /// Plays something to a leg, replacing what played before. Reported with `id` when done.
+    pub fn play(&mut self, now: Instant, side: Side, what: Playable, id: u32) {
+        let rate = self.leg(side).rate();
+        let source = match what {
+            Playable::Samples {
+                rate: from,
+                samples,
+            } => Source::Prompt {
+                pos: 0,
+                samples,
+                resampler: Resampler::new(from, rate),
+                rate: from,
+                id,
+            },
+            Playable::Tone(segs) => Source::Tone {
+                player: TonePlayer::new(segs, rate),
+                id,
+            },
+        };
+        let leg = self.leg(side);
+        if let Some(old) = leg.source.replace(source) {
+            let old_id = match old {
+                Source::Prompt { id, .. } | Source::Tone { id, .. } => id,
+            };
+            self.events.push_back(MediaEvent::PlayDone(side, old_id));
+        }
+        let leg = self.leg(side);
+        leg.tx_pcm.clear();
+        leg.marker = true;
+        if self.next_tick.is_none() {
+            self.next_tick = Some(now);
+        }
+    }
+
+    /// Stops what plays to a leg (no event).
+    pub fn stop(&mut self, side: Side) {
+        let leg = self.leg(side);
+        if leg.source.take().is_some() {
+            leg.tx_pcm.clear();
+            leg.marker = true;
+        }
+    }
+
+    /// Something plays to the leg.
+    pub fn playing(&self, side: Side) -> bool {
+        self.legs[idx(side)].source.is_some()
+    }
+
+    /// Sends a digit to a leg in its form (RFC 4733 or in-band; INFO is the core's job).
+    pub fn send_digit(&mut self, now: Instant, side: Side, digit: char, ms: u32) {
+        self.leg(side).pending_digits.push_back((digit, ms));
+        if self.next_tick.is_none() {
+            self.next_tick = Some(now);
+        }
+    }
+
+    /// Statistics of a leg.
+    pub fn stats(&self, side: Side) -> &LegStats {
+        &self.legs[idx(side)].stats
+    }
+
+    /// The leg is on hold or not yet sending: its silence is not a timeout.
+    pub fn reset_timeout(&mut self, now: Instant, side: Side) {
+        self.leg(side).last_rx = Some(now);
+    }
+
+    /// An RTP packet (or RTCP multiplexed on the RTP port) arrived from a leg.
+    pub fn handle_rtp(&mut self, now: Instant, from: Side, buf: &[u8]) {
+        if rtp::is_rtcp(buf) {
+            return;
+        }
+        let Ok(pkt) = RtpReader::new(buf) else {
+            self.leg(from).stats.dropped += 1;
+            return;
+        };
+        let (pt, seq, ts, ssrc) = (
+            pkt.payload_type(),
+            u16::from(pkt.sequence_number()),
+            pkt.timestamp(),
+            pkt.ssrc(),
+        );
+        let payload = pkt.payload();
+        let leg = self.leg(from);
+        leg.last_rx = Some(now);
+        let Some(media) = leg.media.clone() else {
+            leg.stats.dropped += 1;
+            return;
+        };
+        if media.te.is_some_and(|(te, _)| te == pt) {
+            let clock = media.te.map_or(8000, |(_, c)| c);
+            match leg.events_rx.on_packet(ts, payload) {
+                EventOutcome::Ended {
+                    digit, duration, ..
+                } => {
+                    let ms = u32::from(duration) * 1000 / clock.max(1);
+                    self.digit(now, from, digit, ms, DtmfMethod::Rfc4733);
+                }
+                EventOutcome::Started(_) | EventOutcome::Nothing => {}
+            }
+            return;
+        }
+        if pt != media.pt {
+            leg.stats.dropped += 1;
+            return;
+        }
+        let epoch = *self.epoch.get_or_insert(now);
+        let arrival = units_since(epoch, now, media.codec.clock());
+        let leg = self.leg(from);
+        let ext = leg.stats.rx.on_packet(ssrc, seq, ts, arrival);
+        if let Some(EventOutcome::Ended {
+            digit, duration, ..
+        }) = leg.events_rx.on_audio()
+        {
+            let clock = media.te.map_or(8000, |(_, c)| c);
+            let ms = u32::from(duration) * 1000 / clock.max(1);
+            self.digit(now, from, digit, ms, DtmfMethod::Rfc4733);
+        }
+        self.detect_inband(now, from, payload);
+        if !self.bridged {
+            return;
+        }
+        if self.transcoding(from) {
+            let leg = self.leg(from);
+            let frame = f64::from(media.ptime_ms.max(10)) * f64::from(media.codec.clock()) / 1000.0;
+            leg.jb.set_jitter(leg.stats.rx.jitter / frame);
+            leg.jb.push(ext, ts, payload);
+            leg.stats.jitter = leg.jb.stats;
+            return;
+        }
+        // Same codec: forward with the other leg's sequencer.
+        let muting = self.legs[idx(from)].muting;
+        let silence = media.codec.silence_byte();
+        let mut b = self.spare.pop().unwrap_or_default();
+        let to = &mut self.legs[idx(from.other())];
+        let Some(out_media) = to.media.as_ref() else {
+            return;
+        };
+        if to.source.is_some()
+            || to.event_tx.is_some()
+            || to.tones.as_ref().is_some_and(ToneGenerator::busy)
+        {
+            return;
+        }
+        let out_pt = out_media.pt;
+        let (seq_off, ts_off) = match to.forward_map {
+            Some((s, so, to_)) if s == ssrc => (so, to_),
+            _ => {
+                // A new source: go on from where this leg's stream was.
+                let next_ts = to.resume_ts(now);
+                let m = (ssrc, to.seq.wrapping_sub(seq), next_ts.wrapping_sub(ts));
+                to.forward_map = Some(m);
+                to.marker = true;
+                (m.1, m.2)
+            }
+        };
+        let out_seq = seq.wrapping_add(seq_off);
+        let out_ts = ts.wrapping_add(ts_off);
+        b.clear();
+        b.extend_from_slice(buf);
+        rtp::patch(&mut b, out_pt, out_seq, out_ts, to.ssrc);
+        if std::mem::take(&mut to.marker) {
+            b[1] |= 0x80;
+        }
+        if muting && let Some(s) = silence {
+            let start = b.len() - payload.len();
+            b[start..].fill(s);
+        }
+        if out_seq.wrapping_sub(to.seq) < 0x8000 {
+            to.seq = out_seq.wrapping_add(1);
+            to.ts = out_ts;
+            to.last_tx = Some((now, out_ts));
+        }
+        to.stats.sent += 1;
+        self.out.push_back((from.other(), b));
+    }
+
+    fn detect_inband(&mut self, now: Instant, from: Side, payload: &[u8]) {
+        let leg = &mut self.legs[idx(from)];
+        let Some(det) = leg.detector.as_mut() else {
+            return;
+        };
+        let Some(media) = leg.media.as_ref() else {
+            return;
+        };
+        // A throwaway decoder: the real one keeps its concealment state for the jitter path.
+        self.scratch.clear();
+        match media.codec {
+            CodecKind::Pcmu => crate::g711::decode_ulaw(payload, &mut self.scratch),
+            CodecKind::Pcma => crate::g711::decode_alaw(payload, &mut self.scratch),
+        }
+        let audio: &[i16] = if let Some(r) = leg.to8k.as_mut() {
+            self.scratch8k.clear();
+            r.process(&self.scratch, &mut self.scratch8k);
+            &self.scratch8k
+        } else {
+            &self.scratch
+        };
+        det.feed(audio);
+        let suppress = media.suppress.clone();
+        while let Some(ev) = det.poll() {
+            match ev {
+                ToneEvent::Start(d) => {
+                    if suppress.contains(d) {
+                        leg.muting = true;
+                    }
+                }
+                ToneEvent::End(d, ms) => {
+                    leg.muting = false;
+                    self.digit(now, from, d, ms, DtmfMethod::Inband);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A digit finished on `from`: report it and, unless suppressed, regenerate it on the
+    /// other leg in that leg's form.
+    fn digit(&mut self, now: Instant, from: Side, digit: char, ms: u32, method: DtmfMethod) {
+        let suppressed = self.legs[idx(from)]
+            .media
+            .as_ref()
+            .is_some_and(|m| m.suppress.contains(digit));
+        self.events.push_back(MediaEvent::Digit(DigitEvent {
+            leg: from,
+            digit,
+            duration_ms: ms,
+            method,
+            suppressed,
+        }));
+        if suppressed || !self.bridged {
+            return;
+        }
+        let to = from.other();
+        let same_inband = method == DtmfMethod::Inband
+            && self.legs[idx(to)]
+                .media
+                .as_ref()
+                .is_some_and(|m| m.dtmf == DtmfMethod::Inband)
+            && !self.transcoding(from);
+        // An in-band digit forwarded untouched is already in the other leg's audio.
+        if !same_inband
+            && self.legs[idx(to)]
+                .media
+                .as_ref()
+                .is_some_and(|m| m.dtmf != DtmfMethod::Info)
+        {
+            self.send_digit(now, to, digit, ms);
+        }
+    }
+
+    /// Runs the tick: generated and transcoded frames, digits being sent, timeouts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(t) = self.rtp_timeout {
+            for side in [Side::A, Side::B] {
+                let leg = self.leg(side);
+                if leg.media.is_some()
+                    && let Some(last) = leg.last_rx
+                    && now.saturating_duration_since(last) >= t
+                {
+                    leg.last_rx = None;
+                    self.events.push_back(MediaEvent::Timeout(side));
+                }
+            }
+        }
+        let Some(tick) = self.next_tick else {
+            return;
+        };
+        if now < tick {
+            return;
+        }
+        for side in [Side::A, Side::B] {
+            self.tick_leg(now, side);
+        }
+        self.next_tick = if self.ticking() {
+            // Catch up at most one tick; a stalled shell does not get a burst.
+            Some((tick + TICK).max(now - TICK / 2))
+        } else {
+            None
+        };
+    }
+
+    fn tick_leg(&mut self, now: Instant, side: Side) {
+        let from = side.other();
+        let transcode = self.bridged && self.transcoding(from);
+        let Session {
+            legs,
+            scratch,
+            payload,
+            events,
+            out,
+            spare,
+            ..
+        } = self;
+        let (l0, l1) = legs.split_at_mut(1);
+        let (leg, other) = match side {
+            Side::A => (&mut l0[0], &mut l1[0]),
+            Side::B => (&mut l1[0], &mut l0[0]),
+        };
+        let Some(media) = leg.media.clone() else {
+            return;
+        };
+        let rate = media.codec.rate();
+        // Digits queued for this leg.
+        if leg.event_tx.is_none()
+            && let Some((d, ms)) = leg.pending_digits.pop_front()
+        {
+            match (media.dtmf, media.te) {
+                (DtmfMethod::Rfc4733, Some((_, clock))) => {
+                    if let Some(s) = EventSender::new(d, ms, clock, 20) {
+                        let ts = leg.resume_ts(now);
+                        leg.event_tx = Some((s, ts));
+                    }
+                }
+                _ => leg
+                    .tones
+                    .get_or_insert_with(|| ToneGenerator::new(rate))
+                    .push(d, ms),
+            }
+        }
+        let frame = (rate / 50) as usize; // one tick
+        let mut produced = false;
+        scratch.clear();
+        match leg.source.as_mut() {
+            Some(Source::Prompt {
+                pos,
+                samples,
+                resampler,
+                rate: from_rate,
+                id,
+            }) => {
+                // Enough input for one output frame at the leg's rate.
+                let need =
+                    (frame as u64 * u64::from(*from_rate)).div_ceil(u64::from(rate)) as usize;
+                let end = (*pos + need.max(1)).min(samples.len());
+                resampler.process(&samples[*pos..end], scratch);
+                *pos = end;
+                if *pos >= samples.len() {
+                    let id = *id;
+                    leg.source = None;
+                    events.push_back(MediaEvent::PlayDone(side, id));
+                }
+                produced = true;
+            }
+            Some(Source::Tone { player, .. }) => {
+                scratch.resize(frame, 0);
+                player.fill(scratch);
+                produced = true;
+            }
+            None if transcode => {
+                let from_frame = (other.rate() / 50) as usize;
+                while other.rx_pcm.len() < from_frame {
+                    let Some(dec) = other.decoder.as_mut() else {
+                        break;
+                    };
+                    match other.jb.pop() {
+                        Pop::Packet(_, p) => dec.decode(p, &mut other.rx_pcm),
+                        Pop::Lost => dec.conceal(from_frame, &mut other.rx_pcm),
+                        Pop::Empty => break,
+                    }
+                }
+                other.stats.jitter = other.jb.stats;
+                if other.rx_pcm.len() >= from_frame {
+                    let chunk = &other.rx_pcm[..from_frame];
+                    if other.muting {
+                        scratch.resize(frame, 0);
+                    } else if let Some(r) = leg.resampler.as_mut() {
+                        r.process(chunk, scratch);
+                    } else {
+                        scratch.extend_from_slice(chunk);
+                    }
+                    other.rx_pcm.drain(..from_frame);
+                    produced = true;
+                }
+            }
+            None => {}
+        }
+        if let Some(g) = leg.tones.as_mut()
+            && g.busy()
+        {
+            scratch.resize(frame.max(scratch.len()), 0);
+            g.fill(scratch);
+            produced = true;
+        }
+        // RFC 4733 packets take the place of audio while a digit is sent.
+        if let Some((sender, ev_ts)) = leg.event_tx.as_mut() {
+            let (te_pt, _) = media.te.unwrap_or((101, 8000));
+            let ev_ts = *ev_ts;
+            match sender.next_packet() {
+                Some((p, marker)) => {
+                    let mut b = spare.pop().unwrap_or_default();
+                    rtp::write(&mut b, te_pt, marker, leg.seq, ev_ts, leg.ssrc, &p);
+                    leg.seq = leg.seq.wrapping_add(1);
+                    leg.last_tx = Some((now, ev_ts));
+                    leg.stats.sent += 1;
+                    out.push_back((side, b));
+                }
+                None => {
+                    leg.event_tx = None;
+                    leg.marker = true;
+                    leg.forward_map = None;
+                }
+            }
+            return;
+        }
+        if !produced {
+            return;
+        }
+        leg.tx_pcm.extend_from_slice(scratch);
+        let ptime_frame = leg.frame();
+        while leg.tx_pcm.len() >= ptime_frame {
+            let ts = if leg.forward_map.take().is_some() || leg.last_tx.is_none() || leg.marker {
+                leg.resume_ts(now)
+            } else {
+                leg.ts
+            };
+            let Some(enc) = leg.encoder.as_mut() else {
+                break;
+            };
+            enc.encode(&leg.tx_pcm[..ptime_frame], payload);
+            leg.tx_pcm.drain(..ptime_frame);
+            let mut b = spare.pop().unwrap_or_default();
+            let marker = std::mem::take(&mut leg.marker);
+            rtp::write(&mut b, media.pt, marker, leg.seq, ts, leg.ssrc, payload);
+            leg.seq = leg.seq.wrapping_add(1);
+            leg.last_tx = Some((now, ts));
+            leg.ts = ts.wrapping_add(
+                (ptime_frame as u64 * u64::from(media.codec.clock()) / u64::from(rate)) as u32,
+            );
+            leg.stats.sent += 1;
+            out.push_back((side, b));
+        }
+    }
+
+    /// Next packet to send: the leg whose remote address it goes to, and the bytes.
+    pub fn poll_transmit(&mut self) -> Option<(Side, Vec<u8>)> {
+        self.out.pop_front()
+    }
+
+    /// Gives a sent packet's buffer back for reuse.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < 16 {
+            self.spare.push(buf);
+        }
+    }
+
+    /// Next event for the core.
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Session::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timeout = self.rtp_timeout.and_then(|t| {
+            self.legs
+                .iter()
+                .filter(|l| l.media.is_some())
+                .filter_map(|l| l.last_rx.map(|r| r + t))
+                .min()
+        });
+        match (self.next_tick, timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// `now` in units of a clock since `epoch`.
+fn units_since(epoch: Instant, now: Instant, clock: u32) -> u64 {
+    now.saturating_duration_since(epoch).as_micros() as u64 * u64::from(clock) / 1_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)]
+    use super::*;
+    use crate::dtmf::{Event, goertzel_power};
+    use crate::resample::tests::{rms, sine};
+
+    fn leg(codec: CodecKind, dtmf: DtmfMethod, suppress: &str) -> LegMedia {
+        LegMedia {
+            codec,
+            pt: codec.static_pt().unwrap_or(96),
+            ptime_ms: 20,
+            te: Some((101, 8000)),
+            dtmf,
+            suppress: suppress.into(),
+        }
+    }
+
+    struct Rig {
+        s: Session,
+        now: Instant,
+        seq: u16,
+        ts: u32,
+        sent: Vec<(Side, Vec<u8>)>,
+        events: Vec<MediaEvent>,
+    }
+
+    impl Rig {
+        fn new(a: LegMedia, b: LegMedia) -> Rig {
+            let now = Instant::now();
+            let mut s = Session::new(7, Some(Duration::from_secs(5)));
+            s.set_leg(now, Side::A, a);
+            s.set_leg(now, Side::B, b);
+            s.set_bridged(now, true);
+            Rig {
+                s,
+                now,
+                seq: 1,
+                ts: 0,
+                sent: vec![],
+                events: vec![],
+            }
+        }
+
+        /// 20 ms of time: a packet from `side` (if any), then the tick.
+        fn step(&mut self, side: Side, pt: u8, payload: Option<&[u8]>) {
+            if let Some(p) = payload {
+                let mut b = Vec::new();
+                rtp::write(&mut b, pt, false, self.seq, self.ts, 99, p);
+                self.s.handle_rtp(self.now, side, &b);
+            }
+            self.seq = self.seq.wrapping_add(1);
+            self.ts = self.ts.wrapping_add(160);
+            self.now += TICK;
+            self.s.handle_timeout(self.now);
+            while let Some(p) = self.s.poll_transmit() {
+                self.sent.push(p);
+            }
+            while let Some(e) = self.s.poll_event() {
+                self.events.push(e);
+            }
+        }
+
+        fn audio_to(&self, side: Side, codec: CodecKind) -> Vec<i16> {
+            let mut dec = codec.decoder();
+            let mut out = Vec::new();
+            for (s, b) in &self.sent {
+                let r = RtpReader::new(b).unwrap();
+                if *s == side && r.payload_type() == codec.static_pt().unwrap() {
+                    dec.decode(r.payload(), &mut out);
+                }
+            }
+            out
+        }
+
+        fn events_to(&self, side: Side) -> Vec<Event> {
+            self.sent
+                .iter()
+                .filter(|(s, _)| *s == side)
+                .filter_map(|(_, b)| {
+                    let r = RtpReader::new(b).unwrap();
+                    (r.payload_type() == 101).then(|| Event::parse(r.payload()).unwrap())
+                })
+                .collect()
+        }
+    }
+
+    fn encode(codec: CodecKind, pcm: &[i16]) -> Vec<Vec<u8>> {
+        let mut enc = codec.encoder();
+        pcm.chunks(160)
+            .map(|c| {
+                let mut p = Vec::new();
+                enc.encode(c, &mut p);
+                p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pcma_to_pcmu_is_transcoded_and_the_tone_keeps_its_frequency() {
+        let mut rig = Rig::new(
+            leg(CodecKind::Pcma, DtmfMethod::Rfc4733, ""),
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+        );
+        for p in encode(CodecKind::Pcma, &sine(1000.0, 8000, 8000, 8000.0)) {
+            rig.step(Side::A, 8, Some(&p));
+        }
+        let out = rig.audio_to(Side::B, CodecKind::Pcmu);
+        assert!(out.len() >= 7000, "{} samples reached B", out.len());
+        let steady = &out[800..];
+        assert!(goertzel_power(steady, 1000.0, 8000.0) > 0.9 * rms(steady).powi(2));
+        // B's stream is continuous: sequence numbers +1, timestamps +160, one SSRC.
+        let hdrs: Vec<(u16, u32, u32)> = rig
+            .sent
+            .iter()
+            .map(|(_, b)| {
+                let r = RtpReader::new(b).unwrap();
+                (u16::from(r.sequence_number()), r.timestamp(), r.ssrc())
+            })
+            .collect();
+        for w in hdrs.windows(2) {
+            assert_eq!(w[1].0, w[0].0.wrapping_add(1));
+            assert_eq!(w[1].1, w[0].1.wrapping_add(160));
+            assert_eq!(w[1].2, w[0].2);
+        }
+    }
+
+    #[test]
+    fn same_codec_is_forwarded_with_headers_rewritten_and_payload_untouched() {
+        let mut rig = Rig::new(
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+        );
+        rig.step(Side::A, 0, Some(&[0x12; 160]));
+        rig.step(Side::A, 0, Some(&[0x34; 160]));
+        assert_eq!(rig.sent.len(), 2);
+        let r = RtpReader::new(&rig.sent[1].1).unwrap();
+        assert_eq!(r.payload(), &[0x34; 160][..]);
+        assert_ne!(r.ssrc(), 99, "B hears the switch's SSRC");
+        assert!(
+            RtpReader::new(&rig.sent[0].1).unwrap().mark(),
+            "marker at the start"
+        );
+    }
+
+    #[test]
+    fn rfc4733_digit_is_reported_and_regenerated_on_the_other_leg() {
+        let mut rig = Rig::new(
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+        );
+        // Chromium style: three end packets, no start.
+        let end = Event {
+            event: 5,
+            end: true,
+            volume: 10,
+            duration: 800,
+        }
+        .to_bytes();
+        for _ in 0..3 {
+            rig.step(Side::B, 101, Some(&end));
+            rig.ts = rig.ts.wrapping_sub(160); // redundant ends share the event's timestamp
+        }
+        for _ in 0..10 {
+            rig.step(Side::B, 0, None);
+        }
+        assert_eq!(
+            rig.events,
+            vec![MediaEvent::Digit(DigitEvent {
+                leg: Side::B,
+                digit: '5',
+                duration_ms: 100,
+                method: DtmfMethod::Rfc4733,
+                suppressed: false
+            })]
+        );
+        let evs = rig.events_to(Side::A);
+        assert!(evs.iter().all(|e| e.event == 5));
+        assert_eq!(evs.iter().filter(|e| e.end).count(), 3);
+        assert_eq!(evs.last().unwrap().duration, 800);
+    }
+
+    #[test]
+    fn suppressed_digit_is_reported_but_never_reaches_the_other_leg() {
+        let mut rig = Rig::new(
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, "*#"),
+        );
+        let ev = |e: u8, end| {
+            Event {
+                event: e,
+                end,
+                volume: 10,
+                duration: 480,
+            }
+            .to_bytes()
+        };
+        rig.step(Side::B, 101, Some(&ev(10, false)));
+        rig.ts = rig.ts.wrapping_sub(160); // same event timestamp
+        rig.step(Side::B, 101, Some(&ev(10, true)));
+        for _ in 0..10 {
+            rig.step(Side::B, 0, None);
+        }
+        assert!(
+            matches!(&rig.events[..], [MediaEvent::Digit(d)] if d.digit == '*' && d.suppressed)
+        );
+        assert!(
+            rig.events_to(Side::A).is_empty(),
+            "no event packet reached A"
+        );
+    }
+
+    #[test]
+    fn inband_digit_is_detected_converted_to_rfc4733_and_suppressed_tones_are_muted() {
+        let mut tone = vec![0i16; 2400];
+        let mut g = crate::dtmf::ToneGenerator::new(8000);
+        g.push('7', 200);
+        g.fill(&mut tone);
+        let mut audio = vec![0i16; 1600];
+        audio.extend(tone.clone());
+        audio.extend(vec![0i16; 1600]);
+        // B is a plain phone sending tones; A takes RFC 4733.
+        let mut rig = Rig::new(
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+            leg(CodecKind::Pcmu, DtmfMethod::Inband, ""),
+        );
+        for p in encode(CodecKind::Pcmu, &audio) {
+            rig.step(Side::B, 0, Some(&p));
+        }
+        assert!(
+            matches!(&rig.events[..], [MediaEvent::Digit(d)] if d.digit == '7' && d.method == DtmfMethod::Inband && (150..=260).contains(&d.duration_ms)),
+            "{:?}",
+            rig.events
+        );
+        assert!(rig.events_to(Side::A).iter().any(|e| e.event == 7 && e.end));
+
+        // Same again with 7 suppressed: A's audio keeps at most a short leak of the tone.
+        let mut rig = Rig::new(
+            leg(CodecKind::Pcmu, DtmfMethod::Inband, ""),
+            leg(CodecKind::Pcmu, DtmfMethod::Inband, "7"),
+        );
+        for p in encode(CodecKind::Pcmu, &audio) {
+            rig.step(Side::B, 0, Some(&p));
+        }
+        assert!(matches!(&rig.events[..], [MediaEvent::Digit(d)] if d.suppressed));
+        let heard = rig.audio_to(Side::A, CodecKind::Pcmu);
+        let mut det = crate::dtmf::ToneDetector::new();
+        det.feed(&heard);
+        det.feed(&[0; 800]);
+        assert_eq!(det.poll(), None, "A's detector hears no digit");
+        let loud = heard.chunks(160).filter(|c| rms(c) > 1000.0).count();
+        assert!(loud <= 2, "{loud} frames of tone leaked");
+    }
+
+    #[test]
+    fn prompt_plays_at_the_legs_rate_then_reports_done() {
+        let now = Instant::now();
+        let mut s = Session::new(1, None);
+        s.set_leg(now, Side::A, leg(CodecKind::Pcma, DtmfMethod::Rfc4733, ""));
+        let samples: std::sync::Arc<[i16]> = sine(440.0, 16000, 16000, 8000.0).into();
+        s.play(
+            now,
+            Side::A,
+            Playable::Samples {
+                rate: 16000,
+                samples,
+            },
+            9,
+        );
+        let mut t = now;
+        let mut packets = Vec::new();
+        let mut done = None;
+        for i in 0..80 {
+            s.handle_timeout(t);
+            while let Some((side, b)) = s.poll_transmit() {
+                assert_eq!(side, Side::A);
+                packets.push(b);
+            }
+            if let Some(e) = s.poll_event() {
+                done.get_or_insert((i, e));
+            }
+            t = s.poll_timeout().unwrap_or(t + TICK);
+        }
+        assert_eq!(done, Some((49, MediaEvent::PlayDone(Side::A, 9))));
+        assert_eq!(packets.len(), 50, "1 s of audio in 20 ms packets");
+        let mut dec = CodecKind::Pcma.decoder();
+        let mut pcm = Vec::new();
+        for b in &packets {
+            dec.decode(RtpReader::new(b).unwrap().payload(), &mut pcm);
+        }
+        assert!(goertzel_power(&pcm[400..], 440.0, 8000.0) > 0.9 * rms(&pcm[400..]).powi(2));
+    }
+
+    #[test]
+    fn silence_from_a_leg_is_a_timeout() {
+        let mut rig = Rig::new(
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+        );
+        rig.s.reset_timeout(rig.now, Side::A);
+        rig.step(Side::B, 0, Some(&[0xFF; 160]));
+        for _ in 0..260 {
+            let p = [0xFFu8; 160];
+            rig.step(Side::B, 0, Some(&p));
+        }
+        assert_eq!(rig.events, vec![MediaEvent::Timeout(Side::A)]);
+    }
+
+    #[test]
+    fn garbage_is_dropped() {
+        let mut rig = Rig::new(
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+        );
+        rig.s.handle_rtp(rig.now, Side::A, &[1, 2, 3]);
+        rig.s
+            .handle_rtp(rig.now, Side::A, &[0x80, 55, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(rig.s.stats(Side::A).dropped, 2);
+        assert!(rig.s.poll_transmit().is_none());
+    }
+}
