@@ -18,6 +18,8 @@ use crate::{ActionTpl, Cond, Dialplan, Extension, Field, Strategy, TargetTpl, Ti
 pub struct CompileEnv {
     /// Names of configured gateways.
     pub gateways: Vec<String>,
+    /// Names of the prompts in the sounds directory (`playback`, `read_digits`).
+    pub prompts: Vec<String>,
 }
 
 /// One source file.
@@ -91,7 +93,7 @@ fn toml_hint(msg: &str) -> Option<String> {
     if msg.contains("unknown field") {
         Some("check the spelling; docs/dialplan.md lists every key".into())
     } else if msg.contains("unknown variant") {
-        Some("actions are: set, header_add, header_remove, answer, hangup, bridge".into())
+        Some("actions are: set, header_add, header_remove, answer, hangup, bridge, playback, tone, ringback, read_digits".into())
     } else {
         None
     }
@@ -292,11 +294,25 @@ const RESERVED: &[&str] = &[
 fn compile_action(cx: &mut Ctx<'_>, a: schema::Action, span: Range<usize>) -> Option<ActionTpl> {
     let s = Some(span.clone());
     Some(match a {
-        schema::Action::Set(vars) => ActionTpl::Set(
-            vars.into_iter()
-                .map(|(k, v)| (k, Template::new(&v)))
-                .collect(),
-        ),
+        schema::Action::Set(vars) => {
+            for (k, v) in &vars {
+                if matches!(k.as_str(), "dtmf_a" | "dtmf_b")
+                    && !v.contains('$')
+                    && switchboard_media::DtmfMethod::parse(v).is_none()
+                {
+                    cx.err(
+                        s.clone(),
+                        format!("{k} = {v:?} is not a DTMF form"),
+                        Some("use rfc4733, info or inband"),
+                    );
+                }
+            }
+            ActionTpl::Set(
+                vars.into_iter()
+                    .map(|(k, v)| (k, Template::new(&v)))
+                    .collect(),
+            )
+        }
         schema::Action::HeaderAdd(h) => {
             for k in h.keys() {
                 check_header_name(cx, s.clone(), k);
@@ -323,7 +339,82 @@ fn compile_action(cx: &mut Ctx<'_>, a: schema::Action, span: Range<usize>) -> Op
             }
         },
         schema::Action::Bridge(b) => return compile_bridge(cx, b, span),
+        schema::Action::Playback(p) => {
+            check_prompt(cx, s.clone(), &p);
+            ActionTpl::Media(crate::Action::Playback(p))
+        }
+        schema::Action::Tone(t) => {
+            check_tone(cx, s.clone(), &t.play);
+            let secs = t.seconds.unwrap_or(5);
+            if secs == 0 {
+                cx.err(s, "tone seconds must be at least 1", None);
+            }
+            ActionTpl::Media(crate::Action::Tone {
+                spec: t.play,
+                duration: Duration::from_secs(u64::from(secs)),
+            })
+        }
+        schema::Action::Ringback(t) => {
+            check_tone(cx, s, &t);
+            ActionTpl::Media(crate::Action::Ringback(t))
+        }
+        schema::Action::ReadDigits(r) => {
+            if let Some(p) = &r.prompt {
+                check_prompt(cx, s.clone(), p);
+            }
+            let min = r.min.unwrap_or(1);
+            if r.max == 0 || r.max > 32 || min > r.max {
+                cx.err(
+                    s.clone(),
+                    format!(
+                        "read_digits wants 1 <= min <= max <= 32, got min {min}, max {}",
+                        r.max
+                    ),
+                    None,
+                );
+            }
+            let terminators = r.terminators.unwrap_or_else(|| "#".into());
+            if let Some(bad) = terminators
+                .chars()
+                .find(|c| !matches!(c, '0'..='9' | '*' | '#' | 'A'..='D'))
+            {
+                cx.err(
+                    s.clone(),
+                    format!("terminator {bad:?} is not a DTMF digit"),
+                    Some("use digits, * or #"),
+                );
+            }
+            let timeout = r.timeout.unwrap_or(5);
+            if timeout == 0 {
+                cx.err(s, "read_digits timeout must be at least 1 second", None);
+            }
+            ActionTpl::Media(crate::Action::ReadDigits(crate::ReadDigits {
+                prompt: r.prompt,
+                min,
+                max: r.max,
+                timeout: Duration::from_secs(u64::from(timeout)),
+                terminators,
+                context: r.context,
+            }))
+        }
     })
+}
+
+fn check_prompt(cx: &mut Ctx<'_>, span: Option<Range<usize>>, name: &str) {
+    if !cx.env.prompts.iter().any(|p| p == name) {
+        let hint = if cx.env.prompts.is_empty() {
+            "no prompts found: check [media] sounds in switchboard.toml".to_owned()
+        } else {
+            format!("prompts are: {}", cx.env.prompts.join(", "))
+        };
+        cx.err(span, format!("unknown prompt {name:?}"), Some(&hint));
+    }
+}
+
+fn check_tone(cx: &mut Ctx<'_>, span: Option<Range<usize>>, spec: &str) {
+    if let Err(e) = switchboard_media::tone::parse(spec) {
+        cx.err(span, e.to_string(), None);
+    }
 }
 
 fn check_header_name(cx: &mut Ctx<'_>, span: Option<Range<usize>>, k: &str) {

@@ -99,6 +99,7 @@ enum ActionTpl {
         strategy: Strategy,
         timeout: Duration,
     },
+    Media(Action),
 }
 
 #[derive(Debug)]
@@ -168,6 +169,37 @@ pub enum Action {
     Hangup(Cause),
     /// Originate leg B.
     Bridge(Bridge),
+    /// Play a prompt (a name from the sounds directory) to the caller, answering first.
+    Playback(String),
+    /// Play a tone (preset or `%(on,off,freq...)`) to the caller for a while, answering first.
+    Tone {
+        /// The tone, as written (checked at load).
+        spec: String,
+        /// How long.
+        duration: Duration,
+    },
+    /// The tone the caller hears while a later bridge rings (instead of silence, when the
+    /// callee sends no early media).
+    Ringback(String),
+    /// Play a prompt and collect digits; with enough digits, route them as a new destination.
+    ReadDigits(ReadDigits),
+}
+
+/// `read_digits`: an IVR menu.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadDigits {
+    /// Prompt played first (barge-in: a digit stops it).
+    pub prompt: Option<String>,
+    /// Fewest digits that make a destination.
+    pub min: usize,
+    /// Most digits (collection ends there).
+    pub max: usize,
+    /// Silence that ends collection (after the prompt, between digits).
+    pub timeout: Duration,
+    /// Digits that end collection early (not part of the result).
+    pub terminators: String,
+    /// Context the digits are routed in (None: the call's own).
+    pub context: Option<String>,
 }
 
 /// What the dialplan decided for a call. Plain data: a call keeps the plan it started with.
@@ -368,6 +400,10 @@ fn apply(a: &ActionTpl, caps: &[String], named: &BTreeMap<String, String>, plan:
         ActionTpl::Hangup(c) => {
             plan.trace.push(format!("    hangup {c}"));
             plan.actions.push(Action::Hangup(*c));
+        }
+        ActionTpl::Media(a) => {
+            plan.trace.push(format!("    {a:?}"));
+            plan.actions.push(a.clone());
         }
         ActionTpl::Bridge {
             targets,

@@ -56,6 +56,34 @@ pub(crate) enum Action {
     Answer,
     Hangup(String),
     Bridge(Bridge),
+    Playback(String),
+    Tone(ToneAction),
+    Ringback(String),
+    ReadDigits(ReadDigits),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ToneAction {
+    pub play: String,
+    #[serde(default)]
+    pub seconds: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReadDigits {
+    #[serde(default)]
+    pub prompt: Option<String>,
+    #[serde(default)]
+    pub min: Option<usize>,
+    pub max: usize,
+    #[serde(default)]
+    pub timeout: Option<u32>,
+    #[serde(default)]
+    pub terminators: Option<String>,
+    #[serde(default)]
+    pub context: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

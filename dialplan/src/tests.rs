@@ -3,6 +3,7 @@ use super::*;
 fn env() -> CompileEnv {
     CompileEnv {
         gateways: vec!["acd1".into(), "acd2".into()],
+        prompts: vec!["connecting".into(), "closed".into()],
     }
 }
 

@@ -12,6 +12,7 @@ pub mod digest;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
+use switchboard_media::DtmfMethod;
 
 use serde::Deserialize;
 use switchboard_sip::transaction::Transport;
@@ -55,6 +56,10 @@ pub struct GatewayConfig {
     /// Domain of the registered address-of-record (default: the gateway's host).
     #[serde(default)]
     pub domain: Option<String>,
+    /// How digits travel on calls through this gateway: `rfc4733` (default), `info` or
+    /// `inband`.
+    #[serde(default)]
+    pub dtmf: Option<String>,
 }
 
 /// Why a gateway configuration was refused.
@@ -70,6 +75,9 @@ pub enum GatewayError {
     /// Registration asked for without credentials.
     #[error("gateway {0}: register = true needs username and password")]
     Credentials(String),
+    /// The DTMF form is unknown.
+    #[error("gateway {0}: dtmf {1:?} is not one of rfc4733, info, inband")]
+    Dtmf(String, String),
 }
 
 /// A configured gateway with its live state.
@@ -89,6 +97,8 @@ pub struct Gateway {
     ping_in_flight: bool,
     /// Outbound registration state (when `register = true`).
     pub registration: Option<Registration>,
+    /// How digits travel on its calls (None: the switch's default).
+    pub dtmf: Option<DtmfMethod>,
 }
 
 /// Outbound registration of one gateway (RFC 3261 §10.2: one Call-ID, CSeq increasing).
@@ -130,7 +140,15 @@ impl Gateway {
         } else {
             None
         };
+        let dtmf = match config.dtmf.as_deref() {
+            None => None,
+            Some(d) => Some(
+                DtmfMethod::parse(d)
+                    .ok_or_else(|| GatewayError::Dtmf(name.to_owned(), d.to_owned()))?,
+            ),
+        };
         Ok(Gateway {
+            dtmf,
             name: name.to_owned(),
             addr,
             transport,
@@ -376,6 +394,7 @@ mod tests {
             register: None,
             register_expires: None,
             domain: None,
+            dtmf: None,
         }
     }
 

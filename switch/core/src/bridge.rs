@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use switchboard_dialplan::{Action, Cause, Strategy, Target};
-use switchboard_media::{Side, rewrite};
+use switchboard_media::Side;
 use switchboard_sip::dialog::Dialog;
 use switchboard_sip::transaction::{Peer, Transport, TxnId, make_cancel, make_response};
 use switchboard_sip::uri::{Host, Uri};
@@ -13,8 +13,9 @@ use switchboard_sip::{Message, Method, Name, Request, Response};
 use tracing::{debug, info, warn};
 
 use crate::call::{Attempt, Call, CallState};
-use crate::engine::{ALLOW, CallTimer, ClientRole, Engine, Output, fmt_addr, transport_param};
+use crate::engine::{ALLOW, CallTimer, ClientRole, Engine, fmt_addr, transport_param};
 use crate::ids::CallRef;
+use crate::media::SdpIn;
 
 /// A failure to reach a target: the status leg A would get, and the cause.
 type Failure = (u16, Cause);
@@ -55,7 +56,7 @@ impl Engine {
                 .iter()
                 .enumerate()
                 .skip(call.next_target_step())
-                .find(|(_, a)| matches!(a, Action::Answer | Action::Hangup(_) | Action::Bridge(_)));
+                .find(|(_, a)| !matches!(a, Action::HeaderAdd { .. } | Action::HeaderRemove(_)));
             let Some((pos, action)) = step.map(|(i, a)| (i, a.clone())) else {
                 let failure = call
                     .last_failure
@@ -88,14 +89,21 @@ impl Engine {
                         return;
                     }
                 }
+                Action::Ringback(spec) => call.ringback = Some((spec, false)),
+                Action::Playback(_) | Action::Tone { .. } | Action::ReadDigits(_) => {
+                    let waits = self.start_media_action(now, call_ref, action);
+                    if waits {
+                        return;
+                    }
+                }
                 _ => {}
             }
         }
     }
 
-    /// `answer`: 200 to A with our media address (nothing plays yet: prompts come with the
-    /// media engine). A later bridge offers B only the codec A was answered with.
-    fn answer_a(&mut self, now: Instant, call_ref: CallRef) {
+    /// `answer`: 200 to A with our media address and the codec of A's offer that a later
+    /// bridge is most likely to need without transcoding (config order).
+    pub(crate) fn answer_a(&mut self, now: Instant, call_ref: CallRef) {
         let Some(mut call) = self.calls.remove(&call_ref) else {
             return;
         };
@@ -107,26 +115,11 @@ impl Engine {
         self.decorate(&mut resp);
         resp.headers
             .push(Name::Contact, self.contact(call.a.peer.transport));
-        if !call.a.invite.body.is_empty()
-            && let Some(ports) = self.alloc_media(&mut call)
+        if let Some(offer) = call.m.a_offer.clone()
+            && let Some(body) = self.local_answer(&mut call, Side::A, &offer)
         {
-            let version = call.a.sdp_version;
-            call.a.sdp_version += 1;
-            if let Ok((body, info)) = rewrite(
-                &call.a.invite.body,
-                self.cfg.media_ip,
-                ports.a,
-                &self.cfg.codecs,
-                (call.id.0, version),
-            ) {
-                self.outputs.push_back(Output::MediaRemote {
-                    call: call_ref,
-                    side: Side::A,
-                    addr: info.rtp,
-                });
-                resp.headers.push(Name::ContentType, "application/sdp");
-                resp.body = Bytes::from(body);
-            }
+            resp.headers.push(Name::ContentType, "application/sdp");
+            resp.body = body;
         }
         self.txn.respond(now, call.a.invite_txn, resp);
         self.a_answered(now, &mut call);
@@ -269,32 +262,24 @@ impl Engine {
         caller: (String, String),
         timeout: std::time::Duration,
     ) -> Result<(), Failure> {
-        if !self.cfg.anchor_media {
-            // Bypass: the legs' SDP travels untouched, RTP flows between them directly.
-            call.offer_b = Some(call.a.invite.body.clone()).filter(|b| !b.is_empty());
-        } else if call.offer_b.is_none() && !call.a.invite.body.is_empty() {
-            let ports = self
-                .alloc_media(call)
-                .ok_or((503, Cause::SwitchCongestion))?;
-            let version = call.b_sdp_version;
-            call.b_sdp_version += 1;
-            let (body, info) = rewrite(
-                &call.a.invite.body,
-                self.cfg.media_ip,
-                ports.b,
-                &self.cfg.codecs,
-                (call.id.0 + 1, version),
-            )
-            .map_err(|e| {
-                debug!(error = %e, "offer refused");
-                (488, Cause::IncompatibleDestination)
-            })?;
-            self.outputs.push_back(Output::MediaRemote {
-                call: call.id,
-                side: Side::A,
-                addr: info.rtp,
-            });
-            call.offer_b = Some(Bytes::from(body));
+        if let Some(name) = &target_gateway(target)
+            && let Some(dtmf) = self.gateways.get(name).and_then(|g| g.dtmf)
+            && call.m.dtmf[1].is_none()
+        {
+            call.m.dtmf[1] = Some(dtmf);
+        }
+        if call.offer_b.is_none()
+            && let Some(offer) = call.m.a_offer.clone()
+        {
+            if self.cfg.anchor_media && self.alloc_media(call).is_none() {
+                return Err((503, Cause::SwitchCongestion));
+            }
+            let body = self.sdp_to_other(call, Side::A, &offer, SdpIn::Request);
+            if body.is_none() {
+                debug!("offer refused: no codec in common");
+                return Err((488, Cause::IncompatibleDestination));
+            }
+            call.offer_b = body;
         }
         let call_id = self.ids.call_id();
         let mut req = Request::new(Method::Invite, ruri.clone());
@@ -370,7 +355,10 @@ impl Engine {
 
     pub(crate) fn fire_call_timer(&mut self, now: Instant, call_ref: CallRef, kind: CallTimer) {
         let _span = self.enter(call_ref);
-        let CallTimer::Ring(txn) = kind;
+        let txn = match kind {
+            CallTimer::Ring(txn) => txn,
+            CallTimer::Digits(generation) => return self.digits_timeout(now, call_ref, generation),
+        };
         let Some(call) = self.calls.get_mut(&call_ref) else {
             return;
         };
@@ -515,6 +503,13 @@ impl Engine {
     }
 
     fn relay_provisional(&mut self, now: Instant, call: &mut Call, resp: &Response) {
+        let has_sdp = crate::indialog::is_sdp(&resp.headers);
+        if has_sdp {
+            // The callee's own early media replaces ours.
+            self.stop_ringback(call);
+        } else if resp.status == 180 && self.start_ringback(now, call) {
+            return;
+        }
         if call.a.finalized {
             return;
         }
@@ -522,56 +517,15 @@ impl Engine {
         out.reason = resp.reason.clone();
         out.headers
             .push(Name::Contact, self.contact(call.a.peer.transport));
-        if crate::indialog::is_sdp(&resp.headers) {
-            self.attach_sdp(call, Side::B, &resp.body, &mut out.headers, &mut out.body);
+        if crate::indialog::is_sdp(&resp.headers)
+            && let Some(b) =
+                self.sdp_to_other(call, Side::B, &resp.body, SdpIn::Response { final_: false })
+        {
+            out.headers.push(Name::ContentType, "application/sdp");
+            out.body = b;
         }
         self.decorate(&mut out);
         self.txn.respond(now, call.a.invite_txn, out);
-    }
-
-    /// Rewrites an SDP body that `from` sent, for the other leg, and reports `from`'s address.
-    pub(crate) fn attach_sdp(
-        &mut self,
-        call: &mut Call,
-        from: Side,
-        body: &Bytes,
-        headers: &mut switchboard_sip::Headers,
-        out: &mut Bytes,
-    ) {
-        if body.is_empty() {
-            return;
-        }
-        if !self.cfg.anchor_media {
-            headers.set(Name::ContentType, "application/sdp");
-            *out = body.clone();
-            return;
-        }
-        let Some(ports) = self.alloc_media(call) else {
-            return;
-        };
-        let (port, version) = match from {
-            Side::B => {
-                call.a.sdp_version += 1;
-                (ports.a, call.a.sdp_version)
-            }
-            Side::A => {
-                call.b_sdp_version += 1;
-                (ports.b, call.b_sdp_version)
-            }
-        };
-        let session = call.id.0 + u64::from(from == Side::A);
-        match rewrite(body, self.cfg.media_ip, port, &[], (session, version)) {
-            Ok((sdp, info)) => {
-                self.outputs.push_back(Output::MediaRemote {
-                    call: call.id,
-                    side: from,
-                    addr: info.rtp,
-                });
-                headers.set(Name::ContentType, "application/sdp");
-                *out = Bytes::from(sdp);
-            }
-            Err(e) => warn!(error = %e, "could not anchor SDP; passing no body"),
-        }
     }
 
     fn b_answered(&mut self, now: Instant, call: &mut Call, i: usize, resp: &Response) {
@@ -603,15 +557,26 @@ impl Engine {
         // The offer went out for good: a call that lasts hours need not keep it, nor the
         // INVITEs it sent, nor the plan and bridge that led here.
         call.offer_b = None;
+        call.m.a_offer = None;
         call.bridge = None;
+        self.stop_ringback(call);
         call.plan.actions = Vec::new();
         for a in call.attempts.iter_mut() {
             a.slim_invite();
         }
         call.attempts.shrink_to_fit();
         if call.a.finalized {
-            // A was answered by the plan already: ACK B now, media flows.
-            self.ack_b(call, &Bytes::new());
+            // A was answered by the plan already: ACK B now (with our answer if B offered in
+            // its 2xx), media flows.
+            let mut ack_body = None;
+            if crate::indialog::is_sdp(&resp.headers) {
+                if call.m.pending.as_ref().is_some_and(|p| p.0 == Side::A) {
+                    self.sdp_to_other(call, Side::B, &resp.body, SdpIn::Response { final_: true });
+                } else {
+                    ack_body = self.local_answer(call, Side::B, &resp.body);
+                }
+            }
+            self.ack_b(call, ack_body);
             call.state = CallState::Up;
             return;
         }
@@ -619,8 +584,12 @@ impl Engine {
         out.headers
             .push(Name::Contact, self.contact(call.a.peer.transport));
         self.decorate(&mut out);
-        if crate::indialog::is_sdp(&resp.headers) {
-            self.attach_sdp(call, Side::B, &resp.body, &mut out.headers, &mut out.body);
+        if crate::indialog::is_sdp(&resp.headers)
+            && let Some(b) =
+                self.sdp_to_other(call, Side::B, &resp.body, SdpIn::Response { final_: true })
+        {
+            out.headers.push(Name::ContentType, "application/sdp");
+            out.body = b;
         }
         self.txn.respond(now, call.a.invite_txn, out);
         self.a_answered(now, call);
@@ -641,8 +610,8 @@ impl Engine {
         call.a.slim_invite();
     }
 
-    /// ACKs leg B's 2xx (end to end: when A's ACK came, carrying A's SDP answer if any).
-    pub(crate) fn ack_b(&mut self, call: &mut Call, a_body: &Bytes) {
+    /// ACKs leg B's 2xx (end to end: when A's ACK came, carrying the answer to B's offer).
+    pub(crate) fn ack_b(&mut self, call: &mut Call, body: Option<Bytes>) {
         let (Some(peer), Some(mut ack)) = (
             call.b_peer,
             call.b_dialog
@@ -652,9 +621,10 @@ impl Engine {
             return;
         };
         ack.headers.push_front(Name::Via, self.via(peer.transport));
-        let mut body = Bytes::new();
-        self.attach_sdp(call, Side::A, a_body, &mut ack.headers, &mut body);
-        ack.body = body;
+        if let Some(b) = body {
+            ack.headers.push(Name::ContentType, "application/sdp");
+            ack.body = b;
+        }
         let bytes = Bytes::from(Message::Request(ack).to_bytes());
         self.txn.send_raw(peer, bytes.clone());
         call.b_ack = Some(bytes);
@@ -783,4 +753,11 @@ fn escape_user(user: &str) -> String {
         }
     }
     out
+}
+
+fn target_gateway(t: &Target) -> Option<String> {
+    match t {
+        Target::Gateway { name, .. } => Some(name.clone()),
+        Target::Uri(_) => None,
+    }
 }

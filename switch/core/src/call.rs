@@ -155,6 +155,15 @@ pub(crate) struct Call {
     pub caller: String,
     /// `call{id, call_id, b_call_id}`: every log line about the call is inside it.
     pub span: tracing::Span,
+    /// Offer/answer and DTMF state.
+    pub m: crate::media::CallMedia,
+    /// What the plan waits for (a prompt, digits).
+    pub wait: Option<crate::play::Wait>,
+    /// Tone played to A while a bridge rings (dialplan `ringback`); `true` once started.
+    pub ringback: Option<(String, bool)>,
+    /// The routing facts, kept when the plan may route collected digits.
+    pub facts: Option<Box<switchboard_dialplan::Facts>>,
+    pub next_play: u32,
 }
 
 impl Call {

@@ -28,6 +28,8 @@ pub struct EngineConfig {
     pub anchor_media: bool,
     /// Codecs allowed on legs, in preference order (empty = anything the legs agree on).
     pub codecs: Vec<String>,
+    /// How digits travel on a leg unless its gateway or the dialplan says otherwise.
+    pub dtmf: switchboard_media::DtmfMethod,
 }
 
 impl Default for EngineConfig {
@@ -49,6 +51,7 @@ impl Default for EngineConfig {
                 "opus".into(),
                 "telephone-event".into(),
             ],
+            dtmf: switchboard_media::DtmfMethod::Rfc4733,
         }
     }
 }

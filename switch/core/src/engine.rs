@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use bytestring::ByteString;
 use switchboard_dialplan::{Cause, Dialplan, Facts};
-use switchboard_media::{PortPool, Side};
+use switchboard_media::{DigitEvent, DtmfMethod, LegMedia, PortPool, Side};
 use switchboard_sip::transaction::{
     Peer, TransactionLayer, Transmit, Transport, TxnEvent, TxnId, make_response,
 };
@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use crate::call::{Call, CallInfo, CallSummary, MediaPorts};
 use crate::config::EngineConfig;
 use crate::ids::{CallRef, IdGen};
+use crate::play::Play;
 
 /// foldhash: seeded per process, much cheaper than SipHash on these short keys.
 pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -54,6 +55,51 @@ pub enum Output {
         side: Side,
         /// Its RTP address (None: on hold).
         addr: Option<SocketAddr>,
+    },
+    /// A leg's codec, payload types and DTMF form (after offer/answer).
+    MediaLeg {
+        /// The call.
+        call: CallRef,
+        /// Which leg.
+        side: Side,
+        /// Its media.
+        media: LegMedia,
+    },
+    /// Send a digit to a leg as RFC 4733 events or tones (it came in SIP INFO).
+    MediaDigit {
+        /// The call.
+        call: CallRef,
+        /// The leg to send it to.
+        side: Side,
+        /// The digit.
+        digit: char,
+        /// Duration, ms.
+        ms: u32,
+    },
+    /// Play a prompt or a tone to a leg; the engine waits for `MediaEvent::PlayDone(id)`.
+    MediaPlay {
+        /// The call.
+        call: CallRef,
+        /// The leg.
+        side: Side,
+        /// What.
+        what: Play,
+        /// Reported back when done.
+        id: u32,
+    },
+    /// Stop what plays to a leg.
+    MediaStop {
+        /// The call.
+        call: CallRef,
+        /// The leg.
+        side: Side,
+    },
+    /// A digit was seen on a leg (for logs, metrics and modules).
+    Digit {
+        /// The call.
+        call: CallRef,
+        /// The digit.
+        event: DigitEvent,
     },
     /// Unbind the relay of a call.
     MediaClose {
@@ -92,6 +138,8 @@ pub(crate) enum ClientRole {
     Relay(CallRef),
     Bye,
     Cancel,
+    /// An INFO we send (a digit): nothing waits for its answer.
+    Info,
     Ping,
     Register,
 }
@@ -99,6 +147,8 @@ pub(crate) enum ClientRole {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CallTimer {
     Ring(TxnId),
+    /// `read_digits` waited long enough (generation, to ignore stale timers).
+    Digits(u32),
 }
 
 /// The B2BUA engine. Sans-IO: no socket, no clock.
@@ -567,6 +617,35 @@ impl Engine {
         for line in &plan.trace {
             debug!("dialplan: {line}");
         }
+        let var = |k: &str| plan.vars.get(k).map(String::as_str);
+        let mut m = crate::media::CallMedia::default();
+        for (side, key) in [(0, "dtmf_a"), (1, "dtmf_b")] {
+            if let Some(v) = var(key) {
+                m.dtmf[side] = DtmfMethod::parse(v);
+                if m.dtmf[side].is_none() {
+                    warn!(
+                        var = key,
+                        value = v,
+                        "not a DTMF form (rfc4733, info, inband): ignored"
+                    );
+                }
+            }
+        }
+        for (side, key) in [(0, "dtmf_suppress_a"), (1, "dtmf_suppress_b")] {
+            if let Some(v) = var(key) {
+                m.suppress[side] = v
+                    .chars()
+                    .filter(|c| switchboard_media::dtmf::is_digit(*c))
+                    .collect();
+            }
+        }
+        if !req.body.is_empty() {
+            m.a_offer = Some(req.body.clone());
+        }
+        let keeps_facts = plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, switchboard_dialplan::Action::ReadDigits(_)));
         // The trace and variables were for routing and the log; a call keeps what it acts on.
         let plan = switchboard_dialplan::RoutePlan {
             actions: plan.actions,
@@ -602,9 +681,14 @@ impl Engine {
             last_failure: None,
             started: now,
             answered_at: None,
-            destination: facts.destination,
-            caller: facts.caller_number,
+            destination: facts.destination.clone(),
+            caller: facts.caller_number.clone(),
             span,
+            m,
+            wait: None,
+            ringback: None,
+            facts: keeps_facts.then(|| Box::new(facts)),
+            next_play: 1,
         };
         self.stats.calls_total += 1;
         self.server_invites.insert(id, call_ref);

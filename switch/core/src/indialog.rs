@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
 use bytestring::ByteString;
 use switchboard_dialplan::Cause;
 use switchboard_media::Side;
@@ -15,6 +14,7 @@ use tracing::{debug, info};
 use crate::call::{Call, CallState, PendingAck, Relayed};
 use crate::engine::{ClientRole, Engine};
 use crate::ids::CallRef;
+use crate::media::SdpIn;
 
 /// Headers that travel with a relayed request or response (everything else is per leg).
 const RELAYED_HEADERS: &[&str] = &[
@@ -70,6 +70,10 @@ impl Engine {
                 self.calls.insert(call_ref, call);
                 self.respond(now, id, 491, None);
             }
+            Method::Info if let Some(d) = self.info_digit(now, &mut call, side, &req, id) => {
+                self.calls.insert(call_ref, call);
+                self.collect_digit(now, call_ref, side, d);
+            }
             _ => {
                 self.relay_request(now, &mut call, side, id, &req);
                 self.calls.insert(call_ref, call);
@@ -111,9 +115,10 @@ impl Engine {
         }
         copy_relayed_headers(&req.headers, &mut out.headers);
         if is_sdp(&req.headers) {
-            let mut body = Bytes::new();
-            self.attach_sdp(call, from, &req.body, &mut out.headers, &mut body);
-            out.body = body;
+            if let Some(b) = self.sdp_to_other(call, from, &req.body, SdpIn::Request) {
+                out.headers.push(Name::ContentType, "application/sdp");
+                out.body = b;
+            }
         } else if !req.body.is_empty() {
             if let Some(ct) = req.headers.get(&Name::ContentType) {
                 out.headers.push(Name::ContentType, ct.clone());
@@ -187,9 +192,13 @@ impl Engine {
                 }
             }
             if is_sdp(&r.headers) {
-                let mut body = Bytes::new();
-                self.attach_sdp(&mut call, responder, &r.body, &mut out.headers, &mut body);
-                out.body = body;
+                let kind = SdpIn::Response {
+                    final_: (200..300).contains(&status),
+                };
+                if let Some(b) = self.sdp_to_other(&mut call, responder, &r.body, kind) {
+                    out.headers.push(Name::ContentType, "application/sdp");
+                    out.body = b;
+                }
             } else if !r.body.is_empty() {
                 if let Some(ct) = r.headers.get(&Name::ContentType) {
                     out.headers.push(Name::ContentType, ct.clone());
@@ -206,6 +215,8 @@ impl Engine {
                 call.reinvite_from = None;
                 if status >= 300 {
                     call.pending_ack = None;
+                    // The offer failed: the media stays as it was.
+                    call.m.pending = None;
                 }
             }
         }
@@ -234,11 +245,11 @@ impl Engine {
             call.state = CallState::Up;
             if call.b_ack.is_none() && call.b_dialog.is_some() {
                 let body = if is_sdp(&req.headers) {
-                    req.body.clone()
+                    self.sdp_to_other(&mut call, Side::A, &req.body, SdpIn::Ack)
                 } else {
-                    Bytes::new()
+                    None
                 };
-                self.ack_b(&mut call, &body);
+                self.ack_b(&mut call, body);
             }
             info!("call up");
         } else if let Some(p) = call
@@ -254,9 +265,12 @@ impl Engine {
             if let (Some(mut d), Some(peer)) = (dialog, peer) {
                 let mut ack = d.make_request(Method::Ack, Some(p.to_seq));
                 ack.headers.push_front(Name::Via, self.via(peer.transport));
-                let mut body = Bytes::new();
-                self.attach_sdp(&mut call, side, &req.body, &mut ack.headers, &mut body);
-                ack.body = body;
+                if is_sdp(&req.headers)
+                    && let Some(b) = self.sdp_to_other(&mut call, side, &req.body, SdpIn::Ack)
+                {
+                    ack.headers.push(Name::ContentType, "application/sdp");
+                    ack.body = b;
+                }
                 self.txn.send_stateless(peer, &Message::Request(ack));
             }
         }
@@ -291,7 +305,7 @@ impl Engine {
                     self.on_register_response(now, id, Some(resp));
                 }
             }
-            ClientRole::Bye | ClientRole::Cancel => {
+            ClientRole::Bye | ClientRole::Cancel | ClientRole::Info => {
                 if final_ {
                     self.forget_client(id);
                 }
@@ -317,7 +331,7 @@ impl Engine {
                 self.clients.insert(id, role);
                 self.on_register_response(now, id, None);
             }
-            ClientRole::Bye | ClientRole::Cancel => {}
+            ClientRole::Bye | ClientRole::Cancel | ClientRole::Info => {}
         }
     }
 

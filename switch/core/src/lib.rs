@@ -10,7 +10,9 @@
 //! bridge to targets in sequence (failover on timeouts and 5xx) or in parallel (ring all).
 //!
 //! Media is anchored: every SDP crossing the switch is rewritten to point at the call's
-//! relay ports (see `switchboard_media`), and the shell relays the packets.
+//! media ports, each leg getting its own best codec (see `switchboard_media`); the shell runs
+//! the call's media session (forwarding or transcoding, digits, prompts) and reports back
+//! digits, RTP timeouts and finished prompts.
 
 mod bridge;
 mod call;
@@ -18,12 +20,15 @@ mod config;
 mod engine;
 mod ids;
 mod indialog;
+mod media;
+mod play;
 mod register;
 
 pub use call::{CallInfo, CallState, CallSummary, MediaPorts};
 pub use config::EngineConfig;
 pub use engine::{ALLOW, Engine, EngineStats, Output, facts_of};
 pub use ids::{CallRef, IdGen};
+pub use play::Play;
 pub use switchboard_dialplan::Cause;
 pub use switchboard_media::Side;
 

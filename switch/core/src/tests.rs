@@ -44,6 +44,7 @@ impl Harness {
             register: None,
             register_expires: None,
             domain: None,
+            dtmf: None,
         };
         let gateways = Gateways::new(&BTreeMap::from([("gw".to_owned(), gw)])).unwrap();
         let plan = r#"
@@ -59,6 +60,7 @@ actions = [ { bridge = { targets = ["gateway/gw/$1"], timeout = 20 } } ]
             }],
             &CompileEnv {
                 gateways: vec!["gw".into()],
+                prompts: vec![],
             },
         )
         .unwrap();

@@ -10,6 +10,13 @@ pub enum CodecKind {
     Pcmu,
     /// G.711 A-law.
     Pcma,
+    /// A codec we can only forward (both legs use it): identified by its name and clock.
+    Opaque {
+        /// Hash of the upper-case encoding name.
+        id: u32,
+        /// RTP clock rate.
+        clock: u32,
+    },
 }
 
 impl CodecKind {
@@ -22,17 +29,37 @@ impl CodecKind {
         }
     }
 
-    /// rtpmap encoding name.
+    /// The codec of a format: one we transcode, or an opaque one we can only forward.
+    pub fn of(name: &str, clock: u32) -> CodecKind {
+        CodecKind::from_name(name, clock).unwrap_or_else(|| {
+            // FNV-1a of the upper-case name.
+            let id = name.bytes().fold(0x811C_9DC5u32, |h, b| {
+                (h ^ u32::from(b.to_ascii_uppercase())).wrapping_mul(0x0100_0193)
+            });
+            CodecKind::Opaque { id, clock }
+        })
+    }
+
+    /// We can decode and encode it.
+    pub fn transcodable(self) -> bool {
+        !matches!(self, CodecKind::Opaque { .. })
+    }
+
+    /// rtpmap encoding name (`?` for an opaque codec).
     pub fn name(self) -> &'static str {
         match self {
             CodecKind::Pcmu => "PCMU",
             CodecKind::Pcma => "PCMA",
+            CodecKind::Opaque { .. } => "?",
         }
     }
 
     /// RTP clock rate.
     pub fn clock(self) -> u32 {
-        8000
+        match self {
+            CodecKind::Opaque { clock, .. } => clock,
+            _ => 8000,
+        }
     }
 
     /// Sample rate of the PCM the codec takes and gives.
@@ -45,6 +72,7 @@ impl CodecKind {
         match self {
             CodecKind::Pcmu => Some(0),
             CodecKind::Pcma => Some(8),
+            CodecKind::Opaque { .. } => None,
         }
     }
 
@@ -53,11 +81,15 @@ impl CodecKind {
         match self {
             CodecKind::Pcmu => Some(0xFF),
             CodecKind::Pcma => Some(0xD5),
+            CodecKind::Opaque { .. } => None,
         }
     }
 
-    /// A decoder.
+    /// A decoder (an opaque codec decodes to silence).
     pub fn decoder(self) -> Box<dyn Decoder> {
+        if !self.transcodable() {
+            return Box::new(Silence);
+        }
         Box::new(G711Decoder {
             alaw: self == CodecKind::Pcma,
             last: Vec::new(),
@@ -65,8 +97,11 @@ impl CodecKind {
         })
     }
 
-    /// An encoder.
+    /// An encoder (an opaque codec encodes to nothing: no packet is sent).
     pub fn encoder(self) -> Box<dyn Encoder> {
+        if !self.transcodable() {
+            return Box::new(Silence);
+        }
         Box::new(G711Encoder {
             alaw: self == CodecKind::Pcma,
         })
@@ -117,6 +152,24 @@ impl Decoder for G711Decoder {
             return;
         }
         out.extend(self.last.iter().cycle().take(samples).map(|&s| s >> shift));
+    }
+}
+
+struct Silence;
+
+impl Decoder for Silence {
+    fn decode(&mut self, _: &[u8], out: &mut Vec<i16>) {
+        out.extend(std::iter::repeat_n(0, 160));
+    }
+
+    fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) {
+        out.extend(std::iter::repeat_n(0, samples));
+    }
+}
+
+impl Encoder for Silence {
+    fn encode(&mut self, _: &[i16], out: &mut Vec<u8>) {
+        out.clear();
     }
 }
 

@@ -94,32 +94,13 @@ impl Relay {
     /// A packet arrived from `side` at its local port (`rtcp` for the odd port). Returns where
     /// to forward it from the other leg's local port, or `None` to drop it.
     pub fn on_packet(&mut self, side: Side, src: SocketAddr, rtcp: bool) -> Option<SocketAddr> {
-        let leg = self.leg(side);
-        let known_ip = leg.latched.or(leg.sdp).map(|a| a.ip());
-        if rtcp {
-            leg.stats.rtcp_in += 1;
-            if leg.latched_rtcp.is_none() {
-                leg.latched_rtcp = Some(src);
-            }
-        } else {
-            leg.stats.rtp_in += 1;
-            match leg.latched {
-                None => leg.latched = Some(src),
-                Some(l) if l == src => {}
-                // A second source: accept it only from the address the SDP announced.
-                Some(_) if leg.sdp == Some(src) => leg.latched = Some(src),
-                Some(_) if known_ip != Some(src.ip()) => {
-                    leg.stats.dropped += 1;
-                    return None;
-                }
-                Some(_) => leg.latched = Some(src),
-            }
+        if !self.accept(side, src, rtcp) {
+            return None;
         }
-        let other = self.leg(side.other());
         let dest = if rtcp {
-            other.rtcp_dest()
+            self.rtcp_dest(side.other())
         } else {
-            other.rtp_dest()
+            self.rtp_dest(side.other())
         };
         let leg = self.leg(side);
         match dest {
@@ -133,6 +114,48 @@ impl Relay {
                 leg.stats.dropped += 1;
                 None
             }
+        }
+    }
+
+    /// Latches a packet's source for `side` (the first packet's, or the SDP's address): `false`
+    /// for a stranger's packet once latched, which is dropped.
+    pub fn accept(&mut self, side: Side, src: SocketAddr, rtcp: bool) -> bool {
+        let leg = self.leg(side);
+        let known_ip = leg.latched.or(leg.sdp).map(|a| a.ip());
+        if rtcp {
+            leg.stats.rtcp_in += 1;
+            if leg.latched_rtcp.is_none() {
+                leg.latched_rtcp = Some(src);
+            }
+            return true;
+        }
+        leg.stats.rtp_in += 1;
+        match leg.latched {
+            None => leg.latched = Some(src),
+            Some(l) if l == src => {}
+            Some(_) if leg.sdp == Some(src) => leg.latched = Some(src),
+            Some(_) if known_ip != Some(src.ip()) => {
+                leg.stats.dropped += 1;
+                return false;
+            }
+            Some(_) => leg.latched = Some(src),
+        }
+        true
+    }
+
+    /// Where RTP for `side` goes (its latched address, else its SDP's).
+    pub fn rtp_dest(&self, side: Side) -> Option<SocketAddr> {
+        match side {
+            Side::A => self.a.rtp_dest(),
+            Side::B => self.b.rtp_dest(),
+        }
+    }
+
+    /// Where RTCP for `side` goes.
+    pub fn rtcp_dest(&self, side: Side) -> Option<SocketAddr> {
+        match side {
+            Side::A => self.a.rtcp_dest(),
+            Side::B => self.b.rtcp_dest(),
         }
     }
 

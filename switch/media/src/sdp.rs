@@ -3,7 +3,8 @@
 use std::io::Cursor;
 use std::net::{IpAddr, SocketAddr};
 
-use sdp::description::common::{Address, ConnectionInformation};
+use sdp::description::common::{Address, Attribute, ConnectionInformation};
+use sdp::description::media::MediaDescription;
 use sdp::description::session::SessionDescription;
 
 /// Why an SDP body could not be anchored.
@@ -28,6 +29,147 @@ pub struct MediaInfo {
     pub rtp: Option<SocketAddr>,
     /// Codec names kept, in order (e.g. `PCMU`, `telephone-event`).
     pub codecs: Vec<String>,
+    /// The formats kept, in order, as the leg described them.
+    pub formats: Vec<Format>,
+    /// `a=ptime`, if given.
+    pub ptime: Option<u32>,
+}
+
+/// One payload format of an audio stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Format {
+    /// Payload type.
+    pub pt: u8,
+    /// Encoding name (`PCMU`, `opus`, `telephone-event`).
+    pub name: String,
+    /// RTP clock rate.
+    pub clock: u32,
+    /// Channels (`/2` of opus), if given.
+    pub channels: Option<u16>,
+    /// Its `a=fmtp` parameters.
+    pub fmtp: Option<String>,
+}
+
+impl Format {
+    /// A format of ours (a codec added to an offer, or telephone-event).
+    pub fn new(pt: u8, name: &str, clock: u32, fmtp: Option<&str>) -> Format {
+        Format {
+            pt,
+            name: name.to_owned(),
+            clock,
+            channels: None,
+            fmtp: fmtp.map(str::to_owned),
+        }
+    }
+
+    /// Same codec as `other` (name and clock; payload types may differ between legs).
+    pub fn same_codec(&self, other: &Format) -> bool {
+        self.name.eq_ignore_ascii_case(&other.name) && self.clock == other.clock
+    }
+
+    /// RFC 4733 telephone-event.
+    pub fn is_telephone_event(&self) -> bool {
+        self.name.eq_ignore_ascii_case("telephone-event")
+    }
+
+    fn rtpmap(&self) -> String {
+        match self.channels {
+            Some(c) => format!("{} {}/{}/{c}", self.pt, self.name, self.clock),
+            None => format!("{} {}/{}", self.pt, self.name, self.clock),
+        }
+    }
+}
+
+/// What the audio stream's formats become.
+#[derive(Debug, Clone, Copy)]
+pub enum Formats<'a> {
+    /// Keep those whose names are allowed (case-insensitive; empty = all), in order.
+    Filter(&'a [String]),
+    /// An offer: the allowed ones, then `extra` formats of ours appended.
+    Offer {
+        /// Allowed names (empty = all).
+        allowed: &'a [String],
+        /// Formats added after the leg's own.
+        extra: &'a [Format],
+    },
+    /// Exactly these (an answer: the chosen codec and telephone-event).
+    Exact(&'a [Format]),
+}
+
+/// Parses the first audio stream of an SDP body without changing it.
+pub fn audio(body: &[u8]) -> Result<MediaInfo, SdpError> {
+    let mut sd = SessionDescription::unmarshal(&mut Cursor::new(body))
+        .map_err(|e| SdpError::Malformed(e.to_string()))?;
+    let session_conn = sd.connection_information.as_ref().and_then(conn_ip);
+    let m = sd
+        .media_descriptions
+        .iter_mut()
+        .find(|m| m.media_name.media == "audio" && m.media_name.port.value != 0)
+        .ok_or(SdpError::NoAudio)?;
+    let formats = formats_of(m);
+    let leg_ip = m
+        .connection_information
+        .as_ref()
+        .and_then(conn_ip)
+        .or(session_conn);
+    let port = u16::try_from(m.media_name.port.value).ok();
+    Ok(MediaInfo {
+        rtp: rtp_addr(leg_ip, port),
+        codecs: formats.iter().map(|f| f.name.clone()).collect(),
+        ptime: ptime_of(m),
+        formats,
+    })
+}
+
+fn rtp_addr(ip: Option<IpAddr>, port: Option<u16>) -> Option<SocketAddr> {
+    match (ip, port) {
+        (Some(ip), Some(p)) if !ip.is_unspecified() && p != 0 => Some(SocketAddr::new(ip, p)),
+        _ => None,
+    }
+}
+
+fn ptime_of(m: &MediaDescription) -> Option<u32> {
+    m.attributes
+        .iter()
+        .find(|a| a.key == "ptime")
+        .and_then(|a| a.value.as_deref()?.trim().parse().ok())
+}
+
+/// The formats of an m-line with their rtpmap/fmtp (static types from RFC 3551 §6).
+fn formats_of(m: &MediaDescription) -> Vec<Format> {
+    let attr = |key: &str, pt: &str| {
+        m.attributes.iter().find_map(|a| {
+            let v = a.value.as_deref()?;
+            let (p, rest) = v.split_once(' ')?;
+            (a.key == key && p == pt).then(|| rest.trim().to_owned())
+        })
+    };
+    m.media_name
+        .formats
+        .iter()
+        .filter_map(|pt_s| {
+            let pt: u8 = pt_s.parse().ok().filter(|p| *p < 128)?;
+            let (name, clock, channels) = match attr("rtpmap", pt_s) {
+                Some(map) => {
+                    let mut it = map.split('/');
+                    let name = it.next()?.to_owned();
+                    let clock = it.next().and_then(|c| c.parse().ok()).unwrap_or(8000);
+                    (name, clock, it.next().and_then(|c| c.parse().ok()))
+                }
+                None => {
+                    // Static types all use an 8000 Hz clock (G.722's too, RFC 3551 §4.5.2).
+                    (codec_name(pt_s, &[])?, 8000, None)
+                }
+            };
+            Some(Format {
+                pt,
+                name,
+                clock,
+                channels,
+                fmtp: attr("fmtp", pt_s),
+            })
+        })
+        .collect()
 }
 
 /// Name of a payload type: from its rtpmap, else the static table (RFC 3551 §6).
@@ -60,6 +202,18 @@ pub fn rewrite(
     allowed: &[String],
     origin: (u64, u64),
 ) -> Result<(Vec<u8>, MediaInfo), SdpError> {
+    rewrite_with(body, ours, port, Formats::Filter(allowed), origin)
+}
+
+/// [`rewrite`] with the formats chosen by `edit`. The [`MediaInfo`] describes the leg's own
+/// body (its address and the formats it listed that were kept), not what we wrote.
+pub fn rewrite_with(
+    body: &[u8],
+    ours: IpAddr,
+    port: u16,
+    edit: Formats<'_>,
+    origin: (u64, u64),
+) -> Result<(Vec<u8>, MediaInfo), SdpError> {
     let mut sd = SessionDescription::unmarshal(&mut Cursor::new(body))
         .map_err(|e| SdpError::Malformed(e.to_string()))?;
     let session_conn = sd.connection_information.as_ref().and_then(conn_ip);
@@ -71,49 +225,67 @@ pub fn rewrite(
             m.media_name.port.value = 0;
             continue;
         }
-        let rtpmaps: Vec<(String, String)> = m
-            .attributes
-            .iter()
-            .filter(|a| a.key == "rtpmap")
-            .filter_map(|a| {
-                a.value
-                    .as_deref()?
-                    .split_once(' ')
-                    .map(|(p, e)| (p.to_owned(), e.to_owned()))
-            })
-            .collect();
-        let mut kept = Vec::new();
-        let mut names = Vec::new();
-        for pt in &m.media_name.formats {
-            let name = codec_name(pt, &rtpmaps);
-            let ok = allowed.is_empty()
-                || name
-                    .as_ref()
-                    .is_some_and(|n| allowed.iter().any(|a| a.eq_ignore_ascii_case(n)));
-            if ok {
-                kept.push(pt.clone());
-                names.push(name.unwrap_or_else(|| pt.clone()));
+        let theirs = formats_of(m);
+        let ptime = ptime_of(m);
+        let allowed_ok = |allowed: &[String], f: &Format| {
+            allowed.is_empty() || allowed.iter().any(|a| a.eq_ignore_ascii_case(&f.name))
+        };
+        let (kept_theirs, written): (Vec<Format>, Vec<Format>) = match edit {
+            Formats::Filter(allowed) => {
+                let k: Vec<Format> = theirs
+                    .iter()
+                    .filter(|f| allowed_ok(allowed, f))
+                    .cloned()
+                    .collect();
+                (k.clone(), k)
             }
-        }
-        if !names
-            .iter()
-            .any(|n| !n.eq_ignore_ascii_case("telephone-event"))
-        {
+            Formats::Offer { allowed, extra } => {
+                let k: Vec<Format> = theirs
+                    .iter()
+                    .filter(|f| allowed_ok(allowed, f))
+                    .cloned()
+                    .collect();
+                let mut w = k.clone();
+                w.extend(extra.iter().cloned());
+                (k, w)
+            }
+            Formats::Exact(list) => (theirs.clone(), list.to_vec()),
+        };
+        if !written.iter().any(|f| !f.is_telephone_event()) {
             return Err(SdpError::NoCommonCodec);
         }
         m.attributes.retain(|a| {
-            let pt_of = |v: &Option<String>| {
-                v.as_deref()
-                    .and_then(|v| v.split(' ').next())
-                    .map(str::to_owned)
-            };
-            match a.key.as_str() {
-                "rtpmap" | "fmtp" => pt_of(&a.value).is_some_and(|p| kept.contains(&p)),
-                "rtcp" | "candidate" | "ice-ufrag" | "ice-pwd" | "ice-options"
-                | "end-of-candidates" | "remote-candidates" => false,
-                _ => true,
-            }
+            !matches!(
+                a.key.as_str(),
+                "rtpmap"
+                    | "fmtp"
+                    | "rtcp"
+                    | "candidate"
+                    | "ice-ufrag"
+                    | "ice-pwd"
+                    | "ice-options"
+                    | "end-of-candidates"
+                    | "remote-candidates"
+            )
         });
+        // rtpmap and fmtp lines first, in format order, as most stacks write them.
+        let mut lines = Vec::new();
+        for f in &written {
+            lines.push(Attribute {
+                key: "rtpmap".into(),
+                value: Some(f.rtpmap()),
+            });
+            if let Some(p) = &f.fmtp {
+                lines.push(Attribute {
+                    key: "fmtp".into(),
+                    value: Some(format!("{} {p}", f.pt)),
+                });
+            }
+        }
+        lines.append(&mut m.attributes);
+        m.attributes = lines;
+        let kept: Vec<String> = written.iter().map(|f| f.pt.to_string()).collect();
+        let names: Vec<String> = kept_theirs.iter().map(|f| f.name.clone()).collect();
         m.media_name.formats = kept;
         let leg_ip = m
             .connection_information
@@ -121,10 +293,7 @@ pub fn rewrite(
             .and_then(conn_ip)
             .or(session_conn);
         let remote_port = u16::try_from(m.media_name.port.value).ok();
-        let rtp = match (leg_ip, remote_port) {
-            (Some(ip), Some(p)) if !ip.is_unspecified() && p != 0 => Some(SocketAddr::new(ip, p)),
-            _ => None,
-        };
+        let rtp = rtp_addr(leg_ip, remote_port);
         // Old-style hold (c=0.0.0.0) is passed on as such.
         let shown = if rtp.is_none() && leg_ip.is_some_and(|i| i.is_unspecified()) {
             unspecified(ours)
@@ -133,7 +302,12 @@ pub fn rewrite(
         };
         m.connection_information = Some(conn(addr_type, shown));
         m.media_name.port.value = port as isize;
-        info = Some(MediaInfo { rtp, codecs: names });
+        info = Some(MediaInfo {
+            rtp,
+            codecs: names,
+            formats: kept_theirs,
+            ptime,
+        });
     }
     let info = info.ok_or(SdpError::NoAudio)?;
     sd.connection_information = Some(conn(addr_type, ours));

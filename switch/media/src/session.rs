@@ -82,8 +82,13 @@ pub enum Playable {
         /// Samples (shared with other calls playing the same prompt).
         samples: std::sync::Arc<[i16]>,
     },
-    /// A tone cadence, until stopped.
-    Tone(Vec<crate::tone::Segment>),
+    /// A tone cadence, for `limit_ms` (None: until stopped).
+    Tone {
+        /// The cadence.
+        segs: Vec<crate::tone::Segment>,
+        /// How long.
+        limit_ms: Option<u32>,
+    },
 }
 
 /// Counters of one leg, for the call's record and `/metrics`.
@@ -109,6 +114,8 @@ enum Source {
     },
     Tone {
         player: TonePlayer,
+        /// Samples left to play (None: until stopped).
+        left: Option<usize>,
         id: u32,
     },
 }
@@ -260,10 +267,13 @@ impl Session {
         leg.to8k = (media.codec.rate() != 8000).then(|| Resampler::new(media.codec.rate(), 8000));
         leg.tones = None;
         leg.media = Some(media);
+        // Audio flows as soon as both legs have negotiated (early media included).
+        self.bridged = self.legs.iter().all(|l| l.media.is_some());
         self.rewire(now);
     }
 
-    /// Lets audio flow between the legs (after the answer), or stops it.
+    /// Lets audio flow between the legs, or stops it (both legs' media being set bridges
+    /// them; this overrides it, e.g. to hold one side).
     pub fn set_bridged(&mut self, now: Instant, bridged: bool) {
         self.bridged = bridged;
         self.rewire(now);
@@ -317,8 +327,9 @@ impl Session {
                 rate: from,
                 id,
             },
-            Playable::Tone(segs) => Source::Tone {
+            Playable::Tone { segs, limit_ms } => Source::Tone {
                 player: TonePlayer::new(segs, rate),
+                left: limit_ms.map(|ms| (u64::from(ms) * u64::from(rate) / 1000) as usize),
                 id,
             },
         };
@@ -492,6 +503,7 @@ impl Session {
         match media.codec {
             CodecKind::Pcmu => crate::g711::decode_ulaw(payload, &mut self.scratch),
             CodecKind::Pcma => crate::g711::decode_alaw(payload, &mut self.scratch),
+            CodecKind::Opaque { .. } => return,
         }
         let audio: &[i16] = if let Some(r) = leg.to8k.as_mut() {
             self.scratch8k.clear();
@@ -646,10 +658,19 @@ impl Session {
                 }
                 produced = true;
             }
-            Some(Source::Tone { player, .. }) => {
-                scratch.resize(frame, 0);
+            Some(Source::Tone { player, left, id }) => {
+                let n = left.map_or(frame, |l| l.min(frame));
+                scratch.resize(n, 0);
                 player.fill(scratch);
                 produced = true;
+                if let Some(l) = left {
+                    *l -= n;
+                    if *l == 0 {
+                        let id = *id;
+                        leg.source = None;
+                        events.push_back(MediaEvent::PlayDone(side, id));
+                    }
+                }
             }
             None if transcode => {
                 let from_frame = (other.rate() / 50) as usize;
@@ -723,6 +744,9 @@ impl Session {
             };
             enc.encode(&leg.tx_pcm[..ptime_frame], payload);
             leg.tx_pcm.drain(..ptime_frame);
+            if payload.is_empty() {
+                continue;
+            }
             let mut b = spare.pop().unwrap_or_default();
             let marker = std::mem::take(&mut leg.marker);
             rtp::write(&mut b, media.pt, marker, leg.seq, ts, leg.ssrc, payload);

@@ -51,6 +51,9 @@ struct Media {
     rtp_port_max: Option<u16>,
     anchor: Option<bool>,
     codecs: Option<Vec<String>>,
+    dtmf: Option<Spanned<String>>,
+    rtp_timeout: Option<u64>,
+    sounds: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -91,6 +94,10 @@ pub struct Loaded {
     pub drain: Duration,
     /// The files read, for messages.
     pub files: Vec<PathBuf>,
+    /// Prompts from the sounds directory, by name.
+    pub prompts: std::collections::HashMap<String, crate::media::Prompt>,
+    /// Hang up a call whose RTP stopped this long (None: never).
+    pub rtp_timeout: Option<Duration>,
 }
 
 fn diag(
@@ -221,6 +228,39 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
     if let Some(c) = file.media.codecs {
         engine.codecs = c;
     }
+    if let Some(d) = &file.media.dtmf {
+        match switchboard_media::DtmfMethod::parse(d.get_ref()) {
+            Some(m) => engine.dtmf = m,
+            None => diags.push(diag(
+                f,
+                t,
+                Some(d.span()),
+                format!("media.dtmf {:?} is not a DTMF form", d.get_ref()),
+                Some("use \"rfc4733\" (RTP events), \"info\" (SIP INFO) or \"inband\" (tones)"),
+            )),
+        }
+    }
+    let rtp_timeout = match file.media.rtp_timeout.unwrap_or(60) {
+        0 => None,
+        s => Some(Duration::from_secs(s)),
+    };
+    // The sounds directory is relative to conf/ (the shipped one is conf/../sounds/en).
+    let sounds = dir.join(file.media.sounds.as_deref().unwrap_or("../sounds/en"));
+    let prompts = match crate::media::load_prompts(&sounds) {
+        Ok(p) => p,
+        Err(e) => {
+            diags.push(diag(
+                f,
+                t,
+                None,
+                format!("media.sounds: {e}"),
+                Some(
+                    "point media.sounds at a directory of 16-bit PCM WAV files (relative to conf/)",
+                ),
+            ));
+            Default::default()
+        }
+    };
     let http = file
         .http
         .listen
@@ -248,8 +288,11 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
     };
     let (sources, mut files) = read_dialplan(&dir.join("dialplan"), &mut diags);
     files.insert(0, main_path);
+    let mut prompt_names: Vec<String> = prompts.keys().cloned().collect();
+    prompt_names.sort();
     let env = CompileEnv {
         gateways: gw_cfgs.keys().cloned().collect(),
+        prompts: prompt_names,
     };
     let dialplan = match compile(&sources, &env) {
         Ok(dp) => Some(dp),
@@ -268,6 +311,8 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
             log_level: file.log.level.unwrap_or_else(|| "info".into()),
             drain: Duration::from_secs(file.shutdown.drain_secs.unwrap_or(30)),
             files,
+            prompts,
+            rtp_timeout,
         }),
         _ => Err(Diagnostics(diags)),
     }

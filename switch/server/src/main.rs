@@ -318,7 +318,8 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         }
         tokio::spawn(signals(cmd_tx.clone()));
         info!(conf = %conf.display(), extensions = l.dialplan.len(), gateways = l.gateways.iter().count(), "switchboard starting");
-        let media = media::MediaHub::new(l.engine.media_ip, tokio::runtime::Handle::current());
+        let (media_tx, media_rx) = mpsc::unbounded_channel();
+        let media = media::MediaHub::new(l.engine.media_ip, tokio::runtime::Handle::current(), media_tx, l.prompts, l.rtp_timeout);
         let shell = shell::Shell {
             udp: l.engine.udp,
             tcp: l.engine.tcp,
@@ -326,6 +327,7 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             conf,
             drain: l.drain,
             media,
+            digits: [0; 3],
         };
         // SIP runs on a thread of its own with a single-threaded runtime: every datagram is
         // handled where it was received, with no cross-thread wake-up. HTTP and the RTP relays
@@ -336,7 +338,7 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(shell.run(cmd_rx)));
+                .and_then(|rt| rt.block_on(shell.run(cmd_rx, media_rx)));
             let _ = done_tx.send(result);
         })?;
         done_rx.await.map_err(|_| anyhow::anyhow!("the SIP thread stopped unexpectedly"))?

@@ -1,73 +1,111 @@
-//! The RTP relay: one small task per call with four sockets (RTP and RTCP for each leg),
-//! forwarding packets untouched where `switchboard_media::Relay` says.
+//! The media of each call: one small task per call with four sockets (RTP and RTCP for each
+//! leg) running a `switchboard_media::Session` — forwarding, transcoding, digits, prompts,
+//! RTP timeouts — with symmetric latching from `switchboard_media::Relay`. What the session
+//! notices (digits, timeouts, prompts done) goes back to the engine over a channel.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use switchboard_core::{CallRef, MediaPorts};
-use switchboard_media::{Relay, Side};
+use switchboard_core::{CallRef, MediaPorts, Play};
+use switchboard_media::{LegMedia, MediaEvent, Playable, Relay, Session, Side};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-/// Relay counters for `/metrics`.
+/// Media counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct MediaCounters {
-    /// RTP packets forwarded from leg A to leg B.
+    /// RTP packets sent to leg B.
     pub rtp_a_to_b: AtomicU64,
-    /// RTP packets forwarded from leg B to leg A.
+    /// RTP packets sent to leg A.
     pub rtp_b_to_a: AtomicU64,
-    /// RTCP packets forwarded.
-    pub rtcp_relayed: AtomicU64,
-    /// Packets dropped.
+    /// RTCP packets received.
+    pub rtcp_in: AtomicU64,
+    /// Packets dropped (strangers, unknown payload types, no destination yet).
     pub dropped: AtomicU64,
     /// Relays that could not bind their ports.
     pub bind_failures: AtomicU64,
+    /// Packets the jitter buffers concealed (lost or late), all calls.
+    pub concealed: AtomicU64,
+    /// Calls hung up for lack of RTP.
+    pub timeouts: AtomicU64,
 }
 
+/// A prompt loaded from the sounds directory.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    /// Sample rate.
+    pub rate: u32,
+    /// Mono samples.
+    pub samples: Arc<[i16]>,
+}
+
+#[derive(Debug)]
 enum Ctl {
     Remote(Side, Option<SocketAddr>),
+    Leg(Side, LegMedia),
+    Digit(Side, char, u32),
+    Play(Side, Playable, u32),
+    Stop(Side),
 }
 
-/// All relays of the switch.
+/// All media sessions of the switch.
 #[derive(Debug)]
 pub struct MediaHub {
     ip: IpAddr,
-    /// The runtime relays run on (not the SIP thread's).
+    /// The runtime the sessions run on (not the SIP thread's).
     rt: tokio::runtime::Handle,
-    relays: HashMap<CallRef, mpsc::UnboundedSender<Ctl>>,
+    sessions: HashMap<CallRef, mpsc::UnboundedSender<Ctl>>,
+    events: mpsc::UnboundedSender<(CallRef, MediaEvent)>,
+    /// Prompts by name.
+    pub prompts: Arc<HashMap<String, Prompt>>,
+    /// Hang up calls silent this long (None: never).
+    pub rtp_timeout: Option<Duration>,
     /// Counters.
     pub counters: Arc<MediaCounters>,
-}
-
-impl std::fmt::Debug for Ctl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Ctl")
-    }
+    seed: u64,
 }
 
 impl MediaHub {
-    /// A hub binding on `ip`.
-    pub fn new(ip: IpAddr, rt: tokio::runtime::Handle) -> MediaHub {
+    /// A hub binding on `ip`; session events are sent to `events`.
+    pub fn new(
+        ip: IpAddr,
+        rt: tokio::runtime::Handle,
+        events: mpsc::UnboundedSender<(CallRef, MediaEvent)>,
+        prompts: HashMap<String, Prompt>,
+        rtp_timeout: Option<Duration>,
+    ) -> MediaHub {
         MediaHub {
             ip,
             rt,
-            relays: HashMap::new(),
+            sessions: HashMap::new(),
+            events,
+            prompts: Arc::new(prompts),
+            rtp_timeout,
             counters: Arc::default(),
+            seed: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64),
         }
     }
 
-    /// Binds and starts the relay of a call.
+    /// Binds and starts the media of a call.
     pub fn open(&mut self, call: CallRef, ports: MediaPorts) {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.relays.insert(call, tx);
+        self.sessions.insert(call, tx);
         let ip = self.ip;
         let counters = self.counters.clone();
+        let events = self.events.clone();
+        let session = Session::new(
+            self.seed ^ call.0.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            self.rtp_timeout,
+        );
         self.rt.spawn(async move {
             match bind(ip, ports).await {
-                Ok(socks) => relay(call, socks, rx, counters).await,
+                Ok(socks) => run(call, socks, session, rx, counters, events).await,
                 Err(e) => {
                     counters.bind_failures.fetch_add(1, Ordering::Relaxed);
                     warn!(call = %call, error = %e, "cannot bind RTP ports {}/{}", ports.a, ports.b);
@@ -76,21 +114,66 @@ impl MediaHub {
         });
     }
 
-    /// A leg's RTP address changed.
-    pub fn remote(&mut self, call: CallRef, side: Side, addr: Option<SocketAddr>) {
-        if let Some(tx) = self.relays.get(&call) {
-            let _ = tx.send(Ctl::Remote(side, addr));
+    fn send(&self, call: CallRef, ctl: Ctl) {
+        if let Some(tx) = self.sessions.get(&call) {
+            let _ = tx.send(ctl);
         }
     }
 
-    /// Stops the relay (dropping the sender ends the task, which closes its sockets).
-    pub fn close(&mut self, call: CallRef) {
-        self.relays.remove(&call);
+    /// A leg's RTP address changed.
+    pub fn remote(&mut self, call: CallRef, side: Side, addr: Option<SocketAddr>) {
+        self.send(call, Ctl::Remote(side, addr));
     }
 
-    /// Relays running.
+    /// A leg's codec and DTMF form.
+    pub fn leg(&mut self, call: CallRef, side: Side, media: LegMedia) {
+        self.send(call, Ctl::Leg(side, media));
+    }
+
+    /// Sends a digit to a leg.
+    pub fn digit(&mut self, call: CallRef, side: Side, digit: char, ms: u32) {
+        self.send(call, Ctl::Digit(side, digit, ms));
+    }
+
+    /// Plays a prompt or tone to a leg. A prompt missing since the dialplan was checked is
+    /// reported done at once (the plan goes on).
+    pub fn play(&mut self, call: CallRef, side: Side, what: Play, id: u32) {
+        let playable = match &what {
+            Play::Prompt(name) => self.prompts.get(name).map(|p| Playable::Samples {
+                rate: p.rate,
+                samples: p.samples.clone(),
+            }),
+            Play::Tone { spec, ms } => {
+                switchboard_media::tone::parse(spec)
+                    .ok()
+                    .map(|segs| Playable::Tone {
+                        segs,
+                        limit_ms: *ms,
+                    })
+            }
+        };
+        match playable {
+            Some(p) => self.send(call, Ctl::Play(side, p, id)),
+            None => {
+                warn!(call = %call, ?what, "nothing to play (prompt removed since load?)");
+                let _ = self.events.send((call, MediaEvent::PlayDone(side, id)));
+            }
+        }
+    }
+
+    /// Stops what plays to a leg.
+    pub fn stop(&mut self, call: CallRef, side: Side) {
+        self.send(call, Ctl::Stop(side));
+    }
+
+    /// Stops the media (dropping the sender ends the task, which closes its sockets).
+    pub fn close(&mut self, call: CallRef) {
+        self.sessions.remove(&call);
+    }
+
+    /// Sessions running.
     pub fn len(&self) -> usize {
-        self.relays.len()
+        self.sessions.len()
     }
 }
 
@@ -110,54 +193,117 @@ async fn bind(ip: IpAddr, p: MediaPorts) -> std::io::Result<Socks> {
     })
 }
 
-async fn relay(
+async fn run(
     call: CallRef,
     s: Socks,
+    mut session: Session,
     mut rx: mpsc::UnboundedReceiver<Ctl>,
     counters: Arc<MediaCounters>,
+    events: mpsc::UnboundedSender<(CallRef, MediaEvent)>,
 ) {
-    let mut r = Relay::new();
+    let mut relay = Relay::new();
     // One buffer per socket: select! polls all four receives at once.
     let (mut b0, mut b1, mut b2, mut b3) = ([0u8; 2048], [0u8; 2048], [0u8; 2048], [0u8; 2048]);
     loop {
-        // Which socket a packet arrived on tells the leg and whether it is RTCP.
-        let (side, rtcp, n, src) = tokio::select! {
+        let wake = session.poll_timeout().map(tokio::time::Instant::from_std);
+        let now = || tokio::time::Instant::now().into_std();
+        tokio::select! {
             ctl = rx.recv() => match ctl {
-                Some(Ctl::Remote(side, addr)) => { r.set_remote(side, addr); continue; }
+                Some(Ctl::Remote(side, addr)) => {
+                    relay.set_remote(side, addr);
+                    // A new address, or hold: silence until now is not a timeout.
+                    session.reset_timeout(now(), side);
+                }
+                Some(Ctl::Leg(side, media)) => session.set_leg(now(), side, media),
+                Some(Ctl::Digit(side, d, ms)) => session.send_digit(now(), side, d, ms),
+                Some(Ctl::Play(side, what, id)) => session.play(now(), side, what, id),
+                Some(Ctl::Stop(side)) => session.stop(side),
                 None => break,
             },
-            Ok((n, src)) = s.a_rtp.recv_from(&mut b0) => (Side::A, false, n, src),
-            Ok((n, src)) = s.a_rtcp.recv_from(&mut b1) => (Side::A, true, n, src),
-            Ok((n, src)) = s.b_rtp.recv_from(&mut b2) => (Side::B, false, n, src),
-            Ok((n, src)) = s.b_rtcp.recv_from(&mut b3) => (Side::B, true, n, src),
-        };
-        let buf: &[u8] = match (side, rtcp) {
-            (Side::A, false) => &b0,
-            (Side::A, true) => &b1,
-            (Side::B, false) => &b2,
-            (Side::B, true) => &b3,
-        };
-        let Some(dst) = r.on_packet(side, src, rtcp) else {
-            counters.dropped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        // Out of the other leg's socket, so that leg sees one symmetric address.
-        let out = match (side, rtcp) {
-            (Side::A, false) => &s.b_rtp,
-            (Side::A, true) => &s.b_rtcp,
-            (Side::B, false) => &s.a_rtp,
-            (Side::B, true) => &s.a_rtcp,
-        };
-        if out.try_send_to(&buf[..n], dst).is_ok() {
-            let c = match (rtcp, side) {
-                (true, _) => &counters.rtcp_relayed,
-                (false, Side::A) => &counters.rtp_a_to_b,
-                (false, Side::B) => &counters.rtp_b_to_a,
+            Ok((n, src)) = s.a_rtp.recv_from(&mut b0) => {
+                if relay.accept(Side::A, src, false) {
+                    session.handle_rtp(now(), Side::A, &b0[..n]);
+                } else {
+                    counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok((n, src)) = s.b_rtp.recv_from(&mut b2) => {
+                if relay.accept(Side::B, src, false) {
+                    session.handle_rtp(now(), Side::B, &b2[..n]);
+                } else {
+                    counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            // RTCP is terminated here: the legs' reports describe streams the switch rewrote.
+            Ok((_, src)) = s.a_rtcp.recv_from(&mut b1) => {
+                relay.accept(Side::A, src, true);
+                counters.rtcp_in.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok((_, src)) = s.b_rtcp.recv_from(&mut b3) => {
+                relay.accept(Side::B, src, true);
+                counters.rtcp_in.fetch_add(1, Ordering::Relaxed);
+            }
+            () = sleep_until(wake) => session.handle_timeout(now()),
+        }
+        while let Some((side, buf)) = session.poll_transmit() {
+            let (sock, counter) = match side {
+                Side::A => (&s.a_rtp, &counters.rtp_b_to_a),
+                Side::B => (&s.b_rtp, &counters.rtp_a_to_b),
             };
-            c.fetch_add(1, Ordering::Relaxed);
-        } else {
-            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            match relay.rtp_dest(side) {
+                Some(dst) if sock.try_send_to(&buf, dst).is_ok() => {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            session.recycle(buf);
+        }
+        while let Some(ev) = session.poll_event() {
+            if matches!(ev, MediaEvent::Timeout(_)) {
+                counters.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = events.send((call, ev));
         }
     }
-    debug!(call = %call, a_in = r.stats(Side::A).rtp_in, b_in = r.stats(Side::B).rtp_in, "relay closed");
+    let (a, b) = (session.stats(Side::A), session.stats(Side::B));
+    counters
+        .concealed
+        .fetch_add(a.jitter.concealed + b.jitter.concealed, Ordering::Relaxed);
+    debug!(call = %call, a_in = a.rx.packets, a_lost = a.rx.lost(), b_in = b.rx.packets, b_lost = b.rx.lost(), "media closed");
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Loads every `*.wav` of `dir` as a prompt named after its file (without `.wav`).
+pub fn load_prompts(dir: &std::path::Path) -> Result<HashMap<String, Prompt>, String> {
+    let mut out = HashMap::new();
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "wav") {
+            continue;
+        }
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let wav = switchboard_media::wav::Wav::read(&bytes)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        out.insert(
+            name.to_owned(),
+            Prompt {
+                rate: wav.rate,
+                samples: wav.samples.into(),
+            },
+        );
+    }
+    Ok(out)
 }

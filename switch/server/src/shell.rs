@@ -75,6 +75,8 @@ pub struct Shell {
     pub drain: Duration,
     /// Media relay hub.
     pub media: MediaHub,
+    /// Digits seen, by method (rfc4733, info, inband).
+    pub digits: [u64; 3],
 }
 
 fn wall() -> jiff::Timestamp {
@@ -96,7 +98,11 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 
 impl Shell {
     /// Runs until shutdown. Binds first: a bind error is returned before anything runs.
-    pub async fn run(mut self, mut cmd_rx: mpsc::Receiver<Command>) -> anyhow::Result<()> {
+    pub async fn run(
+        mut self,
+        mut cmd_rx: mpsc::Receiver<Command>,
+        mut media_rx: mpsc::UnboundedReceiver<(CallRef, switchboard_media::MediaEvent)>,
+    ) -> anyhow::Result<()> {
         let udp = match self.udp {
             Some(a) => {
                 Some(Arc::new(bind_udp(a).map_err(|e| {
@@ -151,6 +157,9 @@ impl Shell {
                     }
                     NetIn::TcpDown(addr) => { conns.remove(&addr); pending.remove(&addr); }
                 },
+                Some((call, ev)) = media_rx.recv() => {
+                    self.engine.handle_media_event(Instant::now().into_std(), call, ev);
+                }
                 cmd = cmd_rx.recv() => match cmd {
                     Some(Command::Shutdown) | None => {
                         if drain_deadline.is_none() {
@@ -224,6 +233,28 @@ impl Shell {
                 Output::MediaOpen { call, ports } => self.media.open(call, ports),
                 Output::MediaRemote { call, side, addr } => self.media.remote(call, side, addr),
                 Output::MediaClose { call } => self.media.close(call),
+                Output::MediaLeg { call, side, media } => self.media.leg(call, side, media),
+                Output::MediaDigit {
+                    call,
+                    side,
+                    digit,
+                    ms,
+                } => self.media.digit(call, side, digit, ms),
+                Output::MediaPlay {
+                    call,
+                    side,
+                    what,
+                    id,
+                } => self.media.play(call, side, what, id),
+                Output::MediaStop { call, side } => self.media.stop(call, side),
+                Output::Digit { event, .. } => {
+                    let i = match event.method {
+                        switchboard_media::DtmfMethod::Rfc4733 => 0,
+                        switchboard_media::DtmfMethod::Info => 1,
+                        switchboard_media::DtmfMethod::Inband => 2,
+                    };
+                    self.digits[i] += 1;
+                }
                 Output::CallEnded(_) | Output::GatewayState { .. } => {}
                 _ => {}
             }
@@ -276,6 +307,8 @@ impl Shell {
                     warn!("listen addresses changed: they take effect at the next restart");
                 }
                 self.engine.set_dialplan(Arc::new(l.dialplan));
+                self.media.prompts = Arc::new(l.prompts);
+                self.media.rtp_timeout = l.rtp_timeout;
                 self.engine.set_gateways(l.gateways);
                 // New gateways start pinging/registering now.
                 self.engine
@@ -383,10 +416,33 @@ impl Shell {
         );
         metric(
             &mut o,
-            "switchboard_rtcp_relayed_packets_total",
+            "switchboard_rtcp_received_packets_total",
             "counter",
-            "RTCP packets relayed.",
-            m.rtcp_relayed.load(Ordering::Relaxed).to_string(),
+            "RTCP packets received (terminated at the switch).",
+            m.rtcp_in.load(Ordering::Relaxed).to_string(),
+        );
+        metric(
+            &mut o,
+            "switchboard_rtp_concealed_frames_total",
+            "counter",
+            "Frames the jitter buffers concealed (lost or late packets), ended calls.",
+            m.concealed.load(Ordering::Relaxed).to_string(),
+        );
+        metric(
+            &mut o,
+            "switchboard_media_timeouts_total",
+            "counter",
+            "Calls hung up because RTP stopped (media.rtp_timeout).",
+            m.timeouts.load(Ordering::Relaxed).to_string(),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP switchboard_dtmf_digits_total Digits seen on any leg, by how they came.
+# TYPE switchboard_dtmf_digits_total counter
+             switchboard_dtmf_digits_total{{method=\"rfc4733\"}} {}
+switchboard_dtmf_digits_total{{method=\"info\"}} {}
+switchboard_dtmf_digits_total{{method=\"inband\"}} {}",
+            self.digits[0], self.digits[1], self.digits[2]
         );
         metric(
             &mut o,

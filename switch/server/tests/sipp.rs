@@ -147,7 +147,15 @@ fn early_media_183_is_relayed_with_anchored_sdp() {
 
 #[test]
 fn info_is_relayed_in_the_dialog() {
-    let sw = Switch::start("info", 11, Route::default());
+    // Leg B takes digits as INFO: an INFO digit from A is relayed as it is.
+    let sw = Switch::start(
+        "info",
+        11,
+        Route {
+            gw1_extra: "dtmf = \"info\"",
+            ..Route::default()
+        },
+    );
     let uas = sw.uas(0, "uas_info.xml", 1, &[]);
     let uac = sw.uac("uac_info.xml", "1000", 1, &[]);
     sw.expect_ok(vec![uac, uas]);

@@ -50,6 +50,12 @@ pub struct Route<'a> {
     pub transport: &'a str,
     /// Extra lines for `[gateway.gw1]` (credentials, registration).
     pub gw1_extra: &'a str,
+    /// Extra lines for `[media]`.
+    pub media_extra: &'a str,
+    /// Extensions tried before the test's "route" extension.
+    pub extensions: &'a str,
+    /// Actions run before the bridge of the "route" extension.
+    pub before_bridge: &'a str,
 }
 
 impl Default for Route<'_> {
@@ -60,6 +66,9 @@ impl Default for Route<'_> {
             timeout: 10,
             transport: "udp",
             gw1_extra: "",
+            media_extra: "",
+            extensions: "",
+            before_bridge: "",
         }
     }
 }
@@ -79,15 +88,17 @@ name = "tag-merchant"
 continue = true
 when.header.X-Merchant = '^(?P<m>[a-z]+)$'
 actions = [ {{ header_add = {{ X-Merchant = "${{m}}" }} }} ]
-
+{}
 [[extension]]
 name = "route"
 when.destination = '^(\d+)$'
 actions = [
-  {{ header_add = {{ X-Switchboard-Route = "test" }} }},
+  {{ header_add = {{ X-Switchboard-Route = "test" }} }},{}
   {{ bridge = {{ targets = [{}], strategy = "{}", timeout = {} }} }},
 ]
 "#,
+        route.extensions,
+        route.before_bridge,
         targets.join(", "),
         route.strategy,
         route.timeout
@@ -119,6 +130,8 @@ ip = "127.0.0.1"
 rtp_port_min = {rlo}
 rtp_port_max = {rhi}
 codecs = ["PCMA", "PCMU", "telephone-event"]
+sounds = "{sounds}"
+{media_extra}
 [http]
 listen = "127.0.0.1:{http}"
 token = "test-token"
@@ -141,7 +154,9 @@ transport = "{t}"
             g1 = ports.gw[0],
             g2 = ports.gw[1],
             t = route.transport,
-            gw1_extra = route.gw1_extra
+            gw1_extra = route.gw1_extra,
+            media_extra = route.media_extra,
+            sounds = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sounds/en"),
         );
         std::fs::write(dir.join("conf/switchboard.toml"), conf).expect("write conf");
         std::fs::write(dir.join("conf/dialplan/test.toml"), dialplan(&route))

@@ -1,0 +1,359 @@
+//! The call's media as signalling sees it: offer/answer per leg with transcoding (each leg
+//! gets its own best codec), the DTMF form of each leg, digits arriving in SIP INFO, and the
+//! media engine's events (digits, RTP timeouts, prompts finished).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use switchboard_dialplan::Cause;
+use switchboard_media::negotiate::{answer_for, chosen, offer_extras, telephone_event};
+use switchboard_media::{
+    CodecKind, DigitEvent, DtmfMethod, Format, Formats, LegMedia, MediaEvent, Side, audio,
+    rewrite_with,
+};
+use switchboard_sip::{Method, Name, Request};
+use tracing::{debug, info, warn};
+
+use crate::call::Call;
+use crate::engine::{ClientRole, Engine, Output};
+use crate::ids::CallRef;
+
+/// Where an SDP body travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SdpIn {
+    /// In a request that can carry an offer (INVITE, UPDATE).
+    Request,
+    /// In an ACK (the answer to a 2xx offer).
+    Ack,
+    /// In a response; `final_` for a 2xx.
+    Response {
+        /// 2xx (ends the offer/answer exchange).
+        final_: bool,
+    },
+}
+
+/// Offer/answer and DTMF state of one call.
+#[derive(Debug, Default)]
+pub(crate) struct CallMedia {
+    /// A's first SDP (kept for a bridge after the plan answered A).
+    pub a_offer: Option<Bytes>,
+    /// The offer waiting for its answer: who offered, its formats and ptime.
+    pub pending: Option<(Side, Vec<Format>, Option<u32>)>,
+    /// The codec the pending offerer was answered with (later answers repeat it).
+    pub answered: Option<Format>,
+    /// Each leg's current codec.
+    pub fmt: [Option<Format>; 2],
+    /// Each leg's media settings as last sent to the media engine.
+    pub legs: [Option<LegMedia>; 2],
+    /// Configured DTMF form per leg (before falling back to in-band).
+    pub dtmf: [Option<DtmfMethod>; 2],
+    /// Digits never passed on, per leg they come from.
+    pub suppress: [String; 2],
+}
+
+fn i(side: Side) -> usize {
+    match side {
+        Side::A => 0,
+        Side::B => 1,
+    }
+}
+
+impl Engine {
+    fn origin_for(call: &mut Call, to: Side) -> (u64, u64) {
+        match to {
+            Side::A => {
+                call.a.sdp_version += 1;
+                (call.id.0, call.a.sdp_version)
+            }
+            Side::B => {
+                call.b_sdp_version += 1;
+                (call.id.0 + 1, call.b_sdp_version)
+            }
+        }
+    }
+
+    /// The body to send to the other leg for an SDP body `from` sent (`None`: send none).
+    pub(crate) fn sdp_to_other(
+        &mut self,
+        call: &mut Call,
+        from: Side,
+        body: &Bytes,
+        kind: SdpIn,
+    ) -> Option<Bytes> {
+        if body.is_empty() {
+            return None;
+        }
+        if !self.cfg.anchor_media {
+            return Some(body.clone());
+        }
+        let ports = self.alloc_media(call)?;
+        let to = from.other();
+        let port = match to {
+            Side::A => ports.a,
+            Side::B => ports.b,
+        };
+        let info = match audio(body) {
+            Ok(i) => i,
+            Err(e) => {
+                warn!(error = %e, ?from, "unusable SDP; passing no body");
+                return None;
+            }
+        };
+        self.outputs.push_back(Output::MediaRemote {
+            call: call.id,
+            side: from,
+            addr: info.rtp,
+        });
+        let is_answer = match kind {
+            SdpIn::Request => false,
+            SdpIn::Ack => true,
+            SdpIn::Response { .. } => call.m.pending.as_ref().is_some_and(|p| p.0 == to),
+        };
+        let origin = Self::origin_for(call, to);
+        if !is_answer {
+            let allowed: Vec<&Format> = info.formats.iter().filter(|f| self.allowed(f)).collect();
+            let kept: Vec<Format> = allowed.into_iter().cloned().collect();
+            let extra = offer_extras(&kept, &self.cfg.codecs);
+            call.m.pending = Some((from, kept, info.ptime));
+            call.m.answered = None;
+            let edit = Formats::Offer {
+                allowed: &self.cfg.codecs,
+                extra: &extra,
+            };
+            return match rewrite_with(body, self.cfg.media_ip, port, edit, origin) {
+                Ok((b, _)) => Some(Bytes::from(b)),
+                Err(e) => {
+                    warn!(error = %e, "offer cannot be passed on");
+                    None
+                }
+            };
+        }
+        let (offerer, offer, offer_ptime) = call.m.pending.clone()?;
+        let Some(theirs) = chosen(&info.formats).cloned() else {
+            warn!("answer without a codec");
+            return None;
+        };
+        let mine = call
+            .m
+            .answered
+            .clone()
+            .or_else(|| answer_for(&offer, Some(&theirs), call.m.fmt[i(offerer)].as_ref()));
+        let Some(mine) = mine else {
+            warn!(codec = %theirs.name, "no codec of the offer can be bridged to the answer's");
+            return None;
+        };
+        call.m.answered = Some(mine.clone());
+        if matches!(kind, SdpIn::Ack | SdpIn::Response { final_: true }) {
+            call.m.pending = None;
+        }
+        let te_mine = telephone_event(&offer, mine.clock);
+        let te_theirs = telephone_event(&info.formats, theirs.clock);
+        self.set_leg_pub(call, offerer, &mine, te_mine.as_ref(), offer_ptime);
+        self.set_leg_pub(call, from, &theirs, te_theirs.as_ref(), info.ptime);
+        let exact: Vec<Format> = std::iter::once(mine).chain(te_mine).collect();
+        match rewrite_with(
+            body,
+            self.cfg.media_ip,
+            port,
+            Formats::Exact(&exact),
+            origin,
+        ) {
+            Ok((b, _)) => Some(Bytes::from(b)),
+            Err(e) => {
+                warn!(error = %e, "answer cannot be passed on");
+                None
+            }
+        }
+    }
+
+    /// Answers an offer from `side` ourselves (the plan answered A, or leg B offered in its
+    /// 2xx after A was answered): the codec that avoids transcoding if there is one.
+    pub(crate) fn local_answer(
+        &mut self,
+        call: &mut Call,
+        side: Side,
+        body: &Bytes,
+    ) -> Option<Bytes> {
+        if body.is_empty() || !self.cfg.anchor_media {
+            return None;
+        }
+        let ports = self.alloc_media(call)?;
+        let port = match side {
+            Side::A => ports.a,
+            Side::B => ports.b,
+        };
+        let info = audio(body).ok()?;
+        self.outputs.push_back(Output::MediaRemote {
+            call: call.id,
+            side,
+            addr: info.rtp,
+        });
+        let offer: Vec<Format> = info
+            .formats
+            .iter()
+            .filter(|f| self.allowed(f))
+            .cloned()
+            .collect();
+        let other = call.m.fmt[i(side.other())].clone();
+        let mine = answer_for(&offer, other.as_ref(), call.m.fmt[i(side)].as_ref())?;
+        let te = telephone_event(&offer, mine.clock);
+        self.set_leg_pub(call, side, &mine, te.as_ref(), info.ptime);
+        call.m.pending = None;
+        let origin = Self::origin_for(call, side);
+        let exact: Vec<Format> = std::iter::once(mine).chain(te).collect();
+        rewrite_with(
+            body,
+            self.cfg.media_ip,
+            port,
+            Formats::Exact(&exact),
+            origin,
+        )
+        .ok()
+        .map(|(b, _)| Bytes::from(b))
+    }
+
+    fn allowed(&self, f: &Format) -> bool {
+        self.cfg.codecs.is_empty()
+            || self
+                .cfg
+                .codecs
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(&f.name))
+    }
+
+    pub(crate) fn set_leg_pub(
+        &mut self,
+        call: &mut Call,
+        side: Side,
+        fmt: &Format,
+        te: Option<&Format>,
+        ptime: Option<u32>,
+    ) {
+        let configured = call.m.dtmf[i(side)].unwrap_or(self.cfg.dtmf);
+        let dtmf = match configured {
+            DtmfMethod::Rfc4733 if te.is_none() => DtmfMethod::Inband,
+            m => m,
+        };
+        let media = LegMedia {
+            codec: CodecKind::of(&fmt.name, fmt.clock),
+            pt: fmt.pt,
+            ptime_ms: ptime.unwrap_or(20).clamp(10, 120),
+            te: te.map(|t| (t.pt, t.clock)),
+            dtmf,
+            suppress: call.m.suppress[i(side)].clone(),
+        };
+        call.m.fmt[i(side)] = Some(fmt.clone());
+        if call.m.legs[i(side)].as_ref() != Some(&media) {
+            debug!(?side, codec = %fmt.name, pt = fmt.pt, dtmf = %dtmf, "leg media");
+            call.m.legs[i(side)] = Some(media.clone());
+            self.outputs.push_back(Output::MediaLeg {
+                call: call.id,
+                side,
+                media,
+            });
+        }
+    }
+
+    /// A SIP INFO carrying a digit: handled here (answered 200, converted for the other leg)
+    /// unless the other leg takes INFO too, in which case it is relayed. The digit when
+    /// handled here.
+    pub(crate) fn info_digit(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        from: Side,
+        req: &Request,
+        txn: switchboard_sip::transaction::TxnId,
+    ) -> Option<char> {
+        let ct = req
+            .headers
+            .get(&Name::ContentType)
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        let (digit, ms) = switchboard_media::dtmf::parse_info(&ct, &req.body)?;
+        let suppressed = call.m.suppress[i(from)].contains(digit);
+        let event = DigitEvent {
+            leg: from,
+            digit,
+            duration_ms: ms,
+            method: DtmfMethod::Info,
+            suppressed,
+        };
+        info!(?from, %digit, ms, suppressed, "digit (INFO)");
+        self.outputs.push_back(Output::Digit {
+            call: call.id,
+            event,
+        });
+        let to = from.other();
+        let to_mode = call.m.legs[i(to)].as_ref().map(|l| l.dtmf);
+        if !suppressed && to_mode == Some(DtmfMethod::Info) {
+            return None;
+        }
+        self.respond(now, txn, 200, None);
+        if !suppressed && to_mode.is_some() {
+            self.outputs.push_back(Output::MediaDigit {
+                call: call.id,
+                side: to,
+                digit,
+                ms,
+            });
+        }
+        Some(digit)
+    }
+
+    /// Something the media engine noticed on a call.
+    pub fn handle_media_event(&mut self, now: Instant, call_ref: CallRef, ev: MediaEvent) {
+        let _span = self.enter(call_ref);
+        match ev {
+            MediaEvent::Digit(d) => {
+                info!(leg = ?d.leg, digit = %d.digit, ms = d.duration_ms, method = %d.method, suppressed = d.suppressed, "digit");
+                self.outputs.push_back(Output::Digit {
+                    call: call_ref,
+                    event: d.clone(),
+                });
+                if self.collect_digit(now, call_ref, d.leg, d.digit) {
+                    return;
+                }
+                let Some(mut call) = self.calls.remove(&call_ref) else {
+                    return;
+                };
+                let to = d.leg.other();
+                let info_leg = call.m.legs[i(to)]
+                    .as_ref()
+                    .is_some_and(|l| l.dtmf == DtmfMethod::Info);
+                if !d.suppressed && info_leg {
+                    self.send_info_digit(now, &mut call, to, d.digit, d.duration_ms);
+                }
+                self.calls.insert(call_ref, call);
+            }
+            MediaEvent::Timeout(side) => {
+                if self.calls.contains_key(&call_ref) {
+                    info!(?side, "no RTP: media timeout");
+                    self.teardown(now, call_ref, Cause::MediaTimeout, None);
+                }
+            }
+            MediaEvent::PlayDone(side, id) => {
+                debug!(?side, id, "played");
+                self.play_done(now, call_ref, id);
+            }
+        }
+    }
+
+    fn send_info_digit(&mut self, now: Instant, call: &mut Call, to: Side, digit: char, ms: u32) {
+        let (dialog, peer) = match to {
+            Side::A => (call.a.dialog.as_mut(), Some(call.a.peer)),
+            Side::B => (call.b_dialog.as_mut(), call.b_peer),
+        };
+        let (Some(d), Some(peer)) = (dialog, peer) else {
+            return;
+        };
+        let mut req = d.make_request(Method::Info, None);
+        req.headers
+            .push(Name::ContentType, "application/dtmf-relay");
+        req.body = Bytes::from(switchboard_media::dtmf::info_body(
+            digit,
+            ms.clamp(40, 5000),
+        ));
+        self.send_in_dialog(now, req, peer, ClientRole::Info, None);
+    }
+}

@@ -1,0 +1,159 @@
+//! Offer/answer for a B2BUA that can transcode (RFC 3264): each leg gets the best codec it
+//! offered or accepted, and the media engine converts between them when they differ.
+
+use crate::codec::CodecKind;
+use crate::sdp::Format;
+
+/// Formats we add to an offer going to the other leg: the transcodable codecs of `prefs`
+/// (config order) the offer lacks, when the offer has at least one codec we can transcode
+/// from, and telephone-event/8000 when the offer has none and `prefs` allows it. Payload types
+/// are the static ones where free, else the first free dynamic ones (96–127).
+pub fn offer_extras(theirs: &[Format], prefs: &[String]) -> Vec<Format> {
+    let mut used: Vec<u8> = theirs.iter().map(|f| f.pt).collect();
+    let free_dynamic = move |used: &mut Vec<u8>| {
+        let pt = (96..128).find(|p| !used.contains(p))?;
+        used.push(pt);
+        Some(pt)
+    };
+    let can_transcode = theirs
+        .iter()
+        .any(|f| !f.is_telephone_event() && CodecKind::of(&f.name, f.clock).transcodable());
+    let mut extra = Vec::new();
+    for name in prefs {
+        if name.eq_ignore_ascii_case("telephone-event") {
+            continue;
+        }
+        let Some(kind) = CodecKind::from_name(name, 8000) else {
+            continue;
+        };
+        if !can_transcode
+            || theirs
+                .iter()
+                .any(|f| CodecKind::of(&f.name, f.clock) == kind)
+        {
+            continue;
+        }
+        let pt = match kind.static_pt() {
+            Some(p) if !used.contains(&p) => {
+                used.push(p);
+                p
+            }
+            _ => match free_dynamic(&mut used) {
+                Some(p) => p,
+                None => continue,
+            },
+        };
+        extra.push(Format::new(pt, kind.name(), kind.clock(), None));
+    }
+    let te_allowed = prefs.is_empty()
+        || prefs
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case("telephone-event"));
+    if te_allowed
+        && !theirs.iter().any(Format::is_telephone_event)
+        && let Some(pt) = free_dynamic(&mut used)
+    {
+        extra.push(Format::new(pt, "telephone-event", 8000, Some("0-16")));
+    }
+    extra
+}
+
+/// The answerer's codec: the first format of its answer that is not telephone-event.
+pub fn chosen(answer: &[Format]) -> Option<&Format> {
+    answer.iter().find(|f| !f.is_telephone_event())
+}
+
+/// The codec to answer an offer with: the codec the other leg uses if offered (no
+/// transcoding), else `keep` (what the leg already uses, after a re-INVITE) if offered, else
+/// the first offered codec we can transcode; `None` when nothing fits.
+pub fn answer_for(
+    offer: &[Format],
+    other: Option<&Format>,
+    keep: Option<&Format>,
+) -> Option<Format> {
+    let audio = || offer.iter().filter(|f| !f.is_telephone_event());
+    if let Some(o) = other
+        && let Some(f) = audio().find(|f| f.same_codec(o))
+    {
+        return Some(f.clone());
+    }
+    if let Some(k) = keep
+        && let Some(f) = audio().find(|f| f.same_codec(k))
+    {
+        return Some(f.clone());
+    }
+    audio()
+        .find(|f| CodecKind::of(&f.name, f.clock).transcodable())
+        .cloned()
+}
+
+/// The offer's telephone-event at `clock` (or any, if none at that clock).
+pub fn telephone_event(offer: &[Format], clock: u32) -> Option<Format> {
+    let te = || offer.iter().filter(|f| f.is_telephone_event());
+    te().find(|f| f.clock == clock)
+        .or_else(|| te().next())
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(pt: u8, name: &str) -> Format {
+        Format::new(pt, name, 8000, None)
+    }
+
+    fn prefs(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn extras_add_transcodable_codecs_and_telephone_event() {
+        let ex = offer_extras(
+            &[f(8, "PCMA")],
+            &prefs(&["PCMU", "PCMA", "opus", "telephone-event"]),
+        );
+        assert_eq!(
+            ex,
+            vec![
+                f(0, "PCMU"),
+                Format::new(96, "telephone-event", 8000, Some("0-16"))
+            ]
+        );
+        // Nothing we can transcode from: offer as is.
+        let ex = offer_extras(
+            &[f(18, "G729"), f(101, "telephone-event")],
+            &prefs(&["PCMU"]),
+        );
+        assert!(ex.is_empty());
+        // PT 0 taken by something else: a dynamic one.
+        let ex = offer_extras(
+            &[f(8, "PCMA"), Format::new(0, "X-ODD", 8000, None)],
+            &prefs(&["PCMU"]),
+        );
+        assert_eq!(ex, vec![f(96, "PCMU")]);
+    }
+
+    #[test]
+    fn answer_prefers_no_transcoding_then_the_current_codec() {
+        let offer = [f(8, "PCMA"), f(0, "PCMU"), f(101, "telephone-event")];
+        assert_eq!(
+            answer_for(&offer, Some(&f(0, "PCMU")), None),
+            Some(f(0, "PCMU"))
+        );
+        assert_eq!(
+            answer_for(&offer, Some(&f(18, "G729")), None),
+            Some(f(8, "PCMA"))
+        );
+        assert_eq!(
+            answer_for(&offer, Some(&f(18, "G729")), Some(&f(0, "PCMU"))),
+            Some(f(0, "PCMU"))
+        );
+        assert_eq!(answer_for(&[f(18, "G729")], None, None), None);
+        assert_eq!(
+            chosen(&[f(101, "telephone-event"), f(8, "PCMA")]),
+            Some(&f(8, "PCMA"))
+        );
+        assert_eq!(telephone_event(&offer, 8000).map(|t| t.pt), Some(101));
+    }
+}
