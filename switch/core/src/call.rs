@@ -216,4 +216,8 @@ pub struct CallInfo {
     pub target: Option<String>,
     /// Seconds since the INVITE.
     pub age_secs: u64,
+    /// Media ports (leg A's, leg B's), when anchored.
+    pub media: Option<MediaPorts>,
+    /// Each leg's codec and DTMF form, once negotiated.
+    pub legs: [Option<(String, String)>; 2],
 }

@@ -298,6 +298,12 @@ impl Engine {
                     .or(c.attempts.len().checked_sub(1))
                     .map(|i| c.attempts[i].target.clone()),
                 age_secs: now.saturating_duration_since(c.started).as_secs(),
+                media: c.media,
+                legs: [0, 1].map(|i| {
+                    let f = c.m.fmt[i].as_ref()?;
+                    let l = c.m.legs[i].as_ref()?;
+                    Some((f.name.clone(), l.dtmf.as_str().to_owned()))
+                }),
             })
             .collect();
         v.sort_by_key(|c| c.id);

@@ -437,11 +437,11 @@ impl Shell {
         );
         let _ = writeln!(
             o,
-            "# HELP switchboard_dtmf_digits_total Digits seen on any leg, by how they came.
-# TYPE switchboard_dtmf_digits_total counter
-             switchboard_dtmf_digits_total{{method=\"rfc4733\"}} {}
-switchboard_dtmf_digits_total{{method=\"info\"}} {}
-switchboard_dtmf_digits_total{{method=\"inband\"}} {}",
+            "# HELP switchboard_dtmf_digits_total Digits seen on any leg, by how they came.\n\
+             # TYPE switchboard_dtmf_digits_total counter\n\
+             switchboard_dtmf_digits_total{{method=\"rfc4733\"}} {}\n\
+             switchboard_dtmf_digits_total{{method=\"info\"}} {}\n\
+             switchboard_dtmf_digits_total{{method=\"inband\"}} {}",
             self.digits[0], self.digits[1], self.digits[2]
         );
         metric(

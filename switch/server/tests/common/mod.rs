@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod rtp;
+
 pub fn scenarios() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sipp")
 }
@@ -289,6 +291,52 @@ transport = "{t}"
                 String::from_utf8_lossy(&out.stderr)
             ),
         )
+    }
+
+    /// Waits until a call is up with both legs' media negotiated; returns its `ctl calls`
+    /// entry.
+    pub fn wait_media_up(&self, within: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, out) = self.ctl(&["calls"]);
+            if let Ok(serde_json::Value::Array(calls)) = serde_json::from_str(&out)
+                && let Some(c) = calls.into_iter().find(|c| {
+                    c["state"] == "up"
+                        && c["media"]["a"]["codec"].is_string()
+                        && c["media"]["b"]["codec"].is_string()
+                })
+            {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no call up with media: {out}
+{}",
+                tail(&self.log(), 60)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until a call is answered on leg A (media negotiated there); its entry.
+    pub fn wait_a_media(&self, within: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, out) = self.ctl(&["calls"]);
+            if let Ok(serde_json::Value::Array(calls)) = serde_json::from_str(&out)
+                && let Some(c) = calls
+                    .into_iter()
+                    .find(|c| c["media"]["a"]["codec"].is_string())
+            {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no call with media on leg A: {out}\n{}",
+                tail(&self.log(), 60)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn signal(&self, sig: &str) {

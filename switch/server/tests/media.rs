@@ -1,0 +1,434 @@
+//! Media through the real binary with SIPp doing the signalling and the test itself owning
+//! each leg's RTP (the scenarios' SDP points at the test's sockets): transcoding, DTMF in
+//! every form and suppression, prompts, ringback, IVR digits, RTP timeouts.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::rtp::{RtpPeer, decode, events, inband_digits, share_at, sine};
+use common::{Route, Switch};
+use switchboard_media::CodecKind;
+
+/// The test's RTP ports for test `idx` (inside its block of 100, above SIPp's).
+fn rtp_ports(idx: u16) -> (u16, u16) {
+    let m = 40000 + idx * 100;
+    (m + 70, m + 80)
+}
+
+fn addr(port: &serde_json::Value) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port.as_u64().expect("port") as u16))
+}
+
+/// SIPp arguments: `-key k v` for the SDP's keywords, `-set k v` for the scenario's global
+/// variables (pause lengths, expected values).
+fn keys<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<&'a str> {
+    pairs
+        .iter()
+        .flat_map(|(k, v)| {
+            let flag = if matches!(*k, "rtp_port" | "fmts") {
+                "-key"
+            } else {
+                "-set"
+            };
+            [flag, k, v]
+        })
+        .collect()
+}
+
+#[test]
+fn pcma_caller_and_pcmu_callee_are_transcoded_both_ways() {
+    let idx = 30;
+    let (pa, pb) = rtp_ports(idx);
+    let sw = Switch::start("transcode", idx, Route::default());
+    let (pa_s, pb_s) = (pa.to_string(), pb.to_string());
+    let uas = sw.uas(
+        0,
+        "uas_media.xml",
+        1,
+        &keys(&[
+            ("rtp_port", &pb_s),
+            ("fmts", "0 101"),
+            ("ring_ms", "0"),
+            ("expect_ruser", "1000"),
+        ]),
+    );
+    let uac = sw.uac(
+        "uac_media.xml",
+        "1000",
+        1,
+        &keys(&[("rtp_port", &pa_s), ("fmts", "8 101"), ("hold_ms", "4000")]),
+    );
+    let call = sw.wait_media_up(Duration::from_secs(10));
+    assert_eq!(call["media"]["a"]["codec"], "PCMA", "{call}");
+    assert_eq!(call["media"]["b"]["codec"], "PCMU", "{call}");
+    let (sw_a, sw_b) = (
+        addr(&call["media"]["a"]["port"]),
+        addr(&call["media"]["b"]["port"]),
+    );
+    let (mut a, mut b) = (RtpPeer::bind(pa), RtpPeer::bind(pb));
+    // B speaks first at 600 Hz (latching its address), then A at 1 kHz while B listens.
+    let b_thread = std::thread::spawn(move || {
+        let heard = b.stream(sw_b, CodecKind::Pcmu, &sine(600.0, 8000, 8000.0));
+        (b, heard)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let at_a = a.stream(sw_a, CodecKind::Pcma, &sine(1000.0, 8000, 8000.0));
+    let (b, mut at_b) = b_thread.join().unwrap();
+    at_b.extend(b.listen(Duration::from_millis(300)));
+    let pcm_a = decode(&at_a, CodecKind::Pcma);
+    let pcm_b = decode(&at_b, CodecKind::Pcmu);
+    assert!(
+        pcm_b.len() > 4000,
+        "B got {} PCMU samples ({} packets)",
+        pcm_b.len(),
+        at_b.len()
+    );
+    assert!(
+        pcm_a.len() > 4000,
+        "A got {} PCMA samples ({} packets)",
+        pcm_a.len(),
+        at_a.len()
+    );
+    assert!(at_b.iter().all(|p| p.pt == 0), "B only hears PCMU");
+    assert!(at_a.iter().all(|p| p.pt == 8), "A only hears PCMA");
+    let steady_b = &pcm_b[800..pcm_b.len() - 800];
+    let steady_a = &pcm_a[800..pcm_a.len() - 800];
+    assert!(
+        share_at(steady_b, 1000.0) > 0.8,
+        "1 kHz at B: {:.2}",
+        share_at(steady_b, 1000.0)
+    );
+    assert!(
+        share_at(steady_a, 600.0) > 0.8,
+        "600 Hz at A: {:.2}",
+        share_at(steady_a, 600.0)
+    );
+    sw.expect_ok(vec![uac, uas]);
+}
+
+#[test]
+fn rfc4733_on_one_leg_is_info_on_the_other_and_back() {
+    let idx = 31;
+    let (pa, pb) = rtp_ports(idx);
+    // Leg A (the caller) takes digits as INFO; leg B as RFC 4733.
+    let sw = Switch::start(
+        "dtmf-info",
+        idx,
+        Route {
+            before_bridge: r#"{ set = { dtmf_a = "info" } },"#,
+            ..Route::default()
+        },
+    );
+    let (pa_s, pb_s) = (pa.to_string(), pb.to_string());
+    let uas = sw.uas(
+        0,
+        "uas_media.xml",
+        1,
+        &keys(&[
+            ("rtp_port", &pb_s),
+            ("fmts", "0 101"),
+            ("ring_ms", "0"),
+            ("expect_ruser", "1000"),
+        ]),
+    );
+    let uac = sw.uac(
+        "uac_media_info.xml",
+        "1000",
+        1,
+        &keys(&[
+            ("rtp_port", &pa_s),
+            ("fmts", "0"),
+            ("hold_ms", "1500"),
+            ("expect_digit", "5"),
+        ]),
+    );
+    let call = sw.wait_media_up(Duration::from_secs(10));
+    assert_eq!(call["media"]["a"]["dtmf"], "info", "{call}");
+    assert_eq!(call["media"]["b"]["dtmf"], "rfc4733", "{call}");
+    let sw_b = addr(&call["media"]["b"]["port"]);
+    let mut b = RtpPeer::bind(pb);
+    // B presses 5: the caller's scenario checks it gets INFO Signal=5, then sends INFO 9.
+    let mut at_b = b.digit(sw_b, CodecKind::Pcmu, 101, '5', 120);
+    at_b.extend(b.stream(sw_b, CodecKind::Pcmu, &[0; 8000]));
+    let evs = events(&at_b, 101);
+    assert!(
+        evs.iter().any(|e| e.event == 9 && e.end),
+        "B got digit 9 as RFC 4733: {evs:?}"
+    );
+    assert!(evs.iter().all(|e| e.event == 9), "{evs:?}");
+    sw.expect_ok(vec![uac, uas]);
+    let (info, rfc) = (
+        sw.metric("switchboard_dtmf_digits_total{method=\"info\"}"),
+        sw.metric("switchboard_dtmf_digits_total{method=\"rfc4733\"}"),
+    );
+    assert!(
+        info >= 1.0 && rfc >= 1.0,
+        "digits counted: info {info}, rfc4733 {rfc}"
+    );
+}
+
+#[test]
+fn inband_digits_are_detected_converted_and_suppressed_ones_never_reach_the_caller() {
+    let idx = 32;
+    let (pa, pb) = rtp_ports(idx);
+    // Leg B is a plain phone (tones in the audio); # from it is a command, never passed on.
+    let sw = Switch::start(
+        "dtmf-inband",
+        idx,
+        Route {
+            before_bridge: r##"{ set = { dtmf_b = "inband", dtmf_suppress_b = "#" } },"##,
+            ..Route::default()
+        },
+    );
+    let (pa_s, pb_s) = (pa.to_string(), pb.to_string());
+    let uas = sw.uas(
+        0,
+        "uas_media.xml",
+        1,
+        &keys(&[
+            ("rtp_port", &pb_s),
+            ("fmts", "0"),
+            ("ring_ms", "0"),
+            ("expect_ruser", "1000"),
+        ]),
+    );
+    let uac = sw.uac(
+        "uac_media.xml",
+        "1000",
+        1,
+        &keys(&[("rtp_port", &pa_s), ("fmts", "0 101"), ("hold_ms", "4000")]),
+    );
+    let call = sw.wait_media_up(Duration::from_secs(10));
+    assert_eq!(call["media"]["b"]["dtmf"], "inband", "{call}");
+    let sw_b = addr(&call["media"]["b"]["port"]);
+    let (a, mut b) = (RtpPeer::bind(pa), RtpPeer::bind(pb));
+    let a_thread = std::thread::spawn(move || a.listen(Duration::from_millis(3000)));
+    // 7 then # as tones, 150 ms each, with speech-level silence around.
+    let mut audio = vec![0i16; 1600];
+    let mut g = switchboard_media::dtmf::ToneGenerator::new(8000);
+    g.push('7', 150);
+    g.push('#', 150);
+    let mut tones = vec![0i16; 4000];
+    g.fill(&mut tones);
+    audio.extend(tones);
+    audio.extend(vec![0i16; 1600]);
+    b.stream(sw_b, CodecKind::Pcmu, &audio);
+    let at_a = a_thread.join().unwrap();
+    let evs = events(&at_a, 101);
+    assert!(
+        evs.iter().any(|e| e.event == 7 && e.end),
+        "7 reached A as RFC 4733: {evs:?}"
+    );
+    assert!(
+        !evs.iter().any(|e| e.event == 11),
+        "# must not reach A: {evs:?}"
+    );
+    let heard = decode(&at_a, CodecKind::Pcmu);
+    assert!(
+        !inband_digits(&heard).contains('#'),
+        "A's audio carries no # tone"
+    );
+    sw.expect_ok(vec![uac, uas]);
+    assert!(sw.metric("switchboard_dtmf_digits_total{method=\"inband\"}") >= 2.0);
+}
+
+#[test]
+fn playback_plays_the_prompt_then_the_plan_goes_on() {
+    let idx = 33;
+    let (pa, _) = rtp_ports(idx);
+    let sw = Switch::start(
+        "playback",
+        idx,
+        Route {
+            extensions: r#"
+[[extension]]
+name = "closed"
+when.destination = '^9000$'
+actions = [ { playback = "connecting" }, { hangup = "NORMAL_CLEARING" } ]
+"#,
+            ..Route::default()
+        },
+    );
+    let pa_s = pa.to_string();
+    let a = RtpPeer::bind(pa);
+    let uac = sw.uac(
+        "uac_media_wait_bye.xml",
+        "9000",
+        1,
+        &keys(&[("rtp_port", &pa_s), ("fmts", "8 0")]),
+    );
+    let got = a.listen(Duration::from_millis(4500));
+    sw.expect_ok(vec![uac]);
+    let pcma: Vec<_> = got.iter().filter(|p| p.pt == 8).collect();
+    // connecting.wav lasts 2.72 s: 136 packets of 20 ms.
+    assert!(
+        (126..=146).contains(&pcma.len()),
+        "{} packets of prompt",
+        pcma.len()
+    );
+    assert_eq!(
+        pcma.len(),
+        got.len(),
+        "A was answered with its first codec, PCMA"
+    );
+    let pcm = decode(&got, CodecKind::Pcma);
+    let rms = (pcm.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt();
+    assert!(rms > 500.0, "the prompt is audible: rms {rms:.0}");
+    for w in got.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1));
+        assert_eq!(w[1].ts, w[0].ts.wrapping_add(160));
+    }
+}
+
+#[test]
+fn a_call_whose_rtp_stops_is_hung_up_with_media_timeout() {
+    let idx = 34;
+    let (pa, pb) = rtp_ports(idx);
+    let sw = Switch::start(
+        "rtp-timeout",
+        idx,
+        Route {
+            media_extra: "rtp_timeout = 2",
+            ..Route::default()
+        },
+    );
+    let (pa_s, pb_s) = (pa.to_string(), pb.to_string());
+    let uas = sw.uas(
+        0,
+        "uas_media.xml",
+        1,
+        &keys(&[
+            ("rtp_port", &pb_s),
+            ("fmts", "0"),
+            ("ring_ms", "0"),
+            ("expect_ruser", "1000"),
+        ]),
+    );
+    let uac = sw.uac(
+        "uac_media_wait_bye.xml",
+        "1000",
+        1,
+        &keys(&[("rtp_port", &pa_s), ("fmts", "0")]),
+    );
+    // Nobody sends RTP: both legs get a BYE after 2 s.
+    sw.expect_ok(vec![uac, uas]);
+    assert_eq!(
+        sw.metric("switchboard_calls_ended_total{cause=\"MEDIA_TIMEOUT\"}"),
+        1.0
+    );
+    assert_eq!(sw.metric("switchboard_media_timeouts_total"), 1.0);
+}
+
+#[test]
+fn read_digits_routes_what_the_caller_keys_in() {
+    let idx = 35;
+    let (pa, pb) = rtp_ports(idx);
+    let sw = Switch::start(
+        "ivr",
+        idx,
+        Route {
+            extensions: r##"
+[[extension]]
+name = "menu"
+when.destination = '^9100$'
+actions = [
+  { read_digits = { prompt = "enter-extension", min = 3, max = 6, timeout = 3, terminators = "#", context = "extensions" } },
+  { playback = "goodbye" },
+  { hangup = "NORMAL_CLEARING" },
+]
+
+[[extension]]
+name = "extension"
+context = "extensions"
+when.destination = '^(\d{4})$'
+actions = [ { bridge = { targets = ["gateway/gw1/$1"] } } ]
+"##,
+            ..Route::default()
+        },
+    );
+    let (pa_s, pb_s) = (pa.to_string(), pb.to_string());
+    let uas = sw.uas(
+        0,
+        "uas_media.xml",
+        1,
+        &keys(&[
+            ("rtp_port", &pb_s),
+            ("fmts", "0"),
+            ("ring_ms", "0"),
+            ("expect_ruser", "2345"),
+        ]),
+    );
+    let uac = sw.uac(
+        "uac_media.xml",
+        "9100",
+        1,
+        &keys(&[("rtp_port", &pa_s), ("fmts", "0 101"), ("hold_ms", "6000")]),
+    );
+    let call = sw.wait_a_media(Duration::from_secs(10));
+    let sw_a = addr(&call["media"]["a"]["port"]);
+    let mut a = RtpPeer::bind(pa);
+    // The prompt starts; the caller barges in with 2345#.
+    let heard = a.stream(sw_a, CodecKind::Pcmu, &[0; 4000]);
+    assert!(
+        heard.len() > 10,
+        "the menu prompt plays: {} packets",
+        heard.len()
+    );
+    for d in "2345#".chars() {
+        a.digit(sw_a, CodecKind::Pcmu, 101, d, 100);
+    }
+    // The UAS checks the INVITE was for 2345; the caller hangs up after a while.
+    sw.expect_ok(vec![uac, uas]);
+}
+
+#[test]
+fn ringback_is_played_while_the_callee_rings_without_early_media() {
+    let idx = 36;
+    let (pa, pb) = rtp_ports(idx);
+    let sw = Switch::start(
+        "ringback",
+        idx,
+        Route {
+            before_bridge: r#"{ ringback = "ringback-eu" },"#,
+            ..Route::default()
+        },
+    );
+    let (pa_s, pb_s) = (pa.to_string(), pb.to_string());
+    let a = RtpPeer::bind(pa);
+    let uas = sw.uas(
+        0,
+        "uas_media.xml",
+        1,
+        &keys(&[
+            ("rtp_port", &pb_s),
+            ("fmts", "0"),
+            ("ring_ms", "2000"),
+            ("expect_ruser", "1000"),
+        ]),
+    );
+    let uac = sw.uac(
+        "uac_media.xml",
+        "1000",
+        1,
+        &keys(&[("rtp_port", &pa_s), ("fmts", "0 101"), ("hold_ms", "500")]),
+    );
+    let got = a.listen(Duration::from_millis(1500));
+    sw.expect_ok(vec![uac, uas]);
+    let pcm = decode(&got, CodecKind::Pcmu);
+    assert!(
+        pcm.len() >= 8000,
+        "a second of ringback: {} samples",
+        pcm.len()
+    );
+    // EU ringback: 425 Hz, 1 s on.
+    let on = &pcm[..4000];
+    assert!(
+        share_at(on, 425.0) > 0.8,
+        "425 Hz: {:.2}",
+        share_at(on, 425.0)
+    );
+}
