@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)   # libopus, bundled by the opus crate
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   echo "installing: ${need_apt[*]}"
@@ -21,6 +22,9 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
+  # G.729 is an opt-in feature (licence): its codec tests run on their own.
+  cargo nextest run -p switchboard-media --features g729 --locked -E 'test(g729)'
 else
   cargo test --workspace --locked --no-fail-fast
+  cargo test -p switchboard-media --features g729 --locked g729
 fi

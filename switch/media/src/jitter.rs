@@ -133,6 +133,14 @@ impl JitterBuffer {
         }
     }
 
+    /// The packet after the one just taken, if it is here already (for forward error
+    /// correction of a lost one).
+    pub fn peek(&self) -> Option<&[u8]> {
+        let n = self.next?;
+        let slot = &self.slots[(n % SLOTS as u64) as usize];
+        (slot.seq == Some(n)).then_some(slot.payload.as_slice())
+    }
+
     /// Takes the packet for the next frame.
     pub fn pop(&mut self) -> Pop<'_> {
         if !self.playing {

@@ -23,7 +23,12 @@ pub fn offer_extras(theirs: &[Format], prefs: &[String]) -> Vec<Format> {
         if name.eq_ignore_ascii_case("telephone-event") {
             continue;
         }
-        let Some(kind) = CodecKind::from_name(name, 8000) else {
+        let clock = if name.eq_ignore_ascii_case("opus") {
+            48000
+        } else {
+            8000
+        };
+        let Some(kind) = CodecKind::from_name(name, clock) else {
             continue;
         };
         if !can_transcode
@@ -43,7 +48,9 @@ pub fn offer_extras(theirs: &[Format], prefs: &[String]) -> Vec<Format> {
                 None => continue,
             },
         };
-        extra.push(Format::new(pt, kind.name(), kind.clock(), None));
+        let mut f = Format::new(pt, kind.name(), kind.clock(), kind.fmtp());
+        f.channels = kind.channels();
+        extra.push(f);
     }
     let te_allowed = prefs.is_empty()
         || prefs
@@ -111,7 +118,7 @@ mod tests {
     fn extras_add_transcodable_codecs_and_telephone_event() {
         let ex = offer_extras(
             &[f(8, "PCMA")],
-            &prefs(&["PCMU", "PCMA", "opus", "telephone-event"]),
+            &prefs(&["PCMU", "PCMA", "telephone-event"]),
         );
         assert_eq!(
             ex,
@@ -122,7 +129,7 @@ mod tests {
         );
         // Nothing we can transcode from: offer as is.
         let ex = offer_extras(
-            &[f(18, "G729"), f(101, "telephone-event")],
+            &[f(98, "X-SECRET"), f(101, "telephone-event")],
             &prefs(&["PCMU"]),
         );
         assert!(ex.is_empty());
@@ -134,6 +141,29 @@ mod tests {
         assert_eq!(ex, vec![f(96, "PCMU")]);
     }
 
+    #[cfg(feature = "opus")]
+    #[test]
+    fn a_g711_offer_gains_opus_for_a_browser_and_an_opus_offer_gains_g711() {
+        let ex = offer_extras(&[f(0, "PCMU")], &prefs(&["opus", "PCMU", "PCMA"]));
+        let opus = &ex[0];
+        assert_eq!(
+            (opus.name.as_str(), opus.clock, opus.channels, opus.pt),
+            ("opus", 48000, Some(2), 96)
+        );
+        assert!(
+            opus.fmtp
+                .as_deref()
+                .is_some_and(|p| p.contains("useinbandfec=1"))
+        );
+        let mut browser = Format::new(111, "opus", 48000, Some("minptime=10;useinbandfec=1"));
+        browser.channels = Some(2);
+        let ex = offer_extras(
+            &[browser, f(126, "telephone-event")],
+            &prefs(&["PCMU", "PCMA", "opus"]),
+        );
+        assert_eq!(ex, vec![f(0, "PCMU"), f(8, "PCMA")]);
+    }
+
     #[test]
     fn answer_prefers_no_transcoding_then_the_current_codec() {
         let offer = [f(8, "PCMA"), f(0, "PCMU"), f(101, "telephone-event")];
@@ -142,14 +172,14 @@ mod tests {
             Some(f(0, "PCMU"))
         );
         assert_eq!(
-            answer_for(&offer, Some(&f(18, "G729")), None),
+            answer_for(&offer, Some(&f(98, "X-SECRET")), None),
             Some(f(8, "PCMA"))
         );
         assert_eq!(
-            answer_for(&offer, Some(&f(18, "G729")), Some(&f(0, "PCMU"))),
+            answer_for(&offer, Some(&f(98, "X-SECRET")), Some(&f(0, "PCMU"))),
             Some(f(0, "PCMU"))
         );
-        assert_eq!(answer_for(&[f(18, "G729")], None, None), None);
+        assert_eq!(answer_for(&[f(98, "X-SECRET")], None, None), None);
         assert_eq!(
             chosen(&[f(101, "telephone-event"), f(8, "PCMA")]),
             Some(&f(8, "PCMA"))

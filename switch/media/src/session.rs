@@ -503,7 +503,8 @@ impl Session {
         match media.codec {
             CodecKind::Pcmu => crate::g711::decode_ulaw(payload, &mut self.scratch),
             CodecKind::Pcma => crate::g711::decode_alaw(payload, &mut self.scratch),
-            CodecKind::Opaque { .. } => return,
+            // Other codecs would need a second decoder: in-band digits are a G.711 affair.
+            _ => return,
         }
         let audio: &[i16] = if let Some(r) = leg.to8k.as_mut() {
             self.scratch8k.clear();
@@ -678,10 +679,20 @@ impl Session {
                     let Some(dec) = other.decoder.as_mut() else {
                         break;
                     };
-                    match other.jb.pop() {
-                        Pop::Packet(_, p) => dec.decode(p, &mut other.rx_pcm),
-                        Pop::Lost => dec.conceal(from_frame, &mut other.rx_pcm),
+                    let lost = match other.jb.pop() {
+                        Pop::Packet(_, p) => {
+                            dec.decode(p, &mut other.rx_pcm);
+                            false
+                        }
+                        Pop::Lost => true,
                         Pop::Empty => break,
+                    };
+                    if lost {
+                        // Rebuilt from the next packet's FEC when it is here, else concealed.
+                        match other.jb.peek() {
+                            Some(next) => dec.recover(next, from_frame, &mut other.rx_pcm),
+                            None => dec.conceal(from_frame, &mut other.rx_pcm),
+                        }
                     }
                 }
                 other.stats.jitter = other.jb.stats;
@@ -923,6 +934,54 @@ mod tests {
             assert_eq!(w[1].1, w[0].1.wrapping_add(160));
             assert_eq!(w[1].2, w[0].2);
         }
+    }
+
+    #[cfg(feature = "opus")]
+    #[test]
+    fn opus_browser_to_pcmu_call_center_is_transcoded_with_48khz_timestamps() {
+        let opus = LegMedia {
+            codec: CodecKind::Opus,
+            pt: 111,
+            ptime_ms: 20,
+            te: Some((126, 48000)),
+            dtmf: DtmfMethod::Rfc4733,
+            suppress: String::new(),
+        };
+        let mut rig = Rig::new(opus, leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""));
+        // The browser sends 1 s of a 700 Hz tone.
+        let mut enc = CodecKind::Opus.encoder();
+        let tone = sine(700.0, 16000, 16000, 8000.0);
+        for f in tone.chunks(320) {
+            let mut p = Vec::new();
+            enc.encode(f, &mut p);
+            rig.step(Side::A, 111, Some(&p));
+        }
+        let at_b = rig.audio_to(Side::B, CodecKind::Pcmu);
+        assert!(at_b.len() >= 7000, "{} samples", at_b.len());
+        let steady = &at_b[1600..];
+        assert!(goertzel_power(steady, 700.0, 8000.0) > 0.8 * rms(steady).powi(2));
+        // And the call center's PCMU comes back as Opus with 48 kHz timestamps.
+        rig.sent.clear();
+        for p in encode(CodecKind::Pcmu, &sine(500.0, 8000, 4000, 8000.0)) {
+            rig.step(Side::B, 0, Some(&p));
+        }
+        let to_a: Vec<_> = rig
+            .sent
+            .iter()
+            .filter(|(s, _)| *s == Side::A)
+            .map(|(_, b)| RtpReader::new(b).unwrap())
+            .collect();
+        assert!(to_a.len() >= 20 && to_a.iter().all(|r| r.payload_type() == 111));
+        for w in to_a.windows(2) {
+            assert_eq!(w[1].timestamp().wrapping_sub(w[0].timestamp()), 960);
+        }
+        let mut dec = CodecKind::Opus.decoder();
+        let mut pcm = Vec::new();
+        for r in &to_a {
+            dec.decode(r.payload(), &mut pcm);
+        }
+        let steady = &pcm[3200..];
+        assert!(goertzel_power(steady, 500.0, 16000.0) > 0.8 * rms(steady).powi(2));
     }
 
     #[test]

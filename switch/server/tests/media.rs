@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::rtp::{RtpPeer, decode, events, inband_digits, share_at, sine};
+use common::rtp::{RtpPeer, decode, events, inband_digits, share_at, share_at_rate, sine, sine_at};
 use common::{Route, Switch};
 use switchboard_media::CodecKind;
 
@@ -106,6 +106,81 @@ fn pcma_caller_and_pcmu_callee_are_transcoded_both_ways() {
         share_at(steady_a, 600.0) > 0.8,
         "600 Hz at A: {:.2}",
         share_at(steady_a, 600.0)
+    );
+    sw.expect_ok(vec![uac, uas]);
+}
+
+#[test]
+fn an_opus_caller_reaches_a_pcmu_call_center_through_the_transcoder() {
+    let idx = 37;
+    let (pa, pb) = rtp_ports(idx);
+    let sw = Switch::start(
+        "opus",
+        idx,
+        Route {
+            codecs: r#"["opus", "PCMU", "PCMA", "telephone-event"]"#,
+            ..Route::default()
+        },
+    );
+    let (pa_s, pb_s) = (pa.to_string(), pb.to_string());
+    let uas = sw.uas(
+        0,
+        "uas_media.xml",
+        1,
+        &keys(&[
+            ("rtp_port", &pb_s),
+            ("fmts", "0 101"),
+            ("ring_ms", "0"),
+            ("expect_ruser", "1000"),
+        ]),
+    );
+    let uac = sw.uac(
+        "uac_media.xml",
+        "1000",
+        1,
+        &keys(&[
+            ("rtp_port", &pa_s),
+            ("fmts", "111 101"),
+            ("hold_ms", "4000"),
+        ]),
+    );
+    let call = sw.wait_media_up(Duration::from_secs(10));
+    assert_eq!(call["media"]["a"]["codec"], "opus", "{call}");
+    assert_eq!(call["media"]["b"]["codec"], "PCMU", "{call}");
+    let (sw_a, sw_b) = (
+        addr(&call["media"]["a"]["port"]),
+        addr(&call["media"]["b"]["port"]),
+    );
+    let (mut a, mut b) = (RtpPeer::bind(pa), RtpPeer::bind(pb));
+    let b_thread = std::thread::spawn(move || {
+        let heard = b.stream(sw_b, CodecKind::Pcmu, &sine(500.0, 8000, 8000.0));
+        (b, heard)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let at_a = a.stream(sw_a, CodecKind::Opus, &sine_at(900.0, 16000, 16000, 8000.0));
+    let (b, mut at_b) = b_thread.join().unwrap();
+    at_b.extend(b.listen(Duration::from_millis(300)));
+    let pcm_b = decode(&at_b, CodecKind::Pcmu);
+    let pcm_a = decode(&at_a, CodecKind::Opus);
+    assert!(
+        pcm_b.len() > 4000 && pcm_a.len() > 8000,
+        "B {} / A {} samples",
+        pcm_b.len(),
+        pcm_a.len()
+    );
+    let (sb, sa) = (
+        &pcm_b[1600..pcm_b.len() - 800],
+        &pcm_a[3200..pcm_a.len() - 1600],
+    );
+    assert!(
+        share_at(sb, 900.0) > 0.8,
+        "900 Hz at B: {:.2}",
+        share_at(sb, 900.0)
+    );
+    assert!(
+        share_at_rate(sa, 500.0, 16000) > 0.8,
+        "500 Hz at A: {:.2}",
+        share_at_rate(sa, 500.0, 16000)
     );
     sw.expect_ok(vec![uac, uas]);
 }

@@ -54,6 +54,8 @@ pub struct Route<'a> {
     pub gw1_extra: &'a str,
     /// Extra lines for `[media]`.
     pub media_extra: &'a str,
+    /// `[media] codecs`.
+    pub codecs: &'a str,
     /// Extensions tried before the test's "route" extension.
     pub extensions: &'a str,
     /// Actions run before the bridge of the "route" extension.
@@ -69,6 +71,7 @@ impl Default for Route<'_> {
             transport: "udp",
             gw1_extra: "",
             media_extra: "",
+            codecs: r#"["PCMA", "PCMU", "telephone-event"]"#,
             extensions: "",
             before_bridge: "",
         }
@@ -131,7 +134,7 @@ tcp = "127.0.0.1:{sip}"
 ip = "127.0.0.1"
 rtp_port_min = {rlo}
 rtp_port_max = {rhi}
-codecs = ["PCMA", "PCMU", "telephone-event"]
+codecs = {codecs}
 sounds = "{sounds}"
 {media_extra}
 [http]
@@ -158,6 +161,7 @@ transport = "{t}"
             t = route.transport,
             gw1_extra = route.gw1_extra,
             media_extra = route.media_extra,
+            codecs = route.codecs,
             sounds = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sounds/en"),
         );
         std::fs::write(dir.join("conf/switchboard.toml"), conf).expect("write conf");

@@ -45,19 +45,20 @@ impl RtpPeer {
         self.sock.send_to(&b, to).expect("send RTP");
     }
 
-    /// Sends `pcm` (8 kHz) encoded with `codec` in 20 ms packets, paced in real time, while
-    /// collecting what arrives. Returns the packets received meanwhile.
+    /// Sends `pcm` (at the codec's rate) encoded with `codec` in 20 ms packets, paced in real
+    /// time, while collecting what arrives. Returns the packets received meanwhile.
     pub fn stream(&mut self, to: SocketAddr, codec: CodecKind, pcm: &[i16]) -> Vec<Packet> {
-        let pt = codec.static_pt().expect("static codec");
+        let pt = pt_of(codec);
+        let (frame, step) = ((codec.rate() / 50) as usize, codec.clock() / 50);
         let mut enc = codec.encoder();
         let mut got = Vec::new();
         let start = Instant::now();
         let mut payload = Vec::new();
-        for (i, frame) in pcm.chunks(160).enumerate() {
-            enc.encode(frame, &mut payload);
+        for (i, chunk) in pcm.chunks(frame).enumerate() {
+            enc.encode(chunk, &mut payload);
             let ts = self.ts;
             self.send(to, pt, i == 0, ts, &payload);
-            self.ts = self.ts.wrapping_add(160);
+            self.ts = self.ts.wrapping_add(step);
             let due = start + Duration::from_millis(20 * (i as u64 + 1));
             self.drain_until(due, &mut got);
         }
@@ -85,7 +86,7 @@ impl RtpPeer {
             i += 1;
             self.drain_until(start + Duration::from_millis(20 * i), &mut got);
         }
-        got.extend(self.stream(to, audio, &[0; 1600]));
+        got.extend(self.stream(to, audio, &vec![0; audio.rate() as usize / 5]));
         got
     }
 
@@ -124,9 +125,14 @@ fn parse(b: &[u8]) -> Option<Packet> {
     })
 }
 
-/// Decodes the packets of payload type `codec`'s, in arrival order.
+/// The payload type the tests use for a codec (its static one; 111 for Opus, as Chromium).
+pub fn pt_of(codec: CodecKind) -> u8 {
+    codec.static_pt().unwrap_or(111)
+}
+
+/// Decodes the packets of `codec`'s payload type, in arrival order.
 pub fn decode(packets: &[Packet], codec: CodecKind) -> Vec<i16> {
-    let pt = codec.static_pt().expect("static codec");
+    let pt = pt_of(codec);
     let mut dec = codec.decoder();
     let mut out = Vec::new();
     for p in packets.iter().filter(|p| p.pt == pt) {
@@ -144,18 +150,29 @@ pub fn events(packets: &[Packet], pt: u8) -> Vec<Event> {
         .collect()
 }
 
-/// Share of the signal's power at `freq` (0..1).
+/// Share of the signal's power at `freq` (0..1), for 8 kHz audio.
 pub fn share_at(pcm: &[i16], freq: f64) -> f64 {
+    share_at_rate(pcm, freq, 8000)
+}
+
+/// Share of the signal's power at `freq` (0..1).
+pub fn share_at_rate(pcm: &[i16], freq: f64, rate: u32) -> f64 {
     let power = pcm.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / pcm.len().max(1) as f64;
     if power < 1.0 {
         return 0.0;
     }
-    switchboard_media::dtmf::goertzel_power(pcm, freq, 8000.0) / power
+    switchboard_media::dtmf::goertzel_power(pcm, freq, f64::from(rate)) / power
 }
 
 pub fn sine(freq: f64, n: usize, amp: f64) -> Vec<i16> {
+    sine_at(freq, 8000, n, amp)
+}
+
+pub fn sine_at(freq: f64, rate: u32, n: usize, amp: f64) -> Vec<i16> {
     (0..n)
-        .map(|i| (amp * (2.0 * std::f64::consts::PI * freq * i as f64 / 8000.0).sin()) as i16)
+        .map(|i| {
+            (amp * (2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin()) as i16
+        })
         .collect()
 }
 
