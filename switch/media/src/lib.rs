@@ -17,6 +17,7 @@ pub mod negotiate;
 pub mod ports;
 pub mod relay;
 pub mod resample;
+pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
 pub mod session;

@@ -102,7 +102,25 @@ pub struct LegStats {
     pub dropped: u64,
     /// Jitter buffer counters.
     pub jitter: crate::jitter::JitterStats,
+    /// What the leg reports about our stream to it (from its RTCP), and the round trip.
+    pub remote: Option<RemoteView>,
 }
+
+/// The leg's view of what we send it, from its RTCP receiver reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RemoteView {
+    /// Fraction of our packets it lost since its previous report (0..1).
+    pub fraction_lost: f64,
+    /// Packets of ours it lost in all.
+    pub cumulative_lost: i32,
+    /// Jitter it measures on our stream, ms.
+    pub jitter_ms: f64,
+    /// Round-trip time, ms (when the leg echoed one of our SRs).
+    pub rtt_ms: Option<f64>,
+}
+
+/// How often each leg gets an RTCP report.
+pub const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 
 enum Source {
     Prompt {
@@ -153,6 +171,14 @@ struct Leg {
     event_tx: Option<(EventSender, u32)>,
     pending_digits: VecDeque<(char, u32)>,
     marker: bool,
+    /// RTCP: what we sent to the leg.
+    tx_packets: u32,
+    tx_octets: u32,
+    /// Middle 32 bits of the NTP time of the leg's last SR, and when it came.
+    last_sr: Option<(u32, Instant)>,
+    /// (expected, received) at our last report, for the fraction lost.
+    prior: (u64, u64),
+    next_rtcp: Option<Instant>,
 }
 
 impl Leg {
@@ -189,6 +215,10 @@ pub struct Session {
     epoch: Option<Instant>,
     next_tick: Option<Instant>,
     out: VecDeque<(Side, Vec<u8>)>,
+    out_rtcp: VecDeque<(Side, Vec<u8>)>,
+    /// NTP time (64-bit fixed point) at an instant, for SRs and round trips.
+    ntp_origin: Option<(Instant, u64)>,
+    cname: String,
     spare: Vec<Vec<u8>>,
     events: VecDeque<MediaEvent>,
     scratch: Vec<i16>,
@@ -237,6 +267,9 @@ impl Session {
             epoch: None,
             next_tick: None,
             out: VecDeque::new(),
+            out_rtcp: VecDeque::new(),
+            ntp_origin: None,
+            cname: String::from("switchboard"),
             spare: Vec::new(),
             events: VecDeque::new(),
             scratch: Vec::with_capacity(1920),
@@ -380,9 +413,98 @@ impl Session {
         self.leg(side).last_rx = Some(now);
     }
 
+    /// Sets the wall clock: `ntp` (NTP 64-bit fixed point) is the time at `at`. Without it
+    /// SRs carry no time and round trips are not measured.
+    pub fn set_clock(&mut self, at: Instant, ntp: u64, cname: &str) {
+        self.ntp_origin = Some((at, ntp));
+        self.cname = cname.to_owned();
+    }
+
+    fn ntp(&self, now: Instant) -> Option<u64> {
+        let (at, ntp) = self.ntp_origin?;
+        let d = now.saturating_duration_since(at);
+        let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+        Some(ntp.wrapping_add((d.as_secs() << 32) | frac))
+    }
+
+    /// An RTCP packet arrived from a leg (on its RTCP port, or multiplexed).
+    pub fn handle_rtcp(&mut self, now: Instant, from: Side, buf: &[u8]) {
+        let ntp_now = self.ntp(now);
+        let leg = &mut self.legs[idx(from)];
+        let clock = leg.media.as_ref().map_or(8000, |m| m.codec.clock());
+        for r in crate::rtcp::parse(buf) {
+            if let Some(s) = r.sender {
+                leg.last_sr = Some(((s.ntp >> 16) as u32, now));
+            }
+            for b in r.blocks.iter().filter(|b| b.ssrc == leg.ssrc) {
+                // RFC 3550 §6.4.1: RTT = arrival − LSR − DLSR, in 1/65536 s.
+                let rtt_ms = ntp_now.filter(|_| b.lsr != 0).map(|n| {
+                    let mid = (n >> 16) as u32;
+                    f64::from(mid.wrapping_sub(b.lsr).wrapping_sub(b.dlsr)) * 1000.0 / 65536.0
+                });
+                leg.stats.remote = Some(RemoteView {
+                    fraction_lost: f64::from(b.fraction_lost) / 256.0,
+                    cumulative_lost: b.cumulative_lost,
+                    jitter_ms: f64::from(b.jitter) * 1000.0 / f64::from(clock.max(1)),
+                    rtt_ms: rtt_ms.filter(|r| *r < 60_000.0),
+                });
+            }
+        }
+    }
+
+    /// The report for a leg: an SR when we sent it something, else an RR; a block about what
+    /// we receive from it when we do.
+    fn rtcp_report(&mut self, now: Instant, side: Side) {
+        let ntp = self.ntp(now).unwrap_or(0);
+        let mut b = self.spare.pop().unwrap_or_default();
+        let cname = self.cname.clone();
+        let leg = &mut self.legs[idx(side)];
+        let sender = (leg.tx_packets > 0).then(|| crate::rtcp::SenderInfo {
+            ntp,
+            rtp_ts: leg.resume_ts(now),
+            packets: leg.tx_packets,
+            octets: leg.tx_octets,
+        });
+        let rx = &leg.stats.rx;
+        let block = (rx.packets > 0).then(|| {
+            let (expected, received) = (rx.expected(), rx.packets);
+            let (de, dr) = (
+                expected.saturating_sub(leg.prior.0),
+                received.saturating_sub(leg.prior.1),
+            );
+            leg.prior = (expected, received);
+            let fraction = if de == 0 || dr >= de {
+                0
+            } else {
+                ((de - dr) * 256 / de) as u8
+            };
+            let (lsr, dlsr) = leg.last_sr.map_or((0, 0), |(mid, at)| {
+                let d = now.saturating_duration_since(at);
+                (mid, (d.as_secs_f64() * 65536.0) as u32)
+            });
+            crate::rtcp::ReportBlock {
+                ssrc: rx.ssrc,
+                fraction_lost: fraction,
+                cumulative_lost: i32::try_from(rx.lost()).unwrap_or(i32::MAX),
+                highest_seq: rx.max_seq as u32,
+                jitter: rx.jitter as u32,
+                lsr,
+                dlsr,
+            }
+        });
+        crate::rtcp::write(&mut b, leg.ssrc, sender, block, &cname);
+        self.out_rtcp.push_back((side, b));
+    }
+
+    /// Next RTCP packet to send: the leg whose RTCP address it goes to, and the bytes.
+    pub fn poll_rtcp(&mut self) -> Option<(Side, Vec<u8>)> {
+        self.out_rtcp.pop_front()
+    }
+
     /// An RTP packet (or RTCP multiplexed on the RTP port) arrived from a leg.
     pub fn handle_rtp(&mut self, now: Instant, from: Side, buf: &[u8]) {
         if rtp::is_rtcp(buf) {
+            self.handle_rtcp(now, from, buf);
             return;
         }
         let Ok(pkt) = RtpReader::new(buf) else {
@@ -423,6 +545,7 @@ impl Session {
         let arrival = units_since(epoch, now, media.codec.clock());
         let leg = self.leg(from);
         let ext = leg.stats.rx.on_packet(ssrc, seq, ts, arrival);
+        leg.next_rtcp.get_or_insert(now + RTCP_INTERVAL);
         if let Some(EventOutcome::Ended {
             digit, duration, ..
         }) = leg.events_rx.on_audio()
@@ -487,6 +610,9 @@ impl Session {
             to.last_tx = Some((now, out_ts));
         }
         to.stats.sent += 1;
+        to.tx_packets = to.tx_packets.wrapping_add(1);
+        to.tx_octets = to.tx_octets.wrapping_add(payload.len() as u32);
+        to.next_rtcp.get_or_insert(now + RTCP_INTERVAL);
         self.out.push_back((from.other(), b));
     }
 
@@ -578,6 +704,12 @@ impl Session {
                     leg.last_rx = None;
                     self.events.push_back(MediaEvent::Timeout(side));
                 }
+            }
+        }
+        for side in [Side::A, Side::B] {
+            if self.legs[idx(side)].next_rtcp.is_some_and(|t| t <= now) {
+                self.rtcp_report(now, side);
+                self.legs[idx(side)].next_rtcp = Some(now + RTCP_INTERVAL);
             }
         }
         let Some(tick) = self.next_tick else {
@@ -729,6 +861,8 @@ impl Session {
                     leg.seq = leg.seq.wrapping_add(1);
                     leg.last_tx = Some((now, ev_ts));
                     leg.stats.sent += 1;
+                    leg.tx_packets = leg.tx_packets.wrapping_add(1);
+                    leg.tx_octets = leg.tx_octets.wrapping_add(4);
                     out.push_back((side, b));
                 }
                 None => {
@@ -767,6 +901,9 @@ impl Session {
                 (ptime_frame as u64 * u64::from(media.codec.clock()) / u64::from(rate)) as u32,
             );
             leg.stats.sent += 1;
+            leg.tx_packets = leg.tx_packets.wrapping_add(1);
+            leg.tx_octets = leg.tx_octets.wrapping_add(payload.len() as u32);
+            leg.next_rtcp.get_or_insert(now + RTCP_INTERVAL);
             out.push_back((side, b));
         }
     }
@@ -797,10 +934,15 @@ impl Session {
                 .filter_map(|l| l.last_rx.map(|r| r + t))
                 .min()
         });
-        match (self.next_tick, timeout) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.next_tick,
+            timeout,
+            self.legs[0].next_rtcp,
+            self.legs[1].next_rtcp,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 
@@ -1163,6 +1305,68 @@ mod tests {
             rig.step(Side::B, 0, Some(&p));
         }
         assert_eq!(rig.events, vec![MediaEvent::Timeout(Side::A)]);
+    }
+
+    #[test]
+    fn rtcp_reports_go_out_every_5s_and_the_legs_reports_give_loss_and_round_trip() {
+        let mut rig = Rig::new(
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+        );
+        let start = rig.now;
+        rig.s.set_clock(start, 0xE000_0000_0000_0000, "sb@test");
+        // A sends 6 s of audio, every 10th packet lost on the way.
+        for i in 0..300 {
+            let p = [0xFFu8; 160];
+            rig.step(Side::A, 0, (i % 10 != 5).then_some(&p[..]));
+        }
+        let mut to_a = Vec::new();
+        let mut to_b = Vec::new();
+        while let Some((side, b)) = rig.s.poll_rtcp() {
+            match side {
+                Side::A => to_a.push(b),
+                Side::B => to_b.push(b),
+            }
+        }
+        assert_eq!(to_a.len(), 1, "one report to A in 6 s");
+        let r = &crate::rtcp::parse(&to_a[0])[0];
+        assert!(r.sender.is_none(), "nothing was sent to A: an RR");
+        assert_eq!(r.blocks[0].ssrc, 99);
+        assert!(
+            (20..=30).contains(&r.blocks[0].fraction_lost),
+            "10 % lost: {}",
+            r.blocks[0].fraction_lost
+        );
+        let sr = &crate::rtcp::parse(&to_b[0])[0];
+        let info = sr.sender.expect("an SR to B, which we send to");
+        assert!(info.packets >= 200);
+        // B answers with an RR about our stream; it held our SR for all but 60 ms of the time
+        // since we sent it (DLSR), so the round trip is 60 ms.
+        let our_ssrc = sr.ssrc;
+        let lsr = (info.ntp >> 16) as u32;
+        rig.now += Duration::from_millis(100);
+        let elapsed = rig.now - start;
+        let now_mid = ((0xE000_0000_0000_0000u64
+            + (elapsed.as_secs_f64() * 4_294_967_296.0) as u64)
+            >> 16) as u32;
+        let dlsr = now_mid.wrapping_sub(lsr) - (65536 * 60 / 1000);
+        let block = crate::rtcp::ReportBlock {
+            ssrc: our_ssrc,
+            fraction_lost: 64,
+            cumulative_lost: 12,
+            highest_seq: 1,
+            jitter: 80,
+            lsr,
+            dlsr,
+        };
+        let mut rr = Vec::new();
+        crate::rtcp::write(&mut rr, 777, None, Some(block), "b");
+        rig.s.handle_rtcp(rig.now, Side::B, &rr);
+        let remote = rig.s.stats(Side::B).remote.expect("B's view");
+        assert_eq!(remote.fraction_lost, 0.25);
+        assert_eq!(remote.jitter_ms, 10.0);
+        let rtt = remote.rtt_ms.expect("round trip");
+        assert!((rtt - 60.0).abs() < 1.0, "rtt {rtt:.1} ms");
     }
 
     #[test]

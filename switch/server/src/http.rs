@@ -99,12 +99,13 @@ async fn calls(State(app): State<App>, headers: HeaderMap) -> Response {
         Ok(calls) => {
             let v: Vec<_> = calls
                 .iter()
-                .map(|c| {
+                .map(|(c, q)| {
                     let leg = |i: usize, port: Option<u16>| {
                         json!({"port": port, "codec": c.legs[i].as_ref().map(|l| &l.0), "dtmf": c.legs[i].as_ref().map(|l| &l.1)})
                     };
                     json!({"id": c.id.0, "state": c.state.as_str(), "call_id": c.a_call_id, "from": c.caller, "to": c.destination, "target": c.target, "age_secs": c.age_secs,
-                        "media": {"a": leg(0, c.media.map(|m| m.a)), "b": leg(1, c.media.map(|m| m.b))}})
+                        "media": {"a": leg(0, c.media.map(|m| m.a)), "b": leg(1, c.media.map(|m| m.b))},
+                        "quality": q.map(|[a, b]| json!({"a": a, "b": b}))})
                 })
                 .collect();
             axum::Json(v).into_response()

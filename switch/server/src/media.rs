@@ -30,9 +30,45 @@ pub struct MediaCounters {
     pub bind_failures: AtomicU64,
     /// Packets the jitter buffers concealed (lost or late), all calls.
     pub concealed: AtomicU64,
+    /// RTP packets received from legs, ended calls.
+    pub rx_packets: AtomicU64,
+    /// RTP packets lost on the way to us (sequence gaps), ended calls.
+    pub rx_lost: AtomicU64,
     /// Calls hung up for lack of RTP.
     pub timeouts: AtomicU64,
 }
+
+/// Media quality of one leg, as last measured (updated with each RTCP report, every 5 s).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct LegQuality {
+    /// RTP packets received from the leg.
+    pub rx_packets: u64,
+    /// Of those expected, lost (from sequence numbers).
+    pub rx_lost: u64,
+    /// Interarrival jitter of the leg's stream, ms.
+    pub rx_jitter_ms: f64,
+    /// Packets sent to the leg.
+    pub tx_packets: u64,
+    /// Loss the leg reports on our stream (0..1), from its RTCP.
+    pub remote_loss: Option<f64>,
+    /// Round trip to the leg, ms (from its RTCP).
+    pub rtt_ms: Option<f64>,
+}
+
+fn quality_of(s: &Session, side: Side, clock: u32) -> LegQuality {
+    let st = s.stats(side);
+    LegQuality {
+        rx_packets: st.rx.packets,
+        rx_lost: st.rx.lost(),
+        rx_jitter_ms: st.rx.jitter * 1000.0 / f64::from(clock.max(1)),
+        tx_packets: st.sent,
+        remote_loss: st.remote.map(|r| r.fraction_lost),
+        rtt_ms: st.remote.and_then(|r| r.rtt_ms),
+    }
+}
+
+/// Quality of the calls in progress, by call.
+pub type QualityMap = Arc<std::sync::Mutex<HashMap<CallRef, [LegQuality; 2]>>>;
 
 /// A prompt loaded from the sounds directory.
 #[derive(Debug, Clone)]
@@ -66,6 +102,8 @@ pub struct MediaHub {
     pub rtp_timeout: Option<Duration>,
     /// Counters.
     pub counters: Arc<MediaCounters>,
+    /// Quality of calls in progress.
+    pub quality: QualityMap,
     seed: u64,
 }
 
@@ -86,6 +124,7 @@ impl MediaHub {
             prompts: Arc::new(prompts),
             rtp_timeout,
             counters: Arc::default(),
+            quality: Arc::default(),
             seed: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64),
@@ -99,13 +138,19 @@ impl MediaHub {
         let ip = self.ip;
         let counters = self.counters.clone();
         let events = self.events.clone();
-        let session = Session::new(
+        let quality = self.quality.clone();
+        let mut session = Session::new(
             self.seed ^ call.0.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             self.rtp_timeout,
         );
+        session.set_clock(
+            std::time::Instant::now(),
+            ntp_now(),
+            &format!("switchboard@{ip}"),
+        );
         self.rt.spawn(async move {
             match bind(ip, ports).await {
-                Ok(socks) => run(call, socks, session, rx, counters, events).await,
+                Ok(socks) => run(call, socks, session, rx, counters, events, quality).await,
                 Err(e) => {
                     counters.bind_failures.fetch_add(1, Ordering::Relaxed);
                     warn!(call = %call, error = %e, "cannot bind RTP ports {}/{}", ports.a, ports.b);
@@ -200,8 +245,10 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Ctl>,
     counters: Arc<MediaCounters>,
     events: mpsc::UnboundedSender<(CallRef, MediaEvent)>,
+    quality: QualityMap,
 ) {
     let mut relay = Relay::new();
+    let mut clocks = [8000u32; 2];
     // One buffer per socket: select! polls all four receives at once.
     let (mut b0, mut b1, mut b2, mut b3) = ([0u8; 2048], [0u8; 2048], [0u8; 2048], [0u8; 2048]);
     loop {
@@ -214,7 +261,10 @@ async fn run(
                     // A new address, or hold: silence until now is not a timeout.
                     session.reset_timeout(now(), side);
                 }
-                Some(Ctl::Leg(side, media)) => session.set_leg(now(), side, media),
+                Some(Ctl::Leg(side, media)) => {
+                    clocks[usize::from(side == Side::B)] = media.codec.clock();
+                    session.set_leg(now(), side, media);
+                }
                 Some(Ctl::Digit(side, d, ms)) => session.send_digit(now(), side, d, ms),
                 Some(Ctl::Play(side, what, id)) => session.play(now(), side, what, id),
                 Some(Ctl::Stop(side)) => session.stop(side),
@@ -234,14 +284,16 @@ async fn run(
                     counters.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            // RTCP is terminated here: the legs' reports describe streams the switch rewrote.
-            Ok((_, src)) = s.a_rtcp.recv_from(&mut b1) => {
+            // RTCP is terminated here: each leg gets reports about the stream the switch sends it.
+            Ok((n, src)) = s.a_rtcp.recv_from(&mut b1) => {
                 relay.accept(Side::A, src, true);
                 counters.rtcp_in.fetch_add(1, Ordering::Relaxed);
+                session.handle_rtcp(now(), Side::A, &b1[..n]);
             }
-            Ok((_, src)) = s.b_rtcp.recv_from(&mut b3) => {
+            Ok((n, src)) = s.b_rtcp.recv_from(&mut b3) => {
                 relay.accept(Side::B, src, true);
                 counters.rtcp_in.fetch_add(1, Ordering::Relaxed);
+                session.handle_rtcp(now(), Side::B, &b3[..n]);
             }
             () = sleep_until(wake) => session.handle_timeout(now()),
         }
@@ -260,6 +312,27 @@ async fn run(
             }
             session.recycle(buf);
         }
+        let mut reported = false;
+        while let Some((side, buf)) = session.poll_rtcp() {
+            let sock = match side {
+                Side::A => &s.a_rtcp,
+                Side::B => &s.b_rtcp,
+            };
+            if let Some(dst) = relay.rtcp_dest(side) {
+                let _ = sock.try_send_to(&buf, dst);
+            }
+            session.recycle(buf);
+            reported = true;
+        }
+        if reported && let Ok(mut q) = quality.lock() {
+            q.insert(
+                call,
+                [
+                    quality_of(&session, Side::A, clocks[0]),
+                    quality_of(&session, Side::B, clocks[1]),
+                ],
+            );
+        }
         while let Some(ev) = session.poll_event() {
             if matches!(ev, MediaEvent::Timeout(_)) {
                 counters.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -267,11 +340,29 @@ async fn run(
             let _ = events.send((call, ev));
         }
     }
+    if let Ok(mut q) = quality.lock() {
+        q.remove(&call);
+    }
     let (a, b) = (session.stats(Side::A), session.stats(Side::B));
     counters
         .concealed
         .fetch_add(a.jitter.concealed + b.jitter.concealed, Ordering::Relaxed);
+    counters
+        .rx_packets
+        .fetch_add(a.rx.packets + b.rx.packets, Ordering::Relaxed);
+    counters
+        .rx_lost
+        .fetch_add(a.rx.lost() + b.rx.lost(), Ordering::Relaxed);
     debug!(call = %call, a_in = a.rx.packets, a_lost = a.rx.lost(), b_in = b.rx.packets, b_lost = b.rx.lost(), "media closed");
+}
+
+/// Now as an NTP timestamp (seconds since 1900 in the high 32 bits).
+fn ntp_now() -> u64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() + 2_208_988_800;
+    (secs << 32) | ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

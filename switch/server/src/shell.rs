@@ -40,7 +40,7 @@ pub struct GatewayView {
 #[derive(Debug)]
 pub enum Command {
     /// List calls.
-    Calls(oneshot::Sender<Vec<CallInfo>>),
+    Calls(oneshot::Sender<Vec<(CallInfo, Option<[crate::media::LegQuality; 2]>)>>),
     /// Hang up a call.
     Hangup(u64, oneshot::Sender<bool>),
     /// Reload conf/; the answer is a summary or the diagnostics.
@@ -265,7 +265,22 @@ impl Shell {
         let now = Instant::now().into_std();
         match cmd {
             Command::Calls(tx) => {
-                let _ = tx.send(self.engine.calls(now));
+                let q = self
+                    .media
+                    .quality
+                    .lock()
+                    .map(|q| q.clone())
+                    .unwrap_or_default();
+                let calls = self
+                    .engine
+                    .calls(now)
+                    .into_iter()
+                    .map(|c| {
+                        let quality = q.get(&c.id).copied();
+                        (c, quality)
+                    })
+                    .collect();
+                let _ = tx.send(calls);
             }
             Command::Hangup(id, tx) => {
                 let _ = tx.send(self.engine.hangup(now, CallRef(id), Cause::ManagerRequest));
@@ -420,6 +435,39 @@ impl Shell {
             "counter",
             "RTCP packets received (terminated at the switch).",
             m.rtcp_in.load(Ordering::Relaxed).to_string(),
+        );
+        metric(
+            &mut o,
+            "switchboard_rtp_received_packets_total",
+            "counter",
+            "RTP packets received from legs (ended calls).",
+            m.rx_packets.load(Ordering::Relaxed).to_string(),
+        );
+        metric(
+            &mut o,
+            "switchboard_rtp_lost_packets_total",
+            "counter",
+            "RTP packets lost before reaching the switch, from sequence gaps (ended calls).",
+            m.rx_lost.load(Ordering::Relaxed).to_string(),
+        );
+        let (jitter_max, rtt_max) = self.media.quality.lock().map_or((0.0, 0.0), |q| {
+            q.values().flatten().fold((0.0f64, 0.0f64), |(j, r), l| {
+                (j.max(l.rx_jitter_ms), r.max(l.rtt_ms.unwrap_or(0.0)))
+            })
+        });
+        metric(
+            &mut o,
+            "switchboard_rtp_jitter_max_ms",
+            "gauge",
+            "Highest interarrival jitter among the legs of calls in progress, ms.",
+            format!("{jitter_max:.1}"),
+        );
+        metric(
+            &mut o,
+            "switchboard_rtp_rtt_max_ms",
+            "gauge",
+            "Highest round-trip time (RTCP) among the legs of calls in progress, ms.",
+            format!("{rtt_max:.1}"),
         );
         metric(
             &mut o,

@@ -507,3 +507,60 @@ fn ringback_is_played_while_the_callee_rings_without_early_media() {
         share_at(on, 425.0)
     );
 }
+
+#[test]
+fn rtcp_reports_reach_each_leg_and_call_quality_is_shown() {
+    let idx = 38;
+    let (pa, pb) = rtp_ports(idx);
+    let sw = Switch::start("rtcp", idx, Route::default());
+    let (pa_s, pb_s) = (pa.to_string(), pb.to_string());
+    let uas = sw.uas(
+        0,
+        "uas_media.xml",
+        1,
+        &keys(&[
+            ("rtp_port", &pb_s),
+            ("fmts", "0"),
+            ("ring_ms", "0"),
+            ("expect_ruser", "1000"),
+        ]),
+    );
+    let uac = sw.uac(
+        "uac_media.xml",
+        "1000",
+        1,
+        &keys(&[("rtp_port", &pa_s), ("fmts", "0"), ("hold_ms", "7500")]),
+    );
+    let call = sw.wait_media_up(Duration::from_secs(10));
+    let sw_b = addr(&call["media"]["b"]["port"]);
+    let mut b = RtpPeer::bind(pb);
+    let b_rtcp = std::net::UdpSocket::bind(("127.0.0.1", pb + 1)).unwrap();
+    b_rtcp
+        .set_read_timeout(Some(Duration::from_secs(8)))
+        .unwrap();
+    // B sends 6 s with every 20th packet lost (5 %).
+    b.stream_lossy(sw_b, CodecKind::Pcmu, &vec![0; 48000], 20);
+    let mut buf = [0u8; 1500];
+    let (n, _) = b_rtcp
+        .recv_from(&mut buf)
+        .expect("an RTCP report for B within 8 s");
+    let reports = switchboard_media::rtcp::parse(&buf[..n]);
+    let block = reports
+        .first()
+        .and_then(|r| r.blocks.first())
+        .copied()
+        .expect("a report block about B's stream");
+    // 5 % is 12.8/256.
+    assert!(
+        (8..=20).contains(&block.fraction_lost),
+        "fraction lost {}",
+        block.fraction_lost
+    );
+    let (_, out) = sw.ctl(&["calls"]);
+    let calls: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let q = &calls[0]["quality"]["b"];
+    assert!(q["rx_packets"].as_u64().unwrap() > 200, "{out}");
+    assert!(q["rx_lost"].as_u64().unwrap() >= 10, "{out}");
+    sw.expect_ok(vec![uac, uas]);
+    assert!(sw.metric("switchboard_rtp_lost_packets_total") >= 10.0);
+}

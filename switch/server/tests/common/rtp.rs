@@ -48,6 +48,18 @@ impl RtpPeer {
     /// Sends `pcm` (at the codec's rate) encoded with `codec` in 20 ms packets, paced in real
     /// time, while collecting what arrives. Returns the packets received meanwhile.
     pub fn stream(&mut self, to: SocketAddr, codec: CodecKind, pcm: &[i16]) -> Vec<Packet> {
+        self.stream_lossy(to, codec, pcm, usize::MAX)
+    }
+
+    /// [`RtpPeer::stream`], leaving out every `drop_every`-th packet (sequence numbers still
+    /// advance: the far end sees the loss).
+    pub fn stream_lossy(
+        &mut self,
+        to: SocketAddr,
+        codec: CodecKind,
+        pcm: &[i16],
+        drop_every: usize,
+    ) -> Vec<Packet> {
         let pt = pt_of(codec);
         let (frame, step) = ((codec.rate() / 50) as usize, codec.clock() / 50);
         let mut enc = codec.encoder();
@@ -57,7 +69,11 @@ impl RtpPeer {
         for (i, chunk) in pcm.chunks(frame).enumerate() {
             enc.encode(chunk, &mut payload);
             let ts = self.ts;
-            self.send(to, pt, i == 0, ts, &payload);
+            if (i + 1) % drop_every == 0 {
+                self.seq = self.seq.wrapping_add(1);
+            } else {
+                self.send(to, pt, i == 0, ts, &payload);
+            }
             self.ts = self.ts.wrapping_add(step);
             let due = start + Duration::from_millis(20 * (i as u64 + 1));
             self.drain_until(due, &mut got);
