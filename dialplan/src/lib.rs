@@ -402,7 +402,24 @@ fn apply(a: &ActionTpl, caps: &[String], named: &BTreeMap<String, String>, plan:
             plan.actions.push(Action::Hangup(*c));
         }
         ActionTpl::Media(a) => {
-            plan.trace.push(format!("    {a:?}"));
+            let line = match a {
+                Action::Playback(p) => format!("    playback {p}"),
+                Action::Tone { spec, duration } => {
+                    format!("    tone {spec} for {}s", duration.as_secs())
+                }
+                Action::Ringback(t) => format!("    ringback {t}"),
+                Action::ReadDigits(r) => format!(
+                    "    read_digits {}-{} digit(s), prompt {}, timeout {}s, terminators {:?}, then route in {}",
+                    r.min,
+                    r.max,
+                    r.prompt.as_deref().unwrap_or("none"),
+                    r.timeout.as_secs(),
+                    r.terminators,
+                    r.context.as_deref().unwrap_or("the same context"),
+                ),
+                other => format!("    {other:?}"),
+            };
+            plan.trace.push(line);
             plan.actions.push(a.clone());
         }
         ActionTpl::Bridge {
