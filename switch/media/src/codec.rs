@@ -1,9 +1,10 @@
 //! Audio codecs behind one pair of traits. G.711 is built in; Opus (feature `opus`, on by
 //! default) and G.729 (feature `g729`, off: see the README for its licence) come from crates.
 //!
-//! Opus is decoded and encoded at 16 kHz (wideband): what a call center hears is at most
-//! that, libopus resamples internally for free, and it halves the encoder's work; the RTP
-//! clock stays 48 kHz as RFC 7587 requires.
+//! Opus is decoded and encoded at 16 kHz (wideband) by default, and at 8 kHz when the other
+//! leg is narrowband (G.711, G.729): the audio cannot be wider than its source, libopus
+//! resamples for free, and the encoder's work halves again. The RTP clock stays 48 kHz as
+//! RFC 7587 requires.
 
 use crate::g711;
 
@@ -120,13 +121,21 @@ impl CodecKind {
 
     /// A decoder (an opaque codec decodes to silence).
     pub fn decoder(self) -> Box<dyn Decoder> {
+        self.decoder_at(self.rate())
+    }
+
+    /// A decoder giving PCM at `rate` (Opus decodes at 8, 12, 16, 24 or 48 kHz; the other
+    /// codecs have one rate and ignore it).
+    pub fn decoder_at(self, rate: u32) -> Box<dyn Decoder> {
+        let _ = rate;
         match self {
             #[cfg(feature = "opus")]
             CodecKind::Opus => {
-                if let Ok(d) = opus::Decoder::new(16000, opus::Channels::Mono) {
+                if let Ok(d) = opus::Decoder::new(rate, opus::Channels::Mono) {
                     return Box::new(OpusDecoder {
                         inner: d,
-                        buf: vec![0; 16000 * 120 / 1000],
+                        buf: vec![0; rate as usize * 120 / 1000],
+                        frame: rate as usize / 50,
                     });
                 }
             }
@@ -146,10 +155,21 @@ impl CodecKind {
 
     /// An encoder (an opaque codec encodes to nothing: no packet is sent).
     pub fn encoder(self) -> Box<dyn Encoder> {
+        self.encoder_at(self.rate())
+    }
+
+    /// An encoder taking PCM at `rate` (see [`CodecKind::decoder_at`]).
+    pub fn encoder_at(self, rate: u32) -> Box<dyn Encoder> {
+        self.encoder_tuned(rate, OPUS_COMPLEXITY)
+    }
+
+    /// [`CodecKind::encoder_at`] with the Opus encoder's complexity (0–10) chosen.
+    pub fn encoder_tuned(self, rate: u32, opus_complexity: u8) -> Box<dyn Encoder> {
+        let _ = (rate, opus_complexity);
         match self {
             #[cfg(feature = "opus")]
             CodecKind::Opus => {
-                if let Ok(e) = opus_encoder() {
+                if let Ok(e) = opus_encoder(rate, opus_complexity) {
                     return Box::new(OpusEncoder(e));
                 }
             }
@@ -218,10 +238,22 @@ impl Decoder for G711Decoder {
     }
 }
 
+/// Default Opus encoder complexity (0–10): see `[media] opus_complexity`.
+pub const OPUS_COMPLEXITY: u8 = 3;
+
 #[cfg(feature = "opus")]
-fn opus_encoder() -> Result<opus::Encoder, opus::Error> {
-    let mut e = opus::Encoder::new(16000, opus::Channels::Mono, opus::Application::Voip)?;
+fn opus_encoder(rate: u32, complexity: u8) -> Result<opus::Encoder, opus::Error> {
+    let mut e = opus::Encoder::new(rate, opus::Channels::Mono, opus::Application::Voip)?;
     e.set_bitrate(opus::Bitrate::Bits(24000))?;
+    // SILK's delayed-decision quantiser and warped analysis are what complexity buys: the
+    // encoder is most of a transcoded call's CPU (docs/BENCHMARKS.md has the figures).
+    e.set_complexity(i32::from(complexity.min(10)))?;
+    e.set_signal(opus::Signal::Voice)?;
+    if rate <= 8000 {
+        // Narrowband source: no point coding (or resampling to) a wider band.
+        e.set_max_bandwidth(opus::Bandwidth::Narrowband)?;
+        e.set_bitrate(opus::Bitrate::Bits(16000))?;
+    }
     e.set_inband_fec(true)?;
     e.set_packet_loss_perc(10)?;
     Ok(e)
@@ -231,6 +263,7 @@ fn opus_encoder() -> Result<opus::Encoder, opus::Error> {
 struct OpusDecoder {
     inner: opus::Decoder,
     buf: Vec<i16>,
+    frame: usize,
 }
 
 #[cfg(feature = "opus")]
@@ -240,7 +273,7 @@ impl OpusDecoder {
         match self.inner.decode(payload, &mut self.buf[..want], fec) {
             Ok(n) => out.extend_from_slice(&self.buf[..n]),
             // A corrupt packet: a frame of silence rather than nothing (timing holds).
-            Err(_) => out.extend(std::iter::repeat_n(0, samples.unwrap_or(320))),
+            Err(_) => out.extend(std::iter::repeat_n(0, samples.unwrap_or(self.frame))),
         }
     }
 }

@@ -171,6 +171,8 @@ struct Leg {
     event_tx: Option<(EventSender, u32)>,
     pending_digits: VecDeque<(char, u32)>,
     marker: bool,
+    /// Rate of the PCM this leg's codec gives and takes.
+    pcm_rate: u32,
     /// RTCP: what we sent to the leg.
     tx_packets: u32,
     tx_octets: u32,
@@ -183,7 +185,17 @@ struct Leg {
 
 impl Leg {
     fn rate(&self) -> u32 {
-        self.media.as_ref().map_or(8000, |m| m.codec.rate())
+        self.pcm_rate
+    }
+
+    /// (Re)creates the codec at `rate` and forgets audio at the old rate.
+    fn set_codec(&mut self, codec: CodecKind, rate: u32, opus_complexity: u8) {
+        self.pcm_rate = rate;
+        self.decoder = Some(codec.decoder_at(rate));
+        self.encoder = Some(codec.encoder_tuned(rate, opus_complexity));
+        self.rx_pcm.clear();
+        self.tx_pcm.clear();
+        self.to8k = (rate != 8000).then(|| Resampler::new(rate, 8000));
     }
 
     fn frame(&self) -> usize {
@@ -212,6 +224,7 @@ pub struct Session {
     /// Audio flows between the legs.
     bridged: bool,
     rtp_timeout: Option<Duration>,
+    opus_complexity: u8,
     epoch: Option<Instant>,
     next_tick: Option<Instant>,
     out: VecDeque<(Side, Vec<u8>)>,
@@ -259,11 +272,13 @@ impl Session {
             leg.seq = (r >> 32) as u16;
             leg.ts = splitmix(&mut seed) as u32;
             leg.marker = true;
+            leg.pcm_rate = 8000;
         }
         Session {
             legs,
             bridged: false,
             rtp_timeout,
+            opus_complexity: crate::codec::OPUS_COMPLEXITY,
             epoch: None,
             next_tick: None,
             out: VecDeque::new(),
@@ -284,20 +299,17 @@ impl Session {
 
     /// Sets (or changes, after a re-INVITE) how a leg sends and receives.
     pub fn set_leg(&mut self, now: Instant, side: Side, media: LegMedia) {
+        let complexity = self.opus_complexity;
         let leg = self.leg(side);
         if leg.media.as_ref() == Some(&media) {
             return;
         }
         let codec_changed = leg.media.as_ref().map(|m| m.codec) != Some(media.codec);
         if codec_changed {
-            leg.decoder = Some(media.codec.decoder());
-            leg.encoder = Some(media.codec.encoder());
+            leg.set_codec(media.codec, media.codec.rate(), complexity);
             leg.jb.reset();
-            leg.rx_pcm.clear();
-            leg.tx_pcm.clear();
         }
         leg.detector = (media.dtmf == DtmfMethod::Inband).then(ToneDetector::new);
-        leg.to8k = (media.codec.rate() != 8000).then(|| Resampler::new(media.codec.rate(), 8000));
         leg.tones = None;
         leg.media = Some(media);
         // Audio flows as soon as both legs have negotiated (early media included).
@@ -312,8 +324,26 @@ impl Session {
         self.rewire(now);
     }
 
-    /// Resamplers between the legs when transcoding.
+    /// Codec rates and resamplers between the legs when transcoding. An Opus leg bridged to a
+    /// narrowband leg runs at 8 kHz: nothing wider can come from there.
     fn rewire(&mut self, now: Instant) {
+        let complexity = self.opus_complexity;
+        for side in [Side::A, Side::B] {
+            let other = self.legs[idx(side.other())].media.as_ref().map(|m| m.codec);
+            let leg = self.leg(side);
+            if let Some(m) = leg.media.as_ref()
+                && m.codec == CodecKind::Opus
+            {
+                let want = match other {
+                    Some(o) if o != CodecKind::Opus && o.rate() < 16000 => 8000,
+                    _ => 16000,
+                };
+                if want != leg.pcm_rate {
+                    let codec = m.codec;
+                    leg.set_codec(codec, want, complexity);
+                }
+            }
+        }
         for side in [Side::A, Side::B] {
             let from_rate = self.legs[idx(side.other())].rate();
             let leg = self.leg(side);
@@ -411,6 +441,11 @@ impl Session {
     /// The leg is on hold or not yet sending: its silence is not a timeout.
     pub fn reset_timeout(&mut self, now: Instant, side: Side) {
         self.leg(side).last_rx = Some(now);
+    }
+
+    /// Opus encoder complexity (0–10) for legs set from now on.
+    pub fn set_opus_complexity(&mut self, c: u8) {
+        self.opus_complexity = c.min(10);
     }
 
     /// Sets the wall clock: `ntp` (NTP 64-bit fixed point) is the time at `at`. Without it
@@ -749,7 +784,7 @@ impl Session {
         let Some(media) = leg.media.clone() else {
             return;
         };
-        let rate = media.codec.rate();
+        let rate = leg.rate();
         // Digits queued for this leg.
         if leg.event_tx.is_none()
             && let Some((d, ms)) = leg.pending_digits.pop_front()
@@ -898,7 +933,7 @@ impl Session {
             leg.seq = leg.seq.wrapping_add(1);
             leg.last_tx = Some((now, ts));
             leg.ts = ts.wrapping_add(
-                (ptime_frame as u64 * u64::from(media.codec.clock()) / u64::from(rate)) as u32,
+                (ptime_frame as u64 * u64::from(media.codec.clock()) / u64::from(leg.pcm_rate)) as u32,
             );
             leg.stats.sent += 1;
             leg.tx_packets = leg.tx_packets.wrapping_add(1);

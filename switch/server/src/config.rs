@@ -54,6 +54,7 @@ struct Media {
     dtmf: Option<Spanned<String>>,
     rtp_timeout: Option<u64>,
     sounds: Option<String>,
+    opus_complexity: Option<u8>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -98,6 +99,8 @@ pub struct Loaded {
     pub prompts: std::collections::HashMap<String, crate::media::Prompt>,
     /// Hang up a call whose RTP stopped this long (None: never).
     pub rtp_timeout: Option<Duration>,
+    /// Opus encoder complexity, 0–10.
+    pub opus_complexity: u8,
 }
 
 fn diag(
@@ -240,6 +243,19 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
             )),
         }
     }
+    let opus_complexity = file
+        .media
+        .opus_complexity
+        .unwrap_or(switchboard_media::codec::OPUS_COMPLEXITY);
+    if opus_complexity > 10 {
+        diags.push(diag(
+            f,
+            t,
+            None,
+            format!("media.opus_complexity {opus_complexity} is out of range"),
+            Some("0 (fastest) to 10 (best); the default 3 fits 150+ transcoded calls per core"),
+        ));
+    }
     let rtp_timeout = match file.media.rtp_timeout.unwrap_or(60) {
         0 => None,
         s => Some(Duration::from_secs(s)),
@@ -313,6 +329,7 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
             files,
             prompts,
             rtp_timeout,
+            opus_complexity,
         }),
         _ => Err(Diagnostics(diags)),
     }

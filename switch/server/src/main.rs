@@ -319,7 +319,8 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         tokio::spawn(signals(cmd_tx.clone()));
         info!(conf = %conf.display(), extensions = l.dialplan.len(), gateways = l.gateways.iter().count(), "switchboard starting");
         let (media_tx, media_rx) = mpsc::unbounded_channel();
-        let media = media::MediaHub::new(l.engine.media_ip, tokio::runtime::Handle::current(), media_tx, l.prompts, l.rtp_timeout);
+        let mut media = media::MediaHub::new(l.engine.media_ip, tokio::runtime::Handle::current(), media_tx, l.prompts, l.rtp_timeout);
+        media.opus_complexity = l.opus_complexity;
         let shell = shell::Shell {
             udp: l.engine.udp,
             tcp: l.engine.tcp,

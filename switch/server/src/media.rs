@@ -100,6 +100,8 @@ pub struct MediaHub {
     pub prompts: Arc<HashMap<String, Prompt>>,
     /// Hang up calls silent this long (None: never).
     pub rtp_timeout: Option<Duration>,
+    /// Opus encoder complexity for new calls.
+    pub opus_complexity: u8,
     /// Counters.
     pub counters: Arc<MediaCounters>,
     /// Quality of calls in progress.
@@ -123,6 +125,7 @@ impl MediaHub {
             events,
             prompts: Arc::new(prompts),
             rtp_timeout,
+            opus_complexity: switchboard_media::codec::OPUS_COMPLEXITY,
             counters: Arc::default(),
             quality: Arc::default(),
             seed: std::time::SystemTime::now()

@@ -324,6 +324,7 @@ impl Shell {
                 self.engine.set_dialplan(Arc::new(l.dialplan));
                 self.media.prompts = Arc::new(l.prompts);
                 self.media.rtp_timeout = l.rtp_timeout;
+                self.media.opus_complexity = l.opus_complexity;
                 self.engine.set_gateways(l.gateways);
                 // New gateways start pinging/registering now.
                 self.engine

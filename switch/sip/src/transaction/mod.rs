@@ -179,7 +179,11 @@ fn kind_of(m: &Method) -> Kind {
     }
 }
 
-type Key = (ByteString, Kind);
+/// Branch, method kind, and for server transactions the address the request came from: two
+/// clients that pick the same branch (carelessly, or to hijack a transaction with a forged
+/// CANCEL) never share a transaction (§17.2.3 matches the Via's sent-by too; the source
+/// address is what a retransmission shares with its original, behind NAT included).
+type Key = (ByteString, Kind, Option<std::net::SocketAddr>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -307,7 +311,7 @@ impl TransactionLayer {
     pub fn send_request(&mut self, now: Instant, req: Request, peer: Peer) -> TxnId {
         let branch = branch_of(&req.headers);
         let invite = req.method == Method::Invite;
-        let key = (branch, kind_of(&req.method));
+        let key = (branch, kind_of(&req.method), None);
         let data = Bytes::from(Message::Request(req.clone()).to_bytes());
         let id = self.alloc();
         let mut t = Txn {
@@ -396,7 +400,7 @@ impl TransactionLayer {
     fn handle_request(&mut self, now: Instant, mut req: Request, from: Peer) {
         stamp_received(&mut req, from);
         let branch = branch_of(&req.headers);
-        let key = (branch, kind_of(&req.method));
+        let key = (branch, kind_of(&req.method), Some(from.addr));
         if req.method == Method::Ack {
             self.handle_ack(now, key, req, from);
             return;
@@ -467,7 +471,7 @@ impl TransactionLayer {
     }
 
     fn handle_cancel(&mut self, now: Instant, key: Key, req: Request, from: Peer) {
-        let invite = self.servers.get(&(key.0.clone(), Kind::Invite)).copied();
+        let invite = self.servers.get(&(key.0.clone(), Kind::Invite, key.2)).copied();
         let id = self.new_server(now, key, req.clone(), from);
         let pending = invite.filter(|i| {
             self.txns
@@ -492,7 +496,9 @@ impl TransactionLayer {
     fn handle_response(&mut self, now: Instant, resp: Response, from: Peer) {
         let key = Some(branch_of(&resp.headers)).filter(|b| !b.is_empty());
         let kind = resp.headers.cseq().ok().map(|c| kind_of(&c.method));
-        let id = key.zip(kind).and_then(|k| self.clients.get(&k).copied());
+        let id = key
+            .zip(kind)
+            .and_then(|(b, k)| self.clients.get(&(b, k, None)).copied());
         let Some(id) = id else {
             self.events
                 .push_back(TxnEvent::StrayResponse { resp, from });
@@ -720,7 +726,12 @@ impl TransactionLayer {
         self.txns.get(&id).filter(|t| t.client).map(|t| &t.request)
     }
 
-    /// The peer a client transaction talks to.
+    /// The peer a server transaction answers.
+    pub fn server_peer(&self, id: TxnId) -> Option<Peer> {
+        self.txns.get(&id).filter(|t| !t.client).map(|t| t.peer)
+    }
+
+    /// Where a client transaction sends.
     pub fn client_peer(&self, id: TxnId) -> Option<Peer> {
         self.txns.get(&id).filter(|t| t.client).map(|t| t.peer)
     }

@@ -506,3 +506,30 @@ fn rport_and_received_are_stamped_and_responses_go_to_the_source_port() {
     let tx = layer.poll_transmit().unwrap();
     assert_eq!(tx.peer.addr, "127.0.0.9:40000".parse().unwrap());
 }
+
+#[test]
+fn same_branch_from_another_address_is_another_transaction_and_cannot_cancel_it() {
+    let mut b = TransactionLayer::new(TimerConfig::default());
+    let now = Instant::now();
+    let (victim, attacker) = (peer(A, Transport::Udp), peer("127.0.0.1:6666", Transport::Udp));
+    let invite = request(Method::Invite, "z9hG4bKsame", Transport::Udp);
+    b.handle_message(now, Message::Request(invite.clone()), victim);
+    // A second client (or a replay from elsewhere) with the same branch: a new transaction,
+    // not a retransmission.
+    b.handle_message(now, Message::Request(invite.clone()), attacker);
+    let requests = std::iter::from_fn(|| b.poll_event())
+        .filter(|e| matches!(e, TxnEvent::Request { .. }))
+        .count();
+    assert_eq!(requests, 2);
+    // A forged CANCEL for the victim's branch, from the attacker's address, only matches the
+    // attacker's own INVITE.
+    b.handle_message(now, Message::Request(make_cancel(&invite)), attacker);
+    let cancelled: Vec<_> = std::iter::from_fn(|| b.poll_event())
+        .filter_map(|e| match e {
+            TxnEvent::Cancelled { invite } => Some(invite),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(b.server_peer(cancelled[0]).map(|p| p.addr), Some(attacker.addr));
+}
