@@ -52,6 +52,8 @@ trap 'kill $SB_PID $RE_PID 2>/dev/null; wait 2>/dev/null; tail -n 12 "$work/sb.l
 sleep 1
 
 for n in "${CALLS[@]}"; do
+  $LOAD --target loopback --control 127.0.0.1:1 --calls "$n" --secs "$SECS" --pid $$
+  sleep 1
   $LOAD --target switchboard --control 127.0.0.1:25060 --gw-port 25080 --calls "$n" --secs "$SECS" --pid $SB_PID
   sleep 1
   $LOAD --target rtpengine --control 127.0.0.1:22222 --calls "$n" --secs "$SECS" --pid $RE_PID

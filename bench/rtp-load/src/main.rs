@@ -4,7 +4,8 @@
 //!
 //! Relays: `switchboard` (calls set up over SIP: we are both the caller and the gateway's
 //! call center) and `rtpengine` (sessions set up over its ng control protocol, as Kamailio's
-//! rtpengine module does).
+//! rtpengine module does); `loopback` sends each side straight to the other, the generator's
+//! own floor for delay and jitter.
 //!
 //! Passthrough runs (PCMU both ways) carry the send time and call index in the payload, which
 //! a relay forwards untouched: delay is measured per packet. Transcoding runs (Opus on leg A,
@@ -188,7 +189,8 @@ fn teardown_switchboard(a: &Args, dialogs: &[(String, String)]) {
     }
 }
 
-/// Bencode of the few shapes the ng protocol needs.
+/// Bencode of the few shapes the ng protocol needs. (Cookies must be unique across runs:
+/// rtpengine answers a cookie it has seen with its cached reply.)
 fn bstr(s: &str) -> String {
     format!("{}:{s}", s.len())
 }
@@ -211,9 +213,9 @@ fn setup_rtpengine(a: &Args, a_port: u16, b_port: u16) -> Vec<Legs> {
     (0..a.calls)
         .map(|i| {
             let call_id = format!("load-{i}-{}", std::process::id());
-            let offer = ng(&sock, a.control, &format!("o{i}"), &[("command", "offer"), ("call-id", &call_id), ("from-tag", "a"), ("sdp", &sdp(a_port, "0 101", pcmu))]);
+            let offer = ng(&sock, a.control, &format!("o{i}-{}", std::process::id()), &[("command", "offer"), ("call-id", &call_id), ("from-tag", "a"), ("sdp", &sdp(a_port, "0 101", pcmu))]);
             let b_relay = audio_port(&offer).expect("rtpengine's offer SDP");
-            let answer = ng(&sock, a.control, &format!("a{i}"), &[("command", "answer"), ("call-id", &call_id), ("from-tag", "a"), ("to-tag", "b"), ("sdp", &sdp(b_port, "0 101", pcmu))]);
+            let answer = ng(&sock, a.control, &format!("a{i}-{}", std::process::id()), &[("command", "answer"), ("call-id", &call_id), ("from-tag", "a"), ("to-tag", "b"), ("sdp", &sdp(b_port, "0 101", pcmu))]);
             let a_relay = audio_port(&answer).expect("rtpengine's answer SDP");
             (SocketAddr::from(([127, 0, 0, 1], a_relay)), SocketAddr::from(([127, 0, 0, 1], b_relay)))
         })
@@ -225,7 +227,7 @@ fn teardown_rtpengine(a: &Args) {
     sock.set_read_timeout(Some(Duration::from_secs(2))).ok();
     for i in 0..a.calls {
         let call_id = format!("load-{i}-{}", std::process::id());
-        let _ = ng(&sock, a.control, &format!("d{i}"), &[("command", "delete"), ("call-id", &call_id), ("from-tag", "a")]);
+        let _ = ng(&sock, a.control, &format!("d{i}-{}", std::process::id()), &[("command", "delete"), ("call-id", &call_id), ("from-tag", "a")]);
     }
 }
 
@@ -295,6 +297,11 @@ fn main() {
     let (legs, dialogs) = match a.target.as_str() {
         "switchboard" => setup_switchboard(&a, pa, pb),
         "rtpengine" => (setup_rtpengine(&a, pa, pb), Vec::new()),
+        // No relay: each side sends straight to the other, the generator's own floor.
+        "loopback" => {
+            let (to_b, to_a) = (side_b.local_addr().expect("b"), side_a.local_addr().expect("a"));
+            (vec![(to_b, to_a); a.calls], Vec::new())
+        }
         other => panic!("unknown target {other}"),
     };
     let setup = t0.elapsed();
@@ -357,13 +364,14 @@ fn main() {
     let (rx_a, mut rx_b) = (rx_a.join().expect("rx a"), rx_b.join().expect("rx b"));
     match a.target.as_str() {
         "switchboard" => teardown_switchboard(&a, &dialogs),
-        _ => teardown_rtpengine(&a),
+        "rtpengine" => teardown_rtpengine(&a),
+        _ => {}
     }
     let received = rx_a.packets + rx_b.packets;
     let loss = 100.0 * (1.0 - received as f64 / sent as f64);
     let call_secs = (a.calls as u64 * a.secs) as f64;
     print!(
-        "target={} calls={} secs={} mode={} setup_s={:.2} sent={} received={} loss_pct={:.3} cpu_s={:.2} cpu_ms_per_call_s={:.3} calls_per_core={:.0}",
+        "target={} calls={} secs={} mode={} setup_s={:.2} sent={} received={} (a={} b={}) loss_pct={:.3} cpu_s={:.2} cpu_ms_per_call_s={:.3} calls_per_core={:.0}",
         a.target,
         a.calls,
         a.secs,
@@ -371,6 +379,8 @@ fn main() {
         setup.as_secs_f64(),
         sent,
         received,
+        rx_a.packets,
+        rx_b.packets,
         loss.max(0.0),
         cpu,
         cpu * 1000.0 / call_secs,
