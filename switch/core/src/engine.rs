@@ -55,6 +55,9 @@ pub enum Output {
         side: Side,
         /// Its RTP address (None: on hold).
         addr: Option<SocketAddr>,
+        /// It will send RTP (not on hold, not `recvonly`/`inactive`): its silence counts
+        /// towards the RTP timeout.
+        sends: bool,
     },
     /// A leg's codec, payload types and DTMF form (after offer/answer).
     MediaLeg {

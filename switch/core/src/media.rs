@@ -103,6 +103,7 @@ impl Engine {
             call: call.id,
             side: from,
             addr: info.rtp,
+            sends: info.sends,
         });
         let is_answer = match kind {
             SdpIn::Request => false,
@@ -187,6 +188,7 @@ impl Engine {
             call: call.id,
             side,
             addr: info.rtp,
+            sends: info.sends,
         });
         let offer: Vec<Format> = info
             .formats

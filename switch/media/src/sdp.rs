@@ -33,6 +33,8 @@ pub struct MediaInfo {
     pub formats: Vec<Format>,
     /// `a=ptime`, if given.
     pub ptime: Option<u32>,
+    /// The leg sends RTP (not `a=recvonly` or `a=inactive`, and not on hold with 0.0.0.0).
+    pub sends: bool,
 }
 
 /// One payload format of an audio stream.
@@ -101,6 +103,7 @@ pub fn audio(body: &[u8]) -> Result<MediaInfo, SdpError> {
     let mut sd = SessionDescription::unmarshal(&mut Cursor::new(body))
         .map_err(|e| SdpError::Malformed(e.to_string()))?;
     let session_conn = sd.connection_information.as_ref().and_then(conn_ip);
+    let session_attrs = sd.attributes.clone();
     let m = sd
         .media_descriptions
         .iter_mut()
@@ -113,10 +116,12 @@ pub fn audio(body: &[u8]) -> Result<MediaInfo, SdpError> {
         .and_then(conn_ip)
         .or(session_conn);
     let port = u16::try_from(m.media_name.port.value).ok();
+    let rtp = rtp_addr(leg_ip, port);
     Ok(MediaInfo {
-        rtp: rtp_addr(leg_ip, port),
+        rtp,
         codecs: formats.iter().map(|f| f.name.clone()).collect(),
         ptime: ptime_of(m),
+        sends: rtp.is_some() && sends_of(m, &session_attrs),
         formats,
     })
 }
@@ -126,6 +131,19 @@ fn rtp_addr(ip: Option<IpAddr>, port: Option<u16>) -> Option<SocketAddr> {
         (Some(ip), Some(p)) if !ip.is_unspecified() && p != 0 => Some(SocketAddr::new(ip, p)),
         _ => None,
     }
+}
+
+/// `false` when the stream's direction (media level, else session level) says the leg will
+/// not send.
+fn sends_of(m: &MediaDescription, session: &[Attribute]) -> bool {
+    let dir = |attrs: &[Attribute]| {
+        attrs.iter().find_map(|a| match a.key.as_str() {
+            "sendrecv" | "sendonly" => Some(true),
+            "recvonly" | "inactive" => Some(false),
+            _ => None,
+        })
+    };
+    dir(&m.attributes).or_else(|| dir(session)).unwrap_or(true)
 }
 
 fn ptime_of(m: &MediaDescription) -> Option<u32> {
@@ -217,6 +235,7 @@ pub fn rewrite_with(
     let mut sd = SessionDescription::unmarshal(&mut Cursor::new(body))
         .map_err(|e| SdpError::Malformed(e.to_string()))?;
     let session_conn = sd.connection_information.as_ref().and_then(conn_ip);
+    let session_attrs = sd.attributes.clone();
     let mut info = None;
     let addr_type = if ours.is_ipv4() { "IP4" } else { "IP6" };
     for m in sd.media_descriptions.iter_mut() {
@@ -307,6 +326,7 @@ pub fn rewrite_with(
             codecs: names,
             formats: kept_theirs,
             ptime,
+            sends: rtp.is_some() && sends_of(m, &session_attrs),
         });
     }
     let info = info.ok_or(SdpError::NoAudio)?;
@@ -406,6 +426,21 @@ m=video 51372 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
         assert!(text.contains("a=rtpmap:111 opus/48000/2"), "{text}");
         assert_eq!(info.rtp, None, "c=0.0.0.0 is hold");
         assert!(text.contains("m=audio 20002") && text.contains("a=sendonly"));
+    }
+
+    #[test]
+    fn direction_tells_whether_the_leg_sends() {
+        let base = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n";
+        let with = |attr: &str| format!("{base}m=audio 4000 RTP/AVP 0\r\n{attr}");
+        assert!(audio(with("").as_bytes()).unwrap().sends);
+        assert!(audio(with("a=sendonly\r\n").as_bytes()).unwrap().sends);
+        assert!(!audio(with("a=recvonly\r\n").as_bytes()).unwrap().sends);
+        assert!(!audio(with("a=inactive\r\n").as_bytes()).unwrap().sends);
+        let session_level = format!("{base}a=inactive\r\nm=audio 4000 RTP/AVP 0\r\n");
+        assert!(!audio(session_level.as_bytes()).unwrap().sends);
+        let hold =
+            base.replace("c=IN IP4 10.0.0.1", "c=IN IP4 0.0.0.0") + "m=audio 4000 RTP/AVP 0\r\n";
+        assert!(!audio(hold.as_bytes()).unwrap().sends);
     }
 
     #[test]

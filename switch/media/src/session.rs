@@ -173,6 +173,8 @@ struct Leg {
     marker: bool,
     /// Rate of the PCM this leg's codec gives and takes.
     pcm_rate: u32,
+    /// On hold: its silence is not a timeout.
+    silent_ok: bool,
     /// RTCP: what we sent to the leg.
     tx_packets: u32,
     tx_octets: u32,
@@ -443,6 +445,14 @@ impl Session {
         self.leg(side).last_rx = Some(now);
     }
 
+    /// Whether the leg is expected to send (from its SDP): a leg on hold (`recvonly`,
+    /// `inactive`, `0.0.0.0`) is never timed out; one that resumes gets the full timeout.
+    pub fn set_sending(&mut self, now: Instant, side: Side, sends: bool) {
+        let leg = self.leg(side);
+        leg.silent_ok = !sends;
+        leg.last_rx = Some(now);
+    }
+
     /// Opus encoder complexity (0–10) for legs set from now on.
     pub fn set_opus_complexity(&mut self, c: u8) {
         self.opus_complexity = c.min(10);
@@ -579,6 +589,10 @@ impl Session {
         let epoch = *self.epoch.get_or_insert(now);
         let arrival = units_since(epoch, now, media.codec.clock());
         let leg = self.leg(from);
+        if leg.stats.rx.packets > 0 && leg.stats.rx.ssrc != ssrc {
+            // A new source (re-INVITE, a switch behind the leg): its numbering starts over.
+            leg.jb.reset();
+        }
         let ext = leg.stats.rx.on_packet(ssrc, seq, ts, arrival);
         leg.next_rtcp.get_or_insert(now + RTCP_INTERVAL);
         if let Some(EventOutcome::Ended {
@@ -733,6 +747,7 @@ impl Session {
             for side in [Side::A, Side::B] {
                 let leg = self.leg(side);
                 if leg.media.is_some()
+                    && !leg.silent_ok
                     && let Some(last) = leg.last_rx
                     && now.saturating_duration_since(last) >= t
                 {
@@ -933,7 +948,8 @@ impl Session {
             leg.seq = leg.seq.wrapping_add(1);
             leg.last_tx = Some((now, ts));
             leg.ts = ts.wrapping_add(
-                (ptime_frame as u64 * u64::from(media.codec.clock()) / u64::from(leg.pcm_rate)) as u32,
+                (ptime_frame as u64 * u64::from(media.codec.clock()) / u64::from(leg.pcm_rate))
+                    as u32,
             );
             leg.stats.sent += 1;
             leg.tx_packets = leg.tx_packets.wrapping_add(1);
@@ -965,7 +981,7 @@ impl Session {
         let timeout = self.rtp_timeout.and_then(|t| {
             self.legs
                 .iter()
-                .filter(|l| l.media.is_some())
+                .filter(|l| l.media.is_some() && !l.silent_ok)
                 .filter_map(|l| l.last_rx.map(|r| r + t))
                 .min()
         });
@@ -1402,6 +1418,49 @@ mod tests {
         assert_eq!(remote.jitter_ms, 10.0);
         let rtt = remote.rtt_ms.expect("round trip");
         assert!((rtt - 60.0).abs() < 1.0, "rtt {rtt:.1} ms");
+    }
+
+    #[test]
+    fn a_leg_on_hold_is_not_timed_out_and_a_new_source_is_transcoded_at_once() {
+        let mut rig = Rig::new(
+            leg(CodecKind::Pcma, DtmfMethod::Rfc4733, ""),
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+        );
+        rig.s.set_sending(rig.now, Side::A, false);
+        rig.s.reset_timeout(rig.now, Side::B);
+        for _ in 0..300 {
+            let p = [0xFFu8; 160];
+            rig.step(Side::B, 0, Some(&p));
+        }
+        assert!(
+            rig.events.is_empty(),
+            "A on hold for 6 s: no timeout ({:?})",
+            rig.events
+        );
+        // A resumes from a new SSRC whose sequence numbers are far below the old ones.
+        let pcma = encode(CodecKind::Pcma, &sine(800.0, 8000, 3200, 8000.0));
+        rig.seq = 60000;
+        for p in &pcma[..5] {
+            rig.step(Side::A, 8, Some(p));
+        }
+        rig.sent.clear();
+        let mut b = Vec::new();
+        for (i, p) in pcma[5..].iter().enumerate() {
+            b.clear();
+            rtp::write(&mut b, 8, false, 10 + i as u16, i as u32 * 160, 4242, p);
+            rig.s.handle_rtp(rig.now, Side::A, &b);
+            rig.now += TICK;
+            rig.s.handle_timeout(rig.now);
+            while let Some(p) = rig.s.poll_transmit() {
+                rig.sent.push(p);
+            }
+        }
+        let at_b = rig.audio_to(Side::B, CodecKind::Pcmu);
+        assert!(
+            at_b.len() >= 160 * 10,
+            "the new source plays: {} samples",
+            at_b.len()
+        );
     }
 
     #[test]

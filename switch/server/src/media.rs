@@ -81,7 +81,7 @@ pub struct Prompt {
 
 #[derive(Debug)]
 enum Ctl {
-    Remote(Side, Option<SocketAddr>),
+    Remote(Side, Option<SocketAddr>, bool),
     Leg(Side, LegMedia),
     Digit(Side, char, u32),
     Play(Side, Playable, u32),
@@ -168,9 +168,9 @@ impl MediaHub {
         }
     }
 
-    /// A leg's RTP address changed.
-    pub fn remote(&mut self, call: CallRef, side: Side, addr: Option<SocketAddr>) {
-        self.send(call, Ctl::Remote(side, addr));
+    /// A leg's RTP address changed; `sends`: it will send RTP (not on hold).
+    pub fn remote(&mut self, call: CallRef, side: Side, addr: Option<SocketAddr>, sends: bool) {
+        self.send(call, Ctl::Remote(side, addr, sends));
     }
 
     /// A leg's codec and DTMF form.
@@ -259,10 +259,11 @@ async fn run(
         let now = || tokio::time::Instant::now().into_std();
         tokio::select! {
             ctl = rx.recv() => match ctl {
-                Some(Ctl::Remote(side, addr)) => {
+                Some(Ctl::Remote(side, addr, sends)) => {
                     relay.set_remote(side, addr);
-                    // A new address, or hold: silence until now is not a timeout.
-                    session.reset_timeout(now(), side);
+                    // A new address, or hold: silence until now is not a timeout, and a leg
+                    // on hold may stay silent.
+                    session.set_sending(now(), side, sends);
                 }
                 Some(Ctl::Leg(side, media)) => {
                     clocks[usize::from(side == Side::B)] = media.codec.clock();

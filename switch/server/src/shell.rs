@@ -231,7 +231,12 @@ impl Shell {
         while let Some(out) = self.engine.poll_output() {
             match out {
                 Output::MediaOpen { call, ports } => self.media.open(call, ports),
-                Output::MediaRemote { call, side, addr } => self.media.remote(call, side, addr),
+                Output::MediaRemote {
+                    call,
+                    side,
+                    addr,
+                    sends,
+                } => self.media.remote(call, side, addr, sends),
                 Output::MediaClose { call } => self.media.close(call),
                 Output::MediaLeg { call, side, media } => self.media.leg(call, side, media),
                 Output::MediaDigit {

@@ -471,7 +471,10 @@ impl TransactionLayer {
     }
 
     fn handle_cancel(&mut self, now: Instant, key: Key, req: Request, from: Peer) {
-        let invite = self.servers.get(&(key.0.clone(), Kind::Invite, key.2)).copied();
+        let invite = self
+            .servers
+            .get(&(key.0.clone(), Kind::Invite, key.2))
+            .copied();
         let id = self.new_server(now, key, req.clone(), from);
         let pending = invite.filter(|i| {
             self.txns

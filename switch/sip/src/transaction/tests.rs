@@ -511,7 +511,10 @@ fn rport_and_received_are_stamped_and_responses_go_to_the_source_port() {
 fn same_branch_from_another_address_is_another_transaction_and_cannot_cancel_it() {
     let mut b = TransactionLayer::new(TimerConfig::default());
     let now = Instant::now();
-    let (victim, attacker) = (peer(A, Transport::Udp), peer("127.0.0.1:6666", Transport::Udp));
+    let (victim, attacker) = (
+        peer(A, Transport::Udp),
+        peer("127.0.0.1:6666", Transport::Udp),
+    );
     let invite = request(Method::Invite, "z9hG4bKsame", Transport::Udp);
     b.handle_message(now, Message::Request(invite.clone()), victim);
     // A second client (or a replay from elsewhere) with the same branch: a new transaction,
@@ -531,5 +534,8 @@ fn same_branch_from_another_address_is_another_transaction_and_cannot_cancel_it(
         })
         .collect();
     assert_eq!(cancelled.len(), 1);
-    assert_eq!(b.server_peer(cancelled[0]).map(|p| p.addr), Some(attacker.addr));
+    assert_eq!(
+        b.server_peer(cancelled[0]).map(|p| p.addr),
+        Some(attacker.addr)
+    );
 }
