@@ -151,6 +151,7 @@ impl MediaHub {
             ntp_now(),
             &format!("switchboard@{ip}"),
         );
+        session.set_opus_complexity(self.opus_complexity);
         self.rt.spawn(async move {
             match bind(ip, ports).await {
                 Ok(socks) => run(call, socks, session, rx, counters, events, quality).await,
