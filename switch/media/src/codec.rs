@@ -239,7 +239,7 @@ impl Decoder for G711Decoder {
 }
 
 /// Default Opus encoder complexity (0–10): see `[media] opus_complexity`.
-pub const OPUS_COMPLEXITY: u8 = 3;
+pub const OPUS_COMPLEXITY: u8 = 2;
 
 #[cfg(feature = "opus")]
 fn opus_encoder(rate: u32, complexity: u8) -> Result<opus::Encoder, opus::Error> {

@@ -253,7 +253,7 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
             t,
             None,
             format!("media.opus_complexity {opus_complexity} is out of range"),
-            Some("0 (fastest) to 10 (best); the default 3 fits 150+ transcoded calls per core"),
+            Some("0 (fastest) to 10 (best); the default 2 fits 150 transcoded calls per core"),
         ));
     }
     let rtp_timeout = match file.media.rtp_timeout.unwrap_or(60) {
