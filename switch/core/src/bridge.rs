@@ -13,7 +13,7 @@ use switchboard_sip::{Message, Method, Name, Request, Response};
 use tracing::{debug, info, warn};
 
 use crate::call::{Attempt, Call, CallState};
-use crate::engine::{ALLOW, CallTimer, ClientRole, Engine, fmt_addr, transport_param};
+use crate::engine::{ALLOW, CallTimer, ClientRole, Engine, Output, fmt_addr, transport_param};
 use crate::ids::CallRef;
 use crate::media::SdpIn;
 
@@ -465,6 +465,10 @@ impl Engine {
         match status {
             100 => {}
             101..=199 if !call.attempts[i].done => {
+                if !call.attempts.iter().any(|a| a.ringing) {
+                    self.outputs
+                        .push_back(Output::CallRinging { call: call.id });
+                }
                 call.attempts[i].ringing = true;
                 self.relay_provisional(now, &mut call, &resp);
             }
@@ -608,6 +612,13 @@ impl Engine {
         call.state = CallState::Answered;
         call.answered_at = Some(now);
         call.a.slim_invite();
+        self.outputs.push_back(Output::CallAnswered {
+            call: call.id,
+            target: call
+                .winner
+                .and_then(|i| call.attempts.get(i))
+                .map(|a| a.target.clone()),
+        });
     }
 
     /// ACKs leg B's 2xx (end to end: when A's ACK came, carrying the answer to B's offer).

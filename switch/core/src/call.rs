@@ -195,6 +195,10 @@ pub struct CallSummary {
     pub b_cause: Option<Cause>,
     /// Which side hung up (None: the switch did).
     pub hangup_side: Option<Side>,
+    /// The leg B target that answered (or was tried last).
+    pub target: Option<String>,
+    /// Each leg's codec, when negotiated.
+    pub codecs: [Option<String>; 2],
     /// Seconds from answer to end (0 when never answered).
     pub billable_secs: f64,
 }

@@ -109,6 +109,31 @@ pub enum Output {
         /// The call.
         call: CallRef,
     },
+    /// A call was accepted for routing (its record starts here).
+    CallStarted {
+        /// The call.
+        call: CallRef,
+        /// Leg A's Call-ID.
+        call_id: String,
+        /// Caller number.
+        caller: String,
+        /// Destination dialled.
+        destination: String,
+        /// Dialplan context.
+        context: String,
+    },
+    /// Leg B rings (the first provisional of the call).
+    CallRinging {
+        /// The call.
+        call: CallRef,
+    },
+    /// The caller was answered (billing starts), by leg B (`target`) or by the plan.
+    CallAnswered {
+        /// The call.
+        call: CallRef,
+        /// The target that answered, if a bridge did.
+        target: Option<String>,
+    },
     /// A call ended.
     CallEnded(Box<CallSummary>),
     /// A gateway went up or down.
@@ -621,6 +646,7 @@ impl Engine {
             .map(|c| c.to_string())
             .unwrap_or_default();
         let span = tracing::info_span!("call", id = %call_ref, call_id = %a_call_id, b_call_id = tracing::field::Empty);
+        let (a_call_id_for_record, facts_context) = (a_call_id.clone(), facts.context.clone());
         let _entered = span.clone().entered();
         info!(from = %facts.caller_number, to = %facts.destination, "new call");
         for line in &plan.trace {
@@ -700,6 +726,13 @@ impl Engine {
             next_play: 1,
         };
         self.stats.calls_total += 1;
+        self.outputs.push_back(Output::CallStarted {
+            call: call_ref,
+            call_id: a_call_id_for_record,
+            caller: call.caller.clone(),
+            destination: call.destination.clone(),
+            context: facts_context,
+        });
         self.server_invites.insert(id, call_ref);
         self.calls.insert(call_ref, Box::new(call));
         self.run_plan(now, call_ref);
@@ -927,6 +960,12 @@ impl Engine {
                     .map(|c| c.to_string())
                     .unwrap_or_default(),
                 b_call_id: call.b_dialog.as_ref().map(|d| d.id.call_id.to_string()),
+                target: call
+                    .winner
+                    .or(call.attempts.len().checked_sub(1))
+                    .and_then(|i| call.attempts.get(i))
+                    .map(|a| a.target.clone()),
+                codecs: [0, 1].map(|i| call.m.fmt[i].as_ref().map(|f| f.name.clone())),
                 destination: call.destination,
                 caller: call.caller,
                 cause,

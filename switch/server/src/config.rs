@@ -27,6 +27,8 @@ struct File {
     #[serde(default)]
     shutdown: Shutdown,
     #[serde(default)]
+    storage: StorageCfg,
+    #[serde(default)]
     gateway: BTreeMap<String, Spanned<GatewayConfig>>,
 }
 
@@ -72,6 +74,12 @@ struct Log {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct StorageCfg {
+    path: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct Shutdown {
     drain_secs: Option<u64>,
 }
@@ -101,6 +109,8 @@ pub struct Loaded {
     pub rtp_timeout: Option<Duration>,
     /// Opus encoder complexity, 0–10.
     pub opus_complexity: u8,
+    /// The SQLite database of call records.
+    pub storage: PathBuf,
 }
 
 fn diag(
@@ -330,6 +340,13 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
             prompts,
             rtp_timeout,
             opus_complexity,
+            // Relative to conf/, like the sounds: the shipped one is conf/../data/.
+            storage: dir.join(
+                file.storage
+                    .path
+                    .as_deref()
+                    .unwrap_or("../data/switchboard.db"),
+            ),
         }),
         _ => Err(Diagnostics(diags)),
     }

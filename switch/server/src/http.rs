@@ -17,6 +17,7 @@ use crate::shell::Command;
 struct App {
     cmd: mpsc::Sender<Command>,
     token: Option<String>,
+    db: std::path::PathBuf,
 }
 
 /// Serves HTTP on `addr` until the process ends.
@@ -24,6 +25,7 @@ pub async fn serve(
     addr: SocketAddr,
     cmd: mpsc::Sender<Command>,
     token: Option<String>,
+    db: std::path::PathBuf,
 ) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -33,7 +35,8 @@ pub async fn serve(
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/gateways", get(gateways))
         .route("/api/v1/gateways/{name}/{state}", post(set_gateway))
-        .with_state(App { cmd, token });
+        .route("/api/v1/cdrs", get(cdrs))
+        .with_state(App { cmd, token, db });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind HTTP {addr}: {e}"))?;
@@ -167,5 +170,53 @@ async fn set_gateway(
         Ok(true) => (StatusCode::OK, format!("gateway {name} marked {state}\n")).into_response(),
         Ok(false) => (StatusCode::NOT_FOUND, format!("no gateway {name}\n")).into_response(),
         Err(r) => r,
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct CdrQuery {
+    since: Option<String>,
+    until: Option<String>,
+    cause: Option<String>,
+    caller: Option<String>,
+    destination: Option<String>,
+    limit: Option<u32>,
+    format: Option<String>,
+}
+
+async fn cdrs(
+    State(app): State<App>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<CdrQuery>,
+) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    let time = |v: &Option<String>| v.as_deref().map(crate::storage::parse_time).transpose();
+    let (since_ms, until_ms) = match (time(&q.since), time(&q.until)) {
+        (Ok(s), Ok(u)) => (s, u),
+        (Err(e), _) | (_, Err(e)) => {
+            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+        }
+    };
+    let filter = crate::storage::CdrFilter {
+        since_ms,
+        until_ms,
+        cause: q.cause,
+        caller: q.caller,
+        destination: q.destination,
+        limit: Some(q.limit.unwrap_or(1000).min(100_000)),
+    };
+    let db = app.db.clone();
+    let rows = tokio::task::spawn_blocking(move || crate::storage::query(&db, &filter)).await;
+    match rows {
+        Ok(Ok(rows)) if q.format.as_deref() == Some("csv") => (
+            [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            crate::storage::to_csv(&rows),
+        )
+            .into_response(),
+        Ok(Ok(rows)) => axum::Json(rows).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }

@@ -11,6 +11,7 @@ mod ctl;
 mod http;
 mod media;
 mod shell;
+mod storage;
 
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
@@ -75,6 +76,33 @@ enum Cmd {
         #[command(subcommand)]
         what: CtlCmd,
     },
+    /// Call records (read from the database; the switch may be running).
+    Cdr {
+        #[command(subcommand)]
+        what: CdrCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CdrCmd {
+    /// Print records, newest first: CSV (default) or JSON.
+    Export {
+        /// Calls started at or after: RFC 3339 or a date (UTC).
+        #[arg(long)]
+        since: Option<String>,
+        /// Calls started before.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this hang-up cause (e.g. USER_BUSY, INTERRUPTED).
+        #[arg(long)]
+        cause: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100_000)]
+        limit: u32,
+        /// csv or json.
+        #[arg(long, default_value = "csv")]
+        format: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -135,6 +163,7 @@ fn main() -> ExitCode {
             context,
         ),
         Cmd::Ctl { what } => ctl(&cli.conf, what),
+        Cmd::Cdr { what } => cdr(&cli.conf, what),
     };
     match result {
         Ok(code) => code,
@@ -276,6 +305,39 @@ fn ctl(conf: &std::path::Path, what: CtlCmd) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn cdr(conf: &std::path::Path, what: CdrCmd) -> anyhow::Result<ExitCode> {
+    let l = match load_or_report(conf) {
+        Ok(l) => l,
+        Err(code) => return Ok(code),
+    };
+    let CdrCmd::Export {
+        since,
+        until,
+        cause,
+        limit,
+        format,
+    } = what;
+    let time = |v: Option<String>| {
+        v.map(|s| storage::parse_time(&s))
+            .transpose()
+            .map_err(anyhow::Error::msg)
+    };
+    let filter = storage::CdrFilter {
+        since_ms: time(since)?,
+        until_ms: time(until)?,
+        cause,
+        limit: Some(limit),
+        ..Default::default()
+    };
+    let rows = storage::query(&l.storage, &filter)?;
+    match format.as_str() {
+        "csv" => print!("{}", storage::to_csv(&rows)),
+        "json" => println!("{}", serde_json::to_string_pretty(&rows)?),
+        other => anyhow::bail!("--format {other:?}: csv or json"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -308,10 +370,11 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         if let Some(addr) = l.http {
             let tx = cmd_tx.clone();
             let token = l.token.clone();
+            let db = l.storage.clone();
             let listener_check = std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot bind HTTP {addr}: {e}"))?;
             drop(listener_check);
             tokio::spawn(async move {
-                if let Err(e) = http::serve(addr, tx, token).await {
+                if let Err(e) = http::serve(addr, tx, token, db).await {
                     error!("HTTP server stopped: {e:#}");
                 }
             });
@@ -319,8 +382,12 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         tokio::spawn(signals(cmd_tx.clone()));
         info!(conf = %conf.display(), extensions = l.dialplan.len(), gateways = l.gateways.iter().count(), "switchboard starting");
         let (media_tx, media_rx) = mpsc::unbounded_channel();
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let storage = storage::Storage::open(&l.storage, now_ms)
+            .map_err(|e| anyhow::anyhow!("call records: {e} (set [storage] path in switchboard.toml)"))?;
         let mut media = media::MediaHub::new(l.engine.media_ip, tokio::runtime::Handle::current(), media_tx, l.prompts, l.rtp_timeout);
         media.opus_complexity = l.opus_complexity;
+        media.storage = Some(storage.clone());
         let shell = shell::Shell {
             udp: l.engine.udp,
             tcp: l.engine.tcp,
@@ -329,6 +396,7 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             drain: l.drain,
             media,
             digits: [0; 3],
+            storage: Some(storage),
         };
         // SIP runs on a thread of its own with a single-threaded runtime: every datagram is
         // handled where it was received, with no cross-thread wake-up. HTTP and the RTP relays

@@ -106,6 +106,8 @@ pub struct MediaHub {
     pub counters: Arc<MediaCounters>,
     /// Quality of calls in progress.
     pub quality: QualityMap,
+    /// Call records (each session's final quality goes there).
+    pub storage: Option<crate::storage::Storage>,
     seed: u64,
 }
 
@@ -128,6 +130,7 @@ impl MediaHub {
             opus_complexity: switchboard_media::codec::OPUS_COMPLEXITY,
             counters: Arc::default(),
             quality: Arc::default(),
+            storage: None,
             seed: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64),
@@ -142,6 +145,7 @@ impl MediaHub {
         let counters = self.counters.clone();
         let events = self.events.clone();
         let quality = self.quality.clone();
+        let storage = self.storage.clone();
         let mut session = Session::new(
             self.seed ^ call.0.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             self.rtp_timeout,
@@ -154,7 +158,12 @@ impl MediaHub {
         session.set_opus_complexity(self.opus_complexity);
         self.rt.spawn(async move {
             match bind(ip, ports).await {
-                Ok(socks) => run(call, socks, session, rx, counters, events, quality).await,
+                Ok(socks) => {
+                    let final_quality = run(call, socks, session, rx, counters, events, quality).await;
+                    if let (Some(st), Ok(json)) = (storage, serde_json::to_string(&final_quality)) {
+                        st.send(crate::storage::CdrOp::Quality { call: call.0, json });
+                    }
+                }
                 Err(e) => {
                     counters.bind_failures.fetch_add(1, Ordering::Relaxed);
                     warn!(call = %call, error = %e, "cannot bind RTP ports {}/{}", ports.a, ports.b);
@@ -250,7 +259,7 @@ async fn run(
     counters: Arc<MediaCounters>,
     events: mpsc::UnboundedSender<(CallRef, MediaEvent)>,
     quality: QualityMap,
-) {
+) -> serde_json::Value {
     let mut relay = Relay::new();
     let mut clocks = [8000u32; 2];
     // One buffer per socket: select! polls all four receives at once.
@@ -359,6 +368,10 @@ async fn run(
         .rx_lost
         .fetch_add(a.rx.lost() + b.rx.lost(), Ordering::Relaxed);
     debug!(call = %call, a_in = a.rx.packets, a_lost = a.rx.lost(), b_in = b.rx.packets, b_lost = b.rx.lost(), "media closed");
+    serde_json::json!({
+        "a": quality_of(&session, Side::A, clocks[0]),
+        "b": quality_of(&session, Side::B, clocks[1]),
+    })
 }
 
 /// Now as an NTP timestamp (seconds since 1900 in the high 32 bits).

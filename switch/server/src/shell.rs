@@ -77,6 +77,12 @@ pub struct Shell {
     pub media: MediaHub,
     /// Digits seen, by method (rfc4733, info, inband).
     pub digits: [u64; 3],
+    /// Call records.
+    pub storage: Option<crate::storage::Storage>,
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
 }
 
 fn wall() -> jiff::Timestamp {
@@ -260,9 +266,45 @@ impl Shell {
                     };
                     self.digits[i] += 1;
                 }
-                Output::CallEnded(_) | Output::GatewayState { .. } => {}
+                Output::CallStarted {
+                    call,
+                    call_id,
+                    caller,
+                    destination,
+                    context,
+                } => self.record(crate::storage::CdrOp::Start {
+                    call: call.0,
+                    call_id,
+                    caller,
+                    destination,
+                    context,
+                    at: now_ms(),
+                }),
+                Output::CallRinging { call } => self.record(crate::storage::CdrOp::Ring {
+                    call: call.0,
+                    at: now_ms(),
+                }),
+                Output::CallAnswered { call, target } => {
+                    self.record(crate::storage::CdrOp::Answer {
+                        call: call.0,
+                        target,
+                        at: now_ms(),
+                    })
+                }
+                Output::CallEnded(summary) => self.record(crate::storage::CdrOp::End {
+                    call: summary.id.0,
+                    at: now_ms(),
+                    summary,
+                }),
+                Output::GatewayState { .. } => {}
                 _ => {}
             }
+        }
+    }
+
+    fn record(&self, op: crate::storage::CdrOp) {
+        if let Some(s) = &self.storage {
+            s.send(op);
         }
     }
 

@@ -280,13 +280,19 @@ transport = "{t}"
     }
 
     pub fn ctl(&self, args: &[&str]) -> (bool, String) {
+        let mut all = vec!["ctl"];
+        all.extend_from_slice(args);
+        self.ctl_cmd(&all)
+    }
+
+    /// Runs `switchboard --conf <test conf> ARGS...`: exit success and stdout+stderr.
+    pub fn ctl_cmd(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .arg("--conf")
             .arg(self.dir.join("conf"))
-            .arg("ctl")
             .args(args)
             .output()
-            .expect("run ctl");
+            .expect("run switchboard");
         (
             out.status.success(),
             format!(
@@ -478,11 +484,20 @@ impl Drop for Sipp {
 }
 
 pub fn http_get(port: u16, path: &str) -> Option<String> {
+    http_get_with(port, path, "")
+}
+
+/// GET with the admin API's Bearer token.
+pub fn http_get_auth(port: u16, path: &str, token: &str) -> Option<String> {
+    http_get_with(port, path, &format!("Authorization: Bearer {token}\r\n"))
+}
+
+fn http_get_with(port: u16, path: &str, extra: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut out = String::new();

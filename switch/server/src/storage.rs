@@ -1,0 +1,474 @@
+//! Call records (CDRs) in SQLite, written by a thread of their own so the SIP thread never
+//! waits on a disk: the shell sends what happened, the writer batches it into transactions
+//! (WAL mode). A record is inserted when the call starts and completed when it ends, so a
+//! process killed mid-call (SIGKILL, power) leaves open records; the next start closes them
+//! with the cause `INTERRUPTED`. Reads (API, CLI) open their own read-only connections: WAL
+//! lets them run beside the writer.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, params};
+use tracing::{error, info, warn};
+
+/// Why storage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// SQLite said no.
+    #[error("{path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: String,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The directory could not be made.
+    #[error("{path}: {source}")]
+    Io {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Something that happened to a call, for its record.
+#[derive(Debug)]
+pub enum CdrOp {
+    /// The call was accepted for routing.
+    Start {
+        /// Switch-local call id (unique while the process runs).
+        call: u64,
+        /// Leg A's Call-ID.
+        call_id: String,
+        /// Caller number.
+        caller: String,
+        /// Destination dialled.
+        destination: String,
+        /// Dialplan context.
+        context: String,
+        /// Unix ms.
+        at: i64,
+    },
+    /// Leg B rings.
+    Ring {
+        /// The call.
+        call: u64,
+        /// Unix ms.
+        at: i64,
+    },
+    /// The caller was answered.
+    Answer {
+        /// The call.
+        call: u64,
+        /// The target that answered.
+        target: Option<String>,
+        /// Unix ms.
+        at: i64,
+    },
+    /// The call ended.
+    End {
+        /// The call.
+        call: u64,
+        /// Unix ms.
+        at: i64,
+        /// What the engine knows about it.
+        summary: Box<switchboard_core::CallSummary>,
+    },
+    /// Media quality at the end of the call (JSON), from its media session.
+    Quality {
+        /// The call.
+        call: u64,
+        /// JSON text.
+        json: String,
+    },
+}
+
+/// The writer's handle.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    tx: mpsc::Sender<CdrOp>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS cdr (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_id       TEXT NOT NULL,
+    b_call_id     TEXT,
+    caller        TEXT NOT NULL,
+    destination   TEXT NOT NULL,
+    context       TEXT NOT NULL,
+    target        TEXT,
+    merchant      TEXT,
+    link          TEXT,
+    session       TEXT,
+    page_url      TEXT,
+    ani           TEXT,
+    started_ms    INTEGER NOT NULL,
+    ringing_ms    INTEGER,
+    answered_ms   INTEGER,
+    ended_ms      INTEGER,
+    billable_secs REAL,
+    cause         TEXT,
+    b_cause       TEXT,
+    hangup_side   TEXT,
+    codec_a       TEXT,
+    codec_b       TEXT,
+    quality       TEXT
+);
+CREATE INDEX IF NOT EXISTS cdr_started ON cdr(started_ms);
+CREATE INDEX IF NOT EXISTS cdr_call_id ON cdr(call_id);
+";
+
+fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> StorageError + '_ {
+    move |source| StorageError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The cause written into records a killed process left open.
+pub const INTERRUPTED: &str = "INTERRUPTED";
+
+impl Storage {
+    /// Opens (creating) the database, closes the records a previous run left open, and
+    /// starts the writer thread.
+    pub fn open(path: &Path, now_ms: i64) -> Result<Storage, StorageError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StorageError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(sqlite(path))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite(path))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sqlite(path))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(sqlite(path))?;
+        conn.execute_batch(SCHEMA).map_err(sqlite(path))?;
+        let closed = conn
+            .execute(
+                "UPDATE cdr SET ended_ms = ?1, cause = ?2,
+                   billable_secs = CASE WHEN answered_ms IS NULL THEN 0 ELSE (?1 - answered_ms) / 1000.0 END
+                 WHERE ended_ms IS NULL",
+                params![now_ms, INTERRUPTED],
+            )
+            .map_err(sqlite(path))?;
+        if closed > 0 {
+            warn!(
+                records = closed,
+                "call records left open by a previous run closed as {INTERRUPTED}"
+            );
+        }
+        let (tx, rx) = mpsc::channel();
+        let p = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("cdr-writer".into())
+            .spawn(move || writer(conn, rx, &p))
+            .map_err(|source| StorageError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        info!(path = %path.display(), "call records in SQLite");
+        Ok(Storage { tx })
+    }
+
+    /// Queues a change (never blocks).
+    pub fn send(&self, op: CdrOp) {
+        let _ = self.tx.send(op);
+    }
+}
+
+fn writer(mut conn: Connection, rx: mpsc::Receiver<CdrOp>, path: &Path) {
+    // Switch-local call id -> row id, for the calls in progress.
+    let mut rows: HashMap<u64, i64> = HashMap::new();
+    while let Ok(first) = rx.recv() {
+        let tx = match conn.transaction() {
+            Ok(t) => t,
+            Err(e) => {
+                error!(path = %path.display(), error = %e, "call records: cannot write");
+                continue;
+            }
+        };
+        let mut op = Some(first);
+        let mut n = 0;
+        while let Some(o) = op.take() {
+            if let Err(e) = apply(&tx, &mut rows, o) {
+                error!(error = %e, "call record not written");
+            }
+            n += 1;
+            // A batch: everything queued meanwhile, up to a bound.
+            if n < 1000 {
+                op = rx.try_recv().ok();
+            }
+        }
+        if let Err(e) = tx.commit() {
+            error!(path = %path.display(), error = %e, "call records: commit failed");
+        }
+    }
+}
+
+fn apply(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &mut HashMap<u64, i64>,
+    op: CdrOp,
+) -> rusqlite::Result<()> {
+    match op {
+        CdrOp::Start {
+            call,
+            call_id,
+            caller,
+            destination,
+            context,
+            at,
+        } => {
+            tx.execute(
+                "INSERT INTO cdr (call_id, caller, destination, context, started_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![call_id, caller, destination, context, at],
+            )?;
+            rows.insert(call, tx.last_insert_rowid());
+        }
+        CdrOp::Ring { call, at } => {
+            if let Some(id) = rows.get(&call) {
+                tx.execute(
+                    "UPDATE cdr SET ringing_ms = ?1 WHERE id = ?2 AND ringing_ms IS NULL",
+                    params![at, id],
+                )?;
+            }
+        }
+        CdrOp::Answer { call, target, at } => {
+            if let Some(id) = rows.get(&call) {
+                tx.execute(
+                    "UPDATE cdr SET answered_ms = ?1, target = COALESCE(?2, target) WHERE id = ?3",
+                    params![at, target, id],
+                )?;
+            }
+        }
+        CdrOp::End {
+            call,
+            at,
+            summary: s,
+        } => {
+            if let Some(id) = rows.remove(&call) {
+                tx.execute(
+                    "UPDATE cdr SET ended_ms = ?1, b_call_id = ?2, target = COALESCE(?3, target), billable_secs = ?4,
+                       cause = ?5, b_cause = ?6, hangup_side = ?7, codec_a = ?8, codec_b = ?9 WHERE id = ?10",
+                    params![
+                        at,
+                        s.b_call_id,
+                        s.target,
+                        s.billable_secs,
+                        s.cause.name(),
+                        s.b_cause.map(|c| c.name()),
+                        s.hangup_side.map(|h| match h {
+                            switchboard_core::Side::A => "caller",
+                            switchboard_core::Side::B => "callee",
+                        }).unwrap_or("switch"),
+                        s.codecs[0],
+                        s.codecs[1],
+                        id
+                    ],
+                )?;
+                rows.insert(u64::MAX - call, id);
+            }
+        }
+        CdrOp::Quality { call, json } => {
+            // The media session closes just after the call ends.
+            if let Some(id) = rows
+                .remove(&(u64::MAX - call))
+                .or_else(|| rows.get(&call).copied())
+            {
+                tx.execute(
+                    "UPDATE cdr SET quality = ?1 WHERE id = ?2",
+                    params![json, id],
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A record, as the API and the CLI show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Cdr {
+    /// Row id.
+    pub id: i64,
+    /// Leg A's Call-ID.
+    pub call_id: String,
+    /// Leg B's Call-ID.
+    pub b_call_id: Option<String>,
+    /// Caller number.
+    pub caller: String,
+    /// Destination.
+    pub destination: String,
+    /// Context.
+    pub context: String,
+    /// Target that answered (or was tried last).
+    pub target: Option<String>,
+    /// Start, RFC 3339.
+    pub started: String,
+    /// Ringing, RFC 3339.
+    pub ringing: Option<String>,
+    /// Answered, RFC 3339.
+    pub answered: Option<String>,
+    /// Ended, RFC 3339 (None: in progress).
+    pub ended: Option<String>,
+    /// Seconds from answer to end.
+    pub billable_secs: Option<f64>,
+    /// Hang-up cause (Q.850 name, or INTERRUPTED).
+    pub cause: Option<String>,
+    /// Leg B's cause.
+    pub b_cause: Option<String>,
+    /// Who hung up: caller, callee or switch.
+    pub hangup_side: Option<String>,
+    /// Leg A's codec.
+    pub codec_a: Option<String>,
+    /// Leg B's codec.
+    pub codec_b: Option<String>,
+    /// Media quality summary (JSON).
+    pub quality: Option<serde_json::Value>,
+}
+
+/// What to list.
+#[derive(Debug, Clone, Default)]
+pub struct CdrFilter {
+    /// Started at or after (unix ms).
+    pub since_ms: Option<i64>,
+    /// Started before (unix ms).
+    pub until_ms: Option<i64>,
+    /// Only this cause.
+    pub cause: Option<String>,
+    /// Only this caller number.
+    pub caller: Option<String>,
+    /// Only this destination.
+    pub destination: Option<String>,
+    /// At most this many, newest first (default 1000).
+    pub limit: Option<u32>,
+}
+
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
+}
+
+/// Reads records (a read-only connection of its own).
+pub fn query(path: &Path, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite(path))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(sqlite(path))?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, call_id, b_call_id, caller, destination, context, target, started_ms, ringing_ms,
+                    answered_ms, ended_ms, billable_secs, cause, b_cause, hangup_side, codec_a, codec_b, quality
+             FROM cdr
+             WHERE (?1 IS NULL OR started_ms >= ?1) AND (?2 IS NULL OR started_ms < ?2)
+               AND (?3 IS NULL OR cause = ?3) AND (?4 IS NULL OR caller = ?4) AND (?5 IS NULL OR destination = ?5)
+             ORDER BY id DESC LIMIT ?6",
+        )
+        .map_err(sqlite(path))?;
+    let rows = stmt
+        .query_map(
+            params![
+                f.since_ms,
+                f.until_ms,
+                f.cause,
+                f.caller,
+                f.destination,
+                f.limit.unwrap_or(1000)
+            ],
+            |r| {
+                let quality: Option<String> = r.get(17)?;
+                Ok(Cdr {
+                    id: r.get(0)?,
+                    call_id: r.get(1)?,
+                    b_call_id: r.get(2)?,
+                    caller: r.get(3)?,
+                    destination: r.get(4)?,
+                    context: r.get(5)?,
+                    target: r.get(6)?,
+                    started: rfc3339(r.get(7)?),
+                    ringing: r.get::<_, Option<i64>>(8)?.map(rfc3339),
+                    answered: r.get::<_, Option<i64>>(9)?.map(rfc3339),
+                    ended: r.get::<_, Option<i64>>(10)?.map(rfc3339),
+                    billable_secs: r.get(11)?,
+                    cause: r.get(12)?,
+                    b_cause: r.get(13)?,
+                    hangup_side: r.get(14)?,
+                    codec_a: r.get(15)?,
+                    codec_b: r.get(16)?,
+                    quality: quality.and_then(|q| serde_json::from_str(&q).ok()),
+                })
+            },
+        )
+        .map_err(sqlite(path))?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(sqlite(path))
+}
+
+/// CSV (RFC 4180) of records, header first.
+pub fn to_csv(cdrs: &[Cdr]) -> String {
+    fn field(out: &mut String, v: &str) {
+        if v.contains([',', '"', '\n', '\r']) {
+            out.push('"');
+            out.push_str(&v.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(v);
+        }
+    }
+    let mut out = String::from(
+        "id,call_id,b_call_id,caller,destination,context,target,started,ringing,answered,ended,billable_secs,cause,b_cause,hangup_side,codec_a,codec_b\r\n",
+    );
+    for c in cdrs {
+        let cols = [
+            c.id.to_string(),
+            c.call_id.clone(),
+            c.b_call_id.clone().unwrap_or_default(),
+            c.caller.clone(),
+            c.destination.clone(),
+            c.context.clone(),
+            c.target.clone().unwrap_or_default(),
+            c.started.clone(),
+            c.ringing.clone().unwrap_or_default(),
+            c.answered.clone().unwrap_or_default(),
+            c.ended.clone().unwrap_or_default(),
+            c.billable_secs
+                .map(|b| format!("{b:.3}"))
+                .unwrap_or_default(),
+            c.cause.clone().unwrap_or_default(),
+            c.b_cause.clone().unwrap_or_default(),
+            c.hangup_side.clone().unwrap_or_default(),
+            c.codec_a.clone().unwrap_or_default(),
+            c.codec_b.clone().unwrap_or_default(),
+        ];
+        for (i, v) in cols.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            field(&mut out, v);
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// Parses `--since`/`since=`: RFC 3339 (`2026-11-28T10:00:00Z`) or a date (`2026-11-28`, UTC).
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t.as_millisecond());
+    }
+    if let Ok(d) = s.parse::<jiff::civil::Date>()
+        && let Ok(z) = d.to_zoned_datetime(jiff::tz::TimeZone::UTC)
+    {
+        return Ok(z.timestamp().as_millisecond());
+    }
+    Err(format!(
+        "{s:?} is not a time: use 2026-11-28T10:00:00Z or 2026-11-28 (UTC)"
+    ))
+}

@@ -1,0 +1,116 @@
+//! Call records through the real binary: what SIPp did is what the records say (count,
+//! causes, billable time), the API and the CLI export them, and a switch killed mid-call
+//! closes the open record as INTERRUPTED when it starts again.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Route, Switch};
+
+fn cdrs(sw: &Switch, query: &str) -> serde_json::Value {
+    let body = common::http_get_auth(sw.ports.http, &format!("/api/v1/cdrs{query}"), "test-token")
+        .expect("GET /api/v1/cdrs");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// Records are written by a thread of their own: wait until `n` have ended.
+fn wait_ended(sw: &Switch, n: usize) -> Vec<serde_json::Value> {
+    for _ in 0..100 {
+        let all = cdrs(sw, "");
+        let rows = all.as_array().cloned().unwrap_or_default();
+        if rows.iter().filter(|r| r["ended"].is_string()).count() >= n {
+            return rows;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("fewer than {n} ended records: {}", cdrs(sw, ""));
+}
+
+#[test]
+fn records_match_what_sipp_did_and_export_as_csv() {
+    let sw = Switch::start("cdr", 40, Route::default());
+    // Three answered calls the caller hangs up after ~1 s, then one busy callee.
+    let uas = sw.uas(0, "uas_answer_any.xml", 3, &[]);
+    let uac = sw.uac("uac_call.xml", "1000", 3, &["-d", "1000"]);
+    sw.expect_ok(vec![uac, uas]);
+    let busy = sw.uas(0, "uas_busy.xml", 1, &[]);
+    let uac = sw.uac("uac_expect_486.xml", "2000", 1, &[]);
+    sw.expect_ok(vec![uac, busy]);
+    let rows = wait_ended(&sw, 4);
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    let answered: Vec<_> = rows
+        .iter()
+        .filter(|r| r["cause"] == "NORMAL_CLEARING")
+        .collect();
+    assert_eq!(answered.len(), 3, "{rows:?}");
+    for r in &answered {
+        let b = r["billable_secs"].as_f64().unwrap();
+        assert!((0.8..2.5).contains(&b), "billable {b} for a ~1 s call: {r}");
+        assert_eq!(r["hangup_side"], "caller");
+        assert_eq!(r["destination"], "1000");
+        assert!(
+            r["answered"].is_string()
+                && r["b_call_id"].is_string()
+                && r["target"] == "gateway/gw1/1000"
+        );
+        assert_eq!(
+            (r["codec_a"].as_str(), r["codec_b"].as_str()),
+            (Some("PCMA"), Some("PCMA"))
+        );
+    }
+    let busy: Vec<_> = rows.iter().filter(|r| r["cause"] == "USER_BUSY").collect();
+    assert_eq!(busy.len(), 1, "{rows:?}");
+    assert_eq!(busy[0]["billable_secs"].as_f64(), Some(0.0));
+    assert!(busy[0]["answered"].is_null());
+    // Filters and CSV.
+    assert_eq!(
+        cdrs(&sw, "?cause=USER_BUSY").as_array().map(Vec::len),
+        Some(1)
+    );
+    let (ok, csv) = sw.ctl_cmd(&["cdr", "export", "--since", "2020-01-01"]);
+    assert!(ok, "{csv}");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].starts_with("id,call_id,b_call_id,caller,destination"),
+        "{csv}"
+    );
+    assert_eq!(lines.len(), 5, "header + 4 records: {csv}");
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(",USER_BUSY,")).count(),
+        1
+    );
+    let (ok, out) = sw.ctl_cmd(&["cdr", "export", "--since", "yesterday"]);
+    assert!(!ok && out.contains("is not a time"), "{out}");
+}
+
+#[test]
+fn a_switch_killed_mid_call_closes_the_record_as_interrupted_on_restart() {
+    let mut sw = Switch::start("cdr-kill", 41, Route::default());
+    let uas = sw.uas(0, "uas_answer_any.xml", 1, &[]);
+    let uac = sw.uac("uac_call.xml", "1000", 1, &["-d", "20000"]);
+    // Up and recorded as answered...
+    for _ in 0..100 {
+        let rows = cdrs(&sw, "");
+        if rows[0]["answered"].is_string() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(cdrs(&sw, "")[0]["answered"].is_string());
+    std::thread::sleep(Duration::from_millis(1000));
+    // ...when the process dies without a chance to write anything more.
+    sw.signal("KILL");
+    sw.wait_exit(Duration::from_secs(5)).expect("killed");
+    sw.launch();
+    let rows = cdrs(&sw, "");
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    let r = &rows[0];
+    assert_eq!(r["cause"], "INTERRUPTED", "{r}");
+    assert!(r["ended"].is_string(), "{r}");
+    let b = r["billable_secs"].as_f64().unwrap();
+    assert!((0.9..10.0).contains(&b), "billed up to the restart: {b}");
+    drop((uac, uas));
+}
