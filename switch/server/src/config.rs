@@ -274,6 +274,9 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
     let sounds = dir.join(file.media.sounds.as_deref().unwrap_or("../sounds/en"));
     let prompts = match crate::media::load_prompts(&sounds) {
         Ok(p) => p,
+        // The default directory may be absent (a conf/ elsewhere that plays nothing): a
+        // dialplan naming a prompt then says "no prompts found". A path set here must exist.
+        Err(_) if file.media.sounds.is_none() && !sounds.exists() => Default::default(),
         Err(e) => {
             diags.push(diag(
                 f,

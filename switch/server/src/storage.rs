@@ -183,10 +183,39 @@ impl Storage {
     }
 }
 
+/// Ring and answer times not written yet: most calls of a busy switch end within a second,
+/// and their times then go out with the end in one statement. Older ones are flushed after
+/// [`HOLD`] so a record interrupted by a crash still has its answer time (its billing).
+#[derive(Default)]
+struct Pending {
+    ring: Option<i64>,
+    answer: Option<(i64, Option<String>)>,
+    since: Option<std::time::Instant>,
+}
+
+const HOLD: Duration = Duration::from_millis(500);
+
+/// How long changes gather before a commit (what a crash may lose at most).
+const BATCH: Duration = Duration::from_millis(20);
+
 fn writer(mut conn: Connection, rx: mpsc::Receiver<CdrOp>, path: &Path) {
     // Switch-local call id -> row id, for the calls in progress.
     let mut rows: HashMap<u64, i64> = HashMap::new();
-    while let Ok(first) = rx.recv() {
+    let mut pending: HashMap<u64, Pending> = HashMap::new();
+    let mut ended: Ended = HashMap::new();
+    loop {
+        let first = if pending.is_empty() && ended.is_empty() {
+            match rx.recv() {
+                Ok(op) => Some(op),
+                Err(_) => return,
+            }
+        } else {
+            match rx.recv_timeout(HOLD / 2) {
+                Ok(op) => Some(op),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        };
         let tx = match conn.transaction() {
             Ok(t) => t,
             Err(e) => {
@@ -194,27 +223,72 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<CdrOp>, path: &Path) {
                 continue;
             }
         };
-        let mut op = Some(first);
+        // A batch: what arrives within BATCH of the first change, up to a bound. One commit
+        // per batch, not per change: at thousands of calls per second that is the difference
+        // between a writer that keeps up and one that does not.
+        let deadline = std::time::Instant::now() + BATCH;
+        let mut op = first;
         let mut n = 0;
         while let Some(o) = op.take() {
-            if let Err(e) = apply(&tx, &mut rows, o) {
+            if let Err(e) = apply(&tx, &mut rows, &mut pending, &mut ended, o) {
                 error!(error = %e, "call record not written");
             }
             n += 1;
-            // A batch: everything queued meanwhile, up to a bound.
-            if n < 1000 {
-                op = rx.try_recv().ok();
+            if n < 5000 {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                op = rx.recv_timeout(left).ok();
             }
         }
+        if let Err(e) = flush_old(&tx, &rows, &mut pending) {
+            error!(error = %e, "call record times not written");
+        }
+        // Calls without media never send a quality: forget them after a while.
+        ended.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(10));
         if let Err(e) = tx.commit() {
             error!(path = %path.display(), error = %e, "call records: commit failed");
         }
     }
 }
 
+fn write_times(tx: &rusqlite::Transaction<'_>, id: i64, p: &Pending) -> rusqlite::Result<()> {
+    let (answered, target) = match &p.answer {
+        Some((at, t)) => (Some(*at), t.clone()),
+        None => (None, None),
+    };
+    tx.prepare_cached(
+        "UPDATE cdr SET ringing_ms = COALESCE(ringing_ms, ?1), answered_ms = COALESCE(?2, answered_ms),
+           target = COALESCE(?3, target) WHERE id = ?4",
+    )?
+    .execute(params![p.ring, answered, target, id])?;
+    Ok(())
+}
+
+fn flush_old(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &HashMap<u64, i64>,
+    pending: &mut HashMap<u64, Pending>,
+) -> rusqlite::Result<()> {
+    let old: Vec<u64> = pending
+        .iter()
+        .filter(|(_, p)| p.since.is_some_and(|s| s.elapsed() >= HOLD))
+        .map(|(c, _)| *c)
+        .collect();
+    for call in old {
+        if let (Some(p), Some(id)) = (pending.remove(&call), rows.get(&call)) {
+            write_times(tx, *id, &p)?;
+        }
+    }
+    Ok(())
+}
+
+/// Ended calls whose media quality may still come (call -> row id, when it ended).
+type Ended = HashMap<u64, (i64, std::time::Instant)>;
+
 fn apply(
     tx: &rusqlite::Transaction<'_>,
     rows: &mut HashMap<u64, i64>,
+    pending: &mut HashMap<u64, Pending>,
+    ended: &mut Ended,
     op: CdrOp,
 ) -> rusqlite::Result<()> {
     match op {
@@ -226,66 +300,71 @@ fn apply(
             context,
             at,
         } => {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO cdr (call_id, caller, destination, context, started_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![call_id, caller, destination, context, at],
-            )?;
+            )?
+            .execute(params![call_id, caller, destination, context, at])?;
             rows.insert(call, tx.last_insert_rowid());
         }
         CdrOp::Ring { call, at } => {
-            if let Some(id) = rows.get(&call) {
-                tx.execute(
-                    "UPDATE cdr SET ringing_ms = ?1 WHERE id = ?2 AND ringing_ms IS NULL",
-                    params![at, id],
-                )?;
-            }
+            let p = pending.entry(call).or_default();
+            p.ring.get_or_insert(at);
+            p.since.get_or_insert_with(std::time::Instant::now);
         }
         CdrOp::Answer { call, target, at } => {
-            if let Some(id) = rows.get(&call) {
-                tx.execute(
-                    "UPDATE cdr SET answered_ms = ?1, target = COALESCE(?2, target) WHERE id = ?3",
-                    params![at, target, id],
-                )?;
-            }
+            let p = pending.entry(call).or_default();
+            p.answer = Some((at, target));
+            p.since.get_or_insert_with(std::time::Instant::now);
         }
         CdrOp::End {
             call,
             at,
             summary: s,
         } => {
+            let times = pending.remove(&call).unwrap_or_default();
             if let Some(id) = rows.remove(&call) {
-                tx.execute(
-                    "UPDATE cdr SET ended_ms = ?1, b_call_id = ?2, target = COALESCE(?3, target), billable_secs = ?4,
-                       cause = ?5, b_cause = ?6, hangup_side = ?7, codec_a = ?8, codec_b = ?9 WHERE id = ?10",
-                    params![
-                        at,
-                        s.b_call_id,
-                        s.target,
-                        s.billable_secs,
-                        s.cause.name(),
-                        s.b_cause.map(|c| c.name()),
-                        s.hangup_side.map(|h| match h {
+                let (answered, answer_target) = match times.answer {
+                    Some((a, t)) => (Some(a), t),
+                    None => (None, None),
+                };
+                tx.prepare_cached(
+                    "UPDATE cdr SET ended_ms = ?1, b_call_id = ?2, target = COALESCE(?3, ?4, target), billable_secs = ?5,
+                       cause = ?6, b_cause = ?7, hangup_side = ?8, codec_a = ?9, codec_b = ?10,
+                       ringing_ms = COALESCE(ringing_ms, ?11), answered_ms = COALESCE(answered_ms, ?12)
+                     WHERE id = ?13",
+                )?
+                .execute(params![
+                    at,
+                    s.b_call_id,
+                    answer_target,
+                    s.target,
+                    s.billable_secs,
+                    s.cause.name(),
+                    s.b_cause.map(|c| c.name()),
+                    s.hangup_side
+                        .map(|h| match h {
                             switchboard_core::Side::A => "caller",
                             switchboard_core::Side::B => "callee",
-                        }).unwrap_or("switch"),
-                        s.codecs[0],
-                        s.codecs[1],
-                        id
-                    ],
-                )?;
-                rows.insert(u64::MAX - call, id);
+                        })
+                        .unwrap_or("switch"),
+                    s.codecs[0],
+                    s.codecs[1],
+                    times.ring,
+                    answered,
+                    id
+                ])?;
+                ended.insert(call, (id, std::time::Instant::now()));
             }
         }
         CdrOp::Quality { call, json } => {
             // The media session closes just after the call ends.
-            if let Some(id) = rows
-                .remove(&(u64::MAX - call))
+            if let Some(id) = ended
+                .remove(&call)
+                .map(|e| e.0)
                 .or_else(|| rows.get(&call).copied())
             {
-                tx.execute(
-                    "UPDATE cdr SET quality = ?1 WHERE id = ?2",
-                    params![json, id],
-                )?;
+                tx.prepare_cached("UPDATE cdr SET quality = ?1 WHERE id = ?2")?
+                    .execute(params![json, id])?;
             }
         }
     }
