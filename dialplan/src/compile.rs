@@ -93,7 +93,7 @@ fn toml_hint(msg: &str) -> Option<String> {
     if msg.contains("unknown field") {
         Some("check the spelling; docs/dialplan.md lists every key".into())
     } else if msg.contains("unknown variant") {
-        Some("actions are: set, header_add, header_remove, answer, hangup, bridge, playback, tone, ringback, read_digits".into())
+        Some("actions are: set, header_add, header_remove, answer, hangup, bridge, playback, tone, ringback, read_digits, uui".into())
     } else {
         None
     }
@@ -339,6 +339,25 @@ fn compile_action(cx: &mut Ctx<'_>, a: schema::Action, span: Range<usize>) -> Op
             }
         },
         schema::Action::Bridge(b) => return compile_bridge(cx, b, span),
+        schema::Action::Uui(u) => {
+            let purpose = u.purpose.unwrap_or_else(|| "isdn-uui".into());
+            if !is_header_name(&purpose) {
+                cx.err(
+                    s.clone(),
+                    format!("uui purpose {purpose:?} is not a token"),
+                    Some("e.g. \"isdn-uui\" (RFC 7434)"),
+                );
+            }
+            let max = u.max.unwrap_or(128);
+            if max == 0 || max > 1024 {
+                cx.err(
+                    s,
+                    format!("uui max {max} is out of range"),
+                    Some("1 to 1024 bytes before hex encoding; ISDN gateways carry 128"),
+                );
+            }
+            ActionTpl::Uui(Template::new(&u.data), purpose, max)
+        }
         schema::Action::Playback(p) => {
             check_prompt(cx, s.clone(), &p);
             ActionTpl::Media(crate::Action::Playback(p))

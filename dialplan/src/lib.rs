@@ -91,6 +91,8 @@ struct TimeCond {
 enum ActionTpl {
     Set(Vec<(String, Template)>),
     HeaderAdd(Vec<(String, Template)>),
+    /// `User-to-User` (RFC 7433) from a template: (data, purpose, byte budget).
+    Uui(Template, String, usize),
     HeaderRemove(Vec<String>),
     Answer,
     Hangup(Cause),
@@ -368,6 +370,21 @@ impl Extension {
     }
 }
 
+/// A `User-to-User` header value (RFC 7433): the data hex-encoded, cut to `max` bytes at a
+/// character boundary, with `encoding=hex` and the purpose.
+pub fn uui_value(data: &str, purpose: &str, max: usize) -> String {
+    let mut end = data.len().min(max);
+    while !data.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut hex = String::with_capacity(end * 2 + 32);
+    for b in data[..end].bytes() {
+        hex.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
+        hex.push(char::from(b"0123456789ABCDEF"[usize::from(b & 15)]));
+    }
+    format!("{hex};encoding=hex;purpose={purpose}")
+}
+
 fn apply(a: &ActionTpl, caps: &[String], named: &BTreeMap<String, String>, plan: &mut RoutePlan) {
     match a {
         ActionTpl::Set(kv) => {
@@ -386,6 +403,16 @@ fn apply(a: &ActionTpl, caps: &[String], named: &BTreeMap<String, String>, plan:
                     value,
                 });
             }
+        }
+        ActionTpl::Uui(data, purpose, max) => {
+            let data = data.expand(caps, named, &plan.vars);
+            let value = uui_value(&data, purpose, *max);
+            plan.trace
+                .push(format!("    uui {data:?} -> User-to-User: {value}"));
+            plan.actions.push(Action::HeaderAdd {
+                name: "User-to-User".into(),
+                value,
+            });
         }
         ActionTpl::HeaderRemove(names) => {
             for n in names {

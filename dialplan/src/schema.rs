@@ -60,6 +60,17 @@ pub(crate) enum Action {
     Tone(ToneAction),
     Ringback(String),
     ReadDigits(ReadDigits),
+    Uui(Uui),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Uui {
+    pub data: String,
+    #[serde(default)]
+    pub purpose: Option<String>,
+    #[serde(default)]
+    pub max: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

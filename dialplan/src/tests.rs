@@ -177,3 +177,39 @@ fn unknown_action_and_bad_toml_are_refused() {
     let err = compile(&[src("y.toml", "[[extension]\n")], &env()).unwrap_err();
     assert!(err.to_string().starts_with("y.toml:1:"), "{err}");
 }
+
+#[test]
+fn uui_is_hex_with_encoding_and_purpose_and_cut_to_its_budget() {
+    assert_eq!(
+        crate::uui_value("acme", "isdn-uui", 128),
+        "61636D65;encoding=hex;purpose=isdn-uui"
+    );
+    // Cut at a character boundary: "é" is two bytes.
+    assert_eq!(crate::uui_value("aé", "x", 2), "61;encoding=hex;purpose=x");
+    assert_eq!(crate::uui_value("", "x", 8), ";encoding=hex;purpose=x");
+    let plan = compile(
+        &[src(
+            "u.toml",
+            r#"
+[[extension]]
+name = "u"
+context = "public"
+actions = [ { uui = { data = "s=${destination}" } } ]
+"#,
+        )],
+        &env(),
+    )
+    .unwrap()
+    .evaluate(&facts("12"));
+    assert!(plan.actions.iter().any(|a| matches!(a, Action::HeaderAdd { name, value } if name == "User-to-User" && value == "733D3132;encoding=hex;purpose=isdn-uui")), "{:?}", plan.actions);
+    let err = compile(
+        &[src("u.toml", "[[extension]]\nname = \"u\"\nactions = [ { uui = { data = \"x\", purpose = \"a b\", max = 0 } } ]\n")],
+        &env(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("not a token") && err.contains("out of range"),
+        "{err}"
+    );
+}
