@@ -60,6 +60,10 @@ pub struct GatewayConfig {
     /// `inband`.
     #[serde(default)]
     pub dtmf: Option<String>,
+    /// Headers never sent to this gateway, whatever the dialplan adds (e.g. a carrier gets
+    /// no `X-Page-Url` and no `User-to-User`).
+    #[serde(default)]
+    pub redact_headers: Option<Vec<String>>,
 }
 
 /// Why a gateway configuration was refused.
@@ -395,6 +399,7 @@ mod tests {
             register_expires: None,
             domain: None,
             dtmf: None,
+            redact_headers: None,
         }
     }
 

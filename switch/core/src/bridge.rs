@@ -326,6 +326,14 @@ impl Engine {
                 _ => {}
             }
         }
+        // The trunk's policy last: what it must never see is gone whatever the dialplan added.
+        if let Some(gw) = target_gateway(target).and_then(|n| self.gateways.get(&n)) {
+            for name in gw.config.redact_headers.iter().flatten() {
+                req.headers
+                    .0
+                    .retain(|h| !h.name.as_str().eq_ignore_ascii_case(name));
+            }
+        }
         if let Some(body) = &call.offer_b {
             req.headers.push(Name::ContentType, "application/sdp");
             req.body = body.clone();

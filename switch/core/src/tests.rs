@@ -45,6 +45,7 @@ impl Harness {
             register_expires: None,
             domain: None,
             dtmf: None,
+            redact_headers: None,
         };
         let gateways = Gateways::new(&BTreeMap::from([("gw".to_owned(), gw)])).unwrap();
         let plan = r#"

@@ -27,3 +27,25 @@ actions = [ { uui = { data = "merchant=${m}", purpose = "isdn-uui", max = 64 } }
     let uac = sw.uac("uac_call.xml", "1000", 1, &[]);
     sw.expect_ok(vec![uac, uas]);
 }
+
+#[test]
+fn a_gateways_redact_list_keeps_the_context_from_a_carrier() {
+    let sw = Switch::start(
+        "redact",
+        43,
+        Route {
+            extensions: r#"
+[[extension]]
+name = "context"
+continue = true
+when.header.X-Merchant = '^(?P<m>[a-z]+)$'
+actions = [ { uui = { data = "merchant=${m}" } } ]
+"#,
+            gw1_extra: r#"redact_headers = ["User-to-User", "x-merchant"]"#,
+            ..Route::default()
+        },
+    );
+    let uas = sw.uas(0, "uas_expect_redacted.xml", 1, &[]);
+    let uac = sw.uac("uac_call.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![uac, uas]);
+}
