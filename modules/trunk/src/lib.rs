@@ -7,6 +7,7 @@
 //! Sans-IO: the engine sends the pings and REGISTERs this module asks for and reports what
 //! came back.
 
+pub mod ani;
 pub mod digest;
 
 use std::collections::BTreeMap;
@@ -64,6 +65,16 @@ pub struct GatewayConfig {
     /// no `X-Page-Url` and no `User-to-User`).
     #[serde(default)]
     pub redact_headers: Option<Vec<String>>,
+    /// Caller numbers leased per call: numbers and ranges (`"15550100-15550199"`).
+    #[serde(default)]
+    pub ani_pool: Option<Vec<String>>,
+    /// Seconds a released number rests before reuse (default 60).
+    #[serde(default)]
+    pub ani_cooldown: Option<u64>,
+    /// When every number is taken: `fallback` (the usual caller ID, default) or `reject`
+    /// (the attempt fails with SWITCH_CONGESTION and the plan goes on).
+    #[serde(default)]
+    pub ani_when_empty: Option<String>,
 }
 
 /// Why a gateway configuration was refused.
@@ -79,6 +90,9 @@ pub enum GatewayError {
     /// Registration asked for without credentials.
     #[error("gateway {0}: register = true needs username and password")]
     Credentials(String),
+    /// The ANI pool is wrong.
+    #[error("gateway {0}: ani_pool: {1}")]
+    AniPool(String, String),
     /// The DTMF form is unknown.
     #[error("gateway {0}: dtmf {1:?} is not one of rfc4733, info, inband")]
     Dtmf(String, String),
@@ -103,6 +117,8 @@ pub struct Gateway {
     pub registration: Option<Registration>,
     /// How digits travel on its calls (None: the switch's default).
     pub dtmf: Option<DtmfMethod>,
+    /// Caller numbers leased per call.
+    pub ani: Option<ani::AniPool>,
 }
 
 /// Outbound registration of one gateway (RFC 3261 §10.2: one Call-ID, CSeq increasing).
@@ -151,7 +167,27 @@ impl Gateway {
                     .ok_or_else(|| GatewayError::Dtmf(name.to_owned(), d.to_owned()))?,
             ),
         };
+        let ani = match &config.ani_pool {
+            None => None,
+            Some(specs) => {
+                let numbers =
+                    ani::expand(specs).map_err(|e| GatewayError::AniPool(name.to_owned(), e))?;
+                let fallback = match config.ani_when_empty.as_deref() {
+                    None | Some("fallback") => true,
+                    Some("reject") => false,
+                    Some(other) => {
+                        return Err(GatewayError::AniPool(
+                            name.to_owned(),
+                            format!("ani_when_empty {other:?} is not fallback or reject"),
+                        ));
+                    }
+                };
+                let cooldown = Duration::from_secs(config.ani_cooldown.unwrap_or(60));
+                Some(ani::AniPool::new(numbers, cooldown, fallback))
+            }
+        };
         Ok(Gateway {
+            ani,
             dtmf,
             name: name.to_owned(),
             addr,
@@ -250,6 +286,12 @@ impl Gateways {
     /// Takes over the live state of gateways that survive a reload unchanged in address.
     pub fn carry_state_from(&mut self, old: &Gateways) {
         for (name, g) in self.map.iter_mut() {
+            // Leases belong to calls, wherever the gateway now points.
+            if let (Some(pool), Some(Some(o))) =
+                (g.ani.as_mut(), old.map.get(name).map(|o| o.ani.as_ref()))
+            {
+                pool.carry_from(o);
+            }
             if let Some(o) = old
                 .map
                 .get(name)
@@ -400,6 +442,9 @@ mod tests {
             domain: None,
             dtmf: None,
             redact_headers: None,
+            ani_pool: None,
+            ani_cooldown: None,
+            ani_when_empty: None,
         }
     }
 

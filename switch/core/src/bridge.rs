@@ -186,10 +186,14 @@ impl Engine {
         target: &Target,
         timeout: std::time::Duration,
     ) -> Result<(), Failure> {
-        let (peer, ruri, caller) = self.resolve(call_ref, target)?;
+        let (peer, ruri, mut caller) = self.resolve(call_ref, target)?;
         let Some(mut call) = self.calls.remove(&call_ref) else {
             return Ok(());
         };
+        if let Err(f) = self.lease_ani(now, &mut call, target, &mut caller.0) {
+            self.calls.insert(call_ref, call);
+            return Err(f);
+        }
         let result = self.originate_on(now, &mut call, target, peer, ruri, caller, timeout);
         self.calls.insert(call_ref, call);
         result
@@ -772,6 +776,67 @@ fn escape_user(user: &str) -> String {
         }
     }
     out
+}
+
+impl Engine {
+    /// A call to a gateway with an ANI pool presents a number of its own: leased once per
+    /// call and gateway (failover to another trunk gives the first one back).
+    fn lease_ani(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        target: &Target,
+        number: &mut String,
+    ) -> Result<(), Failure> {
+        let Target::Gateway { name, .. } = target else {
+            return Ok(());
+        };
+        let has_pool = self.gateways.get(name).is_some_and(|g| g.ani.is_some());
+        if !has_pool {
+            return Ok(());
+        }
+        if call.ani.as_ref().is_some_and(|(g, _)| g != name) {
+            self.release_ani(now, call);
+        }
+        if call.ani.is_none() {
+            let Some(pool) = self.gateways.get_mut(name).and_then(|g| g.ani.as_mut()) else {
+                return Ok(());
+            };
+            match pool.lease(now, call.id.0) {
+                Some(n) => {
+                    info!(gateway = %name, ani = %n, in_use = pool.in_use(), of = pool.size(), "caller number leased");
+                    self.outputs.push_back(Output::AniLeased {
+                        call: call.id,
+                        gateway: name.clone(),
+                        number: n.clone(),
+                    });
+                    call.ani = Some((name.clone(), n));
+                }
+                None if pool.fallback => {
+                    warn!(gateway = %name, "ANI pool exhausted: the usual caller ID is presented");
+                }
+                None => {
+                    warn!(gateway = %name, "ANI pool exhausted: attempt refused (ani_when_empty = reject)");
+                    return Err((503, Cause::SwitchCongestion));
+                }
+            }
+        }
+        if let Some((_, n)) = &call.ani {
+            number.clone_from(n);
+        }
+        Ok(())
+    }
+
+    /// Gives the call's leased number back to its pool.
+    pub(crate) fn release_ani(&mut self, now: Instant, call: &mut Call) {
+        if let Some((gateway, number)) = call.ani.take() {
+            if let Some(pool) = self.gateways.get_mut(&gateway).and_then(|g| g.ani.as_mut()) {
+                pool.release(now, &number);
+            }
+            self.outputs
+                .push_back(Output::AniReleased { gateway, number });
+        }
+    }
 }
 
 fn target_gateway(t: &Target) -> Option<String> {

@@ -164,6 +164,8 @@ pub(crate) struct Call {
     /// The routing facts, kept when the plan may route collected digits.
     pub facts: Option<Box<switchboard_dialplan::Facts>>,
     pub next_play: u32,
+    /// The caller number leased from a gateway's pool: (gateway, number).
+    pub ani: Option<(String, String)>,
 }
 
 impl Call {

@@ -134,6 +134,22 @@ pub enum Output {
         /// The target that answered, if a bridge did.
         target: Option<String>,
     },
+    /// A call took a caller number from a gateway's pool (for its record and the lease store).
+    AniLeased {
+        /// The call.
+        call: CallRef,
+        /// The gateway.
+        gateway: String,
+        /// The number.
+        number: String,
+    },
+    /// A leased number went back to its pool (it rests for the gateway's cool-down).
+    AniReleased {
+        /// The gateway.
+        gateway: String,
+        /// The number.
+        number: String,
+    },
     /// A call ended.
     CallEnded(Box<CallSummary>),
     /// A gateway went up or down.
@@ -267,6 +283,13 @@ impl Engine {
     pub fn set_gateways(&mut self, mut gateways: Gateways) {
         gateways.carry_state_from(&self.gateways);
         self.gateways = gateways;
+    }
+
+    /// A pool number rests until `until` (leases a previous run left behind, at start).
+    pub fn ani_rest_until(&mut self, gateway: &str, number: &str, until: Instant) {
+        if let Some(p) = self.gateways.get_mut(gateway).and_then(|g| g.ani.as_mut()) {
+            p.cool_until(number, until);
+        }
     }
 
     /// The gateways and their state.
@@ -724,6 +747,7 @@ impl Engine {
             ringback: None,
             facts: keeps_facts.then(|| Box::new(facts)),
             next_play: 1,
+            ani: None,
         };
         self.stats.calls_total += 1;
         self.outputs.push_back(Output::CallStarted {
@@ -918,6 +942,8 @@ impl Engine {
         cause: Cause,
         side: Option<Side>,
     ) {
+        let mut call = call;
+        self.release_ani(now, &mut call);
         if let Some(d) = &call.a.dialog {
             self.dialogs
                 .remove(&(d.id.call_id.clone(), d.id.local_tag.clone()));

@@ -46,6 +46,9 @@ impl Harness {
             domain: None,
             dtmf: None,
             redact_headers: None,
+            ani_pool: None,
+            ani_cooldown: None,
+            ani_when_empty: None,
         };
         let gateways = Gateways::new(&BTreeMap::from([("gw".to_owned(), gw)])).unwrap();
         let plan = r#"

@@ -383,15 +383,30 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         info!(conf = %conf.display(), extensions = l.dialplan.len(), gateways = l.gateways.iter().count(), "switchboard starting");
         let (media_tx, media_rx) = mpsc::unbounded_channel();
         let now_ms = jiff::Timestamp::now().as_millisecond();
-        let storage = storage::Storage::open(&l.storage, now_ms)
+        let (storage, resting) = storage::Storage::open(&l.storage, now_ms)
             .map_err(|e| anyhow::anyhow!("call records: {e} (set [storage] path in switchboard.toml)"))?;
         let mut media = media::MediaHub::new(l.engine.media_ip, tokio::runtime::Handle::current(), media_tx, l.prompts, l.rtp_timeout);
         media.opus_complexity = l.opus_complexity;
         media.storage = Some(storage.clone());
+        let (udp, tcp) = (l.engine.udp, l.engine.tcp);
+        let mut engine = Engine::new(l.engine, Arc::new(l.dialplan), l.gateways, seed());
+        // Pool numbers released (or reclaimed) recently rest out their cool-down.
+        let now = std::time::Instant::now();
+        for (gateway, number, released_ms) in resting {
+            let cooldown = engine
+                .gateways()
+                .get(&gateway)
+                .and_then(|g| g.ani.as_ref())
+                .map_or(0, |p| p.cooldown.as_millis() as i64);
+            let left = released_ms + cooldown - now_ms;
+            if left > 0 {
+                engine.ani_rest_until(&gateway, &number, now + std::time::Duration::from_millis(left as u64));
+            }
+        }
         let shell = shell::Shell {
-            udp: l.engine.udp,
-            tcp: l.engine.tcp,
-            engine: Engine::new(l.engine, Arc::new(l.dialplan), l.gateways, seed()),
+            udp,
+            tcp,
+            engine,
             conf,
             drain: l.drain,
             media,

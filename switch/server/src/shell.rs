@@ -296,6 +296,23 @@ impl Shell {
                     at: now_ms(),
                     summary,
                 }),
+                Output::AniLeased {
+                    call,
+                    gateway,
+                    number,
+                } => self.record(crate::storage::CdrOp::AniLeased {
+                    call: call.0,
+                    gateway,
+                    number,
+                    at: now_ms(),
+                }),
+                Output::AniReleased { gateway, number } => {
+                    self.record(crate::storage::CdrOp::AniReleased {
+                        gateway,
+                        number,
+                        at: now_ms(),
+                    })
+                }
                 Output::GatewayState { .. } => {}
                 _ => {}
             }

@@ -77,6 +77,26 @@ pub enum CdrOp {
         /// What the engine knows about it.
         summary: Box<switchboard_core::CallSummary>,
     },
+    /// A caller number was leased to the call.
+    AniLeased {
+        /// The call.
+        call: u64,
+        /// Gateway.
+        gateway: String,
+        /// Number.
+        number: String,
+        /// Unix ms.
+        at: i64,
+    },
+    /// A leased number went back to its pool.
+    AniReleased {
+        /// Gateway.
+        gateway: String,
+        /// Number.
+        number: String,
+        /// Unix ms.
+        at: i64,
+    },
     /// Media quality at the end of the call (JSON), from its media session.
     Quality {
         /// The call.
@@ -119,6 +139,15 @@ CREATE TABLE IF NOT EXISTS cdr (
     quality       TEXT
 );
 CREATE INDEX IF NOT EXISTS cdr_started ON cdr(started_ms);
+CREATE INDEX IF NOT EXISTS cdr_ani ON cdr(ani, started_ms);
+CREATE TABLE IF NOT EXISTS ani_lease (
+    gateway     TEXT NOT NULL,
+    number      TEXT NOT NULL,
+    call_id     TEXT,
+    leased_ms   INTEGER NOT NULL,
+    released_ms INTEGER,
+    PRIMARY KEY (gateway, number)
+);
 CREATE INDEX IF NOT EXISTS cdr_call_id ON cdr(call_id);
 ";
 
@@ -129,13 +158,18 @@ fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> StorageError + '_ {
     }
 }
 
+/// A pool number released recently: (gateway, number, released unix ms).
+pub type Resting = (String, String, i64);
+
 /// The cause written into records a killed process left open.
 pub const INTERRUPTED: &str = "INTERRUPTED";
 
 impl Storage {
     /// Opens (creating) the database, closes the records a previous run left open, and
-    /// starts the writer thread.
-    pub fn open(path: &Path, now_ms: i64) -> Result<Storage, StorageError> {
+    /// starts the writer thread. Also returns the pool numbers released recently (gateway,
+    /// number, released unix ms), leases left by a previous run counting as released now:
+    /// they rest for their cool-down before reuse.
+    pub fn open(path: &Path, now_ms: i64) -> Result<(Storage, Vec<Resting>), StorageError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StorageError::Io {
                 path: dir.display().to_string(),
@@ -164,6 +198,32 @@ impl Storage {
                 "call records left open by a previous run closed as {INTERRUPTED}"
             );
         }
+        let reclaimed = conn
+            .execute(
+                "UPDATE ani_lease SET released_ms = ?1 WHERE released_ms IS NULL",
+                params![now_ms],
+            )
+            .map_err(sqlite(path))?;
+        if reclaimed > 0 {
+            warn!(
+                numbers = reclaimed,
+                "caller numbers leased by calls of a previous run reclaimed (they rest first)"
+            );
+        }
+        let resting = {
+            let mut st = conn
+                .prepare(
+                    "SELECT gateway, number, released_ms FROM ani_lease WHERE released_ms > ?1",
+                )
+                .map_err(sqlite(path))?;
+            // A day covers any sane cool-down; the engine applies each gateway's own.
+            st.query_map(params![now_ms - 86_400_000], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(sqlite(path))?
+            .collect::<Result<Vec<Resting>, _>>()
+            .map_err(sqlite(path))?
+        };
         let (tx, rx) = mpsc::channel();
         let p = path.to_path_buf();
         std::thread::Builder::new()
@@ -174,7 +234,7 @@ impl Storage {
                 source,
             })?;
         info!(path = %path.display(), "call records in SQLite");
-        Ok(Storage { tx })
+        Ok((Storage { tx }, resting))
     }
 
     /// Queues a change (never blocks).
@@ -356,6 +416,39 @@ fn apply(
                 ended.insert(call, (id, std::time::Instant::now()));
             }
         }
+        CdrOp::AniLeased {
+            call,
+            gateway,
+            number,
+            at,
+        } => {
+            let call_id: Option<String> = match rows.get(&call) {
+                Some(id) => {
+                    tx.prepare_cached("UPDATE cdr SET ani = ?1 WHERE id = ?2")?
+                        .execute(params![number, id])?;
+                    tx.query_row("SELECT call_id FROM cdr WHERE id = ?1", params![id], |r| {
+                        r.get(0)
+                    })
+                    .ok()
+                }
+                None => None,
+            };
+            tx.prepare_cached(
+                "INSERT INTO ani_lease (gateway, number, call_id, leased_ms, released_ms) VALUES (?1, ?2, ?3, ?4, NULL)
+                 ON CONFLICT (gateway, number) DO UPDATE SET call_id = ?3, leased_ms = ?4, released_ms = NULL",
+            )?
+            .execute(params![gateway, number, call_id, at])?;
+        }
+        CdrOp::AniReleased {
+            gateway,
+            number,
+            at,
+        } => {
+            tx.prepare_cached(
+                "UPDATE ani_lease SET released_ms = ?1 WHERE gateway = ?2 AND number = ?3",
+            )?
+            .execute(params![at, gateway, number])?;
+        }
         CdrOp::Quality { call, json } => {
             // The media session closes just after the call ends.
             if let Some(id) = ended
@@ -388,6 +481,8 @@ pub struct Cdr {
     pub context: String,
     /// Target that answered (or was tried last).
     pub target: Option<String>,
+    /// Caller number leased from the gateway's pool.
+    pub ani: Option<String>,
     /// Start, RFC 3339.
     pub started: String,
     /// Ringing, RFC 3339.
@@ -445,7 +540,7 @@ pub fn query(path: &Path, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError> {
     let mut stmt = conn
         .prepare(
             "SELECT id, call_id, b_call_id, caller, destination, context, target, started_ms, ringing_ms,
-                    answered_ms, ended_ms, billable_secs, cause, b_cause, hangup_side, codec_a, codec_b, quality
+                    answered_ms, ended_ms, billable_secs, cause, b_cause, hangup_side, codec_a, codec_b, quality, ani
              FROM cdr
              WHERE (?1 IS NULL OR started_ms >= ?1) AND (?2 IS NULL OR started_ms < ?2)
                AND (?3 IS NULL OR cause = ?3) AND (?4 IS NULL OR caller = ?4) AND (?5 IS NULL OR destination = ?5)
@@ -483,6 +578,7 @@ pub fn query(path: &Path, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError> {
                     codec_a: r.get(15)?,
                     codec_b: r.get(16)?,
                     quality: quality.and_then(|q| serde_json::from_str(&q).ok()),
+                    ani: r.get(18)?,
                 })
             },
         )
@@ -502,7 +598,7 @@ pub fn to_csv(cdrs: &[Cdr]) -> String {
         }
     }
     let mut out = String::from(
-        "id,call_id,b_call_id,caller,destination,context,target,started,ringing,answered,ended,billable_secs,cause,b_cause,hangup_side,codec_a,codec_b\r\n",
+        "id,call_id,b_call_id,caller,destination,context,target,ani,started,ringing,answered,ended,billable_secs,cause,b_cause,hangup_side,codec_a,codec_b\r\n",
     );
     for c in cdrs {
         let cols = [
@@ -513,6 +609,7 @@ pub fn to_csv(cdrs: &[Cdr]) -> String {
             c.destination.clone(),
             c.context.clone(),
             c.target.clone().unwrap_or_default(),
+            c.ani.clone().unwrap_or_default(),
             c.started.clone(),
             c.ringing.clone().unwrap_or_default(),
             c.answered.clone().unwrap_or_default(),

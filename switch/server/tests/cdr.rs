@@ -88,7 +88,15 @@ fn records_match_what_sipp_did_and_export_as_csv() {
 
 #[test]
 fn a_switch_killed_mid_call_closes_the_record_as_interrupted_on_restart() {
-    let mut sw = Switch::start("cdr-kill", 41, Route::default());
+    // One pool number resting 3 s after use: leased by the call, reclaimed at restart.
+    let mut sw = Switch::start(
+        "cdr-kill",
+        41,
+        Route {
+            gw1_extra: "ani_pool = [\"15550100\"]\nani_cooldown = 3\nani_when_empty = \"reject\"",
+            ..Route::default()
+        },
+    );
     let uas = sw.uas(0, "uas_answer_any.xml", 1, &[]);
     let uac = sw.uac("uac_call.xml", "1000", 1, &["-d", "20000"]);
     // Up and recorded as answered...
@@ -112,5 +120,56 @@ fn a_switch_killed_mid_call_closes_the_record_as_interrupted_on_restart() {
     assert!(r["ended"].is_string(), "{r}");
     let b = r["billable_secs"].as_f64().unwrap();
     assert!((0.9..10.0).contains(&b), "billed up to the restart: {b}");
+    assert_eq!(r["ani"], "15550100", "{r}");
+    // The number the dead call held rests before anyone else gets it.
+    let uac2 = sw.uac_n(1, "uac_expect_503.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![uac2]);
     drop((uac, uas));
+}
+
+#[test]
+fn pool_numbers_are_unique_per_call_and_rest_before_reuse() {
+    let sw = Switch::start(
+        "ani",
+        44,
+        Route {
+            gw1_extra: "ani_pool = [\"15550100-15550102\"]\nani_cooldown = 2\nani_when_empty = \"reject\"",
+            ..Route::default()
+        },
+    );
+    // Three calls hold the three numbers for 1.5 s...
+    let uas = sw.uas(0, "uas_answer_any.xml", 4, &[]);
+    let uac = sw.uac("uac_call.xml", "1000", 3, &["-d", "1500", "-r", "20"]);
+    std::thread::sleep(Duration::from_millis(600));
+    // ...so a fourth is refused (the plan has nothing else: 503).
+    let busy = sw.uac_n(1, "uac_expect_503.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![busy]);
+    sw.expect_ok(vec![uac]);
+    // Just released: resting.
+    let resting = sw.uac("uac_expect_503.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![resting]);
+    std::thread::sleep(Duration::from_millis(2200));
+    let again = sw.uac("uac_call.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![again, uas]);
+    let rows = wait_ended(&sw, 6);
+    let mut anis: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["cause"] == "NORMAL_CLEARING")
+        .map(|r| r["ani"].as_str().unwrap_or("none"))
+        .collect();
+    assert_eq!(anis.len(), 4, "{rows:?}");
+    let last = anis.remove(0); // newest first
+    anis.sort();
+    assert_eq!(
+        anis,
+        vec!["15550100", "15550101", "15550102"],
+        "unique while concurrent"
+    );
+    assert!(last.starts_with("1555010"), "reused after the rest: {last}");
+    let refused: Vec<_> = rows
+        .iter()
+        .filter(|r| r["cause"] != "NORMAL_CLEARING")
+        .collect();
+    assert_eq!(refused.len(), 2, "{rows:?}");
+    assert!(refused.iter().all(|r| r["ani"].is_null()));
 }

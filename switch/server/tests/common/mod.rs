@@ -236,6 +236,11 @@ transport = "{t}"
 
     /// Runs a SIPp caller against the switch to completion.
     pub fn uac(&self, scenario: &str, service: &str, calls: u32, extra: &[&str]) -> Sipp {
+        self.uac_n(0, scenario, service, calls, extra)
+    }
+
+    /// A second (third...) caller running beside the first: ports of its own.
+    pub fn uac_n(&self, n: u16, scenario: &str, service: &str, calls: u32, extra: &[&str]) -> Sipp {
         let mut args = vec![
             format!("127.0.0.1:{}", self.ports.sip),
             "-sf".into(),
@@ -245,11 +250,11 @@ transport = "{t}"
             "-i".into(),
             "127.0.0.1".into(),
             "-p".into(),
-            self.ports.uac.to_string(),
+            (self.ports.uac + n * 5).to_string(),
             "-mi".into(),
             "127.0.0.1".into(),
             "-mp".into(),
-            self.ports.mp_uac.to_string(),
+            (self.ports.mp_uac + n * 10).to_string(),
             "-m".into(),
             calls.to_string(),
             "-r".into(),
@@ -258,7 +263,7 @@ transport = "{t}"
             "200".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Sipp::spawn(&self.dir, "uac", args)
+        Sipp::spawn(&self.dir, &format!("uac{n}"), args)
     }
 
     /// Asserts that every SIPp process succeeded (exit 0, no failed call), with logs if not.
