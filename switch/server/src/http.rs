@@ -180,6 +180,8 @@ struct CdrQuery {
     cause: Option<String>,
     caller: Option<String>,
     destination: Option<String>,
+    ani: Option<String>,
+    call_id: Option<String>,
     limit: Option<u32>,
     format: Option<String>,
 }
@@ -205,6 +207,8 @@ async fn cdrs(
         cause: q.cause,
         caller: q.caller,
         destination: q.destination,
+        ani: q.ani,
+        call_id: q.call_id,
         limit: Some(q.limit.unwrap_or(1000).min(100_000)),
     };
     let db = app.db.clone();

@@ -149,6 +149,7 @@ CREATE TABLE IF NOT EXISTS ani_lease (
     PRIMARY KEY (gateway, number)
 );
 CREATE INDEX IF NOT EXISTS cdr_call_id ON cdr(call_id);
+CREATE INDEX IF NOT EXISTS cdr_b_call_id ON cdr(b_call_id);
 ";
 
 fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> StorageError + '_ {
@@ -520,6 +521,10 @@ pub struct CdrFilter {
     pub caller: Option<String>,
     /// Only this destination.
     pub destination: Option<String>,
+    /// Only calls that presented this pool number (a CRM looking up the caller by ANI).
+    pub ani: Option<String>,
+    /// Only this leg A or leg B Call-ID.
+    pub call_id: Option<String>,
     /// At most this many, newest first (default 1000).
     pub limit: Option<u32>,
 }
@@ -544,6 +549,7 @@ pub fn query(path: &Path, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError> {
              FROM cdr
              WHERE (?1 IS NULL OR started_ms >= ?1) AND (?2 IS NULL OR started_ms < ?2)
                AND (?3 IS NULL OR cause = ?3) AND (?4 IS NULL OR caller = ?4) AND (?5 IS NULL OR destination = ?5)
+               AND (?7 IS NULL OR ani = ?7) AND (?8 IS NULL OR call_id = ?8 OR b_call_id = ?8)
              ORDER BY id DESC LIMIT ?6",
         )
         .map_err(sqlite(path))?;
@@ -555,7 +561,9 @@ pub fn query(path: &Path, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError> {
                 f.cause,
                 f.caller,
                 f.destination,
-                f.limit.unwrap_or(1000)
+                f.limit.unwrap_or(1000),
+                f.ani,
+                f.call_id
             ],
             |r| {
                 let quality: Option<String> = r.get(17)?;
