@@ -19,7 +19,7 @@ use serde::Deserialize;
 use switchboard_sip::transaction::Transport;
 
 /// `[gateway.NAME]` in switchboard.toml.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// `host:port` of the gateway (a name is resolved once, at load).
@@ -429,22 +429,11 @@ mod tests {
     fn cfg(ping: Option<u64>) -> GatewayConfig {
         GatewayConfig {
             address: "127.0.0.1:5080".into(),
-            transport: None,
             ping,
             ping_failures: Some(2),
-            caller_id_number: None,
             caller_id_name: Some("Shop".into()),
             caller_id_prefix: Some("+1".into()),
-            username: None,
-            password: None,
-            register: None,
-            register_expires: None,
-            domain: None,
-            dtmf: None,
-            redact_headers: None,
-            ani_pool: None,
-            ani_cooldown: None,
-            ani_when_empty: None,
+            ..GatewayConfig::default()
         }
     }
 

@@ -33,22 +33,7 @@ impl Harness {
     fn new() -> Harness {
         let gw = GatewayConfig {
             address: B.into(),
-            transport: None,
-            ping: None,
-            ping_failures: None,
-            caller_id_number: None,
-            caller_id_name: None,
-            caller_id_prefix: None,
-            username: None,
-            password: None,
-            register: None,
-            register_expires: None,
-            domain: None,
-            dtmf: None,
-            redact_headers: None,
-            ani_pool: None,
-            ani_cooldown: None,
-            ani_when_empty: None,
+            ..GatewayConfig::default()
         };
         let gateways = Gateways::new(&BTreeMap::from([("gw".to_owned(), gw)])).unwrap();
         let plan = r#"

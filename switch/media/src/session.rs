@@ -223,8 +223,6 @@ impl Leg {
 /// The media of one call.
 pub struct Session {
     legs: [Leg; 2],
-    /// Audio flows between the legs.
-    bridged: bool,
     rtp_timeout: Option<Duration>,
     opus_complexity: u8,
     epoch: Option<Instant>,
@@ -244,7 +242,7 @@ pub struct Session {
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
-            .field("bridged", &self.bridged)
+            .field("bridged", &self.bridged())
             .finish_non_exhaustive()
     }
 }
@@ -278,7 +276,6 @@ impl Session {
         }
         Session {
             legs,
-            bridged: false,
             rtp_timeout,
             opus_complexity: crate::codec::OPUS_COMPLEXITY,
             epoch: None,
@@ -314,16 +311,12 @@ impl Session {
         leg.detector = (media.dtmf == DtmfMethod::Inband).then(ToneDetector::new);
         leg.tones = None;
         leg.media = Some(media);
-        // Audio flows as soon as both legs have negotiated (early media included).
-        self.bridged = self.legs.iter().all(|l| l.media.is_some());
         self.rewire(now);
     }
 
-    /// Lets audio flow between the legs, or stops it (both legs' media being set bridges
-    /// them; this overrides it, e.g. to hold one side).
-    pub fn set_bridged(&mut self, now: Instant, bridged: bool) {
-        self.bridged = bridged;
-        self.rewire(now);
+    /// Audio flows between the legs as soon as both have negotiated (early media included).
+    fn bridged(&self) -> bool {
+        self.legs.iter().all(|l| l.media.is_some())
     }
 
     /// Codec rates and resamplers between the legs when transcoding. An Opus leg bridged to a
@@ -369,7 +362,7 @@ impl Session {
 
     /// Whether the tick has work: transcoding, playing, or sending digits.
     fn ticking(&self) -> bool {
-        (self.bridged && (self.transcoding(Side::A) || self.transcoding(Side::B)))
+        (self.bridged() && (self.transcoding(Side::A) || self.transcoding(Side::B)))
             || self.legs.iter().any(|l| {
                 l.source.is_some()
                     || l.event_tx.is_some()
@@ -438,11 +431,6 @@ impl Session {
     /// Statistics of a leg.
     pub fn stats(&self, side: Side) -> &LegStats {
         &self.legs[idx(side)].stats
-    }
-
-    /// The leg is on hold or not yet sending: its silence is not a timeout.
-    pub fn reset_timeout(&mut self, now: Instant, side: Side) {
-        self.leg(side).last_rx = Some(now);
     }
 
     /// Whether the leg is expected to send (from its SDP): a leg on hold (`recvonly`,
@@ -565,12 +553,17 @@ impl Session {
         let payload = pkt.payload();
         let leg = self.leg(from);
         leg.last_rx = Some(now);
-        let Some(media) = leg.media.clone() else {
+        // The few fields needed, copied: no allocation per packet.
+        let Some((media_pt, te, codec, ptime_ms)) = leg
+            .media
+            .as_ref()
+            .map(|m| (m.pt, m.te, m.codec, m.ptime_ms))
+        else {
             leg.stats.dropped += 1;
             return;
         };
-        if media.te.is_some_and(|(te, _)| te == pt) {
-            let clock = media.te.map_or(8000, |(_, c)| c);
+        if te.is_some_and(|(te, _)| te == pt) {
+            let clock = te.map_or(8000, |(_, c)| c);
             match leg.events_rx.on_packet(ts, payload) {
                 EventOutcome::Ended {
                     digit, duration, ..
@@ -582,12 +575,12 @@ impl Session {
             }
             return;
         }
-        if pt != media.pt {
+        if pt != media_pt {
             leg.stats.dropped += 1;
             return;
         }
         let epoch = *self.epoch.get_or_insert(now);
-        let arrival = units_since(epoch, now, media.codec.clock());
+        let arrival = units_since(epoch, now, codec.clock());
         let leg = self.leg(from);
         if leg.stats.rx.packets > 0 && leg.stats.rx.ssrc != ssrc {
             // A new source (re-INVITE, a switch behind the leg): its numbering starts over.
@@ -599,17 +592,17 @@ impl Session {
             digit, duration, ..
         }) = leg.events_rx.on_audio()
         {
-            let clock = media.te.map_or(8000, |(_, c)| c);
+            let clock = te.map_or(8000, |(_, c)| c);
             let ms = u32::from(duration) * 1000 / clock.max(1);
             self.digit(now, from, digit, ms, DtmfMethod::Rfc4733);
         }
         self.detect_inband(now, from, payload);
-        if !self.bridged {
+        if !self.bridged() {
             return;
         }
         if self.transcoding(from) {
             let leg = self.leg(from);
-            let frame = f64::from(media.ptime_ms.max(10)) * f64::from(media.codec.clock()) / 1000.0;
+            let frame = f64::from(ptime_ms.max(10)) * f64::from(codec.clock()) / 1000.0;
             leg.jb.set_jitter(leg.stats.rx.jitter / frame);
             leg.jb.push(ext, ts, payload);
             leg.stats.jitter = leg.jb.stats;
@@ -617,7 +610,7 @@ impl Session {
         }
         // Same codec: forward with the other leg's sequencer.
         let muting = self.legs[idx(from)].muting;
-        let silence = media.codec.silence_byte();
+        let silence = codec.silence_byte();
         let mut b = self.spare.pop().unwrap_or_default();
         let to = &mut self.legs[idx(from.other())];
         let Some(out_media) = to.media.as_ref() else {
@@ -689,11 +682,10 @@ impl Session {
             &self.scratch
         };
         det.feed(audio);
-        let suppress = media.suppress.clone();
         while let Some(ev) = det.poll() {
             match ev {
                 ToneEvent::Start(d) => {
-                    if suppress.contains(d) {
+                    if leg.media.as_ref().is_some_and(|m| m.suppress.contains(d)) {
                         leg.muting = true;
                     }
                 }
@@ -720,7 +712,7 @@ impl Session {
             method,
             suppressed,
         }));
-        if suppressed || !self.bridged {
+        if suppressed || !self.bridged() {
             return;
         }
         let to = from.other();
@@ -781,7 +773,7 @@ impl Session {
 
     fn tick_leg(&mut self, now: Instant, side: Side) {
         let from = side.other();
-        let transcode = self.bridged && self.transcoding(from);
+        let transcode = self.bridged() && self.transcoding(from);
         let Session {
             legs,
             scratch,
@@ -796,7 +788,8 @@ impl Session {
             Side::A => (&mut l0[0], &mut l1[0]),
             Side::B => (&mut l1[0], &mut l0[0]),
         };
-        let Some(media) = leg.media.clone() else {
+        let Some((dtmf, te, pt, codec)) = leg.media.as_ref().map(|m| (m.dtmf, m.te, m.pt, m.codec))
+        else {
             return;
         };
         let rate = leg.rate();
@@ -804,7 +797,7 @@ impl Session {
         if leg.event_tx.is_none()
             && let Some((d, ms)) = leg.pending_digits.pop_front()
         {
-            match (media.dtmf, media.te) {
+            match (dtmf, te) {
                 (DtmfMethod::Rfc4733, Some((_, clock))) => {
                     if let Some(s) = EventSender::new(d, ms, clock, 20) {
                         let ts = leg.resume_ts(now);
@@ -902,7 +895,7 @@ impl Session {
         }
         // RFC 4733 packets take the place of audio while a digit is sent.
         if let Some((sender, ev_ts)) = leg.event_tx.as_mut() {
-            let (te_pt, _) = media.te.unwrap_or((101, 8000));
+            let (te_pt, _) = te.unwrap_or((101, 8000));
             let ev_ts = *ev_ts;
             match sender.next_packet() {
                 Some((p, marker)) => {
@@ -944,12 +937,11 @@ impl Session {
             }
             let mut b = spare.pop().unwrap_or_default();
             let marker = std::mem::take(&mut leg.marker);
-            rtp::write(&mut b, media.pt, marker, leg.seq, ts, leg.ssrc, payload);
+            rtp::write(&mut b, pt, marker, leg.seq, ts, leg.ssrc, payload);
             leg.seq = leg.seq.wrapping_add(1);
             leg.last_tx = Some((now, ts));
             leg.ts = ts.wrapping_add(
-                (ptime_frame as u64 * u64::from(media.codec.clock()) / u64::from(leg.pcm_rate))
-                    as u32,
+                (ptime_frame as u64 * u64::from(codec.clock()) / u64::from(leg.pcm_rate)) as u32,
             );
             leg.stats.sent += 1;
             leg.tx_packets = leg.tx_packets.wrapping_add(1);
@@ -1035,7 +1027,6 @@ mod tests {
             let mut s = Session::new(7, Some(Duration::from_secs(5)));
             s.set_leg(now, Side::A, a);
             s.set_leg(now, Side::B, b);
-            s.set_bridged(now, true);
             Rig {
                 s,
                 now,
@@ -1349,7 +1340,7 @@ mod tests {
             leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
             leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
         );
-        rig.s.reset_timeout(rig.now, Side::A);
+        rig.s.set_sending(rig.now, Side::A, true);
         rig.step(Side::B, 0, Some(&[0xFF; 160]));
         for _ in 0..260 {
             let p = [0xFFu8; 160];
@@ -1427,7 +1418,7 @@ mod tests {
             leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
         );
         rig.s.set_sending(rig.now, Side::A, false);
-        rig.s.reset_timeout(rig.now, Side::B);
+        rig.s.set_sending(rig.now, Side::B, true);
         for _ in 0..300 {
             let p = [0xFFu8; 160];
             rig.step(Side::B, 0, Some(&p));

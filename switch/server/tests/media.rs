@@ -23,6 +23,28 @@ fn addr(port: &serde_json::Value) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port.as_u64().expect("port") as u16))
 }
 
+/// The SIPp call center (`uas_media.xml`) answering with its SDP at the test's port `pb`.
+fn call_center(
+    sw: &Switch,
+    pb: u16,
+    fmts: &str,
+    ring_ms: &str,
+    expect_ruser: &str,
+) -> common::Sipp {
+    let pb = pb.to_string();
+    sw.uas(
+        0,
+        "uas_media.xml",
+        1,
+        &keys(&[
+            ("rtp_port", &pb),
+            ("fmts", fmts),
+            ("ring_ms", ring_ms),
+            ("expect_ruser", expect_ruser),
+        ]),
+    )
+}
+
 /// SIPp arguments: `-key k v` for the SDP's keywords, `-set k v` for the scenario's global
 /// variables (pause lengths, expected values).
 fn keys<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<&'a str> {
@@ -44,18 +66,8 @@ fn pcma_caller_and_pcmu_callee_are_transcoded_both_ways() {
     let idx = 30;
     let (pa, pb) = rtp_ports(idx);
     let sw = Switch::start("transcode", idx, Route::default());
-    let (pa_s, pb_s) = (pa.to_string(), pb.to_string());
-    let uas = sw.uas(
-        0,
-        "uas_media.xml",
-        1,
-        &keys(&[
-            ("rtp_port", &pb_s),
-            ("fmts", "0 101"),
-            ("ring_ms", "0"),
-            ("expect_ruser", "1000"),
-        ]),
-    );
+    let pa_s = pa.to_string();
+    let uas = call_center(&sw, pb, "0 101", "0", "1000");
     let uac = sw.uac(
         "uac_media.xml",
         "1000",
@@ -122,18 +134,8 @@ fn an_opus_caller_reaches_a_pcmu_call_center_through_the_transcoder() {
             ..Route::default()
         },
     );
-    let (pa_s, pb_s) = (pa.to_string(), pb.to_string());
-    let uas = sw.uas(
-        0,
-        "uas_media.xml",
-        1,
-        &keys(&[
-            ("rtp_port", &pb_s),
-            ("fmts", "0 101"),
-            ("ring_ms", "0"),
-            ("expect_ruser", "1000"),
-        ]),
-    );
+    let pa_s = pa.to_string();
+    let uas = call_center(&sw, pb, "0 101", "0", "1000");
     let uac = sw.uac(
         "uac_media.xml",
         "1000",
@@ -198,18 +200,8 @@ fn rfc4733_on_one_leg_is_info_on_the_other_and_back() {
             ..Route::default()
         },
     );
-    let (pa_s, pb_s) = (pa.to_string(), pb.to_string());
-    let uas = sw.uas(
-        0,
-        "uas_media.xml",
-        1,
-        &keys(&[
-            ("rtp_port", &pb_s),
-            ("fmts", "0 101"),
-            ("ring_ms", "0"),
-            ("expect_ruser", "1000"),
-        ]),
-    );
+    let pa_s = pa.to_string();
+    let uas = call_center(&sw, pb, "0 101", "0", "1000");
     let uac = sw.uac(
         "uac_media_info.xml",
         "1000",
@@ -259,18 +251,8 @@ fn inband_digits_are_detected_converted_and_suppressed_ones_never_reach_the_call
             ..Route::default()
         },
     );
-    let (pa_s, pb_s) = (pa.to_string(), pb.to_string());
-    let uas = sw.uas(
-        0,
-        "uas_media.xml",
-        1,
-        &keys(&[
-            ("rtp_port", &pb_s),
-            ("fmts", "0"),
-            ("ring_ms", "0"),
-            ("expect_ruser", "1000"),
-        ]),
-    );
+    let pa_s = pa.to_string();
+    let uas = call_center(&sw, pb, "0", "0", "1000");
     let uac = sw.uac(
         "uac_media.xml",
         "1000",
@@ -371,18 +353,8 @@ fn a_call_whose_rtp_stops_is_hung_up_with_media_timeout() {
             ..Route::default()
         },
     );
-    let (pa_s, pb_s) = (pa.to_string(), pb.to_string());
-    let uas = sw.uas(
-        0,
-        "uas_media.xml",
-        1,
-        &keys(&[
-            ("rtp_port", &pb_s),
-            ("fmts", "0"),
-            ("ring_ms", "0"),
-            ("expect_ruser", "1000"),
-        ]),
-    );
+    let pa_s = pa.to_string();
+    let uas = call_center(&sw, pb, "0", "0", "1000");
     let uac = sw.uac(
         "uac_media_wait_bye.xml",
         "1000",
@@ -425,18 +397,8 @@ actions = [ { bridge = { targets = ["gateway/gw1/$1"] } } ]
             ..Route::default()
         },
     );
-    let (pa_s, pb_s) = (pa.to_string(), pb.to_string());
-    let uas = sw.uas(
-        0,
-        "uas_media.xml",
-        1,
-        &keys(&[
-            ("rtp_port", &pb_s),
-            ("fmts", "0"),
-            ("ring_ms", "0"),
-            ("expect_ruser", "2345"),
-        ]),
-    );
+    let pa_s = pa.to_string();
+    let uas = call_center(&sw, pb, "0", "0", "2345");
     let uac = sw.uac(
         "uac_media.xml",
         "9100",
@@ -472,19 +434,9 @@ fn ringback_is_played_while_the_callee_rings_without_early_media() {
             ..Route::default()
         },
     );
-    let (pa_s, pb_s) = (pa.to_string(), pb.to_string());
+    let pa_s = pa.to_string();
     let a = RtpPeer::bind(pa);
-    let uas = sw.uas(
-        0,
-        "uas_media.xml",
-        1,
-        &keys(&[
-            ("rtp_port", &pb_s),
-            ("fmts", "0"),
-            ("ring_ms", "2000"),
-            ("expect_ruser", "1000"),
-        ]),
-    );
+    let uas = call_center(&sw, pb, "0", "2000", "1000");
     let uac = sw.uac(
         "uac_media.xml",
         "1000",
@@ -513,18 +465,8 @@ fn rtcp_reports_reach_each_leg_and_call_quality_is_shown() {
     let idx = 38;
     let (pa, pb) = rtp_ports(idx);
     let sw = Switch::start("rtcp", idx, Route::default());
-    let (pa_s, pb_s) = (pa.to_string(), pb.to_string());
-    let uas = sw.uas(
-        0,
-        "uas_media.xml",
-        1,
-        &keys(&[
-            ("rtp_port", &pb_s),
-            ("fmts", "0"),
-            ("ring_ms", "0"),
-            ("expect_ruser", "1000"),
-        ]),
-    );
+    let pa_s = pa.to_string();
+    let uas = call_center(&sw, pb, "0", "0", "1000");
     let uac = sw.uac(
         "uac_media.xml",
         "1000",

@@ -311,43 +311,38 @@ transport = "{t}"
     /// Waits until a call is up with both legs' media negotiated; returns its `ctl calls`
     /// entry.
     pub fn wait_media_up(&self, within: Duration) -> serde_json::Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let (_, out) = self.ctl(&["calls"]);
-            if let Ok(serde_json::Value::Array(calls)) = serde_json::from_str(&out)
-                && let Some(c) = calls.into_iter().find(|c| {
-                    c["state"] == "up"
-                        && c["media"]["a"]["codec"].is_string()
-                        && c["media"]["b"]["codec"].is_string()
-                })
-            {
-                return c;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no call up with media: {out}
-{}",
-                tail(&self.log(), 60)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_call(within, "up with media on both legs", |c| {
+            c["state"] == "up"
+                && c["media"]["a"]["codec"].is_string()
+                && c["media"]["b"]["codec"].is_string()
+        })
     }
 
     /// Waits until a call is answered on leg A (media negotiated there); its entry.
     pub fn wait_a_media(&self, within: Duration) -> serde_json::Value {
+        self.wait_call(within, "with media on leg A", |c| {
+            c["media"]["a"]["codec"].is_string()
+        })
+    }
+
+    /// Polls `ctl calls` until an entry satisfies `ok`.
+    fn wait_call(
+        &self,
+        within: Duration,
+        what: &str,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + within;
         loop {
             let (_, out) = self.ctl(&["calls"]);
             if let Ok(serde_json::Value::Array(calls)) = serde_json::from_str(&out)
-                && let Some(c) = calls
-                    .into_iter()
-                    .find(|c| c["media"]["a"]["codec"].is_string())
+                && let Some(c) = calls.into_iter().find(|c| ok(c))
             {
                 return c;
             }
             assert!(
                 Instant::now() < deadline,
-                "no call with media on leg A: {out}\n{}",
+                "no call {what}: {out}\n{}",
                 tail(&self.log(), 60)
             );
             std::thread::sleep(Duration::from_millis(50));
