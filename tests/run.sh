@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)   # libopus, bundled by the opus crate
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)         # the browser tests (tests/web.rs): never skipped
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   echo "installing: ${need_apt[*]}"
@@ -17,6 +18,16 @@ fi
 # Reuse earlier builds when the cache exists; a fresh clone builds from nothing.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/switchboard-target}"
 export CARGO_TERM_COLOR=never
+
+# The widget's budgets (SPEC §1): loader < 10 KB and media client < 100 KB, gzipped.
+check_size() {
+  local file=$1 limit=$2 size
+  size=$(gzip -9c "$file" | wc -c)
+  echo "$file: $size bytes gzipped (limit $limit)"
+  [ "$size" -lt "$limit" ] || { echo "$file is over its size budget" >&2; exit 1; }
+}
+check_size modules/webrtc/web/c2c.js 10240
+check_size modules/webrtc/web/client.js 102400
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -93,7 +93,7 @@ fn toml_hint(msg: &str) -> Option<String> {
     if msg.contains("unknown field") {
         Some("check the spelling; docs/dialplan.md lists every key".into())
     } else if msg.contains("unknown variant") {
-        Some("actions are: set, header_add, header_remove, answer, hangup, bridge, playback, tone, ringback, read_digits, uui".into())
+        Some("actions are: set, header_add, header_remove, answer, hangup, bridge, playback, echo, tone, ringback, read_digits, uui".into())
     } else {
         None
     }
@@ -361,6 +361,16 @@ fn compile_action(cx: &mut Ctx<'_>, a: schema::Action, span: Range<usize>) -> Op
         schema::Action::Playback(p) => {
             check_prompt(cx, s.clone(), &p);
             ActionTpl::Media(crate::Action::Playback(p))
+        }
+        schema::Action::Echo(secs) => {
+            if secs == 0 || secs > 3600 {
+                cx.err(
+                    s,
+                    "echo seconds must be 1 to 3600",
+                    Some("for example { echo = 120 }: the caller hears themself for two minutes"),
+                );
+            }
+            ActionTpl::Media(crate::Action::Echo(Duration::from_secs(u64::from(secs))))
         }
         schema::Action::Tone(t) => {
             check_tone(cx, s.clone(), &t.play);

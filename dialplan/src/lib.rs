@@ -173,6 +173,8 @@ pub enum Action {
     Bridge(Bridge),
     /// Play a prompt (a name from the sounds directory) to the caller, answering first.
     Playback(String),
+    /// Send the caller's own audio back to them for a while (an echo test), answering first.
+    Echo(Duration),
     /// Play a tone (preset or `%(on,off,freq...)`) to the caller for a while, answering first.
     Tone {
         /// The tone, as written (checked at load).
@@ -431,6 +433,7 @@ fn apply(a: &ActionTpl, caps: &[String], named: &BTreeMap<String, String>, plan:
         ActionTpl::Media(a) => {
             let line = match a {
                 Action::Playback(p) => format!("    playback {p}"),
+                Action::Echo(d) => format!("    echo for {}s", d.as_secs()),
                 Action::Tone { spec, duration } => {
                     format!("    tone {spec} for {}s", duration.as_secs())
                 }

@@ -57,6 +57,7 @@ pub(crate) enum Action {
     Hangup(String),
     Bridge(Bridge),
     Playback(String),
+    Echo(u32),
     Tone(ToneAction),
     Ringback(String),
     ReadDigits(ReadDigits),

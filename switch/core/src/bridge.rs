@@ -90,7 +90,10 @@ impl Engine {
                     }
                 }
                 Action::Ringback(spec) => call.ringback = Some((spec, false)),
-                Action::Playback(_) | Action::Tone { .. } | Action::ReadDigits(_) => {
+                Action::Playback(_)
+                | Action::Echo(_)
+                | Action::Tone { .. }
+                | Action::ReadDigits(_) => {
                     let waits = self.start_media_action(now, call_ref, action);
                     if waits {
                         return;

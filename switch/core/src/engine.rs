@@ -292,6 +292,11 @@ impl Engine {
         }
     }
 
+    /// The RTP port pool, shared (the browser leg's sockets take from it too).
+    pub fn port_pool(&self) -> PortPool {
+        self.ports.clone()
+    }
+
     /// The gateways and their state.
     pub fn gateways(&self) -> &Gateways {
         &self.gateways
@@ -839,7 +844,7 @@ impl Engine {
     pub(crate) fn local_addr(&self, t: Transport) -> SocketAddr {
         let addr = match t {
             Transport::Tcp | Transport::Tls | Transport::Ws => self.cfg.tcp.or(self.cfg.udp),
-            Transport::Udp => self.cfg.udp.or(self.cfg.tcp),
+            Transport::Udp | Transport::Local => self.cfg.udp.or(self.cfg.tcp),
         };
         addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)))
     }
@@ -1101,8 +1106,24 @@ pub(crate) fn transport_param(t: Transport) -> &'static str {
         Transport::Tcp => ";transport=tcp",
         Transport::Tls => ";transport=tls",
         Transport::Ws => ";transport=ws",
+        Transport::Local => ";transport=local",
     }
 }
+
+/// Headers of a Local leg's INVITE that become dialplan variables (header, variable).
+/// Only an in-process module can set them: from any network peer they are plain headers.
+pub const LOCAL_FACTS: &[(&str, &str)] = &[
+    ("X-SB-Merchant", "merchant"),
+    ("X-SB-Link", "link"),
+    ("X-SB-Session", "session"),
+    ("X-SB-Page", "page_url"),
+    ("X-SB-Referrer", "referrer"),
+    ("X-SB-Caller-IP", "caller_ip"),
+    ("X-SB-Dial", "dial"),
+];
+
+/// The header of a Local leg's INVITE naming the dialplan context (the merchant's).
+pub const LOCAL_CONTEXT: &str = "X-SB-Context";
 
 /// The facts the dialplan sees about an incoming INVITE.
 pub fn facts_of(req: &Request, context: &str, from: Peer, wall: jiff::Timestamp) -> Facts {
@@ -1136,6 +1157,22 @@ pub fn facts_of(req: &Request, context: &str, from: Peer, wall: jiff::Timestamp)
         // FreeSWITCH's convention: X- headers of the INVITE as sip_h_X-Name variables.
         if k.len() > 2 && k[..2].eq_ignore_ascii_case("x-") {
             vars.insert(format!("sip_h_{k}"), v.clone());
+        }
+    }
+    let mut context = context;
+    if from.transport == Transport::Local {
+        // A module's leg (the browser): its facts were checked by the module (token,
+        // merchant, link) and travel in headers only a Local peer can set.
+        for (header, var) in LOCAL_FACTS {
+            if let Some(v) = req.headers.get_other(header) {
+                vars.insert((*var).to_owned(), v.to_string());
+            }
+        }
+        if let Some(ip) = vars.get("caller_ip").cloned() {
+            vars.insert("source_ip".to_owned(), ip);
+        }
+        if let Some(c) = req.headers.get_other(LOCAL_CONTEXT) {
+            context = c;
         }
     }
     Facts {

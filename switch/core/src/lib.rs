@@ -26,7 +26,7 @@ mod register;
 
 pub use call::{CallInfo, CallState, CallSummary, MediaPorts};
 pub use config::EngineConfig;
-pub use engine::{ALLOW, Engine, EngineStats, Output, facts_of};
+pub use engine::{ALLOW, Engine, EngineStats, LOCAL_CONTEXT, LOCAL_FACTS, Output, facts_of};
 pub use ids::{CallRef, IdGen};
 pub use play::Play;
 pub use switchboard_dialplan::Cause;

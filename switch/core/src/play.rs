@@ -27,6 +27,11 @@ pub enum Play {
         /// How long.
         ms: Option<u32>,
     },
+    /// The leg's own audio, back to it (an echo test), for `ms` milliseconds.
+    Echo {
+        /// How long.
+        ms: Option<u32>,
+    },
 }
 
 /// What a call's plan is waiting for.
@@ -79,6 +84,11 @@ impl Engine {
             Action::Playback(name) => {
                 info!(prompt = %name, "playback");
                 Wait::Play(self.play(&mut call, Side::A, Play::Prompt(name)))
+            }
+            Action::Echo(duration) => {
+                info!(secs = duration.as_secs(), "echo");
+                let ms = u32::try_from(duration.as_millis()).unwrap_or(u32::MAX);
+                Wait::Play(self.play(&mut call, Side::A, Play::Echo { ms: Some(ms) }))
             }
             Action::Tone { spec, duration } => {
                 let ms = u32::try_from(duration.as_millis()).unwrap_or(u32::MAX);

@@ -56,8 +56,19 @@ pub fn offer_extras(theirs: &[Format], prefs: &[String]) -> Vec<Format> {
         || prefs
             .iter()
             .any(|p| p.eq_ignore_ascii_case("telephone-event"));
+    // Digits need a telephone-event at the clock of the codec the far end picks: a browser
+    // offers only telephone-event/48000 (Opus), so an 8 kHz answer needs an 8000 one too.
+    let has_te = theirs.iter().any(Format::is_telephone_event);
+    let has_te8k = theirs
+        .iter()
+        .any(|f| f.is_telephone_event() && f.clock == 8000);
+    let narrow = extra
+        .iter()
+        .chain(theirs)
+        .any(|f| !f.is_telephone_event() && f.clock == 8000);
     if te_allowed
-        && !theirs.iter().any(Format::is_telephone_event)
+        && !has_te8k
+        && (!has_te || narrow)
         && let Some(pt) = free_dynamic(&mut used)
     {
         extra.push(Format::new(pt, "telephone-event", 8000, Some("0-16")));

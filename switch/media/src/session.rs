@@ -89,6 +89,11 @@ pub enum Playable {
         /// How long.
         limit_ms: Option<u32>,
     },
+    /// The leg hears itself (an echo test), for `limit_ms` (None: until stopped).
+    Echo {
+        /// How long.
+        limit_ms: Option<u32>,
+    },
 }
 
 /// Counters of one leg, for the call's record and `/metrics`.
@@ -133,6 +138,12 @@ enum Source {
     Tone {
         player: TonePlayer,
         /// Samples left to play (None: until stopped).
+        left: Option<usize>,
+        id: u32,
+    },
+    /// The leg's own audio sent back to it (an echo test).
+    Echo {
+        /// Samples of time left (None: until stopped).
         left: Option<usize>,
         id: u32,
     },
@@ -390,11 +401,15 @@ impl Session {
                 left: limit_ms.map(|ms| (u64::from(ms) * u64::from(rate) / 1000) as usize),
                 id,
             },
+            Playable::Echo { limit_ms } => Source::Echo {
+                left: limit_ms.map(|ms| (u64::from(ms) * u64::from(rate) / 1000) as usize),
+                id,
+            },
         };
         let leg = self.leg(side);
         if let Some(old) = leg.source.replace(source) {
             let old_id = match old {
-                Source::Prompt { id, .. } | Source::Tone { id, .. } => id,
+                Source::Prompt { id, .. } | Source::Tone { id, .. } | Source::Echo { id, .. } => id,
             };
             self.events.push_back(MediaEvent::PlayDone(side, old_id));
         }
@@ -551,6 +566,7 @@ impl Session {
             pkt.ssrc(),
         );
         let payload = pkt.payload();
+        let payload_len = payload.len();
         let leg = self.leg(from);
         leg.last_rx = Some(now);
         // The few fields needed, copied: no allocation per packet.
@@ -597,6 +613,22 @@ impl Session {
             self.digit(now, from, digit, ms, DtmfMethod::Rfc4733);
         }
         self.detect_inband(now, from, payload);
+        if matches!(self.legs[idx(from)].source, Some(Source::Echo { .. })) {
+            // Back where it came from, as our own stream (SSRC, sequence).
+            let mut b = self.spare.pop().unwrap_or_default();
+            b.clear();
+            b.extend_from_slice(buf);
+            let leg = self.leg(from);
+            rtp::patch(&mut b, media_pt, leg.seq, ts, leg.ssrc);
+            leg.seq = leg.seq.wrapping_add(1);
+            leg.ts = ts;
+            leg.last_tx = Some((now, ts));
+            leg.stats.sent += 1;
+            leg.tx_packets = leg.tx_packets.wrapping_add(1);
+            leg.tx_octets = leg.tx_octets.wrapping_add(payload_len as u32);
+            self.out.push_back((from, b));
+            return;
+        }
         if !self.bridged() {
             return;
         }
@@ -848,6 +880,16 @@ impl Session {
                     }
                 }
             }
+            Some(Source::Echo { left: Some(l), id }) => {
+                // The audio is looped in handle_rtp; the tick only counts the time.
+                *l = l.saturating_sub(frame);
+                if *l == 0 {
+                    let id = *id;
+                    leg.source = None;
+                    events.push_back(MediaEvent::PlayDone(side, id));
+                }
+            }
+            Some(Source::Echo { left: None, .. }) => {}
             None if transcode => {
                 let from_frame = (other.rate() / 50) as usize;
                 while other.rx_pcm.len() < from_frame {

@@ -11,6 +11,7 @@ use switchboard_core::EngineConfig;
 use switchboard_dialplan::{CompileEnv, Diagnostic, Diagnostics, Dialplan, Source, compile};
 use switchboard_sip::transaction::TimerConfig;
 use switchboard_trunk::{GatewayConfig, Gateways};
+use switchboard_webrtc::MerchantConfig;
 use toml::Spanned;
 
 #[derive(Debug, Deserialize)]
@@ -30,6 +31,35 @@ struct File {
     storage: StorageCfg,
     #[serde(default)]
     gateway: BTreeMap<String, Spanned<GatewayConfig>>,
+    #[serde(default)]
+    webrtc: WebrtcCfg,
+    #[serde(default)]
+    merchant: BTreeMap<String, Spanned<MerchantConfig>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WebrtcCfg {
+    enabled: Option<bool>,
+    ip: Option<Spanned<String>>,
+    reconnect_grace: Option<u64>,
+    ip_calls_per_minute: Option<u32>,
+    ip_max_calls: Option<usize>,
+}
+
+/// The browser leg's settings (`[webrtc]` and `[merchant.*]`).
+#[derive(Debug, Clone)]
+pub struct Web {
+    /// The address of the ICE host candidate (browsers send media there); bound locally.
+    pub ip: IpAddr,
+    /// How long a call outlives its dropped WebSocket, waiting for the widget to resume.
+    pub reconnect_grace: Duration,
+    /// New calls per minute from one address.
+    pub ip_calls_per_minute: u32,
+    /// Concurrent calls from one address.
+    pub ip_max_calls: usize,
+    /// Merchants by ID.
+    pub merchants: BTreeMap<String, MerchantConfig>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -111,6 +141,8 @@ pub struct Loaded {
     pub opus_complexity: u8,
     /// The SQLite database of call records.
     pub storage: PathBuf,
+    /// The browser leg (None: `[webrtc] enabled = false`).
+    pub web: Option<Web>,
 }
 
 fn diag(
@@ -330,8 +362,18 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
             None
         }
     };
+    let web = web_config(
+        f,
+        t,
+        &file.webrtc,
+        &file.merchant,
+        &engine,
+        http,
+        &mut diags,
+    );
     match dialplan {
         Some(dialplan) if diags.is_empty() => Ok(Loaded {
+            web,
             engine,
             gateways,
             dialplan,
@@ -353,6 +395,75 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
         }),
         _ => Err(Diagnostics(diags)),
     }
+}
+
+fn web_config(
+    f: &str,
+    t: &str,
+    w: &WebrtcCfg,
+    merchant: &BTreeMap<String, Spanned<MerchantConfig>>,
+    engine: &EngineConfig,
+    http: Option<SocketAddr>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Web> {
+    if !w.enabled.unwrap_or(true) {
+        return None;
+    }
+    let ip = match &w.ip {
+        Some(ip) => match ip.get_ref().parse::<IpAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                diags.push(diag(
+                    f,
+                    t,
+                    Some(ip.span()),
+                    format!("webrtc.ip {:?} is not an IP address", ip.get_ref()),
+                    Some("the address browsers reach this host at, e.g. \"203.0.113.7\""),
+                ));
+                return None;
+            }
+        },
+        None => engine.media_ip,
+    };
+    if http.is_none() && !merchant.is_empty() {
+        diags.push(diag(
+            f,
+            t,
+            None,
+            "webrtc needs http.listen: the widget and /ws are served there".into(),
+            Some("set [http] listen, or [webrtc] enabled = false"),
+        ));
+    }
+    if !engine.anchor_media && !merchant.is_empty() {
+        diags.push(diag(
+            f,
+            t,
+            None,
+            "webrtc needs media.anchor = true: browser calls are always anchored (SRTP to RTP)"
+                .into(),
+            Some("set [media] anchor = true, or [webrtc] enabled = false"),
+        ));
+    }
+    let mut merchants = BTreeMap::new();
+    for (id, m) in merchant {
+        for p in m.get_ref().problems(id) {
+            diags.push(diag(
+                f,
+                t,
+                Some(m.span()),
+                p,
+                Some("docs/webrtc.md describes [merchant.*]"),
+            ));
+        }
+        merchants.insert(id.clone(), m.get_ref().clone());
+    }
+    Some(Web {
+        ip,
+        reconnect_grace: Duration::from_secs(w.reconnect_grace.unwrap_or(10)),
+        ip_calls_per_minute: w.ip_calls_per_minute.unwrap_or(10),
+        ip_max_calls: w.ip_max_calls.unwrap_or(2),
+        merchants,
+    })
 }
 
 fn read_dialplan(dir: &Path, diags: &mut Vec<Diagnostic>) -> (Vec<Source>, Vec<PathBuf>) {

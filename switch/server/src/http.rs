@@ -18,6 +18,7 @@ struct App {
     cmd: mpsc::Sender<Command>,
     token: Option<String>,
     db: std::path::PathBuf,
+    web: Option<std::sync::Arc<crate::web::WebShared>>,
 }
 
 /// Serves HTTP on `addr` until the process ends.
@@ -26,8 +27,9 @@ pub async fn serve(
     cmd: mpsc::Sender<Command>,
     token: Option<String>,
     db: std::path::PathBuf,
+    web: Option<std::sync::Arc<crate::web::WebShared>>,
 ) -> anyhow::Result<()> {
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/api/v1/calls", get(calls))
@@ -36,12 +38,24 @@ pub async fn serve(
         .route("/api/v1/gateways", get(gateways))
         .route("/api/v1/gateways/{name}/{state}", post(set_gateway))
         .route("/api/v1/cdrs", get(cdrs))
-        .with_state(App { cmd, token, db });
+        .with_state(App {
+            cmd,
+            token,
+            db,
+            web: web.clone(),
+        });
+    if let Some(web) = web {
+        app = app.merge(crate::web::routes(web));
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind HTTP {addr}: {e}"))?;
     tracing::info!(%addr, "HTTP listening");
-    axum::serve(listener, app).await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -89,7 +103,12 @@ async fn ask<T>(
 
 async fn metrics(State(app): State<App>) -> Response {
     match ask(&app, Command::Metrics).await {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Ok(mut text) => {
+            if let Some(web) = &app.web {
+                text.push_str(&web.metrics());
+            }
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+        }
         Err(r) => r,
     }
 }

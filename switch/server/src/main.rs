@@ -12,6 +12,7 @@ mod http;
 mod media;
 mod shell;
 mod storage;
+mod web;
 
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
@@ -367,29 +368,33 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         .build()?;
     rt.block_on(async move {
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
+        let (net_tx, net_rx) = mpsc::channel(4096);
+        let (udp, tcp) = (l.engine.udp, l.engine.tcp);
+        let media_ip = l.engine.media_ip;
+        let mut engine = Engine::new(l.engine, Arc::new(l.dialplan), l.gateways, seed());
+        let web = l.web.map(|w| web::WebShared::new(w, net_tx.clone(), engine.port_pool(), media_ip));
         if let Some(addr) = l.http {
             let tx = cmd_tx.clone();
             let token = l.token.clone();
             let db = l.storage.clone();
             let listener_check = std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot bind HTTP {addr}: {e}"))?;
             drop(listener_check);
+            let web = web.clone();
             tokio::spawn(async move {
-                if let Err(e) = http::serve(addr, tx, token, db).await {
+                if let Err(e) = http::serve(addr, tx, token, db, web).await {
                     error!("HTTP server stopped: {e:#}");
                 }
             });
         }
         tokio::spawn(signals(cmd_tx.clone()));
-        info!(conf = %conf.display(), extensions = l.dialplan.len(), gateways = l.gateways.iter().count(), "switchboard starting");
+        info!(conf = %conf.display(), gateways = engine.gateways().iter().count(), web = web.is_some(), "switchboard starting");
         let (media_tx, media_rx) = mpsc::unbounded_channel();
         let now_ms = jiff::Timestamp::now().as_millisecond();
         let (storage, resting) = storage::Storage::open(&l.storage, now_ms)
             .map_err(|e| anyhow::anyhow!("call records: {e} (set [storage] path in switchboard.toml)"))?;
-        let mut media = media::MediaHub::new(l.engine.media_ip, tokio::runtime::Handle::current(), media_tx, l.prompts, l.rtp_timeout);
+        let mut media = media::MediaHub::new(media_ip, tokio::runtime::Handle::current(), media_tx, l.prompts, l.rtp_timeout);
         media.opus_complexity = l.opus_complexity;
         media.storage = Some(storage.clone());
-        let (udp, tcp) = (l.engine.udp, l.engine.tcp);
-        let mut engine = Engine::new(l.engine, Arc::new(l.dialplan), l.gateways, seed());
         // Pool numbers released (or reclaimed) recently rest out their cool-down.
         let now = std::time::Instant::now();
         for (gateway, number, released_ms) in resting {
@@ -412,6 +417,7 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             media,
             digits: [0; 3],
             storage: Some(storage),
+            web,
         };
         // SIP runs on a thread of its own with a single-threaded runtime: every datagram is
         // handled where it was received, with no cross-thread wake-up. HTTP and the RTP relays
@@ -422,7 +428,7 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(shell.run(cmd_rx, media_rx)));
+                .and_then(|rt| rt.block_on(shell.run(cmd_rx, media_rx, (net_tx, net_rx))));
             let _ = done_tx.send(result);
         })?;
         done_rx.await.map_err(|_| anyhow::anyhow!("the SIP thread stopped unexpectedly"))?

@@ -201,6 +201,7 @@ impl MediaHub {
                 rate: p.rate,
                 samples: p.samples.clone(),
             }),
+            Play::Echo { ms } => Some(Playable::Echo { limit_ms: *ms }),
             Play::Tone { spec, ms } => {
                 switchboard_media::tone::parse(spec)
                     .ok()

@@ -55,10 +55,17 @@ pub enum Command {
     Shutdown,
 }
 
-enum NetIn {
+/// What transports hand the SIP thread.
+pub enum NetIn {
     Msg(Message, Peer),
     TcpUp(SocketAddr, mpsc::Sender<Bytes>),
     TcpDown(SocketAddr),
+    /// A browser leg's SIP (transport Local).
+    Local(Bytes, SocketAddr),
+    /// A browser leg starts: the core's messages to its Local address go to this channel.
+    LocalUp(SocketAddr, mpsc::Sender<Bytes>),
+    /// It ended.
+    LocalDown(SocketAddr),
 }
 
 /// What the engine task needs.
@@ -79,6 +86,8 @@ pub struct Shell {
     pub digits: [u64; 3],
     /// Call records.
     pub storage: Option<crate::storage::Storage>,
+    /// The browser leg (its merchants follow reloads).
+    pub web: Option<Arc<crate::web::WebShared>>,
 }
 
 fn now_ms() -> i64 {
@@ -108,6 +117,7 @@ impl Shell {
         mut self,
         mut cmd_rx: mpsc::Receiver<Command>,
         mut media_rx: mpsc::UnboundedReceiver<(CallRef, switchboard_media::MediaEvent)>,
+        (net_tx, mut net_rx): (mpsc::Sender<NetIn>, mpsc::Receiver<NetIn>),
     ) -> anyhow::Result<()> {
         let udp = match self.udp {
             Some(a) => {
@@ -117,7 +127,6 @@ impl Shell {
             }
             None => None,
         };
-        let (net_tx, mut net_rx) = mpsc::channel::<NetIn>(4096);
         if let Some(a) = self.tcp {
             let listener = TcpListener::bind(a)
                 .await
@@ -161,7 +170,9 @@ impl Shell {
                         }
                         conns.insert(addr, tx);
                     }
-                    NetIn::TcpDown(addr) => { conns.remove(&addr); pending.remove(&addr); }
+                    NetIn::TcpDown(addr) | NetIn::LocalDown(addr) => { conns.remove(&addr); pending.remove(&addr); }
+                    NetIn::LocalUp(addr, tx) => { conns.insert(addr, tx); }
+                    NetIn::Local(data, addr) => self.engine.handle_datagram(Instant::now().into_std(), wall(), data, Peer { transport: Transport::Local, addr }),
                 },
                 Some((call, ev)) = media_rx.recv() => {
                     self.engine.handle_media_event(Instant::now().into_std(), call, ev);
@@ -218,6 +229,14 @@ impl Shell {
                         }
                     }
                 }
+                Transport::Local => match conns.get(&tx.peer.addr) {
+                    Some(c) => {
+                        if c.try_send(tx.data).is_err() {
+                            debug!(to = %tx.peer.addr, "browser leg gone; message dropped");
+                        }
+                    }
+                    None => debug!(to = %tx.peer.addr, "no such browser leg; message dropped"),
+                },
                 _ => match conns.get(&tx.peer.addr) {
                     Some(c) => {
                         if c.try_send(tx.data).is_err() {
@@ -390,6 +409,12 @@ impl Shell {
                 self.media.rtp_timeout = l.rtp_timeout;
                 self.media.opus_complexity = l.opus_complexity;
                 self.engine.set_gateways(l.gateways);
+                if let (Some(web), Some(new)) = (&self.web, l.web) {
+                    // New calls see the new merchants; calls in progress were admitted already.
+                    *web.cfg
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+                }
                 // New gateways start pinging/registering now.
                 self.engine
                     .handle_timeout(Instant::now().into_std(), wall());

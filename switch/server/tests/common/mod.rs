@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod browser;
 pub mod rtp;
 
 pub fn scenarios() -> PathBuf {
@@ -60,6 +61,8 @@ pub struct Route<'a> {
     pub extensions: &'a str,
     /// Actions run before the bridge of the "route" extension.
     pub before_bridge: &'a str,
+    /// Appended to switchboard.toml (`[webrtc]`, `[merchant.*]`).
+    pub conf_extra: &'a str,
 }
 
 impl Default for Route<'_> {
@@ -74,6 +77,7 @@ impl Default for Route<'_> {
             codecs: r#"["PCMA", "PCMU", "telephone-event"]"#,
             extensions: "",
             before_bridge: "",
+            conf_extra: "",
         }
     }
 }
@@ -151,7 +155,9 @@ transport = "{t}"
 [gateway.gw2]
 address = "127.0.0.1:{g2}"
 transport = "{t}"
+{conf_extra}
 "#,
+            conf_extra = route.conf_extra,
             sip = ports.sip,
             http = ports.http,
             rlo = ports.rtp.0,
@@ -212,6 +218,19 @@ transport = "{t}"
                     .and_then(|v| v.trim().parse().ok())
             })
             .unwrap_or(0.0)
+    }
+
+    /// Waits until `switchboard_calls_active` is `n`.
+    pub fn wait_call_count(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.metric("switchboard_calls_active") != n as f64 {
+            assert!(
+                Instant::now() < deadline,
+                "calls still active:\n{}",
+                tail(&self.log(), 60)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Starts a SIPp far end on gateway `n` (0 or 1).

@@ -47,6 +47,9 @@ pub enum Transport {
     Tls,
     /// WebSocket (RFC 7118).
     Ws,
+    /// An in-process leg from a module (the browser leg of `modules/webrtc`): reliable,
+    /// never on the wire. Its peers are addressed `0.x.y.z:0`, which no network peer can be.
+    Local,
 }
 
 impl Transport {
@@ -62,6 +65,7 @@ impl Transport {
             Transport::Tcp => "TCP",
             Transport::Tls => "TLS",
             Transport::Ws => "WS",
+            Transport::Local => "LOCAL",
         }
     }
 
@@ -72,6 +76,7 @@ impl Transport {
             "tcp" => Transport::Tcp,
             "tls" => Transport::Tls,
             "ws" | "wss" => Transport::Ws,
+            "local" => Transport::Local,
             _ => return None,
         })
     }

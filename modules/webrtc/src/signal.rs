@@ -1,0 +1,258 @@
+//! The widget's JSON protocol over the WebSocket (`/ws`), documented in docs/webrtc.md.
+//! One JSON object per text frame, `type` says which.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest text frame accepted from a widget (an SDP offer is ~4 KB).
+pub const MAX_FRAME: usize = 32 * 1024;
+
+/// From the widget.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// Place a call.
+    Call(CallRequest),
+    /// Hang up (button, panel closed).
+    Hangup,
+    /// Take over a live call after the WebSocket dropped (within the grace period).
+    Resume {
+        /// The call's id from `accepted`.
+        call: String,
+        /// The secret from `accepted`.
+        key: String,
+    },
+}
+
+/// `{"type":"call", ...}`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CallRequest {
+    /// Merchant ID (`data-merchant`).
+    pub merchant: String,
+    /// Link ID (`data-link`).
+    pub link: String,
+    /// Customer or session ID (`data-session`).
+    #[serde(default)]
+    pub session: String,
+    /// The merchant-minted token (`data-token`).
+    #[serde(default)]
+    pub token: String,
+    /// A number to call (`data-destination`): only numbers the merchant allows.
+    #[serde(default)]
+    pub destination: String,
+    /// The page the call starts on.
+    #[serde(default)]
+    pub page_url: String,
+    /// That page's referrer.
+    #[serde(default)]
+    pub referrer: String,
+    /// The browser's SDP offer.
+    pub sdp: String,
+}
+
+/// Why a call ended, in the words the widget shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Someone hung up after talking.
+    Normal,
+    /// The line is busy.
+    Busy,
+    /// Nobody answered.
+    NoAnswer,
+    /// The call center refused the call.
+    Rejected,
+    /// The caller cancelled before the answer.
+    Cancelled,
+    /// The call could not be placed.
+    Failed,
+}
+
+impl Reason {
+    /// From a final SIP status (and Q.850 cause) to leg A.
+    pub fn from_status(status: u16, q850: Option<u16>) -> Reason {
+        match (status, q850) {
+            (486 | 600, _) | (_, Some(17)) => Reason::Busy,
+            (408 | 480, _) | (_, Some(18 | 19)) => Reason::NoAnswer,
+            (487, _) => Reason::Cancelled,
+            (403 | 603, _) | (_, Some(21)) => Reason::Rejected,
+            _ => Reason::Failed,
+        }
+    }
+
+    /// From the Q.850 cause of the core's BYE.
+    pub fn from_bye(q850: Option<u16>) -> Reason {
+        match q850 {
+            None | Some(16 | 31) => Reason::Normal,
+            Some(c) => Reason::from_status(0, Some(c)),
+        }
+    }
+
+    /// The words the widget shows.
+    pub fn text(self) -> &'static str {
+        match self {
+            Reason::Normal => "Call ended.",
+            Reason::Busy => "The line is busy. Please try again later.",
+            Reason::NoAnswer => "No one answered. Please try again later.",
+            Reason::Rejected => "The call was not accepted.",
+            Reason::Cancelled => "Call cancelled.",
+            Reason::Failed => "The call could not be connected.",
+        }
+    }
+}
+
+/// Why a call request was refused before any SIP left the switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The message is not the protocol.
+    BadRequest,
+    /// No such merchant.
+    UnknownMerchant,
+    /// The page's Origin is not one of the merchant's.
+    OriginNotAllowed,
+    /// The token is missing, malformed, expired or does not match.
+    BadToken,
+    /// The link is not one of the merchant's buttons.
+    UnknownLink,
+    /// The merchant does not allow that number.
+    DestinationNotAllowed,
+    /// A fact is too long or has characters it must not have.
+    BadField,
+    /// Too many calls (per address or per merchant).
+    RateLimited,
+    /// The switch is shutting down or full.
+    Unavailable,
+    /// The browser's offer cannot be answered (no Opus, no audio).
+    BadOffer,
+    /// `resume` for a call that is gone.
+    NoSuchCall,
+}
+
+impl ErrorCode {
+    /// The code as the widget gets it (and as `/metrics` labels it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownMerchant => "unknown_merchant",
+            ErrorCode::OriginNotAllowed => "origin_not_allowed",
+            ErrorCode::BadToken => "bad_token",
+            ErrorCode::UnknownLink => "unknown_link",
+            ErrorCode::DestinationNotAllowed => "destination_not_allowed",
+            ErrorCode::BadField => "bad_field",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::BadOffer => "bad_offer",
+            ErrorCode::NoSuchCall => "no_such_call",
+        }
+    }
+}
+
+/// To the widget.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// The call is placed; the WebRTC answer (media connects while it rings).
+    Accepted {
+        /// The call's id (for `resume`).
+        call: String,
+        /// The secret for `resume`.
+        key: String,
+        /// SDP answer.
+        sdp: String,
+    },
+    /// The far side rings.
+    Ringing,
+    /// Audio flows before the answer (ringback or announcements from the far side).
+    EarlyMedia,
+    /// Answered.
+    Answered,
+    /// The call is over.
+    Hangup {
+        /// In plain words: normal, busy, no_answer, rejected, cancelled, failed.
+        reason: Reason,
+        /// The SIP status.
+        code: u16,
+        /// Words to show.
+        message: String,
+    },
+    /// The request was refused; no call was placed.
+    Error {
+        /// What went wrong.
+        code: ErrorCode,
+        /// Words to show (and to debug with).
+        message: String,
+    },
+}
+
+impl ServerMsg {
+    /// An error message.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> ServerMsg {
+        ServerMsg::Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The JSON text frame.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Parses a text frame from the widget.
+pub fn parse(text: &str) -> Result<ClientMsg, String> {
+    if text.len() > MAX_FRAME {
+        return Err(format!("message longer than {MAX_FRAME} bytes"));
+    }
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_parse_and_print() {
+        let m = parse(r#"{"type":"call","merchant":"acme","link":"sales","sdp":"v=0"}"#).unwrap();
+        assert!(matches!(m, ClientMsg::Call(c) if c.merchant == "acme" && c.session.is_empty()));
+        assert!(matches!(
+            parse(r#"{"type":"hangup"}"#),
+            Ok(ClientMsg::Hangup)
+        ));
+        assert!(
+            parse(r#"{"type":"call","merchant":"a","link":"b","sdp":"","cookie":"x"}"#).is_err()
+        );
+        assert!(parse("not json").is_err());
+        assert!(parse(&"x".repeat(MAX_FRAME + 1)).is_err());
+        let j = ServerMsg::Hangup {
+            reason: Reason::Busy,
+            code: 486,
+            message: Reason::Busy.text().into(),
+        }
+        .to_json();
+        assert!(
+            j.contains(r#""type":"hangup""#) && j.contains(r#""reason":"busy""#),
+            "{j}"
+        );
+        let j = ServerMsg::error(ErrorCode::BadToken, "no").to_json();
+        assert!(j.contains(r#""code":"bad_token""#), "{j}");
+        for c in [
+            ErrorCode::BadRequest,
+            ErrorCode::DestinationNotAllowed,
+            ErrorCode::NoSuchCall,
+        ] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+    }
+
+    #[test]
+    fn statuses_map_to_plain_reasons() {
+        assert_eq!(Reason::from_status(486, None), Reason::Busy);
+        assert_eq!(Reason::from_status(480, Some(18)), Reason::NoAnswer);
+        assert_eq!(Reason::from_status(503, None), Reason::Failed);
+        assert_eq!(Reason::from_status(403, None), Reason::Rejected);
+        assert_eq!(Reason::from_bye(Some(16)), Reason::Normal);
+        assert_eq!(Reason::from_bye(None), Reason::Normal);
+    }
+}

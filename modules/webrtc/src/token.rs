@@ -1,0 +1,139 @@
+//! Call tokens: what a merchant's server mints so that only its own pages can place calls.
+//!
+//! A token is `<expiry>.<mac>`: `expiry` in Unix seconds, `mac` the lowercase hex
+//! HMAC-SHA256, under the merchant's secret, of
+//! `v1\n<merchant>\n<link>\n<session>\n<expiry>`. Any language mints one in three lines
+//! (docs/webrtc.md); `switchboard token` mints one for tests and demos.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not `<expiry>.<hex>`.
+    #[error("the call token is malformed")]
+    Malformed,
+    /// Past its expiry.
+    #[error("the call token has expired")]
+    Expired,
+    /// The MAC does not match (wrong secret, or merchant/link/session changed).
+    #[error("the call token does not match this merchant, link and session")]
+    BadSignature,
+}
+
+fn mac(secret: &[u8], merchant: &str, link: &str, session: &str, expiry: u64) -> HmacSha256 {
+    // HMAC takes keys of any length: new_from_slice cannot fail for it.
+    let mut m = match HmacSha256::new_from_slice(secret) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC accepts keys of any length"),
+    };
+    m.update(format!("v1\n{merchant}\n{link}\n{session}\n{expiry}").as_bytes());
+    m
+}
+
+/// Mints a token (the merchant server's side; also `switchboard token`).
+pub fn mint(secret: &[u8], merchant: &str, link: &str, session: &str, expiry: u64) -> String {
+    let tag = mac(secret, merchant, link, session, expiry)
+        .finalize()
+        .into_bytes();
+    let mut s = format!("{expiry}.");
+    for b in tag {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Checks a token at `now` (Unix seconds). The comparison is constant-time.
+pub fn verify(
+    token: &str,
+    secret: &[u8],
+    merchant: &str,
+    link: &str,
+    session: &str,
+    now: u64,
+) -> Result<(), TokenError> {
+    let (expiry, hex) = token.split_once('.').ok_or(TokenError::Malformed)?;
+    let expiry: u64 = expiry.parse().map_err(|_| TokenError::Malformed)?;
+    if hex.len() != 64 {
+        return Err(TokenError::Malformed);
+    }
+    let mut tag = [0u8; 32];
+    for (i, b) in tag.iter_mut().enumerate() {
+        let pair = hex.get(2 * i..2 * i + 2).ok_or(TokenError::Malformed)?;
+        *b = u8::from_str_radix(pair, 16).map_err(|_| TokenError::Malformed)?;
+    }
+    mac(secret, merchant, link, session, expiry)
+        .verify_slice(&tag)
+        .map_err(|_| TokenError::BadSignature)?;
+    if expiry < now {
+        return Err(TokenError::Expired);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minted_token_verifies_and_any_change_breaks_it() {
+        let t = mint(b"s3cret", "acme", "sales", "sess-1", 2_000);
+        assert_eq!(
+            verify(&t, b"s3cret", "acme", "sales", "sess-1", 1_000),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&t, b"other", "acme", "sales", "sess-1", 1_000),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            verify(&t, b"s3cret", "acme", "support", "sess-1", 1_000),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            verify(&t, b"s3cret", "acme", "sales", "sess-2", 1_000),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            verify(&t, b"s3cret", "acme", "sales", "sess-1", 2_001),
+            Err(TokenError::Expired)
+        );
+        // A later expiry written over the original: the MAC covers it.
+        let forged = t.replacen("2000", "9999", 1);
+        assert_eq!(
+            verify(&forged, b"s3cret", "acme", "sales", "sess-1", 1_000),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused() {
+        for t in [
+            "",
+            "abc",
+            "12.zz",
+            "12.",
+            "x.00",
+            "1.é€",
+            &format!("1.{}", "g".repeat(64)),
+        ] {
+            assert_eq!(
+                verify(t, b"k", "m", "l", "s", 0),
+                Err(TokenError::Malformed),
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_mac_matches_a_reference_hmac() {
+        // python3 -c "import hmac,hashlib;print(hmac.new(b'k',b'v1\nm\nl\ns\n5',hashlib.sha256).hexdigest())"
+        assert_eq!(
+            mint(b"k", "m", "l", "s", 5),
+            "5.7e59d743a76530c54974fe62027a997e548e891b380123dff76ba5b31327df74"
+        );
+    }
+}

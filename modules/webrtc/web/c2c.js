@@ -1,0 +1,121 @@
+/* Switchboard click-to-call loader. MIT OR Apache-2.0.
+ * <script src="https://SWITCH/c2c.js" data-merchant="acme" data-link="sales"
+ *         data-session="..." data-token="..." async></script>
+ * Optional: data-target (CSS selector of an element to put the button in), data-label,
+ * data-color, data-background, data-destination, data-processing="off" (no echo
+ * cancellation / noise suppression / gain control: for tests with tones).
+ * The button carries the facts before any click; the click opens a panel and fetches the
+ * media client (versioned URL, cached for good), which places the call. */
+(function () {
+  "use strict";
+  var me = document.currentScript;
+  if (!me || !me.src) return;
+  var base = new URL(me.src).origin;
+  var CLIENT = base + "__CLIENT_URL__";
+  var TRAIL = "sb-c2c-trail";
+
+  // The session's recent pages (kept in this tab only), for the call center's context.
+  function trail() {
+    var t = [];
+    try { t = JSON.parse(sessionStorage.getItem(TRAIL) || "[]"); } catch (e) { t = []; }
+    if (t[t.length - 1] !== location.href) t.push(location.href);
+    t = t.slice(-10);
+    try { sessionStorage.setItem(TRAIL, JSON.stringify(t)); } catch (e) { /* private mode */ }
+    return t;
+  }
+  trail();
+
+  function css() {
+    if (document.getElementById("sb-c2c-css")) return;
+    var s = document.createElement("style");
+    s.id = "sb-c2c-css";
+    s.textContent =
+      ".sb-c2c-btn{font:600 15px/1.2 system-ui,sans-serif;padding:.7em 1.2em;border:0;border-radius:2em;cursor:pointer}" +
+      ".sb-c2c-btn:focus-visible{outline:3px solid #fb0;outline-offset:2px}" +
+      ".sb-c2c-panel{position:fixed;right:1em;bottom:1em;z-index:2147483000;width:17em;background:#fff;color:#222;" +
+      "border-radius:.8em;box-shadow:0 4px 24px rgba(0,0,0,.3);font:14px/1.4 system-ui,sans-serif;padding:1em}" +
+      ".sb-c2c-panel button{font:inherit;margin:.15em;padding:.5em .8em;border:1px solid #bbb;border-radius:.4em;background:#f6f6f6;cursor:pointer}" +
+      ".sb-c2c-panel button:focus-visible{outline:3px solid #fb0}" +
+      ".sb-c2c-pad{display:grid;grid-template-columns:repeat(3,1fr)}" +
+      ".sb-c2c-status{font-weight:600;margin-bottom:.5em}.sb-c2c-hang{background:#c22!important;color:#fff}";
+    document.head.appendChild(s);
+  }
+
+  var loading = null;
+  function loadClient() {
+    if (window.SwitchboardClient) return Promise.resolve(window.SwitchboardClient);
+    if (loading) return loading;
+    loading = new Promise(function (ok, fail) {
+      var s = document.createElement("script");
+      s.src = CLIENT;
+      s.async = true;
+      s.onload = function () { ok(window.SwitchboardClient); };
+      s.onerror = function () { loading = null; fail(new Error("could not load the call client")); };
+      document.head.appendChild(s);
+    });
+    return loading;
+  }
+
+  function panel(label) {
+    var p = document.createElement("div");
+    p.className = "sb-c2c-panel";
+    p.setAttribute("role", "dialog");
+    p.setAttribute("aria-label", label);
+    var st = document.createElement("div");
+    st.className = "sb-c2c-status";
+    st.setAttribute("role", "status");
+    st.setAttribute("aria-live", "polite");
+    st.textContent = "Connecting\u2026";
+    p.appendChild(st);
+    document.body.appendChild(p);
+    return p;
+  }
+
+  function button(s) {
+    var d = s.dataset;
+    var b = document.createElement("button");
+    b.type = "button";
+    b.className = "sb-c2c-btn";
+    b.textContent = d.label || "Call us";
+    b.style.background = d.background || "#0a7";
+    b.style.color = d.color || "#fff";
+    // The facts ride on the button before any click.
+    b.dataset.merchant = d.merchant || "";
+    b.dataset.link = d.link || "";
+    if (d.session) b.dataset.session = d.session;
+    if (d.destination) b.dataset.destination = d.destination;
+    b.addEventListener("click", function () {
+      if (b.getAttribute("aria-busy") === "true") return;
+      css();
+      b.setAttribute("aria-busy", "true");
+      var p = panel(b.textContent);
+      var opts = {
+        base: base,
+        merchant: d.merchant || "",
+        link: d.link || "",
+        session: d.session || "",
+        token: d.token || "",
+        destination: d.destination || "",
+        processing: d.processing !== "off",
+        trail: trail(),
+        onEnd: function () { b.removeAttribute("aria-busy"); }
+      };
+      loadClient().then(function (c) { c.start(p, opts); }, function (e) {
+        p.firstChild.textContent = "The call could not start: " + e.message;
+        b.removeAttribute("aria-busy");
+        setTimeout(function () { p.remove(); }, 4000);
+      });
+    });
+    return b;
+  }
+
+  function mount() {
+    css();
+    var b = button(me);
+    var t = me.dataset.target && document.querySelector(me.dataset.target);
+    if (t) t.appendChild(b);
+    else me.parentNode.insertBefore(b, me.nextSibling);
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", mount);
+  else mount();
+})();

@@ -1,0 +1,726 @@
+//! The browser leg's shell: the widget's files, the `/ws` signalling endpoint, and one task
+//! per browser call that moves bytes between the WebSocket, the browser's UDP socket (str0m
+//! peer), the core (SIP on the Local transport) and the core's media session (plain RTP).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use switchboard_media::PortPool;
+use switchboard_sip::parse_datagram;
+use switchboard_webrtc::signal::{self, MAX_FRAME};
+use switchboard_webrtc::{
+    BrowserPeer, CallRequest, ClientMsg, ErrorCode, LegEvent, PeerOutput, ServerMsg, WebLeg, assets,
+};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::config::Web;
+use crate::shell::NetIn;
+
+/// How long a new WebSocket may take to say what it wants.
+const FIRST_MESSAGE: Duration = Duration::from_secs(10);
+
+/// What every browser call shares.
+pub struct WebShared {
+    /// Settings and merchants (replaced on reload; calls keep what they were admitted with).
+    pub cfg: RwLock<Web>,
+    net: mpsc::Sender<NetIn>,
+    ports: PortPool,
+    media_ip: IpAddr,
+    limits: Mutex<Limits>,
+    live: Mutex<HashMap<String, (String, mpsc::Sender<WebSocket>)>>,
+    next: AtomicU32,
+    /// Calls placed, refused (by code), and ended.
+    pub placed: AtomicU64,
+    /// Refusals by error code name.
+    pub refused: Mutex<HashMap<&'static str, u64>>,
+}
+
+impl std::fmt::Debug for WebShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebShared").finish_non_exhaustive()
+    }
+}
+
+impl WebShared {
+    /// Shares `web` with the SIP thread's `net` channel and the core's port pool.
+    pub fn new(
+        web: Web,
+        net: mpsc::Sender<NetIn>,
+        ports: PortPool,
+        media_ip: IpAddr,
+    ) -> Arc<WebShared> {
+        Arc::new(WebShared {
+            cfg: RwLock::new(web),
+            net,
+            ports,
+            media_ip,
+            limits: Mutex::new(Limits::default()),
+            live: Mutex::new(HashMap::new()),
+            next: AtomicU32::new(1),
+            placed: AtomicU64::new(0),
+            refused: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn cfg(&self) -> std::sync::RwLockReadGuard<'_, Web> {
+        self.cfg.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn refuse(&self, code: ErrorCode) {
+        *self
+            .refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(code.as_str())
+            .or_default() += 1;
+    }
+
+    /// Prometheus lines for `/metrics`.
+    pub fn metrics(&self) -> String {
+        let mut o = String::new();
+        o.push_str("# HELP switchboard_web_calls_total Browser calls placed.\n# TYPE switchboard_web_calls_total counter\n");
+        o.push_str(&format!(
+            "switchboard_web_calls_total {}\n",
+            self.placed.load(Ordering::Relaxed)
+        ));
+        o.push_str("# HELP switchboard_web_refused_total Browser call requests refused, by reason.\n# TYPE switchboard_web_refused_total counter\n");
+        let refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut names: Vec<_> = refused.iter().collect();
+        names.sort();
+        for (k, v) in names {
+            o.push_str(&format!(
+                "switchboard_web_refused_total{{reason=\"{k}\"}} {v}\n"
+            ));
+        }
+        o
+    }
+}
+
+/// Per-address and per-merchant call limits (a toll-fraud brake).
+#[derive(Debug, Default)]
+struct Limits {
+    ip: HashMap<IpAddr, Window>,
+    merchant: HashMap<String, Window>,
+}
+
+#[derive(Debug)]
+struct Window {
+    active: usize,
+    since: Instant,
+    count: u32,
+}
+
+impl Window {
+    fn check(
+        &mut self,
+        now: Instant,
+        max_active: usize,
+        per_minute: u32,
+    ) -> Result<(), &'static str> {
+        if now.duration_since(self.since) >= Duration::from_secs(60) {
+            self.since = now;
+            self.count = 0;
+        }
+        if self.active >= max_active {
+            return Err("too many calls at once");
+        }
+        if self.count >= per_minute {
+            return Err("too many calls in the last minute");
+        }
+        Ok(())
+    }
+}
+
+impl Limits {
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        &mut self,
+        now: Instant,
+        ip: IpAddr,
+        ip_max: usize,
+        ip_rate: u32,
+        merchant: &str,
+        m_max: usize,
+        m_rate: u32,
+    ) -> Result<(), String> {
+        let new = || Window {
+            active: 0,
+            since: now,
+            count: 0,
+        };
+        let w = self.ip.entry(ip).or_insert_with(new);
+        w.check(now, ip_max, ip_rate)
+            .map_err(|e| format!("{e} from your network; please try again later"))?;
+        let m = self.merchant.entry(merchant.to_owned()).or_insert_with(new);
+        m.check(now, m_max, m_rate)
+            .map_err(|e| format!("{e} to this merchant; please try again later"))?;
+        m.active += 1;
+        m.count += 1;
+        if let Some(w) = self.ip.get_mut(&ip) {
+            w.active += 1;
+            w.count += 1;
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, ip: IpAddr, merchant: &str) {
+        if let Some(w) = self.ip.get_mut(&ip) {
+            w.active = w.active.saturating_sub(1);
+            if w.active == 0 && w.count == 0 {
+                self.ip.remove(&ip);
+            }
+        }
+        if let Some(w) = self.merchant.get_mut(merchant) {
+            w.active = w.active.saturating_sub(1);
+        }
+        // Idle addresses whose minute is over are forgotten (bounded memory under scans).
+        if self.ip.len() > 10_000 {
+            let now = Instant::now();
+            self.ip.retain(|_, w| {
+                w.active > 0 || now.duration_since(w.since) < Duration::from_secs(60)
+            });
+        }
+    }
+}
+
+/// Releases a call's limits, port and registration when its task ends, however it ends.
+struct CallGuard {
+    web: Arc<WebShared>,
+    ip: IpAddr,
+    merchant: String,
+    port: Option<u16>,
+    id: String,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.web
+            .limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .release(self.ip, &self.merchant);
+        if let Some(p) = self.port.take() {
+            self.web.ports.give_back(p);
+        }
+        self.web
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+/// The widget's routes: `/c2c.js`, `/client/<version>.js`, `/demo/shop`, `/ws`.
+pub fn routes(web: Arc<WebShared>) -> Router {
+    Router::new()
+        .route("/c2c.js", get(loader))
+        .route("/client/{file}", get(client))
+        .route("/demo/shop", get(shop))
+        .route("/ws", get(ws))
+        .with_state(web)
+}
+
+fn client_path() -> String {
+    format!("/client/{}.js", assets::client_version())
+}
+
+async fn loader() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            // Short: the loader names the current media client, whose URL changes with it.
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        assets::LOADER.replace("__CLIENT_URL__", &client_path()),
+    )
+        .into_response()
+}
+
+async fn client(Path(file): Path<String>) -> Response {
+    if format!("/client/{file}") != client_path() {
+        return (StatusCode::NOT_FOUND, "no such client version\n").into_response();
+    }
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            // Versioned URL: a second call downloads nothing.
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        assets::CLIENT,
+    )
+        .into_response()
+}
+
+async fn shop() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        assets::DEMO_SHOP,
+    )
+        .into_response()
+}
+
+async fn ws(
+    State(web): State<Arc<WebShared>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    upgrade
+        .max_message_size(MAX_FRAME)
+        .on_upgrade(move |socket| session(web, socket, origin, from.ip()))
+}
+
+async fn send(ws: &mut WebSocket, msg: &ServerMsg) -> bool {
+    ws.send(WsMessage::Text(msg.to_json().into())).await.is_ok()
+}
+
+/// Next text frame; None when the socket is closed or broken.
+async fn next_text(ws: &mut WebSocket) -> Option<Result<String, ()>> {
+    loop {
+        match ws.recv().await? {
+            Ok(WsMessage::Text(t)) => return Some(Ok(t.to_string())),
+            Ok(WsMessage::Close(_)) | Err(_) => return None,
+            Ok(WsMessage::Binary(_)) => return Some(Err(())),
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn refuse(web: &WebShared, mut ws: WebSocket, code: ErrorCode, message: String) {
+    info!(?code, %message, "web call refused");
+    web.refuse(code);
+    let _ = send(&mut ws, &ServerMsg::error(code, message)).await;
+    let _ = ws.send(WsMessage::Close(None)).await;
+}
+
+async fn session(web: Arc<WebShared>, mut ws: WebSocket, origin: Option<String>, ip: IpAddr) {
+    let first = match tokio::time::timeout(FIRST_MESSAGE, next_text(&mut ws)).await {
+        Ok(Some(Ok(t))) => t,
+        Ok(Some(Err(()))) => {
+            return refuse(&web, ws, ErrorCode::BadRequest, "text frames only".into()).await;
+        }
+        _ => return,
+    };
+    match signal::parse(&first) {
+        Ok(ClientMsg::Call(req)) => place(web, ws, req, origin, ip).await,
+        Ok(ClientMsg::Resume { call, key }) => {
+            let target = web
+                .live
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&call)
+                .filter(|(k, _)| constant_eq(k, &key))
+                .map(|(_, tx)| tx.clone());
+            match target {
+                Some(tx) => {
+                    if let Err(e) = tx.send(ws).await {
+                        refuse(
+                            &web,
+                            e.0,
+                            ErrorCode::NoSuchCall,
+                            "the call has ended".into(),
+                        )
+                        .await;
+                    }
+                }
+                None => {
+                    refuse(
+                        &web,
+                        ws,
+                        ErrorCode::NoSuchCall,
+                        "no such call (it may have ended)".into(),
+                    )
+                    .await
+                }
+            }
+        }
+        Ok(ClientMsg::Hangup) => {}
+        Err(e) => {
+            refuse(
+                &web,
+                ws,
+                ErrorCode::BadRequest,
+                format!("not a call request: {e}"),
+            )
+            .await
+        }
+    }
+}
+
+fn constant_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    if getrandom::fill(&mut b).is_err() {
+        // No OS randomness: refuse to mint guessable secrets.
+        return String::new();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn place(
+    web: Arc<WebShared>,
+    ws: WebSocket,
+    req: CallRequest,
+    origin: Option<String>,
+    ip: IpAddr,
+) {
+    let now_unix = jiff::Timestamp::now().as_second().max(0) as u64;
+    let admitted = {
+        let cfg = web.cfg();
+        match cfg.merchants.get(&req.merchant) {
+            None => Err((
+                ErrorCode::UnknownMerchant,
+                format!("no merchant {:?} on this switch", req.merchant),
+            )),
+            Some(m) => m
+                .admit(
+                    &req.merchant,
+                    &req,
+                    origin.as_deref(),
+                    &ip.to_string(),
+                    now_unix,
+                )
+                .map(|facts| {
+                    (
+                        facts,
+                        m.max_calls,
+                        m.calls_per_minute,
+                        cfg.ip_max_calls,
+                        cfg.ip_calls_per_minute,
+                        cfg.ip,
+                        cfg.reconnect_grace,
+                    )
+                }),
+        }
+    };
+    let (facts, m_max, m_rate, ip_max, ip_rate, web_ip, grace) = match admitted {
+        Ok(a) => a,
+        Err((code, msg)) => return refuse(&web, ws, code, msg).await,
+    };
+    let limited = web
+        .limits
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .admit(
+            Instant::now(),
+            ip,
+            ip_max,
+            ip_rate,
+            &facts.merchant,
+            m_max,
+            m_rate,
+        );
+    if let Err(msg) = limited {
+        return refuse(&web, ws, ErrorCode::RateLimited, msg).await;
+    }
+    let n = web.next.fetch_add(1, Ordering::Relaxed);
+    let key = random_hex(16);
+    let id = format!("{n:x}{}", random_hex(4));
+    let mut guard = CallGuard {
+        web: web.clone(),
+        ip,
+        merchant: facts.merchant.clone(),
+        port: None,
+        id: id.clone(),
+    };
+    if key.is_empty() {
+        return refuse(
+            &web,
+            ws,
+            ErrorCode::Unavailable,
+            "no randomness for call secrets".into(),
+        )
+        .await;
+    }
+    let Some(port) = web.ports.take() else {
+        return refuse(
+            &web,
+            ws,
+            ErrorCode::Unavailable,
+            "the switch has no media ports left".into(),
+        )
+        .await;
+    };
+    guard.port = Some(port);
+    let candidate = SocketAddr::new(web_ip, port);
+    let (ice, inner) = match (
+        UdpSocket::bind(candidate).await,
+        UdpSocket::bind((web.media_ip, 0)).await,
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(%candidate, error = %e, "cannot bind a browser call's sockets");
+            return refuse(
+                &web,
+                ws,
+                ErrorCode::Unavailable,
+                "the switch cannot take calls right now".into(),
+            )
+            .await;
+        }
+    };
+    let Ok(inner_addr) = inner.local_addr() else {
+        return refuse(
+            &web,
+            ws,
+            ErrorCode::Unavailable,
+            "the switch cannot take calls right now".into(),
+        )
+        .await;
+    };
+    let (peer, answer) = match BrowserPeer::accept(Instant::now().into_std(), &req.sdp, candidate) {
+        Ok(p) => p,
+        Err(e) => return refuse(&web, ws, ErrorCode::BadOffer, e.to_string()).await,
+    };
+    // A Local address no network peer can have: 0.x.y.z:0.
+    let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(n & 0x00ff_ffff | 0x0000_0001)), 0);
+    let leg = WebLeg::invite(&facts, local, &id, peer.inner_sdp(inner_addr, 1));
+    let span = tracing::info_span!("web", call = %id, call_id = %leg.call_id(), merchant = %facts.merchant, link = %facts.link);
+    let (sip_tx, sip_rx) = mpsc::channel(64);
+    let (resume_tx, resume_rx) = mpsc::channel(1);
+    if web.net.send(NetIn::LocalUp(local, sip_tx)).await.is_err() {
+        return refuse(
+            &web,
+            ws,
+            ErrorCode::Unavailable,
+            "the switch is shutting down".into(),
+        )
+        .await;
+    }
+    web.live
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(id.clone(), (key.clone(), resume_tx));
+    web.placed.fetch_add(1, Ordering::Relaxed);
+    let mut call = WebCall {
+        ws: Some(ws),
+        peer,
+        leg,
+        ice,
+        inner,
+        local,
+        web_net: web.net.clone(),
+        grace,
+        grace_until: None,
+        last_state: None,
+    };
+    async move {
+        info!(page = %facts.page_url, session = %facts.session, ip = %ip, "web call placed");
+        let accepted = ServerMsg::Accepted {
+            call: id,
+            key,
+            sdp: answer,
+        };
+        call.tell_widget(&accepted).await;
+        call.run(sip_rx, resume_rx).await;
+        drop(guard);
+    }
+    .instrument(span)
+    .await;
+}
+
+struct WebCall {
+    ws: Option<WebSocket>,
+    peer: BrowserPeer,
+    leg: WebLeg,
+    ice: UdpSocket,
+    inner: UdpSocket,
+    local: SocketAddr,
+    web_net: mpsc::Sender<NetIn>,
+    grace: Duration,
+    grace_until: Option<Instant>,
+    /// The last state told to the widget (told again after a resume).
+    last_state: Option<ServerMsg>,
+}
+
+async fn ws_next(ws: &mut Option<WebSocket>) -> Option<Result<String, ()>> {
+    match ws {
+        Some(w) => next_text(w).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl WebCall {
+    async fn tell_widget(&mut self, msg: &ServerMsg) {
+        if let Some(ws) = &mut self.ws
+            && !send(ws, msg).await
+        {
+            self.lost_ws();
+        }
+    }
+
+    fn lost_ws(&mut self) {
+        if self.ws.take().is_some() && !self.leg.is_terminated() {
+            info!(
+                grace_secs = self.grace.as_secs(),
+                "widget connection lost: waiting for it to resume"
+            );
+            self.grace_until = Some(Instant::now() + self.grace);
+        }
+    }
+
+    async fn run(
+        &mut self,
+        mut sip_rx: mpsc::Receiver<Bytes>,
+        mut resume_rx: mpsc::Receiver<WebSocket>,
+    ) {
+        let mut buf = vec![0u8; 2048];
+        let mut rtp = vec![0u8; 2048];
+        self.pump().await;
+        while !self.leg.is_terminated() {
+            let wake = [
+                self.peer.poll_timeout().map(Instant::from_std),
+                self.grace_until,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            tokio::select! {
+                m = ws_next(&mut self.ws) => match m {
+                    Some(Ok(text)) => match signal::parse(&text) {
+                        Ok(ClientMsg::Hangup) => {
+                            info!("hang-up from the widget");
+                            self.leg.hangup();
+                        }
+                        Ok(_) => debug!("ignored a widget message during the call"),
+                        Err(e) => debug!(error = %e, "bad widget message"),
+                    },
+                    Some(Err(())) => debug!("ignored a binary frame"),
+                    None => self.lost_ws(),
+                },
+                r = self.ice.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = r {
+                        self.peer.handle_receive(Instant::now().into_std(), from, &buf[..n]);
+                    }
+                }
+                r = self.inner.recv_from(&mut rtp) => {
+                    if let Ok((n, from)) = r
+                        && Some(from) == self.leg.media()
+                    {
+                        self.peer.send_rtp(Instant::now().into_std(), &rtp[..n]);
+                    }
+                }
+                m = sip_rx.recv() => match m.map(parse_datagram) {
+                    Some(Ok(msg)) => self.leg.handle(msg),
+                    Some(Err(e)) => debug!(error = %e, "unparseable message from the core"),
+                    None => {
+                        warn!("the core is gone: ending the browser call");
+                        break;
+                    }
+                },
+                Some(ws) = resume_rx.recv() => {
+                    info!("widget resumed the call");
+                    self.ws = Some(ws);
+                    self.grace_until = None;
+                    if let Some(state) = self.last_state.clone() {
+                        self.tell_widget(&state).await;
+                    }
+                }
+                _ = sleep_until(wake) => {
+                    let now = Instant::now();
+                    self.peer.handle_timeout(now.into_std());
+                    if self.grace_until.is_some_and(|g| g <= now) {
+                        info!("widget did not come back: hanging up");
+                        self.grace_until = None;
+                        self.leg.hangup();
+                    }
+                }
+            }
+            self.pump().await;
+        }
+        self.peer.close();
+        self.pump().await;
+        let _ = self.web_net.send(NetIn::LocalDown(self.local)).await;
+        if let Some(mut ws) = self.ws.take() {
+            let _ = ws.send(WsMessage::Close(None)).await;
+        }
+    }
+
+    /// Moves what the peer and the leg produced to where it goes.
+    async fn pump(&mut self) {
+        while let Some(o) = self.peer.poll() {
+            match o {
+                PeerOutput::Transmit(to, data) => {
+                    let _ = self.ice.send_to(&data, to).await;
+                }
+                PeerOutput::Rtp(p) => {
+                    if let Some(m) = self.leg.media() {
+                        let _ = self.inner.send_to(&p, m).await;
+                    }
+                }
+                PeerOutput::Connected => info!("browser media connected (ICE + DTLS)"),
+                PeerOutput::Disconnected => {
+                    if !self.leg.is_terminated() {
+                        info!("browser media gone (ICE or DTLS closed): hanging up");
+                        self.leg.hangup();
+                    }
+                }
+            }
+        }
+        while let Some(b) = self.leg.poll_transmit() {
+            if self
+                .web_net
+                .send(NetIn::Local(b, self.local))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        while let Some(e) = self.leg.poll_event() {
+            let msg = match e {
+                LegEvent::Ringing => ServerMsg::Ringing,
+                LegEvent::EarlyMedia(_) => ServerMsg::EarlyMedia,
+                LegEvent::Answered(_) => ServerMsg::Answered,
+                LegEvent::MediaMoved(_) => continue,
+                LegEvent::Ended { reason, code, q850 } => {
+                    info!(?reason, code, ?q850, "web call ended");
+                    ServerMsg::Hangup {
+                        reason,
+                        code,
+                        message: reason.text().to_owned(),
+                    }
+                }
+            };
+            self.last_state = Some(msg.clone());
+            self.tell_widget(&msg).await;
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The browser leg end to end: headless Chromium opens the demo shop served by the real
+//! binary, clicks "Call sales", and the call goes through Switchboard to a SIPp ACD whose RTP
+//! the test owns. Chromium's fake microphone plays a tone; the ACD plays another.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::browser::Browser;
+use common::rtp::{RtpPeer, decode, events, share_at, sine};
+use common::{Route, Switch};
+use switchboard_media::CodecKind;
+
+/// Test RTP port (inside the test's block of 100, above SIPp's).
+fn acd_rtp(idx: u16) -> u16 {
+    40000 + idx * 100 + 80
+}
+
+const WEB_EXT: &str = r#"
+[[extension]]
+name = "web-sales"
+context = "web"
+when.var.link = '^sales$'
+actions = [
+  { header_add = { X-Merchant = "${merchant}", X-Link = "${link}", X-Session = "${session}", X-Page-Url = "${page_url}" } },
+  { bridge = { targets = ["gateway/gw1/sales"], timeout = 20 } },
+]
+"#;
+
+fn merchant_conf(http: u16, auth: &str) -> String {
+    format!(
+        r#"
+[webrtc]
+ip = "127.0.0.1"
+reconnect_grace = 2
+ip_calls_per_minute = 20
+ip_max_calls = 4
+[merchant.demo]
+context = "web"
+{auth}
+origins = ["http://127.0.0.1:{http}"]
+links = ["sales", "support"]
+destinations = ["18005550100"]
+"#
+    )
+}
+
+/// A 16-bit mono 48 kHz WAV of a sine: Chromium's fake microphone.
+fn tone_wav(path: &std::path::Path, freq: f64, secs: u32) {
+    let rate = 48_000u32;
+    let n = rate * secs;
+    let mut data = Vec::with_capacity(n as usize * 2);
+    for i in 0..n {
+        let v = (f64::from(i) * freq * 2.0 * std::f64::consts::PI / f64::from(rate)).sin() * 8000.0;
+        data.extend_from_slice(&(v as i16).to_le_bytes());
+    }
+    let mut w = Vec::new();
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&rate.to_le_bytes());
+    w.extend_from_slice(&(rate * 2).to_le_bytes());
+    w.extend_from_slice(&2u16.to_le_bytes());
+    w.extend_from_slice(&16u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    w.extend_from_slice(&data);
+    std::fs::write(path, w).expect("write wav");
+}
+
+fn start(name: &str, idx: u16, auth: &str) -> Switch {
+    let http = common::Ports::for_test(idx).http;
+    let conf = merchant_conf(http, auth);
+    let conf: &'static str = Box::leak(conf.into_boxed_str());
+    Switch::prepare(
+        name,
+        idx,
+        Route {
+            extensions: WEB_EXT,
+            codecs: r#"["PCMU", "PCMA", "opus", "telephone-event"]"#,
+            conf_extra: conf,
+            ..Route::default()
+        },
+    )
+}
+
+fn browser(sw: &Switch, name: &str) -> Browser {
+    let wav = sw.dir.join("mic.wav");
+    tone_wav(&wav, 700.0, 60);
+    let mut b = Browser::launch(name, &wav);
+    b.open(&format!("http://127.0.0.1:{}/demo/shop", sw.ports.http));
+    b.wait_for(
+        "!!document.querySelector('#sales button')",
+        Duration::from_secs(10),
+    );
+    b
+}
+
+/// Sets a fact on the "sales" tag (the loader reads them at click time) and clicks.
+fn click_sales(b: &mut Browser, facts: &[(&str, &str)]) {
+    for (k, v) in facts {
+        b.eval(&format!(
+            "document.querySelector('script[data-link=sales]').dataset.{k} = {v:?}"
+        ));
+    }
+    b.eval("document.querySelector('#sales button').click()");
+}
+
+const CALL: &str = "SwitchboardClient.calls[0]";
+
+fn inbound_energy(b: &mut Browser) -> f64 {
+    b.eval(&format!(
+        "(async () => {{ const s = await {CALL}.pc.getStats(); let e = 0; \
+         s.forEach(r => {{ if (r.type === 'inbound-rtp' && r.kind === 'audio') e = r.totalAudioEnergy || 0; }}); return e; }})()"
+    ))
+    .as_f64()
+    .unwrap_or(0.0)
+}
+
+fn addr(port: &serde_json::Value) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port.as_u64().expect("port") as u16))
+}
+
+#[test]
+fn browser_call_reaches_the_acd_with_its_facts_audio_flows_both_ways_dtmf_and_the_page_hangs_up() {
+    let idx = 50;
+    let mut sw = start("web-call", idx, "tokenless = true");
+    let pb = acd_rtp(idx);
+    let uas = sw.uas(
+        0,
+        "uas_web.xml",
+        1,
+        &[
+            "-key",
+            "rtp_port",
+            &pb.to_string(),
+            "-set",
+            "expect_merchant",
+            "demo",
+            "-set",
+            "expect_session",
+            "shopper-42",
+            "-set",
+            "bye_ms",
+            "0",
+        ],
+    );
+    sw.launch();
+    let mut b = browser(&sw, "call");
+    click_sales(&mut b, &[("session", "shopper-42"), ("processing", "off")]);
+    let call = sw.wait_media_up(Duration::from_secs(15));
+    assert_eq!(call["media"]["a"]["codec"], "opus", "{call}");
+    assert_eq!(call["media"]["b"]["codec"], "PCMU", "{call}");
+    b.wait_for(
+        &format!("{CALL}.state === 'connected'"),
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        b.eval("document.querySelector('.sb-c2c-status').textContent"),
+        "Connected"
+    );
+    // The ACD speaks (1 kHz) while it listens to the browser's microphone (700 Hz).
+    let sw_b = addr(&call["media"]["b"]["port"]);
+    let mut acd = RtpPeer::bind(pb);
+    let before = inbound_energy(&mut b);
+    let heard = acd.stream(sw_b, CodecKind::Pcmu, &sine(1000.0, 8000 * 3, 8000.0));
+    let pcm = decode(&heard, CodecKind::Pcmu);
+    assert!(pcm.len() > 8000, "the ACD heard {} samples", pcm.len());
+    let tail = &pcm[pcm.len() / 2..];
+    let share = share_at(tail, 700.0);
+    assert!(
+        share > 0.5,
+        "the browser's 700 Hz reached the ACD (share {share:.2})"
+    );
+    let after = inbound_energy(&mut b);
+    assert!(
+        after - before > 0.01,
+        "the browser received the ACD's audio (energy {before:.4} -> {after:.4})"
+    );
+    // A key on the panel's dial pad reaches the ACD as RFC 4733.
+    b.eval("document.querySelector('.sb-c2c-key[aria-label=\"key 5\"]').click()");
+    let got = acd.stream(sw_b, CodecKind::Pcmu, &[0; 8000 * 2]);
+    let evs = events(&got, 101);
+    assert!(
+        evs.iter().any(|e| e.event == 5 && e.end),
+        "the ACD got digit 5 as RFC 4733: {evs:?}"
+    );
+    // Hang-up from the page: the ACD gets the BYE (its scenario ends), the switch has no call.
+    b.eval("document.querySelector('.sb-c2c-hang').click()");
+    let (st, errs) = uas.wait(Duration::from_secs(10));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "ACD scenario failed:\n{errs}\n{}",
+        sw.log()
+    );
+    b.wait_for(&format!("{CALL}.ended === true"), Duration::from_secs(5));
+    let log = sw.log();
+    assert!(log.contains("hang-up from the widget"), "{log}");
+    sw.wait_call_count(0, Duration::from_secs(5));
+    assert!(sw.metric("switchboard_web_calls_total") >= 1.0);
+}
+
+#[test]
+fn the_acd_hangs_up_and_the_page_says_so() {
+    let idx = 51;
+    let mut sw = start("web-acd-bye", idx, "tokenless = true");
+    let pb = acd_rtp(idx);
+    let uas = sw.uas(
+        0,
+        "uas_web.xml",
+        1,
+        &[
+            "-key",
+            "rtp_port",
+            &pb.to_string(),
+            "-set",
+            "expect_merchant",
+            "demo",
+            "-set",
+            "expect_session",
+            "demo-visitor",
+            "-set",
+            "bye_ms",
+            "1500",
+        ],
+    );
+    sw.launch();
+    let mut b = browser(&sw, "acd-bye");
+    click_sales(&mut b, &[]);
+    b.wait_for(
+        &format!("{CALL}.state === 'connected'"),
+        Duration::from_secs(15),
+    );
+    let (st, errs) = uas.wait(Duration::from_secs(15));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "ACD scenario failed:\n{errs}\n{}",
+        sw.log()
+    );
+    b.wait_for(&format!("{CALL}.ended === true"), Duration::from_secs(5));
+    assert_eq!(b.eval(&format!("{CALL}.reason")), "normal");
+    assert_eq!(
+        b.eval("document.querySelector('.sb-c2c-status').textContent"),
+        "Call ended."
+    );
+    assert!(
+        b.eval(&format!("{CALL}.events.join(',')"))
+            .as_str()
+            .is_some_and(|e| e.contains("ringing")
+                && e.contains("answered")
+                && e.ends_with("hangup"))
+    );
+    sw.wait_call_count(0, Duration::from_secs(5));
+}
+
+#[test]
+fn bad_token_foreign_origin_and_forbidden_number_are_refused_before_any_invite() {
+    let idx = 52;
+    let mut sw = start("web-refused", idx, r#"secret = "merchant-secret""#);
+    sw.launch();
+    let mut b = browser(&sw, "refused");
+    // A forged token.
+    click_sales(
+        &mut b,
+        &[(
+            "token",
+            "4102444800.0000000000000000000000000000000000000000000000000000000000000000",
+        )],
+    );
+    b.wait_for(&format!("{CALL}.ended === true"), Duration::from_secs(10));
+    let status = b.eval("document.querySelector('.sb-c2c-status').textContent");
+    assert!(
+        status.as_str().is_some_and(|s| s.contains("token")),
+        "{status}"
+    );
+    b.eval(&format!("{CALL}.close()"));
+    // A number the merchant does not allow, with a valid token.
+    let tok = switchboard_webrtc::token::mint(
+        b"merchant-secret",
+        "demo",
+        "sales",
+        "demo-visitor",
+        4_102_444_800,
+    );
+    b.eval("SwitchboardClient.calls.length = 0");
+    click_sales(&mut b, &[("token", &tok), ("destination", "19005550199")]);
+    b.wait_for(&format!("{CALL}.ended === true"), Duration::from_secs(10));
+    let status = b.eval("document.querySelector('.sb-c2c-status').textContent");
+    assert!(
+        status
+            .as_str()
+            .is_some_and(|s| s.contains("cannot be called")),
+        "{status}"
+    );
+    // Another site's page (Origin) with a good token.
+    let url = format!("ws://127.0.0.1:{}/ws", sw.ports.http);
+    let mut req =
+        tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
+    req.headers_mut()
+        .insert("Origin", "https://evil.example".parse().unwrap());
+    let (mut ws, _) = tungstenite::connect(req).expect("ws");
+    let msg = serde_json::json!({"type": "call", "merchant": "demo", "link": "sales",
+        "session": "demo-visitor", "token": tok, "sdp": "v=0"});
+    ws.send(tungstenite::Message::text(msg.to_string()))
+        .unwrap();
+    let reply = ws.read().unwrap().into_text().unwrap();
+    assert!(reply.contains("origin_not_allowed"), "{reply}");
+    // None of it reached SIP.
+    assert_eq!(sw.metric("switchboard_calls_total"), 0.0);
+    assert!(!sw.log().contains("new call"), "{}", sw.log());
+    for reason in ["bad_token", "destination_not_allowed", "origin_not_allowed"] {
+        assert_eq!(
+            sw.metric(&format!(
+                "switchboard_web_refused_total{{reason=\"{reason}\"}}"
+            )),
+            1.0,
+            "{reason}"
+        );
+    }
+}
