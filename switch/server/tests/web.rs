@@ -324,3 +324,60 @@ fn bad_token_foreign_origin_and_forbidden_number_are_refused_before_any_invite()
         );
     }
 }
+
+/// The dominant frequency of what the browser hears (WebAudio on the remote stream).
+fn heard_peak_hz(b: &mut Browser) -> f64 {
+    b.eval(&format!(
+        "(async () => {{ const c = {CALL}; const ctx = new AudioContext(); await ctx.resume(); \
+         const src = ctx.createMediaStreamSource(c.audio.srcObject); const an = ctx.createAnalyser(); \
+         an.fftSize = 8192; src.connect(an); await new Promise(r => setTimeout(r, 1500)); \
+         const d = new Float32Array(an.frequencyBinCount); an.getFloatFrequencyData(d); \
+         let best = 0; for (let i = 1; i < d.length; i++) if (d[i] > d[best]) best = i; \
+         ctx.close(); return best * ctx.sampleRate / an.fftSize; }})()"
+    ))
+    .as_f64()
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn the_shipped_demo_call_center_plays_its_prompt_then_echoes_the_caller() {
+    let idx = 53;
+    let http = common::Ports::for_test(idx).http;
+    let conf: &'static str = Box::leak(merchant_conf(http, "tokenless = true").into_boxed_str());
+    // The shipped web dialplan, as is.
+    let mut sw = Switch::prepare(
+        "web-demo",
+        idx,
+        Route {
+            extensions: include_str!("../../../conf/dialplan/web.toml"),
+            codecs: r#"["PCMU", "PCMA", "opus", "telephone-event"]"#,
+            conf_extra: conf,
+            ..Route::default()
+        },
+    );
+    sw.launch();
+    let mut b = browser(&sw, "demo");
+    click_sales(&mut b, &[("processing", "off")]);
+    b.wait_for(
+        &format!("{CALL}.state === 'connected'"),
+        Duration::from_secs(15),
+    );
+    let call = sw.wait_a_media(Duration::from_secs(5));
+    assert_eq!(call["media"]["a"]["codec"], "opus", "{call}");
+    // The prompt (espeak-ng speech) first, then the caller's own 700 Hz comes back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let hz = heard_peak_hz(&mut b);
+        if (hz - 700.0).abs() < 30.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never heard the echo (peak at {hz:.0} Hz)\n{}",
+            sw.log()
+        );
+    }
+    assert!(sw.log().contains("echo"), "{}", sw.log());
+    b.eval("document.querySelector('.sb-c2c-hang').click()");
+    sw.wait_call_count(0, Duration::from_secs(5));
+}
