@@ -24,6 +24,8 @@
     this.state = "connecting";
     this.ended = false;
     this.events = [];
+    this.t0 = performance.now();
+    this.times = {}; // ms from the click to each message (benchmarks, diagnostics)
     this.ui();
   }
 
@@ -93,6 +95,7 @@
       var msg;
       try { msg = JSON.parse(m.data); } catch (e) { return; }
       self.events.push(msg.type);
+      if (!(msg.type in self.times)) self.times[msg.type] = performance.now() - self.t0;
       self.on(msg);
     };
     ws.onclose = function () {

@@ -381,3 +381,75 @@ fn the_shipped_demo_call_center_plays_its_prompt_then_echoes_the_caller() {
     b.eval("document.querySelector('.sb-c2c-hang').click()");
     sw.wait_call_count(0, Duration::from_secs(5));
 }
+
+/// Benchmark (on demand: `bench/web.sh`): click → ringing and click → audio at the ACD, over
+/// 20 calls on loopback; medians printed for docs/BENCHMARKS.md.
+#[test]
+#[ignore = "benchmark: run with bench/web.sh"]
+fn bench_click_to_ringing_and_audio() {
+    let idx = 54;
+    let runs = 20;
+    let mut sw = start("web-bench", idx, "tokenless = true");
+    let pb = acd_rtp(idx);
+    let uas = sw.uas(
+        0,
+        "uas_web.xml",
+        runs,
+        &[
+            "-key",
+            "rtp_port",
+            &pb.to_string(),
+            "-set",
+            "expect_merchant",
+            "demo",
+            "-set",
+            "expect_session",
+            "demo-visitor",
+            "-set",
+            "bye_ms",
+            "300",
+        ],
+    );
+    sw.launch();
+    let mut b = browser(&sw, "bench");
+    let acd = RtpPeer::bind(pb);
+    let (mut ringing, mut audio) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let clicked = std::time::Instant::now();
+        click_sales(&mut b, &[]);
+        let c = format!("SwitchboardClient.calls[{i}]");
+        // The first RTP packet from the browser at the ACD.
+        let mut heard = None;
+        while clicked.elapsed() < Duration::from_secs(10) {
+            if !acd.listen(Duration::from_millis(2)).is_empty() {
+                heard = Some(clicked.elapsed());
+                break;
+            }
+        }
+        audio.push(heard.expect("audio reached the ACD").as_secs_f64() * 1000.0);
+        b.wait_for(&format!("{c}.ended === true"), Duration::from_secs(10));
+        ringing.push(
+            b.eval(&format!("{c}.times.ringing"))
+                .as_f64()
+                .expect("ringing time"),
+        );
+        b.eval(&format!("{c}.close()"));
+        // Let the ACD's last packets drain.
+        acd.listen(Duration::from_millis(200));
+    }
+    let (st, errs) = uas.wait(Duration::from_secs(10));
+    assert!(st.is_some_and(|s| s.success()), "{errs}");
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "BENCH web: {runs} calls: click -> ringing median {:.1} ms (min {:.1}, max {:.1}); click -> audio at the ACD median {:.1} ms (min {:.1}, max {:.1})",
+        median(&mut ringing),
+        ringing[0],
+        ringing[ringing.len() - 1],
+        median(&mut audio),
+        audio[0],
+        audio[audio.len() - 1]
+    );
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The browser leg, on loopback: click -> ringing and click -> audio at the ACD (median of 20
+# calls, headless Chromium + SIPp ACD), and the widget's sizes. Needs chromium and sip-tester.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for f in modules/webrtc/web/c2c.js modules/webrtc/web/client.js; do
+  echo "$f: $(wc -c < "$f") bytes, $(gzip -9c "$f" | wc -c) gzipped"
+done
+cargo test --release -p switchboard --test web -- --ignored --nocapture bench_click 2>&1 | grep -E "BENCH|test result|panicked"
