@@ -453,3 +453,64 @@ fn bench_click_to_ringing_and_audio() {
         audio[audio.len() - 1]
     );
 }
+
+#[test]
+fn a_dropped_websocket_is_resumed_and_a_browser_gone_for_good_is_hung_up() {
+    let idx = 55;
+    let mut sw = start("web-drop", idx, "tokenless = true");
+    let pb = acd_rtp(idx);
+    let uas = sw.uas(
+        0,
+        "uas_web.xml",
+        1,
+        &[
+            "-key",
+            "rtp_port",
+            &pb.to_string(),
+            "-set",
+            "expect_merchant",
+            "demo",
+            "-set",
+            "expect_session",
+            "demo-visitor",
+            "-set",
+            "bye_ms",
+            "0",
+        ],
+    );
+    sw.launch();
+    let mut b = browser(&sw, "drop");
+    click_sales(&mut b, &[]);
+    b.wait_for(
+        &format!("{CALL}.state === 'connected'"),
+        Duration::from_secs(15),
+    );
+    // The WebSocket breaks: the widget resumes the call within the grace period.
+    b.eval(&format!("{CALL}.ws.close()"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !sw.log().contains("widget resumed the call") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no resume:\n{}",
+            sw.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(b.eval(&format!("{CALL}.ended")), false);
+    assert_eq!(sw.metric("switchboard_calls_active"), 1.0);
+    // The browser dies: the call outlives it for the grace period (2 s here), then the ACD
+    // gets its BYE.
+    drop(b);
+    let (st, errs) = uas.wait(Duration::from_secs(15));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "ACD scenario failed:\n{errs}\n{}",
+        sw.log()
+    );
+    let log = sw.log();
+    assert!(
+        log.contains("did not come back") || log.contains("browser media gone"),
+        "{log}"
+    );
+    sw.wait_call_count(0, Duration::from_secs(5));
+}
