@@ -724,3 +724,38 @@ impl WebCall {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_count_concurrency_and_rate_per_address_and_merchant() {
+        let mut l = Limits::default();
+        let t = Instant::now();
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let other: IpAddr = [10, 0, 0, 2].into();
+        // Two at once from one address.
+        assert!(l.admit(t, ip, 2, 10, "acme", 100, 100).is_ok());
+        assert!(l.admit(t, ip, 2, 10, "acme", 100, 100).is_ok());
+        let e = l.admit(t, ip, 2, 10, "acme", 100, 100).unwrap_err();
+        assert!(e.contains("at once from your network"), "{e}");
+        // Another address is not affected; the merchant's cap is.
+        assert!(l.admit(t, other, 2, 10, "acme", 3, 100).is_ok());
+        let e = l.admit(t, other, 2, 10, "acme", 3, 100).unwrap_err();
+        assert!(e.contains("to this merchant"), "{e}");
+        // Hang-ups free the slots; the per-minute count stays until the minute is over.
+        l.release(ip, "acme");
+        l.release(ip, "acme");
+        for _ in 0..8 {
+            assert!(l.admit(t, ip, 100, 10, "acme", 100, 100).is_ok());
+            l.release(ip, "acme");
+        }
+        let e = l.admit(t, ip, 100, 10, "acme", 100, 100).unwrap_err();
+        assert!(e.contains("last minute"), "{e}");
+        assert!(
+            l.admit(t + Duration::from_secs(61), ip, 100, 10, "acme", 100, 100)
+                .is_ok()
+        );
+    }
+}
