@@ -209,8 +209,17 @@ impl WebLeg {
         Bytes::from(v)
     }
 
-    /// The browser hung up (button, closed panel, WebSocket gone for good).
+    /// The browser hung up (button, closed panel).
     pub fn hangup(&mut self) {
+        self.hangup_with(None);
+    }
+
+    /// The browser leg ends with a cause (Q.850 in the BYE's Reason, RFC 3326): e.g. 38
+    /// NETWORK_OUT_OF_ORDER when the widget's connection or the media is gone for good.
+    pub fn hangup_with(&mut self, cause: Option<(u16, &str)>) {
+        let reason = cause
+            .map(|(c, text)| format!("Reason: Q.850;cause={c};text=\"{text}\"\r\n"))
+            .unwrap_or_default();
         match self.state {
             State::Calling | State::Early => {
                 // CANCEL: same branch and Request-URI as the INVITE (RFC 3261 §9.1).
@@ -219,7 +228,7 @@ impl WebLeg {
                     &self.ruri.clone(),
                     1,
                     &self.branch.clone(),
-                    "",
+                    &reason,
                     false,
                 );
                 self.to_tag = None;
@@ -230,7 +239,7 @@ impl WebLeg {
                 self.cseq += 1;
                 let target = self.remote_target.clone().unwrap_or(self.ruri.clone());
                 let branch = format!("{}b{}", self.branch, self.cseq);
-                let msg = self.request(Method::Bye, &target, self.cseq, &branch, "", false);
+                let msg = self.request(Method::Bye, &target, self.cseq, &branch, &reason, false);
                 self.out.push_back(msg);
                 self.end(Reason::Normal, 200, None);
             }

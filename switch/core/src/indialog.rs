@@ -62,8 +62,10 @@ impl Engine {
             Method::Bye => {
                 self.respond(now, id, 200, None);
                 self.calls.insert(call_ref, call);
-                info!(?side, "BYE");
-                self.teardown(now, call_ref, Cause::NormalClearing, Some(side));
+                // RFC 3326: a Q.850 cause in the BYE says why (a browser gone, a timer...).
+                let cause = reason_cause(&req.headers).unwrap_or(Cause::NormalClearing);
+                info!(?side, cause = cause.name(), "BYE");
+                self.teardown(now, call_ref, cause, Some(side));
             }
             Method::Invite if call.reinvite_from.is_some() || call.state != CallState::Up => {
                 // §14.2: one re-INVITE at a time.
@@ -374,5 +376,37 @@ fn copy_relayed_headers(from: &switchboard_sip::Headers, to: &mut switchboard_si
         if keep {
             to.0.push(h.clone());
         }
+    }
+}
+
+/// The cause of a `Reason: Q.850;cause=N` header (RFC 3326), when it names one we know.
+pub(crate) fn reason_cause(h: &switchboard_sip::Headers) -> Option<Cause> {
+    h.all(&switchboard_sip::Name::Reason)
+        .flat_map(|v| v.split(','))
+        .filter(|v| v.trim_start().to_ascii_uppercase().starts_with("Q.850"))
+        .find_map(|v| {
+            v.split(';')
+                .find_map(|p| p.trim().strip_prefix("cause="))
+                .and_then(|c| c.trim().parse::<u16>().ok())
+        })
+        .and_then(|n| Cause::ALL.iter().copied().find(|c| c.q850() == n))
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::*;
+
+    #[test]
+    fn a_q850_reason_gives_the_cause_and_anything_else_none() {
+        let mut h = switchboard_sip::Headers::default();
+        assert_eq!(reason_cause(&h), None);
+        h.push(
+            switchboard_sip::Name::Reason,
+            "SIP;cause=200;text=\"x\", Q.850;cause=38;text=\"NETWORK_OUT_OF_ORDER\"",
+        );
+        assert_eq!(reason_cause(&h), Some(Cause::NetworkOutOfOrder));
+        let mut h = switchboard_sip::Headers::default();
+        h.push(switchboard_sip::Name::Reason, "Q.850;cause=999");
+        assert_eq!(reason_cause(&h), None);
     }
 }

@@ -29,6 +29,9 @@ use tracing::{Instrument, debug, info, warn};
 use crate::config::Web;
 use crate::shell::NetIn;
 
+/// The cause of a browser leg whose widget or media is gone for good (in the BYE's Reason).
+const GONE: (u16, &str) = (38, "NETWORK_OUT_OF_ORDER");
+
 /// How long a new WebSocket may take to say what it wants.
 const FIRST_MESSAGE: Duration = Duration::from_secs(10);
 
@@ -659,7 +662,7 @@ impl WebCall {
                     if self.grace_until.is_some_and(|g| g <= now) {
                         info!("widget did not come back: hanging up");
                         self.grace_until = None;
-                        self.leg.hangup();
+                        self.leg.hangup_with(Some(GONE));
                     }
                 }
             }
@@ -689,7 +692,7 @@ impl WebCall {
                 PeerOutput::Disconnected => {
                     if !self.leg.is_terminated() {
                         info!("browser media gone (ICE or DTLS closed): hanging up");
-                        self.leg.hangup();
+                        self.leg.hangup_with(Some(GONE));
                     }
                 }
             }

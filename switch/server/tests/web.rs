@@ -513,4 +513,21 @@ fn a_dropped_websocket_is_resumed_and_a_browser_gone_for_good_is_hung_up() {
         "{log}"
     );
     sw.wait_call_count(0, Duration::from_secs(5));
+    // The call's record says why: the caller's side went away (Q.850 38 in the leg's BYE).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let body =
+            common::http_get_auth(sw.ports.http, "/api/v1/cdrs", "test-token").unwrap_or_default();
+        let rows: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if let Some(r) = rows
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["ended"].is_string()))
+        {
+            assert_eq!(r["cause"], "NETWORK_OUT_OF_ORDER", "{r}");
+            assert_eq!(r["hangup_side"], "caller", "{r}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no record: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
