@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 for f in modules/webrtc/web/c2c.js modules/webrtc/web/client.js; do
   echo "$f: $(wc -c < "$f") bytes, $(gzip -9c "$f" | wc -c) gzipped"
 done
-cargo test --release -p switchboard --test web -- --ignored --nocapture bench_click 2>&1 | grep -E "BENCH|test result|panicked"
+cargo test --release -p switchboard --test web -- --ignored --nocapture --test-threads 1 bench_ 2>&1 | grep -E "BENCH|test result|panicked"

@@ -373,6 +373,12 @@ async fn session(web: Arc<WebShared>, mut ws: WebSocket, origin: Option<String>,
     }
 }
 
+/// The Local address of browser call `n`: `0.x.y.z:0`, which no network peer can have,
+/// unique among the last 16 million calls (never 0.0.0.0).
+fn local_addr(n: u32) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::from(n % 0x00ff_ffff + 1)), 0)
+}
+
 fn constant_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
@@ -505,8 +511,7 @@ async fn place(
         Ok(p) => p,
         Err(e) => return refuse(&web, ws, ErrorCode::BadOffer, e.to_string()).await,
     };
-    // A Local address no network peer can have: 0.x.y.z:0.
-    let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(n & 0x00ff_ffff | 0x0000_0001)), 0);
+    let local = local_addr(n);
     let leg = WebLeg::invite(&facts, local, &id, peer.inner_sdp(inner_addr, 1));
     let span = tracing::info_span!("web", call = %id, call_id = %leg.call_id(), merchant = %facts.merchant, link = %facts.link);
     let (sip_tx, sip_rx) = mpsc::channel(64);
@@ -731,6 +736,16 @@ impl WebCall {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_addresses_are_unique_and_never_a_network_address() {
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..100_000u32 {
+            let a = local_addr(n);
+            assert!(seen.insert(a), "{a} twice");
+            assert!(matches!(a.ip(), IpAddr::V4(v) if v.octets()[0] == 0 && !v.is_unspecified()));
+        }
+    }
 
     #[test]
     fn limits_count_concurrency_and_rate_per_address_and_merchant() {

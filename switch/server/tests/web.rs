@@ -31,13 +31,17 @@ actions = [
 "#;
 
 fn merchant_conf(http: u16, auth: &str) -> String {
+    merchant_conf_max(http, auth, 4)
+}
+
+fn merchant_conf_max(http: u16, auth: &str, ip_max: usize) -> String {
     format!(
         r#"
 [webrtc]
 ip = "127.0.0.1"
 reconnect_grace = 2
 ip_calls_per_minute = 20
-ip_max_calls = 4
+ip_max_calls = {ip_max}
 [merchant.demo]
 context = "web"
 {auth}
@@ -530,4 +534,179 @@ fn a_dropped_websocket_is_resumed_and_a_browser_gone_for_good_is_hung_up() {
         assert!(std::time::Instant::now() < deadline, "no record: {body}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Starts `k` more calls from the page at once, each in a panel of its own.
+fn more_calls(b: &mut Browser, k: usize) {
+    for _ in 0..k {
+        b.eval(
+            "SwitchboardClient.start(document.body.appendChild(document.createElement('div')), \
+             {base: location.origin, merchant: 'demo', link: 'sales', session: 'demo-visitor', token: '', \
+              destination: '', processing: true, trail: []})",
+        );
+    }
+}
+
+#[test]
+fn concurrent_browser_calls_each_get_their_own_leg() {
+    let idx = 57;
+    let http = common::Ports::for_test(idx).http;
+    let conf: &'static str =
+        Box::leak(merchant_conf_max(http, "tokenless = true", 3).into_boxed_str());
+    let mut sw = Switch::prepare(
+        "web-many",
+        idx,
+        Route {
+            extensions: WEB_EXT,
+            codecs: r#"["PCMU", "PCMA", "opus", "telephone-event"]"#,
+            conf_extra: conf,
+            ..Route::default()
+        },
+    );
+    let pb = acd_rtp(idx);
+    let uas = sw.uas(
+        0,
+        "uas_web.xml",
+        3,
+        &[
+            "-key",
+            "rtp_port",
+            &pb.to_string(),
+            "-set",
+            "expect_merchant",
+            "demo",
+            "-set",
+            "expect_session",
+            "demo-visitor",
+            "-set",
+            "bye_ms",
+            "0",
+        ],
+    );
+    sw.launch();
+    let mut b = browser(&sw, "many");
+    click_sales(&mut b, &[]);
+    b.wait_for(
+        &format!("{CALL}.state === 'connected'"),
+        Duration::from_secs(15),
+    );
+    more_calls(&mut b, 2);
+    b.wait_for(
+        "SwitchboardClient.calls.filter(c => c.state === 'connected').length === 3",
+        Duration::from_secs(15),
+    );
+    assert_eq!(sw.metric("switchboard_calls_active"), 3.0);
+    // A fourth from the same address is over `ip_max_calls = 3`: refused in plain words.
+    more_calls(&mut b, 1);
+    b.wait_for(
+        "SwitchboardClient.calls.some(c => c.ended && /too many calls/.test(c.status.textContent))",
+        Duration::from_secs(15),
+    );
+    b.eval("SwitchboardClient.calls.forEach(c => c.hangup())");
+    let (st, errs) = uas.wait(Duration::from_secs(15));
+    assert!(st.is_some_and(|s| s.success()), "{errs}\n{}", sw.log());
+    sw.wait_call_count(0, Duration::from_secs(10));
+    assert_eq!(
+        sw.metric("switchboard_web_refused_total{reason=\"rate_limited\"}"),
+        1.0
+    );
+}
+
+/// CPU time (user + system) of a process, from /proc, in milliseconds.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').expect("stat") + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks * 1000.0 / 100.0
+}
+
+/// Benchmark (on demand: `bench/web.sh`): the switch's CPU per concurrent browser call, both
+/// directions flowing (browser Opus 48 kHz <-> ACD PCMU 8 kHz: str0m SRTP + transcoding).
+#[test]
+#[ignore = "benchmark: run with bench/web.sh"]
+fn bench_cpu_per_browser_call() {
+    let n: usize = std::env::var("BENCH_WEB_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let idx = 56;
+    let http = common::Ports::for_test(idx).http;
+    let conf: &'static str =
+        Box::leak(merchant_conf_max(http, "tokenless = true", n + 1).into_boxed_str());
+    let mut sw = Switch::prepare(
+        "web-cpu",
+        idx,
+        Route {
+            extensions: WEB_EXT,
+            codecs: r#"["PCMU", "PCMA", "opus", "telephone-event"]"#,
+            conf_extra: conf,
+            ..Route::default()
+        },
+    );
+    let pb = acd_rtp(idx);
+    let uas = sw.uas(
+        0,
+        "uas_web.xml",
+        n as u32,
+        &[
+            "-key",
+            "rtp_port",
+            &pb.to_string(),
+            "-set",
+            "expect_merchant",
+            "demo",
+            "-set",
+            "expect_session",
+            "demo-visitor",
+            "-set",
+            "bye_ms",
+            "0",
+        ],
+    );
+    sw.launch();
+    let pid = sw.pid().expect("pid");
+    let mut b = browser(&sw, "cpu");
+    click_sales(&mut b, &[]);
+    b.wait_for(
+        &format!("{CALL}.state === 'connected'"),
+        Duration::from_secs(15),
+    );
+    more_calls(&mut b, n - 1);
+    b.wait_for(
+        &format!("SwitchboardClient.calls.filter(c => c.state === 'connected').length === {n}"),
+        Duration::from_secs(30),
+    );
+    // The ACD speaks on every call.
+    let (_, out) = sw.ctl(&["calls"]);
+    let calls: Vec<serde_json::Value> = serde_json::from_str(&out).expect("calls");
+    assert_eq!(calls.len(), n, "{out}");
+    let talkers: Vec<_> = calls
+        .iter()
+        .map(|c| {
+            let to = addr(&c["media"]["b"]["port"]);
+            std::thread::spawn(move || {
+                let mut p = RtpPeer::bind(0);
+                p.stream(to, CodecKind::Pcmu, &sine(1000.0, 8000 * 14, 6000.0));
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let (c0, t0) = (cpu_ms(pid), std::time::Instant::now());
+    std::thread::sleep(Duration::from_secs(10));
+    let (c1, t1) = (cpu_ms(pid), std::time::Instant::now());
+    for t in talkers {
+        let _ = t.join();
+    }
+    let secs = (t1 - t0).as_secs_f64();
+    let per_call = (c1 - c0) / secs / n as f64;
+    println!(
+        "BENCH web cpu: {n} browser calls, both directions: switch CPU {:.1} ms/s in all, {per_call:.2} ms per call-second ({:.0} calls per core)",
+        (c1 - c0) / secs,
+        1000.0 / per_call
+    );
+    b.eval("SwitchboardClient.calls.forEach(c => c.hangup())");
+    let (st, errs) = uas.wait(Duration::from_secs(15));
+    assert!(st.is_some_and(|s| s.success()), "{errs}");
 }

@@ -220,6 +220,11 @@ transport = "{t}"
             .unwrap_or(0.0)
     }
 
+    /// The switch's process ID (benchmarks read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Waits until `switchboard_calls_active` is `n`.
     pub fn wait_call_count(&self, n: usize, within: Duration) {
         let deadline = Instant::now() + within;
