@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use crate::leg::WebFacts;
-use crate::signal::{CallRequest, ErrorCode};
+use crate::signal::{CallRequest, ErrorCode, WebContext};
 use crate::token;
 
 /// `[merchant.<id>]` in switchboard.toml.
@@ -38,6 +38,16 @@ pub struct MerchantConfig {
     /// Caller name presented on the SIP leg.
     #[serde(default = "default_caller_name")]
     pub caller_name: String,
+    /// Cookies the widget may send as context, by name (none by default).
+    #[serde(default)]
+    pub context_cookies: Vec<String>,
+    /// Form fields the widget may send as context, by name (none by default).
+    #[serde(default)]
+    pub context_fields: Vec<String>,
+    /// The merchant's CRM API keys, hashed: `"sha256:<hex>"` (`switchboard apikey` makes one).
+    /// Several at once: add the new one, reload, move the CRM over, remove the old one.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
 }
 
 fn default_context() -> String {
@@ -60,6 +70,51 @@ pub type Refusal = (ErrorCode, String);
 pub const MAX_URL: usize = 2048;
 /// Longest session ID.
 pub const MAX_SESSION: usize = 128;
+/// Most pages in a trail, cookies, or form fields.
+pub const MAX_ITEMS: usize = 10;
+/// Longest cookie value.
+pub const MAX_COOKIE: usize = 256;
+/// Longest form field value (characters).
+pub const MAX_FIELD: usize = 512;
+
+fn context_ok(c: &WebContext, cookies: &[String], fields: &[String]) -> Result<(), String> {
+    if c.trail.len() > MAX_ITEMS || c.cookies.len() > MAX_ITEMS || c.fields.len() > MAX_ITEMS {
+        return Err(format!(
+            "context: at most {MAX_ITEMS} pages, cookies and form fields each"
+        ));
+    }
+    if let Some(u) = c.trail.iter().find(|u| u.is_empty() || !url_ok(u)) {
+        return Err(format!(
+            "context trail: {:?} is not an http(s) URL of at most {MAX_URL} characters",
+            u.chars().take(80).collect::<String>()
+        ));
+    }
+    for (name, value) in &c.cookies {
+        if !cookies.contains(name) {
+            return Err(format!(
+                "context: cookie {name:?} is not collected for this merchant"
+            ));
+        }
+        if value.len() > MAX_COOKIE || !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(format!(
+                "context: cookie {name:?} must be printable ASCII of at most {MAX_COOKIE} bytes"
+            ));
+        }
+    }
+    for (name, value) in &c.fields {
+        if !fields.contains(name) {
+            return Err(format!(
+                "context: form field {name:?} is not collected for this merchant"
+            ));
+        }
+        if value.chars().count() > MAX_FIELD || value.chars().any(char::is_control) {
+            return Err(format!(
+                "context: form field {name:?} must be at most {MAX_FIELD} characters, without control characters"
+            ));
+        }
+    }
+    Ok(())
+}
 
 fn id_ok(s: &str, max: usize) -> bool {
     !s.is_empty()
@@ -119,6 +174,8 @@ impl MerchantConfig {
                 format!("session must be 1 to {MAX_SESSION} letters, digits or - _ . @"),
             ));
         }
+        context_ok(&req.context, &self.context_cookies, &self.context_fields)
+            .map_err(|e| (ErrorCode::BadField, e))?;
         for (name, v) in [("page_url", &req.page_url), ("referrer", &req.referrer)] {
             if !url_ok(v) {
                 return Err((
@@ -210,6 +267,15 @@ impl MerchantConfig {
                 ));
             }
         }
+        for k in &self.api_keys {
+            let hex = k.strip_prefix("sha256:").unwrap_or("");
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                p.push(format!(
+                    "merchant {id}: api key {:?} is not \"sha256:<64 hex digits>\" (make one with `switchboard apikey`)",
+                    k.chars().take(16).collect::<String>()
+                ));
+            }
+        }
         if !id_ok(&self.context, 64) {
             p.push(format!(
                 "merchant {id}: context {:?} is not a context name",
@@ -235,6 +301,9 @@ mod tests {
             max_calls: 10,
             calls_per_minute: 60,
             caller_name: "Web caller".into(),
+            context_cookies: vec!["cart".into()],
+            context_fields: vec!["email".into()],
+            api_keys: vec![],
         }
     }
 
@@ -305,6 +374,70 @@ mod tests {
     }
 
     #[test]
+    fn context_is_bounded_and_only_opted_in_names_pass() {
+        let m = acme();
+        let t = token::mint(b"k", "acme", "sales", "s1", 100);
+        let o = Some("https://shop.example");
+        let mut r = req(t);
+        r.context.trail = vec![
+            "https://shop.example/a".into(),
+            "https://shop.example/b".into(),
+        ];
+        r.context.cookies.insert("cart".into(), "c-77".into());
+        r.context
+            .fields
+            .insert("email".into(), "ann@example.com".into());
+        assert!(m.admit("acme", &r, o, "", 50).is_ok());
+        let refused = |f: &dyn Fn(&mut CallRequest)| {
+            let mut r2 = r.clone();
+            f(&mut r2);
+            let (code, msg) = m.admit("acme", &r2, o, "", 50).unwrap_err();
+            assert_eq!(code, ErrorCode::BadField);
+            msg
+        };
+        assert!(
+            refused(&|r| {
+                r.context.cookies.insert("session_token".into(), "x".into());
+            })
+            .contains("not collected")
+        );
+        assert!(
+            refused(&|r| {
+                r.context.fields.insert("password".into(), "x".into());
+            })
+            .contains("not collected")
+        );
+        assert!(
+            refused(&|r| {
+                r.context
+                    .cookies
+                    .insert("cart".into(), "a".repeat(MAX_COOKIE + 1));
+            })
+            .contains("printable")
+        );
+        assert!(
+            refused(&|r| {
+                r.context
+                    .fields
+                    .insert("email".into(), "a\r\nX-Evil: 1".into());
+            })
+            .contains("control")
+        );
+        assert!(
+            refused(&|r| {
+                r.context.trail.push("javascript:alert(1)".into());
+            })
+            .contains("trail")
+        );
+        assert!(
+            refused(&|r| {
+                r.context.trail = vec!["https://a.example/".into(); MAX_ITEMS + 1];
+            })
+            .contains("at most")
+        );
+    }
+
+    #[test]
     fn tokenless_merchants_take_calls_without_a_token_but_still_check_a_given_one() {
         let mut m = acme();
         m.tokenless = true;
@@ -336,7 +469,8 @@ mod tests {
         m.secret = None;
         m.origins = vec!["https://shop.example/".into()];
         m.destinations = vec!["call-me".into()];
+        m.api_keys = vec!["plain-text-key".into()];
         let p = m.problems("acme");
-        assert_eq!(p.len(), 3, "{p:?}");
+        assert_eq!(p.len(), 4, "{p:?}");
     }
 }

@@ -11,7 +11,7 @@ pub const MAX_FRAME: usize = 32 * 1024;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMsg {
     /// Place a call.
-    Call(CallRequest),
+    Call(Box<CallRequest>),
     /// Hang up (button, panel closed).
     Hangup,
     /// Take over a live call after the WebSocket dropped (within the grace period).
@@ -48,6 +48,24 @@ pub struct CallRequest {
     pub referrer: String,
     /// The browser's SDP offer.
     pub sdp: String,
+    /// More about the visit, for the call center's CRM (only what the merchant opted in to).
+    #[serde(default)]
+    pub context: WebContext,
+}
+
+/// What the widget collected about the visit (`context` of a `call`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebContext {
+    /// The tab's recent pages, oldest first (the loader keeps them in sessionStorage).
+    #[serde(default)]
+    pub trail: Vec<String>,
+    /// Cookies by name: only names the merchant lists in `context_cookies`.
+    #[serde(default)]
+    pub cookies: std::collections::BTreeMap<String, String>,
+    /// Form fields by name: only names the merchant lists in `context_fields`.
+    #[serde(default)]
+    pub fields: std::collections::BTreeMap<String, String>,
 }
 
 /// Why a call ended, in the words the widget shows.

@@ -46,6 +46,17 @@ pub fn mint(secret: &[u8], merchant: &str, link: &str, session: &str, expiry: u6
     s
 }
 
+/// The stored form of a CRM API key: `sha256:<hex>` (keys are never stored in clear).
+pub fn key_hash(key: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(key.as_bytes());
+    let mut s = String::from("sha256:");
+    for b in d {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
 /// Checks a token at `now` (Unix seconds). The comparison is constant-time.
 pub fn verify(
     token: &str,
@@ -126,6 +137,15 @@ mod tests {
                 "{t}"
             );
         }
+    }
+
+    #[test]
+    fn keys_are_stored_as_their_sha256() {
+        // printf abc | sha256sum
+        assert_eq!(
+            key_hash("abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

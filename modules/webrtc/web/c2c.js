@@ -3,7 +3,9 @@
  *         data-session="..." data-token="..." async></script>
  * Optional: data-target (CSS selector of an element to put the button in), data-label,
  * data-color, data-background, data-destination, data-processing="off" (no echo
- * cancellation / noise suppression / gain control: for tests with tones).
+ * cancellation / noise suppression / gain control: for tests with tones), data-cookies and
+ * data-fields (names of cookies / form fields sent as context: the merchant's config must
+ * opt in to each name, or the call is refused).
  * The button carries the facts before any click; the click opens a panel and fetches the
  * media client (versioned URL, cached for good), which places the call. */
 (function () {
@@ -39,6 +41,26 @@
       ".sb-c2c-pad{display:grid;grid-template-columns:repeat(3,1fr)}" +
       ".sb-c2c-status{font-weight:600;margin-bottom:.5em}.sb-c2c-hang{background:#c22!important;color:#fff}";
     document.head.appendChild(s);
+  }
+
+  function names(list) {
+    return (list || "").split(",").map(function (n) { return n.trim(); }).filter(Boolean);
+  }
+
+  // Only what the tag names: cookies and form fields, at click time.
+  function context(d) {
+    var c = { trail: trail(), cookies: {}, fields: {} };
+    var jar = {};
+    document.cookie.split(";").forEach(function (kv) {
+      var i = kv.indexOf("=");
+      if (i > 0) jar[kv.slice(0, i).trim()] = decodeURIComponent(kv.slice(i + 1).trim());
+    });
+    names(d.cookies).forEach(function (n) { if (n in jar) c.cookies[n] = jar[n]; });
+    names(d.fields).forEach(function (n) {
+      var f = document.querySelector('[name="' + n.replace(/["\\]/g, "") + '"]');
+      if (f && typeof f.value === "string" && f.value) c.fields[n] = f.value;
+    });
+    return c;
   }
 
   var loading = null;
@@ -97,7 +119,7 @@
         token: d.token || "",
         destination: d.destination || "",
         processing: d.processing !== "off",
-        trail: trail(),
+        context: context(d),
         onEnd: function () { b.removeAttribute("aria-busy"); }
       };
       loadClient().then(function (c) { c.start(p, opts); }, function (e) {

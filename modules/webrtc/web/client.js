@@ -83,6 +83,7 @@
     this.connect(JSON.stringify({
       type: "call", merchant: o.merchant, link: o.link, session: o.session, token: o.token,
       destination: o.destination, page_url: location.href, referrer: document.referrer,
+      context: o.context || { trail: [], cookies: {}, fields: {} },
       sdp: pc.localDescription.sdp
     }));
   };

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -59,6 +59,22 @@ pub async fn serve(
     Ok(())
 }
 
+/// Constant-time comparison: tokens guard call control and callers' data.
+fn constant_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
 #[allow(clippy::result_large_err)] // axum's Response is a handler's natural error
 fn authorized(app: &App, headers: &HeaderMap) -> Result<(), Response> {
     let Some(token) = &app.token else {
@@ -68,22 +84,108 @@ fn authorized(app: &App, headers: &HeaderMap) -> Result<(), Response> {
         )
             .into_response());
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    // Constant-time comparison: the token guards call control.
-    let ok = given.is_some_and(|g| {
-        g.len() == token.len()
-            && g.bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    });
-    if ok {
+    if bearer(headers).is_some_and(|g| constant_eq(g, token)) {
         Ok(())
     } else {
         Err((StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response())
+    }
+}
+
+/// Who is asking: ops (the admin token) or a merchant's CRM (one of its API keys).
+enum Scope {
+    Admin,
+    Merchant(String),
+}
+
+#[allow(clippy::result_large_err)]
+fn scope(app: &App, headers: &HeaderMap) -> Result<Scope, Response> {
+    let Some(given) = bearer(headers) else {
+        return Err((StatusCode::UNAUTHORIZED, "missing bearer token\n").into_response());
+    };
+    if app.token.as_deref().is_some_and(|t| constant_eq(given, t)) {
+        return Ok(Scope::Admin);
+    }
+    if let Some(web) = &app.web {
+        // Keys are stored hashed: compare hashes (a leaked config reveals no key).
+        let hash = switchboard_webrtc::token::key_hash(given);
+        let cfg = web
+            .cfg
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (id, m) in &cfg.merchants {
+            if m.api_keys.iter().any(|k| constant_eq(k, &hash)) {
+                return Ok(Scope::Merchant(id.clone()));
+            }
+        }
+    }
+    Err((StatusCode::UNAUTHORIZED, "wrong bearer token or API key\n").into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallsQuery {
+    ani: Option<String>,
+    at: Option<String>,
+    call_id: Option<String>,
+    session: Option<String>,
+}
+
+/// A CRM's look-up: the newest call matching, within the key's merchant.
+async fn lookup(app: &App, scope: Scope, q: CallsQuery) -> Response {
+    let until_ms = match q.at.as_deref().map(crate::storage::parse_time).transpose() {
+        Ok(t) => t.map(|t| t + 1),
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e}))).into_response();
+        }
+    };
+    let merchant = match scope {
+        Scope::Admin => None,
+        Scope::Merchant(m) => Some(m),
+    };
+    let filter = crate::storage::CdrFilter {
+        ani: q.ani,
+        call_id: q.call_id,
+        session: q.session,
+        until_ms,
+        merchant,
+        limit: Some(1),
+        ..Default::default()
+    };
+    let db = app.db.clone();
+    match tokio::task::spawn_blocking(move || crate::storage::query(&db, &filter)).await {
+        Ok(Ok(mut rows)) if !rows.is_empty() => axum::Json(rows.swap_remove(0)).into_response(),
+        // Another merchant's call looks exactly like no call: 404, never 403.
+        Ok(Ok(_)) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "no call matches"})),
+        )
+            .into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// A merchant's calls in progress, with their context.
+async fn merchant_calls(app: &App, merchant: String) -> Response {
+    let filter = crate::storage::CdrFilter {
+        merchant: Some(merchant),
+        active: true,
+        limit: Some(1000),
+        ..Default::default()
+    };
+    let db = app.db.clone();
+    match tokio::task::spawn_blocking(move || crate::storage::query(&db, &filter)).await {
+        Ok(Ok(rows)) => axum::Json(rows).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
@@ -113,9 +215,30 @@ async fn metrics(State(app): State<App>) -> Response {
     }
 }
 
-async fn calls(State(app): State<App>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&app, &headers) {
-        return r;
+async fn calls(
+    State(app): State<App>,
+    headers: HeaderMap,
+    q: Result<Query<CallsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let scope = match scope(&app, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": e.body_text()})),
+            )
+                .into_response();
+        }
+    };
+    if q.ani.is_some() || q.call_id.is_some() || q.session.is_some() {
+        return lookup(&app, scope, q).await;
+    }
+    if let Scope::Merchant(m) = scope {
+        return merchant_calls(&app, m).await;
     }
     match ask(&app, Command::Calls).await {
         Ok(calls) => {
@@ -229,6 +352,7 @@ async fn cdrs(
         ani: q.ani,
         call_id: q.call_id,
         limit: Some(q.limit.unwrap_or(1000).min(100_000)),
+        ..Default::default()
     };
     let db = app.db.clone();
     let rows = tokio::task::spawn_blocking(move || crate::storage::query(&db, &filter)).await;

@@ -77,6 +77,27 @@ enum Cmd {
         #[command(subcommand)]
         what: CtlCmd,
     },
+    /// Make a merchant CRM API key: prints the key (give it to the CRM) and the line for
+    /// `[merchant.ID] api_keys` (only the hash is stored).
+    Apikey,
+    /// Mint a call token for a button (what a merchant's server does; for tests and demos).
+    Token {
+        /// The merchant's secret.
+        #[arg(long)]
+        secret: String,
+        /// Merchant ID.
+        #[arg(long)]
+        merchant: String,
+        /// Link ID.
+        #[arg(long)]
+        link: String,
+        /// Session ID.
+        #[arg(long, default_value = "")]
+        session: String,
+        /// Valid for this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
     /// Call records (read from the database; the switch may be running).
     Cdr {
         #[command(subcommand)]
@@ -165,6 +186,21 @@ fn main() -> ExitCode {
         ),
         Cmd::Ctl { what } => ctl(&cli.conf, what),
         Cmd::Cdr { what } => cdr(&cli.conf, what),
+        Cmd::Apikey => apikey(),
+        Cmd::Token {
+            secret,
+            merchant,
+            link,
+            session,
+            ttl,
+        } => {
+            let exp = jiff::Timestamp::now().as_second().max(0) as u64 + ttl;
+            println!(
+                "{}",
+                switchboard_webrtc::token::mint(secret.as_bytes(), &merchant, &link, &session, exp)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
@@ -339,6 +375,20 @@ fn cdr(conf: &std::path::Path, what: CdrCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn apikey() -> anyhow::Result<ExitCode> {
+    let mut b = [0u8; 24];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+    let key: String = std::iter::once("sbk_".to_owned())
+        .chain(b.iter().map(|x| format!("{x:02x}")))
+        .collect();
+    println!("key (give it to the CRM; it is not stored): {key}");
+    println!(
+        "for switchboard.toml, [merchant.ID]: api_keys = [\"{}\"]",
+        switchboard_webrtc::token::key_hash(&key)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -372,7 +422,10 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         let (udp, tcp) = (l.engine.udp, l.engine.tcp);
         let media_ip = l.engine.media_ip;
         let mut engine = Engine::new(l.engine, Arc::new(l.dialplan), l.gateways, seed());
-        let web = l.web.map(|w| web::WebShared::new(w, net_tx.clone(), engine.port_pool(), media_ip));
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let (storage, resting) = storage::Storage::open(&l.storage, now_ms)
+            .map_err(|e| anyhow::anyhow!("call records: {e} (set [storage] path in switchboard.toml)"))?;
+        let web = l.web.map(|w| web::WebShared::new(w, net_tx.clone(), engine.port_pool(), media_ip, Some(storage.clone())));
         if let Some(addr) = l.http {
             let tx = cmd_tx.clone();
             let token = l.token.clone();
@@ -389,9 +442,6 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         tokio::spawn(signals(cmd_tx.clone()));
         info!(conf = %conf.display(), gateways = engine.gateways().iter().count(), web = web.is_some(), "switchboard starting");
         let (media_tx, media_rx) = mpsc::unbounded_channel();
-        let now_ms = jiff::Timestamp::now().as_millisecond();
-        let (storage, resting) = storage::Storage::open(&l.storage, now_ms)
-            .map_err(|e| anyhow::anyhow!("call records: {e} (set [storage] path in switchboard.toml)"))?;
         let mut media = media::MediaHub::new(media_ip, tokio::runtime::Handle::current(), media_tx, l.prompts, l.rtp_timeout);
         media.opus_complexity = l.opus_complexity;
         media.storage = Some(storage.clone());

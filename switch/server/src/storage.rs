@@ -52,6 +52,9 @@ pub enum CdrOp {
         /// Unix ms.
         at: i64,
     },
+    /// A browser call's facts and context (written by the browser leg, keyed by leg A's
+    /// Call-ID: the record joins them).
+    Web(Box<WebRecord>),
     /// Leg B rings.
     Ring {
         /// The call.
@@ -149,6 +152,18 @@ CREATE TABLE IF NOT EXISTS ani_lease (
     PRIMARY KEY (gateway, number)
 );
 CREATE INDEX IF NOT EXISTS cdr_call_id ON cdr(call_id);
+CREATE TABLE IF NOT EXISTS web_context (
+    call_id   TEXT PRIMARY KEY,
+    merchant  TEXT NOT NULL,
+    link      TEXT NOT NULL,
+    session   TEXT,
+    page_url  TEXT,
+    referrer  TEXT,
+    caller_ip TEXT,
+    context   TEXT,
+    at_ms     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS web_context_session ON web_context(merchant, session);
 CREATE INDEX IF NOT EXISTS cdr_b_call_id ON cdr(b_call_id);
 ";
 
@@ -367,6 +382,15 @@ fn apply(
             .execute(params![call_id, caller, destination, context, at])?;
             rows.insert(call, tx.last_insert_rowid());
         }
+        CdrOp::Web(w) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO web_context (call_id, merchant, link, session, page_url, referrer, caller_ip, context, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                w.call_id, w.merchant, w.link, w.session, w.page_url, w.referrer, w.caller_ip, w.context, w.at
+            ])?;
+        }
         CdrOp::Ring { call, at } => {
             let p = pending.entry(call).or_default();
             p.ring.get_or_insert(at);
@@ -465,6 +489,29 @@ fn apply(
     Ok(())
 }
 
+/// What a browser call tells the call center's CRM.
+#[derive(Debug, Clone)]
+pub struct WebRecord {
+    /// Leg A's Call-ID.
+    pub call_id: String,
+    /// Merchant.
+    pub merchant: String,
+    /// Link (button).
+    pub link: String,
+    /// Customer or session ID.
+    pub session: String,
+    /// The page the call started on.
+    pub page_url: String,
+    /// Its referrer.
+    pub referrer: String,
+    /// The browser's address.
+    pub caller_ip: String,
+    /// Trail, cookies and form fields (JSON).
+    pub context: String,
+    /// Unix ms.
+    pub at: i64,
+}
+
 /// A record, as the API and the CLI show it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Cdr {
@@ -506,6 +553,27 @@ pub struct Cdr {
     pub codec_b: Option<String>,
     /// Media quality summary (JSON).
     pub quality: Option<serde_json::Value>,
+    /// Browser calls: merchant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant: Option<String>,
+    /// Browser calls: link (button).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// Browser calls: customer or session ID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// Browser calls: the page the call started on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_url: Option<String>,
+    /// Browser calls: that page's referrer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<String>,
+    /// Browser calls: the browser's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller_ip: Option<String>,
+    /// Browser calls: trail, cookies and form fields the merchant opted in to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web_context: Option<serde_json::Value>,
 }
 
 /// What to list.
@@ -525,6 +593,12 @@ pub struct CdrFilter {
     pub ani: Option<String>,
     /// Only this leg A or leg B Call-ID.
     pub call_id: Option<String>,
+    /// Only browser calls of this merchant (a merchant's API key sees nothing else).
+    pub merchant: Option<String>,
+    /// Only browser calls of this customer/session ID.
+    pub session: Option<String>,
+    /// Only calls in progress.
+    pub active: bool,
     /// At most this many, newest first (default 1000).
     pub limit: Option<u32>,
 }
@@ -544,13 +618,16 @@ pub fn query(path: &Path, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError> {
         .map_err(sqlite(path))?;
     let mut stmt = conn
         .prepare(
-            "SELECT id, call_id, b_call_id, caller, destination, context, target, started_ms, ringing_ms,
-                    answered_ms, ended_ms, billable_secs, cause, b_cause, hangup_side, codec_a, codec_b, quality, ani
-             FROM cdr
-             WHERE (?1 IS NULL OR started_ms >= ?1) AND (?2 IS NULL OR started_ms < ?2)
-               AND (?3 IS NULL OR cause = ?3) AND (?4 IS NULL OR caller = ?4) AND (?5 IS NULL OR destination = ?5)
-               AND (?7 IS NULL OR ani = ?7) AND (?8 IS NULL OR call_id = ?8 OR b_call_id = ?8)
-             ORDER BY id DESC LIMIT ?6",
+            "SELECT c.id, c.call_id, c.b_call_id, c.caller, c.destination, c.context, c.target, c.started_ms, c.ringing_ms,
+                    c.answered_ms, c.ended_ms, c.billable_secs, c.cause, c.b_cause, c.hangup_side, c.codec_a, c.codec_b,
+                    c.quality, c.ani, w.merchant, w.link, w.session, w.page_url, w.referrer, w.caller_ip, w.context
+             FROM cdr c LEFT JOIN web_context w ON w.call_id = c.call_id
+             WHERE (?1 IS NULL OR c.started_ms >= ?1) AND (?2 IS NULL OR c.started_ms < ?2)
+               AND (?3 IS NULL OR c.cause = ?3) AND (?4 IS NULL OR c.caller = ?4) AND (?5 IS NULL OR c.destination = ?5)
+               AND (?7 IS NULL OR c.ani = ?7) AND (?8 IS NULL OR c.call_id = ?8 OR c.b_call_id = ?8)
+               AND (?9 IS NULL OR w.merchant = ?9) AND (?10 IS NULL OR w.session = ?10)
+               AND (?11 = 0 OR c.ended_ms IS NULL)
+             ORDER BY c.id DESC LIMIT ?6",
         )
         .map_err(sqlite(path))?;
     let rows = stmt
@@ -563,7 +640,10 @@ pub fn query(path: &Path, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError> {
                 f.destination,
                 f.limit.unwrap_or(1000),
                 f.ani,
-                f.call_id
+                f.call_id,
+                f.merchant,
+                f.session,
+                f.active
             ],
             |r| {
                 let quality: Option<String> = r.get(17)?;
@@ -587,6 +667,15 @@ pub fn query(path: &Path, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError> {
                     codec_b: r.get(16)?,
                     quality: quality.and_then(|q| serde_json::from_str(&q).ok()),
                     ani: r.get(18)?,
+                    merchant: r.get(19)?,
+                    link: r.get(20)?,
+                    session: r.get(21)?,
+                    page_url: r.get(22)?,
+                    referrer: r.get(23)?,
+                    caller_ip: r.get(24)?,
+                    web_context: r
+                        .get::<_, Option<String>>(25)?
+                        .and_then(|c| serde_json::from_str(&c).ok()),
                 })
             },
         )

@@ -49,6 +49,7 @@ pub struct WebShared {
     pub placed: AtomicU64,
     /// Refusals by error code name.
     pub refused: Mutex<HashMap<&'static str, u64>>,
+    storage: Option<crate::storage::Storage>,
 }
 
 impl std::fmt::Debug for WebShared {
@@ -64,6 +65,7 @@ impl WebShared {
         net: mpsc::Sender<NetIn>,
         ports: PortPool,
         media_ip: IpAddr,
+        storage: Option<crate::storage::Storage>,
     ) -> Arc<WebShared> {
         Arc::new(WebShared {
             cfg: RwLock::new(web),
@@ -75,6 +77,7 @@ impl WebShared {
             next: AtomicU32::new(1),
             placed: AtomicU64::new(0),
             refused: Mutex::new(HashMap::new()),
+            storage,
         })
     }
 
@@ -328,7 +331,7 @@ async fn session(web: Arc<WebShared>, mut ws: WebSocket, origin: Option<String>,
         _ => return,
     };
     match signal::parse(&first) {
-        Ok(ClientMsg::Call(req)) => place(web, ws, req, origin, ip).await,
+        Ok(ClientMsg::Call(req)) => place(web, ws, *req, origin, ip).await,
         Ok(ClientMsg::Resume { call, key }) => {
             let target = web
                 .live
@@ -530,6 +533,23 @@ async fn place(
         .unwrap_or_else(PoisonError::into_inner)
         .insert(id.clone(), (key.clone(), resume_tx));
     web.placed.fetch_add(1, Ordering::Relaxed);
+    if let Some(s) = &web.storage {
+        // What the call center's CRM may look up (by ANI, Call-ID or session), kept with the
+        // call's record.
+        s.send(crate::storage::CdrOp::Web(Box::new(
+            crate::storage::WebRecord {
+                call_id: leg.call_id().to_owned(),
+                merchant: facts.merchant.clone(),
+                link: facts.link.clone(),
+                session: facts.session.clone(),
+                page_url: facts.page_url.clone(),
+                referrer: facts.referrer.clone(),
+                caller_ip: facts.caller_ip.clone(),
+                context: serde_json::to_string(&req.context).unwrap_or_default(),
+                at: jiff::Timestamp::now().as_millisecond(),
+            },
+        )));
+    }
     let mut call = WebCall {
         ws: Some(ws),
         peer,

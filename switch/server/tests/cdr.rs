@@ -133,22 +133,23 @@ fn pool_numbers_are_unique_per_call_and_rest_before_reuse() {
         "ani",
         44,
         Route {
-            gw1_extra: "ani_pool = [\"15550100-15550102\"]\nani_cooldown = 2\nani_when_empty = \"reject\"",
+            gw1_extra: "ani_pool = [\"15550100-15550102\"]\nani_cooldown = 4\nani_when_empty = \"reject\"",
             ..Route::default()
         },
     );
-    // Three calls hold the three numbers for 1.5 s...
+    // Three calls hold the three numbers for 3 s (waited for, not slept on: a loaded CI
+    // machine starts SIPp late)...
     let uas = sw.uas(0, "uas_answer_any.xml", 4, &[]);
-    let uac = sw.uac("uac_call.xml", "1000", 3, &["-d", "1500", "-r", "20"]);
-    std::thread::sleep(Duration::from_millis(600));
+    let uac = sw.uac("uac_call.xml", "1000", 3, &["-d", "3000", "-r", "20"]);
+    sw.wait_call_count(3, Duration::from_secs(10));
     // ...so a fourth is refused (the plan has nothing else: 503).
     let busy = sw.uac_n(1, "uac_expect_503.xml", "1000", 1, &[]);
     sw.expect_ok(vec![busy]);
     sw.expect_ok(vec![uac]);
-    // Just released: resting.
+    // Just released: resting (4 s).
     let resting = sw.uac("uac_expect_503.xml", "1000", 1, &[]);
     sw.expect_ok(vec![resting]);
-    std::thread::sleep(Duration::from_millis(2200));
+    std::thread::sleep(Duration::from_millis(4200));
     let again = sw.uac("uac_call.xml", "1000", 1, &[]);
     sw.expect_ok(vec![again, uas]);
     let rows = wait_ended(&sw, 6);

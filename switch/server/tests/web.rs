@@ -710,3 +710,163 @@ fn bench_cpu_per_browser_call() {
     let (st, errs) = uas.wait(Duration::from_secs(15));
     assert!(st.is_some_and(|s| s.success()), "{errs}");
 }
+
+const KEY_DEMO: &str = "sbk_demo_crm_key_for_tests";
+const KEY_OTHER: &str = "sbk_other_merchant_key";
+
+#[test]
+fn a_crm_finds_the_browser_call_by_the_ani_the_acd_saw_and_another_merchant_gets_404() {
+    let idx = 58;
+    let http = common::Ports::for_test(idx).http;
+    let hash = switchboard_webrtc::token::key_hash;
+    let conf = format!(
+        r#"{base}
+context_cookies = ["cart"]
+context_fields = ["email"]
+api_keys = ["{demo}"]
+[merchant.other]
+tokenless = true
+origins = ["http://127.0.0.1:{http}"]
+links = ["sales"]
+api_keys = ["{other}"]
+"#,
+        base = merchant_conf(http, "tokenless = true"),
+        demo = hash(KEY_DEMO),
+        other = hash(KEY_OTHER),
+    );
+    let conf: &'static str = Box::leak(conf.into_boxed_str());
+    let mut sw = Switch::prepare(
+        "web-crm",
+        idx,
+        Route {
+            extensions: WEB_EXT,
+            codecs: r#"["PCMU", "PCMA", "opus", "telephone-event"]"#,
+            conf_extra: conf,
+            gw1_extra: "ani_pool = [\"15550100-15550109\"]",
+            ..Route::default()
+        },
+    );
+    let pb = acd_rtp(idx);
+    let uas = sw.uas(
+        0,
+        "uas_web.xml",
+        1,
+        &[
+            "-key",
+            "rtp_port",
+            &pb.to_string(),
+            "-set",
+            "expect_merchant",
+            "demo",
+            "-set",
+            "expect_session",
+            "shopper-9",
+            "-set",
+            "bye_ms",
+            "0",
+        ],
+    );
+    sw.launch();
+    let mut b = browser(&sw, "crm");
+    // The merchant's page has a cart cookie and an e-mail field; its tag names both.
+    b.eval("document.cookie = 'cart=c-77; path=/'");
+    b.eval("document.body.insertAdjacentHTML('beforeend', '<input name=email value=\"ann@example.com\">')");
+    click_sales(
+        &mut b,
+        &[
+            ("session", "shopper-9"),
+            ("cookies", "cart"),
+            ("fields", "email"),
+        ],
+    );
+    b.wait_for(
+        &format!("{CALL}.state === 'connected'"),
+        Duration::from_secs(15),
+    );
+    // The caller number the ACD saw: one of the pool's.
+    let msgs = uas.messages();
+    let ani = msgs
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("From: ")
+                .and_then(|f| f.split("<sip:").nth(1))
+        })
+        .and_then(|u| u.split('@').next())
+        .expect("a From in the ACD's INVITE")
+        .to_owned();
+    assert!(ani.starts_with("155501"), "ANI {ani}");
+    let path = format!("/api/v1/calls?ani={ani}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (status, body) = loop {
+        let r = common::http_status(http, &path, KEY_DEMO);
+        if r.0 == 200 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["merchant"], "demo", "{v}");
+    assert_eq!(v["session"], "shopper-9", "{v}");
+    assert_eq!(v["ani"], ani.as_str(), "{v}");
+    assert!(
+        v["page_url"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("/demo/shop")),
+        "{v}"
+    );
+    assert_eq!(v["web_context"]["cookies"]["cart"], "c-77", "{v}");
+    assert_eq!(
+        v["web_context"]["fields"]["email"], "ann@example.com",
+        "{v}"
+    );
+    assert!(
+        v["web_context"]["trail"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()),
+        "{v}"
+    );
+    // Isolation: another merchant's key sees nothing, not even that the call exists.
+    let (status, body) = common::http_status(http, &path, KEY_OTHER);
+    assert_eq!(status, 404, "{body}");
+    assert!(!body.contains("shopper-9"), "{body}");
+    let (status, _) = common::http_status(http, "/api/v1/calls?session=shopper-9", KEY_OTHER);
+    assert_eq!(status, 404);
+    let (status, _) = common::http_status(http, "/api/v1/calls", "not-a-key");
+    assert_eq!(status, 401);
+    // The merchant's own look-ups by session and its list of calls in progress; ops see all.
+    let (status, body) = common::http_status(http, "/api/v1/calls?session=shopper-9", KEY_DEMO);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = common::http_status(http, "/api/v1/calls", KEY_DEMO);
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let (status, body) = common::http_status(http, "/api/v1/calls", KEY_OTHER);
+    assert_eq!((status, body.trim()), (200, "[]"));
+    let (status, _) = common::http_status(http, &path, "test-token");
+    assert_eq!(status, 200);
+    b.eval("document.querySelector('.sb-c2c-hang').click()");
+    let (st, errs) = uas.wait(Duration::from_secs(10));
+    assert!(st.is_some_and(|s| s.success()), "{errs}");
+}
+
+#[test]
+fn context_the_merchant_did_not_opt_in_to_is_refused_before_any_invite() {
+    let idx = 59;
+    let mut sw = start("web-ctx", idx, "tokenless = true");
+    sw.launch();
+    let mut b = browser(&sw, "ctx");
+    b.eval("document.cookie = 'auth_token=secret-value; path=/'");
+    click_sales(&mut b, &[("cookies", "auth_token")]);
+    b.wait_for(&format!("{CALL}.ended === true"), Duration::from_secs(10));
+    let status = b.eval("document.querySelector('.sb-c2c-status').textContent");
+    assert!(
+        status.as_str().is_some_and(|s| s.contains("not collected")),
+        "{status}"
+    );
+    assert_eq!(sw.metric("switchboard_calls_total"), 0.0);
+    assert!(
+        !sw.log().contains("secret-value"),
+        "a refused value was logged"
+    );
+}

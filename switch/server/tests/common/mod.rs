@@ -479,6 +479,19 @@ impl Sipp {
         (status, self.errors())
     }
 
+    /// What SIPp received and sent (`-trace_msg`).
+    pub fn messages(&self) -> String {
+        let mut out = String::new();
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().ends_with("_messages.log") {
+                    out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+        }
+        out
+    }
+
     pub fn errors(&self) -> String {
         let mut out = String::new();
         if let Ok(rd) = std::fs::read_dir(&self.dir) {
@@ -514,6 +527,25 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
 /// GET with the admin API's Bearer token.
 pub fn http_get_auth(port: u16, path: &str, token: &str) -> Option<String> {
     http_get_with(port, path, &format!("Authorization: Bearer {token}\r\n"))
+}
+
+/// GET with a Bearer token: (status, body), whatever the status.
+pub fn http_status(port: u16, path: &str, token: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect HTTP");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 fn http_get_with(port: u16, path: &str, extra: &str) -> Option<String> {
