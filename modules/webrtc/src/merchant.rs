@@ -48,6 +48,40 @@ pub struct MerchantConfig {
     /// Several at once: add the new one, reload, move the CRM over, remove the old one.
     #[serde(default)]
     pub api_keys: Vec<String>,
+    /// The CRM's webhook: `http://host[:port]/path`, POSTed on the events below.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// HMAC key of the webhook's `X-Switchboard-Signature` header.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    /// Which events: `ringing`, `answered`, `hangup` (default all three).
+    #[serde(default = "default_events")]
+    pub webhook_events: Vec<String>,
+}
+
+fn default_events() -> Vec<String> {
+    ["ringing", "answered", "hangup"].map(String::from).to_vec()
+}
+
+/// A webhook URL split for a plain HTTP/1.1 client: (host, port, path).
+pub fn split_http_url(url: &str) -> Option<(String, u16, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse().ok()?),
+        _ => (hostport, 80),
+    };
+    let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| (0x21..0x7f).contains(&b));
+    (ok(host) && ok(path)).then(|| {
+        (
+            host.trim_matches(['[', ']']).to_owned(),
+            port,
+            path.to_owned(),
+        )
+    })
 }
 
 fn default_context() -> String {
@@ -276,6 +310,29 @@ impl MerchantConfig {
                 ));
             }
         }
+        if let Some(u) = &self.webhook_url {
+            if u.starts_with("https://") {
+                p.push(format!(
+                    "merchant {id}: webhook_url {u:?}: https is not supported yet; point it at a local TLS-originating proxy (http://127.0.0.1:...)"
+                ));
+            } else if split_http_url(u).is_none() {
+                p.push(format!(
+                    "merchant {id}: webhook_url {u:?} is not http://host[:port]/path"
+                ));
+            }
+            if self.webhook_secret.as_deref().is_none_or(str::is_empty) {
+                p.push(format!(
+                    "merchant {id}: webhook_url needs webhook_secret (the CRM checks the signature with it)"
+                ));
+            }
+        }
+        for e in &self.webhook_events {
+            if !matches!(e.as_str(), "ringing" | "answered" | "hangup") {
+                p.push(format!(
+                    "merchant {id}: webhook event {e:?}: use ringing, answered or hangup"
+                ));
+            }
+        }
         if !id_ok(&self.context, 64) {
             p.push(format!(
                 "merchant {id}: context {:?} is not a context name",
@@ -304,6 +361,9 @@ mod tests {
             context_cookies: vec!["cart".into()],
             context_fields: vec!["email".into()],
             api_keys: vec![],
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_events: default_events(),
         }
     }
 
@@ -435,6 +495,29 @@ mod tests {
             })
             .contains("at most")
         );
+    }
+
+    #[test]
+    fn webhook_urls_split_and_bad_ones_are_spelled_out() {
+        assert_eq!(
+            split_http_url("http://crm.example:8081/hooks/sb?x=1"),
+            Some(("crm.example".into(), 8081, "/hooks/sb?x=1".into()))
+        );
+        assert_eq!(
+            split_http_url("http://10.0.0.5"),
+            Some(("10.0.0.5".into(), 80, "/".into()))
+        );
+        assert_eq!(
+            split_http_url("http://[::1]:9000/h"),
+            Some(("::1".into(), 9000, "/h".into()))
+        );
+        assert_eq!(split_http_url("ftp://x/"), None);
+        assert_eq!(split_http_url("http://a b/"), None);
+        let mut m = acme();
+        m.webhook_url = Some("https://crm.example/h".into());
+        m.webhook_events = vec!["ringing".into(), "picked-up".into()];
+        let p = m.problems("acme");
+        assert_eq!(p.len(), 3, "{p:?}"); // https, no secret, unknown event
     }
 
     #[test]

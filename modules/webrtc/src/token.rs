@@ -46,6 +46,21 @@ pub fn mint(secret: &[u8], merchant: &str, link: &str, session: &str, expiry: u6
     s
 }
 
+/// The webhook signature header value: `t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+/// The CRM recomputes it over the raw body and refuses stale `t` (replays).
+pub fn sign_webhook(secret: &[u8], t: u64, body: &str) -> String {
+    let mut m = match HmacSha256::new_from_slice(secret) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC accepts keys of any length"),
+    };
+    m.update(format!("{t}.{body}").as_bytes());
+    let mut s = format!("t={t},v1=");
+    for b in m.finalize().into_bytes() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
 /// The stored form of a CRM API key: `sha256:<hex>` (keys are never stored in clear).
 pub fn key_hash(key: &str) -> String {
     use sha2::Digest;

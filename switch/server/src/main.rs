@@ -13,6 +13,7 @@ mod media;
 mod shell;
 mod storage;
 mod web;
+mod webhook;
 
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
@@ -468,6 +469,8 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             digits: [0; 3],
             storage: Some(storage),
             web,
+            hooks: Some(webhook::Hooks::start()),
+            hooked: Default::default(),
         };
         // SIP runs on a thread of its own with a single-threaded runtime: every datagram is
         // handled where it was received, with no cross-thread wake-up. HTTP and the RTP relays

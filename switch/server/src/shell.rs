@@ -88,6 +88,20 @@ pub struct Shell {
     pub storage: Option<crate::storage::Storage>,
     /// The browser leg (its merchants follow reloads).
     pub web: Option<Arc<crate::web::WebShared>>,
+    /// Webhooks to merchants' CRMs.
+    pub hooks: Option<crate::webhook::Hooks>,
+    /// Browser calls whose merchant has a webhook, by call.
+    pub hooked: HashMap<u64, Hooked>,
+}
+
+/// A browser call whose events go to its merchant's webhook.
+pub struct Hooked {
+    call_id: String,
+    target: Arc<crate::webhook::Target>,
+    events: Vec<String>,
+    body: serde_json::Map<String, serde_json::Value>,
+    /// `ringing` went already (a call may ring on several attempts).
+    rang: bool,
 }
 
 fn now_ms() -> i64 {
@@ -291,40 +305,67 @@ impl Shell {
                     caller,
                     destination,
                     context,
-                } => self.record(crate::storage::CdrOp::Start {
-                    call: call.0,
-                    call_id,
-                    caller,
-                    destination,
-                    context,
-                    at: now_ms(),
-                }),
-                Output::CallRinging { call } => self.record(crate::storage::CdrOp::Ring {
-                    call: call.0,
-                    at: now_ms(),
-                }),
+                } => {
+                    self.hook_start(call.0, &call_id);
+                    self.record(crate::storage::CdrOp::Start {
+                        call: call.0,
+                        call_id,
+                        caller,
+                        destination,
+                        context,
+                        at: now_ms(),
+                    })
+                }
+                Output::CallRinging { call } => {
+                    self.hook(call.0, "ringing", &[]);
+                    self.record(crate::storage::CdrOp::Ring {
+                        call: call.0,
+                        at: now_ms(),
+                    })
+                }
                 Output::CallAnswered { call, target } => {
+                    self.hook(call.0, "answered", &[("target", serde_json::json!(target))]);
                     self.record(crate::storage::CdrOp::Answer {
                         call: call.0,
                         target,
                         at: now_ms(),
                     })
                 }
-                Output::CallEnded(summary) => self.record(crate::storage::CdrOp::End {
-                    call: summary.id.0,
-                    at: now_ms(),
-                    summary,
-                }),
+                Output::CallEnded(summary) => {
+                    let side = summary.hangup_side.map_or("switch", |s| match s {
+                        switchboard_core::Side::A => "caller",
+                        switchboard_core::Side::B => "callee",
+                    });
+                    self.hook(
+                        summary.id.0,
+                        "hangup",
+                        &[
+                            ("cause", serde_json::json!(summary.cause.name())),
+                            ("hangup_side", serde_json::json!(side)),
+                            ("billable_secs", serde_json::json!(summary.billable_secs)),
+                        ],
+                    );
+                    self.record(crate::storage::CdrOp::End {
+                        call: summary.id.0,
+                        at: now_ms(),
+                        summary,
+                    })
+                }
                 Output::AniLeased {
                     call,
                     gateway,
                     number,
-                } => self.record(crate::storage::CdrOp::AniLeased {
-                    call: call.0,
-                    gateway,
-                    number,
-                    at: now_ms(),
-                }),
+                } => {
+                    if let Some(h) = self.hooked.get_mut(&call.0) {
+                        h.body.insert("ani".into(), serde_json::json!(number));
+                    }
+                    self.record(crate::storage::CdrOp::AniLeased {
+                        call: call.0,
+                        gateway,
+                        number,
+                        at: now_ms(),
+                    })
+                }
                 Output::AniReleased { gateway, number } => {
                     self.record(crate::storage::CdrOp::AniReleased {
                         gateway,
@@ -335,6 +376,69 @@ impl Shell {
                 Output::GatewayState { .. } => {}
                 _ => {}
             }
+        }
+    }
+
+    /// A browser call started: does its merchant want webhooks?
+    fn hook_start(&mut self, call: u64, call_id: &str) {
+        let (Some(web), Some(_)) = (&self.web, &self.hooks) else {
+            return;
+        };
+        let Some((facts, target, events)) = web.hook_for(call_id) else {
+            return;
+        };
+        let mut body = serde_json::Map::new();
+        for (k, v) in [
+            ("call_id", call_id),
+            ("merchant", &facts.merchant),
+            ("link", &facts.link),
+            ("session", &facts.session),
+            ("page_url", &facts.page_url),
+        ] {
+            body.insert(k.into(), serde_json::json!(v));
+        }
+        self.hooked.insert(
+            call,
+            Hooked {
+                call_id: call_id.to_owned(),
+                target,
+                events,
+                body,
+                rang: false,
+            },
+        );
+    }
+
+    /// Queues a webhook event of a hooked call (`hangup` also ends its queue).
+    fn hook(&mut self, call: u64, name: &'static str, extra: &[(&str, serde_json::Value)]) {
+        let (Some(hooks), Some(h)) = (&self.hooks, self.hooked.get_mut(&call)) else {
+            return;
+        };
+        if name == "ringing" {
+            if h.rang {
+                return;
+            }
+            h.rang = true;
+        }
+        let wanted = h.events.iter().any(|e| e == name);
+        let mut body = h.body.clone();
+        body.insert("event".into(), serde_json::json!(name));
+        body.insert(
+            "at".into(),
+            serde_json::json!(jiff::Timestamp::now().to_string()),
+        );
+        for (k, v) in extra {
+            body.insert((*k).into(), v.clone());
+        }
+        hooks.send(crate::webhook::Event {
+            call_id: h.call_id.clone(),
+            name,
+            body: serde_json::Value::Object(body).to_string(),
+            target: h.target.clone(),
+            deliver: wanted,
+        });
+        if name == "hangup" {
+            self.hooked.remove(&call);
         }
     }
 
@@ -629,6 +733,9 @@ impl Shell {
                 g.name,
                 u8::from(g.is_up())
             );
+        }
+        if let Some(h) = &self.hooks {
+            o.push_str(&h.counters.metrics());
         }
         o
     }

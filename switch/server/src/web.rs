@@ -19,7 +19,8 @@ use switchboard_media::PortPool;
 use switchboard_sip::parse_datagram;
 use switchboard_webrtc::signal::{self, MAX_FRAME};
 use switchboard_webrtc::{
-    BrowserPeer, CallRequest, ClientMsg, ErrorCode, LegEvent, PeerOutput, ServerMsg, WebLeg, assets,
+    BrowserPeer, CallRequest, ClientMsg, ErrorCode, LegEvent, PeerOutput, ServerMsg, WebFacts,
+    WebLeg, assets,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -50,6 +51,8 @@ pub struct WebShared {
     /// Refusals by error code name.
     pub refused: Mutex<HashMap<&'static str, u64>>,
     storage: Option<crate::storage::Storage>,
+    /// The facts of browser calls in progress, by leg A's Call-ID.
+    facts: Mutex<HashMap<String, WebFacts>>,
 }
 
 impl std::fmt::Debug for WebShared {
@@ -78,11 +81,36 @@ impl WebShared {
             placed: AtomicU64::new(0),
             refused: Mutex::new(HashMap::new()),
             storage,
+            facts: Mutex::new(HashMap::new()),
         })
     }
 
     fn cfg(&self) -> std::sync::RwLockReadGuard<'_, Web> {
         self.cfg.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A browser call's facts and its merchant's webhook, if it has one.
+    pub fn hook_for(
+        &self,
+        call_id: &str,
+    ) -> Option<(WebFacts, Arc<crate::webhook::Target>, Vec<String>)> {
+        let facts = self
+            .facts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(call_id)
+            .cloned()?;
+        let cfg = self.cfg();
+        let m = cfg.merchants.get(&facts.merchant)?;
+        let (host, port, path) =
+            switchboard_webrtc::merchant::split_http_url(m.webhook_url.as_deref()?)?;
+        let target = crate::webhook::Target {
+            host,
+            port,
+            path,
+            secret: m.webhook_secret.clone().unwrap_or_default(),
+        };
+        Some((facts, Arc::new(target), m.webhook_events.clone()))
     }
 
     fn refuse(&self, code: ErrorCode) {
@@ -209,6 +237,7 @@ struct CallGuard {
     merchant: String,
     port: Option<u16>,
     id: String,
+    call_id: String,
 }
 
 impl Drop for CallGuard {
@@ -226,6 +255,11 @@ impl Drop for CallGuard {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.id);
+        self.web
+            .facts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.call_id);
     }
 }
 
@@ -464,6 +498,7 @@ async fn place(
         merchant: facts.merchant.clone(),
         port: None,
         id: id.clone(),
+        call_id: String::new(),
     };
     if key.is_empty() {
         return refuse(
@@ -517,6 +552,11 @@ async fn place(
     let local = local_addr(n);
     let leg = WebLeg::invite(&facts, local, &id, peer.inner_sdp(inner_addr, 1));
     let span = tracing::info_span!("web", call = %id, call_id = %leg.call_id(), merchant = %facts.merchant, link = %facts.link);
+    guard.call_id = leg.call_id().to_owned();
+    web.facts
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(guard.call_id.clone(), facts.clone());
     let (sip_tx, sip_rx) = mpsc::channel(64);
     let (resume_tx, resume_rx) = mpsc::channel(1);
     if web.net.send(NetIn::LocalUp(local, sip_tx)).await.is_err() {

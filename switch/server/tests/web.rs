@@ -870,3 +870,151 @@ fn context_the_merchant_did_not_opt_in_to_is_refused_before_any_invite() {
         "a refused value was logged"
     );
 }
+
+/// A CRM's webhook endpoint: records every POST (event header, signature, body); answers
+/// the first with 500 (so the switch must retry), then 200.
+/// What the CRM got: (event header, signature header, body, the status it answered).
+type Posts = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, u16)>>>;
+
+fn crm_receiver(port: u16) -> Posts {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind CRM");
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let (mut event, mut sig, mut len) = (String::new(), String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let (k, v) = line.split_once(':').unwrap_or((&line, ""));
+                match k.to_ascii_lowercase().as_str() {
+                    "x-switchboard-event" => event = v.trim().to_owned(),
+                    "x-switchboard-signature" => sig = v.trim().to_owned(),
+                    "content-length" => len = v.trim().parse().unwrap_or(0),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            let mut all = g.lock().unwrap();
+            let status = if all.is_empty() { 500 } else { 200 };
+            all.push((
+                event,
+                sig,
+                String::from_utf8_lossy(&body).into_owned(),
+                status,
+            ));
+            drop(all);
+            let mut w = conn;
+            let _ = write!(
+                w,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    got
+}
+
+#[test]
+fn the_crm_webhook_gets_signed_ringing_answered_and_hangup_with_a_retry() {
+    let idx = 60;
+    let ports = common::Ports::for_test(idx);
+    let crm_port = ports.sip + 10;
+    let got = crm_receiver(crm_port);
+    let conf = format!(
+        "{}webhook_url = \"http://127.0.0.1:{crm_port}/hooks/sb\"\nwebhook_secret = \"whsec-test\"\n",
+        merchant_conf(ports.http, "tokenless = true")
+    );
+    let conf: &'static str = Box::leak(conf.into_boxed_str());
+    let mut sw = Switch::prepare(
+        "web-hook",
+        idx,
+        Route {
+            extensions: WEB_EXT,
+            codecs: r#"["PCMU", "PCMA", "opus", "telephone-event"]"#,
+            conf_extra: conf,
+            ..Route::default()
+        },
+    );
+    let pb = acd_rtp(idx);
+    let uas = sw.uas(
+        0,
+        "uas_web.xml",
+        1,
+        &[
+            "-key",
+            "rtp_port",
+            &pb.to_string(),
+            "-set",
+            "expect_merchant",
+            "demo",
+            "-set",
+            "expect_session",
+            "shopper-5",
+            "-set",
+            "bye_ms",
+            "800",
+        ],
+    );
+    sw.launch();
+    let mut b = browser(&sw, "hook");
+    click_sales(&mut b, &[("session", "shopper-5")]);
+    let (st, errs) = uas.wait(Duration::from_secs(15));
+    assert!(st.is_some_and(|s| s.success()), "{errs}");
+    // ringing (500, then retried after 0.5 s), answered, hangup.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        let seen = got.lock().unwrap().clone();
+        if seen.iter().any(|(e, _, _, s)| e == "hangup" && *s == 200) {
+            break seen;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "webhooks so far: {seen:?}\n{}",
+            sw.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let events: Vec<(&str, u16)> = seen.iter().map(|(e, _, _, s)| (e.as_str(), *s)).collect();
+    assert_eq!(
+        events,
+        [
+            ("ringing", 500),
+            ("ringing", 200),
+            ("answered", 200),
+            ("hangup", 200)
+        ],
+        "{seen:?}"
+    );
+    for (event, sig, body, _) in &seen {
+        let t: u64 = sig
+            .strip_prefix("t=")
+            .and_then(|s| s.split(',').next())
+            .and_then(|t| t.parse().ok())
+            .expect("t=");
+        assert_eq!(
+            sig,
+            &switchboard_webrtc::token::sign_webhook(b"whsec-test", t, body),
+            "signature of {event}"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["event"], event.as_str());
+        assert_eq!(v["merchant"], "demo");
+        assert_eq!(v["session"], "shopper-5");
+        assert!(
+            v["call_id"].as_str().is_some_and(|c| c.starts_with("web-")),
+            "{v}"
+        );
+    }
+    let hangup: serde_json::Value = serde_json::from_str(&seen[3].2).unwrap();
+    assert_eq!(hangup["cause"], "NORMAL_CLEARING", "{hangup}");
+    assert_eq!(hangup["hangup_side"], "callee", "{hangup}");
+    assert_eq!(
+        sw.metric("switchboard_webhooks_total{outcome=\"delivered\"}"),
+        3.0
+    );
+}
