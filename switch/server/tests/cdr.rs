@@ -174,3 +174,59 @@ fn pool_numbers_are_unique_per_call_and_rest_before_reuse() {
     assert_eq!(refused.len(), 2, "{rows:?}");
     assert!(refused.iter().all(|r| r["ani"].is_null()));
 }
+
+#[test]
+fn fifty_concurrent_calls_get_fifty_different_numbers_reused_only_after_the_rest() {
+    let sw = Switch::start(
+        "ani50",
+        46,
+        Route {
+            gw1_extra: "ani_pool = [\"15550100-15550149\"]\nani_cooldown = 3\nani_when_empty = \"reject\"",
+            // Signalling only: 50 anchored calls would need more ports than a test's block.
+            media_extra: "anchor = false",
+            ..Route::default()
+        },
+    );
+    let uas = sw.uas(0, "uas_answer_any.xml", 51, &[]);
+    // uac_media.xml: its SDP is not checked for anchoring (uac_call.xml's is); nobody sends RTP.
+    let media = [
+        "-key", "rtp_port", "9", "-key", "fmts", "8 101", "-set", "hold_ms", "3000",
+    ];
+    let uac = sw.uac(
+        "uac_media.xml",
+        "1000",
+        50,
+        &[&media[..], &["-r", "100", "-l", "50"]].concat(),
+    );
+    sw.wait_call_count(50, Duration::from_secs(15));
+    // All fifty numbers are in use: the 51st is refused.
+    let busy = sw.uac_n(1, "uac_expect_503.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![busy, uac]);
+    // Just released: all resting for 3 s.
+    let resting = sw.uac("uac_expect_503.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![resting]);
+    std::thread::sleep(Duration::from_millis(3300));
+    let again = sw.uac(
+        "uac_media.xml",
+        "1000",
+        1,
+        &[&media[..6], &["-set", "hold_ms", "100"]].concat(),
+    );
+    sw.expect_ok(vec![again, uas]);
+    let rows = wait_ended(&sw, 53);
+    let mut anis: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["cause"] == "NORMAL_CLEARING")
+        .map(|r| r["ani"].as_str().unwrap_or("none"))
+        .collect();
+    assert_eq!(anis.len(), 51, "{rows:?}");
+    let last = anis.remove(0); // newest first: the call after the rest
+    anis.sort();
+    anis.dedup();
+    assert_eq!(anis.len(), 50, "fifty different numbers at once: {anis:?}");
+    assert!(
+        anis.iter().all(|a| ("15550100"..="15550149").contains(a)),
+        "{anis:?}"
+    );
+    assert!(anis.contains(&last), "a rested number came back: {last}");
+}
