@@ -642,6 +642,8 @@ fn bench_cpu_per_browser_call() {
             extensions: WEB_EXT,
             codecs: r#"["PCMU", "PCMA", "opus", "telephone-event"]"#,
             conf_extra: conf,
+            // Three port pairs per browser call (its ICE socket, then leg A and leg B).
+            rtp_range: Some((50000, 50999)),
             ..Route::default()
         },
     );

@@ -63,6 +63,8 @@ pub struct Route<'a> {
     pub before_bridge: &'a str,
     /// Appended to switchboard.toml (`[webrtc]`, `[merchant.*]`).
     pub conf_extra: &'a str,
+    /// The RTP port range instead of the test's block (benchmarks with many calls).
+    pub rtp_range: Option<(u16, u16)>,
 }
 
 impl Default for Route<'_> {
@@ -78,6 +80,7 @@ impl Default for Route<'_> {
             extensions: "",
             before_bridge: "",
             conf_extra: "",
+            rtp_range: None,
         }
     }
 }
@@ -160,8 +163,8 @@ transport = "{t}"
             conf_extra = route.conf_extra,
             sip = ports.sip,
             http = ports.http,
-            rlo = ports.rtp.0,
-            rhi = ports.rtp.1,
+            rlo = route.rtp_range.map_or(ports.rtp.0, |r| r.0),
+            rhi = route.rtp_range.map_or(ports.rtp.1, |r| r.1),
             g1 = ports.gw[0],
             g2 = ports.gw[1],
             t = route.transport,
