@@ -164,6 +164,7 @@ CREATE TABLE IF NOT EXISTS web_context (
     at_ms     INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS web_context_session ON web_context(merchant, session);
+CREATE INDEX IF NOT EXISTS cdr_open ON cdr(id) WHERE ended_ms IS NULL;
 CREATE INDEX IF NOT EXISTS cdr_b_call_id ON cdr(b_call_id);
 ";
 
@@ -616,35 +617,80 @@ pub fn query(path: &Path, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError> {
     .map_err(sqlite(path))?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(sqlite(path))?;
-    let mut stmt = conn
-        .prepare(
-            "SELECT c.id, c.call_id, c.b_call_id, c.caller, c.destination, c.context, c.target, c.started_ms, c.ringing_ms,
-                    c.answered_ms, c.ended_ms, c.billable_secs, c.cause, c.b_cause, c.hangup_side, c.codec_a, c.codec_b,
-                    c.quality, c.ani, w.merchant, w.link, w.session, w.page_url, w.referrer, w.caller_ip, w.context
-             FROM cdr c LEFT JOIN web_context w ON w.call_id = c.call_id
-             WHERE (?1 IS NULL OR c.started_ms >= ?1) AND (?2 IS NULL OR c.started_ms < ?2)
-               AND (?3 IS NULL OR c.cause = ?3) AND (?4 IS NULL OR c.caller = ?4) AND (?5 IS NULL OR c.destination = ?5)
-               AND (?7 IS NULL OR c.ani = ?7) AND (?8 IS NULL OR c.call_id = ?8 OR c.b_call_id = ?8)
-               AND (?9 IS NULL OR w.merchant = ?9) AND (?10 IS NULL OR w.session = ?10)
-               AND (?11 = 0 OR c.ended_ms IS NULL)
-             ORDER BY c.id DESC LIMIT ?6",
-        )
-        .map_err(sqlite(path))?;
+    // Only the conditions asked for, so SQLite can pick an index for each look-up (the
+    // `?n IS NULL OR ...` form makes it scan).
+    let mut cond: Vec<&str> = Vec::new();
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut add = |c: &'static str, v: rusqlite::types::Value| {
+        cond.push(c);
+        args.push(v);
+    };
+    use rusqlite::types::Value as V;
+    if let Some(v) = f.since_ms {
+        add("c.started_ms >= ?", V::Integer(v));
+    }
+    if let Some(v) = f.until_ms {
+        add("c.started_ms < ?", V::Integer(v));
+    }
+    for (c, v) in [
+        ("c.cause = ?", &f.cause),
+        ("c.caller = ?", &f.caller),
+        ("c.destination = ?", &f.destination),
+        ("c.ani = ?", &f.ani),
+        ("w.merchant = ?", &f.merchant),
+        ("w.session = ?", &f.session),
+    ] {
+        if let Some(v) = v {
+            add(c, V::Text(v.clone()));
+        }
+    }
+    if let Some(v) = &f.call_id {
+        // Two indexed look-ups (SQLite's OR optimisation), not a scan.
+        add(
+            "c.id IN (SELECT id FROM cdr WHERE call_id = ?1x UNION SELECT id FROM cdr WHERE b_call_id = ?1x)",
+            V::Text(v.clone()),
+        );
+    }
+    if f.active {
+        cond.push("c.ended_ms IS NULL");
+    }
+    // The join order, forced (CROSS JOIN; without ANALYZE statistics SQLite guesses wrong): a
+    // session's calls from the context's index, then their records; a merchant's look-ups by
+    // ANI, Call-ID or in progress from the records' indexes (partial for open calls), then
+    // their context; everything else from the records, context optional.
+    let join = if f.session.is_some() {
+        "web_context w CROSS JOIN cdr c ON c.call_id = w.call_id"
+    } else if f.merchant.is_some() {
+        "cdr c CROSS JOIN web_context w ON w.call_id = c.call_id"
+    } else {
+        "cdr c LEFT JOIN web_context w ON w.call_id = c.call_id"
+    };
+    let mut sql = format!(
+        "SELECT c.id, c.call_id, c.b_call_id, c.caller, c.destination, c.context, c.target, c.started_ms, c.ringing_ms,
+                c.answered_ms, c.ended_ms, c.billable_secs, c.cause, c.b_cause, c.hangup_side, c.codec_a, c.codec_b,
+                c.quality, c.ani, w.merchant, w.link, w.session, w.page_url, w.referrer, w.caller_ip, w.context
+         FROM {join}"
+    );
+    // Positional parameters, in order (the Call-ID one is used twice).
+    let mut n = 0;
+    for (i, c) in cond.iter().enumerate() {
+        sql.push_str(if i == 0 { " WHERE " } else { " AND " });
+        let mut c = (*c).to_owned();
+        if c.contains("?1x") {
+            n += 1;
+            c = c.replace("?1x", &format!("?{n}"));
+        } else if c.contains('?') {
+            n += 1;
+            c = c.replace('?', &format!("?{n}"));
+        }
+        sql.push_str(&c);
+    }
+    args.push(V::Integer(i64::from(f.limit.unwrap_or(1000))));
+    sql.push_str(&format!(" ORDER BY c.id DESC LIMIT ?{}", n + 1));
+    let mut stmt = conn.prepare(&sql).map_err(sqlite(path))?;
     let rows = stmt
         .query_map(
-            params![
-                f.since_ms,
-                f.until_ms,
-                f.cause,
-                f.caller,
-                f.destination,
-                f.limit.unwrap_or(1000),
-                f.ani,
-                f.call_id,
-                f.merchant,
-                f.session,
-                f.active
-            ],
+            rusqlite::params_from_iter(args),
             |r| {
                 let quality: Option<String> = r.get(17)?;
                 Ok(Cdr {
