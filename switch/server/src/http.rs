@@ -17,7 +17,7 @@ use crate::shell::Command;
 struct App {
     cmd: mpsc::Sender<Command>,
     token: Option<String>,
-    db: std::path::PathBuf,
+    db: crate::storage::Store,
     web: Option<std::sync::Arc<crate::web::WebShared>>,
 }
 
@@ -26,7 +26,7 @@ pub async fn serve(
     addr: SocketAddr,
     cmd: mpsc::Sender<Command>,
     token: Option<String>,
-    db: std::path::PathBuf,
+    db: crate::storage::Store,
     web: Option<std::sync::Arc<crate::web::WebShared>>,
 ) -> anyhow::Result<()> {
     let mut app = Router::new()
@@ -152,7 +152,7 @@ async fn lookup(app: &App, scope: Scope, q: CallsQuery) -> Response {
         ..Default::default()
     };
     let db = app.db.clone();
-    match tokio::task::spawn_blocking(move || crate::storage::query(&db, &filter)).await {
+    match tokio::task::spawn_blocking(move || db.query(&filter)).await {
         Ok(Ok(mut rows)) if !rows.is_empty() => axum::Json(rows.swap_remove(0)).into_response(),
         // Another merchant's call looks exactly like no call: 404, never 403.
         Ok(Ok(_)) => (
@@ -178,7 +178,7 @@ async fn merchant_calls(app: &App, merchant: String) -> Response {
         ..Default::default()
     };
     let db = app.db.clone();
-    match tokio::task::spawn_blocking(move || crate::storage::query(&db, &filter)).await {
+    match tokio::task::spawn_blocking(move || db.query(&filter)).await {
         Ok(Ok(rows)) => axum::Json(rows).into_response(),
         Ok(Err(e)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -355,7 +355,7 @@ async fn cdrs(
         ..Default::default()
     };
     let db = app.db.clone();
-    let rows = tokio::task::spawn_blocking(move || crate::storage::query(&db, &filter)).await;
+    let rows = tokio::task::spawn_blocking(move || db.query(&filter)).await;
     match rows {
         Ok(Ok(rows)) if q.format.as_deref() == Some("csv") => (
             [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],

@@ -424,13 +424,14 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         let media_ip = l.engine.media_ip;
         let mut engine = Engine::new(l.engine, Arc::new(l.dialplan), l.gateways, seed());
         let now_ms = jiff::Timestamp::now().as_millisecond();
-        let (storage, resting) = storage::Storage::open(&l.storage, now_ms)
+        let (sqlite, resting) = storage::SqliteStore::open(&l.storage, now_ms)
             .map_err(|e| anyhow::anyhow!("call records: {e} (set [storage] path in switchboard.toml)"))?;
+        let storage: storage::Store = Arc::new(sqlite);
         let web = l.web.map(|w| web::WebShared::new(w, net_tx.clone(), engine.port_pool(), media_ip, Some(storage.clone())));
         if let Some(addr) = l.http {
             let tx = cmd_tx.clone();
             let token = l.token.clone();
-            let db = l.storage.clone();
+            let db = storage.clone();
             let listener_check = std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot bind HTTP {addr}: {e}"))?;
             drop(listener_check);
             let web = web.clone();

@@ -107,7 +107,7 @@ pub struct MediaHub {
     /// Quality of calls in progress.
     pub quality: QualityMap,
     /// Call records (each session's final quality goes there).
-    pub storage: Option<crate::storage::Storage>,
+    pub storage: Option<crate::storage::Store>,
     seed: u64,
 }
 
@@ -161,7 +161,7 @@ impl MediaHub {
                 Ok(socks) => {
                     let final_quality = run(call, socks, session, rx, counters, events, quality).await;
                     if let (Some(st), Ok(json)) = (storage, serde_json::to_string(&final_quality)) {
-                        st.send(crate::storage::CdrOp::Quality { call: call.0, json });
+                        st.record(crate::storage::CdrOp::Quality { call: call.0, json });
                     }
                 }
                 Err(e) => {

@@ -85,7 +85,7 @@ pub struct Shell {
     /// Digits seen, by method (rfc4733, info, inband).
     pub digits: [u64; 3],
     /// Call records.
-    pub storage: Option<crate::storage::Storage>,
+    pub storage: Option<crate::storage::Store>,
     /// The browser leg (its merchants follow reloads).
     pub web: Option<Arc<crate::web::WebShared>>,
     /// Webhooks to merchants' CRMs.
@@ -444,7 +444,7 @@ impl Shell {
 
     fn record(&self, op: crate::storage::CdrOp) {
         if let Some(s) = &self.storage {
-            s.send(op);
+            s.record(op);
         }
     }
 

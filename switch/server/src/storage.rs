@@ -109,10 +109,34 @@ pub enum CdrOp {
     },
 }
 
-/// The writer's handle.
+/// Where calls are recorded and looked up: the switch, the API and the CRM look-ups see
+/// only this. SQLite (embedded, [`SqliteStore`]) today; a PostgreSQL store shared by several
+/// nodes implements the same two calls.
+pub trait CallStore: Send + Sync + std::fmt::Debug {
+    /// Queues a change. Never blocks (it is called from the SIP thread).
+    fn record(&self, op: CdrOp);
+    /// Reads records, newest first. Blocking: call it from `spawn_blocking`.
+    fn query(&self, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError>;
+}
+
+/// The store the switch uses.
+pub type Store = std::sync::Arc<dyn CallStore>;
+
+/// The embedded store: SQLite in WAL mode, written by a thread of its own.
 #[derive(Debug, Clone)]
-pub struct Storage {
+pub struct SqliteStore {
     tx: mpsc::Sender<CdrOp>,
+    path: std::path::PathBuf,
+}
+
+impl CallStore for SqliteStore {
+    fn record(&self, op: CdrOp) {
+        let _ = self.tx.send(op);
+    }
+
+    fn query(&self, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError> {
+        query(&self.path, f)
+    }
 }
 
 const SCHEMA: &str = "
@@ -181,12 +205,12 @@ pub type Resting = (String, String, i64);
 /// The cause written into records a killed process left open.
 pub const INTERRUPTED: &str = "INTERRUPTED";
 
-impl Storage {
+impl SqliteStore {
     /// Opens (creating) the database, closes the records a previous run left open, and
     /// starts the writer thread. Also returns the pool numbers released recently (gateway,
     /// number, released unix ms), leases left by a previous run counting as released now:
     /// they rest for their cool-down before reuse.
-    pub fn open(path: &Path, now_ms: i64) -> Result<(Storage, Vec<Resting>), StorageError> {
+    pub fn open(path: &Path, now_ms: i64) -> Result<(SqliteStore, Vec<Resting>), StorageError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StorageError::Io {
                 path: dir.display().to_string(),
@@ -251,13 +275,15 @@ impl Storage {
                 source,
             })?;
         info!(path = %path.display(), "call records in SQLite");
-        Ok((Storage { tx }, resting))
+        Ok((
+            SqliteStore {
+                tx,
+                path: path.to_owned(),
+            },
+            resting,
+        ))
     }
 
-    /// Queues a change (never blocks).
-    pub fn send(&self, op: CdrOp) {
-        let _ = self.tx.send(op);
-    }
 }
 
 /// Ring and answer times not written yet: most calls of a busy switch end within a second,

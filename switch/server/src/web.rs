@@ -50,7 +50,7 @@ pub struct WebShared {
     pub placed: AtomicU64,
     /// Refusals by error code name.
     pub refused: Mutex<HashMap<&'static str, u64>>,
-    storage: Option<crate::storage::Storage>,
+    storage: Option<crate::storage::Store>,
     /// The facts of browser calls in progress, by leg A's Call-ID.
     facts: Mutex<HashMap<String, WebFacts>>,
 }
@@ -68,7 +68,7 @@ impl WebShared {
         net: mpsc::Sender<NetIn>,
         ports: PortPool,
         media_ip: IpAddr,
-        storage: Option<crate::storage::Storage>,
+        storage: Option<crate::storage::Store>,
     ) -> Arc<WebShared> {
         Arc::new(WebShared {
             cfg: RwLock::new(web),
@@ -576,7 +576,7 @@ async fn place(
     if let Some(s) = &web.storage {
         // What the call center's CRM may look up (by ANI, Call-ID or session), kept with the
         // call's record.
-        s.send(crate::storage::CdrOp::Web(Box::new(
+        s.record(crate::storage::CdrOp::Web(Box::new(
             crate::storage::WebRecord {
                 call_id: leg.call_id().to_owned(),
                 merchant: facts.merchant.clone(),
