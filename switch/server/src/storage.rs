@@ -283,7 +283,6 @@ impl SqliteStore {
             resting,
         ))
     }
-
 }
 
 /// Ring and answer times not written yet: most calls of a busy switch end within a second,
@@ -715,42 +714,39 @@ pub fn query(path: &Path, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError> {
     sql.push_str(&format!(" ORDER BY c.id DESC LIMIT ?{}", n + 1));
     let mut stmt = conn.prepare(&sql).map_err(sqlite(path))?;
     let rows = stmt
-        .query_map(
-            rusqlite::params_from_iter(args),
-            |r| {
-                let quality: Option<String> = r.get(17)?;
-                Ok(Cdr {
-                    id: r.get(0)?,
-                    call_id: r.get(1)?,
-                    b_call_id: r.get(2)?,
-                    caller: r.get(3)?,
-                    destination: r.get(4)?,
-                    context: r.get(5)?,
-                    target: r.get(6)?,
-                    started: rfc3339(r.get(7)?),
-                    ringing: r.get::<_, Option<i64>>(8)?.map(rfc3339),
-                    answered: r.get::<_, Option<i64>>(9)?.map(rfc3339),
-                    ended: r.get::<_, Option<i64>>(10)?.map(rfc3339),
-                    billable_secs: r.get(11)?,
-                    cause: r.get(12)?,
-                    b_cause: r.get(13)?,
-                    hangup_side: r.get(14)?,
-                    codec_a: r.get(15)?,
-                    codec_b: r.get(16)?,
-                    quality: quality.and_then(|q| serde_json::from_str(&q).ok()),
-                    ani: r.get(18)?,
-                    merchant: r.get(19)?,
-                    link: r.get(20)?,
-                    session: r.get(21)?,
-                    page_url: r.get(22)?,
-                    referrer: r.get(23)?,
-                    caller_ip: r.get(24)?,
-                    web_context: r
-                        .get::<_, Option<String>>(25)?
-                        .and_then(|c| serde_json::from_str(&c).ok()),
-                })
-            },
-        )
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            let quality: Option<String> = r.get(17)?;
+            Ok(Cdr {
+                id: r.get(0)?,
+                call_id: r.get(1)?,
+                b_call_id: r.get(2)?,
+                caller: r.get(3)?,
+                destination: r.get(4)?,
+                context: r.get(5)?,
+                target: r.get(6)?,
+                started: rfc3339(r.get(7)?),
+                ringing: r.get::<_, Option<i64>>(8)?.map(rfc3339),
+                answered: r.get::<_, Option<i64>>(9)?.map(rfc3339),
+                ended: r.get::<_, Option<i64>>(10)?.map(rfc3339),
+                billable_secs: r.get(11)?,
+                cause: r.get(12)?,
+                b_cause: r.get(13)?,
+                hangup_side: r.get(14)?,
+                codec_a: r.get(15)?,
+                codec_b: r.get(16)?,
+                quality: quality.and_then(|q| serde_json::from_str(&q).ok()),
+                ani: r.get(18)?,
+                merchant: r.get(19)?,
+                link: r.get(20)?,
+                session: r.get(21)?,
+                page_url: r.get(22)?,
+                referrer: r.get(23)?,
+                caller_ip: r.get(24)?,
+                web_context: r
+                    .get::<_, Option<String>>(25)?
+                    .and_then(|c| serde_json::from_str(&c).ok()),
+            })
+        })
         .map_err(sqlite(path))?;
     rows.collect::<Result<Vec<_>, _>>().map_err(sqlite(path))
 }

@@ -173,11 +173,18 @@ fn browser_call_reaches_the_acd_with_its_facts_audio_flows_both_ways_dtmf_and_th
     let sw_b = addr(&call["media"]["b"]["port"]);
     let mut acd = RtpPeer::bind(pb);
     let before = inbound_energy(&mut b);
-    let heard = acd.stream(sw_b, CodecKind::Pcmu, &sine(1000.0, 8000 * 3, 8000.0));
-    let pcm = decode(&heard, CodecKind::Pcmu);
-    assert!(pcm.len() > 8000, "the ACD heard {} samples", pcm.len());
-    let tail = &pcm[pcm.len() / 2..];
-    let share = share_at(tail, 700.0);
+    // Under load (the whole suite runs in parallel on 2 cores) give the path a few tries.
+    let mut share = 0.0;
+    for _ in 0..4 {
+        let heard = acd.stream(sw_b, CodecKind::Pcmu, &sine(1000.0, 8000 * 2, 8000.0));
+        let pcm = decode(&heard, CodecKind::Pcmu);
+        if pcm.len() > 8000 {
+            share = share_at(&pcm[pcm.len() / 2..], 700.0);
+            if share > 0.5 {
+                break;
+            }
+        }
+    }
     assert!(
         share > 0.5,
         "the browser's 700 Hz reached the ACD (share {share:.2})"
@@ -189,8 +196,14 @@ fn browser_call_reaches_the_acd_with_its_facts_audio_flows_both_ways_dtmf_and_th
     );
     // A key on the panel's dial pad reaches the ACD as RFC 4733.
     b.eval("document.querySelector('.sb-c2c-key[aria-label=\"key 5\"]').click()");
-    let got = acd.stream(sw_b, CodecKind::Pcmu, &[0; 8000 * 2]);
-    let evs = events(&got, 101);
+    let mut evs = Vec::new();
+    for _ in 0..5 {
+        let got = acd.stream(sw_b, CodecKind::Pcmu, &[0; 8000]);
+        evs.extend(events(&got, 101));
+        if evs.iter().any(|e| e.event == 5 && e.end) {
+            break;
+        }
+    }
     assert!(
         evs.iter().any(|e| e.event == 5 && e.end),
         "the ACD got digit 5 as RFC 4733: {evs:?}"
