@@ -6,7 +6,18 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// A gateway's pool.
+/// What a call gets when every number of the pool is taken (`ani_when_empty`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenEmpty {
+    /// The usual caller ID is presented.
+    Fallback,
+    /// The attempt fails (SWITCH_CONGESTION); the plan goes on.
+    Reject,
+    /// The call waits this long for a number to come back, then fails as with `Reject`.
+    Queue(Duration),
+}
+
+/// A gateway's pool of caller numbers: one per call, unique while in use, rested after.
 #[derive(Debug, Clone)]
 pub struct AniPool {
     numbers: Vec<String>,
@@ -16,8 +27,8 @@ pub struct AniPool {
     cooling: HashMap<String, Instant>,
     /// Rest after release.
     pub cooldown: Duration,
-    /// What a call gets when every number is taken: `None` = fail the attempt.
-    pub fallback: bool,
+    /// What a call gets when every number is taken.
+    pub when_empty: WhenEmpty,
     next: usize,
 }
 
@@ -75,13 +86,13 @@ pub fn expand(specs: &[String]) -> Result<Vec<String>, String> {
 
 impl AniPool {
     /// A pool of `numbers` (from [`expand`]).
-    pub fn new(numbers: Vec<String>, cooldown: Duration, fallback: bool) -> AniPool {
+    pub fn new(numbers: Vec<String>, cooldown: Duration, when_empty: WhenEmpty) -> AniPool {
         AniPool {
             numbers,
             leased: HashMap::new(),
             cooling: HashMap::new(),
             cooldown,
-            fallback,
+            when_empty,
             next: 0,
         }
     }
@@ -172,7 +183,7 @@ mod tests {
         let mut p = AniPool::new(
             expand(&["10-12".into()]).unwrap(),
             Duration::from_secs(60),
-            false,
+            WhenEmpty::Reject,
         );
         let a: Vec<_> = (0..3).map(|c| p.lease(now, c).unwrap()).collect();
         assert_eq!(a, vec!["10", "11", "12"]);

@@ -71,10 +71,14 @@ pub struct GatewayConfig {
     /// Seconds a released number rests before reuse (default 60).
     #[serde(default)]
     pub ani_cooldown: Option<u64>,
-    /// When every number is taken: `fallback` (the usual caller ID, default) or `reject`
-    /// (the attempt fails with SWITCH_CONGESTION and the plan goes on).
+    /// When every number is taken: `fallback` (the usual caller ID, default), `reject`
+    /// (the attempt fails with SWITCH_CONGESTION and the plan goes on) or `queue` (the call
+    /// waits up to `ani_queue_secs` for a number, then fails as with `reject`).
     #[serde(default)]
     pub ani_when_empty: Option<String>,
+    /// With `ani_when_empty = "queue"`: the longest a call waits for a number (default 20 s).
+    #[serde(default)]
+    pub ani_queue_secs: Option<u64>,
 }
 
 /// Why a gateway configuration was refused.
@@ -172,18 +176,21 @@ impl Gateway {
             Some(specs) => {
                 let numbers =
                     ani::expand(specs).map_err(|e| GatewayError::AniPool(name.to_owned(), e))?;
-                let fallback = match config.ani_when_empty.as_deref() {
-                    None | Some("fallback") => true,
-                    Some("reject") => false,
+                let when_empty = match config.ani_when_empty.as_deref() {
+                    None | Some("fallback") => ani::WhenEmpty::Fallback,
+                    Some("reject") => ani::WhenEmpty::Reject,
+                    Some("queue") => ani::WhenEmpty::Queue(Duration::from_secs(
+                        config.ani_queue_secs.unwrap_or(20).clamp(1, 600),
+                    )),
                     Some(other) => {
                         return Err(GatewayError::AniPool(
                             name.to_owned(),
-                            format!("ani_when_empty {other:?} is not fallback or reject"),
+                            format!("ani_when_empty {other:?} is not fallback, reject or queue"),
                         ));
                     }
                 };
                 let cooldown = Duration::from_secs(config.ani_cooldown.unwrap_or(60));
-                Some(ani::AniPool::new(numbers, cooldown, fallback))
+                Some(ani::AniPool::new(numbers, cooldown, when_empty))
             }
         };
         Ok(Gateway {

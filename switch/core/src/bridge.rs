@@ -2,6 +2,7 @@
 //! parallel (ring all); leg B's responses; ring timeouts; how failures map back to leg A.
 
 use std::time::Instant;
+use switchboard_trunk::ani::WhenEmpty;
 
 use bytes::Bytes;
 use switchboard_dialplan::{Action, Cause, Strategy, Target};
@@ -150,7 +151,20 @@ impl Engine {
             for target in batch {
                 match self.originate(now, call_ref, &target, bridge.timeout) {
                     Ok(()) => started = true,
+                    Err(QUEUED) if bridge.strategy == Strategy::Sequence => {
+                        // Waiting for a pool number: this target again, a little later.
+                        if let Some(c) = self.calls.get_mut(&call_ref) {
+                            c.next_target -= 1;
+                        }
+                        self.schedule(now + ANI_RETRY, call_ref, CallTimer::AniRetry);
+                        return true;
+                    }
                     Err(failure) => {
+                        let failure = if failure == QUEUED {
+                            (503, Cause::SwitchCongestion)
+                        } else {
+                            failure
+                        };
                         info!(%target, status = failure.0, cause = %failure.1, "target not tried");
                         if failure.0 == 488 {
                             // No codec in common: no other target will do better.
@@ -373,6 +387,7 @@ impl Engine {
         let txn = match kind {
             CallTimer::Ring(txn) => txn,
             CallTimer::Digits(generation) => return self.digits_timeout(now, call_ref, generation),
+            CallTimer::AniRetry => return self.bridge_progress(now, call_ref),
         };
         let Some(call) = self.calls.get_mut(&call_ref) else {
             return;
@@ -814,14 +829,29 @@ impl Engine {
                         number: n.clone(),
                     });
                     call.ani = Some((name.clone(), n));
+                    call.ani_wait = None;
                 }
-                None if pool.fallback => {
-                    warn!(gateway = %name, "ANI pool exhausted: the usual caller ID is presented");
-                }
-                None => {
-                    warn!(gateway = %name, "ANI pool exhausted: attempt refused (ani_when_empty = reject)");
-                    return Err((503, Cause::SwitchCongestion));
-                }
+                None => match pool.when_empty {
+                    WhenEmpty::Fallback => {
+                        warn!(gateway = %name, "ANI pool exhausted: the usual caller ID is presented");
+                    }
+                    WhenEmpty::Reject => {
+                        warn!(gateway = %name, "ANI pool exhausted: attempt refused (ani_when_empty = reject)");
+                        return Err((503, Cause::SwitchCongestion));
+                    }
+                    WhenEmpty::Queue(max) => {
+                        let since = *call.ani_wait.get_or_insert_with(|| {
+                            info!(gateway = %name, "ANI pool exhausted: the call waits for a number (ani_when_empty = queue)");
+                            now
+                        });
+                        if now.saturating_duration_since(since) < max {
+                            return Err(QUEUED);
+                        }
+                        call.ani_wait = None;
+                        warn!(gateway = %name, waited_secs = max.as_secs(), "no pool number came back in time: attempt refused");
+                        return Err((503, Cause::SwitchCongestion));
+                    }
+                },
             }
         }
         if let Some((_, n)) = &call.ani {
@@ -841,6 +871,12 @@ impl Engine {
         }
     }
 }
+
+/// "Waiting for a pool number" (not a SIP status: never sent anywhere).
+const QUEUED: Failure = (0, Cause::SwitchCongestion);
+
+/// How often a call queued for a pool number looks again.
+const ANI_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 fn target_gateway(t: &Target) -> Option<String> {
     match t {

@@ -166,6 +166,8 @@ pub(crate) struct Call {
     pub next_play: u32,
     /// The caller number leased from a gateway's pool: (gateway, number).
     pub ani: Option<(String, String)>,
+    /// Waiting for a pool number since (`ani_when_empty = "queue"`).
+    pub ani_wait: Option<Instant>,
 }
 
 impl Call {

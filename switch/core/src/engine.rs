@@ -193,6 +193,8 @@ pub(crate) enum CallTimer {
     Ring(TxnId),
     /// `read_digits` waited long enough (generation, to ignore stale timers).
     Digits(u32),
+    /// A call queued for a pool number tries again.
+    AniRetry,
 }
 
 /// The B2BUA engine. Sans-IO: no socket, no clock.
@@ -753,6 +755,7 @@ impl Engine {
             facts: keeps_facts.then(|| Box::new(facts)),
             next_play: 1,
             ani: None,
+            ani_wait: None,
         };
         self.stats.calls_total += 1;
         self.outputs.push_back(Output::CallStarted {

@@ -230,3 +230,50 @@ fn fifty_concurrent_calls_get_fifty_different_numbers_reused_only_after_the_rest
     );
     assert!(anis.contains(&last), "a rested number came back: {last}");
 }
+
+#[test]
+fn a_call_queued_for_a_pool_number_gets_the_released_one_and_one_waiting_too_long_is_refused() {
+    let sw = Switch::start(
+        "aniq",
+        47,
+        Route {
+            gw1_extra: "ani_pool = [\"15550100\"]\nani_cooldown = 1\nani_when_empty = \"queue\"\nani_queue_secs = 4",
+            ..Route::default()
+        },
+    );
+    // Two calls reach the call center; the third never leaves the switch.
+    let uas = sw.uas(0, "uas_answer_any.xml", 2, &[]);
+    // The only number is held 2 s; the second call waits for it (2 s + 1 s of rest).
+    let first = sw.uac("uac_call.xml", "1000", 1, &["-d", "2000"]);
+    sw.wait_call_count(1, Duration::from_secs(10));
+    let second = sw.uac_n(1, "uac_call.xml", "1000", 1, &["-d", "6000"]);
+    sw.expect_ok(vec![first]);
+    // The second holds it 6 s: a third waits 4 s, then is refused.
+    std::thread::sleep(Duration::from_millis(1500));
+    let third = sw.uac("uac_expect_503.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![third, second, uas]);
+    let rows = wait_ended(&sw, 3);
+    let ms = |r: &serde_json::Value, k: &str| {
+        r[k].as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_millisecond())
+            .unwrap_or_else(|| panic!("{k}: {r}"))
+    };
+    // Newest first: the refused one, the queued one, the first.
+    assert_eq!(rows[0]["cause"], "SWITCH_CONGESTION", "{rows:?}");
+    assert!(rows[0]["ani"].is_null());
+    let waited = ms(&rows[0], "ended") - ms(&rows[0], "started");
+    assert!(
+        (3500..6000).contains(&waited),
+        "refused after its 4 s in the queue: {waited} ms"
+    );
+    for r in &rows[1..3] {
+        assert_eq!(r["cause"], "NORMAL_CLEARING", "{r}");
+        assert_eq!(r["ani"], "15550100", "{r}");
+    }
+    let queued = ms(&rows[1], "answered") - ms(&rows[1], "started");
+    assert!(
+        queued >= 2500,
+        "answered only once the number came back and rested: {queued} ms"
+    );
+}
