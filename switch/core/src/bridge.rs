@@ -226,7 +226,13 @@ impl Engine {
             .calls
             .get(&call_ref)
             .ok_or((500, Cause::NormalUnspecified))?;
-        let caller = (call.caller.clone(), caller_name(&call.a.invite));
+        let eff = call.effective_caller.as_deref();
+        let caller = (
+            eff.and_then(|e| e.0.clone())
+                .unwrap_or_else(|| call.caller.clone()),
+            eff.and_then(|e| e.1.clone())
+                .unwrap_or_else(|| caller_name(&call.a.invite)),
+        );
         match target {
             Target::Gateway { name, user } => {
                 let gw = self

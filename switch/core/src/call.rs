@@ -166,6 +166,8 @@ pub(crate) struct Call {
     pub next_play: u32,
     /// The caller number leased from a gateway's pool: (gateway, number).
     pub ani: Option<(String, String)>,
+    /// The caller ID the plan presents on leg B (`effective_caller_id_number`/`_name`).
+    pub effective_caller: Option<Box<(Option<String>, Option<String>)>>,
     /// Waiting for a pool number since (`ani_when_empty = "queue"`).
     pub ani_wait: Option<Instant>,
 }

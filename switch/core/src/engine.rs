@@ -712,6 +712,16 @@ impl Engine {
             .iter()
             .any(|a| matches!(a, switchboard_dialplan::Action::ReadDigits(_)));
         // The trace and variables were for routing and the log; a call keeps what it acts on.
+        // FreeSWITCH's variables: another caller ID on leg B (a screen pop in the display
+        // name, say); gateway rules and ANI pools still apply on top.
+        let eff = |k: &str| plan.vars.get(k).filter(|v| !v.is_empty()).cloned();
+        let effective_caller = match (
+            eff("effective_caller_id_number"),
+            eff("effective_caller_id_name"),
+        ) {
+            (None, None) => None,
+            pair => Some(Box::new(pair)),
+        };
         let plan = switchboard_dialplan::RoutePlan {
             actions: plan.actions,
             ..Default::default()
@@ -756,6 +766,7 @@ impl Engine {
             next_play: 1,
             ani: None,
             ani_wait: None,
+            effective_caller,
         };
         self.stats.calls_total += 1;
         self.outputs.push_back(Output::CallStarted {

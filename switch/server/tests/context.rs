@@ -18,7 +18,11 @@ fn the_call_center_gets_x_headers_and_a_hex_uui_from_the_callers_context() {
 name = "context"
 continue = true
 when.header.X-Merchant = '^(?P<m>[a-z]+)$'
-actions = [ { uui = { data = "merchant=${m}", purpose = "isdn-uui", max = 64 } } ]
+actions = [
+  { uui = { data = "merchant=${m}", purpose = "isdn-uui", max = 64 } },
+  { set = { effective_caller_id_name = "Web ${m}" } },
+  { header_add = { P-Asserted-Identity = "\"Web ${m}\" <sip:web@shop.example>" } },
+]
 "#,
             ..Route::default()
         },
