@@ -427,7 +427,8 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         let (sqlite, resting) = storage::SqliteStore::open(&l.storage, now_ms)
             .map_err(|e| anyhow::anyhow!("call records: {e} (set [storage] path in switchboard.toml)"))?;
         let storage: storage::Store = Arc::new(sqlite);
-        let web = l.web.map(|w| web::WebShared::new(w, net_tx.clone(), engine.port_pool(), media_ip, Some(storage.clone())));
+        let taps = media::Taps::default();
+        let web = l.web.map(|w| web::WebShared::new(w, net_tx.clone(), engine.port_pool(), media_ip, Some(storage.clone()), taps.clone()));
         if let Some(addr) = l.http {
             let tx = cmd_tx.clone();
             let token = l.token.clone();
@@ -447,6 +448,7 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         let mut media = media::MediaHub::new(media_ip, tokio::runtime::Handle::current(), media_tx, l.prompts, l.rtp_timeout);
         media.opus_complexity = l.opus_complexity;
         media.storage = Some(storage.clone());
+        media.taps = taps;
         // Pool numbers released (or reclaimed) recently rest out their cool-down.
         let now = std::time::Instant::now();
         for (gateway, number, released_ms) in resting {

@@ -79,6 +79,28 @@ pub struct Prompt {
     pub samples: Arc<[i16]>,
 }
 
+/// A leg whose RTP is in this process (the browser leg): its packets come and go through
+/// channels instead of a loopback socket, keyed by the address its SDP names.
+#[derive(Debug)]
+pub struct Tap {
+    /// Packets from the leg.
+    pub from_leg: mpsc::Receiver<Vec<u8>>,
+    /// Packets to the leg.
+    pub to_leg: mpsc::Sender<Vec<u8>>,
+    /// Set when a media session took the tap (the leg then stops using its socket).
+    pub taken: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Taps waiting for their media session, by the address in the leg's SDP.
+pub type Taps = Arc<std::sync::Mutex<HashMap<SocketAddr, Tap>>>;
+
+async fn tap_recv(tap: &mut Option<Tap>) -> Option<Vec<u8>> {
+    match tap {
+        Some(t) => t.from_leg.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 #[derive(Debug)]
 enum Ctl {
     Remote(Side, Option<SocketAddr>, bool),
@@ -108,6 +130,8 @@ pub struct MediaHub {
     pub quality: QualityMap,
     /// Call records (each session's final quality goes there).
     pub storage: Option<crate::storage::Store>,
+    /// In-process legs (the browser leg) waiting for their session.
+    pub taps: Taps,
     seed: u64,
 }
 
@@ -131,6 +155,7 @@ impl MediaHub {
             counters: Arc::default(),
             quality: Arc::default(),
             storage: None,
+            taps: Arc::default(),
             seed: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64),
@@ -146,6 +171,7 @@ impl MediaHub {
         let events = self.events.clone();
         let quality = self.quality.clone();
         let storage = self.storage.clone();
+        let taps = self.taps.clone();
         let mut session = Session::new(
             self.seed ^ call.0.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             self.rtp_timeout,
@@ -159,7 +185,8 @@ impl MediaHub {
         self.rt.spawn(async move {
             match bind(ip, ports).await {
                 Ok(socks) => {
-                    let final_quality = run(call, socks, session, rx, counters, events, quality).await;
+                    let final_quality =
+                        run(call, socks, session, rx, counters, events, quality, taps).await;
                     if let (Some(st), Ok(json)) = (storage, serde_json::to_string(&final_quality)) {
                         st.record(crate::storage::CdrOp::Quality { call: call.0, json });
                     }
@@ -252,6 +279,7 @@ async fn bind(ip: IpAddr, p: MediaPorts) -> std::io::Result<Socks> {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     call: CallRef,
     s: Socks,
@@ -260,8 +288,11 @@ async fn run(
     counters: Arc<MediaCounters>,
     events: mpsc::UnboundedSender<(CallRef, MediaEvent)>,
     quality: QualityMap,
+    taps: Taps,
 ) -> serde_json::Value {
     let mut relay = Relay::new();
+    // Leg A in this process (a browser): no socket between it and the session.
+    let mut tap: Option<Tap> = None;
     let mut clocks = [8000u32; 2];
     // One buffer per socket: select! polls all four receives at once.
     let (mut b0, mut b1, mut b2, mut b3) = ([0u8; 2048], [0u8; 2048], [0u8; 2048], [0u8; 2048]);
@@ -271,6 +302,14 @@ async fn run(
         tokio::select! {
             ctl = rx.recv() => match ctl {
                 Some(Ctl::Remote(side, addr, sends)) => {
+                    if side == Side::A
+                        && tap.is_none()
+                        && let Some(a) = addr
+                        && let Some(t) = taps.lock().ok().and_then(|mut m| m.remove(&a))
+                    {
+                        t.taken.store(true, Ordering::Release);
+                        tap = Some(t);
+                    }
                     relay.set_remote(side, addr);
                     // A new address, or hold: silence until now is not a timeout, and a leg
                     // on hold may stay silent.
@@ -310,9 +349,20 @@ async fn run(
                 counters.rtcp_in.fetch_add(1, Ordering::Relaxed);
                 session.handle_rtcp(now(), Side::B, &b3[..n]);
             }
+            Some(pkt) = tap_recv(&mut tap) => session.handle_rtp(now(), Side::A, &pkt),
             () = sleep_until(wake) => session.handle_timeout(now()),
         }
         while let Some((side, buf)) = session.poll_transmit() {
+            if side == Side::A
+                && let Some(t) = &tap
+            {
+                if t.to_leg.try_send(buf).is_ok() {
+                    counters.rtp_b_to_a.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
             let (sock, counter) = match side {
                 Side::A => (&s.a_rtp, &counters.rtp_b_to_a),
                 Side::B => (&s.b_rtp, &counters.rtp_a_to_b),
@@ -330,6 +380,11 @@ async fn run(
         let mut reported = false;
         while let Some((side, buf)) = session.poll_rtcp() {
             let sock = match side {
+                // The browser's RTCP is str0m's, with the browser itself.
+                Side::A if tap.is_some() => {
+                    session.recycle(buf);
+                    continue;
+                }
                 Side::A => &s.a_rtcp,
                 Side::B => &s.b_rtcp,
             };

@@ -53,6 +53,8 @@ pub struct WebShared {
     storage: Option<crate::storage::Store>,
     /// The facts of browser calls in progress, by leg A's Call-ID.
     facts: Mutex<HashMap<String, WebFacts>>,
+    /// Where browser legs hand their RTP to the media sessions (no loopback hop).
+    taps: crate::media::Taps,
 }
 
 impl std::fmt::Debug for WebShared {
@@ -69,6 +71,7 @@ impl WebShared {
         ports: PortPool,
         media_ip: IpAddr,
         storage: Option<crate::storage::Store>,
+        taps: crate::media::Taps,
     ) -> Arc<WebShared> {
         Arc::new(WebShared {
             cfg: RwLock::new(web),
@@ -82,6 +85,7 @@ impl WebShared {
             refused: Mutex::new(HashMap::new()),
             storage,
             facts: Mutex::new(HashMap::new()),
+            taps,
         })
     }
 
@@ -238,6 +242,8 @@ struct CallGuard {
     port: Option<u16>,
     id: String,
     call_id: String,
+    /// The tap's key, while no media session took it.
+    tap: Option<SocketAddr>,
 }
 
 impl Drop for CallGuard {
@@ -260,6 +266,13 @@ impl Drop for CallGuard {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.call_id);
+        if let Some(a) = self.tap.take() {
+            self.web
+                .taps
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&a);
+        }
     }
 }
 
@@ -499,6 +512,7 @@ async fn place(
         port: None,
         id: id.clone(),
         call_id: String::new(),
+        tap: None,
     };
     if key.is_empty() {
         return refuse(
@@ -557,6 +571,20 @@ async fn place(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(guard.call_id.clone(), facts.clone());
+    // The media session takes this when it anchors leg A at `inner_addr`: RTP then passes
+    // through channels, not through the loopback socket (half the syscalls per packet).
+    let (to_hub, from_leg) = mpsc::channel(64);
+    let (to_leg, from_hub) = mpsc::channel(64);
+    let taken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    web.taps.lock().unwrap_or_else(PoisonError::into_inner).insert(
+        inner_addr,
+        crate::media::Tap {
+            from_leg,
+            to_leg,
+            taken: taken.clone(),
+        },
+    );
+    guard.tap = Some(inner_addr);
     let (sip_tx, sip_rx) = mpsc::channel(64);
     let (resume_tx, resume_rx) = mpsc::channel(1);
     if web.net.send(NetIn::LocalUp(local, sip_tx)).await.is_err() {
@@ -601,6 +629,9 @@ async fn place(
         grace,
         grace_until: None,
         last_state: None,
+        to_hub,
+        from_hub,
+        taken,
     };
     async move {
         info!(page = %facts.page_url, session = %facts.session, ip = %ip, "web call placed");
@@ -629,6 +660,10 @@ struct WebCall {
     grace_until: Option<Instant>,
     /// The last state told to the widget (told again after a resume).
     last_state: Option<ServerMsg>,
+    /// RTP to and from the media session, once it took the tap.
+    to_hub: mpsc::Sender<Vec<u8>>,
+    from_hub: mpsc::Receiver<Vec<u8>>,
+    taken: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The widget's WebSocket, served by a task of its own: the call's loop, woken by every
@@ -755,6 +790,9 @@ impl WebCall {
                         self.peer.send_rtp(Instant::now().into_std(), &rtp[..n]);
                     }
                 }
+                Some(p) = self.from_hub.recv() => {
+                    self.peer.send_rtp(Instant::now().into_std(), &p);
+                }
                 m = sip_rx.recv() => match m.map(parse_datagram) {
                     Some(Ok(msg)) => self.leg.handle(msg),
                     Some(Err(e)) => debug!(error = %e, "unparseable message from the core"),
@@ -798,7 +836,10 @@ impl WebCall {
                     let _ = self.ice.send_to(&data, to).await;
                 }
                 PeerOutput::Rtp(p) => {
-                    if let Some(m) = self.leg.media() {
+                    if self.taken.load(Ordering::Acquire) {
+                        // Full (the session stalls): drop, as a UDP socket would.
+                        let _ = self.to_hub.try_send(p);
+                    } else if let Some(m) = self.leg.media() {
                         let _ = self.inner.send_to(&p, m).await;
                     }
                 }
