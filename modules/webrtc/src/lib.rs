@@ -18,5 +18,5 @@ pub mod token;
 
 pub use leg::{LegEvent, WebFacts, WebLeg};
 pub use merchant::MerchantConfig;
-pub use peer::{BrowserPeer, PeerError, PeerOutput};
+pub use peer::{BrowserPeer, Certificate, PeerError, PeerOutput};
 pub use signal::{CallRequest, ClientMsg, ErrorCode, Reason, ServerMsg};

@@ -38,7 +38,9 @@ pub enum PeerOutput {
     Rtp(Vec<u8>),
     /// ICE and DTLS are up: media can flow.
     Connected,
-    /// The browser went away (ICE failed, DTLS closed).
+    /// The browser closed the connection in order (DTLS close_notify: `pc.close()`).
+    Closed,
+    /// The browser is unreachable (ICE lost) or the peer failed.
     Disconnected,
 }
 
@@ -49,6 +51,28 @@ pub struct AudioPts {
     pub opus: u8,
     /// telephone-event/48000, when the browser offered it.
     pub te: Option<u8>,
+}
+
+/// The switch's DTLS certificate, made once at start: its fingerprint goes in every answer
+/// (each session still has keys of its own: ECDHE). Making one per call costs a key
+/// generation per click.
+#[derive(Clone)]
+pub struct Certificate(str0m::crypto::dtls::DtlsCert);
+
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Certificate")
+    }
+}
+
+impl Certificate {
+    /// A new self-signed certificate (None: the crypto backend could not make one).
+    pub fn generate() -> Option<Certificate> {
+        str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .map(Certificate)
+    }
 }
 
 /// One browser's peer connection.
@@ -72,6 +96,7 @@ impl BrowserPeer {
         now: Instant,
         offer: &str,
         candidate: SocketAddr,
+        cert: Option<&Certificate>,
     ) -> Result<(BrowserPeer, String), PeerError> {
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| PeerError::BadSdp(e.to_string()))?;
@@ -80,6 +105,9 @@ impl BrowserPeer {
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, false);
+        if let Some(c) = cert {
+            config = config.set_dtls_cert(c.0.clone());
+        }
         // Browsers send RFC 4733 at the clock of the audio codec: 48 kHz for Opus.
         config.codec_config().add_config(
             Pt::new_with_value(110),
@@ -275,10 +303,10 @@ impl BrowserPeer {
                         self.connected = true;
                         self.out.push_back(PeerOutput::Connected);
                     }
-                    Event::IceConnectionStateChange(IceConnectionState::Disconnected)
-                    | Event::Closed => {
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                         self.out.push_back(PeerOutput::Disconnected);
                     }
+                    Event::Closed => self.out.push_back(PeerOutput::Closed),
                     Event::RtpPacket(p) => {
                         let h = &p.header;
                         let mut b = Vec::with_capacity(12 + p.payload.len());

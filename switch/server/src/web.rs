@@ -55,6 +55,8 @@ pub struct WebShared {
     facts: Mutex<HashMap<String, WebFacts>>,
     /// Where browser legs hand their RTP to the media sessions (no loopback hop).
     taps: crate::media::Taps,
+    /// The DTLS certificate of every browser leg (made at start).
+    cert: Option<switchboard_webrtc::Certificate>,
 }
 
 impl std::fmt::Debug for WebShared {
@@ -86,6 +88,7 @@ impl WebShared {
             storage,
             facts: Mutex::new(HashMap::new()),
             taps,
+            cert: switchboard_webrtc::Certificate::generate(),
         })
     }
 
@@ -559,7 +562,12 @@ async fn place(
         )
         .await;
     };
-    let (peer, answer) = match BrowserPeer::accept(Instant::now().into_std(), &req.sdp, candidate) {
+    let (peer, answer) = match BrowserPeer::accept(
+        Instant::now().into_std(),
+        &req.sdp,
+        candidate,
+        web.cert.as_ref(),
+    ) {
         Ok(p) => p,
         Err(e) => return refuse(&web, ws, ErrorCode::BadOffer, e.to_string()).await,
     };
@@ -576,14 +584,17 @@ async fn place(
     let (to_hub, from_leg) = mpsc::channel(64);
     let (to_leg, from_hub) = mpsc::channel(64);
     let taken = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    web.taps.lock().unwrap_or_else(PoisonError::into_inner).insert(
-        inner_addr,
-        crate::media::Tap {
-            from_leg,
-            to_leg,
-            taken: taken.clone(),
-        },
-    );
+    web.taps
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(
+            inner_addr,
+            crate::media::Tap {
+                from_leg,
+                to_leg,
+                taken: taken.clone(),
+            },
+        );
     guard.tap = Some(inner_addr);
     let (sip_tx, sip_rx) = mpsc::channel(64);
     let (resume_tx, resume_rx) = mpsc::channel(1);
@@ -844,6 +855,12 @@ impl WebCall {
                     }
                 }
                 PeerOutput::Connected => info!("browser media connected (ICE + DTLS)"),
+                PeerOutput::Closed => {
+                    if !self.leg.is_terminated() {
+                        info!("the browser closed its connection: hanging up");
+                        self.leg.hangup();
+                    }
+                }
                 PeerOutput::Disconnected => {
                     if !self.leg.is_terminated() {
                         info!("browser media gone (ICE or DTLS closed): hanging up");
