@@ -48,9 +48,13 @@ pub struct MerchantConfig {
     /// Several at once: add the new one, reload, move the CRM over, remove the old one.
     #[serde(default)]
     pub api_keys: Vec<String>,
-    /// The CRM's webhook: `http://host[:port]/path`, POSTed on the events below.
+    /// The CRM's webhook: `https://host[:port]/path` (or `http://`), POSTed on the events below.
     #[serde(default)]
     pub webhook_url: Option<String>,
+    /// Extra CA certificates (PEM file, relative to conf/) trusted for the webhook's https,
+    /// besides the usual public roots (a CRM behind a private CA).
+    #[serde(default)]
+    pub webhook_ca: Option<String>,
     /// HMAC key of the webhook's `X-Switchboard-Signature` header.
     #[serde(default)]
     pub webhook_secret: Option<String>,
@@ -63,25 +67,33 @@ fn default_events() -> Vec<String> {
     ["ringing", "answered", "hangup"].map(String::from).to_vec()
 }
 
-/// A webhook URL split for a plain HTTP/1.1 client: (host, port, path).
-pub fn split_http_url(url: &str) -> Option<(String, u16, String)> {
-    let rest = url.strip_prefix("http://")?;
+/// A webhook URL split for an HTTP/1.1 client: (https, host, port, path).
+pub fn split_url(url: &str) -> Option<(bool, String, u16, String)> {
+    let (tls, rest) = match url.strip_prefix("https://") {
+        Some(r) => (true, r),
+        None => (false, url.strip_prefix("http://")?),
+    };
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse().ok()?),
-        _ => (hostport, 80),
+    let default = if tls { 443 } else { 80 };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        // [v6]:port or [v6]
+        let (h, after) = v6.split_once(']')?;
+        match after.strip_prefix(':') {
+            Some(p) => (h, p.parse().ok()?),
+            None if after.is_empty() => (h, default),
+            None => return None,
+        }
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (h, p.parse().ok()?),
+            None => (hostport, default),
+        }
     };
     let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| (0x21..0x7f).contains(&b));
-    (ok(host) && ok(path)).then(|| {
-        (
-            host.trim_matches(['[', ']']).to_owned(),
-            port,
-            path.to_owned(),
-        )
-    })
+    (ok(host) && ok(path)).then(|| (tls, host.to_owned(), port, path.to_owned()))
 }
 
 fn default_context() -> String {
@@ -311,13 +323,9 @@ impl MerchantConfig {
             }
         }
         if let Some(u) = &self.webhook_url {
-            if u.starts_with("https://") {
+            if split_url(u).is_none() {
                 p.push(format!(
-                    "merchant {id}: webhook_url {u:?}: https is not supported yet; point it at a local TLS-originating proxy (http://127.0.0.1:...)"
-                ));
-            } else if split_http_url(u).is_none() {
-                p.push(format!(
-                    "merchant {id}: webhook_url {u:?} is not http://host[:port]/path"
+                    "merchant {id}: webhook_url {u:?} is not https://host[:port]/path (or http://)"
                 ));
             }
             if self.webhook_secret.as_deref().is_none_or(str::is_empty) {
@@ -362,6 +370,7 @@ mod tests {
             context_fields: vec!["email".into()],
             api_keys: vec![],
             webhook_url: None,
+            webhook_ca: None,
             webhook_secret: None,
             webhook_events: default_events(),
         }
@@ -500,24 +509,32 @@ mod tests {
     #[test]
     fn webhook_urls_split_and_bad_ones_are_spelled_out() {
         assert_eq!(
-            split_http_url("http://crm.example:8081/hooks/sb?x=1"),
-            Some(("crm.example".into(), 8081, "/hooks/sb?x=1".into()))
+            split_url("http://crm.example:8081/hooks/sb?x=1"),
+            Some((false, "crm.example".into(), 8081, "/hooks/sb?x=1".into()))
         );
         assert_eq!(
-            split_http_url("http://10.0.0.5"),
-            Some(("10.0.0.5".into(), 80, "/".into()))
+            split_url("https://crm.example/h"),
+            Some((true, "crm.example".into(), 443, "/h".into()))
         );
         assert_eq!(
-            split_http_url("http://[::1]:9000/h"),
-            Some(("::1".into(), 9000, "/h".into()))
+            split_url("https://[::1]/h"),
+            Some((true, "::1".into(), 443, "/h".into()))
         );
-        assert_eq!(split_http_url("ftp://x/"), None);
-        assert_eq!(split_http_url("http://a b/"), None);
+        assert_eq!(
+            split_url("http://10.0.0.5"),
+            Some((false, "10.0.0.5".into(), 80, "/".into()))
+        );
+        assert_eq!(
+            split_url("http://[::1]:9000/h"),
+            Some((false, "::1".into(), 9000, "/h".into()))
+        );
+        assert_eq!(split_url("ftp://x/"), None);
+        assert_eq!(split_url("http://a b/"), None);
         let mut m = acme();
-        m.webhook_url = Some("https://crm.example/h".into());
+        m.webhook_url = Some("gopher://crm.example/h".into());
         m.webhook_events = vec!["ringing".into(), "picked-up".into()];
         let p = m.problems("acme");
-        assert_eq!(p.len(), 3, "{p:?}"); // https, no secret, unknown event
+        assert_eq!(p.len(), 3, "{p:?}"); // not a URL, no secret, unknown event
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct Web {
     pub ip_max_calls: usize,
     /// Merchants by ID.
     pub merchants: BTreeMap<String, MerchantConfig>,
+    /// TLS settings of the merchants' https webhooks (their roots, made at load).
+    pub tls: BTreeMap<String, std::sync::Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -363,6 +365,7 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
         }
     };
     let web = web_config(
+        dir,
         f,
         t,
         &file.webrtc,
@@ -397,7 +400,9 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn web_config(
+    dir: &Path,
     f: &str,
     t: &str,
     w: &WebrtcCfg,
@@ -445,6 +450,7 @@ fn web_config(
         ));
     }
     let mut merchants = BTreeMap::new();
+    let mut tls = BTreeMap::new();
     for (id, m) in merchant {
         for p in m.get_ref().problems(id) {
             diags.push(diag(
@@ -455,7 +461,27 @@ fn web_config(
                 Some("docs/webrtc.md describes [merchant.*]"),
             ));
         }
-        merchants.insert(id.clone(), m.get_ref().clone());
+        let mc = m.get_ref();
+        if mc
+            .webhook_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
+        {
+            let ca = mc.webhook_ca.as_deref().map(|c| dir.join(c));
+            match crate::webhook::client_config(ca.as_deref()) {
+                Ok(c) => {
+                    tls.insert(id.clone(), c);
+                }
+                Err(e) => diags.push(diag(
+                    f,
+                    t,
+                    Some(m.span()),
+                    format!("merchant {id}: webhook_ca: {e}"),
+                    Some("a PEM file of CA certificates, relative to conf/"),
+                )),
+            }
+        }
+        merchants.insert(id.clone(), mc.clone());
     }
     Some(Web {
         ip,
@@ -463,6 +489,7 @@ fn web_config(
         ip_calls_per_minute: w.ip_calls_per_minute.unwrap_or(10),
         ip_max_calls: w.ip_max_calls.unwrap_or(2),
         merchants,
+        tls,
     })
 }
 

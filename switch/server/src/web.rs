@@ -109,13 +109,19 @@ impl WebShared {
             .cloned()?;
         let cfg = self.cfg();
         let m = cfg.merchants.get(&facts.merchant)?;
-        let (host, port, path) =
-            switchboard_webrtc::merchant::split_http_url(m.webhook_url.as_deref()?)?;
+        let (https, host, port, path) =
+            switchboard_webrtc::merchant::split_url(m.webhook_url.as_deref()?)?;
+        let tls = if https {
+            Some(cfg.tls.get(&facts.merchant)?.clone())
+        } else {
+            None
+        };
         let target = crate::webhook::Target {
             host,
             port,
             path,
             secret: m.webhook_secret.clone().unwrap_or_default(),
+            tls,
         };
         Some((facts, Arc::new(target), m.webhook_events.clone()))
     }

@@ -29,6 +29,39 @@ pub struct Target {
     pub path: String,
     /// HMAC key of the signature.
     pub secret: String,
+    /// https: the client's TLS settings (None: plain http).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// TLS client settings: the public roots (Mozilla's, as webpki-roots ships them) and the
+/// CA certificates of `ca` (a PEM file) if given.
+pub fn client_config(ca: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca {
+        let mut n = 0;
+        let certs =
+            CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(format!("{}: no certificate in it", path.display()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// One event of one call.
@@ -165,9 +198,29 @@ async fn deliver(ev: &Event) -> bool {
     false
 }
 
-/// One HTTP/1.1 POST; the status of the answer.
+/// One HTTP/1.1 POST, over TLS for https; the status of the answer.
 async fn post(t: &Target, event: &str, sig: &str, body: &str) -> std::io::Result<u16> {
-    let mut s = TcpStream::connect((t.host.as_str(), t.port)).await?;
+    let tcp = TcpStream::connect((t.host.as_str(), t.port)).await?;
+    match &t.tls {
+        None => exchange(tcp, t, event, sig, body).await,
+        Some(cfg) => {
+            let name = rustls::pki_types::ServerName::try_from(t.host.clone())
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                .connect(name, tcp)
+                .await?;
+            exchange(tls, t, event, sig, body).await
+        }
+    }
+}
+
+async fn exchange<S: AsyncReadExt + AsyncWriteExt + Unpin>(
+    mut s: S,
+    t: &Target,
+    event: &str,
+    sig: &str,
+    body: &str,
+) -> std::io::Result<u16> {
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Switchboard\r\nContent-Type: application/json\r\n\
          Content-Length: {len}\r\nX-Switchboard-Event: {event}\r\nX-Switchboard-Signature: {sig}\r\n\

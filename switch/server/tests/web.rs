@@ -907,46 +907,67 @@ fn context_the_merchant_did_not_opt_in_to_is_refused_before_any_invite() {
 type Posts = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, u16)>>>;
 
 fn crm_receiver(port: u16) -> Posts {
-    use std::io::{BufRead, BufReader, Read, Write};
+    crm_receiver_tls(port, None)
+}
+
+/// The same over https with `tls` (the server's certificate and key).
+fn crm_receiver_tls(port: u16, tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> Posts {
     let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind CRM");
     let g = got.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            let (mut event, mut sig, mut len) = (String::new(), String::new(), 0usize);
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let (k, v) = line.split_once(':').unwrap_or((&line, ""));
-                match k.to_ascii_lowercase().as_str() {
-                    "x-switchboard-event" => event = v.trim().to_owned(),
-                    "x-switchboard-signature" => sig = v.trim().to_owned(),
-                    "content-length" => len = v.trim().parse().unwrap_or(0),
-                    _ => {}
+            match &tls {
+                None => serve_one(conn, &g),
+                Some(cfg) => {
+                    let Ok(sc) = rustls::ServerConnection::new(cfg.clone()) else {
+                        continue;
+                    };
+                    serve_one(rustls::StreamOwned::new(sc, conn), &g);
                 }
             }
-            let mut body = vec![0u8; len];
-            let _ = r.read_exact(&mut body);
-            let mut all = g.lock().unwrap();
-            let status = if all.is_empty() { 500 } else { 200 };
-            all.push((
-                event,
-                sig,
-                String::from_utf8_lossy(&body).into_owned(),
-                status,
-            ));
-            drop(all);
-            let mut w = conn;
-            let _ = write!(
-                w,
-                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
         }
     });
     got
+}
+
+fn serve_one<S: std::io::Read + std::io::Write>(conn: S, got: &Posts) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut r = BufReader::new(conn);
+    let (mut event, mut sig, mut len) = (String::new(), String::new(), 0usize);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        let (k, v) = line.split_once(':').unwrap_or((&line, ""));
+        match k.to_ascii_lowercase().as_str() {
+            "x-switchboard-event" => event = v.trim().to_owned(),
+            "x-switchboard-signature" => sig = v.trim().to_owned(),
+            "content-length" => len = v.trim().parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    if event.is_empty() {
+        return; // not a webhook (a TLS handshake that failed, a probe)
+    }
+    let mut body = vec![0u8; len];
+    let _ = r.read_exact(&mut body);
+    let mut all = got.lock().unwrap();
+    let status = if all.is_empty() { 500 } else { 200 };
+    all.push((
+        event,
+        sig,
+        String::from_utf8_lossy(&body).into_owned(),
+        status,
+    ));
+    drop(all);
+    let w = r.get_mut();
+    let _ = write!(
+        w,
+        "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let _ = w.flush();
 }
 
 #[test]
@@ -1047,4 +1068,89 @@ fn the_crm_webhook_gets_signed_ringing_answered_and_hangup_with_a_retry() {
         sw.metric("switchboard_webhooks_total{outcome=\"delivered\"}"),
         3.0
     );
+}
+
+#[test]
+fn an_https_crm_behind_its_own_ca_gets_the_webhooks() {
+    let idx = 61;
+    let ports = common::Ports::for_test(idx);
+    let crm_port = ports.sip + 10;
+    // The CRM's certificate, self-signed: the switch trusts it through webhook_ca.
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("cert");
+    let cert_der = rustls::pki_types::CertificateDer::from(key.cert.der().to_vec());
+    let key_der =
+        rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der()).expect("key");
+    let server = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert_der], key_der)
+    .expect("server config");
+    let got = crm_receiver_tls(crm_port, Some(std::sync::Arc::new(server)));
+    let conf = format!(
+        "{}webhook_url = \"https://127.0.0.1:{crm_port}/hooks/sb\"\nwebhook_secret = \"whsec-tls\"\nwebhook_ca = \"crm-ca.pem\"\nwebhook_events = [\"hangup\"]\n",
+        merchant_conf(ports.http, "tokenless = true")
+    );
+    let conf: &'static str = Box::leak(conf.into_boxed_str());
+    let mut sw = Switch::prepare(
+        "web-hook-tls",
+        idx,
+        Route {
+            extensions: WEB_EXT,
+            codecs: r#"["PCMU", "PCMA", "opus", "telephone-event"]"#,
+            conf_extra: conf,
+            ..Route::default()
+        },
+    );
+    std::fs::write(sw.dir.join("conf/crm-ca.pem"), key.cert.pem()).expect("write CA");
+    let pb = acd_rtp(idx);
+    let uas = sw.uas(
+        0,
+        "uas_web.xml",
+        1,
+        &[
+            "-key",
+            "rtp_port",
+            &pb.to_string(),
+            "-set",
+            "expect_merchant",
+            "demo",
+            "-set",
+            "expect_session",
+            "demo-visitor",
+            "-set",
+            "bye_ms",
+            "500",
+        ],
+    );
+    sw.launch();
+    let mut b = browser(&sw, "hook-tls");
+    click_sales(&mut b, &[]);
+    let (st, errs) = uas.wait(Duration::from_secs(15));
+    assert!(st.is_some_and(|s| s.success()), "{errs}");
+    // Only `hangup` was asked for: refused once (500), then delivered over TLS.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = got.lock().unwrap().clone();
+        if seen.iter().any(|(_, _, _, s)| *s == 200) {
+            let events: Vec<(&str, u16)> =
+                seen.iter().map(|(e, _, _, s)| (e.as_str(), *s)).collect();
+            assert_eq!(events, [("hangup", 500), ("hangup", 200)], "{seen:?}");
+            let (_, sig, body, _) = &seen[1];
+            let t: u64 = sig[2..].split(',').next().unwrap().parse().unwrap();
+            assert_eq!(
+                sig,
+                &switchboard_webrtc::token::sign_webhook(b"whsec-tls", t, body)
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "webhooks so far: {seen:?}\n{}",
+            sw.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
