@@ -45,6 +45,7 @@ struct WebrtcCfg {
     reconnect_grace: Option<u64>,
     ip_calls_per_minute: Option<u32>,
     ip_max_calls: Option<usize>,
+    listen: Option<Spanned<String>>,
 }
 
 /// The browser leg's settings (`[webrtc]` and `[merchant.*]`).
@@ -52,6 +53,8 @@ struct WebrtcCfg {
 pub struct Web {
     /// The address of the ICE host candidate (browsers send media there); bound locally.
     pub ip: IpAddr,
+    /// Where the widget's routes are served, apart from the admin API (None: on http.listen).
+    pub listen: Option<SocketAddr>,
     /// How long a call outlives its dropped WebSocket, waiting for the widget to resume.
     pub reconnect_grace: Duration,
     /// New calls per minute from one address.
@@ -483,8 +486,22 @@ fn web_config(
         }
         merchants.insert(id.clone(), mc.clone());
     }
+    let listen = w
+        .listen
+        .as_ref()
+        .and_then(|v| addr(f, t, v, "webrtc.listen", diags));
+    if listen.is_some() && listen == http {
+        diags.push(diag(
+            f,
+            t,
+            w.listen.as_ref().map(Spanned::span),
+            "webrtc.listen is http.listen: leave it out to serve the widget there".into(),
+            None,
+        ));
+    }
     Some(Web {
         ip,
+        listen,
         reconnect_grace: Duration::from_secs(w.reconnect_grace.unwrap_or(10)),
         ip_calls_per_minute: w.ip_calls_per_minute.unwrap_or(10),
         ip_max_calls: w.ip_max_calls.unwrap_or(2),

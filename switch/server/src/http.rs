@@ -44,7 +44,10 @@ pub async fn serve(
             db,
             web: web.clone(),
         });
-    if let Some(web) = web {
+    // The widget's routes join the admin listener unless they have one of their own.
+    if let Some(web) = web
+        && web.listen().is_none()
+    {
         app = app.merge(crate::web::routes(web));
     }
     let listener = tokio::net::TcpListener::bind(addr)

@@ -442,6 +442,18 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
                 }
             });
         }
+        if let Some(w) = &web
+            && let Some(addr) = w.listen()
+        {
+            // Bound now: a taken port is a start-up error, not a log line later.
+            drop(std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot bind the widget's HTTP {addr}: {e}"))?);
+            let w = w.clone();
+            tokio::spawn(async move {
+                if let Err(e) = web::serve(addr, w).await {
+                    error!("widget HTTP server stopped: {e:#}");
+                }
+            });
+        }
         tokio::spawn(signals(cmd_tx.clone()));
         info!(conf = %conf.display(), gateways = engine.gateways().iter().count(), web = web.is_some(), "switchboard starting");
         let (media_tx, media_rx) = mpsc::unbounded_channel();

@@ -92,6 +92,11 @@ impl WebShared {
         })
     }
 
+    /// The widget's own listener, if it has one (`[webrtc] listen`).
+    pub fn listen(&self) -> Option<SocketAddr> {
+        self.cfg().listen
+    }
+
     fn cfg(&self) -> std::sync::RwLockReadGuard<'_, Web> {
         self.cfg.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -283,6 +288,22 @@ impl Drop for CallGuard {
                 .remove(&a);
         }
     }
+}
+
+/// Serves the widget's routes alone on `addr` (`[webrtc] listen`: a public address apart
+/// from the admin API).
+pub async fn serve(addr: SocketAddr, web: Arc<WebShared>) -> anyhow::Result<()> {
+    let app = routes(web).route("/healthz", get(|| async { "ok\n" }));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind the widget's HTTP {addr}: {e}"))?;
+    info!(%addr, "widget HTTP listening");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
+    Ok(())
 }
 
 /// The widget's routes: `/c2c.js`, `/client/<version>.js`, `/demo/shop`, `/ws`.

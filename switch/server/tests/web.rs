@@ -1154,3 +1154,35 @@ fn an_https_crm_behind_its_own_ca_gets_the_webhooks() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn the_widget_can_have_a_public_listener_apart_from_the_admin_api() {
+    let idx = 62;
+    let ports = common::Ports::for_test(idx);
+    let public = ports.sip + 11;
+    let conf = merchant_conf(ports.http, "tokenless = true").replace(
+        "[webrtc]\n",
+        &format!("[webrtc]\nlisten = \"127.0.0.1:{public}\"\n"),
+    );
+    let conf: &'static str = Box::leak(conf.into_boxed_str());
+    let mut sw = Switch::prepare(
+        "web-listen",
+        idx,
+        Route {
+            conf_extra: conf,
+            ..Route::default()
+        },
+    );
+    sw.launch();
+    // The widget on its own address...
+    let shop = common::http_get(public, "/demo/shop").expect("the shop on the public listener");
+    assert!(shop.contains("c2c.js"), "{shop}");
+    assert!(common::http_get(public, "/c2c.js").is_some());
+    // ...and neither the admin API nor the CRM API there; no widget on the admin address.
+    let (status, _) = common::http_status(public, "/api/v1/calls", "test-token");
+    assert_eq!(status, 404);
+    let (status, _) = common::http_status(public, "/metrics", "");
+    assert_eq!(status, 404);
+    assert!(common::http_get(ports.http, "/demo/shop").is_none());
+    assert!(common::http_get(ports.http, "/metrics").is_some());
+}
