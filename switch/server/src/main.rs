@@ -428,7 +428,7 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("call records: {e} (set [storage] path in switchboard.toml)"))?;
         let storage: storage::Store = Arc::new(sqlite);
         let taps = media::Taps::default();
-        let web = l.web.map(|w| web::WebShared::new(w, net_tx.clone(), engine.port_pool(), media_ip, Some(storage.clone()), taps.clone()));
+        let web = l.web.map(|w| web::WebShared::new(w, net_tx.clone(), engine.port_pool(), Some(storage.clone()), taps.clone()));
         if let Some(addr) = l.http {
             let tx = cmd_tx.clone();
             let token = l.token.clone();

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use switchboard_core::{CallRef, MediaPorts, Play};
 use switchboard_media::{LegMedia, MediaEvent, Playable, Relay, Session, Side};
+use switchboard_webrtc::PeerOutput;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -79,25 +80,43 @@ pub struct Prompt {
     pub samples: Arc<[i16]>,
 }
 
-/// A leg whose RTP is in this process (the browser leg): its packets come and go through
-/// channels instead of a loopback socket, keyed by the address its SDP names.
+/// A browser leg's WebRTC peer and the socket of its ICE candidate, handed to the call's
+/// media session when it anchors leg A at the address the leg's SDP names (the candidate's):
+/// the session then runs the peer itself — SRTP in, RTP to the session, no task or socket in
+/// between.
 #[derive(Debug)]
 pub struct Tap {
-    /// Packets from the leg.
-    pub from_leg: mpsc::Receiver<Vec<u8>>,
-    /// Packets to the leg.
-    pub to_leg: mpsc::Sender<Vec<u8>>,
-    /// Set when a media session took the tap (the leg then stops using its socket).
-    pub taken: Arc<std::sync::atomic::AtomicBool>,
+    /// The browser's peer (str0m).
+    pub peer: switchboard_webrtc::BrowserPeer,
+    /// The socket of its ICE candidate.
+    pub ice: UdpSocket,
+    /// What the browser leg must hear of: connected, closed, gone.
+    pub events: mpsc::UnboundedSender<PeerOutput>,
 }
 
 /// Taps waiting for their media session, by the address in the leg's SDP.
 pub type Taps = Arc<std::sync::Mutex<HashMap<SocketAddr, Tap>>>;
 
-async fn tap_recv(tap: &mut Option<Tap>) -> Option<Vec<u8>> {
+async fn tap_recv(tap: &Option<Tap>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
     match tap {
-        Some(t) => t.from_leg.recv().await,
+        Some(t) => t.ice.recv_from(buf).await.ok(),
         None => std::future::pending().await,
+    }
+}
+
+/// Moves what the browser's peer produced: datagrams to the browser, its RTP into the
+/// session as leg A's, its state to the browser leg.
+fn pump_peer(t: &mut Tap, session: &mut Session, now: std::time::Instant) {
+    while let Some(o) = t.peer.poll() {
+        match o {
+            PeerOutput::Transmit(to, data) => {
+                let _ = t.ice.try_send_to(&data, to);
+            }
+            PeerOutput::Rtp(p) => session.handle_rtp(now, Side::A, &p),
+            other => {
+                let _ = t.events.send(other);
+            }
+        }
     }
 }
 
@@ -294,10 +313,16 @@ async fn run(
     // Leg A in this process (a browser): no socket between it and the session.
     let mut tap: Option<Tap> = None;
     let mut clocks = [8000u32; 2];
-    // One buffer per socket: select! polls all four receives at once.
+    // One buffer per socket: select! polls all five receives at once.
     let (mut b0, mut b1, mut b2, mut b3) = ([0u8; 2048], [0u8; 2048], [0u8; 2048], [0u8; 2048]);
+    let mut b4 = [0u8; 2048];
     loop {
-        let wake = session.poll_timeout().map(tokio::time::Instant::from_std);
+        let peer_wake = tap.as_ref().and_then(|t| t.peer.poll_timeout());
+        let wake = [session.poll_timeout(), peer_wake]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(tokio::time::Instant::from_std);
         let now = || tokio::time::Instant::now().into_std();
         tokio::select! {
             ctl = rx.recv() => match ctl {
@@ -307,7 +332,6 @@ async fn run(
                         && let Some(a) = addr
                         && let Some(t) = taps.lock().ok().and_then(|mut m| m.remove(&a))
                     {
-                        t.taken.store(true, Ordering::Release);
                         tap = Some(t);
                     }
                     relay.set_remote(side, addr);
@@ -349,18 +373,28 @@ async fn run(
                 counters.rtcp_in.fetch_add(1, Ordering::Relaxed);
                 session.handle_rtcp(now(), Side::B, &b3[..n]);
             }
-            Some(pkt) = tap_recv(&mut tap) => session.handle_rtp(now(), Side::A, &pkt),
-            () = sleep_until(wake) => session.handle_timeout(now()),
+            Some((n, src)) = tap_recv(&tap, &mut b4) => {
+                if let Some(t) = &mut tap {
+                    t.peer.handle_receive(now(), src, &b4[..n]);
+                }
+            }
+            () = sleep_until(wake) => {
+                session.handle_timeout(now());
+                if let Some(t) = &mut tap {
+                    t.peer.handle_timeout(now());
+                }
+            }
+        }
+        if let Some(t) = &mut tap {
+            pump_peer(t, &mut session, now());
         }
         while let Some((side, buf)) = session.poll_transmit() {
             if side == Side::A
-                && let Some(t) = &tap
+                && let Some(t) = &mut tap
             {
-                if t.to_leg.try_send(buf).is_ok() {
-                    counters.rtp_b_to_a.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    counters.dropped.fetch_add(1, Ordering::Relaxed);
-                }
+                t.peer.send_rtp(now(), &buf);
+                counters.rtp_b_to_a.fetch_add(1, Ordering::Relaxed);
+                session.recycle(buf);
                 continue;
             }
             let (sock, counter) = match side {
@@ -408,6 +442,15 @@ async fn run(
                 counters.timeouts.fetch_add(1, Ordering::Relaxed);
             }
             let _ = events.send((call, ev));
+        }
+    }
+    if let Some(mut t) = tap {
+        // DTLS close_notify: the browser hears the call is over at once.
+        t.peer.close();
+        while let Some(o) = t.peer.poll() {
+            if let PeerOutput::Transmit(to, data) = o {
+                let _ = t.ice.try_send_to(&data, to);
+            }
         }
     }
     if let Ok(mut q) = quality.lock() {

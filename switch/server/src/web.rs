@@ -42,7 +42,6 @@ pub struct WebShared {
     pub cfg: RwLock<Web>,
     net: mpsc::Sender<NetIn>,
     ports: PortPool,
-    media_ip: IpAddr,
     limits: Mutex<Limits>,
     live: Mutex<HashMap<String, (String, mpsc::Sender<WebSocket>)>>,
     next: AtomicU32,
@@ -71,7 +70,6 @@ impl WebShared {
         web: Web,
         net: mpsc::Sender<NetIn>,
         ports: PortPool,
-        media_ip: IpAddr,
         storage: Option<crate::storage::Store>,
         taps: crate::media::Taps,
     ) -> Arc<WebShared> {
@@ -79,7 +77,6 @@ impl WebShared {
             cfg: RwLock::new(web),
             net,
             ports,
-            media_ip,
             limits: Mutex::new(Limits::default()),
             live: Mutex::new(HashMap::new()),
             next: AtomicU32::new(1),
@@ -564,13 +561,10 @@ async fn place(
     };
     guard.port = Some(port);
     let candidate = SocketAddr::new(web_ip, port);
-    let (ice, inner) = match (
-        UdpSocket::bind(candidate).await,
-        UdpSocket::bind((web.media_ip, 0)).await,
-    ) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
-            warn!(%candidate, error = %e, "cannot bind a browser call's sockets");
+    let ice = match UdpSocket::bind(candidate).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(%candidate, error = %e, "cannot bind a browser call's socket");
             return refuse(
                 &web,
                 ws,
@@ -579,15 +573,6 @@ async fn place(
             )
             .await;
         }
-    };
-    let Ok(inner_addr) = inner.local_addr() else {
-        return refuse(
-            &web,
-            ws,
-            ErrorCode::Unavailable,
-            "the switch cannot take calls right now".into(),
-        )
-        .await;
     };
     let (peer, answer) = match BrowserPeer::accept(
         Instant::now().into_std(),
@@ -599,30 +584,30 @@ async fn place(
         Err(e) => return refuse(&web, ws, ErrorCode::BadOffer, e.to_string()).await,
     };
     let local = local_addr(n);
-    let leg = WebLeg::invite(&facts, local, &id, peer.inner_sdp(inner_addr, 1));
+    // Leg A's SDP names the candidate's address: the media session that anchors it takes
+    // the peer and its socket from the tap registered under that address.
+    let leg = WebLeg::invite(&facts, local, &id, peer.inner_sdp(candidate, 1));
     let span = tracing::info_span!("web", call = %id, call_id = %leg.call_id(), merchant = %facts.merchant, link = %facts.link);
     guard.call_id = leg.call_id().to_owned();
     web.facts
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(guard.call_id.clone(), facts.clone());
-    // The media session takes this when it anchors leg A at `inner_addr`: RTP then passes
-    // through channels, not through the loopback socket (half the syscalls per packet).
-    let (to_hub, from_leg) = mpsc::channel(64);
-    let (to_leg, from_hub) = mpsc::channel(64);
-    let taken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The call's media session runs the peer from here on (no task, channel or socket
+    // between SRTP and the session); it tells us when the browser connects or goes.
+    let (peer_tx, peer_events) = mpsc::unbounded_channel();
     web.taps
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(
-            inner_addr,
+            candidate,
             crate::media::Tap {
-                from_leg,
-                to_leg,
-                taken: taken.clone(),
+                peer,
+                ice,
+                events: peer_tx,
             },
         );
-    guard.tap = Some(inner_addr);
+    guard.tap = Some(candidate);
     let (sip_tx, sip_rx) = mpsc::channel(64);
     let (resume_tx, resume_rx) = mpsc::channel(1);
     if web.net.send(NetIn::LocalUp(local, sip_tx)).await.is_err() {
@@ -658,18 +643,13 @@ async fn place(
     }
     let mut call = WebCall {
         ws: Some(WidgetLink::new(ws)),
-        peer,
         leg,
-        ice,
-        inner,
+        peer_events,
         local,
         web_net: web.net.clone(),
         grace,
         grace_until: None,
         last_state: None,
-        to_hub,
-        from_hub,
-        taken,
     };
     async move {
         info!(page = %facts.page_url, session = %facts.session, ip = %ip, "web call placed");
@@ -688,20 +668,15 @@ async fn place(
 
 struct WebCall {
     ws: Option<WidgetLink>,
-    peer: BrowserPeer,
     leg: WebLeg,
-    ice: UdpSocket,
-    inner: UdpSocket,
+    /// The peer's state, from the media session that runs it.
+    peer_events: mpsc::UnboundedReceiver<PeerOutput>,
     local: SocketAddr,
     web_net: mpsc::Sender<NetIn>,
     grace: Duration,
     grace_until: Option<Instant>,
     /// The last state told to the widget (told again after a resume).
     last_state: Option<ServerMsg>,
-    /// RTP to and from the media session, once it took the tap.
-    to_hub: mpsc::Sender<Vec<u8>>,
-    from_hub: mpsc::Receiver<Vec<u8>>,
-    taken: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The widget's WebSocket, served by a task of its own: the call's loop, woken by every
@@ -793,17 +768,9 @@ impl WebCall {
         mut sip_rx: mpsc::Receiver<Bytes>,
         mut resume_rx: mpsc::Receiver<WebSocket>,
     ) {
-        let mut buf = vec![0u8; 2048];
-        let mut rtp = vec![0u8; 2048];
         self.pump().await;
         while !self.leg.is_terminated() {
-            let wake = [
-                self.peer.poll_timeout().map(Instant::from_std),
-                self.grace_until,
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let wake = self.grace_until;
             tokio::select! {
                 m = ws_next(&mut self.ws) => match m {
                     Some(text) => match signal::parse(&text) {
@@ -816,21 +783,7 @@ impl WebCall {
                     },
                     None => self.lost_ws(),
                 },
-                r = self.ice.recv_from(&mut buf) => {
-                    if let Ok((n, from)) = r {
-                        self.peer.handle_receive(Instant::now().into_std(), from, &buf[..n]);
-                    }
-                }
-                r = self.inner.recv_from(&mut rtp) => {
-                    if let Ok((n, from)) = r
-                        && Some(from) == self.leg.media()
-                    {
-                        self.peer.send_rtp(Instant::now().into_std(), &rtp[..n]);
-                    }
-                }
-                Some(p) = self.from_hub.recv() => {
-                    self.peer.send_rtp(Instant::now().into_std(), &p);
-                }
+                Some(ev) = self.peer_events.recv() => self.on_peer(ev),
                 m = sip_rx.recv() => match m.map(parse_datagram) {
                     Some(Ok(msg)) => self.leg.handle(msg),
                     Some(Err(e)) => debug!(error = %e, "unparseable message from the core"),
@@ -849,7 +802,6 @@ impl WebCall {
                 }
                 _ = sleep_until(wake) => {
                     let now = Instant::now();
-                    self.peer.handle_timeout(now.into_std());
                     if self.grace_until.is_some_and(|g| g <= now) {
                         info!("widget did not come back: hanging up");
                         self.grace_until = None;
@@ -859,7 +811,6 @@ impl WebCall {
             }
             self.pump().await;
         }
-        self.peer.close();
         self.pump().await;
         let _ = self.web_net.send(NetIn::LocalDown(self.local)).await;
         // Dropping the link lets its pump deliver what is queued, then close the socket.
@@ -867,35 +818,28 @@ impl WebCall {
     }
 
     /// Moves what the peer and the leg produced to where it goes.
-    async fn pump(&mut self) {
-        while let Some(o) = self.peer.poll() {
-            match o {
-                PeerOutput::Transmit(to, data) => {
-                    let _ = self.ice.send_to(&data, to).await;
-                }
-                PeerOutput::Rtp(p) => {
-                    if self.taken.load(Ordering::Acquire) {
-                        // Full (the session stalls): drop, as a UDP socket would.
-                        let _ = self.to_hub.try_send(p);
-                    } else if let Some(m) = self.leg.media() {
-                        let _ = self.inner.send_to(&p, m).await;
-                    }
-                }
-                PeerOutput::Connected => info!("browser media connected (ICE + DTLS)"),
-                PeerOutput::Closed => {
-                    if !self.leg.is_terminated() {
-                        info!("the browser closed its connection: hanging up");
-                        self.leg.hangup();
-                    }
-                }
-                PeerOutput::Disconnected => {
-                    if !self.leg.is_terminated() {
-                        info!("browser media gone (ICE or DTLS closed): hanging up");
-                        self.leg.hangup_with(Some(GONE));
-                    }
+    /// The peer's state, as the media session running it reports it.
+    fn on_peer(&mut self, ev: PeerOutput) {
+        match ev {
+            PeerOutput::Connected => info!("browser media connected (ICE + DTLS)"),
+            PeerOutput::Closed => {
+                if !self.leg.is_terminated() {
+                    info!("the browser closed its connection: hanging up");
+                    self.leg.hangup();
                 }
             }
+            PeerOutput::Disconnected => {
+                if !self.leg.is_terminated() {
+                    info!("browser media gone (ICE lost): hanging up");
+                    self.leg.hangup_with(Some(GONE));
+                }
+            }
+            PeerOutput::Transmit(..) | PeerOutput::Rtp(_) => {}
         }
+    }
+
+    /// Moves what the leg produced: SIP to the core, events to the widget.
+    async fn pump(&mut self) {
         while let Some(b) = self.leg.poll_transmit() {
             if self
                 .web_net
