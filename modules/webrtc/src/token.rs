@@ -24,51 +24,69 @@ pub enum TokenError {
     BadSignature,
 }
 
-fn mac(secret: &[u8], merchant: &str, link: &str, session: &str, expiry: u64) -> HmacSha256 {
+/// HMAC-SHA256 of `msg` under `secret`, ready to finalise or verify.
+fn hmac(secret: &[u8], msg: &str) -> HmacSha256 {
     // HMAC takes keys of any length: new_from_slice cannot fail for it.
     let mut m = match HmacSha256::new_from_slice(secret) {
         Ok(m) => m,
         Err(_) => unreachable!("HMAC accepts keys of any length"),
     };
-    m.update(format!("v1\n{merchant}\n{link}\n{session}\n{expiry}").as_bytes());
+    m.update(msg.as_bytes());
     m
+}
+
+/// Appends `bytes` to `s` as lowercase hex.
+fn push_hex(s: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        s.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+}
+
+/// Constant-time comparison: for tokens, keys and their hashes.
+pub fn constant_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn mac(secret: &[u8], merchant: &str, link: &str, session: &str, expiry: u64) -> HmacSha256 {
+    hmac(
+        secret,
+        &format!("v1\n{merchant}\n{link}\n{session}\n{expiry}"),
+    )
 }
 
 /// Mints a token (the merchant server's side; also `switchboard token`).
 pub fn mint(secret: &[u8], merchant: &str, link: &str, session: &str, expiry: u64) -> String {
-    let tag = mac(secret, merchant, link, session, expiry)
-        .finalize()
-        .into_bytes();
     let mut s = format!("{expiry}.");
-    for b in tag {
-        s.push_str(&format!("{b:02x}"));
-    }
+    push_hex(
+        &mut s,
+        &mac(secret, merchant, link, session, expiry)
+            .finalize()
+            .into_bytes(),
+    );
     s
 }
 
 /// The webhook signature header value: `t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 /// The CRM recomputes it over the raw body and refuses stale `t` (replays).
 pub fn sign_webhook(secret: &[u8], t: u64, body: &str) -> String {
-    let mut m = match HmacSha256::new_from_slice(secret) {
-        Ok(m) => m,
-        Err(_) => unreachable!("HMAC accepts keys of any length"),
-    };
-    m.update(format!("{t}.{body}").as_bytes());
     let mut s = format!("t={t},v1=");
-    for b in m.finalize().into_bytes() {
-        s.push_str(&format!("{b:02x}"));
-    }
+    push_hex(
+        &mut s,
+        &hmac(secret, &format!("{t}.{body}")).finalize().into_bytes(),
+    );
     s
 }
 
 /// The stored form of a CRM API key: `sha256:<hex>` (keys are never stored in clear).
 pub fn key_hash(key: &str) -> String {
     use sha2::Digest;
-    let d = sha2::Sha256::digest(key.as_bytes());
     let mut s = String::from("sha256:");
-    for b in d {
-        s.push_str(&format!("{b:02x}"));
-    }
+    push_hex(&mut s, &sha2::Sha256::digest(key.as_bytes()));
     s
 }
 

@@ -62,15 +62,6 @@ pub async fn serve(
     Ok(())
 }
 
-/// Constant-time comparison: tokens guard call control and callers' data.
-fn constant_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
@@ -87,7 +78,7 @@ fn authorized(app: &App, headers: &HeaderMap) -> Result<(), Response> {
         )
             .into_response());
     };
-    if bearer(headers).is_some_and(|g| constant_eq(g, token)) {
+    if bearer(headers).is_some_and(|g| switchboard_webrtc::token::constant_eq(g, token)) {
         Ok(())
     } else {
         Err((StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response())
@@ -105,7 +96,11 @@ fn scope(app: &App, headers: &HeaderMap) -> Result<Scope, Response> {
     let Some(given) = bearer(headers) else {
         return Err((StatusCode::UNAUTHORIZED, "missing bearer token\n").into_response());
     };
-    if app.token.as_deref().is_some_and(|t| constant_eq(given, t)) {
+    if app
+        .token
+        .as_deref()
+        .is_some_and(|t| switchboard_webrtc::token::constant_eq(given, t))
+    {
         return Ok(Scope::Admin);
     }
     if let Some(web) = &app.web {
@@ -116,7 +111,10 @@ fn scope(app: &App, headers: &HeaderMap) -> Result<Scope, Response> {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (id, m) in &cfg.merchants {
-            if m.api_keys.iter().any(|k| constant_eq(k, &hash)) {
+            if m.api_keys
+                .iter()
+                .any(|k| switchboard_webrtc::token::constant_eq(k, &hash))
+            {
                 return Ok(Scope::Merchant(id.clone()));
             }
         }
@@ -154,21 +152,33 @@ async fn lookup(app: &App, scope: Scope, q: CallsQuery) -> Response {
         limit: Some(1),
         ..Default::default()
     };
-    let db = app.db.clone();
-    match tokio::task::spawn_blocking(move || db.query(&filter)).await {
-        Ok(Ok(mut rows)) if !rows.is_empty() => axum::Json(rows.swap_remove(0)).into_response(),
+    match records(app, filter).await {
+        Ok(mut rows) if !rows.is_empty() => axum::Json(rows.swap_remove(0)).into_response(),
         // Another merchant's call looks exactly like no call: 404, never 403.
-        Ok(Ok(_)) => (
+        Ok(_) => (
             StatusCode::NOT_FOUND,
             axum::Json(json!({"error": "no call matches"})),
         )
             .into_response(),
-        Ok(Err(e)) => (
+        Err(r) => r,
+    }
+}
+
+/// Reads records off the runtime's threads (the store blocks); a store error is a 500.
+#[allow(clippy::result_large_err)]
+async fn records(
+    app: &App,
+    filter: crate::storage::CdrFilter,
+) -> Result<Vec<crate::storage::Cdr>, Response> {
+    let db = app.db.clone();
+    match tokio::task::spawn_blocking(move || db.query(&filter)).await {
+        Ok(Ok(rows)) => Ok(rows),
+        Ok(Err(e)) => Err((
             StatusCode::INTERNAL_SERVER_ERROR,
             axum::Json(json!({"error": e.to_string()})),
         )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            .into_response()),
+        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()),
     }
 }
 
@@ -180,15 +190,9 @@ async fn merchant_calls(app: &App, merchant: String) -> Response {
         limit: Some(1000),
         ..Default::default()
     };
-    let db = app.db.clone();
-    match tokio::task::spawn_blocking(move || db.query(&filter)).await {
-        Ok(Ok(rows)) => axum::Json(rows).into_response(),
-        Ok(Err(e)) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(json!({"error": e.to_string()})),
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    match records(app, filter).await {
+        Ok(rows) => axum::Json(rows).into_response(),
+        Err(r) => r,
     }
 }
 
@@ -357,16 +361,13 @@ async fn cdrs(
         limit: Some(q.limit.unwrap_or(1000).min(100_000)),
         ..Default::default()
     };
-    let db = app.db.clone();
-    let rows = tokio::task::spawn_blocking(move || db.query(&filter)).await;
-    match rows {
-        Ok(Ok(rows)) if q.format.as_deref() == Some("csv") => (
+    match records(&app, filter).await {
+        Ok(rows) if q.format.as_deref() == Some("csv") => (
             [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
             crate::storage::to_csv(&rows),
         )
             .into_response(),
-        Ok(Ok(rows)) => axum::Json(rows).into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Ok(rows) => axum::Json(rows).into_response(),
+        Err(r) => r,
     }
 }

@@ -409,12 +409,13 @@ fn apply(
             rows.insert(call, tx.last_insert_rowid());
         }
         CdrOp::Web(w) => {
+            let f = &w.facts;
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO web_context (call_id, merchant, link, session, page_url, referrer, caller_ip, context, at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
-                w.call_id, w.merchant, w.link, w.session, w.page_url, w.referrer, w.caller_ip, w.context, w.at
+                w.call_id, f.merchant, f.link, f.session, f.page_url, f.referrer, f.caller_ip, w.context, w.at
             ])?;
         }
         CdrOp::Ring { call, at } => {
@@ -520,18 +521,8 @@ fn apply(
 pub struct WebRecord {
     /// Leg A's Call-ID.
     pub call_id: String,
-    /// Merchant.
-    pub merchant: String,
-    /// Link (button).
-    pub link: String,
-    /// Customer or session ID.
-    pub session: String,
-    /// The page the call started on.
-    pub page_url: String,
-    /// Its referrer.
-    pub referrer: String,
-    /// The browser's address.
-    pub caller_ip: String,
+    /// What the call was admitted with (merchant, link, session, page, referrer, address).
+    pub facts: switchboard_webrtc::WebFacts,
     /// Trail, cookies and form fields (JSON).
     pub context: String,
     /// Unix ms.

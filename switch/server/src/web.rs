@@ -412,7 +412,7 @@ async fn session(web: Arc<WebShared>, mut ws: WebSocket, origin: Option<String>,
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .get(&call)
-                .filter(|(k, _)| constant_eq(k, &key))
+                .filter(|(k, _)| switchboard_webrtc::token::constant_eq(k, &key))
                 .map(|(_, tx)| tx.clone());
             match target {
                 Some(tx) => {
@@ -454,14 +454,6 @@ async fn session(web: Arc<WebShared>, mut ws: WebSocket, origin: Option<String>,
 /// unique among the last 16 million calls (never 0.0.0.0).
 fn local_addr(n: u32) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::from(n % 0x00ff_ffff + 1)), 0)
-}
-
-fn constant_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -630,12 +622,7 @@ async fn place(
         s.record(crate::storage::CdrOp::Web(Box::new(
             crate::storage::WebRecord {
                 call_id: leg.call_id().to_owned(),
-                merchant: facts.merchant.clone(),
-                link: facts.link.clone(),
-                session: facts.session.clone(),
-                page_url: facts.page_url.clone(),
-                referrer: facts.referrer.clone(),
-                caller_ip: facts.caller_ip.clone(),
+                facts: facts.clone(),
                 context: serde_json::to_string(&req.context).unwrap_or_default(),
                 at: jiff::Timestamp::now().as_millisecond(),
             },

@@ -19,6 +19,32 @@ fn acd_rtp(idx: u16) -> u16 {
     40000 + idx * 100 + 80
 }
 
+/// The SIPp ACD (`uas_web.xml`) for `calls` calls: it checks the demo merchant and
+/// `session` in the INVITE, answers with its SDP at the test's RTP port, and hangs up after
+/// `bye_ms` ("0": waits for the BYE).
+fn acd_uas(sw: &Switch, idx: u16, calls: u32, session: &str, bye_ms: &str) -> common::Sipp {
+    let port = acd_rtp(idx).to_string();
+    sw.uas(
+        0,
+        "uas_web.xml",
+        calls,
+        &[
+            "-key",
+            "rtp_port",
+            &port,
+            "-set",
+            "expect_merchant",
+            "demo",
+            "-set",
+            "expect_session",
+            session,
+            "-set",
+            "bye_ms",
+            bye_ms,
+        ],
+    )
+}
+
 const WEB_EXT: &str = r#"
 [[extension]]
 name = "web-sales"
@@ -54,44 +80,24 @@ destinations = ["18005550100"]
 
 /// A 16-bit mono 48 kHz WAV of a sine: Chromium's fake microphone.
 fn tone_wav(path: &std::path::Path, freq: f64, secs: u32) {
-    let rate = 48_000u32;
-    let n = rate * secs;
-    let mut data = Vec::with_capacity(n as usize * 2);
-    for i in 0..n {
-        let v = (f64::from(i) * freq * 2.0 * std::f64::consts::PI / f64::from(rate)).sin() * 8000.0;
-        data.extend_from_slice(&(v as i16).to_le_bytes());
+    let pcm = common::rtp::sine_at(freq, 48_000, 48_000 * secs as usize, 8000.0);
+    std::fs::write(path, switchboard_media::wav::Wav::write(48_000, &pcm)).expect("write wav");
+}
+
+/// The test's route: the `web` context to the ACD on gw1, Opus allowed, `conf` appended.
+fn web_route(conf: &str) -> Route<'_> {
+    Route {
+        extensions: WEB_EXT,
+        codecs: r#"["PCMU", "PCMA", "opus", "telephone-event"]"#,
+        conf_extra: conf,
+        ..Route::default()
     }
-    let mut w = Vec::new();
-    w.extend_from_slice(b"RIFF");
-    w.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    w.extend_from_slice(b"WAVEfmt ");
-    w.extend_from_slice(&16u32.to_le_bytes());
-    w.extend_from_slice(&1u16.to_le_bytes());
-    w.extend_from_slice(&1u16.to_le_bytes());
-    w.extend_from_slice(&rate.to_le_bytes());
-    w.extend_from_slice(&(rate * 2).to_le_bytes());
-    w.extend_from_slice(&2u16.to_le_bytes());
-    w.extend_from_slice(&16u16.to_le_bytes());
-    w.extend_from_slice(b"data");
-    w.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    w.extend_from_slice(&data);
-    std::fs::write(path, w).expect("write wav");
 }
 
 fn start(name: &str, idx: u16, auth: &str) -> Switch {
     let http = common::Ports::for_test(idx).http;
     let conf = merchant_conf(http, auth);
-    let conf: &'static str = Box::leak(conf.into_boxed_str());
-    Switch::prepare(
-        name,
-        idx,
-        Route {
-            extensions: WEB_EXT,
-            codecs: r#"["PCMU", "PCMA", "opus", "telephone-event"]"#,
-            conf_extra: conf,
-            ..Route::default()
-        },
-    )
+    Switch::prepare(name, idx, web_route(&conf))
 }
 
 fn browser(sw: &Switch, name: &str) -> Browser {
@@ -118,6 +124,24 @@ fn click_sales(b: &mut Browser, facts: &[(&str, &str)]) {
 
 const CALL: &str = "SwitchboardClient.calls[0]";
 
+/// The first ended call record (records are written by a thread of their own: polled).
+fn ended_record(sw: &Switch) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let body =
+            common::http_get_auth(sw.ports.http, "/api/v1/cdrs", "test-token").unwrap_or_default();
+        let rows: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if let Some(r) = rows
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["ended"].is_string()))
+        {
+            return r.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no record: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn inbound_energy(b: &mut Browser) -> f64 {
     b.eval(&format!(
         "(async () => {{ const s = await {CALL}.pc.getStats(); let e = 0; \
@@ -135,26 +159,7 @@ fn addr(port: &serde_json::Value) -> SocketAddr {
 fn browser_call_reaches_the_acd_with_its_facts_audio_flows_both_ways_dtmf_and_the_page_hangs_up() {
     let idx = 50;
     let mut sw = start("web-call", idx, "tokenless = true");
-    let pb = acd_rtp(idx);
-    let uas = sw.uas(
-        0,
-        "uas_web.xml",
-        1,
-        &[
-            "-key",
-            "rtp_port",
-            &pb.to_string(),
-            "-set",
-            "expect_merchant",
-            "demo",
-            "-set",
-            "expect_session",
-            "shopper-42",
-            "-set",
-            "bye_ms",
-            "0",
-        ],
-    );
+    let uas = acd_uas(&sw, idx, 1, "shopper-42", "0");
     sw.launch();
     let mut b = browser(&sw, "call");
     click_sales(&mut b, &[("session", "shopper-42"), ("processing", "off")]);
@@ -171,7 +176,7 @@ fn browser_call_reaches_the_acd_with_its_facts_audio_flows_both_ways_dtmf_and_th
     );
     // The ACD speaks (1 kHz) while it listens to the browser's microphone (700 Hz).
     let sw_b = addr(&call["media"]["b"]["port"]);
-    let mut acd = RtpPeer::bind(pb);
+    let mut acd = RtpPeer::bind(acd_rtp(idx));
     let before = inbound_energy(&mut b);
     // Under load (the whole suite runs in parallel on 2 cores) give the path a few tries.
     let mut share = 0.0;
@@ -220,48 +225,16 @@ fn browser_call_reaches_the_acd_with_its_facts_audio_flows_both_ways_dtmf_and_th
     sw.wait_call_count(0, Duration::from_secs(5));
     assert!(sw.metric("switchboard_web_calls_total") >= 1.0);
     // An orderly hang-up (the widget's message, or its DTLS close if that comes first).
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let body =
-            common::http_get_auth(sw.ports.http, "/api/v1/cdrs", "test-token").unwrap_or_default();
-        let rows: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        if let Some(r) = rows
-            .as_array()
-            .and_then(|r| r.iter().find(|r| r["ended"].is_string()))
-        {
-            assert_eq!(r["cause"], "NORMAL_CLEARING", "{r}");
-            assert_eq!(r["hangup_side"], "caller", "{r}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no record: {body}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let r = ended_record(&sw);
+    assert_eq!(r["cause"], "NORMAL_CLEARING", "{r}");
+    assert_eq!(r["hangup_side"], "caller", "{r}");
 }
 
 #[test]
 fn the_acd_hangs_up_and_the_page_says_so() {
     let idx = 51;
     let mut sw = start("web-acd-bye", idx, "tokenless = true");
-    let pb = acd_rtp(idx);
-    let uas = sw.uas(
-        0,
-        "uas_web.xml",
-        1,
-        &[
-            "-key",
-            "rtp_port",
-            &pb.to_string(),
-            "-set",
-            "expect_merchant",
-            "demo",
-            "-set",
-            "expect_session",
-            "demo-visitor",
-            "-set",
-            "bye_ms",
-            "1500",
-        ],
-    );
+    let uas = acd_uas(&sw, idx, 1, "demo-visitor", "1500");
     sw.launch();
     let mut b = browser(&sw, "acd-bye");
     click_sales(&mut b, &[]);
@@ -375,16 +348,14 @@ fn heard_peak_hz(b: &mut Browser) -> f64 {
 fn the_shipped_demo_call_center_plays_its_prompt_then_echoes_the_caller() {
     let idx = 53;
     let http = common::Ports::for_test(idx).http;
-    let conf: &'static str = Box::leak(merchant_conf(http, "tokenless = true").into_boxed_str());
+    let conf = merchant_conf(http, "tokenless = true");
     // The shipped web dialplan, as is.
     let mut sw = Switch::prepare(
         "web-demo",
         idx,
         Route {
             extensions: include_str!("../../../conf/dialplan/web.toml"),
-            codecs: r#"["PCMU", "PCMA", "opus", "telephone-event"]"#,
-            conf_extra: conf,
-            ..Route::default()
+            ..web_route(&conf)
         },
     );
     sw.launch();
@@ -422,29 +393,10 @@ fn bench_click_to_ringing_and_audio() {
     let idx = 54;
     let runs = 20;
     let mut sw = start("web-bench", idx, "tokenless = true");
-    let pb = acd_rtp(idx);
-    let uas = sw.uas(
-        0,
-        "uas_web.xml",
-        runs,
-        &[
-            "-key",
-            "rtp_port",
-            &pb.to_string(),
-            "-set",
-            "expect_merchant",
-            "demo",
-            "-set",
-            "expect_session",
-            "demo-visitor",
-            "-set",
-            "bye_ms",
-            "300",
-        ],
-    );
+    let uas = acd_uas(&sw, idx, runs, "demo-visitor", "300");
     sw.launch();
     let mut b = browser(&sw, "bench");
-    let acd = RtpPeer::bind(pb);
+    let acd = RtpPeer::bind(acd_rtp(idx));
     let (mut ringing, mut audio) = (Vec::new(), Vec::new());
     for i in 0..runs {
         let clicked = std::time::Instant::now();
@@ -490,26 +442,7 @@ fn bench_click_to_ringing_and_audio() {
 fn a_dropped_websocket_is_resumed_and_a_browser_gone_for_good_is_hung_up() {
     let idx = 55;
     let mut sw = start("web-drop", idx, "tokenless = true");
-    let pb = acd_rtp(idx);
-    let uas = sw.uas(
-        0,
-        "uas_web.xml",
-        1,
-        &[
-            "-key",
-            "rtp_port",
-            &pb.to_string(),
-            "-set",
-            "expect_merchant",
-            "demo",
-            "-set",
-            "expect_session",
-            "demo-visitor",
-            "-set",
-            "bye_ms",
-            "0",
-        ],
-    );
+    let uas = acd_uas(&sw, idx, 1, "demo-visitor", "0");
     sw.launch();
     let mut b = browser(&sw, "drop");
     click_sales(&mut b, &[]);
@@ -546,22 +479,9 @@ fn a_dropped_websocket_is_resumed_and_a_browser_gone_for_good_is_hung_up() {
     );
     sw.wait_call_count(0, Duration::from_secs(5));
     // The call's record says why: the caller's side went away (Q.850 38 in the leg's BYE).
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let body =
-            common::http_get_auth(sw.ports.http, "/api/v1/cdrs", "test-token").unwrap_or_default();
-        let rows: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        if let Some(r) = rows
-            .as_array()
-            .and_then(|r| r.iter().find(|r| r["ended"].is_string()))
-        {
-            assert_eq!(r["cause"], "NETWORK_OUT_OF_ORDER", "{r}");
-            assert_eq!(r["hangup_side"], "caller", "{r}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no record: {body}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let r = ended_record(&sw);
+    assert_eq!(r["cause"], "NETWORK_OUT_OF_ORDER", "{r}");
+    assert_eq!(r["hangup_side"], "caller", "{r}");
 }
 
 /// Starts `k` more calls from the page at once, each in a panel of its own.
@@ -579,38 +499,9 @@ fn more_calls(b: &mut Browser, k: usize) {
 fn concurrent_browser_calls_each_get_their_own_leg() {
     let idx = 57;
     let http = common::Ports::for_test(idx).http;
-    let conf: &'static str =
-        Box::leak(merchant_conf_max(http, "tokenless = true", 3).into_boxed_str());
-    let mut sw = Switch::prepare(
-        "web-many",
-        idx,
-        Route {
-            extensions: WEB_EXT,
-            codecs: r#"["PCMU", "PCMA", "opus", "telephone-event"]"#,
-            conf_extra: conf,
-            ..Route::default()
-        },
-    );
-    let pb = acd_rtp(idx);
-    let uas = sw.uas(
-        0,
-        "uas_web.xml",
-        3,
-        &[
-            "-key",
-            "rtp_port",
-            &pb.to_string(),
-            "-set",
-            "expect_merchant",
-            "demo",
-            "-set",
-            "expect_session",
-            "demo-visitor",
-            "-set",
-            "bye_ms",
-            "0",
-        ],
-    );
+    let conf = merchant_conf_max(http, "tokenless = true", 3);
+    let mut sw = Switch::prepare("web-many", idx, web_route(&conf));
+    let uas = acd_uas(&sw, idx, 3, "demo-visitor", "0");
     sw.launch();
     let mut b = browser(&sw, "many");
     click_sales(&mut b, &[]);
@@ -661,40 +552,17 @@ fn bench_cpu_per_browser_call() {
         .unwrap_or(10);
     let idx = 56;
     let http = common::Ports::for_test(idx).http;
-    let conf: &'static str =
-        Box::leak(merchant_conf_max(http, "tokenless = true", n + 1).into_boxed_str());
+    let conf = merchant_conf_max(http, "tokenless = true", n + 1);
     let mut sw = Switch::prepare(
         "web-cpu",
         idx,
         Route {
-            extensions: WEB_EXT,
-            codecs: r#"["PCMU", "PCMA", "opus", "telephone-event"]"#,
-            conf_extra: conf,
             // Three port pairs per browser call (its ICE socket, then leg A and leg B).
             rtp_range: Some((50000, 50999)),
-            ..Route::default()
+            ..web_route(&conf)
         },
     );
-    let pb = acd_rtp(idx);
-    let uas = sw.uas(
-        0,
-        "uas_web.xml",
-        n as u32,
-        &[
-            "-key",
-            "rtp_port",
-            &pb.to_string(),
-            "-set",
-            "expect_merchant",
-            "demo",
-            "-set",
-            "expect_session",
-            "demo-visitor",
-            "-set",
-            "bye_ms",
-            "0",
-        ],
-    );
+    let uas = acd_uas(&sw, idx, n as u32, "demo-visitor", "0");
     sw.launch();
     let pid = sw.pid().expect("pid");
     let mut b = browser(&sw, "cpu");
@@ -764,38 +632,15 @@ api_keys = ["{other}"]
         demo = hash(KEY_DEMO),
         other = hash(KEY_OTHER),
     );
-    let conf: &'static str = Box::leak(conf.into_boxed_str());
     let mut sw = Switch::prepare(
         "web-crm",
         idx,
         Route {
-            extensions: WEB_EXT,
-            codecs: r#"["PCMU", "PCMA", "opus", "telephone-event"]"#,
-            conf_extra: conf,
             gw1_extra: "ani_pool = [\"15550100-15550109\"]",
-            ..Route::default()
+            ..web_route(&conf)
         },
     );
-    let pb = acd_rtp(idx);
-    let uas = sw.uas(
-        0,
-        "uas_web.xml",
-        1,
-        &[
-            "-key",
-            "rtp_port",
-            &pb.to_string(),
-            "-set",
-            "expect_merchant",
-            "demo",
-            "-set",
-            "expect_session",
-            "shopper-9",
-            "-set",
-            "bye_ms",
-            "0",
-        ],
-    );
+    let uas = acd_uas(&sw, idx, 1, "shopper-9", "0");
     sw.launch();
     let mut b = browser(&sw, "crm");
     // The merchant's page has a cart cookie and an e-mail field; its tag names both.
@@ -980,37 +825,8 @@ fn the_crm_webhook_gets_signed_ringing_answered_and_hangup_with_a_retry() {
         "{}webhook_url = \"http://127.0.0.1:{crm_port}/hooks/sb\"\nwebhook_secret = \"whsec-test\"\n",
         merchant_conf(ports.http, "tokenless = true")
     );
-    let conf: &'static str = Box::leak(conf.into_boxed_str());
-    let mut sw = Switch::prepare(
-        "web-hook",
-        idx,
-        Route {
-            extensions: WEB_EXT,
-            codecs: r#"["PCMU", "PCMA", "opus", "telephone-event"]"#,
-            conf_extra: conf,
-            ..Route::default()
-        },
-    );
-    let pb = acd_rtp(idx);
-    let uas = sw.uas(
-        0,
-        "uas_web.xml",
-        1,
-        &[
-            "-key",
-            "rtp_port",
-            &pb.to_string(),
-            "-set",
-            "expect_merchant",
-            "demo",
-            "-set",
-            "expect_session",
-            "shopper-5",
-            "-set",
-            "bye_ms",
-            "800",
-        ],
-    );
+    let mut sw = Switch::prepare("web-hook", idx, web_route(&conf));
+    let uas = acd_uas(&sw, idx, 1, "shopper-5", "800");
     sw.launch();
     let mut b = browser(&sw, "hook");
     click_sales(&mut b, &[("session", "shopper-5")]);
@@ -1093,38 +909,9 @@ fn an_https_crm_behind_its_own_ca_gets_the_webhooks() {
         "{}webhook_url = \"https://127.0.0.1:{crm_port}/hooks/sb\"\nwebhook_secret = \"whsec-tls\"\nwebhook_ca = \"crm-ca.pem\"\nwebhook_events = [\"hangup\"]\n",
         merchant_conf(ports.http, "tokenless = true")
     );
-    let conf: &'static str = Box::leak(conf.into_boxed_str());
-    let mut sw = Switch::prepare(
-        "web-hook-tls",
-        idx,
-        Route {
-            extensions: WEB_EXT,
-            codecs: r#"["PCMU", "PCMA", "opus", "telephone-event"]"#,
-            conf_extra: conf,
-            ..Route::default()
-        },
-    );
+    let mut sw = Switch::prepare("web-hook-tls", idx, web_route(&conf));
     std::fs::write(sw.dir.join("conf/crm-ca.pem"), key.cert.pem()).expect("write CA");
-    let pb = acd_rtp(idx);
-    let uas = sw.uas(
-        0,
-        "uas_web.xml",
-        1,
-        &[
-            "-key",
-            "rtp_port",
-            &pb.to_string(),
-            "-set",
-            "expect_merchant",
-            "demo",
-            "-set",
-            "expect_session",
-            "demo-visitor",
-            "-set",
-            "bye_ms",
-            "500",
-        ],
-    );
+    let uas = acd_uas(&sw, idx, 1, "demo-visitor", "500");
     sw.launch();
     let mut b = browser(&sw, "hook-tls");
     click_sales(&mut b, &[]);
@@ -1164,12 +951,11 @@ fn the_widget_can_have_a_public_listener_apart_from_the_admin_api() {
         "[webrtc]\n",
         &format!("[webrtc]\nlisten = \"127.0.0.1:{public}\"\n"),
     );
-    let conf: &'static str = Box::leak(conf.into_boxed_str());
     let mut sw = Switch::prepare(
         "web-listen",
         idx,
         Route {
-            conf_extra: conf,
+            conf_extra: &conf,
             ..Route::default()
         },
     );
