@@ -9,6 +9,7 @@ use toml::Spanned;
 
 use crate::cause::Cause;
 use crate::diag::{Diagnostic, Diagnostics};
+use crate::module::{ActionSpec, EndpointSpec};
 use crate::schema;
 use crate::template::Template;
 use crate::{ActionTpl, Cond, Dialplan, Extension, Field, Strategy, TargetTpl, TimeCond};
@@ -16,10 +17,35 @@ use crate::{ActionTpl, Cond, Dialplan, Extension, Field, Strategy, TargetTpl, Ti
 /// What the dialplan may refer to, known from the rest of the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct CompileEnv {
-    /// Names of configured gateways.
-    pub gateways: Vec<String>,
     /// Names of the prompts in the sounds directory (`playback`, `read_digits`).
     pub prompts: Vec<String>,
+    /// Kinds of bridge target the modules resolve (`gateway/...`), with their names.
+    pub endpoints: Vec<EndpointSpec>,
+    /// Actions the modules contribute.
+    pub actions: Vec<ActionSpec>,
+}
+
+impl CompileEnv {
+    /// The environment of a switch whose only endpoint kind is `gateway` (tests, tools).
+    pub fn with_gateways(gateways: Vec<String>, prompts: Vec<String>) -> CompileEnv {
+        CompileEnv {
+            prompts,
+            endpoints: vec![EndpointSpec {
+                kind: "gateway".into(),
+                names: Some(gateways),
+                none_hint:
+                    "no gateway is configured: add one under [gateway.NAME] in switchboard.toml"
+                        .into(),
+            }],
+            actions: Vec::new(),
+        }
+    }
+
+    fn action_names(&self) -> String {
+        let mut names: Vec<&str> = crate::schema::BUILTIN.to_vec();
+        names.extend(self.actions.iter().map(|a| a.name.as_str()));
+        names.join(", ")
+    }
 }
 
 /// One source file.
@@ -92,8 +118,6 @@ pub fn compile(sources: &[Source], env: &CompileEnv) -> Result<Dialplan, Diagnos
 fn toml_hint(msg: &str) -> Option<String> {
     if msg.contains("unknown field") {
         Some("check the spelling; docs/dialplan.md lists every key".into())
-    } else if msg.contains("unknown variant") {
-        Some("actions are: set, header_add, header_remove, answer, hangup, bridge, playback, echo, tone, ringback, read_digits, uui".into())
     } else {
         None
     }
@@ -339,6 +363,7 @@ fn compile_action(cx: &mut Ctx<'_>, a: schema::Action, span: Range<usize>) -> Op
             }
         },
         schema::Action::Bridge(b) => return compile_bridge(cx, b, span),
+        schema::Action::Module(name, value) => return compile_module_action(cx, name, value, span),
         schema::Action::Uui(u) => {
             let purpose = u.purpose.unwrap_or_else(|| "isdn-uui".into());
             if !is_header_name(&purpose) {
@@ -497,39 +522,141 @@ fn compile_bridge(cx: &mut Ctx<'_>, b: schema::Bridge, span: Range<usize>) -> Op
     };
     let mut targets = Vec::new();
     for t in &b.targets {
-        if let Some(rest) = t.strip_prefix("gateway/") {
-            let (gw, user) = rest.split_once('/').unwrap_or((rest, ""));
-            if !cx.env.gateways.iter().any(|g| g == gw) {
-                let hint = if cx.env.gateways.is_empty() {
-                    "no gateway is configured: add one under [gateway.NAME] in switchboard.toml"
-                        .to_owned()
-                } else {
-                    format!("configured gateways: {}", cx.env.gateways.join(", "))
-                };
-                cx.err(
-                    Some(span.clone()),
-                    format!("bridge target {t:?} names unknown gateway {gw:?}"),
-                    Some(&hint),
-                );
-                continue;
-            }
-            targets.push(TargetTpl::Gateway {
-                name: gw.to_owned(),
-                user: Template::new(user),
-            });
-        } else if t.starts_with("sip:") || t.starts_with("sips:") {
+        if t.starts_with("sip:") || t.starts_with("sips:") {
             targets.push(TargetTpl::Uri(Template::new(t)));
-        } else {
+            continue;
+        }
+        let kind = t.split_once('/').map(|(k, _)| k);
+        let Some(spec) = kind.and_then(|k| cx.env.endpoints.iter().find(|e| e.kind == k)) else {
+            let kinds: Vec<String> = cx
+                .env
+                .endpoints
+                .iter()
+                .map(|e| format!("\"{}/NAME/NUMBER\"", e.kind))
+                .collect();
+            let hint = format!("write {} or a sip: URI", kinds.join(", "));
             cx.err(
                 Some(span.clone()),
                 format!("bridge target {t:?} is not understood"),
-                Some("write \"gateway/NAME/NUMBER\" or a sip: URI"),
+                Some(&hint),
             );
+            continue;
+        };
+        let rest = &t[spec.kind.len() + 1..];
+        let (name, user) = rest.split_once('/').unwrap_or((rest, ""));
+        if let Some(names) = &spec.names
+            && !names.iter().any(|g| g == name)
+        {
+            let hint = if names.is_empty() {
+                spec.none_hint.clone()
+            } else {
+                format!("configured {}s: {}", spec.kind, names.join(", "))
+            };
+            cx.err(
+                Some(span.clone()),
+                format!("bridge target {t:?} names unknown {} {name:?}", spec.kind),
+                Some(&hint),
+            );
+            continue;
         }
+        targets.push(TargetTpl::Endpoint {
+            kind: spec.kind.clone(),
+            name: name.to_owned(),
+            user: Template::new(user),
+        });
     }
     (cx.diags.len() == before).then_some(ActionTpl::Bridge {
         targets,
         strategy,
         timeout,
     })
+}
+
+/// A module's action: known by name, every parameter known, required ones given, literal
+/// values of the right type.
+fn compile_module_action(
+    cx: &mut Ctx<'_>,
+    name: String,
+    value: Option<Spanned<toml::Value>>,
+    span: Range<usize>,
+) -> Option<ActionTpl> {
+    let Some(spec) = cx.env.actions.iter().find(|a| a.name == name) else {
+        let hint = format!("actions are: {}", cx.env.action_names());
+        cx.err(Some(span), format!("unknown action {name:?}"), Some(&hint));
+        return None;
+    };
+    let before = cx.diags.len();
+    let at = value.as_ref().map_or(span.clone(), Spanned::span);
+    let table = match value.map(Spanned::into_inner) {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(t)) => t,
+        Some(other) => {
+            cx.err(
+                Some(at),
+                format!(
+                    "action {name:?} takes a table of parameters, got {}",
+                    other.type_str()
+                ),
+                Some(&spec_usage(spec)),
+            );
+            return None;
+        }
+    };
+    let mut params = Vec::new();
+    for (k, v) in &table {
+        let Some(p) = spec.params.iter().find(|p| &p.name == k) else {
+            cx.err(
+                Some(at.clone()),
+                format!("action {name:?} has no parameter {k:?}"),
+                Some(&spec_usage(spec)),
+            );
+            continue;
+        };
+        let templated = matches!(v, toml::Value::String(s) if s.contains('$'));
+        let text = if templated {
+            v.as_str().map(str::to_owned)
+        } else {
+            match p.kind.check(v) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    cx.err(
+                        Some(at.clone()),
+                        format!("{name} parameter {k:?} {e}"),
+                        Some(&spec_usage(spec)),
+                    );
+                    None
+                }
+            }
+        };
+        if let Some(t) = text {
+            params.push((k.clone(), Template::new(&t)));
+        }
+    }
+    for p in spec.params.iter().filter(|p| p.required) {
+        if !table.contains_key(&p.name) {
+            cx.err(
+                Some(at.clone()),
+                format!("action {name:?} needs parameter {:?}", p.name),
+                Some(&spec_usage(spec)),
+            );
+        }
+    }
+    (cx.diags.len() == before).then_some(ActionTpl::Module { name, params })
+}
+
+fn spec_usage(spec: &ActionSpec) -> String {
+    let params: Vec<String> = spec
+        .params
+        .iter()
+        .map(|p| {
+            let opt = if p.required { "" } else { " (optional)" };
+            format!("{}{opt}", p.name)
+        })
+        .collect();
+    format!(
+        "{}: {}; parameters: {}",
+        spec.name,
+        spec.help,
+        params.join(", ")
+    )
 }

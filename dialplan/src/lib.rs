@@ -22,6 +22,7 @@
 mod cause;
 mod compile;
 mod diag;
+mod module;
 mod schema;
 mod template;
 
@@ -34,6 +35,7 @@ use regex::Regex;
 pub use cause::Cause;
 pub use compile::{CompileEnv, Source, compile};
 pub use diag::{Diagnostic, Diagnostics};
+pub use module::{ActionSpec, EndpointSpec, ModuleAction, ParamKind, ParamSpec};
 pub use template::Template;
 
 /// A compiled, checked dialplan. Cheap to share behind an `Arc`; immutable.
@@ -102,11 +104,19 @@ enum ActionTpl {
         timeout: Duration,
     },
     Media(Action),
+    Module {
+        name: String,
+        params: Vec<(String, Template)>,
+    },
 }
 
 #[derive(Debug)]
 enum TargetTpl {
-    Gateway { name: String, user: Template },
+    Endpoint {
+        kind: String,
+        name: String,
+        user: Template,
+    },
     Uri(Template),
 }
 
@@ -122,11 +132,13 @@ pub enum Strategy {
 /// Where a bridge goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// A configured gateway, with the user part to dial.
-    Gateway {
-        /// Gateway name.
+    /// A target a module's endpoint resolves: `KIND/NAME/USER` (`gateway/acd/2000`).
+    Endpoint {
+        /// The endpoint kind (`gateway`).
+        kind: String,
+        /// Which one of that kind (the gateway's name).
         name: String,
-        /// Number or user to put in the Request-URI.
+        /// Number or user to put in the Request-URI (empty: the dialled destination).
         user: String,
     },
     /// A SIP URI.
@@ -136,7 +148,7 @@ pub enum Target {
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Target::Gateway { name, user } => write!(f, "gateway/{name}/{user}"),
+            Target::Endpoint { kind, name, user } => write!(f, "{kind}/{name}/{user}"),
             Target::Uri(u) => f.write_str(u),
         }
     }
@@ -187,6 +199,8 @@ pub enum Action {
     Ringback(String),
     /// Play a prompt and collect digits; with enough digits, route them as a new destination.
     ReadDigits(ReadDigits),
+    /// An action a module contributed (run by that module when the call reaches it).
+    Module(ModuleAction),
 }
 
 /// `read_digits`: an IVR menu.
@@ -452,6 +466,17 @@ fn apply(a: &ActionTpl, caps: &[String], named: &BTreeMap<String, String>, plan:
             plan.trace.push(line);
             plan.actions.push(a.clone());
         }
+        ActionTpl::Module { name, params } => {
+            let params: BTreeMap<String, String> = params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expand(caps, named, &plan.vars)))
+                .collect();
+            plan.trace.push(format!("    {name} {params:?}"));
+            plan.actions.push(Action::Module(ModuleAction {
+                name: name.clone(),
+                params,
+            }));
+        }
         ActionTpl::Bridge {
             targets,
             strategy,
@@ -460,7 +485,8 @@ fn apply(a: &ActionTpl, caps: &[String], named: &BTreeMap<String, String>, plan:
             let targets: Vec<Target> = targets
                 .iter()
                 .map(|t| match t {
-                    TargetTpl::Gateway { name, user } => Target::Gateway {
+                    TargetTpl::Endpoint { kind, name, user } => Target::Endpoint {
+                        kind: kind.clone(),
                         name: name.clone(),
                         user: user.expand(caps, named, &plan.vars),
                     },

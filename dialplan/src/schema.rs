@@ -47,8 +47,9 @@ pub(crate) struct Time {
     pub hours: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+/// One action: a built-in one, or one a module contributes (checked against the
+/// registered [`ActionSpec`](crate::ActionSpec)s in `compile`).
+#[derive(Debug)]
 pub(crate) enum Action {
     Set(BTreeMap<String, String>),
     HeaderAdd(BTreeMap<String, String>),
@@ -62,6 +63,81 @@ pub(crate) enum Action {
     Ringback(String),
     ReadDigits(ReadDigits),
     Uui(Uui),
+    /// Not built in: `{ name = value }` or `"name"` (value `None`).
+    Module(String, Option<Spanned<toml::Value>>),
+}
+
+/// The built-in actions, as dialplan files spell them.
+pub(crate) const BUILTIN: &[&str] = &[
+    "set",
+    "header_add",
+    "header_remove",
+    "answer",
+    "hangup",
+    "bridge",
+    "playback",
+    "echo",
+    "tone",
+    "ringback",
+    "read_digits",
+    "uui",
+];
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Action, D::Error> {
+        d.deserialize_any(ActionVisitor)
+    }
+}
+
+struct ActionVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ActionVisitor {
+    type Value = Action;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an action: \"answer\" or { NAME = ... }")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Action, E> {
+        match v {
+            "answer" => Ok(Action::Answer),
+            other if BUILTIN.contains(&other) => Err(E::custom(format!(
+                "action {other:?} needs a value: {{ {other} = ... }}"
+            ))),
+            other => Ok(Action::Module(other.to_owned(), None)),
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Action, A::Error> {
+        use serde::de::Error;
+        let Some(name) = map.next_key::<String>()? else {
+            return Err(A::Error::custom("an action table needs one key: its name"));
+        };
+        let action = match name.as_str() {
+            "set" => Action::Set(map.next_value()?),
+            "header_add" => Action::HeaderAdd(map.next_value()?),
+            "header_remove" => Action::HeaderRemove(map.next_value()?),
+            "answer" => {
+                let _: toml::Value = map.next_value()?;
+                Action::Answer
+            }
+            "hangup" => Action::Hangup(map.next_value()?),
+            "bridge" => Action::Bridge(map.next_value()?),
+            "playback" => Action::Playback(map.next_value()?),
+            "echo" => Action::Echo(map.next_value()?),
+            "tone" => Action::Tone(map.next_value()?),
+            "ringback" => Action::Ringback(map.next_value()?),
+            "read_digits" => Action::ReadDigits(map.next_value()?),
+            "uui" => Action::Uui(map.next_value()?),
+            _ => Action::Module(name, Some(map.next_value()?)),
+        };
+        if let Some(extra) = map.next_key::<String>()? {
+            return Err(A::Error::custom(format!(
+                "one action per table: {extra:?} follows another action; write {{ {extra} = ... }} as its own entry"
+            )));
+        }
+        Ok(action)
+    }
 }
 
 #[derive(Debug, Deserialize)]

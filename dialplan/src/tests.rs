@@ -1,10 +1,27 @@
 use super::*;
 
 fn env() -> CompileEnv {
-    CompileEnv {
-        gateways: vec!["acd1".into(), "acd2".into()],
-        prompts: vec!["connecting".into(), "closed".into()],
-    }
+    let mut env = CompileEnv::with_gateways(
+        vec!["acd1".into(), "acd2".into()],
+        vec!["connecting".into(), "closed".into()],
+    );
+    env.actions.push(ActionSpec {
+        name: "swallow".into(),
+        params: vec![
+            ParamSpec {
+                name: "digits".into(),
+                kind: ParamKind::Digits,
+                required: true,
+            },
+            ParamSpec {
+                name: "for_ms".into(),
+                kind: ParamKind::Integer { min: 1, max: 5000 },
+                required: false,
+            },
+        ],
+        help: "keeps digits from the other leg".into(),
+    });
+    env
 }
 
 fn src(path: &str, text: &str) -> Source {
@@ -74,11 +91,13 @@ fn matching_extension_builds_a_plan_with_captures_variables_and_failover() {
     assert_eq!(
         b.targets,
         vec![
-            Target::Gateway {
+            Target::Endpoint {
+                kind: "gateway".into(),
                 name: "acd1".into(),
                 user: "42".into()
             },
-            Target::Gateway {
+            Target::Endpoint {
+                kind: "gateway".into(),
                 name: "acd2".into(),
                 user: "42".into()
             },
@@ -212,4 +231,71 @@ actions = [ { uui = { data = "s=${destination}" } } ]
         err.contains("not a token") && err.contains("out of range"),
         "{err}"
     );
+}
+
+#[test]
+fn module_action_is_checked_at_load_and_expanded_per_call() {
+    let ok = compile(
+        &[src(
+            "m.toml",
+            "[[extension]]\nname = \"m\"\ncontext = \"public\"\nwhen.destination = '^(\\d+)$'\nactions = [ { swallow = { digits = \"#\", for_ms = 200 } }, { swallow = { digits = \"$1\" } } ]\n",
+        )],
+        &env(),
+    )
+    .unwrap();
+    let plan = ok.evaluate(&facts("42"));
+    assert_eq!(
+        plan.actions,
+        vec![
+            Action::Module(ModuleAction {
+                name: "swallow".into(),
+                params: [
+                    ("digits".into(), "#".into()),
+                    ("for_ms".into(), "200".into())
+                ]
+                .into()
+            }),
+            Action::Module(ModuleAction {
+                name: "swallow".into(),
+                params: [("digits".into(), "42".into())].into()
+            }),
+        ]
+    );
+    for (text, want) in [
+        (
+            "{ swallow = { digitz = \"#\" } }",
+            "has no parameter \"digitz\"",
+        ),
+        (
+            "{ swallow = { for_ms = 10 } }",
+            "needs parameter \"digits\"",
+        ),
+        (
+            "{ swallow = { digits = \"x\" } }",
+            "'x' is not a DTMF digit",
+        ),
+        (
+            "{ swallow = { digits = \"#\", for_ms = 0 } }",
+            "must be 1 to 5000, got 0",
+        ),
+        (
+            "{ swallow = { digits = \"#\", for_ms = \"long\" } }",
+            "must be an integer, got string",
+        ),
+        ("{ swallow = 3 }", "takes a table of parameters"),
+        ("\"swallo\"", "unknown action \"swallo\""),
+    ] {
+        let err = compile(
+            &[src(
+                "m.toml",
+                &format!("[[extension]]\nname = \"m\"\nactions = [ {text} ]\n"),
+            )],
+            &env(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("m.toml:3:"), "{text}: {err}");
+        assert!(err.contains(want), "{text}: want {want:?} in {err}");
+        assert!(err.contains("hint:"), "{text}: {err}");
+    }
 }

@@ -5,10 +5,15 @@
 //! Outbound registration (REGISTER with digest authentication, refreshed before it expires)
 //! and the credentials for challenged INVITEs live here too.
 //! Sans-IO: the engine sends the pings and REGISTERs this module asks for and reports what
-//! came back.
+//! came back. [`Trunk`] is the module the switch registers: the `gateway` endpoint, the
+//! INVITE filter (caller-ID, ANI pool, redaction) and the service (pings, registration).
 
 pub mod ani;
 pub mod digest;
+mod module;
+mod service;
+
+pub use module::{FILTER_ORDER, Trunk};
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -2,7 +2,6 @@
 //! parallel (ring all); leg B's responses; ring timeouts; how failures map back to leg A.
 
 use std::time::Instant;
-use switchboard_trunk::ani::WhenEmpty;
 
 use bytes::Bytes;
 use switchboard_dialplan::{Action, Cause, Strategy, Target};
@@ -14,32 +13,25 @@ use switchboard_sip::{Message, Method, Name, Request, Response};
 use tracing::{debug, info, warn};
 
 use crate::call::{Attempt, Call, CallState};
-use crate::engine::{ALLOW, CallTimer, ClientRole, Engine, Output, fmt_addr, transport_param};
+use crate::engine::{ALLOW, CallTimer, ClientRole, Engine, fmt_addr};
 use crate::ids::CallRef;
 use crate::media::SdpIn;
+use crate::module::{
+    ActionCtx, AttemptError, CallEvent, CallerId, Effect, FilterError, OriginateCtx,
+    OutgoingInvite, Route, TargetRef,
+};
 
-/// A failure to reach a target: the status leg A would get, and the cause.
-type Failure = (u16, Cause);
-
-/// How bad a failure is when choosing which one leg A hears (RFC 3261 §16.7 step 6 in spirit:
-/// a 6xx or a busy is the callee's answer and beats a route's trouble).
-fn rank(status: u16) -> u8 {
-    match status {
-        600..=699 => 6,
-        486 => 5,
-        400..=479 | 481..=499 => 4,
-        480 => 3,
-        _ => 2,
-    }
+/// Why a target was not started.
+enum NotStarted {
+    /// It failed.
+    Failed(AttemptError),
+    /// A filter asks to try it again later.
+    Wait(std::time::Duration),
 }
 
-/// The status leg A gets for a leg B failure (408 and timeouts → 480, other 5xx → 502).
-fn status_for_a(status: u16) -> u16 {
-    match status {
-        408 => 480,
-        503 => 503,
-        500..=599 => 502,
-        s => s,
+impl From<AttemptError> for NotStarted {
+    fn from(e: AttemptError) -> NotStarted {
+        NotStarted::Failed(e)
     }
 }
 
@@ -59,18 +51,20 @@ impl Engine {
                 .skip(call.next_target_step())
                 .find(|(_, a)| !matches!(a, Action::HeaderAdd { .. } | Action::HeaderRemove(_)));
             let Some((pos, action)) = step.map(|(i, a)| (i, a.clone())) else {
-                let failure = call
+                let (status, cause) = call
                     .last_failure
-                    .unwrap_or((404, Cause::NoRouteDestination));
-                let cause = failure.1;
+                    .as_ref()
+                    .map_or((404, Cause::NoRouteDestination), |f| {
+                        (f.status_for_a(), f.cause())
+                    });
                 if let Some(mut call) = self.calls.remove(&call_ref) {
                     if call.a.finalized {
                         self.calls.insert(call_ref, call);
                         // Answered by the plan and nothing left to do: hang up normally.
                         self.teardown(now, call_ref, Cause::NormalClearing, None);
                     } else {
-                        info!(status = failure.0, cause = %cause, "call failed");
-                        self.respond_a_final(now, &mut call, failure.0, Some(cause));
+                        info!(status, cause = %cause, "call failed");
+                        self.respond_a_final(now, &mut call, status, Some(cause));
                         self.finish(now, call, cause, None);
                     }
                 }
@@ -100,7 +94,12 @@ impl Engine {
                         return;
                     }
                 }
-                _ => {}
+                Action::Module(m) => {
+                    if self.run_module_action(now, call_ref, &m) {
+                        return;
+                    }
+                }
+                Action::HeaderAdd { .. } | Action::HeaderRemove(_) => {}
             }
         }
     }
@@ -151,31 +150,34 @@ impl Engine {
             for target in batch {
                 match self.originate(now, call_ref, &target, bridge.timeout) {
                     Ok(()) => started = true,
-                    Err(QUEUED) if bridge.strategy == Strategy::Sequence => {
-                        // Waiting for a pool number: this target again, a little later.
+                    Err(NotStarted::Wait(retry)) if bridge.strategy == Strategy::Sequence => {
+                        // A filter holds the call (waiting for a pool number): this target
+                        // again, a little later.
                         if let Some(c) = self.calls.get_mut(&call_ref) {
                             c.next_target -= 1;
                         }
-                        self.schedule(now + ANI_RETRY, call_ref, CallTimer::AniRetry);
+                        self.schedule(now + retry, call_ref, CallTimer::Retry);
                         return true;
                     }
-                    Err(failure) => {
-                        let failure = if failure == QUEUED {
-                            (503, Cause::SwitchCongestion)
-                        } else {
-                            failure
+                    Err(e) => {
+                        let failure = match e {
+                            NotStarted::Failed(f) => f,
+                            // Ringing several targets at once, one cannot wait for the others.
+                            NotStarted::Wait(_) => AttemptError::Refused {
+                                module: "bridge",
+                                reason: "a parallel target cannot wait".into(),
+                            },
                         };
-                        info!(%target, status = failure.0, cause = %failure.1, "target not tried");
-                        if failure.0 == 488 {
+                        info!(%target, status = failure.status_for_a(), cause = %failure.cause(), error = %failure, "target not tried");
+                        let fatal = failure == AttemptError::NoCommonCodec;
+                        self.record_failure(call_ref, failure);
+                        if fatal {
                             // No codec in common: no other target will do better.
-                            self.record_failure(call_ref, failure);
                             if let Some(c) = self.calls.get_mut(&call_ref) {
-                                c.next_target = usize::MAX / 2;
-                                c.plan_cursor = usize::MAX / 2;
+                                c.stop_routing();
                             }
                             return false;
                         }
-                        self.record_failure(call_ref, failure);
                     }
                 }
             }
@@ -185,11 +187,12 @@ impl Engine {
         }
     }
 
-    fn record_failure(&mut self, call_ref: CallRef, failure: Failure) {
+    fn record_failure(&mut self, call_ref: CallRef, failure: AttemptError) {
         if let Some(call) = self.calls.get_mut(&call_ref) {
             let better = call
                 .last_failure
-                .is_none_or(|(s, _)| rank(failure.0) >= rank(s));
+                .as_ref()
+                .is_none_or(|f| failure.rank() >= f.rank());
             if better {
                 call.last_failure = Some(failure);
             }
@@ -202,68 +205,64 @@ impl Engine {
         call_ref: CallRef,
         target: &Target,
         timeout: std::time::Duration,
-    ) -> Result<(), Failure> {
-        let (peer, ruri, mut caller) = self.resolve(call_ref, target)?;
+    ) -> Result<(), NotStarted> {
+        let route = self.resolve(now, call_ref, target)?;
         let Some(mut call) = self.calls.remove(&call_ref) else {
             return Ok(());
         };
-        if let Err(f) = self.lease_ani(now, &mut call, target, &mut caller.0) {
-            self.calls.insert(call_ref, call);
-            return Err(f);
-        }
-        let result = self.originate_on(now, &mut call, target, peer, ruri, caller, timeout);
+        let result = self
+            .filter_invite(now, &mut call, target, route.caller.clone())
+            .and_then(|invite| {
+                self.originate_on(now, &mut call, target, route, invite, timeout)
+                    .map_err(NotStarted::Failed)
+            });
         self.calls.insert(call_ref, call);
         result
     }
 
-    /// Where a target goes: peer, Request-URI, caller ID (number, name).
+    /// Where a target goes: its endpoint's route (a SIP URI is its own route).
     fn resolve(
-        &self,
+        &mut self,
+        now: Instant,
         call_ref: CallRef,
         target: &Target,
-    ) -> Result<(Peer, String, (String, String)), Failure> {
-        let call = self
-            .calls
-            .get(&call_ref)
-            .ok_or((500, Cause::NormalUnspecified))?;
+    ) -> Result<Route, AttemptError> {
+        let call = self.calls.get(&call_ref).ok_or(AttemptError::Refused {
+            module: "bridge",
+            reason: "the call is gone".into(),
+        })?;
         let eff = call.effective_caller.as_deref();
-        let caller = (
-            eff.and_then(|e| e.0.clone())
+        let caller = CallerId {
+            number: eff
+                .and_then(|e| e.0.clone())
                 .unwrap_or_else(|| call.caller.clone()),
-            eff.and_then(|e| e.1.clone())
+            name: eff
+                .and_then(|e| e.1.clone())
                 .unwrap_or_else(|| caller_name(&call.a.invite)),
-        );
+        };
         match target {
-            Target::Gateway { name, user } => {
-                let gw = self
-                    .gateways
-                    .get(name)
-                    .ok_or((503, Cause::NormalTemporaryFailure))?;
-                if !gw.is_up() {
-                    return Err((503, Cause::NormalTemporaryFailure));
-                }
-                let peer = Peer {
-                    transport: gw.transport,
-                    addr: gw.addr,
+            Target::Endpoint { kind, name, user } => {
+                let destination = call.destination.clone();
+                let ctx = OriginateCtx {
+                    call: call_ref,
+                    destination: &destination,
+                    caller: &caller,
                 };
-                let user = if user.is_empty() {
-                    call.destination.clone()
-                } else {
-                    user.clone()
-                };
-                let ruri = format!(
-                    "sip:{}@{}{}",
-                    escape_user(&user),
-                    fmt_addr(gw.addr),
-                    transport_param(gw.transport)
-                );
-                Ok((peer, ruri, gw.caller_id(&caller.0, &caller.1)))
+                let endpoint = self
+                    .modules
+                    .endpoint(kind)
+                    .ok_or_else(|| AttemptError::NoEndpoint(kind.clone()))?;
+                endpoint.resolve(now, TargetRef { name, user }, &ctx)
             }
             Target::Uri(u) => {
-                let uri = Uri::parse(u).map_err(|_| (502, Cause::DestinationOutOfOrder))?;
+                let uri =
+                    Uri::parse(u).map_err(|_| AttemptError::BadUri(u.clone(), "not a SIP URI"))?;
                 let Host::Ip(ip) = uri.host else {
                     warn!(target = %u, "DNS names in bridge targets are not resolved yet: use an IP or a gateway");
-                    return Err((502, Cause::DestinationOutOfOrder));
+                    return Err(AttemptError::BadUri(
+                        u.clone(),
+                        "DNS names are not resolved yet",
+                    ));
                 };
                 let transport = uri
                     .transport()
@@ -273,24 +272,138 @@ impl Engine {
                     transport,
                     addr: std::net::SocketAddr::new(ip, uri.port.unwrap_or(5060)),
                 };
-                Ok((peer, u.clone(), caller))
+                Ok(Route {
+                    peer,
+                    request_uri: u.clone(),
+                    caller,
+                    dtmf: None,
+                })
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The INVITE's caller ID and headers after the dialplan and every filter, in order.
+    fn filter_invite(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        target: &Target,
+        caller: CallerId,
+    ) -> Result<OutgoingInvite, NotStarted> {
+        let mut invite = OutgoingInvite {
+            call: call.id,
+            target: target.clone(),
+            caller,
+            headers: Vec::new(),
+            leases: Vec::new(),
+            releases: Vec::new(),
+        };
+        for a in &call.plan.actions {
+            match a {
+                Action::HeaderAdd { name, value } => invite.add_header(name, value.clone()),
+                Action::HeaderRemove(name) => invite.remove_header(name),
+                _ => {}
+            }
+        }
+        invite.headers.extend(call.module_headers.iter().cloned());
+        for n in 0..self.modules.filter_count() {
+            let Some((module, filter)) = self.modules.filter(n) else {
+                continue;
+            };
+            match filter.filter(now, &mut invite) {
+                Ok(()) => {}
+                Err(FilterError::Refused(e)) => {
+                    debug!(module, error = %e, "invite filter refused the attempt");
+                    self.lease_events(call, &mut invite);
+                    return Err(NotStarted::Failed(e));
+                }
+                Err(FilterError::Wait(d)) => {
+                    debug!(
+                        module,
+                        wait_ms = d.as_millis() as u64,
+                        "invite filter holds the attempt"
+                    );
+                    self.lease_events(call, &mut invite);
+                    return Err(NotStarted::Wait(d));
+                }
+            }
+        }
+        self.lease_events(call, &mut invite);
+        Ok(invite)
+    }
+
+    fn lease_events(&mut self, call: &Call, invite: &mut OutgoingInvite) {
+        for (pool, item) in std::mem::take(&mut invite.releases) {
+            self.event(CallEvent::Released { pool, item });
+        }
+        for (pool, item) in std::mem::take(&mut invite.leases) {
+            self.event(CallEvent::Leased {
+                call: call.id,
+                pool,
+                item,
+            });
+        }
+    }
+
+    /// Runs a module's dialplan action; `true` when the call ended.
+    fn run_module_action(
+        &mut self,
+        now: Instant,
+        call_ref: CallRef,
+        action: &switchboard_dialplan::ModuleAction,
+    ) -> bool {
+        let mut ctx = ActionCtx::new(call_ref);
+        let result = match self.modules.action(&action.name) {
+            Some(handler) => handler.run(now, action, &mut ctx),
+            None => Err("no module runs this action (not loaded since the last reload?)".into()),
+        };
+        let result = match result {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => {
+                warn!(action = %action.name, error = %e, "dialplan action failed");
+                e
+            }
+        };
+        self.event(CallEvent::Action {
+            call: call_ref,
+            name: action.name.clone(),
+            result,
+        });
+        let Some(mut call) = self.calls.remove(&call_ref) else {
+            return true;
+        };
+        let mut hangup = None;
+        for effect in ctx.effects {
+            match effect {
+                Effect::Attach(side, app) => self.attach_app(now, &mut call, side, app),
+                Effect::Header(name, value) => call.module_headers.push((name, value)),
+                Effect::Hangup(cause) => hangup = Some(cause),
+            }
+        }
+        self.calls.insert(call_ref, call);
+        if let Some(cause) = hangup {
+            self.teardown(now, call_ref, cause, None);
+            return true;
+        }
+        false
+    }
+
     fn originate_on(
         &mut self,
         now: Instant,
         call: &mut Call,
         target: &Target,
-        peer: Peer,
-        ruri: String,
-        caller: (String, String),
+        route: Route,
+        invite: OutgoingInvite,
         timeout: std::time::Duration,
-    ) -> Result<(), Failure> {
-        if let Some(name) = &target_gateway(target)
-            && let Some(dtmf) = self.gateways.get(name).and_then(|g| g.dtmf)
+    ) -> Result<(), AttemptError> {
+        let Route {
+            peer,
+            request_uri: ruri,
+            dtmf,
+            ..
+        } = route;
+        if let Some(dtmf) = dtmf
             && call.m.dtmf[1].is_none()
         {
             call.m.dtmf[1] = Some(dtmf);
@@ -299,12 +412,12 @@ impl Engine {
             && let Some(offer) = call.m.a_offer.clone()
         {
             if self.cfg.anchor_media && self.alloc_media(call).is_none() {
-                return Err((503, Cause::SwitchCongestion));
+                return Err(AttemptError::NoMediaPorts);
             }
             let body = self.sdp_to_other(call, Side::A, &offer, SdpIn::Request);
             if body.is_none() {
                 debug!("offer refused: no codec in common");
-                return Err((488, Cause::IncompatibleDestination));
+                return Err(AttemptError::NoCommonCodec);
             }
             call.offer_b = body;
         }
@@ -321,13 +434,14 @@ impl Engine {
         req.headers
             .push(Name::MaxForwards, mf.saturating_sub(1).min(70).to_string());
         let local = fmt_addr(self.local_addr(peer.transport));
-        let from_uri = format!("sip:{}@{local}", escape_user(&caller.0));
-        let from = if caller.1.is_empty() {
+        let caller = &invite.caller;
+        let from_uri = format!("sip:{}@{local}", escape_user(&caller.number));
+        let from = if caller.name.is_empty() {
             format!("<{from_uri}>;tag={}", self.ids.tag())
         } else {
             format!(
                 "\"{}\" <{from_uri}>;tag={}",
-                caller.1.replace(['"', '\\'], ""),
+                caller.name.replace(['"', '\\'], ""),
                 self.ids.tag()
             )
         };
@@ -340,26 +454,9 @@ impl Engine {
         req.headers.push(Name::Allow, ALLOW);
         req.headers
             .push(Name::UserAgent, self.cfg.user_agent.clone());
-        for a in &call.plan.actions {
-            match a {
-                Action::HeaderAdd { name, value } => req.headers.push(
-                    Name::from_str_lossless(&name.as_str().into()),
-                    value.clone(),
-                ),
-                Action::HeaderRemove(name) => req
-                    .headers
-                    .0
-                    .retain(|h| !h.name.as_str().eq_ignore_ascii_case(name)),
-                _ => {}
-            }
-        }
-        // The trunk's policy last: what it must never see is gone whatever the dialplan added.
-        if let Some(gw) = target_gateway(target).and_then(|n| self.gateways.get(&n)) {
-            for name in gw.config.redact_headers.iter().flatten() {
-                req.headers
-                    .0
-                    .retain(|h| !h.name.as_str().eq_ignore_ascii_case(name));
-            }
+        for (name, value) in invite.headers {
+            req.headers
+                .push(Name::from_str_lossless(&name.as_str().into()), value);
         }
         if let Some(body) = &call.offer_b {
             req.headers.push(Name::ContentType, "application/sdp");
@@ -374,10 +471,7 @@ impl Engine {
             invite: req,
             peer,
             target: target.to_string(),
-            gateway: match target {
-                Target::Gateway { name, .. } => Some(name.clone()),
-                Target::Uri(_) => None,
-            },
+            route: target.clone(),
             authed: false,
             call_id,
             ringing: false,
@@ -393,7 +487,14 @@ impl Engine {
         let txn = match kind {
             CallTimer::Ring(txn) => txn,
             CallTimer::Digits(generation) => return self.digits_timeout(now, call_ref, generation),
-            CallTimer::AniRetry => return self.bridge_progress(now, call_ref),
+            CallTimer::Retry => return self.bridge_progress(now, call_ref),
+            CallTimer::App => {
+                if let Some(mut call) = self.calls.remove(&call_ref) {
+                    self.apps_timer(now, &mut call);
+                    self.calls.insert(call_ref, call);
+                }
+                return;
+            }
         };
         let Some(call) = self.calls.get_mut(&call_ref) else {
             return;
@@ -408,7 +509,7 @@ impl Engine {
         call.attempts[i].timed_out = true;
         call.attempts[i].done = true;
         self.cancel_txn(now, txn);
-        self.record_failure(call_ref, (480, Cause::NoAnswer));
+        self.record_failure(call_ref, AttemptError::NoAnswer);
         self.bridge_progress(now, call_ref);
     }
 
@@ -420,7 +521,10 @@ impl Engine {
         if call.winner.is_some() || call.live_attempts().next().is_some() {
             return;
         }
-        let retry = call.last_failure.is_none_or(|(_, c)| c.is_retryable());
+        let retry = call
+            .last_failure
+            .as_ref()
+            .is_none_or(|f| f.cause().is_retryable());
         if retry && self.try_next_target(now, call_ref) {
             return;
         }
@@ -428,7 +532,7 @@ impl Engine {
             call.bridge = None;
             if !retry {
                 // The callee answered (busy, rejected...): that is the call's answer.
-                call.plan_cursor = usize::MAX / 2;
+                call.stop_routing();
             }
         }
         self.run_plan(now, call_ref);
@@ -502,8 +606,7 @@ impl Engine {
             100 => {}
             101..=199 if !call.attempts[i].done => {
                 if !call.attempts.iter().any(|a| a.ringing) {
-                    self.outputs
-                        .push_back(Output::CallRinging { call: call.id });
+                    self.event(CallEvent::Ringing { call: call.id });
                 }
                 call.attempts[i].ringing = true;
                 self.relay_provisional(now, &mut call, &resp);
@@ -525,12 +628,12 @@ impl Engine {
             300.. if !call.attempts[i].done => {
                 let a = &mut call.attempts[i];
                 let failure = if a.timed_out {
-                    (480, Cause::NoAnswer)
+                    AttemptError::NoAnswer
                 } else {
-                    (status_for_a(status), Cause::from_sip(status))
+                    AttemptError::Rejected { status }
                 };
                 a.done = true;
-                info!(target = %a.target, status, cause = %failure.1, "leg B failed");
+                info!(target = %a.target, status, cause = %failure.cause(), "leg B failed");
                 self.forget_client(txn);
                 self.calls.insert(call_ref, call);
                 self.record_failure(call_ref, failure);
@@ -587,6 +690,11 @@ impl Engine {
             (dialog.id.call_id.clone(), dialog.id.local_tag.clone()),
             (call.id, Side::B),
         );
+        self.event(CallEvent::Bridged {
+            call: call.id,
+            b_call_id: dialog.id.call_id.to_string(),
+            target: attempt.target.clone(),
+        });
         call.b_dialog = Some(dialog);
         call.b_peer = Some(peer);
         for j in 0..call.attempts.len() {
@@ -648,7 +756,7 @@ impl Engine {
         call.state = CallState::Answered;
         call.answered_at = Some(now);
         call.a.slim_invite();
-        self.outputs.push_back(Output::CallAnswered {
+        self.event(CallEvent::Answered {
             call: call.id,
             target: call
                 .winner
@@ -704,6 +812,14 @@ impl Engine {
 impl Call {
     fn next_target_step(&self) -> usize {
         self.plan_cursor
+    }
+
+    /// Nothing more to try: no target of the bridge, no action of the plan.
+    fn stop_routing(&mut self) {
+        self.plan_cursor = self.plan.actions.len();
+        if let Some(b) = &self.bridge {
+            self.next_target = b.targets.len();
+        }
     }
 }
 
@@ -787,7 +903,7 @@ fn caller_name(invite: &Request) -> String {
 }
 
 /// Escapes what may not appear raw in a URI user part.
-fn escape_user(user: &str) -> String {
+pub fn escape_user(user: &str) -> String {
     let mut out = String::with_capacity(user.len());
     for c in user.chars() {
         if c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/".contains(c) {
@@ -800,93 +916,4 @@ fn escape_user(user: &str) -> String {
         }
     }
     out
-}
-
-impl Engine {
-    /// A call to a gateway with an ANI pool presents a number of its own: leased once per
-    /// call and gateway (failover to another trunk gives the first one back).
-    fn lease_ani(
-        &mut self,
-        now: Instant,
-        call: &mut Call,
-        target: &Target,
-        number: &mut String,
-    ) -> Result<(), Failure> {
-        let Target::Gateway { name, .. } = target else {
-            return Ok(());
-        };
-        let has_pool = self.gateways.get(name).is_some_and(|g| g.ani.is_some());
-        if !has_pool {
-            return Ok(());
-        }
-        if call.ani.as_ref().is_some_and(|(g, _)| g != name) {
-            self.release_ani(now, call);
-        }
-        if call.ani.is_none() {
-            let Some(pool) = self.gateways.get_mut(name).and_then(|g| g.ani.as_mut()) else {
-                return Ok(());
-            };
-            match pool.lease(now, call.id.0) {
-                Some(n) => {
-                    info!(gateway = %name, ani = %n, in_use = pool.in_use(), of = pool.size(), "caller number leased");
-                    self.outputs.push_back(Output::AniLeased {
-                        call: call.id,
-                        gateway: name.clone(),
-                        number: n.clone(),
-                    });
-                    call.ani = Some((name.clone(), n));
-                    call.ani_wait = None;
-                }
-                None => match pool.when_empty {
-                    WhenEmpty::Fallback => {
-                        warn!(gateway = %name, "ANI pool exhausted: the usual caller ID is presented");
-                    }
-                    WhenEmpty::Reject => {
-                        warn!(gateway = %name, "ANI pool exhausted: attempt refused (ani_when_empty = reject)");
-                        return Err((503, Cause::SwitchCongestion));
-                    }
-                    WhenEmpty::Queue(max) => {
-                        let since = *call.ani_wait.get_or_insert_with(|| {
-                            info!(gateway = %name, "ANI pool exhausted: the call waits for a number (ani_when_empty = queue)");
-                            now
-                        });
-                        if now.saturating_duration_since(since) < max {
-                            return Err(QUEUED);
-                        }
-                        call.ani_wait = None;
-                        warn!(gateway = %name, waited_secs = max.as_secs(), "no pool number came back in time: attempt refused");
-                        return Err((503, Cause::SwitchCongestion));
-                    }
-                },
-            }
-        }
-        if let Some((_, n)) = &call.ani {
-            number.clone_from(n);
-        }
-        Ok(())
-    }
-
-    /// Gives the call's leased number back to its pool.
-    pub(crate) fn release_ani(&mut self, now: Instant, call: &mut Call) {
-        if let Some((gateway, number)) = call.ani.take() {
-            if let Some(pool) = self.gateways.get_mut(&gateway).and_then(|g| g.ani.as_mut()) {
-                pool.release(now, &number);
-            }
-            self.outputs
-                .push_back(Output::AniReleased { gateway, number });
-        }
-    }
-}
-
-/// "Waiting for a pool number" (not a SIP status: never sent anywhere).
-const QUEUED: Failure = (0, Cause::SwitchCongestion);
-
-/// How often a call queued for a pool number looks again.
-const ANI_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
-
-fn target_gateway(t: &Target) -> Option<String> {
-    match t {
-        Target::Gateway { name, .. } => Some(name.clone()),
-        Target::Uri(_) => None,
-    }
 }

@@ -86,8 +86,8 @@ pub(crate) struct Attempt {
     pub invite: Request,
     pub peer: Peer,
     pub target: String,
-    /// The gateway, when the target is one (its credentials answer challenges).
-    pub gateway: Option<String>,
+    /// The target as the plan named it (its endpoint answers challenges).
+    pub route: switchboard_dialplan::Target,
     /// Already re-sent with credentials (a second challenge is a failure).
     pub authed: bool,
     pub call_id: String,
@@ -148,7 +148,9 @@ pub(crate) struct Call {
     pub pending_ack: Option<PendingAck>,
     /// A re-INVITE in progress from this side (glare → 491).
     pub reinvite_from: Option<Side>,
-    pub last_failure: Option<(u16, Cause)>,
+    /// The failure leg A hears if no target answers (the worst so far, see
+    /// `AttemptError::rank`).
+    pub last_failure: Option<crate::module::AttemptError>,
     pub started: Instant,
     pub answered_at: Option<Instant>,
     pub destination: String,
@@ -164,12 +166,14 @@ pub(crate) struct Call {
     /// The routing facts, kept when the plan may route collected digits.
     pub facts: Option<Box<switchboard_dialplan::Facts>>,
     pub next_play: u32,
-    /// The caller number leased from a gateway's pool: (gateway, number).
-    pub ani: Option<(String, String)>,
+    /// Module programs on the legs (digits pass them first), in the order attached.
+    pub apps: Vec<crate::apps::Attached>,
+    /// The engine timer set for the earliest app timer.
+    pub app_timer: Option<Instant>,
+    /// Headers module actions added for later bridges.
+    pub module_headers: Vec<(String, String)>,
     /// The caller ID the plan presents on leg B (`effective_caller_id_number`/`_name`).
     pub effective_caller: Option<Box<(Option<String>, Option<String>)>>,
-    /// Waiting for a pool number since (`ani_when_empty = "queue"`).
-    pub ani_wait: Option<Instant>,
 }
 
 impl Call {

@@ -15,17 +15,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use bytestring::ByteString;
 use switchboard_dialplan::{Cause, Dialplan, Facts};
-use switchboard_media::{DigitEvent, DtmfMethod, LegMedia, PortPool, Side};
+use switchboard_media::{DtmfMethod, LegMedia, PortPool, Side};
 use switchboard_sip::transaction::{
     Peer, TransactionLayer, Transmit, Transport, TxnEvent, TxnId, make_response,
 };
 use switchboard_sip::{Message, Method, Name, ParseError, Request, Response, parse_datagram};
-use switchboard_trunk::Gateways;
 use tracing::{debug, info, warn};
 
 use crate::call::{Call, CallInfo, CallSummary, MediaPorts};
 use crate::config::EngineConfig;
 use crate::ids::{CallRef, IdGen};
+use crate::module::{AttemptError, CallEvent, Registry};
 use crate::play::Play;
 
 /// foldhash: seeded per process, much cheaper than SipHash on these short keys.
@@ -38,7 +38,6 @@ const SUPPORTED: &[&str] = &["replaces", "timer"];
 
 /// What the shell must do besides sending bytes.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub enum Output {
     /// Bind the relay ports of a call (`ports.a` for leg A, `ports.b` for leg B, RTCP on +1).
     MediaOpen {
@@ -97,68 +96,13 @@ pub enum Output {
         /// The leg.
         side: Side,
     },
-    /// A digit was seen on a leg (for logs, metrics and modules).
-    Digit {
-        /// The call.
-        call: CallRef,
-        /// The digit.
-        event: DigitEvent,
-    },
     /// Unbind the relay of a call.
     MediaClose {
         /// The call.
         call: CallRef,
     },
-    /// A call was accepted for routing (its record starts here).
-    CallStarted {
-        /// The call.
-        call: CallRef,
-        /// Leg A's Call-ID.
-        call_id: String,
-        /// Caller number.
-        caller: String,
-        /// Destination dialled.
-        destination: String,
-        /// Dialplan context.
-        context: String,
-    },
-    /// Leg B rings (the first provisional of the call).
-    CallRinging {
-        /// The call.
-        call: CallRef,
-    },
-    /// The caller was answered (billing starts), by leg B (`target`) or by the plan.
-    CallAnswered {
-        /// The call.
-        call: CallRef,
-        /// The target that answered, if a bridge did.
-        target: Option<String>,
-    },
-    /// A call took a caller number from a gateway's pool (for its record and the lease store).
-    AniLeased {
-        /// The call.
-        call: CallRef,
-        /// The gateway.
-        gateway: String,
-        /// The number.
-        number: String,
-    },
-    /// A leased number went back to its pool (it rests for the gateway's cool-down).
-    AniReleased {
-        /// The gateway.
-        gateway: String,
-        /// The number.
-        number: String,
-    },
-    /// A call ended.
-    CallEnded(Box<CallSummary>),
-    /// A gateway went up or down.
-    GatewayState {
-        /// Gateway name.
-        name: String,
-        /// Now up?
-        up: bool,
-    },
+    /// Something observers want to know (records, webhooks, metrics, consoles).
+    Event(CallEvent),
 }
 
 /// Counters for `/metrics`.
@@ -182,10 +126,10 @@ pub(crate) enum ClientRole {
     Relay(CallRef),
     Bye,
     Cancel,
-    /// An INFO we send (a digit): nothing waits for its answer.
+    /// An INFO we send (a digit, a leg app's message): nothing waits for its answer.
     Info,
-    Ping,
-    Register,
+    /// A module service's request: (service, cookie).
+    Service(usize, u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,8 +137,10 @@ pub(crate) enum CallTimer {
     Ring(TxnId),
     /// `read_digits` waited long enough (generation, to ignore stale timers).
     Digits(u32),
-    /// A call queued for a pool number tries again.
-    AniRetry,
+    /// A call an invite filter asked to wait tries its target again.
+    Retry,
+    /// A leg app's timer.
+    App,
 }
 
 /// The B2BUA engine. Sans-IO: no socket, no clock.
@@ -203,16 +149,13 @@ pub struct Engine {
     pub(crate) cfg: EngineConfig,
     pub(crate) txn: TransactionLayer,
     pub(crate) dialplan: Arc<Dialplan>,
-    pub(crate) gateways: Gateways,
+    pub(crate) modules: Registry,
     /// Boxed: a table sized for a peak of calls holds pointers, not 1.2 KB slots.
     pub(crate) calls: HashMap<CallRef, Box<Call>>,
     /// (Call-ID, our tag) → call and side, for in-dialog requests.
     pub(crate) dialogs: HashMap<(ByteString, ByteString), (CallRef, Side)>,
     pub(crate) server_invites: HashMap<TxnId, CallRef>,
     pub(crate) clients: HashMap<TxnId, ClientRole>,
-    pub(crate) pings: HashMap<TxnId, String>,
-    /// REGISTER transactions: gateway name and how many challenges were answered.
-    pub(crate) registers: HashMap<TxnId, (String, u8)>,
     /// Leg B Call-IDs we created (loop detection).
     pub(crate) b_call_ids: HashMap<ByteString, CallRef>,
     pub(crate) timers: BinaryHeap<Reverse<(Instant, CallRef, u64)>>,
@@ -235,14 +178,9 @@ pub struct Engine {
 
 impl Engine {
     /// A new engine. `seed` feeds tag/branch/Call-ID generation (take it from the OS).
-    /// Call [`Engine::handle_timeout`] once when the transports are up: gateway pings and
-    /// registrations start there.
-    pub fn new(
-        cfg: EngineConfig,
-        dialplan: Arc<Dialplan>,
-        gateways: Gateways,
-        seed: u64,
-    ) -> Engine {
+    /// Call [`Engine::handle_timeout`] once when the transports are up: the modules'
+    /// services (gateway pings and registrations) start there.
+    pub fn new(cfg: EngineConfig, dialplan: Arc<Dialplan>, modules: Registry, seed: u64) -> Engine {
         Engine {
             txn: TransactionLayer::new(cfg.timers),
             ports: PortPool::new(cfg.rtp_ports.0, cfg.rtp_ports.1),
@@ -252,13 +190,11 @@ impl Engine {
             late_byes: TxnSet::default(),
             cfg,
             dialplan,
-            gateways,
+            modules,
             calls: HashMap::default(),
             dialogs: HashMap::default(),
             server_invites: HashMap::default(),
             clients: HashMap::default(),
-            pings: HashMap::default(),
-            registers: HashMap::default(),
             b_call_ids: HashMap::default(),
             timers: BinaryHeap::new(),
             timer_kinds: HashMap::default(),
@@ -279,34 +215,20 @@ impl Engine {
         self.dialplan = dialplan;
     }
 
-    /// Swaps in new gateways, keeping the health of those that did not move. Call
-    /// [`Engine::handle_timeout`] afterwards: new gateways start pinging and registering there
-    /// (as they do at start-up).
-    pub fn set_gateways(&mut self, mut gateways: Gateways) {
-        gateways.carry_state_from(&self.gateways);
-        self.gateways = gateways;
-    }
-
-    /// A pool number rests until `until` (leases a previous run left behind, at start).
-    pub fn ani_rest_until(&mut self, gateway: &str, number: &str, until: Instant) {
-        if let Some(p) = self.gateways.get_mut(gateway).and_then(|g| g.ani.as_mut()) {
-            p.cool_until(number, until);
-        }
-    }
-
     /// The RTP port pool, shared (the browser leg's sockets take from it too).
     pub fn port_pool(&self) -> PortPool {
         self.ports.clone()
     }
 
-    /// The gateways and their state.
-    pub fn gateways(&self) -> &Gateways {
-        &self.gateways
+    /// The modules (the shell's typed operations: `ctl gateways`, reloads).
+    pub fn modules(&self) -> &Registry {
+        &self.modules
     }
 
-    /// Marks a gateway up or down by hand.
-    pub fn set_gateway_up(&mut self, name: &str, up: bool) -> bool {
-        self.gateways.set_up(name, up)
+    /// The modules, to change one (call [`Engine::handle_timeout`] afterwards: a service
+    /// that has new work starts it there).
+    pub fn modules_mut(&mut self) -> &mut Registry {
+        &mut self.modules
     }
 
     /// Stop taking calls: new INVITEs get 503 from now on.
@@ -408,10 +330,14 @@ impl Engine {
             self.timer_kinds.remove(&id);
         }
         let ours = self.timers.peek().map(|Reverse((at, _, _))| *at);
-        [ours, self.txn.poll_timeout(), self.gateways.next_wakeup()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            ours,
+            self.txn.poll_timeout(),
+            self.modules.services_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Bytes arrived from a transport.
@@ -510,10 +436,7 @@ impl Engine {
     }
 
     fn after_timeout(&mut self, now: Instant, wall: jiff::Timestamp) {
-        for (name, addr, transport) in self.gateways.due_pings(now) {
-            self.send_ping(now, &name, Peer { transport, addr });
-        }
-        self.send_due_registrations(now);
+        self.run_services(now);
         self.drain_txn_events(now, wall);
     }
 
@@ -533,7 +456,6 @@ impl Engine {
                 TxnEvent::Timeout { id } => self.on_client_timeout(now, id),
                 TxnEvent::AckTimeout { id } => self.on_ack_timeout(now, id),
                 TxnEvent::StrayResponse { resp, from } => self.on_stray_response(resp, from),
-                _ => {}
             }
         }
     }
@@ -696,12 +618,19 @@ impl Engine {
                 }
             }
         }
-        for (side, key) in [(0, "dtmf_suppress_a"), (1, "dtmf_suppress_b")] {
+        let mut apps = Vec::new();
+        for (side, key) in [(Side::A, "dtmf_suppress_a"), (Side::B, "dtmf_suppress_b")] {
             if let Some(v) = var(key) {
-                m.suppress[side] = v
+                let digits: String = v
                     .chars()
                     .filter(|c| switchboard_media::dtmf::is_digit(*c))
                     .collect();
+                if !digits.is_empty() {
+                    apps.push(crate::apps::Attached::new(
+                        side,
+                        Box::new(crate::module::Suppress(digits)),
+                    ));
+                }
             }
         }
         if !req.body.is_empty() {
@@ -722,6 +651,7 @@ impl Engine {
             (None, None) => None,
             pair => Some(Box::new(pair)),
         };
+        let plan_vars = plan.vars;
         let plan = switchboard_dialplan::RoutePlan {
             actions: plan.actions,
             ..Default::default()
@@ -764,17 +694,27 @@ impl Engine {
             ringback: None,
             facts: keeps_facts.then(|| Box::new(facts)),
             next_play: 1,
-            ani: None,
-            ani_wait: None,
+            apps,
+            app_timer: None,
+            module_headers: Vec::new(),
             effective_caller,
         };
         self.stats.calls_total += 1;
-        self.outputs.push_back(Output::CallStarted {
+        let local_facts = if from.transport == Transport::Local {
+            LOCAL_FACTS
+                .iter()
+                .filter_map(|(_, var)| Some(((*var).to_owned(), plan_vars.get(*var)?.clone())))
+                .collect()
+        } else {
+            std::collections::BTreeMap::new()
+        };
+        self.event(CallEvent::Started {
             call: call_ref,
-            call_id: a_call_id_for_record,
-            caller: call.caller.clone(),
-            destination: call.destination.clone(),
-            context: facts_context,
+            call_id: a_call_id_for_record.into(),
+            caller: call.caller.as_str().into(),
+            destination: call.destination.as_str().into(),
+            context: facts_context.into(),
+            facts: Arc::new(local_facts),
         });
         self.server_invites.insert(id, call_ref);
         self.calls.insert(call_ref, Box::new(call));
@@ -813,54 +753,10 @@ impl Engine {
         }
     }
 
-    fn send_ping(&mut self, now: Instant, name: &str, peer: Peer) {
-        let uri = format!(
-            "sip:{}{}",
-            fmt_addr(peer.addr),
-            transport_param(peer.transport)
-        );
-        let mut req = Request::new(Method::Options, uri.clone());
-        req.headers.push(Name::Via, self.via(peer.transport));
-        req.headers.push(Name::MaxForwards, "70");
-        req.headers.push(
-            Name::From,
-            format!(
-                "<sip:ping@{}>;tag={}",
-                fmt_addr(self.local_addr(peer.transport)),
-                self.ids.tag()
-            ),
-        );
-        req.headers.push(Name::To, format!("<{uri}>"));
-        req.headers.push(Name::CallId, self.ids.call_id());
-        req.headers.push(Name::CSeq, "1 OPTIONS");
-        req.headers
-            .push(Name::UserAgent, self.cfg.user_agent.clone());
-        let id = self.txn.send_request(now, req, peer);
-        self.clients.insert(id, ClientRole::Ping);
-        self.pings.insert(id, name.to_owned());
-    }
-
-    pub(crate) fn ping_result(&mut self, id: TxnId, status: Option<u16>) {
-        if let Some(name) = self.pings.remove(&id)
-            && let Some(up) = self.gateways.ping_result(&name, status)
-        {
-            if up {
-                info!(gateway = %name, "gateway is up");
-            } else {
-                warn!(gateway = %name, ?status, "gateway is down");
-            }
-            self.outputs.push_back(Output::GatewayState { name, up });
-        }
-    }
-
     // ---- helpers ------------------------------------------------------------------------
 
     pub(crate) fn local_addr(&self, t: Transport) -> SocketAddr {
-        let addr = match t {
-            Transport::Tcp | Transport::Tls | Transport::Ws => self.cfg.tcp.or(self.cfg.udp),
-            Transport::Udp | Transport::Local => self.cfg.udp.or(self.cfg.tcp),
-        };
-        addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)))
+        local_addr(self.cfg.udp, self.cfg.tcp, t)
     }
 
     pub(crate) fn via(&mut self, t: Transport) -> String {
@@ -961,8 +857,10 @@ impl Engine {
         cause: Cause,
         side: Option<Side>,
     ) {
-        let mut call = call;
-        self.release_ani(now, &mut call);
+        let call = call;
+        for (pool, item) in self.filters_call_ended(now, call.id) {
+            self.event(CallEvent::Released { pool, item });
+        }
         if let Some(d) = &call.a.dialog {
             self.dialogs
                 .remove(&(d.id.call_id.clone(), d.id.local_tag.clone()));
@@ -991,33 +889,32 @@ impl Engine {
         let b_cause = if call.winner.is_some() {
             Some(cause)
         } else {
-            call.last_failure.map(|(_, c)| c)
+            call.last_failure.as_ref().map(AttemptError::cause)
         };
         info!(cause = %cause, b_cause = ?b_cause.map(|c| c.name()), side = ?side, billable_secs = billable, "call ended");
-        self.outputs
-            .push_back(Output::CallEnded(Box::new(CallSummary {
-                id: call.id,
-                a_call_id: call
-                    .a
-                    .invite
-                    .headers
-                    .call_id()
-                    .map(|c| c.to_string())
-                    .unwrap_or_default(),
-                b_call_id: call.b_dialog.as_ref().map(|d| d.id.call_id.to_string()),
-                target: call
-                    .winner
-                    .or(call.attempts.len().checked_sub(1))
-                    .and_then(|i| call.attempts.get(i))
-                    .map(|a| a.target.clone()),
-                codecs: [0, 1].map(|i| call.m.fmt[i].as_ref().map(|f| f.name.clone())),
-                destination: call.destination,
-                caller: call.caller,
-                cause,
-                b_cause,
-                hangup_side: side,
-                billable_secs: billable,
-            })));
+        self.event(CallEvent::Ended(Arc::new(CallSummary {
+            id: call.id,
+            a_call_id: call
+                .a
+                .invite
+                .headers
+                .call_id()
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            b_call_id: call.b_dialog.as_ref().map(|d| d.id.call_id.to_string()),
+            target: call
+                .winner
+                .or(call.attempts.len().checked_sub(1))
+                .and_then(|i| call.attempts.get(i))
+                .map(|a| a.target.clone()),
+            codecs: [0, 1].map(|i| call.m.fmt[i].as_ref().map(|f| f.name.clone())),
+            destination: call.destination,
+            caller: call.caller,
+            cause,
+            b_cause,
+            hangup_side: side,
+            billable_secs: billable,
+        })));
     }
 
     /// Sends an in-dialog request (the caller built it from the dialog) with a fresh Via.
@@ -1065,6 +962,22 @@ impl Engine {
         self.calls.get(&call).map(|c| c.span.clone().entered())
     }
 
+    /// Tells the invite filters a call is over; the leases they gave back.
+    fn filters_call_ended(&mut self, now: Instant, call: CallRef) -> Vec<(String, String)> {
+        let mut released = Vec::new();
+        for n in 0..self.modules.filter_count() {
+            if let Some((_, f)) = self.modules.filter(n) {
+                released.extend(f.call_ended(now, call));
+            }
+        }
+        released
+    }
+
+    /// Queues an event for the observers.
+    pub(crate) fn event(&mut self, ev: CallEvent) {
+        self.outputs.push_back(Output::Event(ev));
+    }
+
     /// Remove the client-role entry once its transaction has its final answer.
     pub(crate) fn forget_client(&mut self, id: TxnId) {
         self.clients.remove(&id);
@@ -1106,15 +1019,29 @@ impl TxnSet {
     }
 }
 
+/// Our address for a transport: its listener, else the other one.
+pub(crate) fn local_addr(
+    udp: Option<SocketAddr>,
+    tcp: Option<SocketAddr>,
+    t: Transport,
+) -> SocketAddr {
+    let addr = match t {
+        Transport::Tcp | Transport::Tls | Transport::Ws => tcp.or(udp),
+        Transport::Udp | Transport::Local => udp.or(tcp),
+    };
+    addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)))
+}
+
 /// `host:port` with IPv6 brackets.
-pub(crate) fn fmt_addr(a: SocketAddr) -> String {
+pub fn fmt_addr(a: SocketAddr) -> String {
     match a {
         SocketAddr::V4(v) => v.to_string(),
         SocketAddr::V6(v) => format!("[{}]:{}", v.ip(), v.port()),
     }
 }
 
-pub(crate) fn transport_param(t: Transport) -> &'static str {
+/// The `;transport=` URI parameter for a transport (none for UDP).
+pub fn transport_param(t: Transport) -> &'static str {
     match t {
         Transport::Udp => "",
         Transport::Tcp => ";transport=tcp",

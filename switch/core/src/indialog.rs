@@ -296,15 +296,9 @@ impl Engine {
         match role {
             ClientRole::Attempt(call) => self.on_attempt_response(now, call, id, resp),
             ClientRole::Relay(call) => self.on_relay_response(now, call, id, Some(resp)),
-            ClientRole::Ping => {
+            ClientRole::Service(n, cookie) => {
                 if final_ {
-                    self.forget_client(id);
-                    self.ping_result(id, Some(resp.status));
-                }
-            }
-            ClientRole::Register => {
-                if final_ {
-                    self.on_register_response(now, id, Some(resp));
+                    self.on_service_response(now, id, n, cookie, Some(&resp));
                 }
             }
             ClientRole::Bye | ClientRole::Cancel | ClientRole::Info => {
@@ -328,11 +322,7 @@ impl Engine {
                 self.on_attempt_response(now, call_ref, id, resp);
             }
             ClientRole::Relay(call) => self.on_relay_response(now, call, id, None),
-            ClientRole::Ping => self.ping_result(id, None),
-            ClientRole::Register => {
-                self.clients.insert(id, role);
-                self.on_register_response(now, id, None);
-            }
+            ClientRole::Service(n, cookie) => self.on_service_response(now, id, n, cookie, None),
             ClientRole::Bye | ClientRole::Cancel | ClientRole::Info => {}
         }
     }

@@ -14,6 +14,7 @@
 //! the call's media session (forwarding or transcoding, digits, prompts) and reports back
 //! digits, RTP timeouts and finished prompts.
 
+mod apps;
 mod bridge;
 mod call;
 mod config;
@@ -21,13 +22,17 @@ mod engine;
 mod ids;
 mod indialog;
 mod media;
+pub mod module;
 mod play;
-mod register;
+mod services;
 
+pub use bridge::escape_user;
 pub use call::{CallInfo, CallState, CallSummary, MediaPorts};
 pub use config::EngineConfig;
 pub use engine::{ALLOW, Engine, EngineStats, LOCAL_CONTEXT, LOCAL_FACTS, Output, facts_of};
+pub use engine::{fmt_addr, transport_param};
 pub use ids::{CallRef, IdGen};
+pub use module::{CallEvent, Module, Registry};
 pub use play::Play;
 pub use switchboard_dialplan::Cause;
 pub use switchboard_media::Side;

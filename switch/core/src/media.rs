@@ -8,15 +8,15 @@ use bytes::Bytes;
 use switchboard_dialplan::Cause;
 use switchboard_media::negotiate::{answer_for, chosen, offer_extras, telephone_event};
 use switchboard_media::{
-    CodecKind, DigitEvent, DtmfMethod, Format, Formats, LegMedia, MediaEvent, Side, audio,
-    rewrite_with,
+    CodecKind, DtmfMethod, Format, Formats, LegMedia, MediaEvent, Side, audio, rewrite_with,
 };
-use switchboard_sip::{Method, Name, Request};
+use switchboard_sip::{Name, Request};
 use tracing::{debug, info, warn};
 
 use crate::call::Call;
-use crate::engine::{ClientRole, Engine, Output};
+use crate::engine::{Engine, Output};
 use crate::ids::CallRef;
+use crate::module::Digit;
 
 /// Where an SDP body travelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,11 +47,9 @@ pub(crate) struct CallMedia {
     pub legs: [Option<LegMedia>; 2],
     /// Configured DTMF form per leg (before falling back to in-band).
     pub dtmf: [Option<DtmfMethod>; 2],
-    /// Digits never passed on, per leg they come from.
-    pub suppress: [String; 2],
 }
 
-fn i(side: Side) -> usize {
+pub(crate) fn idx(side: Side) -> usize {
     match side {
         Side::A => 0,
         Side::B => 1,
@@ -138,7 +136,7 @@ impl Engine {
             .m
             .answered
             .clone()
-            .or_else(|| answer_for(&offer, Some(&theirs), call.m.fmt[i(offerer)].as_ref()));
+            .or_else(|| answer_for(&offer, Some(&theirs), call.m.fmt[idx(offerer)].as_ref()));
         let Some(mine) = mine else {
             warn!(codec = %theirs.name, "no codec of the offer can be bridged to the answer's");
             return None;
@@ -196,8 +194,8 @@ impl Engine {
             .filter(|f| self.allowed(f))
             .cloned()
             .collect();
-        let other = call.m.fmt[i(side.other())].clone();
-        let mine = answer_for(&offer, other.as_ref(), call.m.fmt[i(side)].as_ref())?;
+        let other = call.m.fmt[idx(side.other())].clone();
+        let mine = answer_for(&offer, other.as_ref(), call.m.fmt[idx(side)].as_ref())?;
         let te = telephone_event(&offer, mine.clock);
         self.set_leg_pub(call, side, &mine, te.as_ref(), info.ptime);
         call.m.pending = None;
@@ -231,7 +229,7 @@ impl Engine {
         te: Option<&Format>,
         ptime: Option<u32>,
     ) {
-        let configured = call.m.dtmf[i(side)].unwrap_or(self.cfg.dtmf);
+        let configured = call.m.dtmf[idx(side)].unwrap_or(self.cfg.dtmf);
         let dtmf = match configured {
             DtmfMethod::Rfc4733 if te.is_none() => DtmfMethod::Inband,
             m => m,
@@ -242,12 +240,17 @@ impl Engine {
             ptime_ms: ptime.unwrap_or(20).clamp(10, 120),
             te: te.map(|t| (t.pt, t.clock)),
             dtmf,
-            suppress: call.m.suppress[i(side)].clone(),
+            // A gated leg's digits wait for the engine's decision (crate::apps).
+            suppress: if call.gated(side) {
+                crate::apps::ALL_DIGITS.into()
+            } else {
+                String::new()
+            },
         };
-        call.m.fmt[i(side)] = Some(fmt.clone());
-        if call.m.legs[i(side)].as_ref() != Some(&media) {
+        call.m.fmt[idx(side)] = Some(fmt.clone());
+        if call.m.legs[idx(side)].as_ref() != Some(&media) {
             debug!(?side, codec = %fmt.name, pt = fmt.pt, dtmf = %dtmf, "leg media");
-            call.m.legs[i(side)] = Some(media.clone());
+            call.m.legs[idx(side)] = Some(media.clone());
             self.outputs.push_back(Output::MediaLeg {
                 call: call.id,
                 side,
@@ -256,9 +259,9 @@ impl Engine {
         }
     }
 
-    /// A SIP INFO carrying a digit: handled here (answered 200, converted for the other leg)
-    /// unless the other leg takes INFO too, in which case it is relayed. The digit when
-    /// handled here.
+    /// A SIP INFO carrying a digit: answered here and passed through the leg's decision
+    /// point (then converted for the other leg), unless the leg has no apps and the other
+    /// leg takes INFO too, in which case it is relayed as it came. The digit when handled here.
     pub(crate) fn info_digit(
         &mut self,
         now: Instant,
@@ -273,32 +276,19 @@ impl Engine {
             .map(|c| c.to_string())
             .unwrap_or_default();
         let (digit, ms) = switchboard_media::dtmf::parse_info(&ct, &req.body)?;
-        let suppressed = call.m.suppress[i(from)].contains(digit);
-        let event = DigitEvent {
-            leg: from,
+        let to_mode = call.m.legs[idx(from.other())].as_ref().map(|l| l.dtmf);
+        let d = Digit {
             digit,
             duration_ms: ms,
             method: DtmfMethod::Info,
-            suppressed,
         };
-        info!(?from, %digit, ms, suppressed, "digit (INFO)");
-        self.outputs.push_back(Output::Digit {
-            call: call.id,
-            event,
-        });
-        let to = from.other();
-        let to_mode = call.m.legs[i(to)].as_ref().map(|l| l.dtmf);
-        if !suppressed && to_mode == Some(DtmfMethod::Info) {
+        if !call.gated(from) && to_mode == Some(DtmfMethod::Info) {
+            self.digit_decision(now, call, from, d);
             return None;
         }
         self.respond(now, txn, 200, None);
-        if !suppressed && to_mode.is_some() {
-            self.outputs.push_back(Output::MediaDigit {
-                call: call.id,
-                side: to,
-                digit,
-                ms,
-            });
+        if self.digit_decision(now, call, from, d.clone()) {
+            self.forward_digit(now, call, from, &d);
         }
         Some(digit)
     }
@@ -308,11 +298,17 @@ impl Engine {
         let _span = self.enter(call_ref);
         match ev {
             MediaEvent::Digit(d) => {
-                info!(leg = ?d.leg, digit = %d.digit, ms = d.duration_ms, method = %d.method, suppressed = d.suppressed, "digit");
-                self.outputs.push_back(Output::Digit {
-                    call: call_ref,
-                    event: d.clone(),
-                });
+                let Some(mut call) = self.calls.remove(&call_ref) else {
+                    return;
+                };
+                let digit = Digit {
+                    digit: d.digit,
+                    duration_ms: d.duration_ms,
+                    method: d.method,
+                };
+                let forward = self.digit_decision(now, &mut call, d.leg, digit.clone());
+                let gated = call.gated(d.leg);
+                self.calls.insert(call_ref, call);
                 if self.collect_digit(now, call_ref, d.leg, d.digit) {
                     return;
                 }
@@ -320,10 +316,14 @@ impl Engine {
                     return;
                 };
                 let to = d.leg.other();
-                let info_leg = call.m.legs[i(to)]
+                let info_leg = call.m.legs[idx(to)]
                     .as_ref()
                     .is_some_and(|l| l.dtmf == DtmfMethod::Info);
-                if !d.suppressed && info_leg {
+                if gated && forward {
+                    // The media session kept it back: the decision sends it on.
+                    self.forward_digit(now, &mut call, d.leg, &digit);
+                } else if !gated && info_leg {
+                    // The session regenerates digits in RTP; INFO is ours to send.
                     self.send_info_digit(now, &mut call, to, d.digit, d.duration_ms);
                 }
                 self.calls.insert(call_ref, call);
@@ -341,21 +341,15 @@ impl Engine {
         }
     }
 
-    fn send_info_digit(&mut self, now: Instant, call: &mut Call, to: Side, digit: char, ms: u32) {
-        let (dialog, peer) = match to {
-            Side::A => (call.a.dialog.as_mut(), Some(call.a.peer)),
-            Side::B => (call.b_dialog.as_mut(), call.b_peer),
-        };
-        let (Some(d), Some(peer)) = (dialog, peer) else {
-            return;
-        };
-        let mut req = d.make_request(Method::Info, None);
-        req.headers
-            .push(Name::ContentType, "application/dtmf-relay");
-        req.body = Bytes::from(switchboard_media::dtmf::info_body(
-            digit,
-            ms.clamp(40, 5000),
-        ));
-        self.send_in_dialog(now, req, peer, ClientRole::Info, None);
+    pub(crate) fn send_info_digit(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        to: Side,
+        digit: char,
+        ms: u32,
+    ) {
+        let body = switchboard_media::dtmf::info_body(digit, ms.clamp(40, 5000));
+        self.send_info(now, call, to, "application/dtmf-relay", Bytes::from(body));
     }
 }

@@ -1,7 +1,6 @@
 //! The engine driven by hand, sans-IO: races that a SIPp scenario cannot time precisely.
 #![allow(clippy::disallowed_methods)] // tests pick an arbitrary starting instant
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +9,6 @@ use bytes::Bytes;
 use switchboard_dialplan::{CompileEnv, Source, compile};
 use switchboard_sip::transaction::{Peer, Transport};
 use switchboard_sip::{Message, Method, Name, Request, parse_datagram};
-use switchboard_trunk::{GatewayConfig, Gateways};
 
 use crate::EngineConfig;
 
@@ -31,29 +29,26 @@ fn peer(a: &str) -> Peer {
 
 impl Harness {
     fn new() -> Harness {
-        let gw = GatewayConfig {
-            address: B.into(),
-            ..GatewayConfig::default()
-        };
-        let gateways = Gateways::new(&BTreeMap::from([("gw".to_owned(), gw)])).unwrap();
         let plan = r#"
 [[extension]]
 name = "all"
 when.destination = '^(\d+)$'
-actions = [ { bridge = { targets = ["gateway/gw/$1"], timeout = 20 } } ]
+actions = [ { bridge = { targets = ["sip:$1@127.0.0.1:5080"], timeout = 20 } } ]
 "#;
         let dialplan = compile(
             &[Source {
                 path: "t.toml".into(),
                 text: plan.into(),
             }],
-            &CompileEnv {
-                gateways: vec!["gw".into()],
-                prompts: vec![],
-            },
+            &CompileEnv::default(),
         )
         .unwrap();
-        let engine = crate::Engine::new(EngineConfig::default(), Arc::new(dialplan), gateways, 7);
+        let engine = crate::Engine::new(
+            EngineConfig::default(),
+            Arc::new(dialplan),
+            crate::Registry::new(),
+            7,
+        );
         Harness {
             engine,
             now: Instant::now(),

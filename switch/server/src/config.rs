@@ -35,6 +35,14 @@ struct File {
     webrtc: WebrtcCfg,
     #[serde(default)]
     merchant: BTreeMap<String, Spanned<MerchantConfig>>,
+    #[serde(default)]
+    modules: ModulesCfg,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ModulesCfg {
+    load: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -124,6 +132,8 @@ struct Shutdown {
 pub struct Loaded {
     /// Engine settings.
     pub engine: EngineConfig,
+    /// The modules to load (`[modules] load`), in order.
+    pub modules: Vec<String>,
     /// Gateways.
     pub gateways: Gateways,
     /// The compiled dialplan.
@@ -356,9 +366,34 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
     files.insert(0, main_path);
     let mut prompt_names: Vec<String> = prompts.keys().cloned().collect();
     prompt_names.sort();
+    let modules = match &file.modules.load {
+        None => crate::modules::DEFAULT
+            .iter()
+            .map(|m| (*m).to_owned())
+            .collect(),
+        Some(list) => {
+            for m in list.get_ref() {
+                if !crate::modules::AVAILABLE.contains(&m.as_str()) {
+                    diags.push(diag(
+                        f,
+                        t,
+                        Some(list.span()),
+                        format!("modules.load: no module named {m:?} in this build"),
+                        Some(&format!(
+                            "modules compiled in: {}",
+                            crate::modules::AVAILABLE.join(", ")
+                        )),
+                    ));
+                }
+            }
+            list.get_ref().clone()
+        }
+    };
+    let (endpoints, actions) = crate::modules::declarations(&modules, &gateways);
     let env = CompileEnv {
-        gateways: gw_cfgs.keys().cloned().collect(),
         prompts: prompt_names,
+        endpoints,
+        actions,
     };
     let dialplan = match compile(&sources, &env) {
         Ok(dp) => Some(dp),
@@ -381,6 +416,7 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
         Some(dialplan) if diags.is_empty() => Ok(Loaded {
             web,
             engine,
+            modules,
             gateways,
             dialplan,
             http,

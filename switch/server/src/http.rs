@@ -270,7 +270,11 @@ async fn hangup(State(app): State<App>, headers: HeaderMap, Path(id): Path<u64>)
     if let Err(r) = authorized(&app, &headers) {
         return r;
     }
-    match ask(&app, |tx| Command::Hangup(id, tx)).await {
+    match ask(&app, |tx| {
+        Command::Hangup(switchboard_core::CallRef(id), tx)
+    })
+    .await
+    {
         Ok(true) => (StatusCode::OK, format!("call {id} hung up\n")).into_response(),
         Ok(false) => (StatusCode::NOT_FOUND, format!("no call {id}\n")).into_response(),
         Err(r) => r,

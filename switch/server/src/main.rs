@@ -10,6 +10,8 @@ mod config;
 mod ctl;
 mod http;
 mod media;
+mod modules;
+mod observe;
 mod shell;
 mod storage;
 mod web;
@@ -402,6 +404,10 @@ fn seed() -> u64 {
     h.finish()
 }
 
+/// Media events (digits, timeouts, prompts done) waiting for the SIP thread; a media session
+/// waits when it is full.
+const MEDIA_EVENTS: usize = 4096;
+
 fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
     let l = match load_or_report(&conf) {
         Ok(l) => l,
@@ -422,12 +428,30 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         let (net_tx, net_rx) = mpsc::channel(4096);
         let (udp, tcp) = (l.engine.udp, l.engine.tcp);
         let media_ip = l.engine.media_ip;
-        let mut engine = Engine::new(l.engine, Arc::new(l.dialplan), l.gateways, seed());
+        let modules_loaded = l.modules.clone();
+        let mut registry = modules::build(&l.modules, l.gateways);
         let now_ms = jiff::Timestamp::now().as_millisecond();
         let (sqlite, resting) = storage::SqliteStore::open(&l.storage, now_ms)
             .map_err(|e| anyhow::anyhow!("call records: {e} (set [storage] path in switchboard.toml)"))?;
         let storage: storage::Store = Arc::new(sqlite);
         let taps = media::Taps::default();
+        // Pool numbers released (or reclaimed) recently rest out their cool-down.
+        let now = std::time::Instant::now();
+        if let Some(trunk) = registry.get_mut::<switchboard_trunk::Trunk>() {
+            for (gateway, number, released_ms) in resting {
+                let cooldown = trunk
+                    .gateways()
+                    .get(&gateway)
+                    .and_then(|g| g.ani.as_ref())
+                    .map_or(0, |p| p.cooldown.as_millis() as i64);
+                let left = released_ms + cooldown - now_ms;
+                if left > 0 {
+                    trunk.ani_rest_until(&gateway, &number, now + std::time::Duration::from_millis(left as u64));
+                }
+            }
+        }
+        let mut observers: Vec<Box<dyn switchboard_core::module::CallObserver>> = registry.take_observers();
+        let engine = Engine::new(l.engine, Arc::new(l.dialplan), registry, seed());
         let web = l.web.map(|w| web::WebShared::new(w, net_tx.clone(), engine.port_pool(), Some(storage.clone()), taps.clone()));
         if let Some(addr) = l.http {
             let tx = cmd_tx.clone();
@@ -455,24 +479,19 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             });
         }
         tokio::spawn(signals(cmd_tx.clone()));
-        info!(conf = %conf.display(), gateways = engine.gateways().iter().count(), web = web.is_some(), "switchboard starting");
-        let (media_tx, media_rx) = mpsc::unbounded_channel();
+        info!(conf = %conf.display(), modules = %modules_loaded.join(","), web = web.is_some(), "switchboard starting");
+        let (media_tx, media_rx) = mpsc::channel(MEDIA_EVENTS);
         let mut media = media::MediaHub::new(media_ip, tokio::runtime::Handle::current(), media_tx, l.prompts, l.rtp_timeout);
         media.opus_complexity = l.opus_complexity;
         media.storage = Some(storage.clone());
         media.taps = taps;
-        // Pool numbers released (or reclaimed) recently rest out their cool-down.
-        let now = std::time::Instant::now();
-        for (gateway, number, released_ms) in resting {
-            let cooldown = engine
-                .gateways()
-                .get(&gateway)
-                .and_then(|g| g.ani.as_ref())
-                .map_or(0, |p| p.cooldown.as_millis() as i64);
-            let left = released_ms + cooldown - now_ms;
-            if left > 0 {
-                engine.ani_rest_until(&gateway, &number, now + std::time::Duration::from_millis(left as u64));
-            }
+        let digits = Arc::new(observe::DigitCounts::default());
+        let hooks = webhook::Hooks::start();
+        let hook_counters = hooks.counters.clone();
+        observers.insert(0, Box::new(observe::Records(storage.clone())));
+        observers.insert(1, Box::new(observe::DigitMetrics(digits.clone())));
+        if let Some(w) = &web {
+            observers.insert(2, Box::new(observe::Webhooks::new(w.clone(), hooks)));
         }
         let shell = shell::Shell {
             udp,
@@ -480,12 +499,12 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             engine,
             conf,
             drain: l.drain,
+            modules: modules_loaded,
             media,
-            digits: [0; 3],
-            storage: Some(storage),
+            digits,
             web,
-            hooks: Some(webhook::Hooks::start()),
-            hooked: Default::default(),
+            hook_counters: Some(hook_counters),
+            observers: observe::Observers::start(observers, observe::QUEUE),
         };
         // SIP runs on a thread of its own with a single-threaded runtime: every datagram is
         // handled where it was received, with no cross-thread wake-up. HTTP and the RTP relays

@@ -136,7 +136,7 @@ pub struct MediaHub {
     /// The runtime the sessions run on (not the SIP thread's).
     rt: tokio::runtime::Handle,
     sessions: HashMap<CallRef, mpsc::UnboundedSender<Ctl>>,
-    events: mpsc::UnboundedSender<(CallRef, MediaEvent)>,
+    events: mpsc::Sender<(CallRef, MediaEvent)>,
     /// Prompts by name.
     pub prompts: Arc<HashMap<String, Prompt>>,
     /// Hang up calls silent this long (None: never).
@@ -159,7 +159,7 @@ impl MediaHub {
     pub fn new(
         ip: IpAddr,
         rt: tokio::runtime::Handle,
-        events: mpsc::UnboundedSender<(CallRef, MediaEvent)>,
+        events: mpsc::Sender<(CallRef, MediaEvent)>,
         prompts: HashMap<String, Prompt>,
         rtp_timeout: Option<Duration>,
     ) -> MediaHub {
@@ -261,7 +261,15 @@ impl MediaHub {
             Some(p) => self.send(call, Ctl::Play(side, p, id)),
             None => {
                 warn!(call = %call, ?what, "nothing to play (prompt removed since load?)");
-                let _ = self.events.send((call, MediaEvent::PlayDone(side, id)));
+                // The SIP thread's own queue: if it is full the call waits for its media
+                // timeout instead of this prompt.
+                if self
+                    .events
+                    .try_send((call, MediaEvent::PlayDone(side, id)))
+                    .is_err()
+                {
+                    warn!(call = %call, "media event queue full: prompt end lost");
+                }
             }
         }
     }
@@ -305,7 +313,7 @@ async fn run(
     mut session: Session,
     mut rx: mpsc::UnboundedReceiver<Ctl>,
     counters: Arc<MediaCounters>,
-    events: mpsc::UnboundedSender<(CallRef, MediaEvent)>,
+    events: mpsc::Sender<(CallRef, MediaEvent)>,
     quality: QualityMap,
     taps: Taps,
 ) -> serde_json::Value {
@@ -441,7 +449,9 @@ async fn run(
             if matches!(ev, MediaEvent::Timeout(_)) {
                 counters.timeouts.fetch_add(1, Ordering::Relaxed);
             }
-            let _ = events.send((call, ev));
+            // Bounded: a media session waits while the SIP thread is behind (backpressure);
+            // the SIP thread never waits for media.
+            let _ = events.send((call, ev)).await;
         }
     }
     if let Some(mut t) = tap {

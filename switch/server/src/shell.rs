@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::media::MediaHub;
+use switchboard_trunk::Trunk;
 
 /// A gateway as the API shows it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -42,7 +43,7 @@ pub enum Command {
     /// List calls.
     Calls(oneshot::Sender<Vec<(CallInfo, Option<[crate::media::LegQuality; 2]>)>>),
     /// Hang up a call.
-    Hangup(u64, oneshot::Sender<bool>),
+    Hangup(CallRef, oneshot::Sender<bool>),
     /// Reload conf/; the answer is a summary or the diagnostics.
     Reload(oneshot::Sender<Result<String, String>>),
     /// List gateways.
@@ -80,32 +81,18 @@ pub struct Shell {
     pub tcp: Option<SocketAddr>,
     /// Drain time on shutdown.
     pub drain: Duration,
+    /// The modules loaded at start (a reload cannot change them).
+    pub modules: Vec<String>,
     /// Media relay hub.
     pub media: MediaHub,
     /// Digits seen, by method (rfc4733, info, inband).
-    pub digits: [u64; 3],
-    /// Call records.
-    pub storage: Option<crate::storage::Store>,
+    pub digits: Arc<crate::observe::DigitCounts>,
     /// The browser leg (its merchants follow reloads).
     pub web: Option<Arc<crate::web::WebShared>>,
-    /// Webhooks to merchants' CRMs.
-    pub hooks: Option<crate::webhook::Hooks>,
-    /// Browser calls whose merchant has a webhook, by call.
-    pub hooked: HashMap<u64, Hooked>,
-}
-
-/// A browser call whose events go to its merchant's webhook.
-pub struct Hooked {
-    call_id: String,
-    target: Arc<crate::webhook::Target>,
-    events: Vec<String>,
-    body: serde_json::Map<String, serde_json::Value>,
-    /// `ringing` went already (a call may ring on several attempts).
-    rang: bool,
-}
-
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
+    /// Webhook delivery counters (the webhooks observer sends them).
+    pub hook_counters: Option<Arc<crate::webhook::Counters>>,
+    /// Records, webhooks, metrics and the modules' observers.
+    pub observers: crate::observe::Observers,
 }
 
 fn wall() -> jiff::Timestamp {
@@ -130,7 +117,7 @@ impl Shell {
     pub async fn run(
         mut self,
         mut cmd_rx: mpsc::Receiver<Command>,
-        mut media_rx: mpsc::UnboundedReceiver<(CallRef, switchboard_media::MediaEvent)>,
+        mut media_rx: mpsc::Receiver<(CallRef, switchboard_media::MediaEvent)>,
         (net_tx, mut net_rx): (mpsc::Sender<NetIn>, mpsc::Receiver<NetIn>),
     ) -> anyhow::Result<()> {
         let udp = match self.udp {
@@ -209,6 +196,7 @@ impl Shell {
                         self.engine.hangup_all(now.into_std(), Cause::SystemShutdown);
                         self.flush(udp.as_deref(), &mut conns, &mut pending, &net_tx).await;
                         tokio::time::sleep(Duration::from_millis(300)).await;
+                        self.observers.close(Duration::from_secs(2));
                         return Ok(());
                     }
                 }
@@ -218,6 +206,7 @@ impl Shell {
             if drain_deadline.is_some() && self.engine.active_calls() == 0 {
                 info!("all calls ended: bye");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                self.observers.close(Duration::from_secs(2));
                 return Ok(());
             }
         }
@@ -291,160 +280,8 @@ impl Shell {
                     id,
                 } => self.media.play(call, side, what, id),
                 Output::MediaStop { call, side } => self.media.stop(call, side),
-                Output::Digit { event, .. } => {
-                    let i = match event.method {
-                        switchboard_media::DtmfMethod::Rfc4733 => 0,
-                        switchboard_media::DtmfMethod::Info => 1,
-                        switchboard_media::DtmfMethod::Inband => 2,
-                    };
-                    self.digits[i] += 1;
-                }
-                Output::CallStarted {
-                    call,
-                    call_id,
-                    caller,
-                    destination,
-                    context,
-                } => {
-                    self.hook_start(call.0, &call_id);
-                    self.record(crate::storage::CdrOp::Start {
-                        call: call.0,
-                        call_id,
-                        caller,
-                        destination,
-                        context,
-                        at: now_ms(),
-                    })
-                }
-                Output::CallRinging { call } => {
-                    self.hook(call.0, "ringing", &[]);
-                    self.record(crate::storage::CdrOp::Ring {
-                        call: call.0,
-                        at: now_ms(),
-                    })
-                }
-                Output::CallAnswered { call, target } => {
-                    self.hook(call.0, "answered", &[("target", serde_json::json!(target))]);
-                    self.record(crate::storage::CdrOp::Answer {
-                        call: call.0,
-                        target,
-                        at: now_ms(),
-                    })
-                }
-                Output::CallEnded(summary) => {
-                    let side = summary.hangup_side.map_or("switch", |s| match s {
-                        switchboard_core::Side::A => "caller",
-                        switchboard_core::Side::B => "callee",
-                    });
-                    self.hook(
-                        summary.id.0,
-                        "hangup",
-                        &[
-                            ("cause", serde_json::json!(summary.cause.name())),
-                            ("hangup_side", serde_json::json!(side)),
-                            ("billable_secs", serde_json::json!(summary.billable_secs)),
-                        ],
-                    );
-                    self.record(crate::storage::CdrOp::End {
-                        call: summary.id.0,
-                        at: now_ms(),
-                        summary,
-                    })
-                }
-                Output::AniLeased {
-                    call,
-                    gateway,
-                    number,
-                } => {
-                    if let Some(h) = self.hooked.get_mut(&call.0) {
-                        h.body.insert("ani".into(), serde_json::json!(number));
-                    }
-                    self.record(crate::storage::CdrOp::AniLeased {
-                        call: call.0,
-                        gateway,
-                        number,
-                        at: now_ms(),
-                    })
-                }
-                Output::AniReleased { gateway, number } => {
-                    self.record(crate::storage::CdrOp::AniReleased {
-                        gateway,
-                        number,
-                        at: now_ms(),
-                    })
-                }
-                Output::GatewayState { .. } => {}
-                _ => {}
+                Output::Event(ev) => self.observers.dispatch(ev),
             }
-        }
-    }
-
-    /// A browser call started: does its merchant want webhooks?
-    fn hook_start(&mut self, call: u64, call_id: &str) {
-        let (Some(web), Some(_)) = (&self.web, &self.hooks) else {
-            return;
-        };
-        let Some((facts, target, events)) = web.hook_for(call_id) else {
-            return;
-        };
-        let mut body = serde_json::Map::new();
-        for (k, v) in [
-            ("call_id", call_id),
-            ("merchant", &facts.merchant),
-            ("link", &facts.link),
-            ("session", &facts.session),
-            ("page_url", &facts.page_url),
-        ] {
-            body.insert(k.into(), serde_json::json!(v));
-        }
-        self.hooked.insert(
-            call,
-            Hooked {
-                call_id: call_id.to_owned(),
-                target,
-                events,
-                body,
-                rang: false,
-            },
-        );
-    }
-
-    /// Queues a webhook event of a hooked call (`hangup` also ends its queue).
-    fn hook(&mut self, call: u64, name: &'static str, extra: &[(&str, serde_json::Value)]) {
-        let (Some(hooks), Some(h)) = (&self.hooks, self.hooked.get_mut(&call)) else {
-            return;
-        };
-        if name == "ringing" {
-            if h.rang {
-                return;
-            }
-            h.rang = true;
-        }
-        let wanted = h.events.iter().any(|e| e == name);
-        let mut body = h.body.clone();
-        body.insert("event".into(), serde_json::json!(name));
-        body.insert(
-            "at".into(),
-            serde_json::json!(jiff::Timestamp::now().to_string()),
-        );
-        for (k, v) in extra {
-            body.insert((*k).into(), v.clone());
-        }
-        hooks.send(crate::webhook::Event {
-            call_id: h.call_id.clone(),
-            name,
-            body: serde_json::Value::Object(body).to_string(),
-            target: h.target.clone(),
-            deliver: wanted,
-        });
-        if name == "hangup" {
-            self.hooked.remove(&call);
-        }
-    }
-
-    fn record(&self, op: crate::storage::CdrOp) {
-        if let Some(s) = &self.storage {
-            s.record(op);
         }
     }
 
@@ -469,8 +306,8 @@ impl Shell {
                     .collect();
                 let _ = tx.send(calls);
             }
-            Command::Hangup(id, tx) => {
-                let _ = tx.send(self.engine.hangup(now, CallRef(id), Cause::ManagerRequest));
+            Command::Hangup(call, tx) => {
+                let _ = tx.send(self.engine.hangup(now, call, Cause::ManagerRequest));
             }
             Command::Reload(tx) => {
                 let _ = tx.send(self.reload());
@@ -478,20 +315,30 @@ impl Shell {
             Command::Gateways(tx) => {
                 let v = self
                     .engine
-                    .gateways()
-                    .iter()
-                    .map(|g| GatewayView {
-                        name: g.name.clone(),
-                        address: g.addr.to_string(),
-                        transport: g.transport.via_token().to_ascii_lowercase(),
-                        up: g.is_up(),
-                        registered: g.registration.as_ref().map(|_| g.is_registered(now)),
+                    .modules()
+                    .get::<Trunk>()
+                    .map(|t| {
+                        t.gateways()
+                            .iter()
+                            .map(|g| GatewayView {
+                                name: g.name.clone(),
+                                address: g.addr.to_string(),
+                                transport: g.transport.via_token().to_ascii_lowercase(),
+                                up: g.is_up(),
+                                registered: g.registration.as_ref().map(|_| g.is_registered(now)),
+                            })
+                            .collect()
                     })
-                    .collect();
+                    .unwrap_or_default();
                 let _ = tx.send(v);
             }
             Command::SetGateway(name, up, tx) => {
-                let _ = tx.send(self.engine.set_gateway_up(&name, up));
+                let done = self
+                    .engine
+                    .modules_mut()
+                    .get_mut::<Trunk>()
+                    .is_some_and(|t| t.set_gateway_up(&name, up));
+                let _ = tx.send(done);
             }
             Command::Metrics(tx) => {
                 let _ = tx.send(self.metrics());
@@ -505,6 +352,15 @@ impl Shell {
         match crate::config::load(&self.conf) {
             Ok(l) => {
                 let n = l.dialplan.len();
+                if l.modules != self.modules {
+                    let msg = format!(
+                        "[modules] load changed ({} -> {}): modules are loaded at start; restart the switch to apply it",
+                        self.modules.join(", "),
+                        l.modules.join(", ")
+                    );
+                    error!("reload refused, the running configuration stays: {msg}");
+                    return Err(msg);
+                }
                 if l.engine.udp != self.udp || l.engine.tcp != self.tcp {
                     warn!("listen addresses changed: they take effect at the next restart");
                 }
@@ -512,7 +368,9 @@ impl Shell {
                 self.media.prompts = Arc::new(l.prompts);
                 self.media.rtp_timeout = l.rtp_timeout;
                 self.media.opus_complexity = l.opus_complexity;
-                self.engine.set_gateways(l.gateways);
+                if let Some(t) = self.engine.modules_mut().get_mut::<Trunk>() {
+                    t.set_gateways(l.gateways);
+                }
                 if let (Some(web), Some(new)) = (&self.web, l.web) {
                     // New calls see the new merchants; calls in progress were admitted already.
                     *web.cfg
@@ -684,7 +542,9 @@ impl Shell {
              switchboard_dtmf_digits_total{{method=\"rfc4733\"}} {}\n\
              switchboard_dtmf_digits_total{{method=\"info\"}} {}\n\
              switchboard_dtmf_digits_total{{method=\"inband\"}} {}",
-            self.digits[0], self.digits[1], self.digits[2]
+            self.digits.0[0].load(Ordering::Relaxed),
+            self.digits.0[1].load(Ordering::Relaxed),
+            self.digits.0[2].load(Ordering::Relaxed)
         );
         metric(
             &mut o,
@@ -709,33 +569,10 @@ impl Shell {
         for (cause, n) in causes {
             let _ = writeln!(o, "switchboard_calls_ended_total{{cause=\"{cause}\"}} {n}");
         }
-        let now = Instant::now().into_std();
-        let _ = writeln!(
-            o,
-            "# HELP switchboard_gateway_registered Outbound registration in force (1) or not (0).\n# TYPE switchboard_gateway_registered gauge"
-        );
-        for g in e.gateways().iter().filter(|g| g.registration.is_some()) {
-            let _ = writeln!(
-                o,
-                "switchboard_gateway_registered{{gateway=\"{}\"}} {}",
-                g.name,
-                u8::from(g.is_registered(now))
-            );
-        }
-        let _ = writeln!(
-            o,
-            "# HELP switchboard_gateway_up Gateway health (1 up, 0 down).\n# TYPE switchboard_gateway_up gauge"
-        );
-        for g in e.gateways().iter() {
-            let _ = writeln!(
-                o,
-                "switchboard_gateway_up{{gateway=\"{}\"}} {}",
-                g.name,
-                u8::from(g.is_up())
-            );
-        }
-        if let Some(h) = &self.hooks {
-            o.push_str(&h.counters.metrics());
+        e.modules().metrics(Instant::now().into_std(), &mut o);
+        self.observers.metrics(&mut o);
+        if let Some(c) = &self.hook_counters {
+            o.push_str(&c.metrics());
         }
         o
     }

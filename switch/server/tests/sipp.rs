@@ -383,3 +383,39 @@ fn a_gateway_marked_down_is_skipped_by_routing() {
         "{gws}"
     );
 }
+
+#[test]
+fn a_module_plugs_in_without_touching_the_core() {
+    // The example module (modules/example) offers one of each capability: its dialplan
+    // action attaches a leg app that swallows the caller's #, its invite filter adds a
+    // header, its observer counts the call's events.
+    let sw = Switch::start(
+        "module",
+        23,
+        Route {
+            gw1_extra: "dtmf = \"info\"",
+            before_bridge: "{ example_swallow = { digits = \"#\" } },",
+            conf_extra: "[modules]\nload = [\"trunk\", \"example\"]\n",
+            ..Route::default()
+        },
+    );
+    let uas = sw.uas(0, "uas_example.xml", 1, &[]);
+    let uac = sw.uac("uac_info_hash_then_5.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![uac, uas]);
+    // started, ringing, answered, bridged, two digits, the action, ended: observed off the
+    // call path, so give the observer a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = 0.0;
+    while std::time::Instant::now() < deadline {
+        seen = sw.metric("switchboard_example_events_total");
+        if seen >= 8.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(seen >= 8.0, "the example observer saw {seen} events");
+    assert_eq!(
+        sw.metric("switchboard_observer_dropped_total{observer=\"example\"}"),
+        0.0
+    );
+}

@@ -106,7 +106,6 @@ pub struct TxnId(pub u64);
 
 /// What the transaction user must act on.
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum TxnEvent {
     /// A new request opened a server transaction (never ACK or a retransmission).
     Request {

@@ -1,0 +1,248 @@
+//! The digit decision point and the leg apps of a call: every digit of a leg — RFC 4733
+//! events and in-band tones the media session terminated, SIP INFO the engine answered —
+//! comes here before anything reaches the other leg.
+//!
+//! A leg without apps keeps the fast path: the media session regenerates its digits on the
+//! other leg itself. A leg with apps is *gated*: its media session forwards none of its
+//! digits (and mutes their in-band tones), and the engine sends on only what the apps let
+//! through, in order, with the durations they had.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::Bytes;
+use switchboard_media::{DigitEvent, DtmfMethod, Side};
+use switchboard_sip::{Method, Name};
+use tracing::{debug, info};
+
+use crate::call::Call;
+use crate::engine::{CallTimer, ClientRole, Engine, Output};
+use crate::module::{AppAction, CallEvent, Digit, DigitVerdict, LegApp};
+
+/// Every digit: what a gated leg's media session is told to keep from the other leg.
+pub(crate) const ALL_DIGITS: &str = "0123456789*#ABCD";
+
+/// An app on a leg, with the digits it holds.
+#[derive(Debug)]
+pub(crate) struct Attached {
+    pub side: Side,
+    pub app: Box<dyn LegApp>,
+    pub held: VecDeque<Digit>,
+}
+
+impl Attached {
+    pub fn new(side: Side, app: Box<dyn LegApp>) -> Attached {
+        Attached {
+            side,
+            app,
+            held: VecDeque::new(),
+        }
+    }
+}
+
+impl Call {
+    /// The leg has apps: its digits go through the engine.
+    pub(crate) fn gated(&self, side: Side) -> bool {
+        self.apps.iter().any(|a| a.side == side)
+    }
+
+    /// When the earliest app timer is due.
+    fn apps_timeout(&self) -> Option<Instant> {
+        self.apps.iter().filter_map(|a| a.app.poll_timeout()).min()
+    }
+}
+
+impl Engine {
+    /// A digit arrived on `from` (any form). `true` when it goes on to the other leg (the
+    /// caller of this sends it there, in the form that leg takes).
+    pub(crate) fn digit_decision(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        from: Side,
+        digit: Digit,
+    ) -> bool {
+        let event = DigitEvent {
+            leg: from,
+            digit: digit.digit,
+            duration_ms: digit.duration_ms,
+            method: digit.method,
+            suppressed: false,
+        };
+        let forward = self.run_chain(now, call, from, 0, digit).is_some();
+        info!(?from, digit = %event.digit, ms = event.duration_ms, method = %event.method, forwarded = forward, "digit");
+        self.event(CallEvent::Digit {
+            call: call.id,
+            event: DigitEvent {
+                suppressed: !forward,
+                ..event
+            },
+        });
+        self.schedule_apps(now, call);
+        forward
+    }
+
+    /// Passes a digit to the apps of `from` from the `start`-th on; the digit if all of them
+    /// forward it.
+    fn run_chain(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        from: Side,
+        start: usize,
+        digit: Digit,
+    ) -> Option<Digit> {
+        for i in start..call.apps.len() {
+            if call.apps[i].side != from {
+                continue;
+            }
+            let verdict = call.apps[i].app.on_digit(now, &digit);
+            // What the app asked for first: a release of held digits precedes this one.
+            self.drain_app(now, call, i);
+            match verdict {
+                DigitVerdict::Forward => {}
+                DigitVerdict::Swallow => {
+                    debug!(app = call.apps[i].app.name(), digit = %digit.digit, "digit swallowed");
+                    return None;
+                }
+                DigitVerdict::Hold => {
+                    debug!(app = call.apps[i].app.name(), digit = %digit.digit, "digit held");
+                    call.apps[i].held.push_back(digit);
+                    return None;
+                }
+            }
+        }
+        Some(digit)
+    }
+
+    /// Carries out what the `i`-th app asks.
+    fn drain_app(&mut self, now: Instant, call: &mut Call, i: usize) {
+        while let Some(action) = call.apps.get_mut(i).and_then(|a| a.app.poll_action()) {
+            let side = call.apps[i].side;
+            match action {
+                AppAction::ReleaseHeld => {
+                    let held = std::mem::take(&mut call.apps[i].held);
+                    for d in held {
+                        if let Some(d) = self.run_chain(now, call, side, i + 1, d) {
+                            self.forward_digit(now, call, side, &d);
+                        }
+                    }
+                }
+                AppAction::DropHeld => call.apps[i].held.clear(),
+                AppAction::SendToLeg {
+                    side: to,
+                    content_type,
+                    body,
+                } => self.send_info(now, call, to, &content_type, Bytes::from(body)),
+                AppAction::Play { side: to, what } => {
+                    self.outputs.push_back(Output::MediaStop {
+                        call: call.id,
+                        side: to,
+                    });
+                    let id = call.next_play;
+                    call.next_play += 1;
+                    self.outputs.push_back(Output::MediaPlay {
+                        call: call.id,
+                        side: to,
+                        what,
+                        id,
+                    });
+                }
+                AppAction::Report { name, result } => {
+                    info!(app = call.apps[i].app.name(), action = %name, %result, "leg app");
+                    self.event(CallEvent::Action {
+                        call: call.id,
+                        name,
+                        result,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Sends a digit that passed the decision point to the leg after `from`.
+    pub(crate) fn forward_digit(&mut self, now: Instant, call: &mut Call, from: Side, d: &Digit) {
+        let to = from.other();
+        match call.m.legs[crate::media::idx(to)].as_ref().map(|l| l.dtmf) {
+            Some(DtmfMethod::Info) => self.send_info_digit(now, call, to, d.digit, d.duration_ms),
+            Some(_) => self.outputs.push_back(Output::MediaDigit {
+                call: call.id,
+                side: to,
+                digit: d.digit,
+                ms: d.duration_ms,
+            }),
+            // Not bridged yet: there is no other leg to hear it.
+            None => {}
+        }
+    }
+
+    /// An in-dialog INFO to a leg.
+    pub(crate) fn send_info(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        to: Side,
+        content_type: &str,
+        body: Bytes,
+    ) {
+        let (dialog, peer) = match to {
+            Side::A => (call.a.dialog.as_mut(), Some(call.a.peer)),
+            Side::B => (call.b_dialog.as_mut(), call.b_peer),
+        };
+        let (Some(d), Some(peer)) = (dialog, peer) else {
+            debug!(?to, "no dialog with that leg yet: message dropped");
+            return;
+        };
+        let mut req = d.make_request(Method::Info, None);
+        req.headers.push(Name::ContentType, content_type.to_owned());
+        req.body = body;
+        self.send_in_dialog(now, req, peer, ClientRole::Info, None);
+    }
+
+    /// Attaches an app to a leg (a module action did); a leg that becomes gated tells its
+    /// media session.
+    pub(crate) fn attach_app(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        side: Side,
+        app: Box<dyn LegApp>,
+    ) {
+        let was_gated = call.gated(side);
+        debug!(?side, app = app.name(), "leg app attached");
+        call.apps.push(Attached::new(side, app));
+        if !was_gated && let Some(mut media) = call.m.legs[crate::media::idx(side)].clone() {
+            media.suppress = ALL_DIGITS.into();
+            call.m.legs[crate::media::idx(side)] = Some(media.clone());
+            self.outputs.push_back(Output::MediaLeg {
+                call: call.id,
+                side,
+                media,
+            });
+        }
+        self.schedule_apps(now, call);
+    }
+
+    /// Leg app timers are due.
+    pub(crate) fn apps_timer(&mut self, now: Instant, call: &mut Call) {
+        call.app_timer = None;
+        for i in 0..call.apps.len() {
+            if call.apps[i].app.poll_timeout().is_some_and(|t| t <= now) {
+                call.apps[i].app.handle_timeout(now);
+            }
+            self.drain_app(now, call, i);
+        }
+        self.schedule_apps(now, call);
+    }
+
+    /// Keeps one engine timer at the earliest app timer.
+    fn schedule_apps(&mut self, _now: Instant, call: &mut Call) {
+        let Some(at) = call.apps_timeout() else {
+            return;
+        };
+        if call.app_timer.is_none_or(|t| at < t) {
+            call.app_timer = Some(at);
+            self.schedule(at, call.id, CallTimer::App);
+        }
+    }
+}

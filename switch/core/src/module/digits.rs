@@ -1,0 +1,116 @@
+//! `LegApp`: a module's program attached to one leg of a call, at the one point every digit
+//! of that leg passes whatever its form (RFC 4733 events, SIP INFO, in-band tones), before
+//! anything reaches the other leg.
+//!
+//! The engine asks each app of the leg in the order they were attached:
+//! [`LegApp::on_digit`] answers [`DigitVerdict::Forward`] (the next app decides, then the
+//! other leg gets it), [`DigitVerdict::Swallow`] (nobody else sees it) or
+//! [`DigitVerdict::Hold`] (the engine keeps it, with its duration, until the app says
+//! [`AppAction::ReleaseHeld`] — the held digits continue down the chain in order, as if
+//! forwarded then — or [`AppAction::DropHeld`]). After every input the engine drains
+//! [`LegApp::poll_action`] *before* applying the verdict, so an app that releases held
+//! digits and forwards the new one keeps the caller's order. Time is injected: the engine
+//! calls [`LegApp::handle_timeout`] once [`LegApp::poll_timeout`] is due.
+
+use std::time::Instant;
+
+use switchboard_media::{DtmfMethod, Side};
+
+use crate::play::Play;
+
+/// A digit as an app sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digit {
+    /// `0-9`, `*`, `#`, `A-D`.
+    pub digit: char,
+    /// How long it was pressed, ms (kept when a held digit is released).
+    pub duration_ms: u32,
+    /// How it arrived.
+    pub method: DtmfMethod,
+}
+
+/// What an app decides about one digit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigitVerdict {
+    /// Pass it on (to the next app of the leg, then to the other leg).
+    Forward,
+    /// Keep it from everyone.
+    Swallow,
+    /// Keep it for now: released later in order ([`AppAction::ReleaseHeld`]) or dropped.
+    Hold,
+}
+
+/// What an app asks of its call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppAction {
+    /// The digits this app holds go on, in order, with their durations.
+    ReleaseHeld,
+    /// The digits this app holds are dropped.
+    DropHeld,
+    /// Send a message to a leg's endpoint: an in-dialog SIP INFO with this body (a browser
+    /// leg hands it to the page; a SIP phone sees an INFO).
+    SendToLeg {
+        /// The leg.
+        side: Side,
+        /// Its Content-Type.
+        content_type: String,
+        /// The body.
+        body: String,
+    },
+    /// Play a prompt or tone to a leg (what plays there now stops).
+    Play {
+        /// The leg.
+        side: Side,
+        /// What.
+        what: Play,
+    },
+    /// Report the outcome of something the app did (observers see it as
+    /// [`CallEvent::Action`](crate::CallEvent::Action)).
+    Report {
+        /// What was done (`"push_page"`).
+        name: String,
+        /// Its result in words (`"ok"`, `"refused: no browser on this call"`).
+        result: String,
+    },
+}
+
+/// A module's program on one leg. Sans-IO: no clock, no socket.
+pub trait LegApp: Send + std::fmt::Debug {
+    /// Short name for logs.
+    fn name(&self) -> &'static str;
+
+    /// A digit of this leg, before it goes anywhere.
+    fn on_digit(&mut self, now: Instant, digit: &Digit) -> DigitVerdict;
+
+    /// When [`LegApp::handle_timeout`] wants to run (None: nothing pending).
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Its timer is due.
+    fn handle_timeout(&mut self, _now: Instant) {}
+
+    /// The next thing it asks of the call.
+    fn poll_action(&mut self) -> Option<AppAction> {
+        None
+    }
+}
+
+/// The built-in app behind `dtmf_suppress_a`/`dtmf_suppress_b`: these digits never reach the
+/// other leg.
+#[derive(Debug, Clone)]
+pub(crate) struct Suppress(pub String);
+
+impl LegApp for Suppress {
+    fn name(&self) -> &'static str {
+        "dtmf_suppress"
+    }
+
+    fn on_digit(&mut self, _now: Instant, digit: &Digit) -> DigitVerdict {
+        if self.0.contains(digit.digit) {
+            DigitVerdict::Swallow
+        } else {
+            DigitVerdict::Forward
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! `Endpoint`: a kind of bridge target (`gateway/NAME/USER`; later `user/...`, `agent/...`)
+//! that a module resolves to where and how a leg B is reached.
+
+use std::time::Instant;
+
+use switchboard_media::DtmfMethod;
+use switchboard_sip::Name;
+use switchboard_sip::Response;
+use switchboard_sip::transaction::Peer;
+
+use super::{AttemptError, CallerId};
+use crate::ids::CallRef;
+
+/// A target of this endpoint's kind, as the dialplan named it.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetRef<'a> {
+    /// Which one (`acd` in `gateway/acd/2000`).
+    pub name: &'a str,
+    /// User part to dial (`2000`; empty: the dialled destination).
+    pub user: &'a str,
+}
+
+/// What the call knows when a leg B is placed.
+#[derive(Debug, Clone, Copy)]
+pub struct OriginateCtx<'a> {
+    /// The call.
+    pub call: CallRef,
+    /// The destination leg A dialled.
+    pub destination: &'a str,
+    /// The caller ID the plan presents.
+    pub caller: &'a CallerId,
+}
+
+/// Where and how to reach a leg B.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Next hop.
+    pub peer: Peer,
+    /// Request-URI.
+    pub request_uri: String,
+    /// The caller ID after the endpoint's rules.
+    pub caller: CallerId,
+    /// How digits travel to it, when the endpoint knows (a gateway's `dtmf`).
+    pub dtmf: Option<DtmfMethod>,
+}
+
+/// A module's kind of target.
+pub trait Endpoint: Send {
+    /// Resolves a target to a route, or refuses it (down, unknown...).
+    fn resolve(
+        &mut self,
+        now: Instant,
+        target: TargetRef<'_>,
+        ctx: &OriginateCtx<'_>,
+    ) -> Result<Route, AttemptError>;
+
+    /// The far end challenged a request of ours (401/407): the credential header to send it
+    /// again with, if this target has credentials (RFC 3261 §22.2).
+    fn answer_challenge(
+        &mut self,
+        _target: TargetRef<'_>,
+        _challenge: &Response,
+        _method: &str,
+        _uri: &str,
+        _cnonce: &str,
+    ) -> Option<(Name, String)> {
+        None
+    }
+}

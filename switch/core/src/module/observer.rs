@@ -1,0 +1,139 @@
+//! `CallObserver`: the typed stream of what happens to calls, for call records, webhooks,
+//! metrics and (later) the agent console. Observers never run on the call path: the engine
+//! emits [`CallEvent`]s as output, and the shell delivers them to each observer through a
+//! bounded queue of its own (see `docs/architecture.md` for what happens when one is full).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use switchboard_media::DigitEvent;
+
+use crate::call::CallSummary;
+use crate::ids::CallRef;
+
+/// Something that happened to a call.
+#[derive(Debug, Clone)]
+pub enum CallEvent {
+    /// A call was accepted for routing (its record starts here).
+    Started {
+        /// The call.
+        call: CallRef,
+        /// Leg A's Call-ID.
+        call_id: Arc<str>,
+        /// Caller number.
+        caller: Arc<str>,
+        /// Destination dialled.
+        destination: Arc<str>,
+        /// Dialplan context.
+        context: Arc<str>,
+        /// What an in-process leg (the browser) said about itself: merchant, link,
+        /// session, page_url... (empty for SIP callers).
+        facts: Arc<BTreeMap<String, String>>,
+    },
+    /// Leg B rings (the first provisional of the call).
+    Ringing {
+        /// The call.
+        call: CallRef,
+    },
+    /// The caller was answered (billing starts), by leg B (`target`) or by the plan.
+    Answered {
+        /// The call.
+        call: CallRef,
+        /// The target that answered, if a bridge did.
+        target: Option<String>,
+    },
+    /// Leg B answered: both legs are up.
+    Bridged {
+        /// The call.
+        call: CallRef,
+        /// Leg B's Call-ID.
+        b_call_id: String,
+        /// The target that answered.
+        target: String,
+    },
+    /// A digit passed the leg's decision point.
+    Digit {
+        /// The call.
+        call: CallRef,
+        /// The digit (`suppressed`: it did not reach the other leg).
+        event: DigitEvent,
+    },
+    /// A module action or leg app did something.
+    Action {
+        /// The call.
+        call: CallRef,
+        /// What (`"push_page"`, or the dialplan action's name).
+        name: String,
+        /// Its result in words.
+        result: String,
+    },
+    /// The call holds an item of a pool (a caller number from a gateway's ANI pool).
+    Leased {
+        /// The call.
+        call: CallRef,
+        /// The pool (the gateway's name).
+        pool: String,
+        /// The item (the number).
+        item: String,
+    },
+    /// An item went back to its pool (it rests for the pool's cool-down).
+    Released {
+        /// The pool.
+        pool: String,
+        /// The item.
+        item: String,
+    },
+    /// A call ended.
+    Ended(Arc<CallSummary>),
+}
+
+impl CallEvent {
+    /// The call it is about (`Released` is about a pool).
+    pub fn call(&self) -> Option<CallRef> {
+        match self {
+            CallEvent::Started { call, .. }
+            | CallEvent::Ringing { call }
+            | CallEvent::Answered { call, .. }
+            | CallEvent::Bridged { call, .. }
+            | CallEvent::Digit { call, .. }
+            | CallEvent::Action { call, .. }
+            | CallEvent::Leased { call, .. } => Some(*call),
+            CallEvent::Ended(s) => Some(s.id),
+            CallEvent::Released { .. } => None,
+        }
+    }
+
+    /// Short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CallEvent::Started { .. } => "started",
+            CallEvent::Ringing { .. } => "ringing",
+            CallEvent::Answered { .. } => "answered",
+            CallEvent::Bridged { .. } => "bridged",
+            CallEvent::Digit { .. } => "digit",
+            CallEvent::Action { .. } => "action",
+            CallEvent::Leased { .. } => "leased",
+            CallEvent::Released { .. } => "released",
+            CallEvent::Ended(_) => "ended",
+        }
+    }
+}
+
+/// An event with the wall-clock time the engine emitted it (ms since the Unix epoch).
+#[derive(Debug, Clone)]
+pub struct Stamped {
+    /// When.
+    pub at_ms: i64,
+    /// What.
+    pub event: CallEvent,
+}
+
+/// Something that wants to know about calls. Runs off the call path, one event at a time,
+/// in the order the engine emitted them.
+pub trait CallObserver: Send + 'static {
+    /// Short name (logs, the dropped-events metric).
+    fn name(&self) -> &'static str;
+
+    /// One event.
+    fn on_event(&mut self, event: &Stamped);
+}
