@@ -555,6 +555,7 @@ impl Engine {
         let cancel = make_cancel(invite);
         let id = self.txn.send_request(now, cancel, peer);
         self.clients.insert(id, ClientRole::Cancel);
+        self.txn.cancel_sent(now, txn);
     }
 
     pub(crate) fn cancel_attempt(&mut self, now: Instant, call: &mut Call, i: usize) {
@@ -577,7 +578,8 @@ impl Engine {
     ) {
         let _span = self.enter(call_ref);
         let status = resp.status;
-        if (101..200).contains(&status) {
+        // RFC 3261 §9.1: any provisional, 100 Trying included, lets a CANCEL go.
+        if (100..200).contains(&status) {
             self.provisional_seen.insert(now, txn);
             if self.cancel_wanted.remove(&txn) {
                 self.cancel_txn(now, txn);

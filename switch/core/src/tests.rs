@@ -1,4 +1,9 @@
 //! The engine driven by hand, sans-IO: races that a SIPp scenario cannot time precisely.
+//!
+//! The [`Harness`] plays every peer: it hands the engine text SIP as if from the caller (A,
+//! port 5070) or a callee (B, 5080; B2, 5081), parses what the engine sends back, and moves
+//! simulated time to the instants [`crate::Engine::poll_timeout`] asks for. No sleeps: a 20 s
+//! ring timeout takes no wall time, and happens at exactly 20 s.
 #![allow(clippy::disallowed_methods)] // tests pick an arbitrary starting instant
 
 use std::net::SocketAddr;
@@ -6,18 +11,52 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use switchboard_dialplan::{CompileEnv, Source, compile};
-use switchboard_sip::transaction::{Peer, Transport};
-use switchboard_sip::{Message, Method, Name, Request, parse_datagram};
+use switchboard_dialplan::{Cause, CompileEnv, Source, compile};
+use switchboard_media::Side;
+use switchboard_sip::transaction::{Peer, TimerConfig, Transport};
+use switchboard_sip::{Message, Method, Name, Request, Response, parse_datagram};
 
-use crate::EngineConfig;
+use crate::{CallEvent, CallSummary, EngineConfig, Output};
 
 const A: &str = "127.0.0.1:5070";
 const B: &str = "127.0.0.1:5080";
+/// The second target of the failover and ring-all plans.
+const B2: &str = "127.0.0.1:5081";
+const WALL: jiff::Timestamp = jiff::Timestamp::UNIX_EPOCH;
+
+/// Every number to one target (the caller's number at B), 20 s to answer.
+const ONE_TARGET: &str = r#"
+[[extension]]
+name = "all"
+when.destination = '^(\d+)$'
+actions = [ { bridge = { targets = ["sip:$1@127.0.0.1:5080"], timeout = 20 } } ]
+"#;
+
+/// A dialplan that sends every number to one bridge (`bridge` is its TOML inline table).
+fn bridge_plan(bridge: &str) -> String {
+    format!(
+        "[[extension]]\nname = \"all\"\nwhen.destination = '^(\\d+)$'\n\
+         actions = [ {{ bridge = {bridge} }} ]\n"
+    )
+}
+
+/// B, then B2 if B fails in a way worth retrying.
+const FAILOVER: &str =
+    r#"{ targets = ["sip:2000@127.0.0.1:5080", "sip:2000@127.0.0.1:5081"], timeout = 20 }"#;
+/// B and B2 at once.
+const RING_ALL: &str = r#"{ targets = ["sip:2000@127.0.0.1:5080", "sip:2000@127.0.0.1:5081"], strategy = "parallel", timeout = 20 }"#;
+
+/// The timers the engine runs with (the tests compute instants from them).
+fn timers() -> TimerConfig {
+    TimerConfig::default()
+}
 
 struct Harness {
     engine: crate::Engine,
     now: Instant,
+    start: Instant,
+    /// Everything the engine reported to the shell so far.
+    outputs: Vec<Output>,
 }
 
 fn peer(a: &str) -> Peer {
@@ -28,30 +67,31 @@ fn peer(a: &str) -> Peer {
 }
 
 impl Harness {
+    /// The engine of the original race tests: one target at B.
     fn new() -> Harness {
-        let plan = r#"
-[[extension]]
-name = "all"
-when.destination = '^(\d+)$'
-actions = [ { bridge = { targets = ["sip:$1@127.0.0.1:5080"], timeout = 20 } } ]
-"#;
-        let dialplan = compile(
-            &[Source {
-                path: "t.toml".into(),
-                text: plan.into(),
-            }],
-            &CompileEnv::default(),
-        )
-        .unwrap();
-        let engine = crate::Engine::new(
-            EngineConfig::default(),
-            Arc::new(dialplan),
-            crate::Registry::new(),
-            7,
-        );
+        Harness::with_plan(ONE_TARGET)
+    }
+
+    /// An engine following this dialplan. The only place an engine is built: its targets are
+    /// URIs, so no module (gateways) is needed.
+    fn with_plan(plan: &str) -> Harness {
+        let source = Source {
+            path: "t.toml".into(),
+            text: plan.into(),
+        };
+        let dialplan = compile(&[source], &CompileEnv::default()).unwrap();
+        let cfg = EngineConfig {
+            timers: timers(),
+            ..EngineConfig::default()
+        };
+        // No module: URI targets need none (the gateways' part moves out of core).
+        let engine = crate::Engine::new(cfg, Arc::new(dialplan), crate::Registry::new(), 7);
+        let now = Instant::now();
         Harness {
             engine,
-            now: Instant::now(),
+            now,
+            start: now,
+            outputs: vec![],
         }
     }
 
@@ -60,9 +100,8 @@ actions = [ { bridge = { targets = ["sip:$1@127.0.0.1:5080"], timeout = 20 } } ]
     }
 
     fn send_raw(&mut self, from: &str, text: &str) {
-        let wall = jiff::Timestamp::UNIX_EPOCH;
         self.engine
-            .handle_datagram(self.now, wall, Bytes::from(text.to_owned()), peer(from));
+            .handle_datagram(self.now, WALL, Bytes::from(text.to_owned()), peer(from));
     }
 
     /// Everything the engine wants to send, parsed, with its destination.
@@ -71,8 +110,59 @@ actions = [ { bridge = { targets = ["sip:$1@127.0.0.1:5080"], timeout = 20 } } ]
         while let Some(t) = self.engine.poll_transmit() {
             out.push((t.peer.addr, parse_datagram(t.data).unwrap()));
         }
-        while self.engine.poll_output().is_some() {}
+        while let Some(o) = self.engine.poll_output() {
+            self.outputs.push(o);
+        }
         out
+    }
+
+    /// Simulated time since the harness started.
+    fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Jumps to the engine's next timer, fires it, and returns what the engine sent.
+    fn step(&mut self) -> Vec<(SocketAddr, Message)> {
+        let at = self.engine.poll_timeout().expect("a timer is pending");
+        self.now = self.now.max(at);
+        self.engine.handle_timeout(self.now, WALL);
+        self.sent()
+    }
+
+    /// Lets `by` pass, firing every timer due on the way at the instant it asks for.
+    fn advance(&mut self, by: Duration) -> Vec<(SocketAddr, Message)> {
+        let until = self.now + by;
+        let mut out = vec![];
+        for _ in 0..10_000 {
+            if self.engine.poll_timeout().is_none_or(|at| at > until) {
+                self.now = until;
+                return out;
+            }
+            out.extend(self.step());
+        }
+        panic!("timers keep firing without time passing");
+    }
+
+    /// The call records (CDR summaries) the engine reported.
+    fn ended(&self) -> Vec<&CallSummary> {
+        self.outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Event(CallEvent::Ended(s)) => Some(&**s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The targets the engine reported as answering (None: the plan answered).
+    fn answered(&self) -> Vec<Option<&str>> {
+        self.outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Event(CallEvent::Answered { target, .. }) => Some(target.as_deref()),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -81,12 +171,24 @@ fn request_to<'a>(
     to: &str,
     method: Method,
 ) -> Option<&'a Request> {
-    sent.iter().find_map(|(a, m)| match m {
-        Message::Request(r) if r.method == method && *a == to.parse::<SocketAddr>().unwrap() => {
-            Some(r)
-        }
-        _ => None,
-    })
+    requests_to(sent, to, method).into_iter().next()
+}
+
+fn requests_to<'a>(
+    sent: &'a [(SocketAddr, Message)],
+    to: &str,
+    method: Method,
+) -> Vec<&'a Request> {
+    sent.iter()
+        .filter_map(|(a, m)| match m {
+            Message::Request(r)
+                if r.method == method && *a == to.parse::<SocketAddr>().unwrap() =>
+            {
+                Some(r)
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 fn statuses_to(sent: &[(SocketAddr, Message)], to: &str) -> Vec<u16> {
@@ -97,6 +199,33 @@ fn statuses_to(sent: &[(SocketAddr, Message)], to: &str) -> Vec<u16> {
             _ => None,
         })
         .collect()
+}
+
+/// The response with this status sent to `to`.
+fn response_to<'a>(sent: &'a [(SocketAddr, Message)], to: &str, status: u16) -> &'a Response {
+    sent.iter()
+        .find_map(|(a, m)| match m {
+            Message::Response(r)
+                if r.status == status && *a == to.parse::<SocketAddr>().unwrap() =>
+            {
+                Some(r)
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no {status} to {to}"))
+}
+
+fn branch(r: &Request) -> String {
+    r.headers.top_via().unwrap().branch().unwrap().to_owned()
+}
+
+fn cseq(h: &switchboard_sip::Headers) -> (u32, Method) {
+    let c = h.cseq().unwrap();
+    (c.seq, c.method)
+}
+
+fn q850(cause: Cause) -> String {
+    format!("Q.850;cause={};text=\"{}\"", cause.q850(), cause.name())
 }
 
 const INVITE: &str = "INVITE sip:1000@127.0.0.1:5060 SIP/2.0
@@ -111,13 +240,118 @@ Content-Length: 0
 
 ";
 
-/// A response from B to the INVITE we sent it, with B's tag.
-fn b_response(invite: &Request, status: u16) -> String {
-    let mut r = switchboard_sip::transaction::make_response(invite, status, Some("bt"));
-    r.headers.push(Name::Contact, "<sip:acd@127.0.0.1:5080>");
+/// The caller's CANCEL of [`INVITE`] (same branch, RFC 3261 §9.1).
+fn caller_cancel() -> String {
+    INVITE
+        .replace(
+            "INVITE sip:1000@127.0.0.1:5060 SIP/2.0",
+            "CANCEL sip:1000@127.0.0.1:5060 SIP/2.0",
+        )
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+}
+
+/// The caller's ACK for the 2xx it got: a new branch, the 2xx's To tag (RFC 3261 §13.2.2.4).
+fn caller_ack(ok: &Response) -> String {
+    caller_request(ok, "ACK", 1, "z9hG4bK-a-ack")
+}
+
+/// An in-dialog request from the caller, in the dialog our 2xx (`ok`) made.
+fn caller_request(ok: &Response, method: &str, seq: u32, branch: &str) -> String {
+    let to = ok.headers.get(&Name::To).unwrap();
+    format!(
+        "{method} sip:switchboard@127.0.0.1:5060 SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch};rport
+Max-Forwards: 70
+From: <sip:alice@127.0.0.1:5070>;tag=at
+To: {to}
+Call-ID: race-1@test
+CSeq: {seq} {method}
+Content-Length: 0
+
+"
+    )
+}
+
+/// The caller's ACK for a non-2xx final response: the INVITE's branch (RFC 3261 §17.1.1.3).
+fn caller_ack_of_failure(resp: &Response) -> String {
+    let to = resp.headers.get(&Name::To).unwrap();
+    INVITE
+        .replace(
+            "INVITE sip:1000@127.0.0.1:5060 SIP/2.0",
+            "ACK sip:1000@127.0.0.1:5060 SIP/2.0",
+        )
+        .replace("To: <sip:1000@127.0.0.1:5060>", &format!("To: {to}"))
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+        .replace("Contact: <sip:alice@127.0.0.1:5070>\n", "")
+}
+
+/// The caller's response to a request we sent it.
+fn response_from_caller(req: &Request, status: u16) -> String {
+    let r = switchboard_sip::transaction::make_response(req, status, None);
     String::from_utf8(Message::Response(r).to_bytes())
         .unwrap()
         .replace("\r\n", "\n")
+}
+
+/// A response from B to the INVITE we sent it, with B's tag.
+fn b_response(invite: &Request, status: u16) -> String {
+    callee_response(invite, status, "bt", B)
+}
+
+/// A response from the callee at `callee` (To tag `tag`) to a request we sent it.
+fn callee_response(req: &Request, status: u16, tag: &str, callee: &str) -> String {
+    let mut r = switchboard_sip::transaction::make_response(req, status, Some(tag));
+    if req.method == Method::Invite {
+        let user = if callee == B { "acd" } else { "acd2" };
+        r.headers
+            .push(Name::Contact, format!("<sip:{user}@{callee}>"));
+    }
+    String::from_utf8(Message::Response(r).to_bytes())
+        .unwrap()
+        .replace("\r\n", "\n")
+}
+
+/// A BYE from the callee at `callee` in the dialog its 2xx (To tag `tag`) made with `invite`.
+fn callee_bye(invite: &Request, tag: &str, callee: &str) -> String {
+    let target = invite
+        .headers
+        .contact()
+        .unwrap()
+        .unwrap()
+        .uri_text
+        .to_owned();
+    let (ours, theirs) = (
+        invite.headers.get(&Name::From).unwrap(),
+        invite.headers.get(&Name::To).unwrap(),
+    );
+    format!(
+        "BYE {target} SIP/2.0
+Via: SIP/2.0/UDP {callee};branch=z9hG4bK-b-bye;rport
+Max-Forwards: 70
+From: {theirs};tag={tag}
+To: {ours}
+Call-ID: {}
+CSeq: 1 BYE
+Content-Length: 0
+
+",
+        invite.headers.call_id().unwrap()
+    )
+}
+
+/// The caller has its 200 from B (and ACKed it): the call is up. Leg B's INVITE and the
+/// caller's 200.
+fn call_up(h: &mut Harness) -> (Request, Response) {
+    h.send(A, INVITE);
+    let b_invite = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+    h.send(B, &b_response(&b_invite, 200));
+    let ok = response_to(&h.sent(), A, 200).clone();
+    h.send(A, &caller_ack(&ok));
+    assert!(
+        request_to(&h.sent(), B, Method::Ack).is_some(),
+        "the caller's ACK goes on to B"
+    );
+    (b_invite, ok)
 }
 
 #[test]
@@ -133,15 +367,7 @@ fn callee_answering_while_the_caller_cancels_is_acked_and_hung_up() {
     assert_eq!(statuses_to(&h.sent(), A), vec![180]);
 
     // The caller gives up...
-    h.send(
-        A,
-        &INVITE
-            .replace(
-                "INVITE sip:1000@127.0.0.1:5060 SIP/2.0",
-                "CANCEL sip:1000@127.0.0.1:5060 SIP/2.0",
-            )
-            .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL"),
-    );
+    h.send(A, &caller_cancel());
     let sent = h.sent();
     let mut st = statuses_to(&sent, A);
     st.sort();
@@ -172,21 +398,13 @@ fn no_provisional_means_the_cancel_waits_for_one() {
     let mut h = Harness::new();
     h.send(A, INVITE);
     let b_invite = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
-    h.send(
-        A,
-        &INVITE
-            .replace(
-                "INVITE sip:1000@127.0.0.1:5060 SIP/2.0",
-                "CANCEL sip:1000@127.0.0.1:5060 SIP/2.0",
-            )
-            .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL"),
-    );
+    h.send(A, &caller_cancel());
     let sent = h.sent();
     assert!(
         request_to(&sent, B, Method::Cancel).is_none(),
         "RFC 3261 §9.1: no CANCEL before a provisional"
     );
-    // A 100 is not enough either (it comes from the transaction, not the UAS)... a 180 is.
+    // Any provisional lets it go (a 100 too: see cancel_after_leg_b_sent_only_100_trying...).
     h.send(B, &b_response(&b_invite, 180));
     assert!(request_to(&h.sent(), B, Method::Cancel).is_some());
 }
@@ -205,7 +423,7 @@ fn caller_that_never_acks_gets_both_legs_hung_up() {
             break;
         }
         h.now = at;
-        h.engine.handle_timeout(at, jiff::Timestamp::UNIX_EPOCH);
+        h.engine.handle_timeout(at, WALL);
         byes += h
             .sent()
             .iter()
@@ -234,5 +452,655 @@ fn garbage_and_half_messages_never_panic_and_are_counted() {
     let _ = h.sent();
     // An empty head, a response without mandatory headers, a request with a broken Via.
     assert_eq!(h.engine.stats().parse_errors, 3);
+    assert_eq!(h.engine.active_calls(), 0);
+}
+
+// ---- failover across targets (strategy "sequence") -------------------------------------
+
+#[test]
+fn failover_after_503_sends_the_invite_to_the_second_target_and_the_caller_gets_its_200() {
+    let mut h = Harness::with_plan(&bridge_plan(FAILOVER));
+    h.send(A, INVITE);
+    let sent = h.sent();
+    let first = request_to(&sent, B, Method::Invite)
+        .expect("target 1 first")
+        .clone();
+    assert_eq!(first.uri, "sip:2000@127.0.0.1:5080");
+    assert!(
+        request_to(&sent, B2, Method::Invite).is_none(),
+        "one target at a time"
+    );
+
+    h.send(B, &b_response(&first, 503));
+    let sent = h.sent();
+    let ack = request_to(&sent, B, Method::Ack).expect("the 503 is ACKed (§17.1.1.3)");
+    assert_eq!(branch(ack), branch(&first));
+    let second = request_to(&sent, B2, Method::Invite)
+        .expect("target 2 next")
+        .clone();
+    assert_eq!(second.uri, "sip:2000@127.0.0.1:5081");
+    assert_ne!(
+        second.headers.call_id(),
+        first.headers.call_id(),
+        "each attempt is a leg B of its own"
+    );
+    assert!(
+        statuses_to(&sent, A).is_empty(),
+        "the caller hears nothing of the 503"
+    );
+
+    h.send(B2, &callee_response(&second, 180, "bt2", B2));
+    assert_eq!(statuses_to(&h.sent(), A), vec![180]);
+    h.send(B2, &callee_response(&second, 200, "bt2", B2));
+    let sent = h.sent();
+    assert_eq!(statuses_to(&sent, A), vec![200]);
+    assert_eq!(h.answered(), vec![Some("sip:2000@127.0.0.1:5081")]);
+    let ok = response_to(&sent, A, 200).clone();
+    h.send(A, &caller_ack(&ok));
+    let sent = h.sent();
+    let ack = request_to(&sent, B2, Method::Ack).expect("the caller's ACK goes on to target 2");
+    assert_eq!(ack.headers.to_addr().unwrap().tag(), Some("bt2"));
+    assert_eq!(ack.headers.call_id(), second.headers.call_id());
+    assert!(request_to(&sent, B, Method::Ack).is_none());
+    assert_eq!(h.engine.active_calls(), 1);
+}
+
+#[test]
+fn failover_after_timer_b_on_a_silent_first_target_tries_the_second() {
+    // A ring timeout longer than Timer B: the transaction gives up on target 1 first.
+    let mut h = Harness::with_plan(&bridge_plan(
+        r#"{ targets = ["sip:2000@127.0.0.1:5080", "sip:2000@127.0.0.1:5081"], timeout = 60 }"#,
+    ));
+    let timer_b = timers().timeout();
+    h.send(A, INVITE);
+    let mut sent = h.sent();
+    sent.extend(h.advance(timer_b - Duration::from_millis(1)));
+    // RFC 3261 §17.1.1.2: Timer A fires at T1, 3·T1, 7·T1 ... 63·T1, then Timer B at 64·T1.
+    assert_eq!(
+        requests_to(&sent, B, Method::Invite).len(),
+        7,
+        "the INVITE and its 6 retransmissions"
+    );
+    assert!(request_to(&sent, B2, Method::Invite).is_none());
+    assert_eq!(statuses_to(&sent, A), vec![100]);
+
+    let sent = h.step();
+    assert_eq!(h.elapsed(), timer_b, "Timer B = 64·T1");
+    let second = request_to(&sent, B2, Method::Invite)
+        .expect("target 2 once Timer B gave up on target 1")
+        .clone();
+    assert!(
+        request_to(&sent, B, Method::Cancel).is_none(),
+        "nothing to cancel: target 1 never answered"
+    );
+    assert!(statuses_to(&sent, A).is_empty());
+
+    h.send(B2, &callee_response(&second, 200, "bt2", B2));
+    assert_eq!(statuses_to(&h.sent(), A), vec![200]);
+    assert_eq!(h.answered(), vec![Some("sip:2000@127.0.0.1:5081")]);
+}
+
+#[test]
+fn failover_at_the_bridge_timeout_tries_the_second_target_and_cancels_the_first_once_it_rings() {
+    // A ring timeout shorter than Timer B: the bridge gives up on target 1 first.
+    let ring = Duration::from_secs(5);
+    let mut h = Harness::with_plan(&bridge_plan(
+        r#"{ targets = ["sip:2000@127.0.0.1:5080", "sip:2000@127.0.0.1:5081"], timeout = 5 }"#,
+    ));
+    h.send(A, INVITE);
+    let first = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+    let sent = h.advance(ring - Duration::from_millis(1));
+    assert!(request_to(&sent, B2, Method::Invite).is_none());
+
+    let sent = h.step();
+    assert_eq!(h.elapsed(), ring);
+    let second = request_to(&sent, B2, Method::Invite)
+        .expect("target 2 at the bridge timeout")
+        .clone();
+    assert!(
+        request_to(&sent, B, Method::Cancel).is_none(),
+        "RFC 3261 §9.1: target 1 sent no provisional, its CANCEL waits"
+    );
+    assert!(statuses_to(&sent, A).is_empty());
+
+    // Target 1 wakes up late: now it can be cancelled, and its ringing is not relayed.
+    h.send(B, &b_response(&first, 180));
+    let sent = h.sent();
+    let cancel = request_to(&sent, B, Method::Cancel).expect("target 1 cancelled");
+    assert_eq!(branch(cancel), branch(&first));
+    assert!(statuses_to(&sent, A).is_empty());
+
+    h.send(B2, &callee_response(&second, 200, "bt2", B2));
+    h.send(B, &b_response(&first, 487));
+    let sent = h.sent();
+    assert_eq!(statuses_to(&sent, A), vec![200]);
+    assert!(
+        request_to(&sent, B, Method::Ack).is_some(),
+        "the 487 is ACKed"
+    );
+    assert_eq!(h.answered(), vec![Some("sip:2000@127.0.0.1:5081")]);
+}
+
+#[test]
+fn busy_from_the_first_target_is_the_callers_answer_and_the_second_is_never_tried() {
+    let mut h = Harness::with_plan(&bridge_plan(FAILOVER));
+    h.send(A, INVITE);
+    let first = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+    h.send(B, &b_response(&first, 486));
+    let mut sent = h.sent();
+    let busy = response_to(&sent, A, 486);
+    assert_eq!(cseq(&busy.headers), (1, Method::Invite));
+    assert_eq!(
+        busy.headers.get(&Name::Reason).map(|r| r.to_string()),
+        Some(q850(Cause::UserBusy)),
+        "RFC 3326"
+    );
+    assert!(request_to(&sent, B, Method::Ack).is_some());
+    // Long after every timer of the attempt: still no target 2.
+    sent.extend(h.advance(timers().timeout() * 2));
+    assert!(
+        request_to(&sent, B2, Method::Invite).is_none(),
+        "a busy callee answered: that is no route failure"
+    );
+    let [cdr] = h.ended()[..] else {
+        panic!("one call record, not {:?}", h.ended())
+    };
+    assert_eq!(cdr.cause, Cause::UserBusy);
+    assert_eq!(cdr.b_cause, Some(Cause::UserBusy));
+    assert_eq!(cdr.target.as_deref(), Some("sip:2000@127.0.0.1:5080"));
+    assert_eq!(h.engine.active_calls(), 0);
+}
+
+// ---- ring all (strategy "parallel") ------------------------------------------------------
+
+#[test]
+fn ring_all_answer_from_one_target_cancels_the_other_that_was_ringing() {
+    let mut h = Harness::with_plan(&bridge_plan(RING_ALL));
+    h.send(A, INVITE);
+    let sent = h.sent();
+    let b1 = request_to(&sent, B, Method::Invite)
+        .expect("both targets at once")
+        .clone();
+    let b2 = request_to(&sent, B2, Method::Invite)
+        .expect("both targets at once")
+        .clone();
+    assert_ne!(b1.headers.call_id(), b2.headers.call_id());
+    h.send(B, &b_response(&b1, 180));
+    assert_eq!(statuses_to(&h.sent(), A), vec![180]);
+    h.send(B2, &callee_response(&b2, 180, "bt2", B2));
+    let _ = h.sent();
+
+    h.send(B2, &callee_response(&b2, 200, "bt2", B2));
+    let sent = h.sent();
+    assert_eq!(statuses_to(&sent, A), vec![200]);
+    let cancel = request_to(&sent, B, Method::Cancel)
+        .expect("the target that lost is cancelled")
+        .clone();
+    // RFC 3261 §9.1: the CANCEL mirrors the INVITE it cancels.
+    assert_eq!(branch(&cancel), branch(&b1));
+    assert_eq!(cancel.uri, b1.uri);
+    assert_eq!(cancel.headers.call_id(), b1.headers.call_id());
+    assert_eq!(cseq(&cancel.headers), (1, Method::Cancel));
+    assert!(request_to(&sent, B2, Method::Cancel).is_none());
+
+    // The loser confirms: 200 for the CANCEL, 487 for its INVITE, which is ACKed.
+    h.send(B, &b_response(&cancel, 200));
+    h.send(B, &b_response(&b1, 487));
+    let sent = h.sent();
+    assert!(request_to(&sent, B, Method::Ack).is_some());
+    assert!(statuses_to(&sent, A).is_empty());
+    assert_eq!(h.answered(), vec![Some("sip:2000@127.0.0.1:5081")]);
+    assert_eq!(h.engine.active_calls(), 1);
+}
+
+#[test]
+fn ring_all_cancels_a_target_that_was_silent_only_after_its_first_provisional() {
+    let mut h = Harness::with_plan(&bridge_plan(RING_ALL));
+    h.send(A, INVITE);
+    let sent = h.sent();
+    let b1 = request_to(&sent, B, Method::Invite).unwrap().clone();
+    let b2 = request_to(&sent, B2, Method::Invite).unwrap().clone();
+    h.send(B2, &callee_response(&b2, 200, "bt2", B2));
+    let sent = h.sent();
+    assert_eq!(statuses_to(&sent, A), vec![200]);
+    assert!(
+        request_to(&sent, B, Method::Cancel).is_none(),
+        "RFC 3261 §9.1: no CANCEL before a provisional"
+    );
+    h.send(B, &b_response(&b1, 180));
+    let sent = h.sent();
+    let cancel = request_to(&sent, B, Method::Cancel).expect("cancelled once it rings");
+    assert_eq!(branch(cancel), branch(&b1));
+    assert!(
+        statuses_to(&sent, A).is_empty(),
+        "the loser's ringing is not relayed"
+    );
+}
+
+#[test]
+fn ring_all_second_answer_is_acked_and_hung_up_and_the_caller_gets_one_200() {
+    let mut h = Harness::with_plan(&bridge_plan(RING_ALL));
+    h.send(A, INVITE);
+    let sent = h.sent();
+    let b1 = request_to(&sent, B, Method::Invite).unwrap().clone();
+    let b2 = request_to(&sent, B2, Method::Invite).unwrap().clone();
+    h.send(B, &b_response(&b1, 180));
+    h.send(B2, &callee_response(&b2, 180, "bt2", B2));
+    h.send(B2, &callee_response(&b2, 200, "bt2", B2));
+    let sent = h.sent();
+    assert!(request_to(&sent, B, Method::Cancel).is_some());
+
+    // Target 1 answered before our CANCEL reached it.
+    h.send(B, &b_response(&b1, 200));
+    let sent = h.sent();
+    let ack = request_to(&sent, B, Method::Ack).expect("the losing 2xx is ACKed");
+    let bye = request_to(&sent, B, Method::Bye).expect("and hung up");
+    for r in [ack, bye] {
+        assert_eq!(r.headers.call_id(), b1.headers.call_id());
+        assert_eq!(r.headers.to_addr().unwrap().tag(), Some("bt"));
+    }
+    assert_eq!(cseq(&bye.headers), (2, Method::Bye));
+    assert!(statuses_to(&sent, A).is_empty(), "one 200 for the caller");
+    assert!(
+        request_to(&sent, B2, Method::Bye).is_none(),
+        "the winner stays"
+    );
+    assert_eq!(h.engine.active_calls(), 1);
+}
+
+#[test]
+fn ring_all_failing_everywhere_gives_the_caller_the_busy_over_the_later_503() {
+    let mut h = Harness::with_plan(&bridge_plan(RING_ALL));
+    h.send(A, INVITE);
+    let sent = h.sent();
+    let b1 = request_to(&sent, B, Method::Invite).unwrap().clone();
+    let b2 = request_to(&sent, B2, Method::Invite).unwrap().clone();
+    h.send(B, &b_response(&b1, 486));
+    assert!(statuses_to(&h.sent(), A).is_empty(), "target 2 still rings");
+    h.send(B2, &callee_response(&b2, 503, "bt2", B2));
+    let sent = h.sent();
+    // A callee's answer (busy) outranks a route's trouble (RFC 3261 §16.7 step 6 in spirit).
+    assert_eq!(statuses_to(&sent, A), vec![486]);
+    let [cdr] = h.ended()[..] else {
+        panic!("one call record, not {:?}", h.ended())
+    };
+    assert_eq!(cdr.cause, Cause::UserBusy);
+}
+
+// ---- ring timeout --------------------------------------------------------------------------
+
+/// One target at B, 20 s to answer.
+const RING_20S: &str = r#"{ targets = ["sip:2000@127.0.0.1:5080"], timeout = 20 }"#;
+
+/// A 180 from B, then nothing until the bridge timeout: what was sent at that instant.
+fn ring_until_the_timeout(h: &mut Harness) -> (Request, Vec<(SocketAddr, Message)>) {
+    let ring = Duration::from_secs(20);
+    h.send(A, INVITE);
+    let b_invite = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+    h.send(B, &b_response(&b_invite, 180));
+    assert_eq!(statuses_to(&h.sent(), A), vec![180]);
+    let sent = h.advance(ring - Duration::from_millis(1));
+    assert!(request_to(&sent, B, Method::Cancel).is_none());
+    assert!(statuses_to(&sent, A).is_empty(), "still ringing");
+    let sent = h.step();
+    assert_eq!(h.elapsed(), ring, "the bridge timeout, to the instant");
+    (b_invite, sent)
+}
+
+#[test]
+fn ring_timeout_cancels_the_ringing_target_and_the_caller_gets_480_no_answer() {
+    let mut h = Harness::with_plan(&bridge_plan(RING_20S));
+    let (b_invite, sent) = ring_until_the_timeout(&mut h);
+    let cancel = request_to(&sent, B, Method::Cancel)
+        .expect("the bridge timeout cancels leg B")
+        .clone();
+    assert_eq!(branch(&cancel), branch(&b_invite));
+    // The caller is told at once; leg B's 487 is the switch's business.
+    let no_answer = response_to(&sent, A, 480);
+    assert_eq!(cseq(&no_answer.headers), (1, Method::Invite));
+    assert_eq!(
+        no_answer.headers.get(&Name::Reason).map(|r| r.to_string()),
+        Some(q850(Cause::NoAnswer))
+    );
+
+    h.send(B, &b_response(&cancel, 200));
+    h.send(B, &b_response(&b_invite, 487));
+    let sent = h.sent();
+    let ack = request_to(&sent, B, Method::Ack).expect("the 487 is ACKed");
+    assert_eq!(branch(ack), branch(&b_invite));
+    assert!(
+        statuses_to(&sent, A).is_empty(),
+        "the caller has its answer"
+    );
+
+    let [cdr] = h.ended()[..] else {
+        panic!("one call record, not {:?}", h.ended())
+    };
+    assert_eq!(cdr.cause, Cause::NoAnswer);
+    assert_eq!(cdr.b_cause, Some(Cause::NoAnswer));
+    assert_eq!(cdr.hangup_side, None, "the switch gave up, not a leg");
+    assert_eq!(cdr.a_call_id, "race-1@test");
+    assert_eq!(cdr.b_call_id, None, "no leg B answered");
+    assert_eq!(cdr.target.as_deref(), Some("sip:2000@127.0.0.1:5080"));
+    assert!(cdr.billable_secs == 0.0, "never answered: nothing to bill");
+    assert_eq!(h.engine.active_calls(), 0);
+
+    // The caller ACKs its 480; every transaction then drains (Timers D, I, K).
+    h.send(A, &caller_ack_of_failure(no_answer));
+    h.advance(timers().timeout() * 2);
+    assert_eq!(h.engine.active_transactions(), 0);
+}
+
+#[test]
+fn callee_answering_across_the_ring_timeout_cancel_is_acked_and_hung_up() {
+    let mut h = Harness::with_plan(&bridge_plan(RING_20S));
+    let (b_invite, sent) = ring_until_the_timeout(&mut h);
+    assert!(request_to(&sent, B, Method::Cancel).is_some());
+    assert_eq!(statuses_to(&sent, A), vec![480]);
+
+    // B answered before the CANCEL reached it.
+    h.send(B, &b_response(&b_invite, 200));
+    let sent = h.sent();
+    let ack = request_to(&sent, B, Method::Ack).expect("the late 2xx is ACKed");
+    let bye = request_to(&sent, B, Method::Bye).expect("and hung up");
+    for r in [ack, bye] {
+        assert_eq!(r.headers.call_id(), b_invite.headers.call_id());
+        assert_eq!(r.headers.to_addr().unwrap().tag(), Some("bt"));
+    }
+    assert_eq!(cseq(&ack.headers), (1, Method::Ack));
+    assert!(statuses_to(&sent, A).is_empty(), "no 200 after the 480");
+}
+
+#[test]
+fn cancelled_leg_b_that_never_sends_its_final_response_is_forgotten_after_64_t1() {
+    let mut h = Harness::with_plan(&bridge_plan(RING_20S));
+    let (_, sent) = ring_until_the_timeout(&mut h);
+    let cancel = request_to(&sent, B, Method::Cancel).unwrap().clone();
+    let no_answer = response_to(&sent, A, 480).clone();
+    h.send(A, &caller_ack_of_failure(&no_answer));
+    // B accepts the CANCEL but never sends the 487.
+    h.send(B, &b_response(&cancel, 200));
+    let _ = h.sent();
+    h.advance(timers().timeout() * 4);
+    assert_eq!(
+        h.engine.active_transactions(),
+        0,
+        "§9.1: without a final response 64·T1 after the CANCEL, the INVITE's client \
+         transaction is destroyed"
+    );
+}
+
+// ---- CANCEL races --------------------------------------------------------------------------
+
+#[test]
+fn cancel_before_any_provisional_waits_then_cancels_and_caller_gets_487() {
+    let mut h = Harness::new();
+    h.send(A, INVITE);
+    let b_invite = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+    h.send(A, &caller_cancel());
+    let sent = h.sent();
+    assert_eq!(
+        cseq(&response_to(&sent, A, 200).headers),
+        (1, Method::Cancel)
+    );
+    let terminated = response_to(&sent, A, 487);
+    assert_eq!(cseq(&terminated.headers), (1, Method::Invite));
+    assert_eq!(
+        terminated.headers.get(&Name::Reason).map(|r| r.to_string()),
+        Some(q850(Cause::OriginatorCancel))
+    );
+    assert!(
+        request_to(&sent, B, Method::Cancel).is_none(),
+        "RFC 3261 §9.1: no CANCEL before a provisional"
+    );
+
+    h.send(B, &b_response(&b_invite, 180));
+    let sent = h.sent();
+    let cancel = request_to(&sent, B, Method::Cancel)
+        .expect("the CANCEL goes with the first provisional")
+        .clone();
+    assert_eq!(branch(&cancel), branch(&b_invite));
+    assert_eq!(cancel.uri, b_invite.uri);
+    assert_eq!(cseq(&cancel.headers), (1, Method::Cancel));
+    assert!(statuses_to(&sent, A).is_empty(), "the 180 is not relayed");
+
+    h.send(B, &b_response(&cancel, 200));
+    h.send(B, &b_response(&b_invite, 487));
+    let sent = h.sent();
+    assert!(
+        request_to(&sent, B, Method::Ack).is_some(),
+        "the 487 is ACKed"
+    );
+    assert!(statuses_to(&sent, A).is_empty());
+    let [cdr] = h.ended()[..] else {
+        panic!("one call record, not {:?}", h.ended())
+    };
+    assert_eq!(cdr.cause, Cause::OriginatorCancel);
+    assert_eq!(cdr.hangup_side, Some(Side::A));
+    assert_eq!(h.engine.active_calls(), 0);
+}
+
+#[test]
+fn cancel_after_leg_b_sent_only_100_trying_goes_out_at_once() {
+    let mut h = Harness::new();
+    h.send(A, INVITE);
+    let b_invite = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+    // The callee's transaction says it has the INVITE (RFC 3261 §17.2.1), then nothing more.
+    h.send(B, &b_response(&b_invite, 100));
+    let _ = h.sent();
+    h.send(A, &caller_cancel());
+    let mut sent = h.sent();
+    assert_eq!(statuses_to(&sent, A), vec![200, 487]);
+    sent.extend(h.advance(timers().timeout() * 2));
+    assert!(
+        request_to(&sent, B, Method::Cancel).is_some(),
+        "§9.1: a 100 is a provisional response; without a CANCEL leg B rings on"
+    );
+}
+
+#[test]
+fn caller_cancel_racing_the_callees_200_gets_487_and_leg_b_is_acked_and_hung_up() {
+    let mut h = Harness::new();
+    h.send(A, INVITE);
+    let b_invite = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+    // B answers at once, while the caller gives up: the CANCEL gets to us first.
+    h.send(A, &caller_cancel());
+    let sent = h.sent();
+    let mut st = statuses_to(&sent, A);
+    st.sort();
+    assert_eq!(st, vec![200, 487]);
+    h.send(B, &b_response(&b_invite, 200));
+    let sent = h.sent();
+    let ack = request_to(&sent, B, Method::Ack).expect("B's 2xx is ACKed (§13.2.2.4)");
+    let bye = request_to(&sent, B, Method::Bye).expect("then hung up");
+    for r in [ack, bye] {
+        assert_eq!(r.headers.call_id(), b_invite.headers.call_id());
+        assert_eq!(r.headers.to_addr().unwrap().tag(), Some("bt"));
+        assert_eq!(
+            r.headers.from_addr().unwrap().tag(),
+            b_invite.headers.from_addr().unwrap().tag()
+        );
+        assert_eq!(r.uri, "sip:acd@127.0.0.1:5080", "to B's Contact");
+    }
+    assert_eq!(cseq(&ack.headers), (1, Method::Ack));
+    assert_eq!(cseq(&bye.headers), (2, Method::Bye));
+    assert!(
+        request_to(&sent, B, Method::Cancel).is_none(),
+        "B answered: nothing left to cancel"
+    );
+    assert!(
+        statuses_to(&sent, A).is_empty(),
+        "487, not 200, for the caller"
+    );
+    let bye = bye.clone();
+    h.send(B, &b_response(&bye, 200));
+    let _ = h.sent();
+    assert_eq!(h.engine.active_calls(), 0);
+}
+
+#[test]
+fn retransmitted_invite_from_the_caller_is_absorbed_and_starts_no_second_leg_b() {
+    let mut h = Harness::new();
+    h.send(A, INVITE);
+    let sent = h.sent();
+    assert_eq!(statuses_to(&sent, A), vec![100]);
+    let b_invite = request_to(&sent, B, Method::Invite).unwrap().clone();
+
+    // Our 100 was lost: the caller's Timer A sends the INVITE again.
+    h.advance(timers().t1);
+    h.send(A, INVITE);
+    let sent = h.sent();
+    assert_eq!(
+        statuses_to(&sent, A),
+        vec![100],
+        "the last provisional again"
+    );
+    assert!(request_to(&sent, B, Method::Invite).is_none());
+
+    h.send(B, &b_response(&b_invite, 180));
+    assert_eq!(statuses_to(&h.sent(), A), vec![180]);
+    h.send(A, INVITE);
+    let sent = h.sent();
+    assert_eq!(statuses_to(&sent, A), vec![180]);
+    assert!(request_to(&sent, B, Method::Invite).is_none());
+
+    assert_eq!(h.engine.stats().calls_total, 1);
+    assert_eq!(h.engine.active_calls(), 1);
+    assert_eq!(h.engine.txn_stats().absorbed, 2);
+}
+
+#[test]
+fn cancel_after_the_caller_was_answered_has_no_effect() {
+    let mut h = Harness::new();
+    h.send(A, INVITE);
+    let b_invite = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+    h.send(B, &b_response(&b_invite, 200));
+    let ok = response_to(&h.sent(), A, 200).clone();
+    // The caller's CANCEL crossed our 200 (RFC 3261 §9.2: no effect on an answered INVITE).
+    h.send(A, &caller_cancel());
+    let sent = h.sent();
+    assert_eq!(statuses_to(&sent, A), vec![200]);
+    assert_eq!(
+        cseq(&response_to(&sent, A, 200).headers),
+        (1, Method::Cancel)
+    );
+    assert!(request_to(&sent, B, Method::Cancel).is_none());
+    assert!(request_to(&sent, B, Method::Bye).is_none());
+    assert_eq!(h.engine.active_calls(), 1);
+
+    h.send(A, &caller_ack(&ok));
+    assert!(
+        request_to(&h.sent(), B, Method::Ack).is_some(),
+        "the call goes up"
+    );
+    assert!(h.ended().is_empty());
+}
+
+// ---- BYE -----------------------------------------------------------------------------------
+
+#[test]
+fn bye_for_an_unknown_dialog_gets_481() {
+    let mut h = Harness::new();
+    let (_, ok) = call_up(&mut h);
+
+    // Right Call-ID, a To tag that is not ours: not this call's dialog.
+    let wrong_tag = caller_request(&ok, "BYE", 2, "z9hG4bK-a-bye1").replace(
+        &format!("tag={}", ok.headers.to_addr().unwrap().tag().unwrap()),
+        "tag=nosuch",
+    );
+    // A Call-ID we never saw.
+    let unknown = caller_request(&ok, "BYE", 2, "z9hG4bK-a-bye2")
+        .replace("Call-ID: race-1@test", "Call-ID: nosuch@test");
+    for (bye, call_id) in [(wrong_tag, "race-1@test"), (unknown, "nosuch@test")] {
+        h.send(A, &bye);
+        let sent = h.sent();
+        let r = response_to(&sent, A, 481);
+        assert_eq!(cseq(&r.headers), (2, Method::Bye));
+        assert_eq!(
+            r.headers.call_id().map(|c| c.to_string()).as_deref(),
+            Some(call_id)
+        );
+        assert_eq!(statuses_to(&sent, A), vec![481]);
+        assert!(request_to(&sent, B, Method::Bye).is_none());
+    }
+    assert_eq!(h.engine.active_calls(), 1, "the real call goes on");
+    assert!(h.ended().is_empty());
+}
+
+#[test]
+fn bye_from_the_callee_ends_the_call_and_the_caller_gets_a_bye() {
+    let mut h = Harness::new();
+    let (b_invite, ok) = call_up(&mut h);
+    let talk = Duration::from_secs(30);
+    h.advance(talk);
+
+    h.send(B, &callee_bye(&b_invite, "bt", B));
+    let sent = h.sent();
+    assert_eq!(
+        cseq(&response_to(&sent, B, 200).headers),
+        (1, Method::Bye),
+        "B's BYE is answered"
+    );
+    let bye = request_to(&sent, A, Method::Bye)
+        .expect("the caller is hung up")
+        .clone();
+    assert_eq!(
+        bye.uri, "sip:alice@127.0.0.1:5070",
+        "to the caller's Contact"
+    );
+    assert_eq!(bye.headers.call_id().unwrap(), "race-1@test");
+    assert_eq!(bye.headers.to_addr().unwrap().tag(), Some("at"));
+    assert_eq!(
+        bye.headers.from_addr().unwrap().tag(),
+        ok.headers.to_addr().unwrap().tag(),
+        "our tag on leg A"
+    );
+    assert_eq!(cseq(&bye.headers), (1, Method::Bye));
+    assert_eq!(
+        bye.headers.get(&Name::Reason).map(|r| r.to_string()),
+        Some(q850(Cause::NormalClearing))
+    );
+    assert!(request_to(&sent, B, Method::Bye).is_none());
+
+    let [cdr] = h.ended()[..] else {
+        panic!("one call record, not {:?}", h.ended())
+    };
+    assert_eq!(cdr.cause, Cause::NormalClearing);
+    assert_eq!(cdr.hangup_side, Some(Side::B));
+    assert_eq!(
+        cdr.b_call_id.as_deref(),
+        b_invite.headers.call_id().map(|c| &**c)
+    );
+    assert!(
+        cdr.billable_secs == talk.as_secs_f64(),
+        "{}",
+        cdr.billable_secs
+    );
+    assert_eq!(h.engine.active_calls(), 0);
+
+    h.send(A, &response_from_caller(&bye, 200));
+    assert!(h.sent().is_empty(), "nothing more to say");
+    h.advance(timers().timeout() * 2);
+    assert_eq!(h.engine.active_transactions(), 0);
+}
+
+#[test]
+fn bye_from_the_caller_ends_the_call_and_the_callee_gets_a_bye() {
+    let mut h = Harness::new();
+    let (b_invite, ok) = call_up(&mut h);
+    h.send(A, &caller_request(&ok, "BYE", 2, "z9hG4bK-a-bye"));
+    let sent = h.sent();
+    assert_eq!(cseq(&response_to(&sent, A, 200).headers), (2, Method::Bye));
+    let bye = request_to(&sent, B, Method::Bye).expect("the callee is hung up");
+    assert_eq!(bye.uri, "sip:acd@127.0.0.1:5080", "to B's Contact");
+    assert_eq!(bye.headers.call_id(), b_invite.headers.call_id());
+    assert_eq!(bye.headers.to_addr().unwrap().tag(), Some("bt"));
+    assert_eq!(cseq(&bye.headers), (2, Method::Bye));
+    assert!(request_to(&sent, A, Method::Bye).is_none());
+    let [cdr] = h.ended()[..] else {
+        panic!("one call record, not {:?}", h.ended())
+    };
+    assert_eq!(cdr.cause, Cause::NormalClearing);
+    assert_eq!(cdr.hangup_side, Some(Side::A));
     assert_eq!(h.engine.active_calls(), 0);
 }

@@ -635,6 +635,20 @@ impl TransactionLayer {
         self.reschedule(id);
     }
 
+    /// A CANCEL went out for this client INVITE (in Proceeding, so Timer B is off): if its
+    /// final response never comes, the transaction ends 64·T1 later with a `Timeout`
+    /// (RFC 3261 §9.1) instead of living forever.
+    pub fn cancel_sent(&mut self, now: Instant, id: TxnId) {
+        let timeout = self.cfg.timeout();
+        let Some(t) = self.txns.get_mut(&id) else {
+            return;
+        };
+        if t.client && t.invite && t.timeout_at.is_none() {
+            t.timeout_at = Some((now + timeout, Timer::B));
+            self.reschedule(id);
+        }
+    }
+
     fn alloc(&mut self) -> TxnId {
         let id = TxnId(self.next_id);
         self.next_id += 1;
