@@ -507,7 +507,7 @@ fn web_config(
             .is_some_and(|u| u.starts_with("https://"))
         {
             let ca = mc.webhook_ca.as_deref().map(|c| dir.join(c));
-            match crate::webhook::client_config(ca.as_deref()) {
+            match switchboard_screenpop::client_config(ca.as_deref()) {
                 Ok(c) => {
                     tls.insert(id.clone(), c);
                 }

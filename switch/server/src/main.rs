@@ -15,7 +15,6 @@ mod observe;
 mod shell;
 mod storage;
 mod web;
-mod webhook;
 
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
@@ -429,7 +428,8 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         let (udp, tcp) = (l.engine.udp, l.engine.tcp);
         let media_ip = l.engine.media_ip;
         let modules_loaded = l.modules.clone();
-        let mut registry = modules::build(&l.modules, l.gateways);
+        let merchants = Arc::new(modules::WebMerchants::default());
+        let mut registry = modules::build(&l.modules, l.gateways, Some(merchants.clone()));
         let now_ms = jiff::Timestamp::now().as_millisecond();
         let (sqlite, resting) = storage::SqliteStore::open(&l.storage, now_ms)
             .map_err(|e| anyhow::anyhow!("call records: {e} (set [storage] path in switchboard.toml)"))?;
@@ -486,13 +486,11 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         media.storage = Some(storage.clone());
         media.taps = taps;
         let digits = Arc::new(observe::DigitCounts::default());
-        let hooks = webhook::Hooks::start();
-        let hook_counters = hooks.counters.clone();
+        if let Some(w) = &web {
+            let _ = merchants.0.set(w.clone());
+        }
         observers.insert(0, Box::new(observe::Records(storage.clone())));
         observers.insert(1, Box::new(observe::DigitMetrics(digits.clone())));
-        if let Some(w) = &web {
-            observers.insert(2, Box::new(observe::Webhooks::new(w.clone(), hooks)));
-        }
         let shell = shell::Shell {
             udp,
             tcp,
@@ -503,7 +501,6 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             media,
             digits,
             web,
-            hook_counters: Some(hook_counters),
             observers: observe::Observers::start(observers, observe::QUEUE),
         };
         // SIP runs on a thread of its own with a single-threaded runtime: every datagram is

@@ -2,16 +2,19 @@
 //! which exist, what they declare to the dialplan compiler, and the registry built from the
 //! ones `[modules] load` names.
 
+use std::sync::{Arc, OnceLock};
+
 use switchboard_core::Registry;
 use switchboard_dialplan::{ActionSpec, EndpointSpec};
 use switchboard_trunk::{Gateways, Trunk};
 
 /// Modules loaded when `[modules] load` is not set.
-pub const DEFAULT: &[&str] = &["trunk"];
+pub const DEFAULT: &[&str] = &["trunk", "screenpop"];
 
 /// Every module this binary can load (cargo features decide).
 pub const AVAILABLE: &[&str] = &[
     "trunk",
+    "screenpop",
     #[cfg(feature = "example")]
     "example",
 ];
@@ -19,19 +22,28 @@ pub const AVAILABLE: &[&str] = &[
 /// What the loaded modules add to the dialplan language (known before they are built: a
 /// reload compiles against the gateways it is about to apply).
 pub fn declarations(load: &[String], gateways: &Gateways) -> (Vec<EndpointSpec>, Vec<ActionSpec>) {
-    let mut registry = build(load, gateways.clone());
+    let mut registry = build(load, gateways.clone(), None);
     let d = registry.declarations();
     let _ = registry.take_observers();
     (d.endpoints, d.actions)
 }
 
 /// The registry of the loaded modules, in the order `load` lists them.
-pub fn build(load: &[String], gateways: Gateways) -> Registry {
+pub fn build(
+    load: &[String],
+    gateways: Gateways,
+    merchants: Option<Arc<WebMerchants>>,
+) -> Registry {
     let mut registry = Registry::new();
     let mut gateways = Some(gateways);
     for name in load {
         let module: Box<dyn switchboard_core::Module> = match name.as_str() {
             "trunk" => Box::new(Trunk::new(gateways.take().unwrap_or_default())),
+            // Its webhook dispatcher runs on the runtime: only a running switch builds it.
+            "screenpop" => match &merchants {
+                Some(m) => Box::new(switchboard_screenpop::ScreenPop::start(m.clone())),
+                None => continue,
+            },
             #[cfg(feature = "example")]
             "example" => Box::new(switchboard_example::Example::new()),
             // config::load refused unknown names already.
@@ -43,4 +55,15 @@ pub fn build(load: &[String], gateways: Gateways) -> Registry {
         }
     }
     registry
+}
+
+/// The merchants' webhooks as the browser leg's configuration says (set once the browser leg
+/// exists: it is built after the engine, which holds the registry).
+#[derive(Default)]
+pub struct WebMerchants(pub OnceLock<Arc<crate::web::WebShared>>);
+
+impl switchboard_screenpop::Merchants for WebMerchants {
+    fn webhook(&self, merchant: &str) -> Option<(Arc<switchboard_screenpop::Target>, Vec<String>)> {
+        self.0.get()?.webhook(merchant)
+    }
 }

@@ -4,18 +4,16 @@
 //! `switchboard_observer_dropped_total{observer}`, logged at most every 10 s): the SIP thread
 //! never waits for a slow database or CRM.
 //!
-//! The switch's own observers live here: call records ([`Records`]), webhooks to merchants'
-//! CRMs ([`Webhooks`]) and digit metrics ([`DigitMetrics`]); modules add theirs through the
-//! registry.
+//! The switch's own observers live here: call records ([`Records`]) and digit metrics
+//! ([`DigitMetrics`]); modules add theirs through the registry (the screenpop module's
+//! webhooks to merchants' CRMs).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use switchboard_core::module::{CallEvent, CallObserver, Stamped};
-use switchboard_core::{CallRef, Side};
 use switchboard_media::DtmfMethod;
 use tracing::{error, warn};
 
@@ -217,134 +215,6 @@ impl CallObserver for DigitMetrics {
                 DtmfMethod::Inband => 2,
             };
             self.0.0[i].fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// A browser call whose events go to its merchant's webhook.
-struct Hooked {
-    call_id: String,
-    target: Arc<crate::webhook::Target>,
-    events: Vec<String>,
-    body: serde_json::Map<String, serde_json::Value>,
-    /// `ringing` went already (a call may ring on several attempts).
-    rang: bool,
-}
-
-/// Webhooks to merchants' CRMs: ringing, answered, hangup of their browser calls.
-pub struct Webhooks {
-    web: Arc<crate::web::WebShared>,
-    hooks: crate::webhook::Hooks,
-    hooked: HashMap<CallRef, Hooked>,
-}
-
-impl Webhooks {
-    /// Webhooks for the browser leg's merchants.
-    pub fn new(web: Arc<crate::web::WebShared>, hooks: crate::webhook::Hooks) -> Webhooks {
-        Webhooks {
-            web,
-            hooks,
-            hooked: HashMap::new(),
-        }
-    }
-
-    /// A browser call started: does its merchant want webhooks?
-    fn start(&mut self, call: CallRef, call_id: &str) {
-        let Some((facts, target, events)) = self.web.hook_for(call_id) else {
-            return;
-        };
-        let mut body = serde_json::Map::new();
-        for (k, v) in [
-            ("call_id", call_id),
-            ("merchant", &facts.merchant),
-            ("link", &facts.link),
-            ("session", &facts.session),
-            ("page_url", &facts.page_url),
-        ] {
-            body.insert(k.into(), serde_json::json!(v));
-        }
-        self.hooked.insert(
-            call,
-            Hooked {
-                call_id: call_id.to_owned(),
-                target,
-                events,
-                body,
-                rang: false,
-            },
-        );
-    }
-
-    /// Queues a webhook event of a hooked call (`hangup` also ends its queue).
-    fn hook(&mut self, call: CallRef, name: &'static str, extra: &[(&str, serde_json::Value)]) {
-        let Some(h) = self.hooked.get_mut(&call) else {
-            return;
-        };
-        if name == "ringing" {
-            if h.rang {
-                return;
-            }
-            h.rang = true;
-        }
-        let wanted = h.events.iter().any(|e| e == name);
-        let mut body = h.body.clone();
-        body.insert("event".into(), serde_json::json!(name));
-        body.insert(
-            "at".into(),
-            serde_json::json!(jiff::Timestamp::now().to_string()),
-        );
-        for (k, v) in extra {
-            body.insert((*k).into(), v.clone());
-        }
-        self.hooks.send(crate::webhook::Event {
-            call_id: h.call_id.clone(),
-            name,
-            body: serde_json::Value::Object(body).to_string(),
-            target: h.target.clone(),
-            deliver: wanted,
-        });
-        if name == "hangup" {
-            self.hooked.remove(&call);
-        }
-    }
-}
-
-impl CallObserver for Webhooks {
-    fn name(&self) -> &'static str {
-        "webhooks"
-    }
-
-    fn on_event(&mut self, ev: &Stamped) {
-        match &ev.event {
-            CallEvent::Started { call, call_id, .. } => self.start(*call, call_id),
-            CallEvent::Ringing { call } => self.hook(*call, "ringing", &[]),
-            CallEvent::Answered { call, target } => {
-                self.hook(*call, "answered", &[("target", serde_json::json!(target))]);
-            }
-            CallEvent::Leased { call, item, .. } => {
-                if let Some(h) = self.hooked.get_mut(call) {
-                    h.body.insert("ani".into(), serde_json::json!(item));
-                }
-            }
-            CallEvent::Ended(summary) => {
-                let side = summary.hangup_side.map_or("switch", |s| match s {
-                    Side::A => "caller",
-                    Side::B => "callee",
-                });
-                self.hook(
-                    summary.id,
-                    "hangup",
-                    &[
-                        ("cause", serde_json::json!(summary.cause.name())),
-                        ("hangup_side", serde_json::json!(side)),
-                        ("billable_secs", serde_json::json!(summary.billable_secs)),
-                    ],
-                );
-            }
-            CallEvent::Bridged { .. }
-            | CallEvent::Digit { .. }
-            | CallEvent::Action { .. }
-            | CallEvent::Released { .. } => {}
         }
     }
 }

@@ -89,8 +89,6 @@ pub struct Shell {
     pub digits: Arc<crate::observe::DigitCounts>,
     /// The browser leg (its merchants follow reloads).
     pub web: Option<Arc<crate::web::WebShared>>,
-    /// Webhook delivery counters (the webhooks observer sends them).
-    pub hook_counters: Option<Arc<crate::webhook::Counters>>,
     /// Records, webhooks, metrics and the modules' observers.
     pub observers: crate::observe::Observers,
 }
@@ -571,9 +569,6 @@ impl Shell {
         }
         e.modules().metrics(Instant::now().into_std(), &mut o);
         self.observers.metrics(&mut o);
-        if let Some(c) = &self.hook_counters {
-            o.push_str(&c.metrics());
-        }
         o
     }
 }

@@ -98,34 +98,28 @@ impl WebShared {
         self.cfg.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A browser call's facts and its merchant's webhook, if it has one.
-    pub fn hook_for(
+    /// A merchant's webhook target and the events it wants, if it has one.
+    pub fn webhook(
         &self,
-        call_id: &str,
-    ) -> Option<(WebFacts, Arc<crate::webhook::Target>, Vec<String>)> {
-        let facts = self
-            .facts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(call_id)
-            .cloned()?;
+        merchant: &str,
+    ) -> Option<(Arc<switchboard_screenpop::Target>, Vec<String>)> {
         let cfg = self.cfg();
-        let m = cfg.merchants.get(&facts.merchant)?;
+        let m = cfg.merchants.get(merchant)?;
         let (https, host, port, path) =
             switchboard_webrtc::merchant::split_url(m.webhook_url.as_deref()?)?;
         let tls = if https {
-            Some(cfg.tls.get(&facts.merchant)?.clone())
+            Some(cfg.tls.get(merchant)?.clone())
         } else {
             None
         };
-        let target = crate::webhook::Target {
+        let target = switchboard_screenpop::Target {
             host,
             port,
             path,
             secret: m.webhook_secret.clone().unwrap_or_default(),
             tls,
         };
-        Some((facts, Arc::new(target), m.webhook_events.clone()))
+        Some((Arc::new(target), m.webhook_events.clone()))
     }
 
     fn refuse(&self, code: ErrorCode) {
