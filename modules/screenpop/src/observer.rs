@@ -107,6 +107,25 @@ impl CallObserver for Webhooks {
         "webhooks"
     }
 
+    fn interest(&self) -> fn(&CallEvent) -> bool {
+        |ev| match ev {
+            // Only a browser call (facts from its in-process leg) may have a merchant.
+            CallEvent::Started { facts, .. } => facts.contains_key("merchant"),
+            CallEvent::Ringing { .. }
+            | CallEvent::Answered { .. }
+            | CallEvent::Leased { .. }
+            | CallEvent::Ended(_) => true,
+            CallEvent::Bridged { .. }
+            | CallEvent::Digit { .. }
+            | CallEvent::Action { .. }
+            | CallEvent::Released { .. } => false,
+        }
+    }
+
+    fn per_call(&self) -> bool {
+        true
+    }
+
     fn on_event(&mut self, ev: &Stamped) {
         match &ev.event {
             CallEvent::Started {

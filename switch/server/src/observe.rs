@@ -9,7 +9,7 @@
 //! webhooks to merchants' CRMs).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,14 @@ pub const QUEUE: usize = 16_384;
 
 struct Sink {
     name: &'static str,
-    tx: Option<SyncSender<Stamped>>,
+    interest: fn(&CallEvent) -> bool,
+    /// For an observer of some calls only: the calls it follows.
+    follows: Option<std::collections::HashSet<switchboard_core::CallRef>>,
+    tx: Option<SyncSender<Vec<Stamped>>>,
+    /// Events handed over and not yet handled by the observer.
+    queued: Arc<AtomicUsize>,
+    /// Events of this flush, sent together (one wake-up per flush, not per event).
+    batch: Vec<Stamped>,
     dropped: u64,
     warned: Option<Instant>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -33,6 +40,7 @@ struct Sink {
 /// The observers of a running switch.
 pub struct Observers {
     sinks: Vec<Sink>,
+    capacity: usize,
 }
 
 impl Observers {
@@ -42,12 +50,22 @@ impl Observers {
             .into_iter()
             .map(|mut obs| {
                 let name = obs.name();
-                let (tx, rx): (SyncSender<Stamped>, Receiver<Stamped>) = sync_channel(capacity);
+                let interest = obs.interest();
+                let follows = obs.per_call().then(Default::default);
+                let queued = Arc::new(AtomicUsize::new(0));
+                // Batches, each holding at least one event: the event bound is `queued`'s.
+                let (tx, rx): (SyncSender<Vec<Stamped>>, Receiver<Vec<Stamped>>) =
+                    sync_channel(capacity);
+                let left = queued.clone();
                 let thread = std::thread::Builder::new()
                     .name(format!("observer-{name}"))
                     .spawn(move || {
-                        while let Ok(ev) = rx.recv() {
-                            obs.on_event(&ev);
+                        while let Ok(batch) = rx.recv() {
+                            let n = batch.len();
+                            for ev in &batch {
+                                obs.on_event(ev);
+                            }
+                            left.fetch_sub(n, Ordering::Relaxed);
                         }
                     })
                     .map_err(
@@ -56,41 +74,58 @@ impl Observers {
                     .ok();
                 Sink {
                     name,
+                    interest,
+                    follows,
                     tx: thread.as_ref().map(|_| tx),
+                    queued,
+                    batch: Vec::new(),
                     dropped: 0,
                     warned: None,
                     thread,
                 }
             })
             .collect();
-        Observers { sinks }
+        Observers { sinks, capacity }
     }
 
-    /// Hands an event to every observer (never blocks).
+    /// Queues an event for every observer that wants it (sent at the next [`flush`]).
+    ///
+    /// [`flush`]: Observers::flush
     pub fn dispatch(&mut self, event: CallEvent) {
-        let stamped = Stamped {
-            at_ms: jiff::Timestamp::now().as_millisecond(),
-            event,
-        };
+        let mut stamped = None;
         for s in &mut self.sinks {
+            if s.tx.is_none() || !s.wants(&event) {
+                continue;
+            }
+            let ev = stamped.get_or_insert_with(|| Stamped {
+                at_ms: jiff::Timestamp::now().as_millisecond(),
+                event: event.clone(),
+            });
+            s.batch.push(ev.clone());
+        }
+    }
+
+    /// Hands each observer what this round of the SIP loop queued for it (never blocks).
+    pub fn flush(&mut self) {
+        for s in &mut self.sinks {
+            if s.batch.is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(&mut s.batch);
             let Some(tx) = &s.tx else {
                 continue;
             };
-            match tx.try_send(stamped.clone()) {
+            let n = batch.len();
+            if s.queued.load(Ordering::Relaxed) + n > self.capacity {
+                s.drop_events(n);
+                continue;
+            }
+            s.queued.fetch_add(n, Ordering::Relaxed);
+            match tx.try_send(batch) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
-                    s.dropped += 1;
-                    let now = Instant::now();
-                    if s.warned
-                        .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
-                    {
-                        s.warned = Some(now);
-                        warn!(
-                            observer = s.name,
-                            dropped = s.dropped,
-                            "observer queue full: events dropped"
-                        );
-                    }
+                    s.queued.fetch_sub(n, Ordering::Relaxed);
+                    s.drop_events(n);
                 }
                 Err(TrySendError::Disconnected(_)) => {
                     error!(
@@ -121,6 +156,7 @@ impl Observers {
 
     /// Lets every observer finish its queue (at shutdown), waiting up to `limit` in all.
     pub fn close(&mut self, limit: Duration) {
+        self.flush();
         let until = Instant::now() + limit;
         for s in &mut self.sinks {
             s.tx = None;
@@ -139,12 +175,56 @@ impl Observers {
     }
 }
 
+impl Sink {
+    fn wants(&mut self, event: &CallEvent) -> bool {
+        let wanted = (self.interest)(event);
+        let Some(follows) = self.follows.as_mut() else {
+            return wanted;
+        };
+        match event {
+            CallEvent::Started { call, .. } => {
+                if wanted {
+                    follows.insert(*call);
+                }
+                wanted
+            }
+            CallEvent::Ended(summary) => follows.remove(&summary.id) && wanted,
+            other => wanted && other.call().is_none_or(|c| follows.contains(&c)),
+        }
+    }
+
+    fn drop_events(&mut self, n: usize) {
+        self.dropped += n as u64;
+        let now = Instant::now();
+        if self
+            .warned
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            self.warned = Some(now);
+            warn!(
+                observer = self.name,
+                dropped = self.dropped,
+                "observer queue full: events dropped"
+            );
+        }
+    }
+}
+
 /// Call records: each event becomes a store operation.
 pub struct Records(pub Store);
 
 impl CallObserver for Records {
     fn name(&self) -> &'static str {
         "records"
+    }
+
+    fn interest(&self) -> fn(&CallEvent) -> bool {
+        |ev| {
+            !matches!(
+                ev,
+                CallEvent::Bridged { .. } | CallEvent::Digit { .. } | CallEvent::Action { .. }
+            )
+        }
     }
 
     fn on_event(&mut self, ev: &Stamped) {
@@ -205,6 +285,10 @@ pub struct DigitMetrics(pub Arc<DigitCounts>);
 impl CallObserver for DigitMetrics {
     fn name(&self) -> &'static str {
         "metrics"
+    }
+
+    fn interest(&self) -> fn(&CallEvent) -> bool {
+        |ev| matches!(ev, CallEvent::Digit { .. })
     }
 
     fn on_event(&mut self, ev: &Stamped) {

@@ -281,6 +281,7 @@ impl Shell {
                 Output::Event(ev) => self.observers.dispatch(ev),
             }
         }
+        self.observers.flush();
     }
 
     fn command(&mut self, cmd: Command) {

@@ -134,6 +134,18 @@ pub trait CallObserver: Send + 'static {
     /// Short name (logs, the dropped-events metric).
     fn name(&self) -> &'static str;
 
+    /// Which events it wants, asked once at start: the others never reach its queue (an
+    /// observer of digits is not woken for every call set-up).
+    fn interest(&self) -> fn(&CallEvent) -> bool {
+        |_| true
+    }
+
+    /// `true`: a call whose `Started` it does not want is not followed at all (none of that
+    /// call's events reach it) — for observers of a few calls among many.
+    fn per_call(&self) -> bool {
+        false
+    }
+
     /// One event.
     fn on_event(&mut self, event: &Stamped);
 }
