@@ -163,22 +163,25 @@ impl Harness {
         panic!("timers keep firing without time passing");
     }
 
-    /// Steps timer by timer until `pred` holds for what was sent at one instant, for at most
-    /// `within`. Returns that instant's messages (None: it never happened).
+    /// Steps timer by timer, for at most `within`, until `pred` holds for what one step sent.
+    /// Everything sent until then, that step included (None: it never happened).
     fn advance_until(
         &mut self,
         within: Duration,
         mut pred: impl FnMut(&Sent) -> bool,
     ) -> Option<Sent> {
         let until = self.now + within;
+        let mut all = vec![];
         for _ in 0..100_000 {
             if self.engine.poll_timeout().is_none_or(|at| at > until) {
                 self.now = until;
                 return None;
             }
             let sent = self.step();
-            if pred(&sent) {
-                return Some(sent);
+            let hit = pred(&sent);
+            all.extend(sent);
+            if hit {
+                return Some(all);
             }
         }
         panic!("timers keep firing without time passing");
@@ -410,7 +413,11 @@ fn answer(h: &mut Harness, n: u32, gw: &str, b: &Request) -> (Request, Response)
 fn caller_hangs_up(h: &mut Harness, n: u32, gw: &str, ok: &Response) {
     h.send(A, &caller_request(n, ok, "BYE", 2));
     let sent = h.sent();
-    assert_eq!(statuses_to_caller(&sent, n), vec![200], "the BYE is answered");
+    assert_eq!(
+        statuses_to_caller(&sent, n),
+        vec![200],
+        "the BYE is answered"
+    );
     let bye = request_to(&sent, gw, Method::Bye)
         .expect("the gateway gets a BYE")
         .clone();
@@ -458,7 +465,10 @@ fn queued_call_gets_the_pool_number_after_the_holder_hangs_up_and_its_cool_down(
         request_to(&sent, GW1, Method::Invite).is_none(),
         "no leg B while the number is held"
     );
-    assert!(statuses_to_caller(&sent, 2).is_empty(), "call 2 still waits");
+    assert!(
+        statuses_to_caller(&sent, 2).is_empty(),
+        "call 2 still waits"
+    );
     assert_eq!(h.engine.active_calls(), 2);
 
     // Call 1 ends: the number goes back to the pool...
@@ -544,7 +554,11 @@ fn queued_call_that_gets_no_number_in_ani_queue_secs_is_refused_503_switch_conge
     assert_eq!(cdr.a_call_id, call_id(2));
     assert_eq!(cdr.cause, Cause::SwitchCongestion);
     assert_eq!(cdr.b_call_id, None);
-    assert_eq!(h.leased(), vec![pair("gw1", POOL1)], "only call 1 ever held it");
+    assert_eq!(
+        h.leased(),
+        vec![pair("gw1", POOL1)],
+        "only call 1 ever held it"
+    );
     assert!(h.released().is_empty(), "call 1 still holds its number");
     assert_eq!(h.in_use("gw1"), 1);
     assert_eq!(h.engine.active_calls(), 1, "call 1 goes on");
@@ -589,10 +603,11 @@ fn empty_pool_with_ani_when_empty_reject_fails_over_to_the_next_gateway() {
 
 #[test]
 fn failover_across_gateways_releases_the_first_pools_number_and_leases_the_seconds() {
-    let mut gw2 = pooled(GW2, POOL2, "reject");
-    gw2.ani_cooldown = Some(60);
     let mut h = Harness::new(
-        &[("gw1", pooled(GW1, POOL1, "reject")), ("gw2", gw2)],
+        &[
+            ("gw1", pooled(GW1, POOL1, "reject")),
+            ("gw2", pooled(GW2, POOL2, "reject")),
+        ],
         &plan("", &["gateway/gw1/$1", "gateway/gw2/$1"]),
     );
     let _ = h.start();
@@ -640,6 +655,95 @@ fn failover_across_gateways_releases_the_first_pools_number_and_leases_the_secon
     assert_eq!(from_user(&b3), POOL1);
 }
 
+#[test]
+#[ignore = "bug: failing over from a pooled gateway to one without a pool (or to a sip: URI) \
+            keeps the first pool's number leased until the call ends (Trunk::lease_ani returns \
+            before its release step when the new gateway has no pool)"]
+fn failover_to_a_gateway_without_a_pool_gives_the_first_pools_number_back() {
+    let mut h = Harness::new(
+        &[("gw1", pooled(GW1, POOL1, "reject")), ("gw2", gateway(GW2))],
+        &plan("", &["gateway/gw1/$1", "gateway/gw2/$1"]),
+    );
+    let _ = h.start();
+    h.send(A, &invite(1));
+    let b1 = request_to(&h.sent(), GW1, Method::Invite).unwrap().clone();
+    assert_eq!(from_user(&b1), POOL1);
+    h.send(GW1, &gw_response(&b1, 503, "g1", GW1, &[]));
+    let b2 = request_to(&h.sent(), GW2, Method::Invite)
+        .expect("failover to gw2")
+        .clone();
+    assert_eq!(
+        from_user(&b2),
+        CALLER,
+        "gw2 has no pool: the caller's number"
+    );
+    let (_, _ok) = answer(&mut h, 1, GW2, &b2);
+    assert_eq!(
+        h.released(),
+        vec![pair("gw1", POOL1)],
+        "the call left gw1: its number goes back"
+    );
+    assert_eq!(h.in_use("gw1"), 0);
+
+    // Another call to gw1 gets the number once it rested, while call 1 talks on gw2.
+    h.advance(Duration::from_secs(3));
+    h.send(A, &invite(2));
+    let sent = h.sent();
+    let b3 = request_to(&sent, GW1, Method::Invite).expect("call 2 to gw1");
+    assert_eq!(from_user(b3), POOL1);
+}
+
+#[test]
+#[ignore = "bug: ringing two pooled gateways at once (strategy parallel), the second lease \
+            releases the first while its INVITE still rings: Trunk keeps one lease per call, \
+            so the number gw1 presents goes back to the pool and another call can present it \
+            at the same time"]
+fn ring_all_across_pooled_gateways_keeps_each_ringing_attempts_number() {
+    let text = "[[extension]]\nname = \"all\"\nwhen.destination = '^(\\d+)$'\n\
+        actions = [ { bridge = { targets = [\"gateway/gw1/$1\", \"gateway/gw2/$1\"], \
+        strategy = \"parallel\", timeout = 20 } } ]\n";
+    let mut h = Harness::new(
+        &[
+            ("gw1", pooled(GW1, POOL1, "reject")),
+            ("gw2", pooled(GW2, POOL2, "reject")),
+        ],
+        text,
+    );
+    let _ = h.start();
+    h.send(A, &invite(1));
+    let sent = h.sent();
+    let b1 = request_to(&sent, GW1, Method::Invite).unwrap().clone();
+    let b2 = request_to(&sent, GW2, Method::Invite).unwrap().clone();
+    assert_eq!(
+        (from_user(&b1), from_user(&b2)),
+        (POOL1.into(), POOL2.into())
+    );
+    assert!(
+        h.released().is_empty(),
+        "both INVITEs present their numbers: neither is given back while they ring"
+    );
+    assert_eq!((h.in_use("gw1"), h.in_use("gw2")), (1, 1));
+
+    // gw1 answers: the call presents POOL1 for its whole life.
+    h.send(GW2, &gw_response(&b2, 180, "g2", GW2, &[]));
+    let _ = h.sent();
+    answer(&mut h, 1, GW1, &b1);
+    assert_eq!(
+        h.in_use("gw1"),
+        1,
+        "the answered call still holds gw1's number"
+    );
+    h.advance(Duration::from_secs(3));
+    h.send(A, &invite(2));
+    let sent = h.sent();
+    assert!(
+        requests_to(&sent, GW1, Method::Invite)
+            .iter()
+            .all(|r| from_user(r) != POOL1),
+        "no second call presents the number call 1 still shows"
+    );
+}
+
 // ---- gateway health ------------------------------------------------------------------------
 
 /// gw1 pinged every 5 s, down after one failure; gw2 never pinged.
@@ -664,7 +768,6 @@ fn ping_to(sent: &Sent, gw: &str) -> Request {
     assert_eq!(cseq(&p), (1, Method::Options));
     p
 }
-
 
 /// The steps until gw1 is marked down; what they sent to gw1 and when it happened.
 fn until_down(h: &mut Harness, within: Duration) -> Sent {
@@ -730,15 +833,13 @@ fn gateway_whose_ping_times_out_is_skipped_and_used_again_once_it_answers() {
 
     // And it is pinged every 5 s from then on.
     let at = h.elapsed();
+    // (The answered ping is not retransmitted: any OPTIONS now is a new one.)
     let sent = h
         .advance_until(Duration::from_secs(6), |s| {
-            request_to(s, GW1, Method::Options).is_some_and(|p| cseq(p).1 == Method::Options)
-                && requests_to(s, GW1, Method::Options)
-                    .iter()
-                    .all(|p| branch(p) != branch(&ping2))
+            request_to(s, GW1, Method::Options).is_some()
         })
         .expect("the next ping");
-    let _ = ping_to(&sent, GW1);
+    assert_ne!(branch(&ping_to(&sent, GW1)), branch(&ping2));
     assert_eq!(h.elapsed() - at, Duration::from_secs(5));
 }
 
@@ -787,7 +888,8 @@ fn redacted_header_never_reaches_the_gateway_that_redacts_it_but_reaches_the_nex
         redact_headers: Some(vec!["x-page-url".into()]),
         ..gateway(GW1)
     };
-    let before = r#"{ header_add = { X-Page-Url = "https://shop.example/cart", X-Ticket = "42" } },"#;
+    let before =
+        r#"{ header_add = { X-Page-Url = "https://shop.example/cart", X-Ticket = "42" } },"#;
     let mut h = Harness::new(
         &[("gw1", gw1), ("gw2", gateway(GW2))],
         &plan(before, &["gateway/gw1/$1", "gateway/gw2/$1"]),
@@ -886,7 +988,11 @@ fn challenged_once(h: &mut Harness) -> (Request, Request) {
     );
     let sent = h.sent();
     let ack = request_to(&sent, GW1, Method::Ack).expect("the 407 is ACKed");
-    assert_eq!(branch(ack), branch(&first), "§17.1.1.3: the INVITE's branch");
+    assert_eq!(
+        branch(ack),
+        branch(&first),
+        "§17.1.1.3: the INVITE's branch"
+    );
     assert_eq!(cseq(ack), (1, Method::Ack));
     let invites = requests_to(&sent, GW1, Method::Invite);
     assert_eq!(invites.len(), 1, "the INVITE goes again, once");
@@ -939,7 +1045,11 @@ fn challenged_invite_is_sent_again_once_with_proxy_authorization_and_cseq_plus_o
     h.send(A, &caller_request(1, &ok, "ACK", 1));
     let sent = h.sent();
     let ack = request_to(&sent, GW1, Method::Ack).expect("the 2xx is ACKed");
-    assert_eq!(cseq(ack), (2, Method::Ack), "the ACK of the INVITE that won");
+    assert_eq!(
+        cseq(ack),
+        (2, Method::Ack),
+        "the ACK of the INVITE that won"
+    );
     assert_eq!(ack.headers.to_addr().unwrap().tag(), Some("g1"));
     assert_eq!(h.engine.active_calls(), 1);
 }
@@ -983,6 +1093,41 @@ fn second_challenge_fails_the_attempt_without_a_third_invite() {
     assert_eq!(h.engine.active_calls(), 0);
 }
 
+#[test]
+#[ignore = "bug: a 401/407 from leg B that the switch does not answer (credentials refused, or \
+            none configured) is relayed to the caller as a bare 401/407 without \
+            WWW-Authenticate/Proxy-Authenticate (RFC 3261 §20.27, §20.44: MUST), cause \
+            NORMAL_UNSPECIFIED; the trunk's credentials are the switch's business, the caller \
+            cannot answer them"]
+fn caller_never_gets_the_trunks_challenge_as_a_bare_407() {
+    let mut h = Harness::new(
+        &[("gw1", with_credentials(GW1))],
+        &plan("", &["gateway/gw1/$1"]),
+    );
+    let (_, second) = challenged_once(&mut h);
+    let again = CHALLENGE.replace("n0nce1", "n0nce2");
+    h.send(
+        GW1,
+        &gw_response(
+            &second,
+            407,
+            "g1",
+            GW1,
+            &[(Name::ProxyAuthenticate, again.as_str())],
+        ),
+    );
+    let sent = h.sent();
+    let [fail] = responses_to_caller(&sent, 1)[..] else {
+        panic!("one final response to the caller")
+    };
+    assert!(
+        !matches!(fail.status, 401 | 407),
+        "the caller gets {} {:?} for our trunk's credentials",
+        fail.status,
+        fail.headers.get(&Name::ProxyAuthenticate)
+    );
+}
+
 // ---- outbound registration -----------------------------------------------------------------
 
 #[test]
@@ -994,7 +1139,13 @@ fn register_at_start_answers_the_401_and_refreshes_at_80_percent_of_the_granted_
     let mut h = Harness::new(&[("gw1", gw1)], &plan("", &["gateway/gw1/$1"]));
     let aor = format!("sip:{USER}@{GW1}");
     let registrar = format!("sip:{GW1}");
-    assert!(!h.trunk().gateways().get("gw1").unwrap().is_registered(h.now));
+    assert!(
+        !h.trunk()
+            .gateways()
+            .get("gw1")
+            .unwrap()
+            .is_registered(h.now)
+    );
 
     // At start.
     let sent = h.start();
@@ -1056,14 +1207,26 @@ fn register_at_start_answers_the_401_and_refreshes_at_80_percent_of_the_granted_
     let contact = format!("<sip:{USER}@127.0.0.1:5060>;expires=60");
     h.send(
         GW1,
-        &gw_response(&second, 200, "r1", GW1, &[(Name::Contact, contact.as_str())]),
+        &gw_response(
+            &second,
+            200,
+            "r1",
+            GW1,
+            &[(Name::Contact, contact.as_str())],
+        ),
     );
     assert!(
         requests_to(&h.sent(), GW1, Method::Register).is_empty(),
         "registered: nothing more to send now"
     );
     let registered_at = h.now;
-    assert!(h.trunk().gateways().get("gw1").unwrap().is_registered(h.now));
+    assert!(
+        h.trunk()
+            .gateways()
+            .get("gw1")
+            .unwrap()
+            .is_registered(h.now)
+    );
 
     let sent = h
         .advance_until(Duration::from_secs(60), |s| {
@@ -1079,13 +1242,89 @@ fn register_at_start_answers_the_401_and_refreshes_at_80_percent_of_the_granted_
     assert_eq!(regs.len(), 1);
     let refresh = regs[0];
     assert_eq!(cseq(refresh), (3, Method::Register));
-    assert_eq!(refresh.headers.call_id(), first.headers.call_id(), "§10.2.4");
+    assert_eq!(
+        refresh.headers.call_id(),
+        first.headers.call_id(),
+        "§10.2.4"
+    );
     assert_eq!(
         refresh.headers.from_addr().unwrap().tag(),
         first.headers.from_addr().unwrap().tag()
     );
     assert!(
-        h.trunk().gateways().get("gw1").unwrap().is_registered(h.now),
+        h.trunk()
+            .gateways()
+            .get("gw1")
+            .unwrap()
+            .is_registered(h.now),
         "still in force while the refresh is under way"
     );
+}
+
+#[test]
+fn registrar_refusing_our_credentials_is_not_asked_forever_and_is_tried_again_a_minute_later() {
+    let gw1 = GatewayConfig {
+        register: Some(true),
+        ..with_credentials(GW1)
+    };
+    let mut h = Harness::new(&[("gw1", gw1)], &plan("", &["gateway/gw1/$1"]));
+    let challenge = r#"Digest realm="registrar.example", nonce="r3g1""#;
+    let mut sent = h.start();
+    let mut registers = vec![];
+    // Every REGISTER is challenged, whatever it carries.
+    while let Some(r) = request_to(&sent, GW1, Method::Register).cloned() {
+        assert!(
+            registers.len() < 10,
+            "the switch keeps answering challenges"
+        );
+        registers.push(r.clone());
+        h.send(
+            GW1,
+            &gw_response(&r, 401, "r1", GW1, &[(Name::WwwAuthenticate, challenge)]),
+        );
+        sent = h.sent();
+    }
+    let gave_up_at = h.now;
+    assert!(
+        (2..=3).contains(&registers.len()),
+        "the challenge is answered (at most twice in a row), then no more: {} REGISTERs",
+        registers.len()
+    );
+    assert!(registers[0].headers.get(&Name::Authorization).is_none());
+    for (i, r) in registers.iter().enumerate() {
+        assert_eq!(cseq(r), (i as u32 + 1, Method::Register));
+        if i > 0 {
+            assert!(r.headers.get(&Name::Authorization).is_some());
+        }
+    }
+    assert!(
+        !h.trunk()
+            .gateways()
+            .get("gw1")
+            .unwrap()
+            .is_registered(h.now)
+    );
+    assert_eq!(
+        h.trunk()
+            .gateways()
+            .get("gw1")
+            .unwrap()
+            .registration
+            .as_ref()
+            .unwrap()
+            .last_status,
+        Some(401)
+    );
+
+    // Tried again from scratch a minute later, in the same Call-ID.
+    let sent = h
+        .advance_until(Duration::from_secs(120), |s| {
+            request_to(s, GW1, Method::Register).is_some()
+        })
+        .expect("a new attempt");
+    assert_eq!(h.now - gave_up_at, Duration::from_secs(60));
+    let retry = request_to(&sent, GW1, Method::Register).unwrap();
+    assert_eq!(retry.headers.call_id(), registers[0].headers.call_id());
+    assert_eq!(cseq(retry).0, registers.len() as u32 + 1);
+    assert!(retry.headers.get(&Name::Authorization).is_none());
 }
