@@ -24,6 +24,8 @@ pub const QUEUE: usize = 16_384;
 
 struct Sink {
     name: &'static str,
+    /// Runs on the SIP thread (it only queues: see `CallObserver::inline`).
+    inline: Option<Box<dyn CallObserver>>,
     interest: fn(&CallEvent) -> bool,
     /// For an observer of some calls only: the calls it follows.
     follows: Option<std::collections::HashSet<switchboard_core::CallRef>>,
@@ -52,6 +54,20 @@ impl Observers {
                 let name = obs.name();
                 let interest = obs.interest();
                 let follows = obs.per_call().then(Default::default);
+                if obs.inline() {
+                    return Sink {
+                        name,
+                        inline: Some(obs),
+                        interest,
+                        follows,
+                        tx: None,
+                        queued: Arc::default(),
+                        batch: Vec::new(),
+                        dropped: 0,
+                        warned: None,
+                        thread: None,
+                    };
+                }
                 let queued = Arc::new(AtomicUsize::new(0));
                 // Batches, each holding at least one event: the event bound is `queued`'s.
                 let (tx, rx): (SyncSender<Vec<Stamped>>, Receiver<Vec<Stamped>>) =
@@ -74,6 +90,7 @@ impl Observers {
                     .ok();
                 Sink {
                     name,
+                    inline: None,
                     interest,
                     follows,
                     tx: thread.as_ref().map(|_| tx),
@@ -94,7 +111,7 @@ impl Observers {
     pub fn dispatch(&mut self, event: CallEvent) {
         let mut stamped = None;
         for s in &mut self.sinks {
-            if s.tx.is_none() || !s.wants(&event) {
+            if (s.tx.is_none() && s.inline.is_none()) || !s.wants(&event) {
                 continue;
             }
             let ev = stamped.get_or_insert_with(|| Stamped {
@@ -112,6 +129,12 @@ impl Observers {
                 continue;
             }
             let batch = std::mem::take(&mut s.batch);
+            if let Some(obs) = s.inline.as_mut() {
+                for ev in &batch {
+                    obs.on_event(ev);
+                }
+                continue;
+            }
             let Some(tx) = &s.tx else {
                 continue;
             };
@@ -216,6 +239,11 @@ pub struct Records(pub Store);
 impl CallObserver for Records {
     fn name(&self) -> &'static str {
         "records"
+    }
+
+    fn inline(&self) -> bool {
+        // `CallStore::record` queues for the store's writer thread and never blocks.
+        true
     }
 
     fn interest(&self) -> fn(&CallEvent) -> bool {

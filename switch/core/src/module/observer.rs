@@ -146,6 +146,14 @@ pub trait CallObserver: Send + 'static {
         false
     }
 
+    /// `true` when `on_event` only hands the event to a queue of the observer's own and never
+    /// blocks (a store's writer): it is then called on the switch's thread, saving a thread
+    /// hop per event. Anything that may wait (a network, a lock held elsewhere) must say
+    /// `false`.
+    fn inline(&self) -> bool {
+        false
+    }
+
     /// One event.
     fn on_event(&mut self, event: &Stamped);
 }
