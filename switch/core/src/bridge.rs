@@ -194,7 +194,7 @@ impl Engine {
                 .as_ref()
                 .is_none_or(|f| failure.rank() >= f.rank());
             if better {
-                call.last_failure = Some(failure);
+                call.last_failure = Some(Box::new(failure));
             }
         }
     }
@@ -471,7 +471,7 @@ impl Engine {
             invite: req,
             peer,
             target: target.to_string(),
-            route: target.clone(),
+            route: Some(Box::new(target.clone())),
             authed: false,
             call_id,
             ringing: false,

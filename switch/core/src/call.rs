@@ -68,6 +68,7 @@ impl Attempt {
     /// After the call is answered only the INVITE's Call-ID and CSeq are still needed (for
     /// the ACK): keep those.
     pub fn slim_invite(&mut self) {
+        self.route = None;
         let mut slim = Request::new(self.invite.method.clone(), self.invite.uri.clone());
         slim.headers.0.reserve_exact(2);
         for name in [switchboard_sip::Name::CallId, switchboard_sip::Name::CSeq] {
@@ -86,8 +87,9 @@ pub(crate) struct Attempt {
     pub invite: Request,
     pub peer: Peer,
     pub target: String,
-    /// The target as the plan named it (its endpoint answers challenges).
-    pub route: switchboard_dialplan::Target,
+    /// The target as the plan named it (its endpoint answers challenges); dropped once the
+    /// call is answered (memory per established call).
+    pub route: Option<Box<switchboard_dialplan::Target>>,
     /// Already re-sent with credentials (a second challenge is a failure).
     pub authed: bool,
     pub call_id: String,
@@ -150,7 +152,7 @@ pub(crate) struct Call {
     pub reinvite_from: Option<Side>,
     /// The failure leg A hears if no target answers (the worst so far, see
     /// `AttemptError::rank`).
-    pub last_failure: Option<crate::module::AttemptError>,
+    pub last_failure: Option<Box<crate::module::AttemptError>>,
     pub started: Instant,
     pub answered_at: Option<Instant>,
     pub destination: String,

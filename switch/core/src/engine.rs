@@ -889,7 +889,7 @@ impl Engine {
         let b_cause = if call.winner.is_some() {
             Some(cause)
         } else {
-            call.last_failure.as_ref().map(AttemptError::cause)
+            call.last_failure.as_deref().map(AttemptError::cause)
         };
         info!(cause = %cause, b_cause = ?b_cause.map(|c| c.name()), side = ?side, billable_secs = billable, "call ended");
         self.event(CallEvent::Ended(Arc::new(CallSummary {

@@ -88,7 +88,7 @@ impl Engine {
         if attempt.authed {
             return false;
         }
-        let Target::Endpoint { kind, name, user } = &attempt.route else {
+        let Some(Target::Endpoint { kind, name, user }) = attempt.route.as_deref() else {
             return false;
         };
         let cnonce = format!("{:x}", attempt.txn.0 ^ 0x5eed);
