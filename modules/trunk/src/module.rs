@@ -27,12 +27,21 @@ pub const FILTER_ORDER: FilterOrder = 1000;
 /// How often a call queued for a pool number looks again.
 const ANI_RETRY: Duration = Duration::from_millis(200);
 
+/// A number a call holds from a gateway's pool.
+#[derive(Debug)]
+struct Lease {
+    gateway: String,
+    number: String,
+    attempts: u32,
+}
+
 /// The trunk module.
 #[derive(Debug, Default)]
 pub struct Trunk {
     pub(crate) gateways: Gateways,
-    /// Per call: the number it holds, as (gateway, number): one lease per call and gateway.
-    leases: HashMap<CallRef, (String, String)>,
+    /// Per call: the numbers it holds, one per gateway, with how many of its live attempts
+    /// use each (ring-all to one gateway twice shares its number).
+    leases: HashMap<CallRef, Vec<Lease>>,
     /// Per call: waiting for a pool number since.
     waiting: HashMap<CallRef, Instant>,
     pub(crate) service: crate::service::State,
@@ -81,16 +90,20 @@ impl Trunk {
         }
     }
 
-    fn release(&mut self, now: Instant, call: CallRef) -> Option<(String, String)> {
-        let (gateway, number) = self.leases.remove(&call)?;
-        if let Some(pool) = self.gateways.get_mut(&gateway).and_then(|g| g.ani.as_mut()) {
-            pool.release(now, &number);
+    fn give_back(&mut self, now: Instant, lease: Lease) -> (String, String) {
+        if let Some(pool) = self
+            .gateways
+            .get_mut(&lease.gateway)
+            .and_then(|g| g.ani.as_mut())
+        {
+            pool.release(now, &lease.number);
         }
-        Some((gateway, number))
+        (lease.gateway, lease.number)
     }
 
     /// A call to a gateway with an ANI pool presents a number of its own: leased once per
-    /// call and gateway (failover to another trunk gives the first one back).
+    /// call and gateway, held while an attempt through that gateway lives (a failed attempt
+    /// gives it back before the next target is tried; the answered one keeps it to the end).
     fn lease_ani(
         &mut self,
         now: Instant,
@@ -101,49 +114,54 @@ impl Trunk {
         if self.gateways.get(name).is_none_or(|g| g.ani.is_none()) {
             return Ok(());
         }
-        if self.leases.get(&call).is_some_and(|(g, _)| g != name)
-            && let Some((pool, item)) = self.release(now, call)
+        if let Some(l) = self
+            .leases
+            .get_mut(&call)
+            .and_then(|ls| ls.iter_mut().find(|l| l.gateway == name))
         {
-            invite.note_release(&pool, &item);
+            l.attempts += 1;
+            invite.caller.number.clone_from(&l.number);
+            return Ok(());
         }
-        if !self.leases.contains_key(&call) {
-            let Some(pool) = self.gateways.get_mut(name).and_then(|g| g.ani.as_mut()) else {
-                return Ok(());
-            };
-            match pool.lease(now, call.0) {
-                Some(n) => {
-                    info!(gateway = %name, ani = %n, in_use = pool.in_use(), of = pool.size(), "caller number leased");
-                    invite.note_lease(name, &n);
-                    self.leases.insert(call, (name.to_owned(), n));
-                    self.waiting.remove(&call);
-                }
-                None => match pool.when_empty {
-                    WhenEmpty::Fallback => {
-                        warn!(gateway = %name, "ANI pool exhausted: the usual caller ID is presented");
-                    }
-                    WhenEmpty::Reject => {
-                        warn!(gateway = %name, "ANI pool exhausted: attempt refused (ani_when_empty = reject)");
-                        return Err(FilterError::Refused(pool_empty(name)));
-                    }
-                    WhenEmpty::Queue(max) => {
-                        let since = *self.waiting.entry(call).or_insert_with(|| {
-                            info!(gateway = %name, "ANI pool exhausted: the call waits for a number (ani_when_empty = queue)");
-                            now
-                        });
-                        if now.saturating_duration_since(since) < max {
-                            return Err(FilterError::Wait(ANI_RETRY));
-                        }
-                        self.waiting.remove(&call);
-                        warn!(gateway = %name, waited_secs = max.as_secs(), "no pool number came back in time: attempt refused");
-                        return Err(FilterError::Refused(pool_empty(name)));
-                    }
-                },
+        let Some(pool) = self.gateways.get_mut(name).and_then(|g| g.ani.as_mut()) else {
+            return Ok(());
+        };
+        match pool.lease(now, call.0) {
+            Some(n) => {
+                info!(gateway = %name, ani = %n, in_use = pool.in_use(), of = pool.size(), "caller number leased");
+                invite.note_lease(name, &n);
+                invite.caller.number.clone_from(&n);
+                self.leases.entry(call).or_default().push(Lease {
+                    gateway: name.to_owned(),
+                    number: n,
+                    attempts: 1,
+                });
+                self.waiting.remove(&call);
+                Ok(())
             }
+            None => match pool.when_empty {
+                WhenEmpty::Fallback => {
+                    warn!(gateway = %name, "ANI pool exhausted: the usual caller ID is presented");
+                    Ok(())
+                }
+                WhenEmpty::Reject => {
+                    warn!(gateway = %name, "ANI pool exhausted: attempt refused (ani_when_empty = reject)");
+                    Err(FilterError::Refused(pool_empty(name)))
+                }
+                WhenEmpty::Queue(max) => {
+                    let since = *self.waiting.entry(call).or_insert_with(|| {
+                        info!(gateway = %name, "ANI pool exhausted: the call waits for a number (ani_when_empty = queue)");
+                        now
+                    });
+                    if now.saturating_duration_since(since) < max {
+                        return Err(FilterError::Wait(ANI_RETRY));
+                    }
+                    self.waiting.remove(&call);
+                    warn!(gateway = %name, waited_secs = max.as_secs(), "no pool number came back in time: attempt refused");
+                    Err(FilterError::Refused(pool_empty(name)))
+                }
+            },
         }
-        if let Some((_, n)) = self.leases.get(&call) {
-            invite.caller.number.clone_from(n);
-        }
-        Ok(())
     }
 }
 
@@ -282,8 +300,35 @@ impl InviteFilter for Trunk {
         Ok(())
     }
 
+    fn attempt_ended(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        target: &Target,
+    ) -> Vec<(String, String)> {
+        let Target::Endpoint { kind, name, .. } = target else {
+            return Vec::new();
+        };
+        let Some(leases) = self.leases.get_mut(&call).filter(|_| kind == "gateway") else {
+            return Vec::new();
+        };
+        let Some(i) = leases.iter().position(|l| &l.gateway == name) else {
+            return Vec::new();
+        };
+        leases[i].attempts = leases[i].attempts.saturating_sub(1);
+        if leases[i].attempts > 0 {
+            return Vec::new();
+        }
+        let lease = leases.swap_remove(i);
+        if leases.is_empty() {
+            self.leases.remove(&call);
+        }
+        vec![self.give_back(now, lease)]
+    }
+
     fn call_ended(&mut self, now: Instant, call: CallRef) -> Vec<(String, String)> {
         self.waiting.remove(&call);
-        self.release(now, call).into_iter().collect()
+        let leases = self.leases.remove(&call).unwrap_or_default();
+        leases.into_iter().map(|l| self.give_back(now, l)).collect()
     }
 }

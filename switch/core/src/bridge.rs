@@ -214,7 +214,11 @@ impl Engine {
             .filter_invite(now, &mut call, target, route.caller.clone())
             .and_then(|invite| {
                 self.originate_on(now, &mut call, target, route, invite, timeout)
-                    .map_err(NotStarted::Failed)
+                    .map_err(|e| {
+                        // The filters let it through: what they gave it goes back.
+                        self.attempt_over(now, call_ref, target);
+                        NotStarted::Failed(e)
+                    })
             });
         self.calls.insert(call_ref, call);
         result
@@ -296,7 +300,6 @@ impl Engine {
             caller,
             headers: Vec::new(),
             leases: Vec::new(),
-            releases: Vec::new(),
         };
         for a in &call.plan.actions {
             match a {
@@ -333,9 +336,6 @@ impl Engine {
     }
 
     fn lease_events(&mut self, call: &Call, invite: &mut OutgoingInvite) {
-        for (pool, item) in std::mem::take(&mut invite.releases) {
-            self.event(CallEvent::Released { pool, item });
-        }
         for (pool, item) in std::mem::take(&mut invite.leases) {
             self.event(CallEvent::Leased {
                 call: call.id,
@@ -507,7 +507,11 @@ impl Engine {
         }
         info!(target = %call.attempts[i].target, "no answer before the bridge timeout");
         call.attempts[i].timed_out = true;
-        call.attempts[i].done = true;
+        let Some(mut call) = self.calls.remove(&call_ref) else {
+            return;
+        };
+        self.end_attempt(now, &mut call, i);
+        self.calls.insert(call_ref, call);
         self.cancel_txn(now, txn);
         self.record_failure(call_ref, AttemptError::NoAnswer);
         self.bridge_progress(now, call_ref);
@@ -559,13 +563,34 @@ impl Engine {
     }
 
     pub(crate) fn cancel_attempt(&mut self, now: Instant, call: &mut Call, i: usize) {
-        let a = &mut call.attempts[i];
-        if a.done {
+        if call.attempts[i].done {
             return;
         }
-        a.done = true;
-        let txn = a.txn;
+        let txn = call.attempts[i].txn;
+        self.end_attempt(now, call, i);
         self.cancel_txn(now, txn);
+    }
+
+    /// An attempt is over without an answer: done, and the filters give back what it held.
+    fn end_attempt(&mut self, now: Instant, call: &mut Call, i: usize) {
+        let a = &mut call.attempts[i];
+        a.done = true;
+        if let Some(target) = a.route.take() {
+            self.attempt_over(now, call.id, &target);
+        }
+    }
+
+    /// Tells the filters an attempt at `target` is over; observers hear what was released.
+    fn attempt_over(&mut self, now: Instant, call: CallRef, target: &Target) {
+        let mut released = Vec::new();
+        for n in 0..self.modules.filter_count() {
+            if let Some((_, f)) = self.modules.filter(n) {
+                released.extend(f.attempt_ended(now, call, target));
+            }
+        }
+        for (pool, item) in released {
+            self.event(CallEvent::Released { pool, item });
+        }
     }
 
     /// A response to one of our leg B INVITEs.
@@ -628,14 +653,13 @@ impl Engine {
                 return;
             }
             300.. if !call.attempts[i].done => {
-                let a = &mut call.attempts[i];
-                let failure = if a.timed_out {
+                let failure = if call.attempts[i].timed_out {
                     AttemptError::NoAnswer
                 } else {
                     AttemptError::Rejected { status }
                 };
-                a.done = true;
-                info!(target = %a.target, status, cause = %failure.cause(), "leg B failed");
+                self.end_attempt(now, &mut call, i);
+                info!(target = %call.attempts[i].target, status, cause = %failure.cause(), "leg B failed");
                 self.forget_client(txn);
                 self.calls.insert(call_ref, call);
                 self.record_failure(call_ref, failure);

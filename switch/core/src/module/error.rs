@@ -61,6 +61,10 @@ impl AttemptError {
             AttemptError::NoCommonCodec => 488,
             AttemptError::NoAnswer => 480,
             AttemptError::Rejected { status } => match status {
+                // Our own credentials towards the trunk were refused (or we have none): the
+                // caller cannot answer that challenge (and a bare 401/407 without its
+                // WWW-/Proxy-Authenticate breaks RFC 3261 §20.27, §20.44).
+                401 | 407 => 503,
                 408 => 480,
                 503 => 503,
                 500..=599 => 502,
@@ -79,6 +83,8 @@ impl AttemptError {
             AttemptError::NoCommonCodec => Cause::IncompatibleDestination,
             AttemptError::NoMediaPorts | AttemptError::Refused { .. } => Cause::SwitchCongestion,
             AttemptError::NoAnswer => Cause::NoAnswer,
+            // Like a gateway that is down: another target may take the call.
+            AttemptError::Rejected { status: 401 | 407 } => Cause::NormalTemporaryFailure,
             AttemptError::Rejected { status } => Cause::from_sip(*status),
         }
     }

@@ -33,7 +33,6 @@ pub struct OutgoingInvite {
     pub headers: Vec<(String, String)>,
     /// Items of pools the filters leased and released for the call (for observers).
     pub(crate) leases: Vec<(String, String)>,
-    pub(crate) releases: Vec<(String, String)>,
 }
 
 impl OutgoingInvite {
@@ -60,11 +59,6 @@ impl OutgoingInvite {
     pub fn note_lease(&mut self, pool: &str, item: &str) {
         self.leases.push((pool.to_owned(), item.to_owned()));
     }
-
-    /// The call gave `item` back to `pool` (it moved to another gateway's pool).
-    pub fn note_release(&mut self, pool: &str, item: &str) {
-        self.releases.push((pool.to_owned(), item.to_owned()));
-    }
 }
 
 /// Why a filter stops an attempt.
@@ -82,8 +76,20 @@ pub trait InviteFilter: Send {
     /// Edits or refuses the INVITE.
     fn filter(&mut self, now: Instant, invite: &mut OutgoingInvite) -> Result<(), FilterError>;
 
-    /// The call is over: give back what it held (leased numbers...). Returns the leases
+    /// An attempt it let through is over without being answered (it failed, timed out, was
+    /// cancelled, or could not be sent): give back what that attempt held. Returns the leases
     /// released, as (pool, item).
+    fn attempt_ended(
+        &mut self,
+        _now: Instant,
+        _call: CallRef,
+        _target: &Target,
+    ) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// The call is over: give back what it still held (the answered attempt's number...).
+    /// Returns the leases released, as (pool, item).
     fn call_ended(&mut self, _now: Instant, _call: CallRef) -> Vec<(String, String)> {
         Vec::new()
     }
