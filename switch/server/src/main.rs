@@ -13,7 +13,8 @@ mod media;
 mod modules;
 mod observe;
 mod shell;
-mod storage;
+/// Call records and context: the store crate, under the name the shell has always used.
+pub(crate) use switchboard_store as storage;
 mod web;
 
 use std::hash::{BuildHasher, Hasher};

@@ -616,7 +616,14 @@ async fn place(
         s.record(crate::storage::CdrOp::Web(Box::new(
             crate::storage::WebRecord {
                 call_id: leg.call_id().to_owned(),
-                facts: facts.clone(),
+                facts: crate::storage::WebCaller {
+                    merchant: facts.merchant.clone(),
+                    link: facts.link.clone(),
+                    session: facts.session.clone(),
+                    page_url: facts.page_url.clone(),
+                    referrer: facts.referrer.clone(),
+                    caller_ip: facts.caller_ip.clone(),
+                },
                 context: serde_json::to_string(&req.context).unwrap_or_default(),
                 at: jiff::Timestamp::now().as_millisecond(),
             },

@@ -1,3 +1,10 @@
+//! # switchboard-store
+//!
+//! Where calls are recorded and looked up: the [`CallStore`] trait, which the switch, the API
+//! and the CRM look-ups see, and its embedded implementation [`SqliteStore`] (a PostgreSQL
+//! store for several nodes implements the same trait). The schema is versioned: `migrate.rs`
+//! applies what a database lacks when it opens.
+//!
 //! Call records (CDRs) in SQLite, written by a thread of their own so the SIP thread never
 //! waits on a disk: the shell sends what happened, the writer batches it into transactions
 //! (WAL mode). A record is inserted when the call starts and completed when it ends, so a
@@ -13,9 +20,25 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, params};
 use tracing::{error, info, warn};
 
+mod migrate;
+
+pub use migrate::SCHEMA_VERSION;
+
 /// Why storage failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// The database was written by a newer Switchboard (its schema is ahead of this one's).
+    #[error(
+        "{path}: its schema is version {found}, this Switchboard knows up to {known}: run the newer version, or point [storage] path at another file"
+    )]
+    TooNew {
+        /// The database file.
+        path: String,
+        /// Its version.
+        found: u32,
+        /// The newest this build knows.
+        known: u32,
+    },
     /// SQLite said no.
     #[error("{path}: {source}")]
     Sqlite {
@@ -125,72 +148,35 @@ pub type Store = std::sync::Arc<dyn CallStore>;
 /// The embedded store: SQLite in WAL mode, written by a thread of its own.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    tx: mpsc::Sender<CdrOp>,
+    tx: mpsc::SyncSender<CdrOp>,
     path: std::path::PathBuf,
+    /// Changes the full queue refused.
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// Changes waiting for the writer: minutes of calls at thousands a second. When the disk is
+/// that far behind, new changes are dropped (counted, logged), never queued without bound.
+const QUEUE: usize = 262_144;
 
 impl CallStore for SqliteStore {
     fn record(&self, op: CdrOp) {
-        let _ = self.tx.send(op);
+        if let Err(mpsc::TrySendError::Full(_)) = self.tx.try_send(op) {
+            let n = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n.is_multiple_of(1000) {
+                error!(
+                    dropped = n + 1,
+                    "call record queue full (the disk is far behind): changes dropped"
+                );
+            }
+        }
     }
 
     fn query(&self, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError> {
         query(&self.path, f)
     }
 }
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS cdr (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    call_id       TEXT NOT NULL,
-    b_call_id     TEXT,
-    caller        TEXT NOT NULL,
-    destination   TEXT NOT NULL,
-    context       TEXT NOT NULL,
-    target        TEXT,
-    merchant      TEXT,
-    link          TEXT,
-    session       TEXT,
-    page_url      TEXT,
-    ani           TEXT,
-    started_ms    INTEGER NOT NULL,
-    ringing_ms    INTEGER,
-    answered_ms   INTEGER,
-    ended_ms      INTEGER,
-    billable_secs REAL,
-    cause         TEXT,
-    b_cause       TEXT,
-    hangup_side   TEXT,
-    codec_a       TEXT,
-    codec_b       TEXT,
-    quality       TEXT
-);
-CREATE INDEX IF NOT EXISTS cdr_started ON cdr(started_ms);
-CREATE INDEX IF NOT EXISTS cdr_ani ON cdr(ani, started_ms);
-CREATE TABLE IF NOT EXISTS ani_lease (
-    gateway     TEXT NOT NULL,
-    number      TEXT NOT NULL,
-    call_id     TEXT,
-    leased_ms   INTEGER NOT NULL,
-    released_ms INTEGER,
-    PRIMARY KEY (gateway, number)
-);
-CREATE INDEX IF NOT EXISTS cdr_call_id ON cdr(call_id);
-CREATE TABLE IF NOT EXISTS web_context (
-    call_id   TEXT PRIMARY KEY,
-    merchant  TEXT NOT NULL,
-    link      TEXT NOT NULL,
-    session   TEXT,
-    page_url  TEXT,
-    referrer  TEXT,
-    caller_ip TEXT,
-    context   TEXT,
-    at_ms     INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS web_context_session ON web_context(merchant, session);
-CREATE INDEX IF NOT EXISTS cdr_open ON cdr(id) WHERE ended_ms IS NULL;
-CREATE INDEX IF NOT EXISTS cdr_b_call_id ON cdr(b_call_id);
-";
 
 fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> StorageError + '_ {
     move |source| StorageError::Sqlite {
@@ -224,7 +210,7 @@ impl SqliteStore {
             .map_err(sqlite(path))?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(sqlite(path))?;
-        conn.execute_batch(SCHEMA).map_err(sqlite(path))?;
+        migrate::apply(&conn, path)?;
         let closed = conn
             .execute(
                 "UPDATE cdr SET ended_ms = ?1, cause = ?2,
@@ -265,7 +251,7 @@ impl SqliteStore {
             .collect::<Result<Vec<Resting>, _>>()
             .map_err(sqlite(path))?
         };
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
         let p = path.to_path_buf();
         std::thread::Builder::new()
             .name("cdr-writer".into())
@@ -279,6 +265,7 @@ impl SqliteStore {
             SqliteStore {
                 tx,
                 path: path.to_owned(),
+                dropped: Default::default(),
             },
             resting,
         ))
@@ -516,13 +503,30 @@ fn apply(
     Ok(())
 }
 
+/// Who a browser call is, as its record keeps it.
+#[derive(Debug, Clone, Default)]
+pub struct WebCaller {
+    /// Merchant ID.
+    pub merchant: String,
+    /// Link ID (which button).
+    pub link: String,
+    /// Customer or session ID.
+    pub session: String,
+    /// The page the call started on.
+    pub page_url: String,
+    /// The page's referrer.
+    pub referrer: String,
+    /// The browser's address.
+    pub caller_ip: String,
+}
+
 /// What a browser call tells the call center's CRM.
 #[derive(Debug, Clone)]
 pub struct WebRecord {
     /// Leg A's Call-ID.
     pub call_id: String,
     /// What the call was admitted with (merchant, link, session, page, referrer, address).
-    pub facts: switchboard_webrtc::WebFacts,
+    pub facts: WebCaller,
     /// Trail, cookies and form fields (JSON).
     pub context: String,
     /// Unix ms.
