@@ -12,11 +12,23 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use switchboard_core::{LOCAL_CONTEXT, LOCAL_FACTS};
+use switchboard_core::LOCAL_CONTEXT;
 use switchboard_sip::transaction::make_response;
 use switchboard_sip::{Message, Method, Name, Request, Response};
 
 use crate::signal::Reason;
+
+/// The headers the leg's INVITE carries its facts in, in the order of [`WebFacts`]' fields;
+/// the core makes each a dialplan variable (`X-SB-Page-Url` → `page_url`).
+const FACT_HEADERS: [&str; 7] = [
+    "X-SB-Merchant",
+    "X-SB-Link",
+    "X-SB-Session",
+    "X-SB-Page-Url",
+    "X-SB-Referrer",
+    "X-SB-Caller-IP",
+    "X-SB-Dial",
+];
 
 /// What the widget's call carries into the dialplan (validated before it gets here).
 #[derive(Debug, Clone, Default)]
@@ -135,7 +147,7 @@ impl WebLeg {
             &facts.caller_ip,
             &facts.dial,
         ];
-        for ((header, _), value) in LOCAL_FACTS.iter().zip(values) {
+        for (header, value) in FACT_HEADERS.iter().zip(values) {
             if !value.is_empty() {
                 let _ = write!(extra, "{header}: {value}\r\n");
             }

@@ -651,7 +651,6 @@ impl Engine {
             (None, None) => None,
             pair => Some(Box::new(pair)),
         };
-        let plan_vars = plan.vars;
         let plan = switchboard_dialplan::RoutePlan {
             actions: plan.actions,
             ..Default::default()
@@ -700,11 +699,8 @@ impl Engine {
             effective_caller,
         };
         self.stats.calls_total += 1;
-        let local_facts = if from.transport == Transport::Local {
-            LOCAL_FACTS
-                .iter()
-                .filter_map(|(_, var)| Some(((*var).to_owned(), plan_vars.get(*var)?.clone())))
-                .collect()
+        let local = if from.transport == Transport::Local {
+            local_facts(&call.a.invite)
         } else {
             std::collections::BTreeMap::new()
         };
@@ -714,7 +710,7 @@ impl Engine {
             caller: call.caller.as_str().into(),
             destination: call.destination.as_str().into(),
             context: facts_context.into(),
-            facts: Arc::new(local_facts),
+            facts: Arc::new(local),
         });
         self.server_invites.insert(id, call_ref);
         self.calls.insert(call_ref, Box::new(call));
@@ -1051,20 +1047,36 @@ pub fn transport_param(t: Transport) -> &'static str {
     }
 }
 
-/// Headers of a Local leg's INVITE that become dialplan variables (header, variable).
-/// Only an in-process module can set them: from any network peer they are plain headers.
-pub const LOCAL_FACTS: &[(&str, &str)] = &[
-    ("X-SB-Merchant", "merchant"),
-    ("X-SB-Link", "link"),
-    ("X-SB-Session", "session"),
-    ("X-SB-Page", "page_url"),
-    ("X-SB-Referrer", "referrer"),
-    ("X-SB-Caller-IP", "caller_ip"),
-    ("X-SB-Dial", "dial"),
-];
+/// Headers of a Local leg's INVITE that become dialplan variables: `X-SB-Page-Url: v` is the
+/// variable `page_url`. Only an in-process module can set them (it checked them: a merchant's
+/// token...): from any network peer they are plain headers. Which facts there are is the
+/// module's business, not the core's.
+pub const LOCAL_PREFIX: &str = "X-SB-";
 
 /// The header of a Local leg's INVITE naming the dialplan context (the merchant's).
 pub const LOCAL_CONTEXT: &str = "X-SB-Context";
+
+/// The variables a Local leg's INVITE carries (`X-SB-*` but the context), by name.
+pub fn local_facts(req: &Request) -> std::collections::BTreeMap<String, String> {
+    req.headers
+        .0
+        .iter()
+        .filter_map(|h| {
+            let name = h.name.as_str();
+            let rest = name
+                .get(..LOCAL_PREFIX.len())
+                .filter(|p| p.eq_ignore_ascii_case(LOCAL_PREFIX))
+                .map(|_| &name[LOCAL_PREFIX.len()..])?;
+            if rest.is_empty() || name.eq_ignore_ascii_case(LOCAL_CONTEXT) {
+                return None;
+            }
+            Some((
+                rest.to_ascii_lowercase().replace('-', "_"),
+                h.value.to_string(),
+            ))
+        })
+        .collect()
+}
 
 /// The facts the dialplan sees about an incoming INVITE.
 pub fn facts_of(req: &Request, context: &str, from: Peer, wall: jiff::Timestamp) -> Facts {
@@ -1104,11 +1116,7 @@ pub fn facts_of(req: &Request, context: &str, from: Peer, wall: jiff::Timestamp)
     if from.transport == Transport::Local {
         // A module's leg (the browser): its facts were checked by the module (token,
         // merchant, link) and travel in headers only a Local peer can set.
-        for (header, var) in LOCAL_FACTS {
-            if let Some(v) = req.headers.get_other(header) {
-                vars.insert((*var).to_owned(), v.to_string());
-            }
-        }
+        vars.extend(local_facts(req));
         if let Some(ip) = vars.get("caller_ip").cloned() {
             vars.insert("source_ip".to_owned(), ip);
         }

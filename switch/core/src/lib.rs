@@ -29,7 +29,9 @@ mod services;
 pub use bridge::escape_user;
 pub use call::{CallInfo, CallState, CallSummary, MediaPorts};
 pub use config::EngineConfig;
-pub use engine::{ALLOW, Engine, EngineStats, LOCAL_CONTEXT, LOCAL_FACTS, Output, facts_of};
+pub use engine::{
+    ALLOW, Engine, EngineStats, LOCAL_CONTEXT, LOCAL_PREFIX, Output, facts_of, local_facts,
+};
 pub use engine::{fmt_addr, transport_param};
 pub use ids::{CallRef, IdGen};
 pub use module::{CallEvent, Module, Registry};
