@@ -1,6 +1,7 @@
 //! # switchboard-screenpop
 //!
-//! The caller's context towards the call center: a merchant's CRM gets a signed webhook when
+//! The caller's context towards the call center: the rules of the CRM look-ups ([`crm`]:
+//! which calls a merchant's key sees, by ANI, Call-ID or session), and a signed webhook when
 //! its browser calls ring, are answered and hang up (`webhook_url`, `webhook_secret`,
 //! `webhook_events` of `[merchant.ID]`). The module is a call observer: it learns of calls
 //! from the engine's event stream (the browser leg's facts travel with `Started`) and never
@@ -9,6 +10,7 @@
 //! It knows merchants only through [`Merchants`], which the switch implements over its
 //! configuration (and keeps current across reloads).
 
+pub mod crm;
 mod observer;
 pub mod webhook;
 

@@ -11,6 +11,8 @@ use axum::routing::{get, post};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
+use switchboard_screenpop::crm::{self, CallsQuery};
+
 use crate::shell::Command;
 
 #[derive(Clone)]
@@ -104,60 +106,38 @@ fn scope(app: &App, headers: &HeaderMap) -> Result<Scope, Response> {
         return Ok(Scope::Admin);
     }
     if let Some(web) = &app.web {
-        // Keys are stored hashed: compare hashes (a leaked config reveals no key).
-        let hash = switchboard_webrtc::token::key_hash(given);
         let cfg = web
             .cfg
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (id, m) in &cfg.merchants {
-            if m.api_keys
-                .iter()
-                .any(|k| switchboard_webrtc::token::constant_eq(k, &hash))
-            {
-                return Ok(Scope::Merchant(id.clone()));
-            }
+        let keys = cfg
+            .merchants
+            .iter()
+            .map(|(id, m)| (id, m.api_keys.as_slice()));
+        if let Some(m) = crm::merchant_of_key(given, keys) {
+            return Ok(Scope::Merchant(m));
         }
     }
     Err((StatusCode::UNAUTHORIZED, "wrong bearer token or API key\n").into_response())
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CallsQuery {
-    ani: Option<String>,
-    at: Option<String>,
-    call_id: Option<String>,
-    session: Option<String>,
-}
-
 /// A CRM's look-up: the newest call matching, within the key's merchant.
 async fn lookup(app: &App, scope: Scope, q: CallsQuery) -> Response {
-    let until_ms = match q.at.as_deref().map(crate::storage::parse_time).transpose() {
-        Ok(t) => t.map(|t| t + 1),
-        Err(e) => {
-            return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e}))).into_response();
-        }
-    };
     let merchant = match scope {
         Scope::Admin => None,
         Scope::Merchant(m) => Some(m),
     };
-    let filter = crate::storage::CdrFilter {
-        ani: q.ani,
-        call_id: q.call_id,
-        session: q.session,
-        until_ms,
-        merchant,
-        limit: Some(1),
-        ..Default::default()
+    let filter = match crm::lookup(merchant, q) {
+        Ok(f) => f,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e}))).into_response();
+        }
     };
     match records(app, filter).await {
         Ok(mut rows) if !rows.is_empty() => axum::Json(rows.swap_remove(0)).into_response(),
-        // Another merchant's call looks exactly like no call: 404, never 403.
         Ok(_) => (
             StatusCode::NOT_FOUND,
-            axum::Json(json!({"error": "no call matches"})),
+            axum::Json(json!({"error": crm::NO_MATCH})),
         )
             .into_response(),
         Err(r) => r,
@@ -184,13 +164,7 @@ async fn records(
 
 /// A merchant's calls in progress, with their context.
 async fn merchant_calls(app: &App, merchant: String) -> Response {
-    let filter = crate::storage::CdrFilter {
-        merchant: Some(merchant),
-        active: true,
-        limit: Some(1000),
-        ..Default::default()
-    };
-    match records(app, filter).await {
+    match records(app, crm::in_progress(merchant)).await {
         Ok(rows) => axum::Json(rows).into_response(),
         Err(r) => r,
     }
@@ -241,7 +215,7 @@ async fn calls(
                 .into_response();
         }
     };
-    if q.ani.is_some() || q.call_id.is_some() || q.session.is_some() {
+    if q.is_lookup() {
         return lookup(&app, scope, q).await;
     }
     if let Scope::Merchant(m) = scope {
