@@ -16,6 +16,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+/// Changes the SIP thread may queue for one call's media session (a handful per call's
+/// life; a full queue means the session is stuck).
+const CTL_QUEUE: usize = 256;
+
 /// Media counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct MediaCounters {
@@ -135,7 +139,7 @@ pub struct MediaHub {
     ip: IpAddr,
     /// The runtime the sessions run on (not the SIP thread's).
     rt: tokio::runtime::Handle,
-    sessions: HashMap<CallRef, mpsc::UnboundedSender<Ctl>>,
+    sessions: HashMap<CallRef, mpsc::Sender<Ctl>>,
     events: mpsc::Sender<(CallRef, MediaEvent)>,
     /// Prompts by name.
     pub prompts: Arc<HashMap<String, Prompt>>,
@@ -183,7 +187,7 @@ impl MediaHub {
 
     /// Binds and starts the media of a call.
     pub fn open(&mut self, call: CallRef, ports: MediaPorts) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(CTL_QUEUE);
         self.sessions.insert(call, tx);
         let ip = self.ip;
         let counters = self.counters.clone();
@@ -219,8 +223,12 @@ impl MediaHub {
     }
 
     fn send(&self, call: CallRef, ctl: Ctl) {
-        if let Some(tx) = self.sessions.get(&call) {
-            let _ = tx.send(ctl);
+        // Never waits (the SIP thread calls this). A session this far behind is stuck: the
+        // change is dropped and said so; its RTP timeout ends the call if media stopped.
+        if let Some(tx) = self.sessions.get(&call)
+            && let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(ctl)
+        {
+            warn!(call = %call, "media session's control queue full: change dropped");
         }
     }
 
@@ -311,7 +319,7 @@ async fn run(
     call: CallRef,
     s: Socks,
     mut session: Session,
-    mut rx: mpsc::UnboundedReceiver<Ctl>,
+    mut rx: mpsc::Receiver<Ctl>,
     counters: Arc<MediaCounters>,
     events: mpsc::Sender<(CallRef, MediaEvent)>,
     quality: QualityMap,
