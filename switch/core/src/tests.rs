@@ -1104,3 +1104,246 @@ fn bye_from_the_caller_ends_the_call_and_the_callee_gets_a_bye() {
     assert_eq!(cdr.hangup_side, Some(Side::A));
     assert_eq!(h.engine.active_calls(), 0);
 }
+
+// ---- leg apps: the digit decision point ---------------------------------------------------
+
+mod leg_apps {
+    use super::*;
+    use crate::Module;
+    use crate::module::{
+        ActionCtx, ActionHandler, AppAction, Declarations, Digit, DigitVerdict, LegApp,
+    };
+    use switchboard_dialplan::{ActionSpec, ModuleAction};
+
+    /// Holds `*`; a `7` right after releases it (then goes on itself), anything else drops
+    /// it; a held `*` alone is dropped after 2 s.
+    #[derive(Debug, Default)]
+    struct StarSeven {
+        holding: Option<Instant>,
+        actions: Vec<AppAction>,
+    }
+
+    impl LegApp for StarSeven {
+        fn name(&self) -> &'static str {
+            "star_seven"
+        }
+
+        fn on_digit(&mut self, now: Instant, d: &Digit) -> DigitVerdict {
+            if self.holding.take().is_some() {
+                self.actions.push(if d.digit == '7' {
+                    AppAction::ReleaseHeld
+                } else {
+                    AppAction::DropHeld
+                });
+                return DigitVerdict::Forward;
+            }
+            if d.digit == '*' {
+                self.holding = Some(now + Duration::from_secs(2));
+                return DigitVerdict::Hold;
+            }
+            DigitVerdict::Forward
+        }
+
+        fn poll_timeout(&self) -> Option<Instant> {
+            self.holding
+        }
+
+        fn handle_timeout(&mut self, now: Instant) {
+            if self.holding.is_some_and(|t| t <= now) {
+                self.holding = None;
+                self.actions.push(AppAction::DropHeld);
+                self.actions.push(AppAction::Report {
+                    name: "star".into(),
+                    result: "dropped: nothing followed".into(),
+                });
+            }
+        }
+
+        fn poll_action(&mut self) -> Option<AppAction> {
+            (!self.actions.is_empty()).then(|| self.actions.remove(0))
+        }
+    }
+
+    struct Apps;
+
+    impl Module for Apps {
+        fn name(&self) -> &'static str {
+            "apps"
+        }
+        fn declare(&self) -> Declarations {
+            Declarations {
+                actions: vec![ActionSpec {
+                    name: "star_seven".into(),
+                    params: vec![],
+                    help: "test app".into(),
+                }],
+                ..Declarations::default()
+            }
+        }
+        fn actions(&mut self) -> Option<&mut dyn ActionHandler> {
+            Some(self)
+        }
+    }
+
+    impl ActionHandler for Apps {
+        fn run(&mut self, _: Instant, _: &ModuleAction, ctx: &mut ActionCtx) -> Result<(), String> {
+            ctx.attach(Side::A, Box::<StarSeven>::default());
+            Ok(())
+        }
+    }
+
+    const SDP: &str = "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+    fn harness() -> Harness {
+        let plan = r#"
+[[extension]]
+name = "all"
+when.destination = '^(\d+)$'
+actions = [
+  { set = { dtmf_a = "info", dtmf_b = "info" } },
+  "star_seven",
+  { bridge = { targets = ["sip:$1@127.0.0.1:5080"], timeout = 20 } },
+]
+"#;
+        let mut modules = crate::Registry::new();
+        modules.add(Box::new(Apps)).unwrap();
+        let env = CompileEnv {
+            actions: modules.declarations().actions,
+            ..CompileEnv::default()
+        };
+        let source = Source {
+            path: "t.toml".into(),
+            text: plan.into(),
+        };
+        let dialplan = compile(&[source], &env).unwrap();
+        let cfg = EngineConfig {
+            timers: timers(),
+            ..EngineConfig::default()
+        };
+        let engine = crate::Engine::new(cfg, Arc::new(dialplan), modules, 7);
+        let now = Instant::now();
+        Harness {
+            engine,
+            now,
+            start: now,
+            outputs: vec![],
+        }
+    }
+
+    fn with_sdp(msg: &str) -> String {
+        let msg = msg.replace('\n', "\r\n");
+        let head = msg
+            .trim_end_matches("\r\n")
+            .replace("Content-Length: 0", "");
+        format!(
+            "{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+            head.trim_end_matches("\r\n").to_owned() + "\r\n",
+            SDP.len()
+        )
+    }
+
+    fn info(ok: &Response, seq: u32, digit: char, ms: u32) -> String {
+        let body = format!("Signal={digit}\r\nDuration={ms}\r\n");
+        caller_request(ok, "INFO", seq, &format!("z9hG4bK-a-info{seq}"))
+            .replace('\n', "\r\n")
+            .replace(
+                "Content-Length: 0\r\n\r\n",
+                &format!(
+                    "Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                ),
+            )
+    }
+
+    /// The INFO digits that reached B, with their durations.
+    fn digits_to_b(sent: &[(SocketAddr, Message)]) -> Vec<(char, u32)> {
+        sent.iter()
+            .filter_map(|(to, m)| match m {
+                Message::Request(r) if to.to_string() == B && r.method == Method::Info => {
+                    let ct = r.headers.get(&Name::ContentType).unwrap().to_string();
+                    switchboard_media::dtmf::parse_info(&ct, &r.body)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn up(h: &mut Harness) -> Response {
+        h.send_raw(A, &with_sdp(INVITE));
+        let b_invite = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+        h.send_raw(B, &with_sdp(&b_response(&b_invite, 200)));
+        let ok = response_to(&h.sent(), A, 200).clone();
+        h.send(A, &caller_ack(&ok));
+        h.sent();
+        ok
+    }
+
+    #[test]
+    fn held_digit_is_released_in_order_with_its_own_duration() {
+        let mut h = harness();
+        let ok = up(&mut h);
+        h.send_raw(A, &info(&ok, 2, '*', 160));
+        let sent = h.sent();
+        assert_eq!(
+            statuses_to(&sent, A),
+            vec![200],
+            "the caller's INFO is answered"
+        );
+        assert!(digits_to_b(&sent).is_empty(), "* is held, not forwarded");
+        h.send_raw(A, &info(&ok, 3, '7', 250));
+        assert_eq!(digits_to_b(&h.sent()), vec![('*', 160), ('7', 250)]);
+        h.send_raw(A, &info(&ok, 4, '5', 100));
+        assert_eq!(digits_to_b(&h.sent()), vec![('5', 100)], "no app holds 5");
+    }
+
+    #[test]
+    fn held_digit_is_dropped_by_the_next_one_or_by_its_timer() {
+        let mut h = harness();
+        let ok = up(&mut h);
+        h.send_raw(A, &info(&ok, 2, '*', 160));
+        h.send_raw(A, &info(&ok, 3, '1', 120));
+        assert_eq!(
+            digits_to_b(&h.sent()),
+            vec![('1', 120)],
+            "* dropped, 1 goes on"
+        );
+        h.send_raw(A, &info(&ok, 4, '*', 160));
+        assert!(digits_to_b(&h.sent()).is_empty());
+        // (B never answers our INFOs here: the 1's INFO is retransmitted meanwhile.)
+        let later = h.advance(Duration::from_secs(3));
+        assert!(
+            digits_to_b(&later).iter().all(|(d, _)| *d == '1'),
+            "the timer drops the lone *: {:?}",
+            digits_to_b(&later)
+        );
+        let reports: Vec<_> = h
+            .outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Event(CallEvent::Action { name, result, .. }) => {
+                    Some((name.clone(), result.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(
+            reports.contains(&("star_seven".into(), "ok".into())),
+            "{reports:?}"
+        );
+        assert!(
+            reports.contains(&("star".into(), "dropped: nothing followed".into())),
+            "{reports:?}"
+        );
+        let digits: Vec<(char, bool)> = h
+            .outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Event(CallEvent::Digit { event, .. }) => {
+                    Some((event.digit, event.suppressed))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(digits, vec![('*', true), ('1', false), ('*', true)]);
+    }
+}
