@@ -282,7 +282,7 @@ impl CallObserver for Records {
             CallEvent::Ended(summary) => CdrOp::End {
                 call: summary.id.0,
                 at,
-                summary: Box::new((**summary).clone()),
+                summary: summary.clone(),
             },
             CallEvent::Leased { call, pool, item } => CdrOp::AniLeased {
                 call: call.0,

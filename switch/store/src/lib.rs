@@ -101,7 +101,7 @@ pub enum CdrOp {
         /// Unix ms.
         at: i64,
         /// What the engine knows about it.
-        summary: Box<switchboard_core::CallSummary>,
+        summary: std::sync::Arc<switchboard_core::CallSummary>,
     },
     /// A caller number was leased to the call.
     AniLeased {
