@@ -22,6 +22,9 @@ use crate::storage::{CdrOp, Store};
 /// Events an observer may lag behind by before its events are dropped.
 pub const QUEUE: usize = 16_384;
 
+/// Batches (one per round of the SIP loop) an observer may lag behind by.
+const BATCHES: usize = 1024;
+
 struct Sink {
     name: &'static str,
     /// Runs on the SIP thread (it only queues: see `CallObserver::inline`).
@@ -69,9 +72,10 @@ impl Observers {
                     };
                 }
                 let queued = Arc::new(AtomicUsize::new(0));
-                // Batches, each holding at least one event: the event bound is `queued`'s.
+                // Batches, each holding at least one event: the event bound is `queued`'s
+                // (a sync_channel allocates its whole capacity up front).
                 let (tx, rx): (SyncSender<Vec<Stamped>>, Receiver<Vec<Stamped>>) =
-                    sync_channel(capacity);
+                    sync_channel(BATCHES);
                 let left = queued.clone();
                 let thread = std::thread::Builder::new()
                     .name(format!("observer-{name}"))

@@ -148,8 +148,11 @@ pub type Store = std::sync::Arc<dyn CallStore>;
 /// The embedded store: SQLite in WAL mode, written by a thread of its own.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    tx: mpsc::SyncSender<CdrOp>,
+    tx: mpsc::Sender<CdrOp>,
     path: std::path::PathBuf,
+    /// Changes sent and not yet taken by the writer (the queue's bound; a `sync_channel`
+    /// would allocate all of it up front).
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Changes the full queue refused.
     dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -160,10 +163,14 @@ const QUEUE: usize = 262_144;
 
 impl CallStore for SqliteStore {
     fn record(&self, op: CdrOp) {
-        if let Err(mpsc::TrySendError::Full(_)) = self.tx.try_send(op) {
-            let n = self
-                .dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.queued.fetch_add(1, Relaxed) < QUEUE {
+            if self.tx.send(op).is_err() {
+                self.queued.fetch_sub(1, Relaxed);
+            }
+        } else {
+            self.queued.fetch_sub(1, Relaxed);
+            let n = self.dropped.fetch_add(1, Relaxed);
             if n.is_multiple_of(1000) {
                 error!(
                     dropped = n + 1,
@@ -251,11 +258,13 @@ impl SqliteStore {
             .collect::<Result<Vec<Resting>, _>>()
             .map_err(sqlite(path))?
         };
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let (tx, rx) = mpsc::channel();
+        let queued = std::sync::Arc::<std::sync::atomic::AtomicUsize>::default();
+        let taken = queued.clone();
         let p = path.to_path_buf();
         std::thread::Builder::new()
             .name("cdr-writer".into())
-            .spawn(move || writer(conn, rx, &p))
+            .spawn(move || writer(conn, rx, &taken, &p))
             .map_err(|source| StorageError::Io {
                 path: path.display().to_string(),
                 source,
@@ -265,6 +274,7 @@ impl SqliteStore {
             SqliteStore {
                 tx,
                 path: path.to_owned(),
+                queued,
                 dropped: Default::default(),
             },
             resting,
@@ -287,7 +297,12 @@ const HOLD: Duration = Duration::from_millis(500);
 /// How long changes gather before a commit (what a crash may lose at most).
 const BATCH: Duration = Duration::from_millis(20);
 
-fn writer(mut conn: Connection, rx: mpsc::Receiver<CdrOp>, path: &Path) {
+fn writer(
+    mut conn: Connection,
+    rx: mpsc::Receiver<CdrOp>,
+    queued: &std::sync::atomic::AtomicUsize,
+    path: &Path,
+) {
     // Switch-local call id -> row id, for the calls in progress.
     let mut rows: HashMap<u64, i64> = HashMap::new();
     let mut pending: HashMap<u64, Pending> = HashMap::new();
@@ -319,6 +334,7 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<CdrOp>, path: &Path) {
         let mut op = first;
         let mut n = 0;
         while let Some(o) = op.take() {
+            queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             if let Err(e) = apply(&tx, &mut rows, &mut pending, &mut ended, o) {
                 error!(error = %e, "call record not written");
             }
