@@ -1,162 +1,188 @@
 //! Versioned schema migrations, applied when the database opens.
 //!
-//! The version lives in SQLite's own `PRAGMA user_version` (0 in a new file): no table of
-//! our own to create first, and it is read and written in the same transaction as the
-//! migration. Each migration runs once, in order, in one transaction with the version bump.
-//! A database created before versions existed (user_version 0, tables present) is adopted
-//! as version 1: migration 1 is today's first schema written with `IF NOT EXISTS`, so it
-//! changes nothing there. A database newer than this build is refused, never downgraded.
+//! [`MIGRATIONS`] is the ordered list of schema changes, each a version, a line saying what
+//! it does and its SQL (`migrate/NNNN_*.sql`). Opening a database runs, in one `BEGIN
+//! IMMEDIATE` transaction, the ones above the version it has and records the new version:
+//! an upgrade that fails leaves the file as it was, and two processes opening the same file
+//! cannot both migrate it.
+//!
+//! The version lives in SQLite's own `PRAGMA user_version` (0 in a new file) rather than in
+//! a `schema_migrations` table: there is nothing to create before the first migration, it
+//! is read and written inside the migration's transaction, and `sqlite3 FILE 'PRAGMA
+//! user_version'` shows it. (PostgreSQL has no such header; a PostgreSQL store keeps its own
+//! list and a table.)
+//!
+//! A database made before versions existed has version 0 and the tables already: it is
+//! recognised by its tables having every column of version 1 and adopted as version 1
+//! (migration 1 is written with `IF NOT EXISTS`, so it only adds an index such a file may
+//! lack). One whose tables are not version 1's is refused rather than stamped with a version
+//! it does not have ([`StorageError::Unrecognised`]). A database newer than this build is
+//! refused, never downgraded ([`StorageError::TooNew`]).
 
 use std::path::Path;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tracing::info;
 
-use crate::{StorageError, sqlite};
+use crate::StorageError;
+use crate::error::sqlite;
 
 /// A schema change: its version, what it does in a line, its SQL.
+#[derive(Debug, Clone)]
 struct Migration {
     version: u32,
     what: &'static str,
     sql: &'static str,
 }
 
+/// Every schema change, oldest first; versions count up from 1. Append, never edit: a
+/// database records only the number of the last one it got.
 const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     what: "call records, ANI leases, browser context",
-    sql: SCHEMA_1,
+    sql: include_str!("migrate/0001_first.sql"),
 }];
 
-/// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema version this build writes (the last migration's).
+pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
-/// Brings the database to [`SCHEMA_VERSION`]; the version it found.
-pub(crate) fn apply(conn: &Connection, path: &Path) -> Result<u32, StorageError> {
-    let found: u32 = conn
+/// What opening did to the schema.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Migrated {
+    /// The version the database had.
+    pub from: u32,
+    /// It had no version but version 1's tables.
+    pub adopted: bool,
+    /// The migrations run, in order.
+    pub applied: Vec<u32>,
+}
+
+/// Brings the database to [`SCHEMA_VERSION`].
+pub(crate) fn apply(conn: &Connection, path: &Path) -> Result<Migrated, StorageError> {
+    apply_list(conn, path, MIGRATIONS)
+}
+
+/// [`apply`] with the list given (a test gives one that fails).
+fn apply_list(
+    conn: &Connection,
+    path: &Path,
+    list: &[Migration],
+) -> Result<Migrated, StorageError> {
+    let known = list.last().map_or(0, |m| m.version);
+    // IMMEDIATE: the write lock before the version is read, so it cannot change under us.
+    let tx =
+        Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(sqlite(path))?;
+    let from: u32 = tx
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(sqlite(path))?;
-    if found > SCHEMA_VERSION {
+    if from > known {
         return Err(StorageError::TooNew {
             path: path.display().to_string(),
-            found,
-            known: SCHEMA_VERSION,
+            found: from,
+            known,
         });
     }
-    for m in MIGRATIONS.iter().filter(|m| m.version > found) {
-        let tx = conn.unchecked_transaction().map_err(sqlite(path))?;
-        tx.execute_batch(m.sql).map_err(sqlite(path))?;
-        tx.pragma_update(None, "user_version", m.version)
+    let adopted = match list.first() {
+        Some(first) if from == 0 => recognise(&tx, path, first)?,
+        _ => false,
+    };
+    let mut applied = Vec::new();
+    for m in list.iter().filter(|m| m.version > from) {
+        tx.execute_batch(m.sql)
+            .map_err(|source| StorageError::Migration {
+                path: path.display().to_string(),
+                version: m.version,
+                what: m.what,
+                source,
+            })?;
+        applied.push(m.version);
+    }
+    if !applied.is_empty() {
+        tx.pragma_update(None, "user_version", known)
             .map_err(sqlite(path))?;
-        tx.commit().map_err(sqlite(path))?;
+    }
+    tx.commit().map_err(sqlite(path))?;
+    report(path, list, adopted, &applied);
+    Ok(Migrated {
+        from,
+        adopted,
+        applied,
+    })
+}
+
+fn report(path: &Path, list: &[Migration], adopted: bool, applied: &[u32]) {
+    if adopted {
+        info!(path = %path.display(), "a database from before schema versions adopted as version 1");
+    }
+    for m in list.iter().filter(|m| applied.contains(&m.version)) {
         info!(
             version = m.version,
             what = m.what,
             "storage schema migrated"
         );
     }
+}
+
+/// Whether an unversioned database is one made before versions (true: every table of
+/// `first` it has has that table's columns) or a new one (false: none of those tables).
+fn recognise(tx: &Connection, path: &Path, first: &Migration) -> Result<bool, StorageError> {
+    let reference = Connection::open_in_memory().map_err(sqlite(path))?;
+    reference.execute_batch(first.sql).map_err(sqlite(path))?;
+    let mut found = false;
+    for table in tables(&reference).map_err(sqlite(path))? {
+        let have = columns(tx, &table).map_err(sqlite(path))?;
+        if have.is_empty() {
+            continue;
+        }
+        found = true;
+        let want = columns(&reference, &table).map_err(sqlite(path))?;
+        if let Some(differs) = differs(&have, &want) {
+            return Err(StorageError::Unrecognised {
+                path: path.display().to_string(),
+                table,
+                differs,
+            });
+        }
+    }
     Ok(found)
 }
 
-const SCHEMA_1: &str = "
-CREATE TABLE IF NOT EXISTS cdr (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    call_id       TEXT NOT NULL,
-    b_call_id     TEXT,
-    caller        TEXT NOT NULL,
-    destination   TEXT NOT NULL,
-    context       TEXT NOT NULL,
-    target        TEXT,
-    merchant      TEXT,
-    link          TEXT,
-    session       TEXT,
-    page_url      TEXT,
-    ani           TEXT,
-    started_ms    INTEGER NOT NULL,
-    ringing_ms    INTEGER,
-    answered_ms   INTEGER,
-    ended_ms      INTEGER,
-    billable_secs REAL,
-    cause         TEXT,
-    b_cause       TEXT,
-    hangup_side   TEXT,
-    codec_a       TEXT,
-    codec_b       TEXT,
-    quality       TEXT
-);
-CREATE INDEX IF NOT EXISTS cdr_started ON cdr(started_ms);
-CREATE INDEX IF NOT EXISTS cdr_ani ON cdr(ani, started_ms);
-CREATE TABLE IF NOT EXISTS ani_lease (
-    gateway     TEXT NOT NULL,
-    number      TEXT NOT NULL,
-    call_id     TEXT,
-    leased_ms   INTEGER NOT NULL,
-    released_ms INTEGER,
-    PRIMARY KEY (gateway, number)
-);
-CREATE INDEX IF NOT EXISTS cdr_call_id ON cdr(call_id);
-CREATE TABLE IF NOT EXISTS web_context (
-    call_id   TEXT PRIMARY KEY,
-    merchant  TEXT NOT NULL,
-    link      TEXT NOT NULL,
-    session   TEXT,
-    page_url  TEXT,
-    referrer  TEXT,
-    caller_ip TEXT,
-    context   TEXT,
-    at_ms     INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS web_context_session ON web_context(merchant, session);
-CREATE INDEX IF NOT EXISTS cdr_open ON cdr(id) WHERE ended_ms IS NULL;
-CREATE INDEX IF NOT EXISTS cdr_b_call_id ON cdr(b_call_id);
-";
+/// The tables a connection has (not SQLite's own).
+fn tables(c: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut st = c.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )?;
+    st.query_map([], |r| r.get(0))?.collect()
+}
+
+/// A table's columns and their declared types (none: no such table).
+fn columns(c: &Connection, table: &str) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut st = c.prepare("SELECT name, type FROM pragma_table_info(?1) ORDER BY cid")?;
+    st.query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
+/// What an old table lacks of version 1's (columns of its own are left alone: they do
+/// the switch no harm).
+fn differs(have: &[(String, String)], want: &[(String, String)]) -> Option<String> {
+    let mut missing = Vec::new();
+    let mut retyped = Vec::new();
+    for (name, ty) in want {
+        match have.iter().find(|(n, _)| n == name) {
+            None => missing.push(name.as_str()),
+            Some((_, t)) if !t.eq_ignore_ascii_case(ty) => {
+                retyped.push(format!("{name} is {t}, not {ty}"));
+            }
+            Some(_) => {}
+        }
+    }
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!("no column {}", missing.join(", ")));
+    }
+    parts.extend(retyped);
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn version(c: &Connection) -> u32 {
-        c.pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap()
-    }
-
-    #[test]
-    fn a_new_database_gets_every_migration_and_a_reopened_one_none() {
-        let c = Connection::open_in_memory().unwrap();
-        assert_eq!(apply(&c, Path::new("t.db")).unwrap(), 0);
-        assert_eq!(version(&c), SCHEMA_VERSION);
-        assert_eq!(apply(&c, Path::new("t.db")).unwrap(), SCHEMA_VERSION);
-        assert_eq!(version(&c), SCHEMA_VERSION);
-    }
-
-    #[test]
-    fn a_database_from_before_versions_is_adopted_with_its_records() {
-        let c = Connection::open_in_memory().unwrap();
-        // What the switch created before migrations existed: the same tables, no version.
-        c.execute_batch(SCHEMA_1).unwrap();
-        c.execute(
-            "INSERT INTO cdr (call_id, caller, destination, context, started_ms) VALUES ('x@h', '1', '2', 'default', 5)",
-            [],
-        )
-        .unwrap();
-        assert_eq!(version(&c), 0);
-        apply(&c, Path::new("old.db")).unwrap();
-        assert_eq!(version(&c), SCHEMA_VERSION);
-        let n: i64 = c
-            .query_row("SELECT COUNT(*) FROM cdr WHERE call_id = 'x@h'", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        assert_eq!(n, 1);
-    }
-
-    #[test]
-    fn a_database_from_a_newer_switch_is_refused_in_plain_words() {
-        let c = Connection::open_in_memory().unwrap();
-        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
-            .unwrap();
-        let err = apply(&c, Path::new("new.db")).unwrap_err().to_string();
-        assert!(err.contains("new.db: its schema is version 2"), "{err}");
-        assert!(err.contains("knows up to 1"), "{err}");
-        assert_eq!(version(&c), SCHEMA_VERSION + 1);
-    }
-}
+mod tests;

@@ -1,0 +1,107 @@
+//! What the switch tells the store: a [`CdrOp`] per thing that happens to a call, in the
+//! order it happens (the writer keeps a call's changes only once its `Start` has come).
+
+/// Something that happened to a call, for its record.
+#[derive(Debug)]
+pub enum CdrOp {
+    /// The call was accepted for routing.
+    Start {
+        /// Switch-local call id (unique while the process runs).
+        call: u64,
+        /// Leg A's Call-ID.
+        call_id: String,
+        /// Caller number.
+        caller: String,
+        /// Destination dialled.
+        destination: String,
+        /// Dialplan context.
+        context: String,
+        /// Unix ms.
+        at: i64,
+    },
+    /// A browser call's facts and context (written by the browser leg, keyed by leg A's
+    /// Call-ID: the record joins them).
+    Web(Box<WebRecord>),
+    /// Leg B rings.
+    Ring {
+        /// The call.
+        call: u64,
+        /// Unix ms.
+        at: i64,
+    },
+    /// The caller was answered.
+    Answer {
+        /// The call.
+        call: u64,
+        /// The target that answered.
+        target: Option<String>,
+        /// Unix ms.
+        at: i64,
+    },
+    /// The call ended.
+    End {
+        /// The call.
+        call: u64,
+        /// Unix ms.
+        at: i64,
+        /// What the engine knows about it.
+        summary: std::sync::Arc<switchboard_core::CallSummary>,
+    },
+    /// A caller number was leased to the call.
+    AniLeased {
+        /// The call.
+        call: u64,
+        /// Gateway.
+        gateway: String,
+        /// Number.
+        number: String,
+        /// Unix ms.
+        at: i64,
+    },
+    /// A leased number went back to its pool.
+    AniReleased {
+        /// Gateway.
+        gateway: String,
+        /// Number.
+        number: String,
+        /// Unix ms.
+        at: i64,
+    },
+    /// Media quality at the end of the call (JSON), from its media session.
+    Quality {
+        /// The call.
+        call: u64,
+        /// JSON text.
+        json: String,
+    },
+}
+
+/// Who a browser call is, as its record keeps it.
+#[derive(Debug, Clone, Default)]
+pub struct WebCaller {
+    /// Merchant ID.
+    pub merchant: String,
+    /// Link ID (which button).
+    pub link: String,
+    /// Customer or session ID.
+    pub session: String,
+    /// The page the call started on.
+    pub page_url: String,
+    /// The page's referrer.
+    pub referrer: String,
+    /// The browser's address.
+    pub caller_ip: String,
+}
+
+/// What a browser call tells the call center's CRM.
+#[derive(Debug, Clone)]
+pub struct WebRecord {
+    /// Leg A's Call-ID.
+    pub call_id: String,
+    /// What the call was admitted with (merchant, link, session, page, referrer, address).
+    pub facts: WebCaller,
+    /// Trail, cookies and form fields (JSON).
+    pub context: String,
+    /// Unix ms.
+    pub at: i64,
+}

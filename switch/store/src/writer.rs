@@ -1,0 +1,467 @@
+//! The writer thread: the only connection that writes, so the SIP thread never waits on a
+//! disk and SQLite never sees two writers.
+//!
+//! Changes are batched: what arrives within [`BATCH`] of the first change goes into one
+//! transaction (at thousands of calls a second, one commit per change would not keep up).
+//! A call's ring and answer times are held in [`Pending`] and written with its end, one
+//! statement for most calls; those held longer than [`HOLD`] are flushed on their own so a
+//! crash still leaves the answer time (the billing) in the record.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, Transaction, params};
+use switchboard_core::{CallSummary, Side};
+use tracing::error;
+
+use crate::{CdrOp, WebRecord};
+
+/// How long ring and answer times may wait for the call's end before they are written.
+const HOLD: Duration = Duration::from_millis(500);
+
+/// How long changes gather before a commit (what a crash may lose at most).
+const BATCH: Duration = Duration::from_millis(20);
+
+/// Changes in one transaction at most.
+const BATCH_MAX: usize = 5000;
+
+/// How long an ended call's row is remembered for its media quality (calls without media
+/// never send one).
+const QUALITY_WAIT: Duration = Duration::from_secs(10);
+
+/// Ring and answer times not written yet: most calls of a busy switch end within a second,
+/// and their times then go out with the end in one statement. Older ones are flushed after
+/// [`HOLD`] so a record interrupted by a crash still has its answer time (its billing).
+#[derive(Default)]
+struct Pending {
+    ring: Option<i64>,
+    answer: Option<(i64, Option<String>)>,
+    since: Option<Instant>,
+}
+
+/// What the writer knows between batches.
+#[derive(Default)]
+pub(crate) struct Writer {
+    /// Switch-local call id -> row id, for the calls in progress.
+    rows: HashMap<u64, i64>,
+    /// Times not written yet, by call.
+    pending: HashMap<u64, Pending>,
+    /// Ended calls whose media quality may still come: call -> (row id, when it ended).
+    ended: HashMap<u64, (i64, Instant)>,
+}
+
+/// Runs the writer until every [`SqliteStore`](crate::SqliteStore) handle is gone.
+pub(crate) fn run(
+    mut conn: Connection,
+    rx: mpsc::Receiver<CdrOp>,
+    queued: &AtomicUsize,
+    path: &Path,
+) {
+    let mut w = Writer::default();
+    while let Ok(first) = first(&rx, w.idle()) {
+        let tx = match conn.transaction() {
+            Ok(t) => t,
+            Err(e) => {
+                error!(path = %path.display(), error = %e, "call records: cannot write");
+                queued.fetch_sub(usize::from(first.is_some()), Ordering::Relaxed);
+                continue;
+            }
+        };
+        let taken = w.batch(&tx, first, &rx);
+        queued.fetch_sub(taken, Ordering::Relaxed);
+        if let Err(e) = tx.commit() {
+            error!(path = %path.display(), error = %e, "call records: commit failed");
+        }
+    }
+}
+
+/// The first change of a batch. With nothing held it waits for one; with times held or
+/// qualities awaited, at most `HOLD / 2` (`None`: a batch of flushing only). `Err`: the store
+/// is gone.
+fn first(rx: &mpsc::Receiver<CdrOp>, idle: bool) -> Result<Option<CdrOp>, mpsc::RecvError> {
+    if idle {
+        return rx.recv().map(Some);
+    }
+    match rx.recv_timeout(HOLD / 2) {
+        Ok(op) => Ok(Some(op)),
+        Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(mpsc::RecvError),
+    }
+}
+
+impl Writer {
+    /// Nothing held: the writer may sleep until the next change.
+    fn idle(&self) -> bool {
+        self.pending.is_empty() && self.ended.is_empty()
+    }
+
+    /// One transaction's work: `first` and what follows within [`BATCH`] (up to
+    /// [`BATCH_MAX`]), then the times held too long. How many changes it took.
+    fn batch(
+        &mut self,
+        tx: &Transaction<'_>,
+        first: Option<CdrOp>,
+        rx: &mpsc::Receiver<CdrOp>,
+    ) -> usize {
+        let deadline = Instant::now() + BATCH;
+        let mut op = first;
+        let mut n = 0;
+        while let Some(o) = op.take() {
+            if let Err(e) = self.apply(tx, o) {
+                error!(error = %e, "call record not written");
+            }
+            n += 1;
+            if n < BATCH_MAX {
+                op = rx
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    .ok();
+            }
+        }
+        if let Err(e) = self.flush_old(tx) {
+            error!(error = %e, "call record times not written");
+        }
+        self.ended.retain(|_, (_, at)| at.elapsed() < QUALITY_WAIT);
+        n
+    }
+
+    /// Writes (or holds) one change.
+    pub(crate) fn apply(&mut self, tx: &Transaction<'_>, op: CdrOp) -> rusqlite::Result<()> {
+        match op {
+            CdrOp::Start {
+                call,
+                call_id,
+                caller,
+                destination,
+                context,
+                at,
+            } => {
+                tx.prepare_cached(
+                    "INSERT INTO cdr (call_id, caller, destination, context, started_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![call_id, caller, destination, context, at])?;
+                self.rows.insert(call, tx.last_insert_rowid());
+            }
+            CdrOp::Web(w) => web(tx, &w)?,
+            CdrOp::Ring { call, at } => {
+                let p = self.hold(call);
+                p.ring.get_or_insert(at);
+            }
+            CdrOp::Answer { call, target, at } => self.hold(call).answer = Some((at, target)),
+            CdrOp::End { call, at, summary } => self.end(tx, call, at, &summary)?,
+            CdrOp::AniLeased {
+                call,
+                gateway,
+                number,
+                at,
+            } => self.ani_leased(tx, call, &gateway, &number, at)?,
+            CdrOp::AniReleased {
+                gateway,
+                number,
+                at,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE ani_lease SET released_ms = ?1 WHERE gateway = ?2 AND number = ?3",
+                )?
+                .execute(params![at, gateway, number])?;
+            }
+            CdrOp::Quality { call, json } => self.quality(tx, call, &json)?,
+        }
+        Ok(())
+    }
+
+    /// The call's held times, held from now if they were not yet.
+    fn hold(&mut self, call: u64) -> &mut Pending {
+        let p = self.pending.entry(call).or_default();
+        p.since.get_or_insert_with(Instant::now);
+        p
+    }
+
+    /// Completes the call's record, with its held times.
+    fn end(
+        &mut self,
+        tx: &Transaction<'_>,
+        call: u64,
+        at: i64,
+        s: &CallSummary,
+    ) -> rusqlite::Result<()> {
+        let times = self.pending.remove(&call).unwrap_or_default();
+        let Some(id) = self.rows.remove(&call) else {
+            return Ok(());
+        };
+        let (answered, answer_target) = match times.answer {
+            Some((a, t)) => (Some(a), t),
+            None => (None, None),
+        };
+        let side = match s.hangup_side {
+            Some(Side::A) => "caller",
+            Some(Side::B) => "callee",
+            None => "switch",
+        };
+        tx.prepare_cached(
+            "UPDATE cdr SET ended_ms = ?1, b_call_id = ?2, target = COALESCE(?3, ?4, target), billable_secs = ?5,
+               cause = ?6, b_cause = ?7, hangup_side = ?8, codec_a = ?9, codec_b = ?10,
+               ringing_ms = COALESCE(ringing_ms, ?11), answered_ms = COALESCE(answered_ms, ?12)
+             WHERE id = ?13",
+        )?
+        .execute(params![
+            at,
+            s.b_call_id,
+            answer_target,
+            s.target,
+            s.billable_secs,
+            s.cause.name(),
+            s.b_cause.map(|c| c.name()),
+            side,
+            s.codecs[0],
+            s.codecs[1],
+            times.ring,
+            answered,
+            id
+        ])?;
+        self.ended.insert(call, (id, Instant::now()));
+        Ok(())
+    }
+
+    /// The number goes into the call's record and the lease table (one row per number).
+    fn ani_leased(
+        &self,
+        tx: &Transaction<'_>,
+        call: u64,
+        gateway: &str,
+        number: &str,
+        at: i64,
+    ) -> rusqlite::Result<()> {
+        let call_id: Option<String> = match self.rows.get(&call) {
+            Some(id) => {
+                tx.prepare_cached("UPDATE cdr SET ani = ?1 WHERE id = ?2")?
+                    .execute(params![number, id])?;
+                tx.query_row("SELECT call_id FROM cdr WHERE id = ?1", params![id], |r| {
+                    r.get(0)
+                })
+                .ok()
+            }
+            None => None,
+        };
+        tx.prepare_cached(
+            "INSERT INTO ani_lease (gateway, number, call_id, leased_ms, released_ms) VALUES (?1, ?2, ?3, ?4, NULL)
+             ON CONFLICT (gateway, number) DO UPDATE SET call_id = ?3, leased_ms = ?4, released_ms = NULL",
+        )?
+        .execute(params![gateway, number, call_id, at])?;
+        Ok(())
+    }
+
+    /// The media session closes just after the call ends: its quality goes to the ended
+    /// call's row (or, early, to the call in progress).
+    fn quality(&mut self, tx: &Transaction<'_>, call: u64, json: &str) -> rusqlite::Result<()> {
+        let row = self.ended.remove(&call).map(|e| e.0);
+        if let Some(id) = row.or_else(|| self.rows.get(&call).copied()) {
+            tx.prepare_cached("UPDATE cdr SET quality = ?1 WHERE id = ?2")?
+                .execute(params![json, id])?;
+        }
+        Ok(())
+    }
+
+    /// Writes the times held longer than [`HOLD`].
+    fn flush_old(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        let old: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.since.is_some_and(|s| s.elapsed() >= HOLD))
+            .map(|(c, _)| *c)
+            .collect();
+        for call in old {
+            if let (Some(p), Some(id)) = (self.pending.remove(&call), self.rows.get(&call)) {
+                write_times(tx, *id, &p)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A browser call's facts and context, keyed by leg A's Call-ID.
+fn web(tx: &Transaction<'_>, w: &WebRecord) -> rusqlite::Result<()> {
+    let f = &w.facts;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO web_context (call_id, merchant, link, session, page_url, referrer, caller_ip, context, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        w.call_id, f.merchant, f.link, f.session, f.page_url, f.referrer, f.caller_ip, w.context, w.at
+    ])?;
+    Ok(())
+}
+
+/// Held ring and answer times, written before the call's end.
+fn write_times(tx: &Transaction<'_>, id: i64, p: &Pending) -> rusqlite::Result<()> {
+    let (answered, target) = match &p.answer {
+        Some((at, t)) => (Some(*at), t.clone()),
+        None => (None, None),
+    };
+    tx.prepare_cached(
+        "UPDATE cdr SET ringing_ms = COALESCE(ringing_ms, ?1), answered_ms = COALESCE(?2, answered_ms),
+           target = COALESCE(?3, target) WHERE id = ?4",
+    )?
+    .execute(params![p.ring, answered, target, id])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use switchboard_core::{CallRef, Cause};
+
+    use super::*;
+    use crate::testing::TempDb;
+    use crate::{CdrFilter, WebCaller};
+
+    fn summary(call: u64) -> std::sync::Arc<CallSummary> {
+        std::sync::Arc::new(CallSummary {
+            id: CallRef(call),
+            a_call_id: format!("a{call}@h"),
+            b_call_id: Some(format!("b{call}@h")),
+            destination: "1000".into(),
+            caller: "0301234".into(),
+            cause: Cause::NormalClearing,
+            b_cause: Some(Cause::NormalClearing),
+            hangup_side: Some(Side::A),
+            target: Some("gateway/gw1/1000".into()),
+            codecs: [Some("PCMA".into()), Some("PCMU".into())],
+            billable_secs: 2.5,
+        })
+    }
+
+    fn start(call: u64, at: i64) -> CdrOp {
+        CdrOp::Start {
+            call,
+            call_id: format!("a{call}@h"),
+            caller: "0301234".into(),
+            destination: "1000".into(),
+            context: "default".into(),
+            at,
+        }
+    }
+
+    /// Applies the changes in one transaction, as a batch of the writer thread does.
+    fn write(db: &TempDb, w: &mut Writer, ops: Vec<CdrOp>) {
+        let mut conn = crate::sqlite::connect(db.path()).unwrap();
+        crate::migrate::apply(&conn, db.path()).unwrap();
+        let tx = conn.transaction().unwrap();
+        for op in ops {
+            w.apply(&tx, op).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+
+    fn one(db: &TempDb, f: &CdrFilter) -> crate::Cdr {
+        let mut rows = crate::query(db.path(), f).unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        rows.remove(0)
+    }
+
+    #[test]
+    fn a_call_that_rang_was_answered_and_ended_is_one_complete_record() {
+        let db = TempDb::new("call");
+        let mut w = Writer::default();
+        let answer = CdrOp::Answer {
+            call: 7,
+            target: Some("gateway/gw1/1000".into()),
+            at: 3_000,
+        };
+        let end = CdrOp::End {
+            call: 7,
+            at: 5_500,
+            summary: summary(7),
+        };
+        let quality = CdrOp::Quality {
+            call: 7,
+            json: r#"{"loss":0}"#.into(),
+        };
+        let ring = CdrOp::Ring { call: 7, at: 2_000 };
+        write(
+            &db,
+            &mut w,
+            vec![start(7, 1_000), ring, answer, end, quality],
+        );
+        let r = one(&db, &CdrFilter::default());
+        assert_eq!(r.call_id, "a7@h");
+        assert_eq!(r.b_call_id.as_deref(), Some("b7@h"));
+        assert_eq!(r.started, "1970-01-01T00:00:01Z");
+        assert_eq!(r.ringing.as_deref(), Some("1970-01-01T00:00:02Z"));
+        assert_eq!(r.answered.as_deref(), Some("1970-01-01T00:00:03Z"));
+        assert_eq!(r.ended.as_deref(), Some("1970-01-01T00:00:05.5Z"));
+        assert_eq!(r.billable_secs, Some(2.5));
+        assert_eq!(r.cause.as_deref(), Some("NORMAL_CLEARING"));
+        assert_eq!(r.hangup_side.as_deref(), Some("caller"));
+        assert_eq!(
+            (r.codec_a.as_deref(), r.codec_b.as_deref()),
+            (Some("PCMA"), Some("PCMU"))
+        );
+        assert_eq!(r.quality, Some(serde_json::json!({"loss": 0})));
+        assert!(
+            w.rows.is_empty() && w.pending.is_empty(),
+            "nothing left of the call"
+        );
+    }
+
+    #[test]
+    fn a_browser_call_is_found_by_its_session_and_its_leased_number() {
+        let db = TempDb::new("web");
+        let mut w = Writer::default();
+        let web = CdrOp::Web(Box::new(WebRecord {
+            call_id: "a3@h".into(),
+            facts: WebCaller {
+                merchant: "shop".into(),
+                link: "sales".into(),
+                session: "shopper-9".into(),
+                ..Default::default()
+            },
+            context: r#"{"cart":"2 items"}"#.into(),
+            at: 1_000,
+        }));
+        let lease = CdrOp::AniLeased {
+            call: 3,
+            gateway: "gw1".into(),
+            number: "0309999".into(),
+            at: 1_100,
+        };
+        write(&db, &mut w, vec![start(3, 1_000), web, lease]);
+        let by_session = CdrFilter {
+            session: Some("shopper-9".into()),
+            ..Default::default()
+        };
+        let r = one(&db, &by_session);
+        assert_eq!(r.merchant.as_deref(), Some("shop"));
+        assert_eq!(r.web_context, Some(serde_json::json!({"cart": "2 items"})));
+        let by_ani = CdrFilter {
+            ani: Some("0309999".into()),
+            merchant: Some("shop".into()),
+            active: true,
+            ..Default::default()
+        };
+        assert_eq!(one(&db, &by_ani).call_id, "a3@h");
+    }
+
+    #[test]
+    fn times_held_longer_than_the_hold_are_written_before_the_end() {
+        let db = TempDb::new("hold");
+        let mut w = Writer::default();
+        write(
+            &db,
+            &mut w,
+            vec![start(1, 1_000), CdrOp::Ring { call: 1, at: 2_000 }],
+        );
+        assert!(one(&db, &CdrFilter::default()).ringing.is_none(), "held");
+        w.pending.get_mut(&1).unwrap().since = Some(Instant::now() - HOLD);
+        let mut conn = crate::sqlite::connect(db.path()).unwrap();
+        let tx = conn.transaction().unwrap();
+        w.flush_old(&tx).unwrap();
+        tx.commit().unwrap();
+        let r = one(&db, &CdrFilter::default());
+        assert_eq!(r.ringing.as_deref(), Some("1970-01-01T00:00:02Z"));
+        assert!(r.ended.is_none());
+    }
+}
