@@ -23,6 +23,17 @@ pub fn query(path: &Path, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError> {
     .map_err(sqlite(path))?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(sqlite(path))?;
+    // A newer switch may have reshaped the records: say so rather than misread them.
+    let found: u32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sqlite(path))?;
+    if found > crate::SCHEMA_VERSION {
+        return Err(StorageError::TooNew {
+            path: path.display().to_string(),
+            found,
+            known: crate::SCHEMA_VERSION,
+        });
+    }
     let (sql, args) = select(f);
     let mut stmt = conn.prepare(&sql).map_err(sqlite(path))?;
     let rows = stmt
@@ -204,5 +215,18 @@ mod tests {
             where_clause(&CdrFilter::default()),
             " FROM cdr c LEFT JOIN web_context w ON w.call_id = c.call_id ORDER BY c.id DESC LIMIT ?1"
         );
+    }
+
+    #[test]
+    fn reading_a_database_from_a_newer_switch_is_refused_in_words() {
+        let db = crate::testing::TempDb::new("newer");
+        let c = Connection::open(db.path()).unwrap();
+        c.pragma_update(None, "user_version", crate::SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(c);
+        let err = query(db.path(), &CdrFilter::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("its schema is version"), "{err}");
     }
 }
