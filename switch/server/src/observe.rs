@@ -109,11 +109,12 @@ impl Observers {
         Observers { sinks, capacity }
     }
 
-    /// Queues an event for every observer that wants it (sent at the next [`flush`]).
+    /// Queues an event for every observer that wants it (sent at the next [`flush`]; an
+    /// inline observer has it at once).
     ///
     /// [`flush`]: Observers::flush
     pub fn dispatch(&mut self, event: CallEvent) {
-        let mut stamped = None;
+        let mut stamped: Option<Stamped> = None;
         for s in &mut self.sinks {
             if (s.tx.is_none() && s.inline.is_none()) || !s.wants(&event) {
                 continue;
@@ -122,7 +123,11 @@ impl Observers {
                 at_ms: jiff::Timestamp::now().as_millisecond(),
                 event: event.clone(),
             });
-            s.batch.push(ev.clone());
+            match s.inline.as_mut() {
+                // It only queues: at once, no copy, no batch.
+                Some(obs) => obs.on_event(ev),
+                None => s.batch.push(ev.clone()),
+            }
         }
     }
 
@@ -133,12 +138,6 @@ impl Observers {
                 continue;
             }
             let batch = std::mem::take(&mut s.batch);
-            if let Some(obs) = s.inline.as_mut() {
-                for ev in &batch {
-                    obs.on_event(ev);
-                }
-                continue;
-            }
             let Some(tx) = &s.tx else {
                 continue;
             };
