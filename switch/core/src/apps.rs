@@ -78,7 +78,7 @@ impl Engine {
                 ..event
             },
         });
-        self.schedule_apps(now, call);
+        self.schedule_apps(call);
         forward
     }
 
@@ -220,7 +220,7 @@ impl Engine {
                 media,
             });
         }
-        self.schedule_apps(now, call);
+        self.schedule_apps(call);
     }
 
     /// Leg app timers are due.
@@ -232,11 +232,11 @@ impl Engine {
             }
             self.drain_app(now, call, i);
         }
-        self.schedule_apps(now, call);
+        self.schedule_apps(call);
     }
 
     /// Keeps one engine timer at the earliest app timer.
-    fn schedule_apps(&mut self, _now: Instant, call: &mut Call) {
+    fn schedule_apps(&mut self, call: &mut Call) {
         let Some(at) = call.apps_timeout() else {
             return;
         };
