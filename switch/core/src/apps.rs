@@ -201,13 +201,7 @@ impl Engine {
 
     /// Attaches an app to a leg (a module action did); a leg that becomes gated tells its
     /// media session.
-    pub(crate) fn attach_app(
-        &mut self,
-        now: Instant,
-        call: &mut Call,
-        side: Side,
-        app: Box<dyn LegApp>,
-    ) {
+    pub(crate) fn attach_app(&mut self, call: &mut Call, side: Side, app: Box<dyn LegApp>) {
         let was_gated = call.gated(side);
         debug!(?side, app = app.name(), "leg app attached");
         call.apps.push(Attached::new(side, app));

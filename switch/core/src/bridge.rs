@@ -375,7 +375,7 @@ impl Engine {
         let mut hangup = None;
         for effect in ctx.effects {
             match effect {
-                Effect::Attach(side, app) => self.attach_app(now, &mut call, side, app),
+                Effect::Attach(side, app) => self.attach_app(&mut call, side, app),
                 Effect::Header(name, value) => call.module_headers.push((name, value)),
                 Effect::Hangup(cause) => hangup = Some(cause),
             }
