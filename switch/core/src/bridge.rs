@@ -582,15 +582,7 @@ impl Engine {
 
     /// Tells the filters an attempt at `target` is over; observers hear what was released.
     fn attempt_over(&mut self, now: Instant, call: CallRef, target: &Target) {
-        let mut released = Vec::new();
-        for n in 0..self.modules.filter_count() {
-            if let Some((_, f)) = self.modules.filter(n) {
-                released.extend(f.attempt_ended(now, call, target));
-            }
-        }
-        for (pool, item) in released {
-            self.event(CallEvent::Released { pool, item });
-        }
+        self.release_from_filters(|f| f.attempt_ended(now, call, target));
     }
 
     /// A response to one of our leg B INVITEs.

@@ -854,9 +854,7 @@ impl Engine {
         side: Option<Side>,
     ) {
         let call = call;
-        for (pool, item) in self.filters_call_ended(now, call.id) {
-            self.event(CallEvent::Released { pool, item });
-        }
+        self.release_from_filters(|f| f.call_ended(now, call.id));
         if let Some(d) = &call.a.dialog {
             self.dialogs
                 .remove(&(d.id.call_id.clone(), d.id.local_tag.clone()));
@@ -958,15 +956,21 @@ impl Engine {
         self.calls.get(&call).map(|c| c.span.clone().entered())
     }
 
-    /// Tells the invite filters a call is over; the leases they gave back.
-    fn filters_call_ended(&mut self, now: Instant, call: CallRef) -> Vec<(String, String)> {
+    /// Asks every invite filter to give back what it holds (`give`: for one attempt, or for
+    /// the whole call); observers hear of each item released.
+    pub(crate) fn release_from_filters(
+        &mut self,
+        mut give: impl FnMut(&mut dyn crate::module::InviteFilter) -> Vec<(String, String)>,
+    ) {
         let mut released = Vec::new();
         for n in 0..self.modules.filter_count() {
             if let Some((_, f)) = self.modules.filter(n) {
-                released.extend(f.call_ended(now, call));
+                released.extend(give(f));
             }
         }
-        released
+        for (pool, item) in released {
+            self.event(CallEvent::Released { pool, item });
+        }
     }
 
     /// Queues an event for the observers.

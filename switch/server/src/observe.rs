@@ -27,19 +27,31 @@ const BATCHES: usize = 1024;
 
 struct Sink {
     name: &'static str,
-    /// Runs on the SIP thread (it only queues: see `CallObserver::inline`).
-    inline: Option<Box<dyn CallObserver>>,
     interest: fn(&CallEvent) -> bool,
     /// For an observer of some calls only: the calls it follows.
     follows: Option<std::collections::HashSet<switchboard_core::CallRef>>,
-    tx: Option<SyncSender<Vec<Stamped>>>,
+    delivery: Delivery,
+    dropped: u64,
+    warned: Option<Instant>,
+}
+
+/// How a sink's observer gets its events.
+enum Delivery {
+    /// On the SIP thread, at once (it only queues: see `CallObserver::inline`).
+    Inline(Box<dyn CallObserver>),
+    /// On a thread of its own, a batch per round of the SIP loop.
+    Queued(Queue),
+    /// Its thread is gone (it could not start, or it panicked).
+    Stopped,
+}
+
+struct Queue {
+    tx: SyncSender<Vec<Stamped>>,
     /// Events handed over and not yet handled by the observer.
     queued: Arc<AtomicUsize>,
     /// Events of this flush, sent together (one wake-up per flush, not per event).
     batch: Vec<Stamped>,
-    dropped: u64,
-    warned: Option<Instant>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// The observers of a running switch.
@@ -49,61 +61,21 @@ pub struct Observers {
 }
 
 impl Observers {
-    /// Starts a thread and a queue of `capacity` events per observer.
+    /// Starts a thread and a queue of `capacity` events per observer (but the inline ones).
     pub fn start(list: Vec<Box<dyn CallObserver>>, capacity: usize) -> Observers {
         let sinks = list
             .into_iter()
-            .map(|mut obs| {
-                let name = obs.name();
-                let interest = obs.interest();
-                let follows = obs.per_call().then(Default::default);
-                if obs.inline() {
-                    return Sink {
-                        name,
-                        inline: Some(obs),
-                        interest,
-                        follows,
-                        tx: None,
-                        queued: Arc::default(),
-                        batch: Vec::new(),
-                        dropped: 0,
-                        warned: None,
-                        thread: None,
-                    };
-                }
-                let queued = Arc::new(AtomicUsize::new(0));
-                // Batches, each holding at least one event: the event bound is `queued`'s
-                // (a sync_channel allocates its whole capacity up front).
-                let (tx, rx): (SyncSender<Vec<Stamped>>, Receiver<Vec<Stamped>>) =
-                    sync_channel(BATCHES);
-                let left = queued.clone();
-                let thread = std::thread::Builder::new()
-                    .name(format!("observer-{name}"))
-                    .spawn(move || {
-                        while let Ok(batch) = rx.recv() {
-                            let n = batch.len();
-                            for ev in &batch {
-                                obs.on_event(ev);
-                            }
-                            left.fetch_sub(n, Ordering::Relaxed);
-                        }
-                    })
-                    .map_err(
-                        |e| error!(observer = name, error = %e, "cannot start observer thread"),
-                    )
-                    .ok();
-                Sink {
-                    name,
-                    inline: None,
-                    interest,
-                    follows,
-                    tx: thread.as_ref().map(|_| tx),
-                    queued,
-                    batch: Vec::new(),
-                    dropped: 0,
-                    warned: None,
-                    thread,
-                }
+            .map(|obs| Sink {
+                name: obs.name(),
+                interest: obs.interest(),
+                follows: obs.per_call().then(Default::default),
+                delivery: if obs.inline() {
+                    Delivery::Inline(obs)
+                } else {
+                    spawn(obs)
+                },
+                dropped: 0,
+                warned: None,
             })
             .collect();
         Observers { sinks, capacity }
@@ -116,17 +88,18 @@ impl Observers {
     pub fn dispatch(&mut self, event: CallEvent) {
         let mut stamped: Option<Stamped> = None;
         for s in &mut self.sinks {
-            if (s.tx.is_none() && s.inline.is_none()) || !s.wants(&event) {
+            if matches!(s.delivery, Delivery::Stopped) || !s.wants(&event) {
                 continue;
             }
             let ev = stamped.get_or_insert_with(|| Stamped {
                 at_ms: jiff::Timestamp::now().as_millisecond(),
                 event: event.clone(),
             });
-            match s.inline.as_mut() {
+            match &mut s.delivery {
                 // It only queues: at once, no copy, no batch.
-                Some(obs) => obs.on_event(ev),
-                None => s.batch.push(ev.clone()),
+                Delivery::Inline(obs) => obs.on_event(ev),
+                Delivery::Queued(q) => q.batch.push(ev.clone()),
+                Delivery::Stopped => {}
             }
         }
     }
@@ -134,23 +107,23 @@ impl Observers {
     /// Hands each observer what this round of the SIP loop queued for it (never blocks).
     pub fn flush(&mut self) {
         for s in &mut self.sinks {
-            if s.batch.is_empty() {
-                continue;
-            }
-            let batch = std::mem::take(&mut s.batch);
-            let Some(tx) = &s.tx else {
+            let Delivery::Queued(q) = &mut s.delivery else {
                 continue;
             };
+            if q.batch.is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(&mut q.batch);
             let n = batch.len();
-            if s.queued.load(Ordering::Relaxed) + n > self.capacity {
+            if q.queued.load(Ordering::Relaxed) + n > self.capacity {
                 s.drop_events(n);
                 continue;
             }
-            s.queued.fetch_add(n, Ordering::Relaxed);
-            match tx.try_send(batch) {
+            q.queued.fetch_add(n, Ordering::Relaxed);
+            match q.tx.try_send(batch) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
-                    s.queued.fetch_sub(n, Ordering::Relaxed);
+                    q.queued.fetch_sub(n, Ordering::Relaxed);
                     s.drop_events(n);
                 }
                 Err(TrySendError::Disconnected(_)) => {
@@ -158,7 +131,7 @@ impl Observers {
                         observer = s.name,
                         "observer stopped (it panicked?): its events are dropped"
                     );
-                    s.tx = None;
+                    s.delivery = Delivery::Stopped;
                 }
             }
         }
@@ -184,19 +157,59 @@ impl Observers {
     pub fn close(&mut self, limit: Duration) {
         self.flush();
         let until = Instant::now() + limit;
-        for s in &mut self.sinks {
-            s.tx = None;
-        }
-        for s in &mut self.sinks {
-            let Some(t) = s.thread.take() else { continue };
+        let threads: Vec<(&'static str, std::thread::JoinHandle<()>)> = self
+            .sinks
+            .iter_mut()
+            .filter_map(
+                |s| match std::mem::replace(&mut s.delivery, Delivery::Stopped) {
+                    // Dropping the sender ends the thread once its queue is done.
+                    Delivery::Queued(q) => Some((s.name, q.thread)),
+                    Delivery::Inline(_) | Delivery::Stopped => None,
+                },
+            )
+            .collect();
+        for (name, t) in threads {
             while !t.is_finished() && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(5));
             }
             if t.is_finished() {
                 let _ = t.join();
             } else {
-                warn!(observer = s.name, "observer still busy at exit");
+                warn!(observer = name, "observer still busy at exit");
             }
+        }
+    }
+}
+
+/// An observer on a thread of its own, fed batches through a bounded channel.
+fn spawn(mut obs: Box<dyn CallObserver>) -> Delivery {
+    let name = obs.name();
+    let queued = Arc::new(AtomicUsize::new(0));
+    // Batches, each holding at least one event: the event bound is `queued`'s (a
+    // sync_channel allocates its whole capacity up front).
+    let (tx, rx): (SyncSender<Vec<Stamped>>, Receiver<Vec<Stamped>>) = sync_channel(BATCHES);
+    let left = queued.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("observer-{name}"))
+        .spawn(move || {
+            while let Ok(batch) = rx.recv() {
+                let n = batch.len();
+                for ev in &batch {
+                    obs.on_event(ev);
+                }
+                left.fetch_sub(n, Ordering::Relaxed);
+            }
+        });
+    match thread {
+        Ok(thread) => Delivery::Queued(Queue {
+            tx,
+            queued,
+            batch: Vec::new(),
+            thread,
+        }),
+        Err(e) => {
+            error!(observer = name, error = %e, "cannot start observer thread");
+            Delivery::Stopped
         }
     }
 }
