@@ -1,7 +1,8 @@
 //! From TOML text to a checked [`Dialplan`], collecting every problem on the way.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use regex::Regex;
@@ -9,7 +10,7 @@ use toml::Spanned;
 
 use crate::cause::Cause;
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::module::{ActionSpec, EndpointSpec};
+use crate::module::{ActionSpec, EndpointSpec, ModuleAction, ParamKind};
 use crate::schema;
 use crate::template::Template;
 use crate::{ActionTpl, Cond, Dialplan, Extension, Field, Strategy, TargetTpl, TimeCond};
@@ -603,6 +604,12 @@ fn compile_module_action(
         }
     };
     let mut params = Vec::new();
+    let mut tables = BTreeMap::new();
+    // What the module's own check sees: the literal values.
+    let mut literal = ModuleAction {
+        name: name.clone(),
+        ..ModuleAction::default()
+    };
     for (k, v) in &table {
         let Some(p) = spec.params.iter().find(|p| &p.name == k) else {
             cx.err(
@@ -612,6 +619,21 @@ fn compile_module_action(
             );
             continue;
         };
+        if p.kind == ParamKind::Table {
+            match p.kind.table(v) {
+                Ok(t) => {
+                    let t = Arc::new(t);
+                    literal.tables.insert(k.clone(), t.clone());
+                    tables.insert(k.clone(), t);
+                }
+                Err(e) => cx.err(
+                    Some(at.clone()),
+                    format!("{name} parameter {k:?} {e}"),
+                    Some(&spec_usage(spec)),
+                ),
+            }
+            continue;
+        }
         let templated = matches!(v, toml::Value::String(s) if s.contains('$'));
         let text = if templated {
             v.as_str().map(str::to_owned)
@@ -629,6 +651,9 @@ fn compile_module_action(
             }
         };
         if let Some(t) = text {
+            if !templated {
+                literal.params.insert(k.clone(), t.clone());
+            }
             params.push((k.clone(), Template::new(&t)));
         }
     }
@@ -641,7 +666,17 @@ fn compile_module_action(
             );
         }
     }
-    (cx.diags.len() == before).then_some(ActionTpl::Module { name, params })
+    if cx.diags.len() == before
+        && let Some(check) = &spec.check
+        && let Err(e) = (check.0)(&literal)
+    {
+        cx.err(Some(at), format!("{name}: {e}"), Some(&spec_usage(spec)));
+    }
+    (cx.diags.len() == before).then_some(ActionTpl::Module {
+        name,
+        params,
+        tables,
+    })
 }
 
 fn spec_usage(spec: &ActionSpec) -> String {

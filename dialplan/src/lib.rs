@@ -28,6 +28,7 @@ mod template;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use regex::Regex;
@@ -35,7 +36,7 @@ use regex::Regex;
 pub use cause::Cause;
 pub use compile::{CompileEnv, Source, compile};
 pub use diag::{Diagnostic, Diagnostics};
-pub use module::{ActionSpec, EndpointSpec, ModuleAction, ParamKind, ParamSpec};
+pub use module::{ActionCheck, ActionSpec, EndpointSpec, ModuleAction, ParamKind, ParamSpec};
 pub use template::Template;
 
 /// A compiled, checked dialplan. Cheap to share behind an `Arc`; immutable.
@@ -107,6 +108,7 @@ enum ActionTpl {
     Module {
         name: String,
         params: Vec<(String, Template)>,
+        tables: BTreeMap<String, Arc<BTreeMap<String, String>>>,
     },
 }
 
@@ -466,7 +468,11 @@ fn apply(a: &ActionTpl, caps: &[String], named: &BTreeMap<String, String>, plan:
             plan.trace.push(line);
             plan.actions.push(a.clone());
         }
-        ActionTpl::Module { name, params } => {
+        ActionTpl::Module {
+            name,
+            params,
+            tables,
+        } => {
             let params: BTreeMap<String, String> = params
                 .iter()
                 .map(|(k, v)| (k.clone(), v.expand(caps, named, &plan.vars)))
@@ -475,6 +481,7 @@ fn apply(a: &ActionTpl, caps: &[String], named: &BTreeMap<String, String>, plan:
             plan.actions.push(Action::Module(ModuleAction {
                 name: name.clone(),
                 params,
+                tables: tables.clone(),
             }));
         }
         ActionTpl::Bridge {

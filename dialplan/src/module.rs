@@ -14,7 +14,36 @@ pub struct ActionSpec {
     pub params: Vec<ParamSpec>,
     /// One line for `switchboard check` hints and docs.
     pub help: String,
+    /// The module's own check of the literal values, after each has its right type (a
+    /// code table's codes and commands): an `Err` is refused at load like any other error.
+    pub check: Option<ActionCheck>,
 }
+
+/// A module's check of one use of its action: the action with its literal values (templated
+/// ones left out: they are checked when a call expands them), `Err` in words.
+#[derive(Clone)]
+pub struct ActionCheck(pub std::sync::Arc<dyn Fn(&ModuleAction) -> Result<(), String> + Send + Sync>);
+
+impl ActionCheck {
+    /// A check.
+    pub fn new(f: impl Fn(&ModuleAction) -> Result<(), String> + Send + Sync + 'static) -> ActionCheck {
+        ActionCheck(std::sync::Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for ActionCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ActionCheck")
+    }
+}
+
+impl PartialEq for ActionCheck {
+    fn eq(&self, other: &ActionCheck) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ActionCheck {}
 
 /// One parameter of a module action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +73,9 @@ pub enum ParamKind {
     Bool,
     /// DTMF digits (`0-9`, `*`, `#`, `A-D`).
     Digits,
+    /// A table of strings (`{ "*76" = "push_page:checkout" }`), literal (no templates): the
+    /// module reads it with [`ModuleAction::table`].
+    Table,
 }
 
 impl ParamKind {
@@ -63,6 +95,9 @@ impl ParamKind {
                 Some(bad) => Err(format!("{bad:?} is not a DTMF digit")),
                 None => Ok(s.clone()),
             },
+            (ParamKind::Table, toml::Value::Table(_)) => {
+                Err("is a table: read it with ParamKind::table".into())
+            }
             (kind, other) => Err(format!(
                 "must be {}, got {}",
                 kind.describe(),
@@ -71,12 +106,26 @@ impl ParamKind {
         }
     }
 
+    /// Checks a literal table of strings; `Err` says what is wrong in words.
+    pub fn table(&self, v: &toml::Value) -> Result<BTreeMap<String, String>, String> {
+        let toml::Value::Table(t) = v else {
+            return Err(format!("must be {}, got {}", self.describe(), v.type_str()));
+        };
+        t.iter()
+            .map(|(k, v)| match v {
+                toml::Value::String(s) => Ok((k.clone(), s.clone())),
+                other => Err(format!("{k:?} must be a string, got {}", other.type_str())),
+            })
+            .collect()
+    }
+
     fn describe(&self) -> &'static str {
         match self {
             ParamKind::Text => "a string",
             ParamKind::Integer { .. } => "an integer",
             ParamKind::Bool => "true or false",
             ParamKind::Digits => "a string of DTMF digits",
+            ParamKind::Table => "a table of strings ({ key = \"value\", ... })",
         }
     }
 }
@@ -98,17 +147,24 @@ pub struct EndpointSpec {
 }
 
 /// A module action as the plan carries it: its name and its parameters, expanded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ModuleAction {
     /// The action's name.
     pub name: String,
     /// Parameter values (templates expanded; integers and booleans as text).
     pub params: BTreeMap<String, String>,
+    /// Table parameters ([`ParamKind::Table`]), shared by every call of the plan.
+    pub tables: BTreeMap<String, std::sync::Arc<BTreeMap<String, String>>>,
 }
 
 impl ModuleAction {
     /// A parameter's value.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.params.get(name).map(String::as_str)
+    }
+
+    /// A table parameter.
+    pub fn table(&self, name: &str) -> Option<&BTreeMap<String, String>> {
+        self.tables.get(name).map(|t| &**t)
     }
 }

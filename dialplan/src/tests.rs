@@ -20,6 +20,23 @@ fn env() -> CompileEnv {
             },
         ],
         help: "keeps digits from the other leg".into(),
+        check: None,
+    });
+    env.actions.push(ActionSpec {
+        name: "bind".into(),
+        params: vec![ParamSpec {
+            name: "codes".into(),
+            kind: ParamKind::Table,
+            required: true,
+        }],
+        help: "binds codes".into(),
+        check: Some(ActionCheck::new(|a| {
+            let codes = a.table("codes").ok_or("no codes")?;
+            match codes.iter().find(|(_, v)| v.as_str() != "ok") {
+                Some((k, v)) => Err(format!("code {k:?}: {v:?} is not \"ok\"")),
+                None => Ok(()),
+            }
+        })),
     });
     env
 }
@@ -253,11 +270,13 @@ fn module_action_is_checked_at_load_and_expanded_per_call() {
                     ("digits".into(), "#".into()),
                     ("for_ms".into(), "200".into())
                 ]
-                .into()
+                .into(),
+                ..Default::default()
             }),
             Action::Module(ModuleAction {
                 name: "swallow".into(),
-                params: [("digits".into(), "42".into())].into()
+                params: [("digits".into(), "42".into())].into(),
+                ..Default::default()
             }),
         ]
     );
@@ -297,5 +316,48 @@ fn module_action_is_checked_at_load_and_expanded_per_call() {
         assert!(err.contains("m.toml:3:"), "{text}: {err}");
         assert!(err.contains(want), "{text}: want {want:?} in {err}");
         assert!(err.contains("hint:"), "{text}: {err}");
+    }
+}
+
+#[test]
+fn a_table_parameter_reaches_the_module_and_its_own_check_runs_at_load() {
+    let ok = compile(
+        &[src(
+            "t.toml",
+            "[[extension]]\nname = \"t\"\ncontext = \"public\"\nactions = [ { bind = { codes = { \"*76\" = \"ok\", \"*22\" = \"ok\" } } } ]\n",
+        )],
+        &env(),
+    )
+    .unwrap();
+    let plan = ok.evaluate(&facts("42"));
+    let Action::Module(m) = &plan.actions[0] else {
+        panic!("{:?}", plan.actions)
+    };
+    let codes = m.table("codes").unwrap();
+    assert_eq!(codes.get("*76").map(String::as_str), Some("ok"));
+    assert_eq!(codes.len(), 2);
+
+    for (text, want) in [
+        (
+            "{ bind = { codes = { \"*76\" = \"nope\" } } }",
+            "bind: code \"*76\": \"nope\" is not \"ok\"",
+        ),
+        (
+            "{ bind = { codes = { \"*76\" = 5 } } }",
+            "bind parameter \"codes\" \"*76\" must be a string, got integer",
+        ),
+        ("{ bind = { codes = \"*76\" } }", "must be a table of strings"),
+    ] {
+        let e = compile(
+            &[src(
+                "t.toml",
+                &format!("[[extension]]\nname = \"t\"\ncontext = \"public\"\nactions = [\n  {text} ]\n"),
+            )],
+            &env(),
+        )
+        .unwrap_err();
+        let shown = e.to_string();
+        assert!(shown.contains(want), "{text}: {shown}");
+        assert!(shown.contains("t.toml:5:"), "{text}: {shown}");
     }
 }

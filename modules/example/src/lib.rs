@@ -54,6 +54,7 @@ impl Module for Example {
                     required: true,
                 }],
                 help: "the caller's digits listed never reach the callee".into(),
+                check: None,
             }],
             // Before the trunk's filter (1000): a gateway's redaction still has the last word.
             filter: Some(500),

@@ -12,12 +12,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use switchboard_media::{DigitEvent, DtmfMethod, Side};
-use switchboard_sip::{Method, Name};
+use switchboard_sip::{Method, Name, Response};
 use tracing::{debug, info};
 
 use crate::call::Call;
 use crate::engine::{CallTimer, ClientRole, Engine, Output};
-use crate::module::{AppAction, CallEvent, Digit, DigitVerdict, LegApp};
+use crate::module::{AppAction, CallEvent, Digit, DigitVerdict, LegApp, LegReply};
 
 /// Every digit: what a gated leg's media session is told to keep from the other leg.
 pub(crate) const ALL_DIGITS: &str = "0123456789*#ABCD";
@@ -129,11 +129,44 @@ impl Engine {
                     }
                 }
                 AppAction::DropHeld => call.apps[i].held.clear(),
+                AppAction::ReleaseFirst(n) => {
+                    let n = n.min(call.apps[i].held.len());
+                    let first: Vec<Digit> = call.apps[i].held.drain(..n).collect();
+                    for d in first {
+                        if let Some(d) = self.run_chain(now, call, side, i + 1, d) {
+                            self.forward_digit(now, call, side, &d);
+                        }
+                    }
+                }
+                AppAction::DropFirst(n) => {
+                    let n = n.min(call.apps[i].held.len());
+                    call.apps[i].held.drain(..n);
+                }
                 AppAction::SendToLeg {
                     side: to,
                     content_type,
                     body,
-                } => self.send_info(now, call, to, &content_type, Bytes::from(body)),
+                    tag,
+                } => {
+                    let role = match tag {
+                        Some(tag) => ClientRole::AppMessage {
+                            call: call.id,
+                            app: i,
+                            tag,
+                        },
+                        None => ClientRole::Info,
+                    };
+                    if !self.send_info(now, call, to, &content_type, Bytes::from(body), role)
+                        && let Some(tag) = tag
+                    {
+                        let reply = LegReply {
+                            status: 481,
+                            reason: "that leg is not connected".into(),
+                            body: Vec::new(),
+                        };
+                        call.apps[i].app.on_reply(now, tag, &reply);
+                    }
+                }
                 AppAction::Play { side: to, what } => {
                     self.outputs.push_back(Output::MediaStop {
                         call: call.id,
@@ -148,12 +181,15 @@ impl Engine {
                         id,
                     });
                 }
-                AppAction::Report { name, result } => {
-                    info!(app = call.apps[i].app.name(), action = %name, %result, "leg app");
+                AppAction::Report(r) => {
+                    info!(app = call.apps[i].app.name(), action = %r.name, code = r.code.as_deref().unwrap_or(""), ok = r.ok, result = %r.result, "leg app");
                     self.event(CallEvent::Action {
                         call: call.id,
-                        name,
-                        result,
+                        name: r.name,
+                        result: r.result,
+                        ok: r.ok,
+                        code: r.code,
+                        detail: r.detail,
                     });
                 }
             }
@@ -176,7 +212,7 @@ impl Engine {
         }
     }
 
-    /// An in-dialog INFO to a leg.
+    /// An in-dialog INFO to a leg; `false` when there is no dialog with it (yet).
     pub(crate) fn send_info(
         &mut self,
         now: Instant,
@@ -184,19 +220,57 @@ impl Engine {
         to: Side,
         content_type: &str,
         body: Bytes,
-    ) {
+        role: ClientRole,
+    ) -> bool {
         let (dialog, peer) = match to {
             Side::A => (call.a.dialog.as_mut(), Some(call.a.peer)),
             Side::B => (call.b_dialog.as_mut(), call.b_peer),
         };
         let (Some(d), Some(peer)) = (dialog, peer) else {
             debug!(?to, "no dialog with that leg yet: message dropped");
-            return;
+            return false;
         };
         let mut req = d.make_request(Method::Info, None);
         req.headers.push(Name::ContentType, content_type.to_owned());
         req.body = body;
-        self.send_in_dialog(now, req, peer, ClientRole::Info, None);
+        self.send_in_dialog(now, req, peer, role, None);
+        true
+    }
+
+    /// The answer to an app's message (`None`: none came, Timer F).
+    pub(crate) fn on_app_reply(
+        &mut self,
+        now: Instant,
+        call_ref: crate::CallRef,
+        app: usize,
+        tag: u64,
+        resp: Option<&Response>,
+    ) {
+        let reply = match resp {
+            Some(r) => LegReply {
+                status: r.status,
+                reason: r
+                    .headers
+                    .get_other("Warning")
+                    .and_then(|w| warning_text(w))
+                    .unwrap_or_else(|| r.reason.to_string()),
+                body: r.body.to_vec(),
+            },
+            None => LegReply {
+                status: 408,
+                reason: "no answer from that leg".into(),
+                body: Vec::new(),
+            },
+        };
+        let Some(mut call) = self.calls.remove(&call_ref) else {
+            return;
+        };
+        if let Some(a) = call.apps.get_mut(app) {
+            a.app.on_reply(now, tag, &reply);
+            self.drain_app(now, &mut call, app);
+            self.schedule_apps(&mut call);
+        }
+        self.calls.insert(call_ref, call);
     }
 
     /// Attaches an app to a leg (a module action did); a leg that becomes gated tells its
@@ -239,4 +313,11 @@ impl Engine {
             self.schedule(at, call.id, CallTimer::App);
         }
     }
+}
+
+/// The text of a `Warning` header (`399 host "text"`, RFC 3261 §20.43).
+fn warning_text(v: &str) -> Option<String> {
+    let start = v.find('"')?;
+    let end = v.rfind('"')?;
+    (end > start).then(|| v[start + 1..end].replace("\\\"", "\""))
 }

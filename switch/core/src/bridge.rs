@@ -357,6 +357,7 @@ impl Engine {
             Some(handler) => handler.run(now, action, &mut ctx),
             None => Err("no module runs this action (not loaded since the last reload?)".into()),
         };
+        let ok = result.is_ok();
         let result = match result {
             Ok(()) => "ok".to_owned(),
             Err(e) => {
@@ -368,6 +369,9 @@ impl Engine {
             call: call_ref,
             name: action.name.clone(),
             result,
+            ok,
+            code: None,
+            detail: None,
         });
         let Some(mut call) = self.calls.remove(&call_ref) else {
             return true;

@@ -306,6 +306,12 @@ impl Engine {
                     self.forget_client(id);
                 }
             }
+            ClientRole::AppMessage { call, app, tag } => {
+                if final_ {
+                    self.forget_client(id);
+                    self.on_app_reply(now, call, app, tag, Some(&resp));
+                }
+            }
         }
     }
 
@@ -324,6 +330,9 @@ impl Engine {
             ClientRole::Relay(call) => self.on_relay_response(now, call, id, None),
             ClientRole::Service(n, cookie) => self.on_service_response(now, id, n, cookie, None),
             ClientRole::Bye | ClientRole::Cancel | ClientRole::Info => {}
+            ClientRole::AppMessage { call, app, tag } => {
+                self.on_app_reply(now, call, app, tag, None)
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use switchboard_sip::{Name, Request};
 use tracing::{debug, info, warn};
 
 use crate::call::Call;
-use crate::engine::{Engine, Output};
+use crate::engine::{ClientRole, Engine, Output};
 use crate::ids::CallRef;
 use crate::module::Digit;
 
@@ -350,6 +350,13 @@ impl Engine {
         ms: u32,
     ) {
         let body = switchboard_media::dtmf::info_body(digit, ms.clamp(40, 5000));
-        self.send_info(now, call, to, "application/dtmf-relay", Bytes::from(body));
+        self.send_info(
+            now,
+            call,
+            to,
+            "application/dtmf-relay",
+            Bytes::from(body),
+            ClientRole::Info,
+        );
     }
 }

@@ -1152,10 +1152,11 @@ mod leg_apps {
             if self.holding.is_some_and(|t| t <= now) {
                 self.holding = None;
                 self.actions.push(AppAction::DropHeld);
-                self.actions.push(AppAction::Report {
+                self.actions.push(AppAction::Report(crate::module::ActionReport {
                     name: "star".into(),
                     result: "dropped: nothing followed".into(),
-                });
+                    ..Default::default()
+                }));
             }
         }
 
@@ -1176,6 +1177,7 @@ mod leg_apps {
                     name: "star_seven".into(),
                     params: vec![],
                     help: "test app".into(),
+                    check: None,
                 }],
                 ..Declarations::default()
             }

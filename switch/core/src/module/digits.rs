@@ -47,6 +47,10 @@ pub enum AppAction {
     ReleaseHeld,
     /// The digits this app holds are dropped.
     DropHeld,
+    /// The oldest `n` digits this app holds go on, in order (the others stay held).
+    ReleaseFirst(usize),
+    /// The oldest `n` digits this app holds are dropped (the others stay held).
+    DropFirst(usize),
     /// Send a message to a leg's endpoint: an in-dialog SIP INFO with this body (a browser
     /// leg hands it to the page; a SIP phone sees an INFO).
     SendToLeg {
@@ -56,6 +60,9 @@ pub enum AppAction {
         content_type: String,
         /// The body.
         body: String,
+        /// `Some`: the app wants the answer, [`LegApp::on_reply`] with this tag (a leg that
+        /// cannot be reached answers at once, 481).
+        tag: Option<u64>,
     },
     /// Play a prompt or tone to a leg (what plays there now stops).
     Play {
@@ -65,13 +72,34 @@ pub enum AppAction {
         what: Play,
     },
     /// Report the outcome of something the app did (observers see it as
-    /// [`CallEvent::Action`](crate::CallEvent::Action)).
-    Report {
-        /// What was done (`"push_page"`).
-        name: String,
-        /// Its result in words (`"ok"`, `"refused: no browser on this call"`).
-        result: String,
-    },
+    /// [`CallEvent::Action`](crate::CallEvent::Action); call records keep it).
+    Report(ActionReport),
+}
+
+/// What an app (or a dialplan action) did, for records and observers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ActionReport {
+    /// What was done (`"push_page"`).
+    pub name: String,
+    /// The code that asked for it (`"*76"`), if digits did.
+    pub code: Option<String>,
+    /// What exactly (`"https://shop.example/checkout"`, `"volume 120 %"`).
+    pub detail: Option<String>,
+    /// It worked.
+    pub ok: bool,
+    /// Its result in words (`"ok"`, `"refused: not on the merchant's origins"`).
+    pub result: String,
+}
+
+/// The answer to a [`AppAction::SendToLeg`] that asked for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegReply {
+    /// The SIP status (408 when nothing came back, 481 when the leg was gone).
+    pub status: u16,
+    /// In words: the `Warning` text when the leg gave one, else the reason phrase.
+    pub reason: String,
+    /// The answer's body.
+    pub body: Vec<u8>,
 }
 
 /// A module's program on one leg. Sans-IO: no clock, no socket.
@@ -89,6 +117,9 @@ pub trait LegApp: Send + std::fmt::Debug {
 
     /// Its timer is due.
     fn handle_timeout(&mut self, _now: Instant) {}
+
+    /// The answer to a message it sent with a tag.
+    fn on_reply(&mut self, _now: Instant, _tag: u64, _reply: &LegReply) {}
 
     /// The next thing it asks of the call.
     fn poll_action(&mut self) -> Option<AppAction> {

@@ -66,6 +66,12 @@ pub enum CallEvent {
         name: String,
         /// Its result in words.
         result: String,
+        /// It worked.
+        ok: bool,
+        /// The code that asked for it (`"*76"`), if digits did.
+        code: Option<String>,
+        /// What exactly (the page's URL, the new volume).
+        detail: Option<String>,
     },
     /// The call holds an item of a pool (a caller number from a gateway's ANI pool).
     Leased {
