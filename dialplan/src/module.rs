@@ -22,11 +22,16 @@ pub struct ActionSpec {
 /// A module's check of one use of its action: the action with its literal values (templated
 /// ones left out: they are checked when a call expands them), `Err` in words.
 #[derive(Clone)]
-pub struct ActionCheck(pub std::sync::Arc<dyn Fn(&ModuleAction) -> Result<(), String> + Send + Sync>);
+pub struct ActionCheck(pub std::sync::Arc<CheckFn>);
+
+/// The function behind an [`ActionCheck`].
+pub type CheckFn = dyn Fn(&ModuleAction) -> Result<(), String> + Send + Sync;
 
 impl ActionCheck {
     /// A check.
-    pub fn new(f: impl Fn(&ModuleAction) -> Result<(), String> + Send + Sync + 'static) -> ActionCheck {
+    pub fn new(
+        f: impl Fn(&ModuleAction) -> Result<(), String> + Send + Sync + 'static,
+    ) -> ActionCheck {
         ActionCheck(std::sync::Arc::new(f))
     }
 }

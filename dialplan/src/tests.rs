@@ -346,12 +346,17 @@ fn a_table_parameter_reaches_the_module_and_its_own_check_runs_at_load() {
             "{ bind = { codes = { \"*76\" = 5 } } }",
             "bind parameter \"codes\" \"*76\" must be a string, got integer",
         ),
-        ("{ bind = { codes = \"*76\" } }", "must be a table of strings"),
+        (
+            "{ bind = { codes = \"*76\" } }",
+            "must be a table of strings",
+        ),
     ] {
         let e = compile(
             &[src(
                 "t.toml",
-                &format!("[[extension]]\nname = \"t\"\ncontext = \"public\"\nactions = [\n  {text} ]\n"),
+                &format!(
+                    "[[extension]]\nname = \"t\"\ncontext = \"public\"\nactions = [\n  {text} ]\n"
+                ),
             )],
             &env(),
         )

@@ -8,9 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchboard_core::module::{
-    ActionReport, AppAction, Digit, DigitVerdict, LegApp, LegReply,
-};
+use switchboard_core::module::{ActionReport, AppAction, Digit, DigitVerdict, LegApp, LegReply};
 use switchboard_core::{Play, Side};
 use tracing::{debug, info};
 
@@ -19,12 +17,12 @@ use crate::matcher::{Matcher, Step};
 
 /// The Content-Type of an action for the caller's browser (an in-dialog INFO: the browser
 /// leg hands it to the page and answers with the page's result).
-pub const ACTION_CONTENT_TYPE: &str = "application/vnd.switchboard.action+json";
+pub use switchboard_core::module::BROWSER_ACTION as ACTION_CONTENT_TYPE;
 
-/// The agent hears this when the browser did what the code asked.
-pub const TONE_OK: &str = "%(60,40,1400);%(60,0,0);%(60,40,1400)";
-/// … and this when it did not.
-pub const TONE_FAILED: &str = "%(250,0,400)";
+/// The agent hears this when the browser did what the code asked: two short high beeps…
+pub const TONE_OK: (&str, u32) = ("%(80,60,1400)", 280);
+/// … and this when it did not: one low tone.
+pub const TONE_FAILED: (&str, u32) = ("%(400,0,400)", 400);
 
 /// How long a code may wait for its browser's answer before it counts as failed (the
 /// browser leg answers within 500 ms; this covers a leg that never answers at all).
@@ -152,9 +150,12 @@ impl Interpreter {
         if self.binding.confirm {
             self.actions.push_back(AppAction::Play {
                 side: self.binding.watch,
-                what: Play::Tone {
-                    spec: if ok { TONE_OK } else { TONE_FAILED }.into(),
-                    ms: None,
+                what: {
+                    let (spec, ms) = if ok { TONE_OK } else { TONE_FAILED };
+                    Play::Tone {
+                        spec: spec.into(),
+                        ms: Some(ms),
+                    }
                 },
             });
         }
@@ -301,8 +302,18 @@ mod tests {
         assert!(r.ok);
         assert_eq!(r.code.as_deref(), Some("*22"));
         assert_eq!(r.detail.as_deref(), Some("Volume 120 %"));
-        assert!(matches!(&actions[1], AppAction::Play { side: Side::B, what: Play::Tone { spec, .. } } if spec == TONE_OK));
+        assert!(
+            matches!(&actions[1], AppAction::Play { side: Side::B, what: Play::Tone { spec, .. } } if spec == TONE_OK.0)
+        );
         assert_eq!(app.poll_timeout(), None);
+    }
+
+    #[test]
+    fn the_confirmation_tones_are_valid_and_end() {
+        for (spec, ms) in [TONE_OK, TONE_FAILED] {
+            assert!(switchboard_media::tone::parse(spec).is_ok(), "{spec}");
+            assert!(ms > 0 && ms < 1000);
+        }
     }
 
     #[test]
@@ -382,7 +393,9 @@ mod tests {
         };
         assert!(!r.ok);
         assert!(r.result.contains("origins"), "{}", r.result);
-        assert!(matches!(&actions[1], AppAction::Play { what: Play::Tone { spec, .. }, .. } if spec == TONE_FAILED));
+        assert!(
+            matches!(&actions[1], AppAction::Play { what: Play::Tone { spec, .. }, .. } if spec == TONE_FAILED.0)
+        );
 
         // No answer at all.
         for d in "*22".chars() {

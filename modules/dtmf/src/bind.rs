@@ -126,7 +126,9 @@ impl fmt::Display for Command {
 
 fn parse_level(name: &str, arg: Option<&str>) -> Result<Level, String> {
     let hint = || {
-        format!("{name} needs a step (\"{name}:+20\", \"{name}:-20\") or a level in percent, 0 to {LEVEL_MAX} (\"{name}:100\")")
+        format!(
+            "{name} needs a step (\"{name}:+20\", \"{name}:-20\") or a level in percent, 0 to {LEVEL_MAX} (\"{name}:100\")"
+        )
     };
     let arg = arg.ok_or_else(hint)?;
     if let Some(rest) = arg.strip_prefix(['+', '-']) {
@@ -200,7 +202,11 @@ mod tests {
         assert!(Command::parse("volume:+0").is_err());
         assert!(Command::parse("volume:201").is_err());
         assert!(Command::parse("volume:loud").is_err());
-        assert!(Command::parse("echo_cancellation:maybe").unwrap_err().contains("\"on\" or \"off\""));
+        assert!(
+            Command::parse("echo_cancellation:maybe")
+                .unwrap_err()
+                .contains("\"on\" or \"off\"")
+        );
         assert!(Command::parse("push_page:../admin").is_err());
     }
 
@@ -221,7 +227,9 @@ mod tests {
         assert_eq!(v["code"], "*88");
         let v = Command::parse("push_page:checkout").unwrap().to_json("*76");
         assert_eq!(v["page"], "checkout");
-        let v = Command::parse("echo_cancellation:off").unwrap().to_json("*31");
+        let v = Command::parse("echo_cancellation:off")
+            .unwrap()
+            .to_json("*31");
         assert_eq!(v["on"], false);
     }
 }

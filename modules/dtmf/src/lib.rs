@@ -233,7 +233,10 @@ mod tests {
         assert!(b.confirm);
         assert_eq!(b.codes["*22"], Command::Volume(Level::Step(20)));
         let b = parse(
-            &action(&[("#1", "echo_cancellation:off")], &[("leg", "a"), ("interdigit_ms", "500"), ("confirm", "false")]),
+            &action(
+                &[("#1", "echo_cancellation:off")],
+                &[("leg", "a"), ("interdigit_ms", "500"), ("confirm", "false")],
+            ),
             Some(&pages()),
         )
         .unwrap();
@@ -246,20 +249,39 @@ mod tests {
     fn what_is_wrong_is_said_with_its_code() {
         for (codes, want) in [
             (vec![("*7x", "volume:+20")], "'x' is not a DTMF digit"),
-            (vec![("*76", "push_pag:checkout")], "code \"*76\": unknown action \"push_pag\""),
-            (vec![("*76", "push_page:cart")], "no merchant has a page named \"cart\" (known: checkout)"),
-            (vec![("*77", "push_page")], "needs a merchant's page_template"),
+            (
+                vec![("*76", "push_pag:checkout")],
+                "code \"*76\": unknown action \"push_pag\"",
+            ),
+            (
+                vec![("*76", "push_page:cart")],
+                "no merchant has a page named \"cart\" (known: checkout)",
+            ),
+            (
+                vec![("*77", "push_page")],
+                "needs a merchant's page_template",
+            ),
             (vec![], "codes is empty"),
         ] {
             let e = parse(&action(&codes, &[]), Some(&pages())).unwrap_err();
             assert!(e.contains(want), "{codes:?}: {e}");
         }
-        let e = parse(&action(&[("*1", "volume:+5")], &[("leg", "c")]), Some(&pages())).unwrap_err();
+        let e = parse(
+            &action(&[("*1", "volume:+5")], &[("leg", "c")]),
+            Some(&pages()),
+        )
+        .unwrap_err();
         assert!(e.contains("leg must be"), "{e}");
     }
 
     #[test]
     fn at_call_time_page_names_are_the_browser_legs_to_check() {
-        assert!(parse(&action(&[("*76", "push_page:cart"), ("*7", "push_page")], &[]), None).is_ok());
+        assert!(
+            parse(
+                &action(&[("*76", "push_page:cart"), ("*7", "push_page")], &[]),
+                None
+            )
+            .is_ok()
+        );
     }
 }

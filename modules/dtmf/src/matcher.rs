@@ -158,15 +158,9 @@ mod tests {
     fn after_a_false_start_the_rest_is_scanned_again() {
         let mut m = m(&["*22"]);
         // `**22`: the first `*` is no command, the rest is.
-        assert_eq!(
-            feed(&mut m, "**22"),
-            vec![Step::Release(1), matched("*22")]
-        );
+        assert_eq!(feed(&mut m, "**22"), vec![Step::Release(1), matched("*22")]);
         // `1*22`.
-        assert_eq!(
-            feed(&mut m, "1*22"),
-            vec![Step::Release(1), matched("*22")]
-        );
+        assert_eq!(feed(&mut m, "1*22"), vec![Step::Release(1), matched("*22")]);
         // `*2*22`: `*2` goes on when the second `*` shows it was no command.
         assert_eq!(
             feed(&mut m, "*2*22"),

@@ -115,10 +115,11 @@ impl CallObserver for Webhooks {
             | CallEvent::Answered { .. }
             | CallEvent::Leased { .. }
             | CallEvent::Ended(_) => true,
-            CallEvent::Bridged { .. }
-            | CallEvent::Digit { .. }
-            | CallEvent::Action { .. }
-            | CallEvent::Released { .. } => false,
+            // What the caller's browser was asked to do (a code, not a dialplan step).
+            CallEvent::Action { code, .. } => code.is_some(),
+            CallEvent::Bridged { .. } | CallEvent::Digit { .. } | CallEvent::Released { .. } => {
+                false
+            }
         }
     }
 
@@ -158,10 +159,25 @@ impl CallObserver for Webhooks {
                     ],
                 );
             }
-            CallEvent::Bridged { .. }
-            | CallEvent::Digit { .. }
-            | CallEvent::Action { .. }
-            | CallEvent::Released { .. } => {}
+            CallEvent::Action {
+                call,
+                name,
+                result,
+                ok,
+                code,
+                detail,
+            } => self.hook(
+                *call,
+                "action",
+                &[
+                    ("action", serde_json::json!(name)),
+                    ("code", serde_json::json!(code)),
+                    ("detail", serde_json::json!(detail)),
+                    ("ok", serde_json::json!(ok)),
+                    ("result", serde_json::json!(result)),
+                ],
+            ),
+            CallEvent::Bridged { .. } | CallEvent::Digit { .. } | CallEvent::Released { .. } => {}
         }
     }
 }

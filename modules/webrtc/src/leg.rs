@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use switchboard_core::LOCAL_CONTEXT;
+use switchboard_core::module::BROWSER_ACTION;
 use switchboard_sip::transaction::make_response;
 use switchboard_sip::{Message, Method, Name, Request, Response};
 
@@ -64,6 +65,15 @@ pub enum LegEvent {
     Answered(SocketAddr),
     /// The core moved our media (a re-INVITE).
     MediaMoved(SocketAddr),
+    /// A leg app asks something of the page (an INFO of type
+    /// [`BROWSER_ACTION`](switchboard_core::module::BROWSER_ACTION)): answer with
+    /// [`WebLeg::answer_action`] and this id.
+    Action {
+        /// For the answer.
+        id: u64,
+        /// The request (JSON).
+        body: Bytes,
+    },
     /// The call is over.
     Ended {
         /// In plain words, for the widget.
@@ -101,6 +111,9 @@ pub struct WebLeg {
     out: VecDeque<Bytes>,
     events: VecDeque<LegEvent>,
     media: Option<SocketAddr>,
+    /// Actions waiting for the page's answer: (id, the INFO).
+    actions: Vec<(u64, Request)>,
+    next_action: u64,
 }
 
 impl WebLeg {
@@ -136,6 +149,8 @@ impl WebLeg {
             out: VecDeque::new(),
             events: VecDeque::new(),
             media: None,
+            actions: Vec::new(),
+            next_action: 1,
         };
         let mut extra = String::new();
         let values = [
@@ -396,10 +411,53 @@ impl WebLeg {
                 }
                 self.out.push_back(reply(resp));
             }
+            Method::Info
+                if r.headers
+                    .get(&Name::ContentType)
+                    .is_some_and(|t| t.eq_ignore_ascii_case(BROWSER_ACTION)) =>
+            {
+                if self.actions.len() >= MAX_PENDING_ACTIONS {
+                    let mut resp = make_response(&r, 486, Some(&tag));
+                    warning(&mut resp, "the page is still busy with earlier actions");
+                    self.out.push_back(reply(resp));
+                    return;
+                }
+                let id = self.next_action;
+                self.next_action += 1;
+                let body = r.body.clone();
+                self.actions.push((id, r));
+                self.events.push_back(LegEvent::Action { id, body });
+            }
             _ => self
                 .out
                 .push_back(reply(make_response(&r, 200, Some(&tag)))),
         }
+    }
+
+    /// Answers an [`LegEvent::Action`]: `Ok(detail)` is the page's 200 (`{"ok":true,
+    /// "detail":...}`), `Err((status, words))` a refusal or failure, the words in a `Warning`.
+    pub fn answer_action(&mut self, id: u64, result: Result<&str, (u16, &str)>) {
+        let Some(i) = self.actions.iter().position(|(a, _)| *a == id) else {
+            return;
+        };
+        let (_, r) = self.actions.swap_remove(i);
+        let tag = self.own_tag();
+        let resp = match result {
+            Ok(detail) => {
+                let mut resp = make_response(&r, 200, Some(&tag));
+                resp.headers.push(Name::ContentType, "application/json");
+                resp.body =
+                    Bytes::from(serde_json::json!({ "ok": true, "detail": detail }).to_string());
+                resp
+            }
+            Err((status, words)) => {
+                let mut resp = make_response(&r, status, Some(&tag));
+                warning(&mut resp, words);
+                resp
+            }
+        };
+        self.out
+            .push_back(Bytes::from(Message::Response(resp).to_bytes()));
     }
 
     /// Our tag: the From tag we gave (we are the caller, so we answer requests with it).
@@ -419,6 +477,23 @@ impl WebLeg {
     pub fn poll_event(&mut self) -> Option<LegEvent> {
         self.events.pop_front()
     }
+}
+
+/// Actions a page may have unanswered at once (more get 486).
+pub const MAX_PENDING_ACTIONS: usize = 8;
+
+/// `Warning: 399 switchboard "words"` (RFC 3261 §20.43): why, in words.
+fn warning(resp: &mut Response, words: &str) {
+    let clean: String = words
+        .chars()
+        .filter(|c| !c.is_control())
+        .map(|c| if c == '"' { '\'' } else { c })
+        .take(200)
+        .collect();
+    resp.headers.push(
+        Name::Other("Warning".into()),
+        format!("399 switchboard \"{clean}\""),
+    );
 }
 
 /// `Reason: Q.850;cause=17;text="..."` → 17.
@@ -547,6 +622,91 @@ mod tests {
             })
         );
         assert!(l.is_terminated());
+    }
+
+    fn info(cseq: u32, content_type: &str, body: &str) -> Message {
+        let m = format!(
+            "INFO sip:web@0.0.0.1:0 SIP/2.0\r\nVia: SIP/2.0/LOCAL 127.0.0.1:5060;branch=z9hG4bKi{cseq}\r\n\
+             From: <sip:sales@switchboard.invalid>;tag=core1\r\nTo: <sip:web@acme.invalid>;tag=w1\r\nCall-ID: web-1\r\n\
+             CSeq: {cseq} INFO\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        parse_datagram(Bytes::from(m)).unwrap()
+    }
+
+    fn response(l: &mut WebLeg) -> Response {
+        match parse_datagram(l.poll_transmit().unwrap()).unwrap() {
+            Message::Response(r) => r,
+            Message::Request(_) => panic!("a response"),
+        }
+    }
+
+    #[test]
+    fn an_action_waits_for_the_page_and_its_answer_says_what_happened() {
+        let (mut l, inv) = leg();
+        l.handle(respond(&inv, 200, SDP));
+        l.poll_event();
+        l.poll_transmit(); // ACK
+        let body = r#"{"action":"volume","step":20,"code":"*22"}"#;
+        l.handle(info(6, BROWSER_ACTION, body));
+        // Nothing is answered before the page is.
+        assert!(l.poll_transmit().is_none());
+        let Some(LegEvent::Action { id, body: got }) = l.poll_event() else {
+            panic!("an action")
+        };
+        assert_eq!(got, body.as_bytes());
+        l.answer_action(id, Ok("Volume 120 %"));
+        let r = response(&mut l);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.headers.cseq().unwrap().seq, 6);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["detail"], "Volume 120 %");
+        // Answered once only.
+        l.answer_action(id, Ok("again"));
+        assert!(l.poll_transmit().is_none());
+
+        // A refusal carries its words in a Warning.
+        l.handle(info(
+            7,
+            BROWSER_ACTION,
+            r#"{"action":"push_page","page":"x"}"#,
+        ));
+        let Some(LegEvent::Action { id, .. }) = l.poll_event() else {
+            panic!("an action")
+        };
+        l.answer_action(
+            id,
+            Err((403, "https://evil.example/ is not on the \"origins\"")),
+        );
+        let r = response(&mut l);
+        assert_eq!(r.status, 403);
+        assert_eq!(
+            r.headers.get_other("Warning").unwrap(),
+            "399 switchboard \"https://evil.example/ is not on the 'origins'\""
+        );
+
+        // Any other INFO (a digit) is answered at once, as before.
+        l.handle(info(
+            8,
+            "application/dtmf-relay",
+            "Signal=5\r\nDuration=100\r\n",
+        ));
+        assert_eq!(response(&mut l).status, 200);
+        assert!(l.poll_event().is_none());
+    }
+
+    #[test]
+    fn a_page_that_never_answers_cannot_pile_up_actions() {
+        let (mut l, inv) = leg();
+        l.handle(respond(&inv, 200, SDP));
+        l.poll_event();
+        l.poll_transmit();
+        for n in 0..MAX_PENDING_ACTIONS as u32 {
+            l.handle(info(10 + n, BROWSER_ACTION, "{}"));
+        }
+        assert!(l.poll_transmit().is_none());
+        l.handle(info(99, BROWSER_ACTION, "{}"));
+        assert_eq!(response(&mut l).status, 486);
     }
 
     #[test]

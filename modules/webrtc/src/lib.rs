@@ -1,6 +1,8 @@
 //! Switchboard's browser leg (`modules/webrtc`): what a merchant page's call button needs.
 //!
 //! - [`signal`]: the widget's JSON protocol over the WebSocket;
+//! - [`action`]: actions in the caller's page (a pushed page, volume, echo controls), checked
+//!   against the merchant's pages, origins and `actions_off`;
 //! - [`merchant`]: who may call what, from where (origins, links, numbers, tokens);
 //! - [`token`]: the HMAC tokens a merchant's server mints;
 //! - [`peer`]: the WebRTC peer (str0m: ICE-lite, DTLS-SRTP, Opus, telephone-event);
@@ -9,6 +11,7 @@
 //!
 //! All of it is sans-IO: the server's tokio shell owns the sockets and the WebSocket.
 
+pub mod action;
 pub mod assets;
 pub mod leg;
 pub mod merchant;

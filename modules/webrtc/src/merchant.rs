@@ -58,9 +58,21 @@ pub struct MerchantConfig {
     /// HMAC key of the webhook's `X-Switchboard-Signature` header.
     #[serde(default)]
     pub webhook_secret: Option<String>,
-    /// Which events: `ringing`, `answered`, `hangup` (default all three).
+    /// Which events: `ringing`, `answered`, `hangup`, `action` (default the first three).
     #[serde(default = "default_events")]
     pub webhook_events: Vec<String>,
+    /// Pages an agent may push by name (`"*76" = "push_page:checkout"` in the dialplan):
+    /// name → URL, on `origins`.
+    #[serde(default)]
+    pub pages: std::collections::BTreeMap<String, String>,
+    /// The URL a bare `push_page` opens, with `{code}`, `{session}` and `{link}` filled in
+    /// (the merchant's server maps codes to pages itself); on `origins`.
+    #[serde(default)]
+    pub page_template: Option<String>,
+    /// Actions this merchant's calls refuse: push_page, volume, mic_gain, echo_cancellation,
+    /// echo_suppression.
+    #[serde(default)]
+    pub actions_off: Vec<String>,
 }
 
 fn default_events() -> Vec<String> {
@@ -335,9 +347,9 @@ impl MerchantConfig {
             }
         }
         for e in &self.webhook_events {
-            if !matches!(e.as_str(), "ringing" | "answered" | "hangup") {
+            if !matches!(e.as_str(), "ringing" | "answered" | "hangup" | "action") {
                 p.push(format!(
-                    "merchant {id}: webhook event {e:?}: use ringing, answered or hangup"
+                    "merchant {id}: webhook event {e:?}: use ringing, answered, hangup or action"
                 ));
             }
         }
@@ -347,6 +359,7 @@ impl MerchantConfig {
                 self.context
             ));
         }
+        p.extend(crate::action::problems(self, id));
         p
     }
 }
@@ -373,6 +386,9 @@ mod tests {
             webhook_ca: None,
             webhook_secret: None,
             webhook_events: default_events(),
+            pages: Default::default(),
+            page_template: None,
+            actions_off: Vec::new(),
         }
     }
 

@@ -21,6 +21,19 @@ pub enum ClientMsg {
         /// The secret from `accepted`.
         key: String,
     },
+    /// What the page made of an `action`.
+    ActionResult {
+        /// The action's `id`.
+        id: u64,
+        /// It was done.
+        ok: bool,
+        /// Why not, in words.
+        #[serde(default)]
+        error: String,
+        /// What changed, in the panel's words ("Volume 120 %").
+        #[serde(default)]
+        detail: String,
+    },
 }
 
 /// `{"type":"call", ...}`.
@@ -194,6 +207,15 @@ pub enum ServerMsg {
         /// Words to show.
         message: String,
     },
+    /// Do this in the page (the agent keyed a code); answer with `action_result` and the
+    /// same `id` within 500 ms.
+    Action {
+        /// Echoed in `action_result`.
+        id: u64,
+        /// What.
+        #[serde(flatten)]
+        action: crate::action::PageAction,
+    },
     /// The request was refused; no call was placed.
     Error {
         /// What went wrong.
@@ -253,6 +275,27 @@ mod tests {
             j.contains(r#""type":"hangup""#) && j.contains(r#""reason":"busy""#),
             "{j}"
         );
+        let j = ServerMsg::Action {
+            id: 7,
+            action: crate::action::PageAction {
+                action: "volume".into(),
+                code: Some("*22".into()),
+                url: None,
+                page: None,
+                step: Some(20),
+                set: None,
+                on: None,
+            },
+        }
+        .to_json();
+        assert_eq!(
+            j,
+            r#"{"type":"action","id":7,"action":"volume","code":"*22","step":20}"#
+        );
+        assert!(matches!(
+            parse(r#"{"type":"action_result","id":7,"ok":false,"error":"no audio"}"#),
+            Ok(ClientMsg::ActionResult { id: 7, ok: false, error, .. }) if error == "no audio"
+        ));
         let j = ServerMsg::error(ErrorCode::BadToken, "no").to_json();
         assert!(j.contains(r#""code":"bad_token""#), "{j}");
         for c in [

@@ -39,7 +39,7 @@
       ".sb-c2c-panel button{font:inherit;margin:.15em;padding:.5em .8em;border:1px solid #bbb;border-radius:.4em;background:#f6f6f6;cursor:pointer}" +
       ".sb-c2c-panel button:focus-visible{outline:3px solid #fb0}" +
       ".sb-c2c-pad{display:grid;grid-template-columns:repeat(3,1fr)}" +
-      ".sb-c2c-status{font-weight:600;margin-bottom:.5em}.sb-c2c-hang{background:#c22!important;color:#fff}";
+      ".sb-c2c-status{font-weight:600;margin-bottom:.5em}.sb-c2c-notice{margin:.5em 0;min-height:1.2em}.sb-c2c-notice button{margin-left:.5em}.sb-c2c-hang{background:#c22!important;color:#fff}";
     document.head.appendChild(s);
   }
 

@@ -26,6 +26,9 @@
     this.events = [];
     this.t0 = performance.now();
     this.times = {}; // ms from the click to each message (benchmarks, diagnostics)
+    this.actions = []; // what the agent's keypad asked for, and what came of it
+    this.volume = 100;
+    this.micLevel = 100;
     this.ui();
   }
 
@@ -50,6 +53,9 @@
     this.hangBtn = row.appendChild(el("button", "sb-c2c-hang", "Hang up"));
     this.hangBtn.type = "button";
     this.hangBtn.addEventListener("click", function () { self.hangup(); });
+    this.notice = p.appendChild(el("div", "sb-c2c-notice"));
+    this.notice.setAttribute("role", "status");
+    this.notice.setAttribute("aria-live", "polite");
     this.audio = p.appendChild(el("audio"));
     this.audio.autoplay = true;
     p.addEventListener("keydown", function (e) {
@@ -64,6 +70,8 @@
 
   Call.prototype.start = async function () {
     var self = this, o = this.opts;
+    // Made during the click, so the browser lets it play (volume, echo suppression).
+    try { this.graph(); } catch (e) { /* no WebAudio: those actions will fail in words */ }
     try {
       this.stream = await navigator.mediaDevices.getUserMedia({
         audio: { echoCancellation: o.processing, noiseSuppression: o.processing, autoGainControl: o.processing },
@@ -132,7 +140,179 @@
         break;
       case "hangup": this.finish(msg.reason, msg.message); break;
       case "error": this.finish("failed", msg.message); break;
+      case "action": this.action(msg); break;
     }
+  };
+
+  /* Actions the agent's keypad asks for (docs/webrtc.md): each is answered with
+   * action_result and said in plain words in the panel; media changes can be undone. */
+  var NAMES = { push_page: 1, volume: 1, mic_gain: 1, echo_cancellation: 1, echo_suppression: 1 };
+
+  Call.prototype.action = async function (msg) {
+    var ws = this.ws, detail, ok = true, error = "";
+    try {
+      if (!NAMES[msg.action]) throw new Error("unknown action " + msg.action);
+      detail = await this["do_" + msg.action](msg);
+    } catch (e) {
+      ok = false;
+      error = (e && e.message) || String(e);
+    }
+    this.actions.push({ id: msg.id, action: msg.action, ok: ok, detail: detail, error: error });
+    if (ws && ws.readyState === 1) {
+      ws.send(JSON.stringify({ type: "action_result", id: msg.id, ok: ok, error: error, detail: detail || "" }));
+    }
+    if (ok && msg.action === "push_page") this.go(msg.url);
+  };
+
+  Call.prototype.say = function (words, undo) {
+    var self = this, n = this.notice;
+    n.textContent = words;
+    if (undo) {
+      var b = n.appendChild(el("button", "sb-c2c-undo", "Undo"));
+      b.type = "button";
+      b.addEventListener("click", function () {
+        n.textContent = "";
+        undo.call(self);
+      });
+    }
+  };
+
+  function clamp(v) { return Math.max(0, Math.min(200, Math.round(v))); }
+  function level(cur, msg) { return clamp(msg.set != null ? msg.set : cur + (msg.step || 0)); }
+
+  Call.prototype.graph = function () {
+    if (this.ac) return this.ac;
+    var ac = this.ac = new (window.AudioContext || window.webkitAudioContext)();
+    if (ac.state === "suspended") ac.resume();
+    return ac;
+  };
+
+  /* The agent's voice through a gain (the element stays muted: Chromium only feeds a remote
+   * stream to WebAudio while an element plays it). */
+  Call.prototype.output = function () {
+    if (this.outGain) return this.outGain;
+    var ac = this.graph();
+    this.outGain = ac.createGain();
+    ac.createMediaStreamSource(this.audio.srcObject).connect(this.outGain);
+    this.outGain.connect(ac.destination);
+    this.audio.muted = true;
+    return this.outGain;
+  };
+
+  /* The caller's microphone through a gain and a ducker, into the call. */
+  Call.prototype.input = function () {
+    if (this.micGain) return this.micGain;
+    var ac = this.graph();
+    this.micGain = ac.createGain();
+    this.duckGain = ac.createGain();
+    this.micDest = ac.createMediaStreamDestination();
+    this.micGain.connect(this.duckGain).connect(this.micDest);
+    this.plug();
+    this.sender.replaceTrack(this.micDest.stream.getAudioTracks()[0]);
+    return this.micGain;
+  };
+
+  Call.prototype.plug = function () {
+    if (this.micSrc) this.micSrc.disconnect();
+    this.micSrc = this.ac.createMediaStreamSource(new MediaStream([this.track]));
+    this.micSrc.connect(this.micGain);
+  };
+
+  Call.prototype.setVolume = function (v) {
+    this.volume = v;
+    this.output().gain.value = v / 100;
+    return "Volume " + v + " %";
+  };
+
+  Call.prototype.do_volume = function (msg) {
+    var before = this.volume, words = this.setVolume(level(before, msg));
+    this.say(words, function () { this.say(this.setVolume(before)); });
+    return words;
+  };
+
+  Call.prototype.setMic = function (v) {
+    this.micLevel = v;
+    this.input().gain.value = v / 100;
+    return "Microphone " + v + " %";
+  };
+
+  Call.prototype.do_mic_gain = function (msg) {
+    var before = this.micLevel, words = this.setMic(level(before, msg));
+    this.say(words, function () { this.say(this.setMic(before)); });
+    return words;
+  };
+
+  /* Echo cancellation: the track's own constraint, else a new microphone track with it,
+   * swapped in without dropping the call. */
+  Call.prototype.setEcho = async function (on) {
+    if (this.track.getSettings().echoCancellation !== on) {
+      try { await this.track.applyConstraints({ echoCancellation: on }); } catch (e) { /* re-acquire below */ }
+    }
+    if (this.track.getSettings().echoCancellation !== on) {
+      var p = this.opts.processing;
+      var s = await navigator.mediaDevices.getUserMedia({
+        audio: { echoCancellation: on, noiseSuppression: p, autoGainControl: p }, video: false
+      });
+      var old = this.track, t = s.getAudioTracks()[0];
+      t.enabled = old.enabled;
+      this.track = t;
+      this.stream = s;
+      if (this.micGain) this.plug(); else await this.sender.replaceTrack(t);
+      old.stop();
+    }
+    var got = this.track.getSettings().echoCancellation;
+    if (got !== on) throw new Error("the browser kept echo cancellation " + (got ? "on" : "off"));
+    this.echo = on;
+    return "Echo cancellation " + (on ? "on" : "off");
+  };
+
+  Call.prototype.do_echo_cancellation = async function (msg) {
+    var before = this.track.getSettings().echoCancellation !== false;
+    var words = await this.setEcho(msg.on);
+    this.say(words, async function () { this.say(await this.setEcho(before)); });
+    return words;
+  };
+
+  /* Echo suppression: half duplex, as speakerphones did — the microphone ducks while the
+   * agent's audio is loud, and comes back a moment after it stops. */
+  Call.prototype.setDuck = function (on) {
+    var self = this;
+    this.input();
+    clearInterval(this.ducker);
+    this.duckGain.gain.value = 1;
+    this.ducking = on;
+    if (on) {
+      var an = this.graph().createAnalyser(), buf = new Float32Array(512), until = 0;
+      an.fftSize = 512;
+      this.graph().createMediaStreamSource(this.audio.srcObject).connect(an);
+      this.ducker = setInterval(function () {
+        an.getFloatTimeDomainData(buf);
+        var sum = 0;
+        for (var i = 0; i < buf.length; i++) sum += buf[i] * buf[i];
+        var now = performance.now();
+        if (Math.sqrt(sum / buf.length) > 0.02) until = now + 300;
+        self.duckGain.gain.value = now < until ? 0.1 : 1;
+      }, 20);
+    }
+    return "Echo suppression " + (on ? "on" : "off");
+  };
+
+  Call.prototype.do_echo_suppression = function (msg) {
+    var before = !!this.ducking, words = this.setDuck(msg.on);
+    this.say(words, function () { this.say(this.setDuck(before)); });
+    return words;
+  };
+
+  Call.prototype.do_push_page = function (msg) {
+    var name = msg.page ? msg.page.charAt(0).toUpperCase() + msg.page.slice(1).replace(/[-_]/g, " ") : msg.url;
+    this.say("The agent opened: " + name);
+    return msg.url;
+  };
+
+  /* A pushed page: the merchant's window goes there (the answer is sent first). */
+  Call.prototype.go = function (url) {
+    var w = this.opts.target || window;
+    setTimeout(function () { w.location.assign(url); }, 50);
   };
 
   Call.prototype.tick = function () {
@@ -167,6 +347,8 @@
     this.ended = true;
     this.reason = reason;
     clearInterval(this.clock);
+    clearInterval(this.ducker);
+    if (this.ac) this.ac.close();
     this.show(words || "Call ended.");
     if (this.pc) this.pc.close();
     if (this.stream) this.stream.getTracks().forEach(function (t) { t.stop(); });

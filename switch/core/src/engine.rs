@@ -129,7 +129,11 @@ pub(crate) enum ClientRole {
     /// An INFO we send (a digit, a leg app's message): nothing waits for its answer.
     Info,
     /// A leg app's message whose answer the app wants: (call, the app's index, its tag).
-    AppMessage { call: CallRef, app: usize, tag: u64 },
+    AppMessage {
+        call: CallRef,
+        app: usize,
+        tag: u64,
+    },
     /// A module service's request: (service, cookie).
     Service(usize, u64),
 }

@@ -1152,11 +1152,12 @@ mod leg_apps {
             if self.holding.is_some_and(|t| t <= now) {
                 self.holding = None;
                 self.actions.push(AppAction::DropHeld);
-                self.actions.push(AppAction::Report(crate::module::ActionReport {
-                    name: "star".into(),
-                    result: "dropped: nothing followed".into(),
-                    ..Default::default()
-                }));
+                self.actions
+                    .push(AppAction::Report(crate::module::ActionReport {
+                        name: "star".into(),
+                        result: "dropped: nothing followed".into(),
+                        ..Default::default()
+                    }));
             }
         }
 

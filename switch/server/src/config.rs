@@ -389,7 +389,8 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
             list.get_ref().clone()
         }
     };
-    let (endpoints, actions) = crate::modules::declarations(&modules, &gateways);
+    let pages = crate::modules::pages(file.merchant.values().map(Spanned::get_ref));
+    let (endpoints, actions) = crate::modules::declarations(&modules, &gateways, &pages);
     let env = CompileEnv {
         prompts: prompt_names,
         endpoints,

@@ -430,7 +430,9 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         let media_ip = l.engine.media_ip;
         let modules_loaded = l.modules.clone();
         let merchants = Arc::new(modules::WebMerchants::default());
-        let mut registry = modules::build(&l.modules, l.gateways, Some(merchants.clone()));
+        let pages = modules::pages(l.web.iter().flat_map(|w| w.merchants.values()));
+        let mut registry =
+            modules::build(&l.modules, l.gateways, pages, Some(merchants.clone()));
         let now_ms = jiff::Timestamp::now().as_millisecond();
         let (sqlite, resting) = storage::SqliteStore::open(&l.storage, now_ms)
             .map_err(|e| anyhow::anyhow!("call records: {e} (set [storage] path in switchboard.toml)"))?;

@@ -6,23 +6,30 @@ use std::sync::{Arc, OnceLock};
 
 use switchboard_core::Registry;
 use switchboard_dialplan::{ActionSpec, EndpointSpec};
+use switchboard_dtmf::Pages;
 use switchboard_trunk::{Gateways, Trunk};
+use switchboard_webrtc::MerchantConfig;
 
 /// Modules loaded when `[modules] load` is not set.
-pub const DEFAULT: &[&str] = &["trunk", "screenpop"];
+pub const DEFAULT: &[&str] = &["trunk", "screenpop", "dtmf"];
 
 /// Every module this binary can load (cargo features decide).
 pub const AVAILABLE: &[&str] = &[
     "trunk",
     "screenpop",
+    "dtmf",
     #[cfg(feature = "example")]
     "example",
 ];
 
 /// What the loaded modules add to the dialplan language (known before they are built: a
 /// reload compiles against the gateways it is about to apply).
-pub fn declarations(load: &[String], gateways: &Gateways) -> (Vec<EndpointSpec>, Vec<ActionSpec>) {
-    let mut registry = build(load, gateways.clone(), None);
+pub fn declarations(
+    load: &[String],
+    gateways: &Gateways,
+    pages: &Pages,
+) -> (Vec<EndpointSpec>, Vec<ActionSpec>) {
+    let mut registry = build(load, gateways.clone(), pages.clone(), None);
     let d = registry.declarations();
     let _ = registry.take_observers();
     (d.endpoints, d.actions)
@@ -32,6 +39,7 @@ pub fn declarations(load: &[String], gateways: &Gateways) -> (Vec<EndpointSpec>,
 pub fn build(
     load: &[String],
     gateways: Gateways,
+    pages: Pages,
     merchants: Option<Arc<WebMerchants>>,
 ) -> Registry {
     let mut registry = Registry::new();
@@ -44,6 +52,8 @@ pub fn build(
                 Some(m) => Box::new(switchboard_screenpop::ScreenPop::start(m.clone())),
                 None => continue,
             },
+            // The merchants' page names, to check `push_page:NAME` bindings at load.
+            "dtmf" => Box::new(switchboard_dtmf::Dtmf::new(pages.clone())),
             #[cfg(feature = "example")]
             "example" => Box::new(switchboard_example::Example::new()),
             // config::load refused unknown names already.
@@ -55,6 +65,16 @@ pub fn build(
         }
     }
     registry
+}
+
+/// The page names and templates of these merchants (what `dtmf_bind` may push).
+pub fn pages<'a>(merchants: impl IntoIterator<Item = &'a MerchantConfig>) -> Pages {
+    let mut p = Pages::default();
+    for m in merchants {
+        p.names.extend(m.pages.keys().cloned());
+        p.template |= m.page_template.is_some();
+    }
+    p
 }
 
 /// The merchants' webhooks as the browser leg's configuration says (set once the browser leg

@@ -263,12 +263,7 @@ impl CallObserver for Records {
     }
 
     fn interest(&self) -> fn(&CallEvent) -> bool {
-        |ev| {
-            !matches!(
-                ev,
-                CallEvent::Bridged { .. } | CallEvent::Digit { .. } | CallEvent::Action { .. }
-            )
-        }
+        |ev| !matches!(ev, CallEvent::Bridged { .. } | CallEvent::Digit { .. })
     }
 
     fn on_event(&mut self, ev: &Stamped) {
@@ -311,9 +306,25 @@ impl CallObserver for Records {
                 number: item.clone(),
                 at,
             },
-            CallEvent::Bridged { .. } | CallEvent::Digit { .. } | CallEvent::Action { .. } => {
-                return;
-            }
+            CallEvent::Action {
+                call,
+                name,
+                result,
+                ok,
+                code,
+                detail,
+            } => CdrOp::Action {
+                call: call.0,
+                at,
+                action: Box::new(crate::storage::ActionRecord {
+                    name: name.clone(),
+                    code: code.clone(),
+                    detail: detail.clone(),
+                    ok: *ok,
+                    result: result.clone(),
+                }),
+            },
+            CallEvent::Bridged { .. } | CallEvent::Digit { .. } => return,
         };
         self.0.record(op);
     }

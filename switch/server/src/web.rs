@@ -33,6 +33,9 @@ use crate::shell::NetIn;
 /// The cause of a browser leg whose widget or media is gone for good (in the BYE's Reason).
 const GONE: (u16, &str) = (38, "NETWORK_OUT_OF_ORDER");
 
+/// How long the page has to answer an action (SPEC §3: acknowledged within 500 ms).
+const ACTION_WAIT: Duration = Duration::from_millis(500);
+
 /// How long a new WebSocket may take to say what it wants.
 const FIRST_MESSAGE: Duration = Duration::from_secs(10);
 
@@ -297,12 +300,14 @@ pub async fn serve(addr: SocketAddr, web: Arc<WebShared>) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// The widget's routes: `/c2c.js`, `/client/<version>.js`, `/demo/shop`, `/ws`.
+/// The widget's routes: `/c2c.js`, `/client/<version>.js`, `/demo/shop` (and its
+/// `/demo/checkout`, the page the demo's agent pushes with `*76`), `/ws`.
 pub fn routes(web: Arc<WebShared>) -> Router {
     Router::new()
         .route("/c2c.js", get(loader))
         .route("/client/{file}", get(client))
         .route("/demo/shop", get(shop))
+        .route("/demo/checkout", get(shop))
         .route("/ws", get(ws))
         .with_state(web)
 }
@@ -431,7 +436,7 @@ async fn session(web: Arc<WebShared>, mut ws: WebSocket, origin: Option<String>,
                 }
             }
         }
-        Ok(ClientMsg::Hangup) => {}
+        Ok(ClientMsg::Hangup | ClientMsg::ActionResult { .. }) => {}
         Err(e) => {
             refuse(
                 &web,
@@ -630,6 +635,9 @@ async fn place(
         )));
     }
     let mut call = WebCall {
+        web: web.clone(),
+        facts: facts.clone(),
+        actions: Vec::new(),
         ws: Some(WidgetLink::new(ws)),
         leg,
         peer_events,
@@ -655,6 +663,11 @@ async fn place(
 }
 
 struct WebCall {
+    /// The merchants' current configuration (an action is checked against it).
+    web: Arc<WebShared>,
+    facts: WebFacts,
+    /// Actions the page was asked to do and has not answered: (id, answer by).
+    actions: Vec<(u64, Instant)>,
     ws: Option<WidgetLink>,
     leg: WebLeg,
     /// The peer's state, from the media session that runs it.
@@ -758,13 +771,21 @@ impl WebCall {
     ) {
         self.pump().await;
         while !self.leg.is_terminated() {
-            let wake = self.grace_until;
+            let wake = self
+                .actions
+                .iter()
+                .map(|(_, t)| *t)
+                .chain(self.grace_until)
+                .min();
             tokio::select! {
                 m = ws_next(&mut self.ws) => match m {
                     Some(text) => match signal::parse(&text) {
                         Ok(ClientMsg::Hangup) => {
                             info!("hang-up from the widget");
                             self.leg.hangup();
+                        }
+                        Ok(ClientMsg::ActionResult { id, ok, error, detail }) => {
+                            self.action_result(id, ok, &error, &detail);
                         }
                         Ok(_) => debug!("ignored a widget message during the call"),
                         Err(e) => debug!(error = %e, "bad widget message"),
@@ -790,6 +811,7 @@ impl WebCall {
                 }
                 _ = sleep_until(wake) => {
                     let now = Instant::now();
+                    self.actions_late(now);
                     if self.grace_until.is_some_and(|g| g <= now) {
                         info!("widget did not come back: hanging up");
                         self.grace_until = None;
@@ -803,6 +825,73 @@ impl WebCall {
         let _ = self.web_net.send(NetIn::LocalDown(self.local)).await;
         // Dropping the link lets its pump deliver what is queued, then close the socket.
         self.ws = None;
+    }
+
+    /// A leg app asks something of the page: checked against the merchant's configuration,
+    /// then handed to the page, which has [`ACTION_WAIT`] to answer.
+    async fn action(&mut self, id: u64, body: &[u8]) {
+        let checked = {
+            let cfg = self.web.cfg();
+            match cfg.merchants.get(&self.facts.merchant) {
+                Some(m) => switchboard_webrtc::action::resolve(m, &self.facts, body),
+                None => Err(format!(
+                    "merchant {} is no longer configured",
+                    self.facts.merchant
+                )),
+            }
+        };
+        let action = match checked {
+            Ok(a) => a,
+            Err(why) => {
+                info!(%why, "action refused");
+                self.leg.answer_action(id, Err((403, &why)));
+                return;
+            }
+        };
+        if self.ws.is_none() {
+            self.leg
+                .answer_action(id, Err((480, "the caller's page is not connected")));
+            return;
+        }
+        info!(action = %action.action, url = action.url.as_deref().unwrap_or(""), "action to the page");
+        self.actions.push((id, Instant::now() + ACTION_WAIT));
+        self.tell_widget(&ServerMsg::Action { id, action }).await;
+    }
+
+    /// The page's answer to an action.
+    fn action_result(&mut self, id: u64, ok: bool, error: &str, detail: &str) {
+        let Some(i) = self.actions.iter().position(|(a, _)| *a == id) else {
+            debug!(id, "answer to no pending action (late?)");
+            return;
+        };
+        self.actions.swap_remove(i);
+        info!(id, ok, %error, %detail, "the page answered an action");
+        let detail: String = detail.chars().take(200).collect();
+        if ok {
+            self.leg.answer_action(id, Ok(&detail));
+        } else {
+            let why = if error.is_empty() {
+                "the page could not do it"
+            } else {
+                error
+            };
+            self.leg
+                .answer_action(id, Err((500, &format!("the caller's browser: {why}"))));
+        }
+    }
+
+    /// Actions the page did not answer in time fail.
+    fn actions_late(&mut self, now: Instant) {
+        let (late, pending): (Vec<_>, Vec<_>) =
+            self.actions.drain(..).partition(|(_, t)| *t <= now);
+        self.actions = pending;
+        for (id, _) in late {
+            info!(id, "the page did not answer an action in time");
+            self.leg.answer_action(
+                id,
+                Err((408, "the caller's page did not answer within 500 ms")),
+            );
+        }
     }
 
     /// Moves what the peer and the leg produced to where it goes.
@@ -828,22 +917,17 @@ impl WebCall {
 
     /// Moves what the leg produced: SIP to the core, events to the widget.
     async fn pump(&mut self) {
-        while let Some(b) = self.leg.poll_transmit() {
-            if self
-                .web_net
-                .send(NetIn::Local(b, self.local))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
+        self.send_to_core().await;
         while let Some(e) = self.leg.poll_event() {
             let msg = match e {
                 LegEvent::Ringing => ServerMsg::Ringing,
                 LegEvent::EarlyMedia(_) => ServerMsg::EarlyMedia,
                 LegEvent::Answered(_) => ServerMsg::Answered,
                 LegEvent::MediaMoved(_) => continue,
+                LegEvent::Action { id, body } => {
+                    self.action(id, &body).await;
+                    continue;
+                }
                 LegEvent::Ended { reason, code, q850 } => {
                     info!(?reason, code, ?q850, "web call ended");
                     ServerMsg::Hangup {
@@ -855,6 +939,21 @@ impl WebCall {
             };
             self.last_state = Some(msg.clone());
             self.tell_widget(&msg).await;
+        }
+        // What answering the events produced (an action refused at once).
+        self.send_to_core().await;
+    }
+
+    async fn send_to_core(&mut self) {
+        while let Some(b) = self.leg.poll_transmit() {
+            if self
+                .web_net
+                .send(NetIn::Local(b, self.local))
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
     }
 }

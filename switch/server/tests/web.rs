@@ -972,3 +972,175 @@ fn the_widget_can_have_a_public_listener_apart_from_the_admin_api() {
     assert!(common::http_get(ports.http, "/demo/shop").is_none());
     assert!(common::http_get(ports.http, "/metrics").is_some());
 }
+
+/// The "support" link of the keypad tests: the agent's codes are bound, then the ACD.
+const KEYPAD_EXT: &str = r#"
+[[extension]]
+name = "web-support"
+context = "web"
+when.var.link = '^support$'
+actions = [
+  { header_add = { X-Merchant = "${merchant}", X-Link = "${link}", X-Session = "${session}", X-Page-Url = "${page_url}" } },
+  { dtmf_bind = { codes = { "*76" = "push_page:checkout", "*88" = "volume:-20", "*31" = "echo_cancellation:off", "*41" = "echo_suppression:on" }, interdigit_ms = 500 } },
+  { bridge = { targets = ["gateway/gw1/support"], timeout = 20 } },
+]
+"#;
+
+/// The agent keys `code` on the ACD's phone (RFC 4733, 100 ms a digit); what the ACD heard
+/// meanwhile and for `then` after.
+fn key_in(
+    acd: &mut RtpPeer,
+    to: SocketAddr,
+    code: &str,
+    then: Duration,
+) -> Vec<common::rtp::Packet> {
+    let mut got = Vec::new();
+    for d in code.chars() {
+        got.extend(acd.digit(to, CodecKind::Pcmu, 101, d, 100));
+    }
+    let frames = (then.as_millis() / 20) as usize;
+    got.extend(acd.stream(to, CodecKind::Pcmu, &vec![0; 160 * frames]));
+    got
+}
+
+/// The largest share of `freq` in any 40 ms of `pcm` (a short tone in a longer recording).
+fn peak_share(pcm: &[i16], freq: f64) -> f64 {
+    pcm.chunks(320)
+        .filter(|c| c.len() == 320)
+        .map(|c| share_at(c, freq))
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn the_agents_keypad_drives_the_callers_page_and_every_action_is_recorded() {
+    let idx = 63;
+    let http = common::Ports::for_test(idx).http;
+    let conf = format!(
+        "{}actions_off = [\"echo_suppression\"]\n[merchant.demo.pages]\ncheckout = \"/demo/checkout\"\n",
+        merchant_conf(http, "tokenless = true")
+    );
+    let extensions = format!("{WEB_EXT}{KEYPAD_EXT}");
+    let mut sw = Switch::prepare(
+        "web-keypad",
+        idx,
+        Route {
+            extensions: &extensions,
+            ..web_route(&conf)
+        },
+    );
+    let uas = acd_uas(&sw, idx, 1, "demo-visitor", "0");
+    sw.launch();
+    let mut b = browser(&sw, "keypad");
+    b.wait_for(
+        "!!document.querySelector('#support button')",
+        Duration::from_secs(10),
+    );
+    b.eval("document.querySelector('#support button').click()");
+    let call = sw.wait_media_up(Duration::from_secs(15));
+    b.wait_for(
+        &format!("{CALL}.state === 'connected'"),
+        Duration::from_secs(10),
+    );
+    let sw_b = addr(&call["media"]["b"]["port"]);
+    let mut acd = RtpPeer::bind(acd_rtp(idx));
+    acd.stream(sw_b, CodecKind::Pcmu, &[0; 1600]);
+
+    // *88: the caller's volume goes down a step; the panel says so; the agent hears two
+    // short high beeps.
+    let heard = key_in(&mut acd, sw_b, "*88", Duration::from_millis(800));
+    b.wait_for(&format!("{CALL}.volume === 80"), Duration::from_secs(3));
+    assert!(
+        (b.eval(&format!("{CALL}.outGain.gain.value"))
+            .as_f64()
+            .unwrap()
+            - 0.8)
+            .abs()
+            < 1e-6,
+        "the output gain follows"
+    );
+    assert_eq!(
+        b.eval("document.querySelector('.sb-c2c-notice').firstChild.textContent"),
+        "Volume 80 %"
+    );
+    let pcm = decode(&heard, CodecKind::Pcmu);
+    assert!(
+        peak_share(&pcm, 1400.0) > 0.5,
+        "the agent heard the success beeps (share {:.2})",
+        peak_share(&pcm, 1400.0)
+    );
+
+    // *31: echo cancellation off, as the microphone track's settings show.
+    key_in(&mut acd, sw_b, "*31", Duration::from_millis(200));
+    b.wait_for(
+        &format!("{CALL}.track.getSettings().echoCancellation === false"),
+        Duration::from_secs(5),
+    );
+
+    // *41: echo suppression is turned off for this merchant: refused, never sent to the page,
+    // and the agent hears the failure tone.
+    let heard = key_in(&mut acd, sw_b, "*41", Duration::from_millis(800));
+    let pcm = decode(&heard, CodecKind::Pcmu);
+    assert!(
+        peak_share(&pcm, 400.0) > 0.5,
+        "the agent heard the failure tone (share {:.2})",
+        peak_share(&pcm, 400.0)
+    );
+    assert_eq!(
+        b.eval(&format!("{CALL}.actions.map(a => a.action).join(',')")),
+        "volume,echo_cancellation"
+    );
+
+    // *76: the page the code names opens.
+    key_in(&mut acd, sw_b, "*76", Duration::from_millis(200));
+    b.wait_for(
+        "location.pathname === '/demo/checkout'",
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        b.eval("document.title"),
+        "Checkout — Demo Shop",
+        "the demo's checkout page"
+    );
+    let (st, errs) = uas.wait(Duration::from_secs(15));
+    assert!(st.is_some_and(|s| s.success()), "ACD: {errs}\n{}", sw.log());
+
+    // Every action is in the call's record, in order, with its code, detail and result
+    // (after the dialplan's own `dtmf_bind`).
+    let r = ended_record(&sw);
+    let all = r["actions"].as_array().unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(all[0]["name"], "dtmf_bind", "{r}");
+    let actions = &all[1..];
+    let summary: Vec<String> = actions
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {} {}",
+                a["code"].as_str().unwrap_or(""),
+                a["name"].as_str().unwrap_or(""),
+                a["ok"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "*88 volume true",
+            "*31 echo_cancellation true",
+            "*41 echo_suppression false",
+            "*76 push_page true"
+        ],
+        "{r}"
+    );
+    assert_eq!(actions[0]["detail"], "Volume 80 %", "{r}");
+    assert!(
+        actions[2]["result"]
+            .as_str()
+            .is_some_and(|s| s.contains("turned off")),
+        "{r}"
+    );
+    assert_eq!(
+        actions[3]["detail"],
+        format!("http://127.0.0.1:{http}/demo/checkout"),
+        "{r}"
+    );
+}

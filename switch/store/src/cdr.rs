@@ -63,6 +63,19 @@ pub struct Cdr {
     /// Browser calls: trail, cookies and form fields the merchant opted in to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub web_context: Option<serde_json::Value>,
+    /// What was done during the call (pages pushed, volume...), in order, with its time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<CdrAction>,
+}
+
+/// An action of a record.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CdrAction {
+    /// When, RFC 3339.
+    pub at: String,
+    /// What, with its code, detail and result.
+    #[serde(flatten)]
+    pub action: crate::ActionRecord,
 }
 
 /// What to list.

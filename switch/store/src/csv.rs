@@ -14,7 +14,7 @@ pub fn to_csv(cdrs: &[Cdr]) -> String {
         }
     }
     let mut out = String::from(
-        "id,call_id,b_call_id,caller,destination,context,target,ani,started,ringing,answered,ended,billable_secs,cause,b_cause,hangup_side,codec_a,codec_b\r\n",
+        "id,call_id,b_call_id,caller,destination,context,target,ani,started,ringing,answered,ended,billable_secs,cause,b_cause,hangup_side,codec_a,codec_b,actions\r\n",
     );
     for c in cdrs {
         let cols = [
@@ -38,6 +38,7 @@ pub fn to_csv(cdrs: &[Cdr]) -> String {
             c.hangup_side.clone().unwrap_or_default(),
             c.codec_a.clone().unwrap_or_default(),
             c.codec_b.clone().unwrap_or_default(),
+            actions(c),
         ];
         for (i, v) in cols.iter().enumerate() {
             if i > 0 {
@@ -50,9 +51,66 @@ pub fn to_csv(cdrs: &[Cdr]) -> String {
     out
 }
 
+/// The record's actions in one field: `*76 push_page https://shop.example/checkout: ok; ...`.
+fn actions(c: &Cdr) -> String {
+    c.actions
+        .iter()
+        .map(|a| {
+            let a = &a.action;
+            let mut s = String::new();
+            if let Some(code) = &a.code {
+                s.push_str(code);
+                s.push(' ');
+            }
+            s.push_str(&a.name);
+            if let Some(d) = &a.detail {
+                s.push(' ');
+                s.push_str(d);
+            }
+            s.push_str(": ");
+            s.push_str(&a.result);
+            s
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn actions_share_one_field_in_order() {
+        let mut r = record();
+        for (code, name, detail, result) in [
+            (
+                Some("*76"),
+                "push_page",
+                Some("https://shop.example/checkout"),
+                "ok",
+            ),
+            (None, "volume", None, "refused: turned off"),
+        ] {
+            r.actions.push(crate::CdrAction {
+                at: "2026-11-28T10:00:01Z".into(),
+                action: crate::ActionRecord {
+                    name: name.into(),
+                    code: code.map(Into::into),
+                    detail: detail.map(Into::into),
+                    ok: result == "ok",
+                    result: result.into(),
+                },
+            });
+        }
+        let csv = to_csv(&[r]);
+        let line = csv.split("\r\n").nth(1).unwrap_or_default();
+        assert!(
+            line.ends_with(
+                ",*76 push_page https://shop.example/checkout: ok; volume: refused: turned off"
+            ),
+            "{line}"
+        );
+    }
 
     fn record() -> Cdr {
         Cdr {
@@ -82,6 +140,7 @@ mod tests {
             referrer: None,
             caller_ip: None,
             web_context: None,
+            actions: Vec::new(),
         }
     }
 
@@ -91,7 +150,7 @@ mod tests {
         let line = csv.split("\r\n").nth(1).unwrap_or_default();
         assert_eq!(
             line,
-            "4,a@h,,\"\"\"Shop, Inc\"\" 0301234\",1000,default,,,2026-11-28T10:00:00Z,,,,1.000,,,,,"
+            "4,a@h,,\"\"\"Shop, Inc\"\" 0301234\",1000,default,,,2026-11-28T10:00:00Z,,,,1.000,,,,,,"
         );
     }
 }

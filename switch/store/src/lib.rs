@@ -46,11 +46,11 @@ mod writer;
 #[cfg(test)]
 mod testing;
 
-pub use cdr::{Cdr, CdrFilter};
+pub use cdr::{Cdr, CdrAction, CdrFilter};
 pub use csv::to_csv;
 pub use error::StorageError;
 pub use migrate::SCHEMA_VERSION;
-pub use ops::{CdrOp, WebCaller, WebRecord};
+pub use ops::{ActionRecord, CdrOp, WebCaller, WebRecord};
 pub use query::query;
 pub use sqlite::{INTERRUPTED, Resting, SqliteStore};
 pub use time::parse_time;

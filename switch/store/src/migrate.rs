@@ -37,11 +37,18 @@ struct Migration {
 
 /// Every schema change, oldest first; versions count up from 1. Append, never edit: a
 /// database records only the number of the last one it got.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    what: "call records, ANI leases, browser context",
-    sql: include_str!("migrate/0001_first.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        what: "call records, ANI leases, browser context",
+        sql: include_str!("migrate/0001_first.sql"),
+    },
+    Migration {
+        version: 2,
+        what: "actions in the caller's browser (pushed pages, volume, echo controls)",
+        sql: include_str!("migrate/0002_actions.sql"),
+    },
+];
 
 /// The schema version this build writes (the last migration's).
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;

@@ -67,6 +67,16 @@ pub enum CdrOp {
         /// Unix ms.
         at: i64,
     },
+    /// Something was done in the call (an action in the caller's browser, a dialplan
+    /// module's action).
+    Action {
+        /// The call.
+        call: u64,
+        /// Unix ms.
+        at: i64,
+        /// What was done, with its code, detail and result.
+        action: Box<ActionRecord>,
+    },
     /// Media quality at the end of the call (JSON), from its media session.
     Quality {
         /// The call.
@@ -104,4 +114,21 @@ pub struct WebRecord {
     pub context: String,
     /// Unix ms.
     pub at: i64,
+}
+
+/// An action as the record keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ActionRecord {
+    /// What (`push_page`, `volume`, a dialplan action's name).
+    pub name: String,
+    /// The code keyed for it (`*76`), if digits asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// What exactly (the page's URL, the new volume).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// It worked.
+    pub ok: bool,
+    /// Its result in words.
+    pub result: String,
 }

@@ -10,9 +10,10 @@ use std::time::Duration;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, Row};
 
+use crate::cdr::CdrAction;
 use crate::error::sqlite;
 use crate::time::rfc3339;
-use crate::{Cdr, CdrFilter, StorageError};
+use crate::{ActionRecord, Cdr, CdrFilter, StorageError};
 
 /// Reads records (a read-only connection of its own).
 pub fn query(path: &Path, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError> {
@@ -39,7 +40,42 @@ pub fn query(path: &Path, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError> {
     let rows = stmt
         .query_map(rusqlite::params_from_iter(args), cdr)
         .map_err(sqlite(path))?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(sqlite(path))
+    let mut cdrs = rows.collect::<Result<Vec<_>, _>>().map_err(sqlite(path))?;
+    // A file the switch has not migrated yet (read by the CLI) has no actions.
+    if found >= 2 {
+        actions(&conn, &mut cdrs).map_err(sqlite(path))?;
+    }
+    Ok(cdrs)
+}
+
+/// The records' actions, in the order they happened (one statement for all of them).
+fn actions(conn: &Connection, cdrs: &mut [Cdr]) -> rusqlite::Result<()> {
+    if cdrs.is_empty() {
+        return Ok(());
+    }
+    let marks = vec!["?"; cdrs.len()].join(",");
+    let mut stmt = conn.prepare(&format!(
+        "SELECT cdr_id, at_ms, name, code, detail, ok, result FROM call_action WHERE cdr_id IN ({marks}) ORDER BY id"
+    ))?;
+    let ids = cdrs.iter().map(|c| c.id);
+    let by_id: std::collections::HashMap<i64, usize> =
+        cdrs.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
+    let mut rows = stmt.query(rusqlite::params_from_iter(ids))?;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let Some(&i) = by_id.get(&id) else { continue };
+        cdrs[i].actions.push(CdrAction {
+            at: rfc3339(r.get(1)?),
+            action: ActionRecord {
+                name: r.get(2)?,
+                code: r.get(3)?,
+                detail: r.get(4)?,
+                ok: r.get(5)?,
+                result: r.get(6)?,
+            },
+        });
+    }
+    Ok(())
 }
 
 /// The conditions the filter asks for, each with `?` for its value, and the values in order.
@@ -157,6 +193,7 @@ fn cdr(r: &Row<'_>) -> rusqlite::Result<Cdr> {
         web_context: r
             .get::<_, Option<String>>(25)?
             .and_then(|c| serde_json::from_str(&c).ok()),
+        actions: Vec::new(),
     })
 }
 

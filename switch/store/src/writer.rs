@@ -168,6 +168,17 @@ impl Writer {
                 .execute(params![at, gateway, number])?;
             }
             CdrOp::Quality { call, json } => self.quality(tx, call, &json)?,
+            CdrOp::Action { call, at, action } => {
+                // The call's row (its start is written first); an action of a call whose
+                // record is gone (after a restart) has nothing to join.
+                if let Some(id) = self.rows.get(&call) {
+                    let a = &*action;
+                    tx.prepare_cached(
+                        "INSERT INTO call_action (cdr_id, at_ms, name, code, detail, ok, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )?
+                    .execute(params![id, at, a.name, a.code, a.detail, a.ok, a.result])?;
+                }
+            }
         }
         Ok(())
     }
@@ -405,6 +416,55 @@ mod tests {
             w.rows.is_empty() && w.pending.is_empty(),
             "nothing left of the call"
         );
+    }
+
+    #[test]
+    fn actions_are_kept_with_their_call_in_order() {
+        let db = TempDb::new("actions");
+        let mut w = Writer::default();
+        let action = |at, name: &str, ok| CdrOp::Action {
+            call: 3,
+            at,
+            action: Box::new(crate::ActionRecord {
+                name: name.into(),
+                code: Some("*76".into()),
+                detail: Some("https://shop.example/checkout".into()),
+                ok,
+                result: if ok { "ok".into() } else { "no answer".into() },
+            }),
+        };
+        write(
+            &db,
+            &mut w,
+            vec![
+                start(3, 1_000),
+                action(2_000, "push_page", true),
+                action(3_000, "volume", false),
+                // A call the writer does not know (its start was before a restart).
+                CdrOp::Action {
+                    call: 99,
+                    at: 1,
+                    action: Box::default(),
+                },
+            ],
+        );
+        let r = one(&db, &CdrFilter::default());
+        let got: Vec<(&str, &str, bool)> = r
+            .actions
+            .iter()
+            .map(|a| (a.at.as_str(), a.action.name.as_str(), a.action.ok))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("1970-01-01T00:00:02Z", "push_page", true),
+                ("1970-01-01T00:00:03Z", "volume", false)
+            ]
+        );
+        assert_eq!(r.actions[0].action.code.as_deref(), Some("*76"));
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["actions"][0]["detail"], "https://shop.example/checkout");
+        assert_eq!(j["actions"][1]["result"], "no answer");
     }
 
     #[test]

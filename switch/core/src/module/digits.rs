@@ -18,6 +18,12 @@ use switchboard_media::{DtmfMethod, Side};
 
 use crate::play::Play;
 
+/// The Content-Type of an action for a caller's browser ([`AppAction::SendToLeg`] to a
+/// browser leg): JSON, `{"action":"push_page","page":"checkout","code":"*76"}`. The browser
+/// leg checks it against the merchant's configuration, asks the page and answers with the
+/// page's result (200 with `{"ok":true,"detail":"..."}`, or a refusal with a `Warning`).
+pub const BROWSER_ACTION: &str = "application/vnd.switchboard.action+json";
+
 /// A digit as an app sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Digit {

@@ -33,13 +33,13 @@ use switchboard_dialplan::{ActionSpec, EndpointSpec};
 pub(crate) use action::Effect;
 pub use action::{ActionCtx, ActionHandler};
 pub(crate) use digits::Suppress;
-pub use digits::{ActionReport, AppAction, Digit, DigitVerdict, LegApp, LegReply};
-pub use switchboard_media::DtmfMethod;
+pub use digits::{ActionReport, AppAction, BROWSER_ACTION, Digit, DigitVerdict, LegApp, LegReply};
 pub use endpoint::{Endpoint, OriginateCtx, Route, TargetRef};
 pub use error::AttemptError;
 pub use filter::{CallerId, FilterError, InviteFilter, OutgoingInvite};
 pub use observer::{CallEvent, CallObserver, Stamped};
 pub use service::{Service, SipOut};
+pub use switchboard_media::DtmfMethod;
 
 /// Where an [`InviteFilter`] runs among the others: ascending. The dialplan's own
 /// `header_add`/`header_remove` are applied before any filter.
