@@ -506,3 +506,96 @@ fn rtcp_reports_reach_each_leg_and_call_quality_is_shown() {
     sw.expect_ok(vec![uac, uas]);
     assert!(sw.metric("switchboard_rtp_lost_packets_total") >= 10.0);
 }
+
+/// The digits in telephone-events, one per event (its timestamp), with the final duration
+/// of each (ms at 8 kHz).
+fn digits_and_ms(packets: &[common::rtp::Packet]) -> Vec<(char, u32)> {
+    let mut out: Vec<(u32, char, u32)> = Vec::new();
+    for p in packets.iter().filter(|p| p.pt == 101) {
+        let Some(e) = switchboard_media::dtmf::Event::parse(&p.payload) else {
+            continue;
+        };
+        let c = match e.event {
+            0..=9 => char::from(b'0' + e.event),
+            10 => '*',
+            11 => '#',
+            _ => '?',
+        };
+        let ms = u32::from(e.duration) / 8;
+        match out.last_mut() {
+            Some(last) if last.0 == p.ts => last.2 = last.2.max(ms),
+            _ => out.push((p.ts, c, ms)),
+        }
+    }
+    out.into_iter().map(|(_, c, ms)| (c, ms)).collect()
+}
+
+#[test]
+fn an_agents_codes_never_reach_the_caller_and_other_digits_arrive_in_order() {
+    let idx = 39;
+    let (pa, pb) = rtp_ports(idx);
+    // The call center's phone (leg B) has codes bound; the caller is a SIP phone, which the
+    // actions reach as INFO (SIPp's -aa answers them).
+    let sw = Switch::start(
+        "dtmf-bind",
+        idx,
+        Route {
+            before_bridge: r#"{ dtmf_bind = { codes = { "*22" = "volume:+20", "*88" = "volume:-20" }, interdigit_ms = 400, confirm = false } },"#,
+            ..Route::default()
+        },
+    );
+    let pa_s = pa.to_string();
+    let uas = call_center(&sw, pb, "0 101", "0", "1000");
+    let mut args = keys(&[("rtp_port", &pa_s), ("fmts", "0 101"), ("hold_ms", "8000")]);
+    args.push("-aa");
+    let uac = sw.uac("uac_media.xml", "1000", 1, &args);
+    let call = sw.wait_media_up(Duration::from_secs(10));
+    let sw_a = addr(&call["media"]["a"]["port"]);
+    let sw_b = addr(&call["media"]["b"]["port"]);
+    let (mut a, mut b) = (RtpPeer::bind(pa), RtpPeer::bind(pb));
+    // The caller's side keeps its stream alive while it listens.
+    let a_thread = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        for _ in 0..30 {
+            got.extend(a.stream(sw_a, CodecKind::Pcmu, &[0; 1600]));
+        }
+        got
+    });
+    // `1` (no code), `*22` and `*88` (codes), `*2` alone (only the start of a code: it goes
+    // on after the wait), then `#`. Each digit lasts 100 ms but the released `*`: 140 ms.
+    b.stream(sw_b, CodecKind::Pcmu, &[0; 1600]);
+    for (d, ms) in [
+        ('1', 100),
+        ('*', 100),
+        ('2', 100),
+        ('2', 100),
+        ('*', 100),
+        ('8', 100),
+        ('8', 100),
+        ('*', 140),
+        ('2', 100),
+    ] {
+        b.digit(sw_b, CodecKind::Pcmu, 101, d, ms);
+    }
+    b.stream(sw_b, CodecKind::Pcmu, &[0; 8000]);
+    b.digit(sw_b, CodecKind::Pcmu, 101, '#', 100);
+    b.stream(sw_b, CodecKind::Pcmu, &[0; 4000]);
+    let at_a = a_thread.join().unwrap();
+    let got = digits_and_ms(&at_a);
+    let digits: String = got.iter().map(|(c, _)| *c).collect();
+    assert_eq!(digits, "1*2#", "what reached the caller: {got:?}");
+    // Held digits keep their own durations (within a packet's 20 ms).
+    assert!(
+        got[1].1.abs_diff(140) <= 20 && got[2].1.abs_diff(100) <= 20,
+        "{got:?}"
+    );
+    sw.expect_ok(vec![uac, uas]);
+    // Both codes were carried out (the SIP caller answered the INFOs) and recorded.
+    let rows = common::http_get_auth(sw.ports.http, "/api/v1/cdrs", "test-token").unwrap();
+    let rows: serde_json::Value = serde_json::from_str(&rows).unwrap();
+    let codes: Vec<&str> = rows[0]["actions"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["code"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(codes, ["*22", "*88"], "{rows}");
+}
