@@ -20,7 +20,13 @@ pub enum ClientMsg {
         call: String,
         /// The secret from `accepted`.
         key: String,
+        /// A new WebRTC offer: the page is a new one (the tab navigated), with a new peer.
+        #[serde(default)]
+        sdp: Option<String>,
     },
+    /// The page is going away (the tab navigates): keep the call for the next page's
+    /// `resume`, even when the browser's media connection closes meanwhile.
+    Moving,
     /// What the page made of an `action`.
     ActionResult {
         /// The action's `id`.

@@ -7,7 +7,8 @@
  * data-fields (names of cookies / form fields sent as context: the merchant's config must
  * opt in to each name, or the call is refused).
  * The button carries the facts before any click; the click opens a panel and fetches the
- * media client (versioned URL, cached for good), which places the call. */
+ * media client (versioned URL, cached for good), which places the call. A call survives the
+ * tab's navigation: the next page's button of the same link takes it back. */
 (function () {
   "use strict";
   var me = document.currentScript;
@@ -15,6 +16,7 @@
   var base = new URL(me.src).origin;
   var CLIENT = base + "__CLIENT_URL__";
   var TRAIL = "sb-c2c-trail";
+  var LIVE = "sb-c2c-live";
 
   // The session's recent pages (kept in this tab only), for the call center's context.
   function trail() {
@@ -106,12 +108,13 @@
     b.dataset.link = d.link || "";
     if (d.session) b.dataset.session = d.session;
     if (d.destination) b.dataset.destination = d.destination;
-    b.addEventListener("click", function () {
+    b.open = function (resume) {
       if (b.getAttribute("aria-busy") === "true") return;
       css();
       b.setAttribute("aria-busy", "true");
       var p = panel(b.textContent);
       var opts = {
+        resume: resume,
         base: base,
         merchant: d.merchant || "",
         link: d.link || "",
@@ -127,8 +130,19 @@
         b.removeAttribute("aria-busy");
         setTimeout(function () { p.remove(); }, 4000);
       });
-    });
+    };
+    b.addEventListener("click", function () { b.open(null); });
     return b;
+  }
+
+  // A call that was live when the last page of this tab went away (a link, a page the agent
+  // pushed): this page's button of the same link takes it back.
+  function live(d) {
+    var c = null;
+    try { c = JSON.parse(sessionStorage.getItem(LIVE) || "null"); } catch (e) { c = null; }
+    if (!c || c.merchant !== d.merchant || c.link !== d.link || Date.now() - c.at > 15000) return null;
+    sessionStorage.removeItem(LIVE);
+    return c;
   }
 
   function mount() {
@@ -137,6 +151,8 @@
     var t = me.dataset.target && document.querySelector(me.dataset.target);
     if (t) t.appendChild(b);
     else me.parentNode.insertBefore(b, me.nextSibling);
+    var c = live(me.dataset);
+    if (c) b.open(c);
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", mount);
   else mount();

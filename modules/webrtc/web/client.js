@@ -88,6 +88,15 @@
       if (pc.connectionState === "failed" && !self.ended) self.hangup("failed");
     };
     await pc.setLocalDescription(await pc.createOffer());
+    if (o.resume) {
+      // The call of the previous page: the switch swaps this peer in, leg B notices nothing.
+      this.callId = o.resume.call;
+      this.key = o.resume.key;
+      this.show(WORDS.reconnecting);
+      return this.connect(JSON.stringify({
+        type: "resume", call: o.resume.call, key: o.resume.key, sdp: pc.localDescription.sdp
+      }));
+    }
     this.connect(JSON.stringify({
       type: "call", merchant: o.merchant, link: o.link, session: o.session, token: o.token,
       destination: o.destination, page_url: location.href, referrer: document.referrer,
@@ -364,9 +373,24 @@
     this.panel.remove();
   };
 
+  /* The page goes away (a link, a pushed page): the call waits for the next page of the
+   * tab to take it back (c2c.js), for the switch's grace period. */
+  Call.prototype.move = function () {
+    if (this.ended) return;
+    var o = this.opts;
+    if (!this.callId || this.state === "connecting") return this.hangup();
+    try {
+      sessionStorage.setItem("sb-c2c-live", JSON.stringify({
+        call: this.callId, key: this.key, merchant: o.merchant, link: o.link, at: Date.now()
+      }));
+    } catch (e) { return this.hangup(); }
+    if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify({ type: "moving" }));
+    this.ended = true;
+  };
+
   var calls = [];
   window.addEventListener("pagehide", function () {
-    calls.forEach(function (c) { if (!c.ended) c.hangup(); });
+    calls.forEach(function (c) { c.move(); });
   });
 
   window.SwitchboardClient = {

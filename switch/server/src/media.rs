@@ -96,6 +96,25 @@ pub struct Tap {
     pub ice: UdpSocket,
     /// What the browser leg must hear of: connected, closed, gone.
     pub events: mpsc::UnboundedSender<PeerOutput>,
+    /// New peers for the same leg (the tab navigated and the next page re-attached): each
+    /// replaces the running one, on the same socket; the core and leg B notice nothing.
+    pub renew: Option<mpsc::Receiver<Renewal>>,
+}
+
+/// A browser's new peer for a call in progress, and where its events go.
+#[derive(Debug)]
+pub struct Renewal {
+    /// The new peer (answering the new page's offer, on the same candidate).
+    pub peer: switchboard_webrtc::BrowserPeer,
+    /// Its events.
+    pub events: mpsc::UnboundedSender<PeerOutput>,
+}
+
+async fn renewal(rx: &mut Option<mpsc::Receiver<Renewal>>) -> Option<Renewal> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Taps waiting for their media session, by the address in the leg's SDP.
@@ -328,6 +347,7 @@ async fn run(
     let mut relay = Relay::new();
     // Leg A in this process (a browser): no socket between it and the session.
     let mut tap: Option<Tap> = None;
+    let mut renew: Option<mpsc::Receiver<Renewal>> = None;
     let mut clocks = [8000u32; 2];
     // One buffer per socket: select! polls all five receives at once.
     let (mut b0, mut b1, mut b2, mut b3) = ([0u8; 2048], [0u8; 2048], [0u8; 2048], [0u8; 2048]);
@@ -346,8 +366,9 @@ async fn run(
                     if side == Side::A
                         && tap.is_none()
                         && let Some(a) = addr
-                        && let Some(t) = taps.lock().ok().and_then(|mut m| m.remove(&a))
+                        && let Some(mut t) = taps.lock().ok().and_then(|mut m| m.remove(&a))
                     {
+                        renew = t.renew.take();
                         tap = Some(t);
                     }
                     relay.set_remote(side, addr);
@@ -388,6 +409,14 @@ async fn run(
                 relay.accept(Side::B, src, true);
                 counters.rtcp_in.fetch_add(1, Ordering::Relaxed);
                 session.handle_rtcp(now(), Side::B, &b3[..n]);
+            }
+            Some(r) = renewal(&mut renew) => {
+                if let Some(t) = &mut tap {
+                    tracing::info!(%call, "the browser re-attached with a new peer");
+                    let mut old = std::mem::replace(&mut t.peer, r.peer);
+                    t.events = r.events;
+                    old.close();
+                }
             }
             Some((n, src)) = tap_recv(&tap, &mut b4) => {
                 if let Some(t) = &mut tap {

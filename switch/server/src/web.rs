@@ -33,6 +33,9 @@ use crate::shell::NetIn;
 /// The cause of a browser leg whose widget or media is gone for good (in the BYE's Reason).
 const GONE: (u16, &str) = (38, "NETWORK_OUT_OF_ORDER");
 
+/// A widget taking a call back: its WebSocket, and a new offer when it is a new page.
+type Resumed = (WebSocket, Option<String>);
+
 /// How long the page has to answer an action (SPEC §3: acknowledged within 500 ms).
 const ACTION_WAIT: Duration = Duration::from_millis(500);
 
@@ -46,7 +49,7 @@ pub struct WebShared {
     net: mpsc::Sender<NetIn>,
     ports: PortPool,
     limits: Mutex<Limits>,
-    live: Mutex<HashMap<String, (String, mpsc::Sender<WebSocket>)>>,
+    live: Mutex<HashMap<String, (String, mpsc::Sender<Resumed>)>>,
     next: AtomicU32,
     /// Calls placed, refused (by code), and ended.
     pub placed: AtomicU64,
@@ -405,7 +408,7 @@ async fn session(web: Arc<WebShared>, mut ws: WebSocket, origin: Option<String>,
     };
     match signal::parse(&first) {
         Ok(ClientMsg::Call(req)) => place(web, ws, *req, origin, ip).await,
-        Ok(ClientMsg::Resume { call, key }) => {
+        Ok(ClientMsg::Resume { call, key, sdp }) => {
             let target = web
                 .live
                 .lock()
@@ -415,10 +418,10 @@ async fn session(web: Arc<WebShared>, mut ws: WebSocket, origin: Option<String>,
                 .map(|(_, tx)| tx.clone());
             match target {
                 Some(tx) => {
-                    if let Err(e) = tx.send(ws).await {
+                    if let Err(e) = tx.send((ws, sdp)).await {
                         refuse(
                             &web,
-                            e.0,
+                            e.0.0,
                             ErrorCode::NoSuchCall,
                             "the call has ended".into(),
                         )
@@ -436,7 +439,7 @@ async fn session(web: Arc<WebShared>, mut ws: WebSocket, origin: Option<String>,
                 }
             }
         }
-        Ok(ClientMsg::Hangup | ClientMsg::ActionResult { .. }) => {}
+        Ok(ClientMsg::Hangup | ClientMsg::Moving | ClientMsg::ActionResult { .. }) => {}
         Err(e) => {
             refuse(
                 &web,
@@ -587,6 +590,7 @@ async fn place(
     // The call's media session runs the peer from here on (no task, channel or socket
     // between SRTP and the session); it tells us when the browser connects or goes.
     let (peer_tx, peer_events) = mpsc::unbounded_channel();
+    let (renew_tx, renew_rx) = mpsc::channel(1);
     web.taps
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -596,6 +600,7 @@ async fn place(
                 peer,
                 ice,
                 events: peer_tx,
+                renew: Some(renew_rx),
             },
         );
     guard.tap = Some(candidate);
@@ -635,6 +640,11 @@ async fn place(
         )));
     }
     let mut call = WebCall {
+        id: id.clone(),
+        key: key.clone(),
+        candidate,
+        renew: renew_tx,
+        moving: false,
         web: web.clone(),
         facts: facts.clone(),
         actions: Vec::new(),
@@ -663,6 +673,15 @@ async fn place(
 }
 
 struct WebCall {
+    /// The call's id and secret (for `resume`).
+    id: String,
+    key: String,
+    /// The browser's ICE candidate (a new page's peer gets the same).
+    candidate: SocketAddr,
+    /// Hands the media session a new page's peer.
+    renew: mpsc::Sender<crate::media::Renewal>,
+    /// The page said it is going away: its media closing is not a hang-up.
+    moving: bool,
     /// The merchants' current configuration (an action is checked against it).
     web: Arc<WebShared>,
     facts: WebFacts,
@@ -767,7 +786,7 @@ impl WebCall {
     async fn run(
         &mut self,
         mut sip_rx: mpsc::Receiver<Bytes>,
-        mut resume_rx: mpsc::Receiver<WebSocket>,
+        mut resume_rx: mpsc::Receiver<Resumed>,
     ) {
         self.pump().await;
         while !self.leg.is_terminated() {
@@ -787,6 +806,10 @@ impl WebCall {
                         Ok(ClientMsg::ActionResult { id, ok, error, detail }) => {
                             self.action_result(id, ok, &error, &detail);
                         }
+                        Ok(ClientMsg::Moving) => {
+                            info!("the page is going away: the call waits for the next one");
+                            self.moving = true;
+                        }
                         Ok(_) => debug!("ignored a widget message during the call"),
                         Err(e) => debug!(error = %e, "bad widget message"),
                     },
@@ -801,14 +824,7 @@ impl WebCall {
                         break;
                     }
                 },
-                Some(ws) = resume_rx.recv() => {
-                    info!("widget resumed the call");
-                    self.ws = Some(WidgetLink::new(ws));
-                    self.grace_until = None;
-                    if let Some(state) = self.last_state.clone() {
-                        self.tell_widget(&state).await;
-                    }
-                }
+                Some((ws, sdp)) = resume_rx.recv() => self.resumed(ws, sdp).await,
                 _ = sleep_until(wake) => {
                     let now = Instant::now();
                     self.actions_late(now);
@@ -825,6 +841,57 @@ impl WebCall {
         let _ = self.web_net.send(NetIn::LocalDown(self.local)).await;
         // Dropping the link lets its pump deliver what is queued, then close the socket.
         self.ws = None;
+    }
+
+    /// The widget takes the call back: the same page after a dropped WebSocket, or (with an
+    /// offer) the tab's next page with a new peer, swapped into the media session.
+    async fn resumed(&mut self, ws: WebSocket, sdp: Option<String>) {
+        if let Some(sdp) = sdp {
+            let (peer, answer) = match BrowserPeer::accept(
+                Instant::now().into_std(),
+                &sdp,
+                self.candidate,
+                self.web.cert.as_ref(),
+            ) {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(error = %e, "the new page's offer cannot be answered");
+                    let _ = WidgetLink::new(ws)
+                        .to_widget
+                        .send(ServerMsg::error(ErrorCode::BadOffer, e.to_string()))
+                        .await;
+                    return;
+                }
+            };
+            // Events of the old peer still queued are dropped with its channel.
+            let (events, rx) = mpsc::unbounded_channel();
+            self.peer_events = rx;
+            if self
+                .renew
+                .send(crate::media::Renewal { peer, events })
+                .await
+                .is_err()
+            {
+                warn!("the call's media session is gone");
+                return;
+            }
+            info!("the tab's next page took the call back");
+            self.ws = Some(WidgetLink::new(ws));
+            let accepted = ServerMsg::Accepted {
+                call: self.id.clone(),
+                key: self.key.clone(),
+                sdp: answer,
+            };
+            self.tell_widget(&accepted).await;
+        } else {
+            info!("widget resumed the call");
+            self.ws = Some(WidgetLink::new(ws));
+        }
+        self.moving = false;
+        self.grace_until = None;
+        if let Some(state) = self.last_state.clone() {
+            self.tell_widget(&state).await;
+        }
     }
 
     /// A leg app asks something of the page: checked against the merchant's configuration,
@@ -899,6 +966,10 @@ impl WebCall {
     fn on_peer(&mut self, ev: PeerOutput) {
         match ev {
             PeerOutput::Connected => info!("browser media connected (ICE + DTLS)"),
+            // The page is going away: its peer goes with it, the next page brings another.
+            PeerOutput::Closed | PeerOutput::Disconnected if self.moving => {
+                info!("the old page's media connection went away (the page moved)");
+            }
             PeerOutput::Closed => {
                 if !self.leg.is_terminated() {
                     info!("the browser closed its connection: hanging up");

@@ -348,8 +348,12 @@ fn heard_peak_hz(b: &mut Browser) -> f64 {
 fn the_shipped_demo_call_center_plays_its_prompt_then_echoes_the_caller() {
     let idx = 53;
     let http = common::Ports::for_test(idx).http;
-    let conf = merchant_conf(http, "tokenless = true");
-    // The shipped web dialplan, as is.
+    // The shipped web dialplan, as is, with what it names: the merchant's checkout page and
+    // the demo gateway ("Call support"; not called here).
+    let conf = format!(
+        "{}[merchant.demo.pages]\ncheckout = \"/demo/checkout\"\n[gateway.demo]\naddress = \"127.0.0.1:9\"\nping = 0\n",
+        merchant_conf(http, "tokenless = true")
+    );
     let mut sw = Switch::prepare(
         "web-demo",
         idx,
@@ -1012,7 +1016,7 @@ fn peak_share(pcm: &[i16], freq: f64) -> f64 {
 }
 
 #[test]
-fn the_agents_keypad_drives_the_callers_page_and_every_action_is_recorded() {
+fn the_agents_keypad_drives_the_callers_page_which_keeps_the_call_and_every_action_is_recorded() {
     let idx = 63;
     let http = common::Ports::for_test(idx).http;
     let conf = format!(
@@ -1096,11 +1100,42 @@ fn the_agents_keypad_drives_the_callers_page_and_every_action_is_recorded() {
         "location.pathname === '/demo/checkout'",
         Duration::from_secs(5),
     );
+    let moved = std::time::Instant::now();
     assert_eq!(
         b.eval("document.title"),
         "Checkout — Demo Shop",
         "the demo's checkout page"
     );
+    // The call survives the navigation: the new page's panel takes it back with a new peer,
+    // and the agent hears the shopper again; leg B saw nothing (same call, no BYE).
+    b.wait_for(
+        &format!("{CALL} && {CALL}.state === 'connected'"),
+        Duration::from_secs(10),
+    );
+    let mut gap = None;
+    while moved.elapsed() < Duration::from_secs(8) {
+        let heard = acd.stream(sw_b, CodecKind::Pcmu, &sine(1000.0, 800, 8000.0));
+        let pcm = decode(&heard, CodecKind::Pcmu);
+        if pcm.len() >= 400 && share_at(&pcm, 700.0) > 0.5 {
+            gap = Some(moved.elapsed());
+            break;
+        }
+    }
+    let gap = gap.unwrap_or_else(|| panic!("the shopper's audio never came back\n{}", sw.log()));
+    println!("audio back {} ms after the page moved", gap.as_millis());
+    let before = inbound_energy(&mut b);
+    acd.stream(sw_b, CodecKind::Pcmu, &sine(1000.0, 8000, 8000.0));
+    let after = inbound_energy(&mut b);
+    assert!(
+        after - before > 0.01,
+        "the new page hears the agent (energy {before:.4} -> {after:.4})"
+    );
+    let calls = common::http_get_auth(sw.ports.http, "/api/v1/calls", "test-token").unwrap();
+    let calls: serde_json::Value = serde_json::from_str(&calls).unwrap();
+    assert_eq!(calls.as_array().map(Vec::len), Some(1), "{calls}");
+    assert_eq!(calls[0]["call_id"], call["call_id"], "the same call");
+    // Hang up from the new page: now the ACD gets its BYE.
+    b.eval("document.querySelector('.sb-c2c-hang').click()");
     let (st, errs) = uas.wait(Duration::from_secs(15));
     assert!(st.is_some_and(|s| s.success()), "ACD: {errs}\n{}", sw.log());
 
