@@ -237,6 +237,81 @@ impl Engine {
         true
     }
 
+    /// The call whose leg A or leg B has this Call-ID.
+    pub fn find_call(&self, call_id: &str) -> Option<crate::CallRef> {
+        self.calls
+            .values()
+            .find(|c| {
+                c.a.invite.headers.call_id().is_some_and(|id| id == call_id)
+                    || c.winner
+                        .and_then(|i| c.attempts.get(i))
+                        .is_some_and(|a| a.call_id == call_id)
+            })
+            .map(|c| c.id)
+    }
+
+    /// A fact an in-process caller (the browser leg) gave about itself (`merchant`): its
+    /// `X-SB-*` header, as the dialplan saw it.
+    pub fn call_fact(&self, call: crate::CallRef, name: &str) -> Option<&str> {
+        self.calls
+            .get(&call)?
+            .local
+            .as_ref()?
+            .get(name)
+            .map(String::as_str)
+    }
+
+    /// Sends a leg of a call an in-dialog INFO from outside the call (an action from the CRM
+    /// API); its answer comes back as [`Output::LegReply`] with `token`, and observers get it
+    /// as an action named `name`. `false`: no such call, or no dialog with that leg yet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn message_leg(
+        &mut self,
+        now: Instant,
+        call_ref: crate::CallRef,
+        side: Side,
+        content_type: &str,
+        body: String,
+        token: u64,
+        name: &'static str,
+    ) -> bool {
+        let Some(mut call) = self.calls.remove(&call_ref) else {
+            return false;
+        };
+        let role = ClientRole::External {
+            call: call_ref,
+            token,
+            name,
+        };
+        let sent = self.send_info(now, &mut call, side, content_type, Bytes::from(body), role);
+        self.calls.insert(call_ref, call);
+        sent
+    }
+
+    pub(crate) fn on_external_reply(
+        &mut self,
+        call: crate::CallRef,
+        token: u64,
+        name: &'static str,
+        resp: Option<&Response>,
+    ) {
+        let reply = leg_reply(resp);
+        let ok = (200..300).contains(&reply.status);
+        self.event(CallEvent::Action {
+            call,
+            name: name.to_owned(),
+            result: if ok {
+                "ok".into()
+            } else {
+                reply.reason.clone()
+            },
+            ok,
+            code: None,
+            detail: json_detail(&reply.body),
+        });
+        self.outputs.push_back(Output::LegReply { token, reply });
+    }
+
     /// The answer to an app's message (`None`: none came, Timer F).
     pub(crate) fn on_app_reply(
         &mut self,
@@ -246,22 +321,7 @@ impl Engine {
         tag: u64,
         resp: Option<&Response>,
     ) {
-        let reply = match resp {
-            Some(r) => LegReply {
-                status: r.status,
-                reason: r
-                    .headers
-                    .get_other("Warning")
-                    .and_then(|w| warning_text(w))
-                    .unwrap_or_else(|| r.reason.to_string()),
-                body: r.body.to_vec(),
-            },
-            None => LegReply {
-                status: 408,
-                reason: "no answer from that leg".into(),
-                body: Vec::new(),
-            },
-        };
+        let reply = leg_reply(resp);
         let Some(mut call) = self.calls.remove(&call_ref) else {
             return;
         };
@@ -320,4 +380,60 @@ fn warning_text(v: &str) -> Option<String> {
     let start = v.find('"')?;
     let end = v.rfind('"')?;
     (end > start).then(|| v[start + 1..end].replace("\\\"", "\""))
+}
+
+/// A leg's answer as an app or the API gets it (`None`: none came).
+fn leg_reply(resp: Option<&Response>) -> LegReply {
+    match resp {
+        Some(r) => LegReply {
+            status: r.status,
+            reason: r
+                .headers
+                .get_other("Warning")
+                .and_then(|w| warning_text(w))
+                .unwrap_or_else(|| r.reason.to_string()),
+            body: r.body.to_vec(),
+        },
+        None => LegReply {
+            status: 408,
+            reason: "no answer from that leg".into(),
+            body: Vec::new(),
+        },
+    }
+}
+
+/// `"detail"` of a browser leg's JSON answer (`{"ok":true,"detail":"Volume 80 %"}`), read
+/// without a JSON parser (the core has none; the browser leg writes it in this one form).
+fn json_detail(body: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(body).ok()?;
+    let rest = &s[s.find("\"detail\":\"")? + 10..];
+    let mut out = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => out.push(chars.next()?),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_warning_and_a_detail_are_read_back() {
+        assert_eq!(
+            warning_text("399 switchboard \"not on the origins\"").as_deref(),
+            Some("not on the origins")
+        );
+        assert_eq!(
+            json_detail(br#"{"ok":true,"detail":"say \"hi\" 80 %"}"#).as_deref(),
+            Some("say \"hi\" 80 %")
+        );
+        assert_eq!(json_detail(br#"{"ok":true}"#), None);
+        assert_eq!(json_detail(br#"{"detail":"cut"#), None);
+    }
 }

@@ -176,6 +176,9 @@ pub(crate) struct Call {
     pub module_headers: Vec<(String, String)>,
     /// The caller ID the plan presents on leg B (`effective_caller_id_number`/`_name`).
     pub effective_caller: Option<Box<(Option<String>, Option<String>)>>,
+    /// What an in-process caller (the browser leg) said about itself (`merchant`, ...);
+    /// None for SIP callers.
+    pub local: Option<std::sync::Arc<std::collections::BTreeMap<String, String>>>,
 }
 
 impl Call {
@@ -224,6 +227,8 @@ pub struct CallInfo {
     pub state: CallState,
     /// Leg A's Call-ID.
     pub a_call_id: String,
+    /// Leg B's Call-ID, once a leg B answered (what the call center saw).
+    pub b_call_id: Option<String>,
     /// Destination dialled.
     pub destination: String,
     /// Caller number.

@@ -103,6 +103,13 @@ pub enum Output {
     },
     /// Something observers want to know (records, webhooks, metrics, consoles).
     Event(CallEvent),
+    /// The answer to a message sent with [`Engine::message_leg`].
+    LegReply {
+        /// The token it was sent with.
+        token: u64,
+        /// The leg's answer (408 when none came).
+        reply: crate::module::LegReply,
+    },
 }
 
 /// Counters for `/metrics`.
@@ -133,6 +140,13 @@ pub(crate) enum ClientRole {
         call: CallRef,
         app: usize,
         tag: u64,
+    },
+    /// A message from outside the call (the CRM API): its answer is an output, and an
+    /// action report named `name`.
+    External {
+        call: CallRef,
+        token: u64,
+        name: &'static str,
     },
     /// A module service's request: (service, cookie).
     Service(usize, u64),
@@ -277,6 +291,10 @@ impl Engine {
                     .call_id()
                     .map(|s| s.to_string())
                     .unwrap_or_default(),
+                b_call_id: c
+                    .winner
+                    .and_then(|i| c.attempts.get(i))
+                    .map(|a| a.call_id.clone()),
                 destination: c.destination.clone(),
                 caller: c.caller.clone(),
                 target: c
@@ -661,7 +679,7 @@ impl Engine {
             actions: plan.actions,
             ..Default::default()
         };
-        let call = Call {
+        let mut call = Call {
             id: call_ref,
             state: crate::call::CallState::Routing,
             a: crate::call::LegA {
@@ -703,20 +721,24 @@ impl Engine {
             app_timer: None,
             module_headers: Vec::new(),
             effective_caller,
+            local: None,
         };
         self.stats.calls_total += 1;
-        let local = if from.transport == Transport::Local {
+        let local = Arc::new(if from.transport == Transport::Local {
             local_facts(&call.a.invite)
         } else {
             std::collections::BTreeMap::new()
-        };
+        });
+        if !local.is_empty() {
+            call.local = Some(local.clone());
+        }
         self.event(CallEvent::Started {
             call: call_ref,
             call_id: a_call_id_for_record.into(),
             caller: call.caller.as_str().into(),
             destination: call.destination.as_str().into(),
             context: facts_context.into(),
-            facts: Arc::new(local),
+            facts: local,
         });
         self.server_invites.insert(id, call_ref);
         self.calls.insert(call_ref, Box::new(call));

@@ -312,6 +312,12 @@ impl Engine {
                     self.on_app_reply(now, call, app, tag, Some(&resp));
                 }
             }
+            ClientRole::External { call, token, name } => {
+                if final_ {
+                    self.forget_client(id);
+                    self.on_external_reply(call, token, name, Some(&resp));
+                }
+            }
         }
     }
 
@@ -332,6 +338,9 @@ impl Engine {
             ClientRole::Bye | ClientRole::Cancel | ClientRole::Info => {}
             ClientRole::AppMessage { call, app, tag } => {
                 self.on_app_reply(now, call, app, tag, None)
+            }
+            ClientRole::External { call, token, name } => {
+                self.on_external_reply(call, token, name, None)
             }
         }
     }

@@ -2,6 +2,7 @@
 //! (Bearer token from `http.token`).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -36,6 +37,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/api/v1/calls", get(calls))
         .route("/api/v1/calls/{id}/hangup", post(hangup))
+        .route("/api/v1/calls/{id}/actions", post(call_action))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/gateways", get(gateways))
         .route("/api/v1/gateways/{name}/{state}", post(set_gateway))
@@ -229,7 +231,7 @@ async fn calls(
                     let leg = |i: usize, port: Option<u16>| {
                         json!({"port": port, "codec": c.legs[i].as_ref().map(|l| &l.0), "dtmf": c.legs[i].as_ref().map(|l| &l.1)})
                     };
-                    json!({"id": c.id.0, "state": c.state.as_str(), "call_id": c.a_call_id, "from": c.caller, "to": c.destination, "target": c.target, "age_secs": c.age_secs,
+                    json!({"id": c.id.0, "state": c.state.as_str(), "call_id": c.a_call_id, "b_call_id": c.b_call_id, "from": c.caller, "to": c.destination, "target": c.target, "age_secs": c.age_secs,
                         "media": {"a": leg(0, c.media.map(|m| m.a)), "b": leg(1, c.media.map(|m| m.b))},
                         "quality": q.map(|[a, b]| json!({"a": a, "b": b}))})
                 })
@@ -253,6 +255,90 @@ async fn hangup(State(app): State<App>, headers: HeaderMap, Path(id): Path<u64>)
         Ok(false) => (StatusCode::NOT_FOUND, format!("no call {id}\n")).into_response(),
         Err(r) => r,
     }
+}
+
+/// Longest action body the API takes.
+const MAX_ACTION_BODY: usize = 4096;
+
+/// `POST /api/v1/calls/{id}/actions`: an action in the caller's browser, from a CRM (its
+/// merchant's calls only: any other is 404) or ops; answered with the browser's result.
+async fn call_action(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: String,
+) -> Response {
+    let merchant = match scope(&app, &headers) {
+        Ok(Scope::Admin) => None,
+        Ok(Scope::Merchant(m)) => Some(m),
+        Err(r) => return r,
+    };
+    let bad = |why: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"ok": false, "error": why})),
+        )
+            .into_response()
+    };
+    if body.len() > MAX_ACTION_BODY {
+        return bad(format!("the body is longer than {MAX_ACTION_BODY} bytes"));
+    }
+    let v: serde_json::Value = match serde_json::from_str(&body) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("not JSON: {e}")),
+    };
+    let asked = v.get("action").and_then(|a| a.as_str()).unwrap_or("");
+    let Some(name) = switchboard_webrtc::action::ACTIONS
+        .iter()
+        .find(|a| **a == asked)
+    else {
+        return bad(format!(
+            "\"action\" must be one of {}",
+            switchboard_webrtc::action::ACTIONS.join(", ")
+        ));
+    };
+    let wait = ask(&app, |tx| Command::Action {
+        call: id.clone(),
+        merchant,
+        name,
+        body: v.to_string(),
+        tx,
+    });
+    let answer = match tokio::time::timeout(Duration::from_secs(5), wait).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(r)) => return r,
+        Err(_) => Some(switchboard_core::module::LegReply {
+            status: 408,
+            reason: "no answer from the call".into(),
+            body: Vec::new(),
+        }),
+    };
+    let Some(reply) = answer else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"ok": false, "error": format!("no call {id}")})),
+        )
+            .into_response();
+    };
+    let detail = serde_json::from_slice::<serde_json::Value>(&reply.body)
+        .ok()
+        .and_then(|b| b.get("detail").cloned());
+    let status = match reply.status {
+        200..=299 => StatusCode::OK,
+        // Refused by the merchant's configuration.
+        403 => StatusCode::UNPROCESSABLE_ENTITY,
+        // The page is not connected, or busy with earlier actions.
+        480 | 486 => StatusCode::CONFLICT,
+        408 => StatusCode::GATEWAY_TIMEOUT,
+        // A caller who is not in a browser, or a browser that could not.
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    let body = if status == StatusCode::OK {
+        json!({"ok": true, "detail": detail})
+    } else {
+        json!({"ok": false, "error": reply.reason, "status": reply.status})
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn reload(State(app): State<App>, headers: HeaderMap) -> Response {

@@ -505,6 +505,8 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             digits,
             web,
             observers: observe::Observers::start(observers, observe::QUEUE),
+            replies: Default::default(),
+            next_token: 1,
         };
         // SIP runs on a thread of its own with a single-threaded runtime: every datagram is
         // handled where it was received, with no cross-thread wake-up. HTTP and the RTP relays

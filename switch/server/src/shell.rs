@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use switchboard_core::{CallInfo, CallRef, Cause, Engine, Output};
+use switchboard_core::{CallInfo, CallRef, Cause, Engine, Output, Side};
 use switchboard_sip::transaction::{Peer, Transport};
 use switchboard_sip::{Message, ParseError, parse_stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -52,6 +52,21 @@ pub enum Command {
     SetGateway(String, bool, oneshot::Sender<bool>),
     /// Prometheus text.
     Metrics(oneshot::Sender<String>),
+    /// An action in the caller's browser from the CRM API: the call (leg A's or leg B's
+    /// Call-ID, or the switch's id), the merchant the key belongs to (None: the admin), the
+    /// action's name and its JSON. The answer is the browser leg's (None: no such call here).
+    Action {
+        /// Which call.
+        call: String,
+        /// Only a call of this merchant.
+        merchant: Option<String>,
+        /// The action (`push_page`).
+        name: &'static str,
+        /// Its JSON.
+        body: String,
+        /// The browser's answer.
+        tx: oneshot::Sender<Option<switchboard_core::module::LegReply>>,
+    },
     /// Graceful shutdown.
     Shutdown,
 }
@@ -91,7 +106,14 @@ pub struct Shell {
     pub web: Option<Arc<crate::web::WebShared>>,
     /// Records, webhooks, metrics and the modules' observers.
     pub observers: crate::observe::Observers,
+    /// API actions waiting for their leg's answer, by token.
+    pub replies: HashMap<u64, oneshot::Sender<Option<switchboard_core::module::LegReply>>>,
+    /// The next action's token.
+    pub next_token: u64,
 }
+
+/// API actions that may wait for their answers at once (more are answered 503).
+pub const MAX_API_ACTIONS: usize = 1024;
 
 fn wall() -> jiff::Timestamp {
     jiff::Timestamp::now()
@@ -279,6 +301,11 @@ impl Shell {
                 } => self.media.play(call, side, what, id),
                 Output::MediaStop { call, side } => self.media.stop(call, side),
                 Output::Event(ev) => self.observers.dispatch(ev),
+                Output::LegReply { token, reply } => {
+                    if let Some(tx) = self.replies.remove(&token) {
+                        let _ = tx.send(Some(reply));
+                    }
+                }
             }
         }
         self.observers.flush();
@@ -341,6 +368,54 @@ impl Shell {
             }
             Command::Metrics(tx) => {
                 let _ = tx.send(self.metrics());
+            }
+            Command::Action {
+                call,
+                merchant,
+                name,
+                body,
+                tx,
+            } => {
+                let found = self
+                    .engine
+                    .find_call(&call)
+                    .or_else(|| call.parse().ok().map(CallRef));
+                let theirs = |c: &CallRef| {
+                    merchant
+                        .as_deref()
+                        .is_none_or(|m| self.engine.call_fact(*c, "merchant") == Some(m))
+                };
+                let Some(c) = found.filter(theirs) else {
+                    info!(
+                        %call,
+                        found = found.is_some(),
+                        key_of = merchant.as_deref().unwrap_or("(admin)"),
+                        call_of = found.and_then(|c| self.engine.call_fact(c, "merchant")).unwrap_or("(none)"),
+                        "API action: no such call for this key"
+                    );
+                    let _ = tx.send(None);
+                    return;
+                };
+                if self.replies.len() >= MAX_API_ACTIONS {
+                    let _ = tx.send(Some(switchboard_core::module::LegReply {
+                        status: 503,
+                        reason: "too many actions waiting for their answer".into(),
+                        body: Vec::new(),
+                    }));
+                    return;
+                }
+                let token = self.next_token;
+                self.next_token += 1;
+                let ct = switchboard_core::module::BROWSER_ACTION;
+                if self
+                    .engine
+                    .message_leg(now, c, Side::A, ct, body, token, name)
+                {
+                    self.replies.insert(token, tx);
+                } else {
+                    info!(%call, "API action: the call has no caller leg to send it to");
+                    let _ = tx.send(None);
+                }
             }
             Command::Shutdown => {}
         }

@@ -1019,9 +1019,13 @@ fn peak_share(pcm: &[i16], freq: f64) -> f64 {
 fn the_agents_keypad_drives_the_callers_page_which_keeps_the_call_and_every_action_is_recorded() {
     let idx = 63;
     let http = common::Ports::for_test(idx).http;
+    let hash = switchboard_webrtc::token::key_hash;
     let conf = format!(
-        "{}actions_off = [\"echo_suppression\"]\n[merchant.demo.pages]\ncheckout = \"/demo/checkout\"\n",
-        merchant_conf(http, "tokenless = true")
+        "{}actions_off = [\"echo_suppression\"]\napi_keys = [\"{}\"]\n[merchant.demo.pages]\ncheckout = \"/demo/checkout\"\n\
+         [merchant.other]\ntokenless = true\norigins = [\"http://127.0.0.1:{http}\"]\nlinks = [\"sales\"]\napi_keys = [\"{}\"]\n",
+        merchant_conf(http, "tokenless = true"),
+        hash(KEY_DEMO),
+        hash(KEY_OTHER),
     );
     let extensions = format!("{WEB_EXT}{KEYPAD_EXT}");
     let mut sw = Switch::prepare(
@@ -1094,6 +1098,46 @@ fn the_agents_keypad_drives_the_callers_page_which_keeps_the_call_and_every_acti
         "volume,echo_cancellation"
     );
 
+    // The same actions from the merchant's CRM, by the Call-ID the ACD saw, answered with
+    // the browser's result; another merchant's key does not find the call.
+    let calls = common::http_get_auth(sw.ports.http, "/api/v1/calls", "test-token").unwrap();
+    let calls: serde_json::Value = serde_json::from_str(&calls).unwrap();
+    let b_call_id = calls[0]["b_call_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{calls}"));
+    let path = format!("/api/v1/calls/{b_call_id}/actions");
+    let (st, body) = common::http_post_json(
+        sw.ports.http,
+        &path,
+        KEY_DEMO,
+        r#"{"action":"volume","set":150}"#,
+    );
+    assert_eq!(st, 200, "{body}\n{}", sw.log());
+    assert!(body.contains("Volume 150 %"), "{body}");
+    b.wait_for(&format!("{CALL}.volume === 150"), Duration::from_secs(3));
+    let (st, body) = common::http_post_json(
+        sw.ports.http,
+        &path,
+        KEY_OTHER,
+        r#"{"action":"volume","set":10}"#,
+    );
+    assert_eq!(st, 404, "another merchant's key: {body}");
+    let (st, body) = common::http_post_json(
+        sw.ports.http,
+        &path,
+        KEY_DEMO,
+        r#"{"action":"echo_suppression","on":true}"#,
+    );
+    assert_eq!(st, 422, "turned off for the merchant: {body}");
+    assert!(body.contains("turned off"), "{body}");
+    let (st, body) = common::http_post_json(
+        sw.ports.http,
+        &path,
+        KEY_DEMO,
+        r#"{"action":"format_disk"}"#,
+    );
+    assert_eq!(st, 400, "{body}");
+
     // *76: the page the code names opens.
     key_in(&mut acd, sw_b, "*76", Duration::from_millis(200));
     b.wait_for(
@@ -1162,6 +1206,8 @@ fn the_agents_keypad_drives_the_callers_page_which_keeps_the_call_and_every_acti
             "*88 volume true",
             "*31 echo_cancellation true",
             "*41 echo_suppression false",
+            " volume true",
+            " echo_suppression false",
             "*76 push_page true"
         ],
         "{r}"
@@ -1173,8 +1219,9 @@ fn the_agents_keypad_drives_the_callers_page_which_keeps_the_call_and_every_acti
             .is_some_and(|s| s.contains("turned off")),
         "{r}"
     );
+    assert_eq!(actions[3]["detail"], "Volume 150 %", "{r}");
     assert_eq!(
-        actions[3]["detail"],
+        actions[5]["detail"],
         format!("http://127.0.0.1:{http}/demo/checkout"),
         "{r}"
     );
