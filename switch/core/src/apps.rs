@@ -341,6 +341,9 @@ impl Engine {
         call.apps.push(Attached::new(side, app));
         if !was_gated && let Some(mut media) = call.m.legs[crate::media::idx(side)].clone() {
             media.suppress = ALL_DIGITS.into();
+            if media.dtmf == DtmfMethod::Inband {
+                media.inband_delay_ms = self.cfg.inband_delay_ms;
+            }
             call.m.legs[crate::media::idx(side)] = Some(media.clone());
             self.outputs.push_back(Output::MediaLeg {
                 call: call.id,

@@ -30,6 +30,10 @@ pub struct EngineConfig {
     pub codecs: Vec<String>,
     /// How digits travel on a leg unless its gateway or the dialplan says otherwise.
     pub dtmf: switchboard_media::DtmfMethod,
+    /// The delay line (ms) of a leg whose in-band digits a leg app decides on: long enough
+    /// for a tone to be recognised and silenced from its start (0: none; a tone then leaks
+    /// for ~40 ms).
+    pub inband_delay_ms: u32,
 }
 
 impl Default for EngineConfig {
@@ -52,6 +56,7 @@ impl Default for EngineConfig {
                 "telephone-event".into(),
             ],
             dtmf: switchboard_media::DtmfMethod::Rfc4733,
+            inband_delay_ms: 60,
         }
     }
 }

@@ -246,6 +246,13 @@ impl Engine {
             } else {
                 String::new()
             },
+            // ...and, when they come as tones, its audio waits long enough for a tone to be
+            // recognised and cut out from its start.
+            inband_delay_ms: if call.gated(side) && dtmf == DtmfMethod::Inband {
+                self.cfg.inband_delay_ms
+            } else {
+                0
+            },
         };
         call.m.fmt[idx(side)] = Some(fmt.clone());
         if call.m.legs[idx(side)].as_ref() != Some(&media) {

@@ -44,6 +44,26 @@ pub struct LegMedia {
     pub dtmf: DtmfMethod,
     /// Digits from this leg that must never reach the other leg.
     pub suppress: String,
+    /// In-band digits are suppressed on this leg: its audio to the other leg passes through
+    /// a delay line this long (ms; 0: none), so that a tone recognised ~40 ms after it began
+    /// is silenced from its start. Only where `dtmf` is in-band, G.711 and `suppress` is set.
+    pub inband_delay_ms: u32,
+}
+
+/// How much audio before a tone's recognition is silenced with it (the detector's latency,
+/// plus a packet).
+const TONE_ONSET: Duration = Duration::from_millis(60);
+
+/// A packet of a delayed leg, waiting in its delay line.
+#[derive(Debug)]
+struct Delayed {
+    /// When it goes on.
+    at: Instant,
+    /// When it came.
+    arrived: Instant,
+    /// Part of a suppressed tone: its payload is silenced.
+    mute: bool,
+    buf: Vec<u8>,
 }
 
 /// A digit seen on a leg.
@@ -162,6 +182,8 @@ struct Leg {
     to8k: Option<Resampler>,
     /// In-band digit being muted (suppressed) on the way to the other leg.
     muting: bool,
+    /// The delay line of a leg whose in-band digits are suppressed (empty otherwise).
+    delayed: VecDeque<Delayed>,
     /// Send side.
     ssrc: u32,
     seq: u16,
@@ -321,8 +343,16 @@ impl Session {
         }
         leg.detector = (media.dtmf == DtmfMethod::Inband).then(ToneDetector::new);
         leg.tones = None;
+        let delayed = media.inband_delay_ms > 0;
         leg.media = Some(media);
+        if !delayed {
+            // No delay line any more: what waited in it goes on now.
+            for d in leg.delayed.iter_mut() {
+                d.at = now;
+            }
+        }
         self.rewire(now);
+        self.release_delayed(now);
     }
 
     /// Audio flows between the legs as soon as both have negotiated (early media included).
@@ -555,6 +585,73 @@ impl Session {
             self.handle_rtcp(now, from, buf);
             return;
         }
+        if let Some(delay) = self.delay_of(from)
+            && let Ok(pkt) = RtpReader::new(buf)
+            && self.legs[idx(from)]
+                .media
+                .as_ref()
+                .is_some_and(|m| m.pt == pkt.payload_type())
+        {
+            // Its tone (if any) is recognised now; the packet goes on after the delay,
+            // silenced if it belongs to a suppressed tone.
+            self.legs[idx(from)].last_rx = Some(now);
+            self.detect_inband(now, from, pkt.payload());
+            let mut b = self.spare.pop().unwrap_or_default();
+            b.clear();
+            b.extend_from_slice(buf);
+            let leg = self.leg(from);
+            leg.delayed.push_back(Delayed {
+                at: now + delay,
+                arrived: now,
+                mute: leg.muting,
+                buf: b,
+            });
+            return;
+        }
+        self.take_rtp(now, from, buf, true);
+    }
+
+    /// The delay of `from`'s audio (its in-band digits are suppressed), if any.
+    fn delay_of(&self, from: Side) -> Option<Duration> {
+        let m = self.legs[idx(from)].media.as_ref()?;
+        (m.inband_delay_ms > 0
+            && m.dtmf == DtmfMethod::Inband
+            && !m.suppress.is_empty()
+            && matches!(m.codec, CodecKind::Pcmu | CodecKind::Pcma))
+        .then(|| Duration::from_millis(u64::from(m.inband_delay_ms)))
+    }
+
+    /// Lets the delayed packets that are due go on (in order, silenced where they were part
+    /// of a suppressed tone).
+    fn release_delayed(&mut self, now: Instant) {
+        for side in [Side::A, Side::B] {
+            while self.legs[idx(side)]
+                .delayed
+                .front()
+                .is_some_and(|d| d.at <= now)
+            {
+                let Some(mut d) = self.legs[idx(side)].delayed.pop_front() else {
+                    break;
+                };
+                if d.mute
+                    && let Some(silence) = self.legs[idx(side)]
+                        .media
+                        .as_ref()
+                        .and_then(|m| m.codec.silence_byte())
+                    && let Ok(start) =
+                        RtpReader::new(&d.buf).map(|p| d.buf.len() - p.payload().len())
+                {
+                    d.buf[start..].fill(silence);
+                }
+                self.take_rtp(now, side, &d.buf, false);
+                self.recycle(d.buf);
+            }
+        }
+    }
+
+    /// An RTP packet of `from`, now (after its delay line, if it has one: `detect` is then
+    /// false, the detector saw it on arrival).
+    fn take_rtp(&mut self, now: Instant, from: Side, buf: &[u8], detect: bool) {
         let Ok(pkt) = RtpReader::new(buf) else {
             self.leg(from).stats.dropped += 1;
             return;
@@ -612,7 +709,9 @@ impl Session {
             let ms = u32::from(duration) * 1000 / clock.max(1);
             self.digit(now, from, digit, ms, DtmfMethod::Rfc4733);
         }
-        self.detect_inband(now, from, payload);
+        if detect {
+            self.detect_inband(now, from, payload);
+        }
         if matches!(self.legs[idx(from)].source, Some(Source::Echo { .. })) {
             // Back where it came from, as our own stream (SSRC, sequence).
             let mut b = self.spare.pop().unwrap_or_default();
@@ -640,8 +739,9 @@ impl Session {
             leg.stats.jitter = leg.jb.stats;
             return;
         }
-        // Same codec: forward with the other leg's sequencer.
-        let muting = self.legs[idx(from)].muting;
+        // Same codec: forward with the other leg's sequencer. (A delayed leg's packets were
+        // silenced in its delay line.)
+        let muting = self.legs[idx(from)].muting && detect;
         let silence = codec.silence_byte();
         let mut b = self.spare.pop().unwrap_or_default();
         let to = &mut self.legs[idx(from.other())];
@@ -719,6 +819,12 @@ impl Session {
                 ToneEvent::Start(d) => {
                     if leg.media.as_ref().is_some_and(|m| m.suppress.contains(d)) {
                         leg.muting = true;
+                        // The tone began before it was recognised: what of it waits in the
+                        // delay line is silenced too.
+                        let since = now.checked_sub(TONE_ONSET).unwrap_or(now);
+                        for p in leg.delayed.iter_mut().filter(|p| p.arrived >= since) {
+                            p.mute = true;
+                        }
                     }
                 }
                 ToneEvent::End(d, ms) => {
@@ -767,6 +873,7 @@ impl Session {
 
     /// Runs the tick: generated and transcoded frames, digits being sent, timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.release_delayed(now);
         if let Some(t) = self.rtp_timeout {
             for side in [Side::A, Side::B] {
                 let leg = self.leg(side);
@@ -806,6 +913,8 @@ impl Session {
     fn tick_leg(&mut self, now: Instant, side: Side) {
         let from = side.other();
         let transcode = self.bridged() && self.transcoding(from);
+        // A delayed leg's tones were silenced in its delay line, not here.
+        let mute_flag = self.delay_of(from).is_none();
         let Session {
             legs,
             scratch,
@@ -915,7 +1024,7 @@ impl Session {
                 other.stats.jitter = other.jb.stats;
                 if other.rx_pcm.len() >= from_frame {
                     let chunk = &other.rx_pcm[..from_frame];
-                    if other.muting {
+                    if other.muting && mute_flag {
                         scratch.resize(frame, 0);
                     } else if let Some(r) = leg.resampler.as_mut() {
                         r.process(chunk, scratch);
@@ -1024,6 +1133,8 @@ impl Session {
             timeout,
             self.legs[0].next_rtcp,
             self.legs[1].next_rtcp,
+            self.legs[0].delayed.front().map(|d| d.at),
+            self.legs[1].delayed.front().map(|d| d.at),
         ]
         .into_iter()
         .flatten()
@@ -1045,6 +1156,7 @@ mod tests {
 
     fn leg(codec: CodecKind, dtmf: DtmfMethod, suppress: &str) -> LegMedia {
         LegMedia {
+            inband_delay_ms: 0,
             codec,
             pt: codec.static_pt().unwrap_or(96),
             ptime_ms: 20,
@@ -1166,6 +1278,7 @@ mod tests {
     #[test]
     fn opus_browser_to_pcmu_call_center_is_transcoded_with_48khz_timestamps() {
         let opus = LegMedia {
+            inband_delay_ms: 0,
             codec: CodecKind::Opus,
             pt: 111,
             ptime_ms: 20,
@@ -1335,6 +1448,75 @@ mod tests {
         assert_eq!(det.poll(), None, "A's detector hears no digit");
         let loud = heard.chunks(160).filter(|c| rms(c) > 1000.0).count();
         assert!(loud <= 2, "{loud} frames of tone leaked");
+    }
+
+    #[test]
+    fn a_delay_line_cuts_a_suppressed_tone_from_its_first_packet_and_keeps_the_stream_whole() {
+        let speech = |n| sine(300.0, 8000, n, 3000.0);
+        let mut tone = vec![0i16; 2400];
+        let mut g = crate::dtmf::ToneGenerator::new(8000);
+        g.push('7', 200);
+        g.fill(&mut tone);
+        let mut audio = speech(1600);
+        audio.extend(tone);
+        audio.extend(speech(1600));
+        let mut b = leg(CodecKind::Pcmu, DtmfMethod::Inband, "0123456789*#ABCD");
+        b.inband_delay_ms = 60;
+        let mut rig = Rig::new(leg(CodecKind::Pcmu, DtmfMethod::Inband, ""), b);
+        let packets = encode(CodecKind::Pcmu, &audio);
+        let fed = packets.len();
+        for (i, p) in packets.iter().enumerate() {
+            rig.step(Side::B, 0, Some(p));
+            if i == 1 {
+                assert!(
+                    rig.sent.iter().all(|(s, _)| *s != Side::A),
+                    "nothing reaches A before the delay"
+                );
+            }
+        }
+        for _ in 0..5 {
+            rig.step(Side::B, 0, None);
+        }
+        assert!(
+            matches!(&rig.events[..], [MediaEvent::Digit(d)] if d.digit == '7' && d.suppressed),
+            "{:?}",
+            rig.events
+        );
+        // Every packet reaches A, numbered in a row.
+        let seqs: Vec<u16> = rig
+            .sent
+            .iter()
+            .filter(|(s, _)| *s == Side::A)
+            .map(|(_, b)| u16::from(RtpReader::new(b).unwrap().sequence_number()))
+            .collect();
+        assert_eq!(seqs.len(), fed);
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+            "{seqs:?}"
+        );
+        // No tone at all in A's audio; the speech around it is there (at most the 60 ms
+        // before the tone's recognition are silenced with it).
+        let heard = rig.audio_to(Side::A, CodecKind::Pcmu);
+        let mut det = crate::dtmf::ToneDetector::new();
+        det.feed(&heard);
+        det.feed(&[0; 800]);
+        assert_eq!(det.poll(), None, "A's detector hears no digit");
+        let frames: Vec<&[i16]> = heard.chunks(160).collect();
+        let tone_frames = &frames[10..20];
+        assert!(
+            tone_frames.iter().all(|c| rms(c) < 100.0),
+            "the tone is silenced from its first packet: {:?}",
+            tone_frames
+                .iter()
+                .map(|c| rms(c) as u32)
+                .collect::<Vec<_>>()
+        );
+        let speech_kept = frames[..10]
+            .iter()
+            .chain(&frames[25..])
+            .filter(|c| rms(c) > 1000.0)
+            .count();
+        assert!(speech_kept >= 17, "speech kept: {speech_kept} of 20 frames");
     }
 
     #[test]

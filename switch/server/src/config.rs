@@ -97,6 +97,7 @@ struct Media {
     anchor: Option<bool>,
     codecs: Option<Vec<String>>,
     dtmf: Option<Spanned<String>>,
+    inband_dtmf_delay_ms: Option<Spanned<u32>>,
     rtp_timeout: Option<u64>,
     sounds: Option<String>,
     opus_complexity: Option<u8>,
@@ -298,6 +299,22 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
                 format!("media.dtmf {:?} is not a DTMF form", d.get_ref()),
                 Some("use \"rfc4733\" (RTP events), \"info\" (SIP INFO) or \"inband\" (tones)"),
             )),
+        }
+    }
+    if let Some(d) = &file.media.inband_dtmf_delay_ms {
+        if *d.get_ref() <= 80 {
+            engine.inband_delay_ms = *d.get_ref();
+        } else {
+            diags.push(diag(
+                f,
+                t,
+                Some(d.span()),
+                format!(
+                    "media.inband_dtmf_delay_ms {} is more than 80 ms: callers would hear the delay",
+                    d.get_ref()
+                ),
+                Some("60 covers the detector's ~40 ms; 0 turns the delay line off"),
+            ));
         }
     }
     let opus_complexity = file

@@ -599,3 +599,59 @@ fn an_agents_codes_never_reach_the_caller_and_other_digits_arrive_in_order() {
         .unwrap_or_default();
     assert_eq!(codes, ["*22", "*88"], "{rows}");
 }
+
+#[test]
+fn an_agents_inband_codes_are_cut_from_the_callers_audio_and_other_digits_arrive() {
+    let idx = 40;
+    let (pa, pb) = rtp_ports(idx);
+    // The call center's phone sends tones; the caller takes RFC 4733.
+    let sw = Switch::start(
+        "dtmf-bind-inband",
+        idx,
+        Route {
+            before_bridge: r##"{ set = { dtmf_b = "inband" } }, { dtmf_bind = { codes = { "*22" = "volume:+20" }, interdigit_ms = 400, confirm = false } },"##,
+            ..Route::default()
+        },
+    );
+    let pa_s = pa.to_string();
+    let uas = call_center(&sw, pb, "0", "0", "1000");
+    let mut args = keys(&[("rtp_port", &pa_s), ("fmts", "0 101"), ("hold_ms", "6000")]);
+    args.push("-aa");
+    let uac = sw.uac("uac_media.xml", "1000", 1, &args);
+    let call = sw.wait_media_up(Duration::from_secs(10));
+    assert_eq!(call["media"]["b"]["dtmf"], "inband", "{call}");
+    let sw_a = addr(&call["media"]["a"]["port"]);
+    let sw_b = addr(&call["media"]["b"]["port"]);
+    let (mut a, mut b) = (RtpPeer::bind(pa), RtpPeer::bind(pb));
+    let a_thread = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        for _ in 0..20 {
+            got.extend(a.stream(sw_a, CodecKind::Pcmu, &[0; 1600]));
+        }
+        got
+    });
+    // `*22` (a code) then `5` (no code), as 120 ms tones with 120 ms gaps.
+    let mut g = switchboard_media::dtmf::ToneGenerator::new(8000);
+    for d in "*225".chars() {
+        g.push(d, 120);
+    }
+    let mut audio = vec![0i16; 1600];
+    let mut tones = vec![0i16; 8000];
+    g.fill(&mut tones);
+    audio.extend(tones);
+    audio.extend(vec![0i16; 8000]);
+    b.stream(sw_b, CodecKind::Pcmu, &audio);
+    let at_a = a_thread.join().unwrap();
+    let got: String = digits_and_ms(&at_a).iter().map(|(c, _)| *c).collect();
+    assert_eq!(
+        got, "5",
+        "only the digit that is no code reaches the caller"
+    );
+    let heard = decode(&at_a, CodecKind::Pcmu);
+    assert_eq!(
+        inband_digits(&heard),
+        "",
+        "no tone of any digit in the caller's audio"
+    );
+    sw.expect_ok(vec![uac, uas]);
+}
