@@ -5,7 +5,8 @@
  * data-color, data-background, data-destination, data-processing="off" (no echo
  * cancellation / noise suppression / gain control: for tests with tones), data-cookies and
  * data-fields (names of cookies / form fields sent as context: the merchant's config must
- * opt in to each name, or the call is refused).
+ * opt in to each name, or the call is refused), data-window="popup" (the call in a window of
+ * its own: pages the agent pushes open in this one, the call window stays).
  * The button carries the facts before any click; the click opens a panel and fetches the
  * media client (versioned URL, cached for good), which places the call. A call survives the
  * tab's navigation: the next page's button of the same link takes it back. */
@@ -29,9 +30,10 @@
   }
   trail();
 
-  function css() {
-    if (document.getElementById("sb-c2c-css")) return;
-    var s = document.createElement("style");
+  function css(doc) {
+    doc = doc || document;
+    if (doc.getElementById("sb-c2c-css")) return;
+    var s = doc.createElement("style");
     s.id = "sb-c2c-css";
     s.textContent =
       ".sb-c2c-btn{font:600 15px/1.2 system-ui,sans-serif;padding:.7em 1.2em;border:0;border-radius:2em;cursor:pointer}" +
@@ -41,8 +43,9 @@
       ".sb-c2c-panel button{font:inherit;margin:.15em;padding:.5em .8em;border:1px solid #bbb;border-radius:.4em;background:#f6f6f6;cursor:pointer}" +
       ".sb-c2c-panel button:focus-visible{outline:3px solid #fb0}" +
       ".sb-c2c-pad{display:grid;grid-template-columns:repeat(3,1fr)}" +
-      ".sb-c2c-status{font-weight:600;margin-bottom:.5em}.sb-c2c-notice{margin:.5em 0;min-height:1.2em}.sb-c2c-notice button{margin-left:.5em}.sb-c2c-hang{background:#c22!important;color:#fff}";
-    document.head.appendChild(s);
+      ".sb-c2c-status{font-weight:600;margin-bottom:.5em}.sb-c2c-notice{margin:.5em 0;min-height:1.2em}.sb-c2c-notice button{margin-left:.5em}.sb-c2c-hang{background:#c22!important;color:#fff}" +
+      ".sb-c2c-window .sb-c2c-panel{position:static;width:auto;box-shadow:none}";
+    doc.head.appendChild(s);
   }
 
   function names(list) {
@@ -66,22 +69,43 @@
   }
 
   var loading = null;
-  function loadClient() {
+  function loadClient(w) {
+    if (w) return inject(w);
     if (window.SwitchboardClient) return Promise.resolve(window.SwitchboardClient);
     if (loading) return loading;
-    loading = new Promise(function (ok, fail) {
-      var s = document.createElement("script");
-      s.src = CLIENT;
-      s.async = true;
-      s.onload = function () { ok(window.SwitchboardClient); };
-      s.onerror = function () { loading = null; fail(new Error("could not load the call client")); };
-      document.head.appendChild(s);
-    });
+    loading = inject(window).catch(function (e) { loading = null; throw e; });
     return loading;
   }
 
-  function panel(label) {
-    var p = document.createElement("div");
+  function inject(w) {
+    return new Promise(function (ok, fail) {
+      if (w.SwitchboardClient) return ok(w.SwitchboardClient);
+      var s = w.document.createElement("script");
+      s.src = CLIENT;
+      s.async = true;
+      s.onload = function () { ok(w.SwitchboardClient); };
+      s.onerror = function () { fail(new Error("could not load the call client")); };
+      w.document.head.appendChild(s);
+    });
+  }
+
+  /* data-window="popup": the call in a small window of its own (the seed's call window),
+   * so a pushed page navigates this window and the call window stays. */
+  function callWindow(label) {
+    var w = window.open("", "sb-c2c-call", "popup,width=340,height=520");
+    if (!w) return null;
+    var doc = w.document;
+    if (!doc.body) doc.write("<!doctype html><html><head></head><body></body></html>");
+    doc.title = label;
+    doc.body.className = "sb-c2c-window";
+    doc.body.textContent = "";
+    css(doc);
+    return w;
+  }
+
+  function panel(label, doc) {
+    doc = doc || document;
+    var p = doc.createElement("div");
     p.className = "sb-c2c-panel";
     p.setAttribute("role", "dialog");
     p.setAttribute("aria-label", label);
@@ -91,7 +115,7 @@
     st.setAttribute("aria-live", "polite");
     st.textContent = "Connecting\u2026";
     p.appendChild(st);
-    document.body.appendChild(p);
+    doc.body.appendChild(p);
     return p;
   }
 
@@ -111,10 +135,22 @@
     b.open = function (resume) {
       if (b.getAttribute("aria-busy") === "true") return;
       css();
+      // A call window (when the browser lets us open one), else the panel in this page.
+      var w = d.window === "popup" && !resume ? callWindow(b.textContent) : null;
+      if (w && w.SwitchboardClient && w.SwitchboardClient.calls.some(function (c) { return !c.ended; })) {
+        return w.focus();
+      }
       b.setAttribute("aria-busy", "true");
-      var p = panel(b.textContent);
+      b.popup = w;
+      var p = panel(b.textContent, w && w.document);
       var opts = {
         resume: resume,
+        // Where a pushed page opens: this (the merchant's) window.
+        target: w ? window : null,
+        window: w ? "popup" : "page",
+        // The merchant's page, not the call window's.
+        page_url: location.href,
+        referrer: document.referrer,
         base: base,
         merchant: d.merchant || "",
         link: d.link || "",
@@ -125,7 +161,7 @@
         context: context(d),
         onEnd: function () { b.removeAttribute("aria-busy"); }
       };
-      loadClient().then(function (c) { c.start(p, opts); }, function (e) {
+      loadClient(w).then(function (c) { c.start(p, opts); }, function (e) {
         p.firstChild.textContent = "The call could not start: " + e.message;
         b.removeAttribute("aria-busy");
         setTimeout(function () { p.remove(); }, 4000);

@@ -99,7 +99,8 @@
     }
     this.connect(JSON.stringify({
       type: "call", merchant: o.merchant, link: o.link, session: o.session, token: o.token,
-      destination: o.destination, page_url: location.href, referrer: document.referrer,
+      destination: o.destination, page_url: o.page_url || location.href,
+      referrer: o.page_url ? o.referrer : document.referrer,
       context: o.context || { trail: [], cookies: {}, fields: {} },
       sdp: pc.localDescription.sdp
     }));
@@ -321,7 +322,9 @@
   /* A pushed page: the merchant's window goes there (the answer is sent first). */
   Call.prototype.go = function (url) {
     var w = this.opts.target || window;
-    setTimeout(function () { w.location.assign(url); }, 50);
+    setTimeout(function () {
+      try { w.location.assign(url); } catch (e) { window.location.assign(url); }
+    }, 50);
   };
 
   Call.prototype.tick = function () {
@@ -378,7 +381,8 @@
   Call.prototype.move = function () {
     if (this.ended) return;
     var o = this.opts;
-    if (!this.callId || this.state === "connecting") return this.hangup();
+    // A call window closed is a hang-up; so is a page left before the call was placed.
+    if (o.window === "popup" || !this.callId || this.state === "connecting") return this.hangup();
     try {
       sessionStorage.setItem("sb-c2c-live", JSON.stringify({
         call: this.callId, key: this.key, merchant: o.merchant, link: o.link, at: Date.now()

@@ -1047,7 +1047,7 @@ fn the_agents_keypad_drives_the_callers_page_which_keeps_the_call_and_every_acti
     let call = sw.wait_media_up(Duration::from_secs(15));
     b.wait_for(
         &format!("{CALL}.state === 'connected'"),
-        Duration::from_secs(10),
+        Duration::from_secs(15),
     );
     let sw_b = addr(&call["media"]["b"]["port"]);
     let mut acd = RtpPeer::bind(acd_rtp(idx));
@@ -1225,4 +1225,88 @@ fn the_agents_keypad_drives_the_callers_page_which_keeps_the_call_and_every_acti
         format!("http://127.0.0.1:{http}/demo/checkout"),
         "{r}"
     );
+}
+
+#[test]
+fn a_call_window_stays_while_the_agent_pushes_a_page_into_the_merchants_window() {
+    let idx = 64;
+    let http = common::Ports::for_test(idx).http;
+    let conf = format!(
+        "{}[merchant.demo.pages]\ncheckout = \"/demo/checkout\"\n",
+        merchant_conf(http, "tokenless = true")
+    );
+    let extensions = format!("{WEB_EXT}{KEYPAD_EXT}");
+    let mut sw = Switch::prepare(
+        "web-popup",
+        idx,
+        Route {
+            extensions: &extensions,
+            ..web_route(&conf)
+        },
+    );
+    let uas = acd_uas(&sw, idx, 1, "demo-visitor", "0");
+    sw.launch();
+    let mut b = browser(&sw, "popup");
+    b.wait_for(
+        "!!document.querySelector('#support button')",
+        Duration::from_secs(10),
+    );
+    // data-window="popup" on the tag: the call gets a window of its own.
+    b.eval("document.querySelector('script[data-link=support]').dataset.window = 'popup'");
+    b.eval("document.querySelector('#support button').click()");
+    const POPUP: &str = "window.open('', 'sb-c2c-call')";
+    b.wait_for(
+        &format!("{POPUP}.SwitchboardClient.calls[0].state === 'connected'"),
+        Duration::from_secs(15),
+    );
+    assert_eq!(
+        b.eval(&format!(
+            "{POPUP}.document.querySelectorAll('.sb-c2c-panel').length"
+        )),
+        1,
+        "the panel is in the call window"
+    );
+    assert_eq!(
+        b.eval("document.querySelectorAll('.sb-c2c-panel').length"),
+        0,
+        "and not in the merchant's page"
+    );
+    let call = sw.wait_media_up(Duration::from_secs(5));
+    let sw_b = addr(&call["media"]["b"]["port"]);
+    let mut acd = RtpPeer::bind(acd_rtp(idx));
+    acd.stream(sw_b, CodecKind::Pcmu, &[0; 1600]);
+    // *76: the merchant's window goes to the checkout; the call window stays, connected.
+    key_in(&mut acd, sw_b, "*76", Duration::from_millis(200));
+    b.wait_for(
+        "location.pathname === '/demo/checkout'",
+        Duration::from_secs(5),
+    );
+    b.wait_for(
+        &format!("{POPUP}.SwitchboardClient.calls[0].state === 'connected'"),
+        Duration::from_secs(2),
+    );
+    assert_eq!(
+        b.eval(&format!("{POPUP}.SwitchboardClient.calls.length")),
+        1,
+        "the same call, never re-placed"
+    );
+    // The shopper is still heard.
+    let mut share = 0.0;
+    for _ in 0..4 {
+        let heard = acd.stream(sw_b, CodecKind::Pcmu, &sine(1000.0, 8000, 8000.0));
+        let pcm = decode(&heard, CodecKind::Pcmu);
+        share = share_at(&pcm[pcm.len() / 2..], 700.0);
+        if share > 0.5 {
+            break;
+        }
+    }
+    assert!(
+        share > 0.5,
+        "the shopper's 700 Hz after the push ({share:.2})"
+    );
+    b.eval(&format!(
+        "{POPUP}.document.querySelector('.sb-c2c-hang').click()"
+    ));
+    let (st, errs) = uas.wait(Duration::from_secs(15));
+    assert!(st.is_some_and(|s| s.success()), "ACD: {errs}\n{}", sw.log());
 }

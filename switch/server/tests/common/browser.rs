@@ -129,7 +129,8 @@ impl Browser {
     pub fn eval(&mut self, expr: &str) -> Value {
         let r = self.call(
             "Runtime.evaluate",
-            json!({"expression": expr, "awaitPromise": true, "returnByValue": true}),
+            // As a user's action (a click may open the call window).
+            json!({"expression": expr, "awaitPromise": true, "returnByValue": true, "userGesture": true}),
         );
         assert!(r.get("exceptionDetails").is_none(), "{expr}: {r}");
         r["result"]["value"].clone()
