@@ -1,6 +1,7 @@
 //! The browser leg end to end: headless Chromium opens the demo shop served by the real
 //! binary, clicks "Call sales", and the call goes through Switchboard to a SIPp ACD whose RTP
-//! the test owns. Chromium's fake microphone plays a tone; the ACD plays another.
+//! the test owns. Chromium's fake microphone plays a tone; the ACD plays another. The same
+//! call is placed from headless Firefox ESR too (WebDriver BiDi).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -10,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::browser::Browser;
+use common::firefox::Firefox;
 use common::rtp::{RtpPeer, decode, events, share_at, sine};
 use common::{Route, Switch};
 use switchboard_media::CodecKind;
@@ -112,8 +114,25 @@ fn browser(sw: &Switch, name: &str) -> Browser {
     b
 }
 
+/// A page in either browser: what the helpers below do with it.
+trait Page {
+    fn eval(&mut self, expr: &str) -> serde_json::Value;
+}
+
+impl Page for Browser {
+    fn eval(&mut self, expr: &str) -> serde_json::Value {
+        Browser::eval(self, expr)
+    }
+}
+
+impl Page for Firefox {
+    fn eval(&mut self, expr: &str) -> serde_json::Value {
+        Firefox::eval(self, expr)
+    }
+}
+
 /// Sets a fact on the "sales" tag (the loader reads them at click time) and clicks.
-fn click_sales(b: &mut Browser, facts: &[(&str, &str)]) {
+fn click_sales(b: &mut impl Page, facts: &[(&str, &str)]) {
     for (k, v) in facts {
         b.eval(&format!(
             "document.querySelector('script[data-link=sales]').dataset.{k} = {v:?}"
@@ -142,7 +161,7 @@ fn ended_record(sw: &Switch) -> serde_json::Value {
     }
 }
 
-fn inbound_energy(b: &mut Browser) -> f64 {
+fn inbound_energy(b: &mut impl Page) -> f64 {
     b.eval(&format!(
         "(async () => {{ const s = await {CALL}.pc.getStats(); let e = 0; \
          s.forEach(r => {{ if (r.type === 'inbound-rtp' && r.kind === 'audio') e = r.totalAudioEnergy || 0; }}); return e; }})()"
@@ -225,6 +244,109 @@ fn browser_call_reaches_the_acd_with_its_facts_audio_flows_both_ways_dtmf_and_th
     sw.wait_call_count(0, Duration::from_secs(5));
     assert!(sw.metric("switchboard_web_calls_total") >= 1.0);
     // An orderly hang-up (the widget's message, or its DTLS close if that comes first).
+    let r = ended_record(&sw);
+    assert_eq!(r["cause"], "NORMAL_CLEARING", "{r}");
+    assert_eq!(r["hangup_side"], "caller", "{r}");
+}
+
+/// Firefox's fake microphone: a sine Firefox makes itself (Chromium's plays `mic.wav`).
+const FIREFOX_TONE_HZ: u32 = 700;
+
+/// Headless Firefox ESR on the demo shop, its "Call sales" button there.
+fn firefox(sw: &Switch, name: &str) -> Firefox {
+    let mut b = Firefox::launch(name, FIREFOX_TONE_HZ);
+    b.open(&format!("http://127.0.0.1:{}/demo/shop", sw.ports.http));
+    b.wait_for(
+        "!!document.querySelector('#sales button')",
+        Duration::from_secs(10),
+    );
+    b
+}
+
+/// The page's words, its peer connection's state, its SDP offer and the switch's answer: for
+/// a failure's message (Firefox throws on a closed connection's descriptions).
+fn sdp_pair(b: &mut impl Page) -> String {
+    let sdp = b.eval(&format!(
+        "(() => {{ const c = {CALL}; if (!c || !c.pc) return 'no peer connection'; \
+         let out = 'page: ' + c.status.textContent + ' (' + c.pc.connectionState + ')'; \
+         try {{ out += '\\noffer:\\n' + c.pc.localDescription.sdp + '\\nanswer:\\n' + \
+         c.pc.remoteDescription.sdp; }} catch (e) {{ out += ', no SDP: ' + e; }} return out; }})()"
+    ));
+    sdp.as_str().unwrap_or_default().to_owned()
+}
+
+/// The Chromium call above, from Firefox: the facts reach the ACD, audio flows both ways,
+/// the page hangs up. No DTMF: Firefox offers telephone-event/8000 only and the browser leg
+/// takes /48000 only (an open bug of its own).
+#[test]
+fn firefox_call_reaches_the_acd_with_its_facts_audio_flows_both_ways_and_the_page_hangs_up() {
+    // Firefox's tests count from 90: the Chromium ones count up one by one from 50.
+    let idx = 90;
+    let mut sw = start("web-firefox", idx, "tokenless = true");
+    let uas = acd_uas(&sw, idx, 1, "shopper-ff", "0");
+    sw.launch();
+    let mut b = firefox(&sw, "call");
+    click_sales(&mut b, &[("session", "shopper-ff"), ("processing", "off")]);
+    let call = sw.wait_media_up(Duration::from_secs(15));
+    assert_eq!(call["media"]["a"]["codec"], "opus", "{call}");
+    assert_eq!(call["media"]["b"]["codec"], "PCMU", "{call}");
+    b.wait_for(
+        &format!("{CALL}.state === 'connected'"),
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        b.eval("document.querySelector('.sb-c2c-status').textContent"),
+        "Connected"
+    );
+    let sdp = sdp_pair(&mut b);
+    // The ACD speaks (1 kHz) while it listens to Firefox's microphone (700 Hz).
+    let sw_b = addr(&call["media"]["b"]["port"]);
+    let mut acd = RtpPeer::bind(acd_rtp(idx));
+    let before = inbound_energy(&mut b);
+    let mut share = 0.0;
+    for _ in 0..4 {
+        let heard = acd.stream(sw_b, CodecKind::Pcmu, &sine(1000.0, 8000 * 2, 8000.0));
+        let pcm = decode(&heard, CodecKind::Pcmu);
+        if pcm.len() > 8000 {
+            share = share_at(&pcm[pcm.len() / 2..], f64::from(FIREFOX_TONE_HZ));
+            if share > 0.5 {
+                break;
+            }
+        }
+    }
+    assert!(
+        share > 0.5,
+        "Firefox's {FIREFOX_TONE_HZ} Hz reached the ACD (share {share:.2})\n{sdp}\nnow: {}",
+        sdp_pair(&mut b)
+    );
+    let after = inbound_energy(&mut b);
+    assert!(
+        after - before > 0.01,
+        "Firefox received the ACD's audio (energy {before:.4} -> {after:.4})\n{sdp}\nnow: {}",
+        sdp_pair(&mut b)
+    );
+    // And what it hears is the ACD's 1 kHz (WebAudio on the remote stream while the ACD
+    // speaks on).
+    let speaking = std::thread::spawn(move || {
+        acd.stream(sw_b, CodecKind::Pcmu, &sine(1000.0, 8000 * 3, 8000.0));
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let hz = heard_peak_hz(&mut b);
+    speaking.join().expect("the ACD's RTP thread");
+    assert!(
+        (hz - 1000.0).abs() < 30.0,
+        "Firefox heard the ACD's 1 kHz (peak at {hz:.0} Hz)\n{sdp}"
+    );
+    // Hang-up from the page: the ACD gets the BYE (its scenario ends), the switch has no call.
+    b.eval("document.querySelector('.sb-c2c-hang').click()");
+    let (st, errs) = uas.wait(Duration::from_secs(10));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "ACD scenario failed:\n{errs}\n{}",
+        sw.log()
+    );
+    b.wait_for(&format!("{CALL}.ended === true"), Duration::from_secs(5));
+    sw.wait_call_count(0, Duration::from_secs(5));
     let r = ended_record(&sw);
     assert_eq!(r["cause"], "NORMAL_CLEARING", "{r}");
     assert_eq!(r["hangup_side"], "caller", "{r}");
@@ -331,7 +453,7 @@ fn bad_token_foreign_origin_and_forbidden_number_are_refused_before_any_invite()
 }
 
 /// The dominant frequency of what the browser hears (WebAudio on the remote stream).
-fn heard_peak_hz(b: &mut Browser) -> f64 {
+fn heard_peak_hz(b: &mut impl Page) -> f64 {
     b.eval(&format!(
         "(async () => {{ const c = {CALL}; const ctx = new AudioContext(); await ctx.resume(); \
          const src = ctx.createMediaStreamSource(c.audio.srcObject); const an = ctx.createAnalyser(); \

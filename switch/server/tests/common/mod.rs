@@ -11,6 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod browser;
+pub mod firefox;
 pub mod rtp;
 
 pub fn scenarios() -> PathBuf {
