@@ -655,3 +655,101 @@ fn an_agents_inband_codes_are_cut_from_the_callers_audio_and_other_digits_arrive
     );
     sw.expect_ok(vec![uac, uas]);
 }
+
+/// The switch's CPU time, ms (user + system, all threads).
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    let rest = &stat[stat.rfind(')').expect("stat") + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks * 1000.0 / 100.0
+}
+
+/// One call for `secs` seconds, both legs streaming PCMU (leg B in `dtmf_b`), with
+/// `before` run before the bridge: (switch CPU ms per call-second, median B→A latency ms).
+fn bindings_point(idx: u16, name: &str, before: &str, secs: u32) -> (f64, f64) {
+    use std::net::UdpSocket;
+    let (pa, pb) = rtp_ports(idx);
+    let sw = Switch::start(
+        name,
+        idx,
+        Route {
+            before_bridge: before,
+            ..Route::default()
+        },
+    );
+    let pa_s = pa.to_string();
+    let hold = (secs * 1000 + 3000).to_string();
+    let uas = call_center(&sw, pb, "0 101", "0", "1000");
+    let mut args = keys(&[("rtp_port", &pa_s), ("fmts", "0 101"), ("hold_ms", &hold)]);
+    args.push("-aa");
+    let uac = sw.uac("uac_media.xml", "1000", 1, &args);
+    let call = sw.wait_media_up(Duration::from_secs(10));
+    let sw_a = addr(&call["media"]["a"]["port"]);
+    let sw_b = addr(&call["media"]["b"]["port"]);
+    let a = UdpSocket::bind(("127.0.0.1", pa)).unwrap();
+    let b = UdpSocket::bind(("127.0.0.1", pb)).unwrap();
+    a.set_read_timeout(Some(Duration::from_millis(2))).unwrap();
+    let t0 = std::time::Instant::now();
+    let pid = sw.pid().unwrap();
+    let cpu0 = cpu_ms(pid);
+    let mut lat = Vec::new();
+    let mut sent_at = std::collections::HashMap::new();
+    let mut buf = [0u8; 2048];
+    let frames = secs * 50;
+    for n in 0..frames {
+        // 20 ms of (quiet) PCMU both ways; B's payload carries its frame number.
+        let mut p = vec![0xFFu8; 172];
+        p[0] = 0x80;
+        p[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+        p[4..8].copy_from_slice(&(n * 160).to_be_bytes());
+        p[8..12].copy_from_slice(&7u32.to_be_bytes());
+        p[12..16].copy_from_slice(&n.to_be_bytes());
+        b.send_to(&p, sw_b).unwrap();
+        sent_at.insert(n, std::time::Instant::now());
+        p[8..12].copy_from_slice(&8u32.to_be_bytes());
+        a.send_to(&p, sw_a).unwrap();
+        let due = t0 + Duration::from_millis(20 * u64::from(n + 1));
+        while std::time::Instant::now() < due {
+            if let Ok((len, _)) = a.recv_from(&mut buf)
+                && len >= 16
+                && buf[1] & 0x7f == 0
+            {
+                let k = u32::from_be_bytes([buf[12], buf[13], buf[14], buf[15]]);
+                if let Some(t) = sent_at.remove(&k) {
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+        }
+    }
+    let cpu = cpu_ms(pid) - cpu0;
+    let wall = t0.elapsed().as_secs_f64();
+    drop((a, b));
+    sw.expect_ok(vec![uac, uas]);
+    lat.sort_by(|x, y| x.total_cmp(y));
+    let median = lat.get(lat.len() / 2).copied().unwrap_or(f64::NAN);
+    (cpu / wall, median)
+}
+
+/// Benchmark (on demand: `bench/dtmf.sh`): what bound codes cost a call — the switch's CPU per
+/// call-second and the audio's added latency, B (the call center) to A, without bindings,
+/// with bindings on an RFC 4733 leg (digits gated, no delay) and on an in-band leg (the
+/// delay line).
+#[test]
+#[ignore = "benchmark: run with bench/dtmf.sh"]
+fn bench_bindings_cpu_and_latency() {
+    let bind = r#"{ dtmf_bind = { codes = { "*22" = "volume:+20", "*88" = "volume:-20" }, confirm = false } },"#;
+    let inband = format!(r#"{{ set = {{ dtmf_b = "inband" }} }}, {bind}"#);
+    let points = [
+        ("no bindings", String::new()),
+        ("bindings, RFC 4733 leg", bind.to_owned()),
+        ("bindings, in-band leg", inband),
+    ];
+    println!("BENCH | call | CPU ms per call-second | B→A latency ms (median) |");
+    for round in 0..3 {
+        for (i, (label, before)) in points.iter().enumerate() {
+            let (cpu, lat) = bindings_point(45 + i as u16, &format!("bench-bind-{i}"), before, 10);
+            println!("BENCH | {label} (round {round}) | {cpu:.2} | {lat:.1} |");
+        }
+    }
+}
