@@ -701,6 +701,7 @@ fn bindings_point(idx: u16, name: &str, before: &str, secs: u32) -> (f64, f64) {
         // 20 ms of (quiet) PCMU both ways; B's payload carries its frame number.
         let mut p = vec![0xFFu8; 172];
         p[0] = 0x80;
+        p[1] = 0; // PCMU, no marker
         p[2..4].copy_from_slice(&(n as u16).to_be_bytes());
         p[4..8].copy_from_slice(&(n * 160).to_be_bytes());
         p[8..12].copy_from_slice(&7u32.to_be_bytes());
@@ -748,7 +749,7 @@ fn bench_bindings_cpu_and_latency() {
     println!("BENCH | call | CPU ms per call-second | B→A latency ms (median) |");
     for round in 0..3 {
         for (i, (label, before)) in points.iter().enumerate() {
-            let (cpu, lat) = bindings_point(45 + i as u16, &format!("bench-bind-{i}"), before, 10);
+            let (cpu, lat) = bindings_point(45 + i as u16, &format!("bench-bind-{i}"), before, 15);
             println!("BENCH | {label} (round {round}) | {cpu:.2} | {lat:.1} |");
         }
     }

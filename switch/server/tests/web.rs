@@ -1432,3 +1432,85 @@ fn a_call_window_stays_while_the_agent_pushes_a_page_into_the_merchants_window()
     let (st, errs) = uas.wait(Duration::from_secs(15));
     assert!(st.is_some_and(|s| s.success()), "ACD: {errs}\n{}", sw.log());
 }
+
+#[test]
+fn firefox_the_agents_keypad_drives_the_page_and_the_call_survives_the_pushed_page() {
+    let idx = 91;
+    let http = common::Ports::for_test(idx).http;
+    let conf = format!(
+        "{}[merchant.demo.pages]\ncheckout = \"/demo/checkout\"\n",
+        merchant_conf(http, "tokenless = true")
+    );
+    let extensions = format!("{WEB_EXT}{KEYPAD_EXT}");
+    let mut sw = Switch::prepare(
+        "web-ff-keypad",
+        idx,
+        Route {
+            extensions: &extensions,
+            ..web_route(&conf)
+        },
+    );
+    let uas = acd_uas(&sw, idx, 1, "demo-visitor", "0");
+    sw.launch();
+    let mut b = firefox(&sw, "keypad");
+    b.wait_for(
+        "!!document.querySelector('#support button')",
+        Duration::from_secs(10),
+    );
+    b.eval("document.querySelector('#support button').click()");
+    let call = sw.wait_media_up(Duration::from_secs(15));
+    b.wait_for(
+        &format!("{CALL}.state === 'connected'"),
+        Duration::from_secs(15),
+    );
+    let sw_b = addr(&call["media"]["b"]["port"]);
+    let mut acd = RtpPeer::bind(acd_rtp(idx));
+    acd.stream(sw_b, CodecKind::Pcmu, &[0; 1600]);
+    // *88: Firefox's output gain goes down a step.
+    key_in(&mut acd, sw_b, "*88", Duration::from_millis(300));
+    b.wait_for(
+        &format!("{CALL}.volume === 80 && Math.abs({CALL}.outGain.gain.value - 0.8) < 1e-6"),
+        Duration::from_secs(3),
+    );
+    // *31: echo cancellation off, as Firefox's microphone track reports it.
+    key_in(&mut acd, sw_b, "*31", Duration::from_millis(300));
+    b.wait_for(
+        &format!("{CALL}.track.getSettings().echoCancellation === false"),
+        Duration::from_secs(5),
+    );
+    // *76: the checkout opens and the new page takes the call back.
+    key_in(&mut acd, sw_b, "*76", Duration::from_millis(200));
+    b.wait_for(
+        "location.pathname === '/demo/checkout'",
+        Duration::from_secs(5),
+    );
+    b.wait_for(
+        &format!("{CALL} && {CALL}.state === 'connected'"),
+        Duration::from_secs(10),
+    );
+    let mut share = 0.0;
+    for _ in 0..6 {
+        let heard = acd.stream(sw_b, CodecKind::Pcmu, &sine(1000.0, 8000, 8000.0));
+        let pcm = decode(&heard, CodecKind::Pcmu);
+        if pcm.len() >= 4000 {
+            share = share_at(&pcm[pcm.len() / 2..], f64::from(FIREFOX_TONE_HZ));
+            if share > 0.5 {
+                break;
+            }
+        }
+    }
+    assert!(
+        share > 0.5,
+        "Firefox's tone reaches the ACD after the page moved (share {share:.2})\n{}",
+        sw.log()
+    );
+    b.eval("document.querySelector('.sb-c2c-hang').click()");
+    let (st, errs) = uas.wait(Duration::from_secs(15));
+    assert!(st.is_some_and(|s| s.success()), "ACD: {errs}\n{}", sw.log());
+    let r = ended_record(&sw);
+    let codes: Vec<&str> = r["actions"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["code"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(codes, ["*88", "*31", "*76"], "{r}");
+}
