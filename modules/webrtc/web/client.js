@@ -322,6 +322,8 @@
   /* A pushed page: the merchant's window goes there (the answer is sent first). */
   Call.prototype.go = function (url) {
     var w = this.opts.target || window;
+    // This page goes: say so now (a browser may close the WebSocket before pagehide).
+    if (w === window && this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify({ type: "moving" }));
     setTimeout(function () {
       try { w.location.assign(url); } catch (e) { window.location.assign(url); }
     }, 50);

@@ -36,6 +36,9 @@ const GONE: (u16, &str) = (38, "NETWORK_OUT_OF_ORDER");
 /// A widget taking a call back: its WebSocket, and a new offer when it is a new page.
 type Resumed = (WebSocket, Option<String>);
 
+/// How long a page's WebSocket may outlive its media before its media closing is a hang-up.
+const PAGE_GONE_WAIT: Duration = Duration::from_secs(1);
+
 /// How long the page has to answer an action (SPEC §3: acknowledged within 500 ms).
 const ACTION_WAIT: Duration = Duration::from_millis(500);
 
@@ -645,6 +648,7 @@ async fn place(
         candidate,
         renew: renew_tx,
         moving: false,
+        peer_gone: None,
         web: web.clone(),
         facts: facts.clone(),
         actions: Vec::new(),
@@ -682,6 +686,9 @@ struct WebCall {
     renew: mpsc::Sender<crate::media::Renewal>,
     /// The page said it is going away: its media closing is not a hang-up.
     moving: bool,
+    /// The page's media closed (false) or was lost (true) while its WebSocket is still up:
+    /// hung up at this time unless the WebSocket goes too (the page is moving).
+    peer_gone: Option<(Instant, bool)>,
     /// The merchants' current configuration (an action is checked against it).
     web: Arc<WebShared>,
     facts: WebFacts,
@@ -774,6 +781,8 @@ impl WebCall {
     }
 
     fn lost_ws(&mut self) {
+        // Its media went first: the page is going (the grace period decides).
+        self.peer_gone = None;
         if self.ws.take().is_some() && !self.leg.is_terminated() {
             info!(
                 grace_secs = self.grace.as_secs(),
@@ -795,6 +804,7 @@ impl WebCall {
                 .iter()
                 .map(|(_, t)| *t)
                 .chain(self.grace_until)
+                .chain(self.peer_gone.map(|(t, _)| t))
                 .min();
             tokio::select! {
                 m = ws_next(&mut self.ws) => match m {
@@ -828,6 +838,18 @@ impl WebCall {
                 _ = sleep_until(wake) => {
                     let now = Instant::now();
                     self.actions_late(now);
+                    if let Some((at, lost)) = self.peer_gone
+                        && at <= now
+                    {
+                        self.peer_gone = None;
+                        if lost {
+                            info!("browser media gone (ICE lost): hanging up");
+                            self.leg.hangup_with(Some(GONE));
+                        } else {
+                            info!("the browser closed its connection: hanging up");
+                            self.leg.hangup();
+                        }
+                    }
                     if self.grace_until.is_some_and(|g| g <= now) {
                         info!("widget did not come back: hanging up");
                         self.grace_until = None;
@@ -888,6 +910,7 @@ impl WebCall {
             self.ws = Some(WidgetLink::new(ws));
         }
         self.moving = false;
+        self.peer_gone = None;
         self.grace_until = None;
         if let Some(state) = self.last_state.clone() {
             self.tell_widget(&state).await;
@@ -967,20 +990,20 @@ impl WebCall {
         match ev {
             PeerOutput::Connected => info!("browser media connected (ICE + DTLS)"),
             // The page is going away: its peer goes with it, the next page brings another.
-            PeerOutput::Closed | PeerOutput::Disconnected if self.moving => {
-                info!("the old page's media connection went away (the page moved)");
+            PeerOutput::Closed | PeerOutput::Disconnected if self.moving || self.ws.is_none() => {
+                info!(
+                    "the page's media connection went away with its page: waiting for the next one"
+                );
             }
+            // The page may be going away without having said so (a browser that closes its
+            // connections before `pagehide`): its WebSocket closing soon says it was.
             PeerOutput::Closed => {
-                if !self.leg.is_terminated() {
-                    info!("the browser closed its connection: hanging up");
-                    self.leg.hangup();
-                }
+                self.peer_gone
+                    .get_or_insert((Instant::now() + PAGE_GONE_WAIT, false));
             }
             PeerOutput::Disconnected => {
-                if !self.leg.is_terminated() {
-                    info!("browser media gone (ICE lost): hanging up");
-                    self.leg.hangup_with(Some(GONE));
-                }
+                self.peer_gone
+                    .get_or_insert((Instant::now() + PAGE_GONE_WAIT, true));
             }
             PeerOutput::Transmit(..) | PeerOutput::Rtp(_) => {}
         }

@@ -754,3 +754,48 @@ fn bench_bindings_cpu_and_latency() {
         }
     }
 }
+
+#[test]
+fn an_agents_info_codes_are_answered_and_never_relayed_other_digits_arrive() {
+    let idx = 41;
+    let (pa, pb) = rtp_ports(idx);
+    // The call center's phone keys digits as SIP INFO; the caller takes RFC 4733.
+    let sw = Switch::start(
+        "dtmf-bind-info",
+        idx,
+        Route {
+            before_bridge: r#"{ set = { dtmf_b = "info" } }, { dtmf_bind = { codes = { "*22" = "volume:+20" }, interdigit_ms = 400, confirm = false } },"#,
+            ..Route::default()
+        },
+    );
+    let pa_s = pa.to_string();
+    let pb_s = pb.to_string();
+    let uas = sw.uas(
+        0,
+        "uas_media_keys_info.xml",
+        1,
+        &keys(&[("rtp_port", &pb_s)]),
+    );
+    let mut args = keys(&[("rtp_port", &pa_s), ("fmts", "0 101"), ("hold_ms", "5000")]);
+    args.push("-aa");
+    let uac = sw.uac("uac_media.xml", "1000", 1, &args);
+    let call = sw.wait_media_up(Duration::from_secs(10));
+    assert_eq!(call["media"]["b"]["dtmf"], "info", "{call}");
+    let sw_a = addr(&call["media"]["a"]["port"]);
+    let mut a = RtpPeer::bind(pa);
+    let mut at_a = Vec::new();
+    for _ in 0..15 {
+        at_a.extend(a.stream(sw_a, CodecKind::Pcmu, &[0; 1600]));
+    }
+    let got: String = digits_and_ms(&at_a).iter().map(|(c, _)| *c).collect();
+    assert_eq!(
+        got, "1",
+        "only the digit that is no code reaches the caller"
+    );
+    sw.expect_ok(vec![uac, uas]);
+    assert_eq!(
+        sw.metric("switchboard_dtmf_digits_total{method=\"info\"}"),
+        4.0,
+        "the switch took all four INFOs"
+    );
+}

@@ -149,9 +149,7 @@ impl Browser {
             }
             if Instant::now() >= deadline {
                 // What the page's calls went through, for the failure's message.
-                let calls = self.eval(
-                    "(() => { try { return JSON.stringify((window.SwitchboardClient || {calls: []}).calls.map(c => ({state: c.state, events: c.events, status: c.status && c.status.textContent, resume: !!c.opts.resume}))) + ' at ' + location.pathname } catch (e) { return String(e) } })()",
-                );
+                let calls = self.eval(super::PAGE_CALLS);
                 panic!("timed out waiting for: {expr}\n  the page's calls: {calls}");
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -300,7 +300,10 @@ impl Firefox {
             if self.eval(&guarded) == json!(true) {
                 return;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for: {expr}");
+            if Instant::now() >= deadline {
+                let calls = self.eval(super::PAGE_CALLS);
+                panic!("timed out waiting for: {expr}\n  the page's calls: {calls}");
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -14,6 +14,9 @@ pub mod browser;
 pub mod firefox;
 pub mod rtp;
 
+/// What the page's calls went through (for a browser wait's failure message).
+pub const PAGE_CALLS: &str = "(() => { try { return JSON.stringify((window.SwitchboardClient || {calls: []}).calls.map(c => ({state: c.state, events: c.events, status: c.status && c.status.textContent, resume: !!c.opts.resume, pc: c.pc && c.pc.connectionState}))) + ' at ' + location.pathname } catch (e) { return String(e) } })()";
+
 pub fn scenarios() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sipp")
 }
