@@ -24,7 +24,7 @@ CONF=$OUT/conf
 sed -i "s|^\[storage\].*||" "$CONF/switchboard.toml"
 printf '[storage]\npath = "%s/data.db"\n' "$OUT" >> "$CONF/switchboard.toml"
 
-valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out.%p" "$BIN" --conf "$CONF" >"$OUT/sut.log" 2>&1 &
+valgrind --tool=callgrind ${CG_FLAGS:-} --callgrind-out-file="$OUT/callgrind.out.%p" "$BIN" --conf "$CONF" >"$OUT/sut.log" 2>&1 &
 SUT=$!
 # Valgrind starts slowly: wait for the SIP listener.
 for _ in $(seq 1 120); do

@@ -28,8 +28,11 @@ const BATCHES: usize = 1024;
 struct Sink {
     name: &'static str,
     interest: fn(&CallEvent) -> bool,
-    /// For an observer of some calls only: the calls it follows.
-    follows: Option<std::collections::HashSet<switchboard_core::CallRef>>,
+    /// For an observer of some calls only: the calls it follows (a fast hash: call ids are
+    /// ours, not an attacker's).
+    follows: Option<
+        std::collections::HashSet<switchboard_core::CallRef, foldhash::fast::RandomState>,
+    >,
     delivery: Delivery,
     dropped: u64,
     warned: Option<Instant>,
@@ -86,15 +89,25 @@ impl Observers {
     ///
     /// [`flush`]: Observers::flush
     pub fn dispatch(&mut self, event: CallEvent) {
+        // Stamped (and moved, not copied) for the first observer that wants it.
+        let mut pending = Some(event);
         let mut stamped: Option<Stamped> = None;
         for s in &mut self.sinks {
-            if matches!(s.delivery, Delivery::Stopped) || !s.wants(&event) {
+            let Some(event) = stamped.as_ref().map(|st| &st.event).or(pending.as_ref()) else {
+                break;
+            };
+            if matches!(s.delivery, Delivery::Stopped) || !s.wants(event) {
                 continue;
             }
-            let ev = stamped.get_or_insert_with(|| Stamped {
-                at_ms: jiff::Timestamp::now().as_millisecond(),
-                event: event.clone(),
-            });
+            if let Some(event) = pending.take() {
+                stamped = Some(Stamped {
+                    at_ms: jiff::Timestamp::now().as_millisecond(),
+                    event,
+                });
+            }
+            let Some(ev) = stamped.as_ref() else {
+                break;
+            };
             match &mut s.delivery {
                 // It only queues: at once, no copy, no batch.
                 Delivery::Inline(obs) => obs.on_event(ev),
@@ -278,10 +291,10 @@ impl CallObserver for Records {
                 ..
             } => CdrOp::Start {
                 call: call.0,
-                call_id: call_id.to_string(),
-                caller: caller.to_string(),
-                destination: destination.to_string(),
-                context: context.to_string(),
+                call_id: call_id.clone(),
+                caller: caller.clone(),
+                destination: destination.clone(),
+                context: context.clone(),
                 at,
             },
             CallEvent::Ringing { call } => CdrOp::Ring { call: call.0, at },

@@ -9,13 +9,13 @@ pub enum CdrOp {
         /// Switch-local call id (unique while the process runs).
         call: u64,
         /// Leg A's Call-ID.
-        call_id: String,
+        call_id: std::sync::Arc<str>,
         /// Caller number.
-        caller: String,
+        caller: std::sync::Arc<str>,
         /// Destination dialled.
-        destination: String,
+        destination: std::sync::Arc<str>,
         /// Dialplan context.
-        context: String,
+        context: std::sync::Arc<str>,
         /// Unix ms.
         at: i64,
     },

@@ -141,7 +141,7 @@ impl Writer {
                 tx.prepare_cached(
                     "INSERT INTO cdr (call_id, caller, destination, context, started_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?
-                .execute(params![call_id, caller, destination, context, at])?;
+                .execute(params![&*call_id, &*caller, &*destination, &*context, at])?;
                 self.rows.insert(call, tx.last_insert_rowid());
             }
             CdrOp::Web(w) => web(tx, &w)?,
@@ -348,7 +348,7 @@ mod tests {
     fn start(call: u64, at: i64) -> CdrOp {
         CdrOp::Start {
             call,
-            call_id: format!("a{call}@h"),
+            call_id: format!("a{call}@h").into(),
             caller: "0301234".into(),
             destination: "1000".into(),
             context: "default".into(),
