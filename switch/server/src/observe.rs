@@ -30,9 +30,8 @@ struct Sink {
     interest: fn(&CallEvent) -> bool,
     /// For an observer of some calls only: the calls it follows (a fast hash: call ids are
     /// ours, not an attacker's).
-    follows: Option<
-        std::collections::HashSet<switchboard_core::CallRef, foldhash::fast::RandomState>,
-    >,
+    follows:
+        Option<std::collections::HashSet<switchboard_core::CallRef, foldhash::fast::RandomState>>,
     delivery: Delivery,
     dropped: u64,
     warned: Option<Instant>,

@@ -584,6 +584,11 @@ fn an_agents_codes_never_reach_the_caller_and_other_digits_arrive_in_order() {
     let got = digits_and_ms(&at_a);
     let digits: String = got.iter().map(|(c, _)| *c).collect();
     assert_eq!(digits, "1*2#", "what reached the caller: {got:?}");
+    assert_eq!(
+        inband_digits(&decode(&at_a, CodecKind::Pcmu)),
+        "",
+        "no tone in the caller's audio either"
+    );
     // Held digits keep their own durations (within a packet's 20 ms).
     assert!(
         got[1].1.abs_diff(140) <= 20 && got[2].1.abs_diff(100) <= 20,
@@ -791,6 +796,11 @@ fn an_agents_info_codes_are_answered_and_never_relayed_other_digits_arrive() {
     assert_eq!(
         got, "1",
         "only the digit that is no code reaches the caller"
+    );
+    assert_eq!(
+        inband_digits(&decode(&at_a, CodecKind::Pcmu)),
+        "",
+        "no tone in the caller's audio either"
     );
     sw.expect_ok(vec![uac, uas]);
     assert_eq!(

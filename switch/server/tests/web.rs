@@ -1142,8 +1142,13 @@ fn the_agents_keypad_drives_the_callers_page_which_keeps_the_call_and_every_acti
     let idx = 63;
     let http = common::Ports::for_test(idx).http;
     let hash = switchboard_webrtc::token::key_hash;
+    // The merchant's CRM gets an `action` webhook for each code.
+    let crm_port = common::Ports::for_test(idx).sip + 10;
+    let hooks = crm_receiver(crm_port);
     let conf = format!(
-        "{}actions_off = [\"echo_suppression\"]\napi_keys = [\"{}\"]\n[merchant.demo.pages]\ncheckout = \"/demo/checkout\"\n\
+        "{}actions_off = [\"echo_suppression\"]\napi_keys = [\"{}\"]\n\
+         webhook_url = \"http://127.0.0.1:{crm_port}/hooks/sb\"\nwebhook_secret = \"whsec-test\"\nwebhook_events = [\"action\"]\n\
+         [merchant.demo.pages]\ncheckout = \"/demo/checkout\"\n\
          [merchant.other]\ntokenless = true\norigins = [\"http://127.0.0.1:{http}\"]\nlinks = [\"sales\"]\napi_keys = [\"{}\"]\n",
         merchant_conf(http, "tokenless = true"),
         hash(KEY_DEMO),
@@ -1342,6 +1347,41 @@ fn the_agents_keypad_drives_the_callers_page_which_keeps_the_call_and_every_acti
         "{r}"
     );
     assert_eq!(actions[3]["detail"], "Volume 150 %", "{r}");
+    // The CRM heard of every code, in order, with what came of it (signed like the others).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let posted = loop {
+        let seen: Vec<serde_json::Value> = hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(e, _, _, st)| e == "action" && *st == 200)
+            .filter_map(|(_, _, body, _)| serde_json::from_str(body).ok())
+            .collect();
+        if seen.len() >= 4 || std::time::Instant::now() > deadline {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let posted: Vec<String> = posted
+        .iter()
+        .map(|v| {
+            format!(
+                "{} {} {}",
+                v["code"].as_str().unwrap_or(""),
+                v["action"].as_str().unwrap_or(""),
+                v["ok"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        posted,
+        [
+            "*88 volume true",
+            "*31 echo_cancellation true",
+            "*41 echo_suppression false",
+            "*76 push_page true"
+        ]
+    );
     assert_eq!(
         actions[5]["detail"],
         format!("http://127.0.0.1:{http}/demo/checkout"),
