@@ -1554,3 +1554,101 @@ fn firefox_the_agents_keypad_drives_the_page_and_the_call_survives_the_pushed_pa
         .unwrap_or_default();
     assert_eq!(codes, ["*88", "*31", "*76"], "{r}");
 }
+
+#[test]
+fn a_page_that_claims_another_site_gets_no_page_pushed_and_the_record_says_so() {
+    let idx = 65;
+    let http = common::Ports::for_test(idx).http;
+    let conf = format!(
+        "{}[merchant.demo.pages]\ncheckout = \"/demo/checkout\"\n",
+        merchant_conf(http, "tokenless = true")
+    );
+    let extensions = KEYPAD_EXT.replace(
+        "X-Page-Url = \"${page_url}\"",
+        "X-Seen-Url = \"${page_url}\"",
+    );
+    let mut sw = Switch::prepare(
+        "web-off-origin",
+        idx,
+        Route {
+            extensions: &extensions,
+            ..web_route(&conf)
+        },
+    );
+    let port = acd_rtp(idx).to_string();
+    let uas = sw.uas(
+        0,
+        "uas_media.xml",
+        1,
+        &[
+            "-key",
+            "rtp_port",
+            &port,
+            "-key",
+            "fmts",
+            "0 101",
+            "-set",
+            "ring_ms",
+            "0",
+            "-set",
+            "expect_ruser",
+            "support",
+        ],
+    );
+    sw.launch();
+    let mut b = browser(&sw, "off-origin");
+    // A script on the page places the call saying it is on another site (only the Origin
+    // is the browser's word; the page's URL is the page's): the merchant's path
+    // ("/demo/checkout") must not become a URL there.
+    let loaded = b.eval(
+        "(async () => { const t = await (await fetch('/c2c.js')).text(); \
+         const u = t.match(/\\/client\\/[0-9a-f]+\\.js/)[0]; \
+         await new Promise((ok, no) => { const s = document.createElement('script'); s.src = u; \
+         s.onload = ok; s.onerror = no; document.head.appendChild(s); }); return !!window.SwitchboardClient; })()",
+    );
+    assert_eq!(loaded, true, "the media client loads");
+    b.eval(
+        "(() => { SwitchboardClient.calls.length = 0; const p = document.createElement('div'); \
+         p.className = 'sb-c2c-panel'; p.appendChild(document.createElement('div')).className = 'sb-c2c-status'; \
+         document.body.appendChild(p); SwitchboardClient.start(p, { base: location.origin, merchant: 'demo', \
+         link: 'support', session: 'demo-visitor', token: '', destination: '', processing: true, \
+         page_url: 'https://evil.example/landing', referrer: '' }); return true; })()",
+    );
+    let call = sw.wait_media_up(Duration::from_secs(15));
+    b.wait_for(
+        &format!("{CALL}.state === 'connected'"),
+        Duration::from_secs(15),
+    );
+    let sw_b = addr(&call["media"]["b"]["port"]);
+    let mut acd = RtpPeer::bind(acd_rtp(idx));
+    acd.stream(sw_b, CodecKind::Pcmu, &[0; 1600]);
+    let heard = key_in(&mut acd, sw_b, "*76", Duration::from_millis(800));
+    // Refused: the page stays, the agent hears the failure tone.
+    assert_eq!(b.eval("location.pathname"), "/demo/shop");
+    let pcm = decode(&heard, CodecKind::Pcmu);
+    assert!(
+        peak_share(&pcm, 400.0) > 0.5,
+        "the failure tone (share {:.2})",
+        peak_share(&pcm, 400.0)
+    );
+    b.eval(&format!("{CALL}.hangup()"));
+    let (st, errs) = uas.wait(Duration::from_secs(15));
+    assert!(st.is_some_and(|s| s.success()), "ACD: {errs}");
+    let body =
+        common::http_get_auth(sw.ports.http, "/api/v1/cdrs", "test-token").unwrap_or_default();
+    let rows: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let pushed = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["actions"].as_array().cloned().unwrap_or_default())
+        .find(|a| a["code"] == "*76")
+        .unwrap_or_else(|| panic!("no *76 in the records: {body}"));
+    assert_eq!(pushed["ok"], false, "{pushed}");
+    assert!(
+        pushed["result"]
+            .as_str()
+            .is_some_and(|r| r.contains("not on the merchant's origins")),
+        "{pushed}"
+    );
+}
