@@ -348,6 +348,7 @@ async fn run(
     // Leg A in this process (a browser): no socket between it and the session.
     let mut tap: Option<Tap> = None;
     let mut renew: Option<mpsc::Receiver<Renewal>> = None;
+    let mut timed_out = false;
     let mut clocks = [8000u32; 2];
     // One buffer per socket: select! polls all five receives at once.
     let (mut b0, mut b1, mut b2, mut b3) = ([0u8; 2048], [0u8; 2048], [0u8; 2048], [0u8; 2048]);
@@ -483,7 +484,8 @@ async fn run(
             );
         }
         while let Some(ev) = session.poll_event() {
-            if matches!(ev, MediaEvent::Timeout(_)) {
+            // A call, not a leg: both legs may fall silent in the same round.
+            if matches!(ev, MediaEvent::Timeout(_)) && !std::mem::replace(&mut timed_out, true) {
                 counters.timeouts.fetch_add(1, Ordering::Relaxed);
             }
             // Bounded: a media session waits while the SIP thread is behind (backpressure);
