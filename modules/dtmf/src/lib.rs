@@ -129,6 +129,35 @@ impl ActionHandler for Dtmf {
     }
 }
 
+/// One code and its command, checked (page names against `pages` when given).
+fn check_binding(code: &str, text: &str, pages: Option<&Pages>) -> Result<Command, String> {
+    bind::check_code(code)?;
+    let command = Command::parse(text).map_err(|e| format!("code {code:?}: {e}"))?;
+    if let Some(pages) = pages
+        && let Command::PushPage(page) = &command
+    {
+        match page {
+            Some(p) if !pages.names.contains(p) => {
+                let known = if pages.names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    pages.names.iter().cloned().collect::<Vec<_>>().join(", ")
+                };
+                return Err(format!(
+                    "code {code:?}: no merchant has a page named {p:?} (known: {known}); add it under [merchant.ID.pages]"
+                ));
+            }
+            None if !pages.template => {
+                return Err(format!(
+                    "code {code:?}: push_page without a page name needs a merchant's page_template; name a page (\"push_page:checkout\")"
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(command)
+}
+
 /// A `dtmf_bind` action's binding; `Err` says what is wrong with which code. Page names are
 /// checked against `pages` when given (at load).
 fn parse(action: &ModuleAction, pages: Option<&Pages>) -> Result<Binding, String> {
@@ -139,32 +168,18 @@ fn parse(action: &ModuleAction, pages: Option<&Pages>) -> Result<Binding, String
         return Err("codes is empty: bind at least one code".into());
     }
     let mut bound = BTreeMap::new();
+    // Every code's problem at once: an ops engineer fixes them in one go.
+    let mut problems = Vec::new();
     for (code, text) in codes {
-        bind::check_code(code)?;
-        let command = Command::parse(text).map_err(|e| format!("code {code:?}: {e}"))?;
-        if let Some(pages) = pages
-            && let Command::PushPage(page) = &command
-        {
-            match page {
-                Some(p) if !pages.names.contains(p) => {
-                    return Err(format!(
-                        "code {code:?}: no merchant has a page named {p:?} (known: {}); add it under [merchant.ID.pages]",
-                        if pages.names.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            pages.names.iter().cloned().collect::<Vec<_>>().join(", ")
-                        }
-                    ));
-                }
-                None if !pages.template => {
-                    return Err(format!(
-                        "code {code:?}: push_page without a page name needs a merchant's page_template; name a page (\"push_page:checkout\")"
-                    ));
-                }
-                _ => {}
+        match check_binding(code, text, pages) {
+            Ok(command) => {
+                bound.insert(code.clone(), command);
             }
+            Err(e) => problems.push(e),
         }
-        bound.insert(code.clone(), command);
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
     }
     let interdigit = match action.get("interdigit_ms") {
         Some(v) => v
@@ -266,6 +281,20 @@ mod tests {
             let e = parse(&action(&codes, &[]), Some(&pages())).unwrap_err();
             assert!(e.contains(want), "{codes:?}: {e}");
         }
+        // Every bad code is named at once.
+        let e = parse(
+            &action(
+                &[
+                    ("*7x", "volume:+20"),
+                    ("*76", "push_page:cart"),
+                    ("*22", "volume:+20"),
+                ],
+                &[],
+            ),
+            Some(&pages()),
+        )
+        .unwrap_err();
+        assert!(e.contains("'x'") && e.contains("\"cart\""), "{e}");
         let e = parse(
             &action(&[("*1", "volume:+5")], &[("leg", "c")]),
             Some(&pages()),
