@@ -120,24 +120,21 @@ impl Engine {
         while let Some(action) = call.apps.get_mut(i).and_then(|a| a.app.poll_action()) {
             let side = call.apps[i].side;
             match action {
-                AppAction::ReleaseHeld => {
-                    let held = std::mem::take(&mut call.apps[i].held);
-                    for d in held {
-                        if let Some(d) = self.run_chain(now, call, side, i + 1, d) {
-                            self.forward_digit(now, call, side, &d);
-                        }
-                    }
-                }
-                AppAction::DropHeld => call.apps[i].held.clear(),
-                AppAction::ReleaseFirst(n) => {
-                    let n = n.min(call.apps[i].held.len());
-                    let first: Vec<Digit> = call.apps[i].held.drain(..n).collect();
+                // All of them, or the oldest n: released in order down the rest of the chain.
+                AppAction::ReleaseHeld | AppAction::ReleaseFirst(_) => {
+                    let held = &mut call.apps[i].held;
+                    let n = match action {
+                        AppAction::ReleaseFirst(n) => n.min(held.len()),
+                        _ => held.len(),
+                    };
+                    let first: Vec<Digit> = held.drain(..n).collect();
                     for d in first {
                         if let Some(d) = self.run_chain(now, call, side, i + 1, d) {
                             self.forward_digit(now, call, side, &d);
                         }
                     }
                 }
+                AppAction::DropHeld => call.apps[i].held.clear(),
                 AppAction::DropFirst(n) => {
                     let n = n.min(call.apps[i].held.len());
                     call.apps[i].held.drain(..n);

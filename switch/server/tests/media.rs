@@ -661,15 +661,6 @@ fn an_agents_inband_codes_are_cut_from_the_callers_audio_and_other_digits_arrive
     sw.expect_ok(vec![uac, uas]);
 }
 
-/// The switch's CPU time, ms (user + system, all threads).
-fn cpu_ms(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
-    let rest = &stat[stat.rfind(')').expect("stat") + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks * 1000.0 / 100.0
-}
-
 /// One call for `secs` seconds, both legs streaming PCMU (leg B in `dtmf_b`), with
 /// `before` run before the bridge: (switch CPU ms per call-second, median B→A latency ms).
 fn bindings_point(idx: u16, name: &str, before: &str, secs: u32) -> (f64, f64) {
@@ -697,7 +688,7 @@ fn bindings_point(idx: u16, name: &str, before: &str, secs: u32) -> (f64, f64) {
     a.set_read_timeout(Some(Duration::from_millis(2))).unwrap();
     let t0 = std::time::Instant::now();
     let pid = sw.pid().unwrap();
-    let cpu0 = cpu_ms(pid);
+    let cpu0 = common::cpu_ms(pid);
     let mut lat = Vec::new();
     let mut sent_at = std::collections::HashMap::new();
     let mut buf = [0u8; 2048];
@@ -728,7 +719,7 @@ fn bindings_point(idx: u16, name: &str, before: &str, secs: u32) -> (f64, f64) {
             }
         }
     }
-    let cpu = cpu_ms(pid) - cpu0;
+    let cpu = common::cpu_ms(pid) - cpu0;
     let wall = t0.elapsed().as_secs_f64();
     drop((a, b));
     sw.expect_ok(vec![uac, uas]);

@@ -657,16 +657,6 @@ fn concurrent_browser_calls_each_get_their_own_leg() {
     );
 }
 
-/// CPU time (user + system) of a process, from /proc, in milliseconds.
-fn cpu_ms(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')').expect("stat") + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks * 1000.0 / 100.0
-}
-
 /// Benchmark (on demand: `bench/web.sh`): the switch's CPU per concurrent browser call, both
 /// directions flowing (browser Opus 48 kHz <-> ACD PCMU 8 kHz: str0m SRTP + transcoding).
 #[test]
@@ -717,9 +707,9 @@ fn bench_cpu_per_browser_call() {
         })
         .collect();
     std::thread::sleep(Duration::from_secs(3));
-    let (c0, t0) = (cpu_ms(pid), std::time::Instant::now());
+    let (c0, t0) = (common::cpu_ms(pid), std::time::Instant::now());
     std::thread::sleep(Duration::from_secs(10));
-    let (c1, t1) = (cpu_ms(pid), std::time::Instant::now());
+    let (c1, t1) = (common::cpu_ms(pid), std::time::Instant::now());
     for t in talkers {
         let _ = t.join();
     }
@@ -1112,6 +1102,23 @@ actions = [
 ]
 "#;
 
+/// A switch for the keypad tests: the demo merchant with its checkout page, `extensions`.
+fn keypad_switch(name: &str, idx: u16, extensions: &str) -> Switch {
+    let http = common::Ports::for_test(idx).http;
+    let conf = format!(
+        "{}[merchant.demo.pages]\ncheckout = \"/demo/checkout\"\n",
+        merchant_conf(http, "tokenless = true")
+    );
+    Switch::prepare(
+        name,
+        idx,
+        Route {
+            extensions,
+            ..web_route(&conf)
+        },
+    )
+}
+
 /// The agent keys `code` on the ACD's phone (RFC 4733, 100 ms a digit); what the ACD heard
 /// meanwhile and for `then` after.
 fn key_in(
@@ -1392,20 +1399,7 @@ fn the_agents_keypad_drives_the_callers_page_which_keeps_the_call_and_every_acti
 #[test]
 fn a_call_window_stays_while_the_agent_pushes_a_page_into_the_merchants_window() {
     let idx = 64;
-    let http = common::Ports::for_test(idx).http;
-    let conf = format!(
-        "{}[merchant.demo.pages]\ncheckout = \"/demo/checkout\"\n",
-        merchant_conf(http, "tokenless = true")
-    );
-    let extensions = format!("{WEB_EXT}{KEYPAD_EXT}");
-    let mut sw = Switch::prepare(
-        "web-popup",
-        idx,
-        Route {
-            extensions: &extensions,
-            ..web_route(&conf)
-        },
-    );
+    let mut sw = keypad_switch("web-popup", idx, &format!("{WEB_EXT}{KEYPAD_EXT}"));
     let uas = acd_uas(&sw, idx, 1, "demo-visitor", "0");
     sw.launch();
     let mut b = browser(&sw, "popup");
@@ -1476,20 +1470,7 @@ fn a_call_window_stays_while_the_agent_pushes_a_page_into_the_merchants_window()
 #[test]
 fn firefox_the_agents_keypad_drives_the_page_and_the_call_survives_the_pushed_page() {
     let idx = 91;
-    let http = common::Ports::for_test(idx).http;
-    let conf = format!(
-        "{}[merchant.demo.pages]\ncheckout = \"/demo/checkout\"\n",
-        merchant_conf(http, "tokenless = true")
-    );
-    let extensions = format!("{WEB_EXT}{KEYPAD_EXT}");
-    let mut sw = Switch::prepare(
-        "web-ff-keypad",
-        idx,
-        Route {
-            extensions: &extensions,
-            ..web_route(&conf)
-        },
-    );
+    let mut sw = keypad_switch("web-ff-keypad", idx, &format!("{WEB_EXT}{KEYPAD_EXT}"));
     let uas = acd_uas(&sw, idx, 1, "demo-visitor", "0");
     sw.launch();
     let mut b = firefox(&sw, "keypad");

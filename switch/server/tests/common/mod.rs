@@ -17,6 +17,16 @@ pub mod rtp;
 /// What the page's calls went through (for a browser wait's failure message).
 pub const PAGE_CALLS: &str = "(() => { try { return JSON.stringify((window.SwitchboardClient || {calls: []}).calls.map(c => ({state: c.state, events: c.events, status: c.status && c.status.textContent, resume: !!c.opts.resume, pc: c.pc && c.pc.connectionState}))) + ' at ' + location.pathname } catch (e) { return String(e) } })()";
 
+/// A process's CPU time, ms (user + system, all threads), from `/proc`.
+pub fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').expect("stat") + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks * 1000.0 / 100.0
+}
+
 pub fn scenarios() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sipp")
 }
@@ -538,31 +548,28 @@ pub fn http_get_auth(port: u16, path: &str, token: &str) -> Option<String> {
 
 /// GET with a Bearer token: (status, body), whatever the status.
 pub fn http_status(port: u16, path: &str, token: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect HTTP");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    http_request(port, "GET", path, token, "")
 }
 
 /// POST a JSON body with a Bearer token: (status, body), whatever the status.
 pub fn http_post_json(port: u16, path: &str, token: &str, body: &str) -> (u16, String) {
+    http_request(port, "POST", path, token, body)
+}
+
+fn http_request(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect HTTP");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let content = if body.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+    };
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{content}Connection: close\r\n\r\n{body}"
     )
     .unwrap();
     let mut out = String::new();
