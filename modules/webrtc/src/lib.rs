@@ -13,12 +13,14 @@
 
 pub mod action;
 pub mod assets;
+pub mod callee;
 pub mod leg;
 pub mod merchant;
 pub mod peer;
 pub mod signal;
 pub mod token;
 
+pub use callee::{CalleeEvent, CalleeLeg};
 pub use leg::{LegEvent, WebFacts, WebLeg};
 pub use merchant::MerchantConfig;
 pub use peer::{BrowserPeer, Certificate, PeerError, PeerOutput};

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 /// Longest text frame accepted from a widget (an SDP offer is ~4 KB).
 pub const MAX_FRAME: usize = 32 * 1024;
 
+/// Longest chat message, in characters.
+pub const MAX_CHAT: usize = 1000;
+
 /// From the widget.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -23,6 +26,21 @@ pub enum ClientMsg {
         /// A new WebRTC offer: the page is a new one (the tab navigated), with a new peer.
         #[serde(default)]
         sdp: Option<String>,
+        /// The new page's address (the agent's screen pop follows the shopper).
+        #[serde(default)]
+        page_url: Option<String>,
+    },
+    /// A chat message to the agent (once an agent joined: `chat_open`).
+    Chat {
+        /// The page's own id for it (echoed in `delivered`).
+        id: String,
+        /// The text (at most [`MAX_CHAT`] characters).
+        text: String,
+    },
+    /// The caller saw the agent's message `id`.
+    ChatRead {
+        /// The agent's message id.
+        id: String,
     },
     /// The page is going away (the tab navigates): keep the call for the next page's
     /// `resume`, even when the browser's media connection closes meanwhile.
@@ -164,6 +182,10 @@ pub enum ErrorCode {
     BadOffer,
     /// `resume` for a call that is gone.
     NoSuchCall,
+    /// A chat message over the size or rate limits (the call goes on).
+    ChatLimit,
+    /// A chat message with no room to go to (no agent joined, or the room closed).
+    ChatRefused,
 }
 
 impl ErrorCode {
@@ -181,6 +203,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::BadOffer => "bad_offer",
             ErrorCode::NoSuchCall => "no_such_call",
+            ErrorCode::ChatLimit => "chat_limit",
+            ErrorCode::ChatRefused => "chat_refused",
         }
     }
 }
@@ -222,7 +246,34 @@ pub enum ServerMsg {
         #[serde(flatten)]
         action: crate::action::PageAction,
     },
-    /// The request was refused; no call was placed.
+    /// An agent joined the call's chat room.
+    ChatOpen {
+        /// The agent's display name.
+        agent: String,
+    },
+    /// A chat message from the agent.
+    Chat {
+        /// Its id (answer `chat_read` with it).
+        id: String,
+        /// `agent`.
+        from: String,
+        /// The text (show it as text).
+        text: String,
+        /// When (ms since the epoch).
+        at: i64,
+    },
+    /// The agent has the caller's message `id`.
+    Delivered {
+        /// The page's id for it.
+        id: String,
+    },
+    /// The chat room closed (the agent left, the call ended).
+    ChatClosed {
+        /// In words.
+        reason: String,
+    },
+    /// The request was refused; no call was placed (or, for `chat_*` codes, a chat message
+    /// was not sent: the call goes on).
     Error {
         /// What went wrong.
         code: ErrorCode,

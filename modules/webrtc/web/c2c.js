@@ -44,7 +44,14 @@
       ".sb-c2c-panel button:focus-visible{outline:3px solid #fb0}" +
       ".sb-c2c-pad{display:grid;grid-template-columns:repeat(3,1fr)}" +
       ".sb-c2c-status{font-weight:600;margin-bottom:.5em}.sb-c2c-notice{margin:.5em 0;min-height:1.2em}.sb-c2c-notice button{margin-left:.5em}.sb-c2c-hang{background:#c22!important;color:#fff}" +
-      ".sb-c2c-window .sb-c2c-panel{position:static;width:auto;box-shadow:none}";
+      ".sb-c2c-window .sb-c2c-panel{position:static;width:auto;box-shadow:none}" +
+      ".sb-c2c-chat{border-top:1px solid #ddd;margin-top:.5em;padding-top:.5em}.sb-c2c-chat-head{font-weight:600}" +
+      ".sb-c2c-chat-log{max-height:10em;overflow-y:auto;margin:.3em 0}.sb-c2c-chat-note{color:#555;min-height:1.2em}" +
+      ".sb-c2c-m{width:fit-content;max-width:85%;margin:.2em 0;padding:.25em .5em;border-radius:.5em;background:#eef1f6;white-space:pre-wrap;overflow-wrap:anywhere}" +
+      ".sb-c2c-m-caller{margin-left:auto;background:#e3f4ea}.sb-c2c-mark{color:#0a6b3d}" +
+      ".sb-c2c-chat-form{display:flex;gap:.2em}.sb-c2c-chat-form input{flex:1;min-width:0;font:inherit;padding:.4em;border:1px solid #888;border-radius:.4em}" +
+      ".sb-c2c-chat-form input:focus-visible{outline:3px solid #fb0}" +
+      ".sb-c2c-sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}";
     doc.head.appendChild(s);
   }
 

@@ -29,6 +29,9 @@
     this.actions = []; // what the agent's keypad asked for, and what came of it
     this.volume = 100;
     this.micLevel = 100;
+    this.chat = []; // with the agent: {id, from, text, delivered}
+    this.chatOpen = false;
+    this.chatN = (opts.resume && opts.resume.chatN) || 0; // ids unique across the tab's pages
     this.ui();
   }
 
@@ -59,8 +62,9 @@
     this.audio = p.appendChild(el("audio"));
     this.audio.autoplay = true;
     p.addEventListener("keydown", function (e) {
+      if (e.target.tagName === "INPUT") return; // the chat: no DTMF, no Escape
       if (e.key === "Escape") self.hangup();
-      else if (/^[0-9*#]$/.test(e.key) && e.target.tagName !== "INPUT") self.dtmf(e.key);
+      else if (/^[0-9*#]$/.test(e.key)) self.dtmf(e.key);
     });
     this.hangBtn.focus();
     this.show(WORDS.connecting);
@@ -94,7 +98,8 @@
       this.key = o.resume.key;
       this.show(WORDS.reconnecting);
       return this.connect(JSON.stringify({
-        type: "resume", call: o.resume.call, key: o.resume.key, sdp: pc.localDescription.sdp
+        type: "resume", call: o.resume.call, key: o.resume.key, sdp: pc.localDescription.sdp,
+        page_url: o.page_url || location.href
       }));
     }
     this.connect(JSON.stringify({
@@ -149,9 +154,98 @@
         }
         break;
       case "hangup": this.finish(msg.reason, msg.message); break;
-      case "error": this.finish("failed", msg.message); break;
+      case "error":
+        if (msg.code === "chat_limit" || msg.code === "chat_refused") this.chatSay(msg.message);
+        else this.finish("failed", msg.message);
+        break;
       case "action": this.action(msg); break;
+      case "chat_open": this.chatUi(msg.agent); break;
+      case "chat": this.chatIn(msg); break;
+      case "delivered": this.chatMark(msg.id); break;
+      case "chat_closed": this.chatEnd(); break;
     }
+  };
+
+  Call.prototype.send = function (m) {
+    if (!this.ws || this.ws.readyState !== 1) return false;
+    this.ws.send(JSON.stringify(m));
+    return true;
+  };
+
+  /* The chat with the agent (docs/console.md): text only. */
+  var chatIds = 0;
+  Call.prototype.chatUi = function (agent) {
+    var self = this;
+    this.chatOpen = true;
+    this.agentName = agent || "the agent";
+    if (!this.chatBox) {
+      var box = this.chatBox = this.panel.insertBefore(el("div", "sb-c2c-chat"), this.audio);
+      this.chatHead = box.appendChild(el("div", "sb-c2c-chat-head"));
+      this.chatLog = box.appendChild(el("div", "sb-c2c-chat-log"));
+      this.chatLog.setAttribute("role", "log");
+      this.chatLog.setAttribute("aria-live", "polite");
+      this.chatMarks = {};
+      var f = box.appendChild(el("form", "sb-c2c-chat-form"));
+      var lab = f.appendChild(el("label", "sb-c2c-sr", "Message to the agent"));
+      var inp = this.chatInput = f.appendChild(el("input"));
+      inp.id = lab.htmlFor = "sb-c2c-chat-in" + ++chatIds;
+      inp.maxLength = 1000;
+      inp.autocomplete = "off";
+      inp.placeholder = "Message";
+      this.chatBtn = f.appendChild(el("button", "", "Send"));
+      f.addEventListener("submit", function (e) {
+        e.preventDefault();
+        if (self.chatOut(inp.value)) inp.value = "";
+      });
+      this.chatNote = box.appendChild(el("div", "sb-c2c-chat-note"));
+    }
+    this.chatHead.textContent = "Chat with " + this.agentName;
+    this.chatInput.disabled = this.chatBtn.disabled = false;
+    this.chatNote.textContent = "";
+  };
+
+  Call.prototype.chatAdd = function (r) {
+    this.chat.push(r);
+    var d = this.chatLog.appendChild(el("div", "sb-c2c-m sb-c2c-m-" + r.from));
+    d.appendChild(el("b", "", r.from === "agent" ? this.agentName : "You"));
+    d.appendChild(document.createTextNode(" " + r.text));
+    if (r.from === "caller") this.chatMarks[r.id] = d.appendChild(el("span", "sb-c2c-mark"));
+    this.chatLog.scrollTop = this.chatLog.scrollHeight;
+  };
+
+  Call.prototype.chatIn = function (msg) {
+    var from = msg.from === "caller" ? "caller" : "agent";
+    if (this.chat.some(function (r) { return r.id === msg.id && r.from === from; })) return;
+    if (!this.chatBox) this.chatUi();
+    this.chatAdd({ id: msg.id, from: from, text: msg.text == null ? "" : String(msg.text), delivered: true });
+    if (from === "agent") this.send({ type: "chat_read", id: msg.id });
+  };
+
+  Call.prototype.chatOut = function (text) {
+    text = String(text).slice(0, 1000);
+    if (!this.chatOpen || this.ended || !text.trim()) return false;
+    var id = "c" + ++this.chatN;
+    if (!this.send({ type: "chat", id: id, text: text })) return this.chatSay("Not sent: no connection.");
+    this.chatAdd({ id: id, from: "caller", text: text, delivered: false });
+    return true;
+  };
+
+  Call.prototype.chatMark = function (id) {
+    this.chat.forEach(function (r) { if (r.from === "caller" && r.id === id) r.delivered = true; });
+    var m = this.chatMarks && this.chatMarks[id];
+    if (m) { m.textContent = " \u2713"; m.title = "delivered"; }
+  };
+
+  Call.prototype.chatEnd = function () {
+    this.chatOpen = false;
+    if (!this.chatBox) return;
+    this.chatInput.disabled = this.chatBtn.disabled = true;
+    this.chatNote.textContent = "The chat has ended.";
+  };
+
+  Call.prototype.chatSay = function (words) {
+    (this.chatBox ? this.chatNote : this.notice).textContent = words || "";
+    return false;
   };
 
   /* Actions the agent's keypad asks for (docs/webrtc.md): each is answered with
@@ -363,6 +457,7 @@
     clearInterval(this.clock);
     clearInterval(this.ducker);
     if (this.ac) this.ac.close();
+    this.chatEnd();
     this.show(words || "Call ended.");
     if (this.pc) this.pc.close();
     if (this.stream) this.stream.getTracks().forEach(function (t) { t.stop(); });
@@ -387,7 +482,7 @@
     if (o.window === "popup" || !this.callId || this.state === "connecting") return this.hangup();
     try {
       sessionStorage.setItem("sb-c2c-live", JSON.stringify({
-        call: this.callId, key: this.key, merchant: o.merchant, link: o.link, at: Date.now()
+        call: this.callId, key: this.key, merchant: o.merchant, link: o.link, at: Date.now(), chatN: this.chatN
       }));
     } catch (e) { return this.hangup(); }
     if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify({ type: "moving" }));

@@ -147,7 +147,23 @@ impl Engine {
             };
             call.next_target += batch.len();
             let mut started = false;
+            let mut expanded = Vec::with_capacity(batch.len());
             for target in batch {
+                match self.expand(now, call_ref, target.clone()) {
+                    Ok(many) if !many.is_empty() => expanded.extend(many),
+                    Ok(_) => {
+                        let failure =
+                            AttemptError::Unavailable(format!("nobody of {target} can answer now"));
+                        info!(%target, error = %failure, "target not tried");
+                        self.record_failure(call_ref, failure);
+                    }
+                    Err(failure) => {
+                        info!(%target, status = failure.status_for_a(), error = %failure, "target not tried");
+                        self.record_failure(call_ref, failure);
+                    }
+                }
+            }
+            for target in expanded {
                 match self.originate(now, call_ref, &target, bridge.timeout) {
                     Ok(()) => started = true,
                     Err(NotStarted::Wait(retry)) if bridge.strategy == Strategy::Sequence => {
@@ -224,6 +240,39 @@ impl Engine {
         result
     }
 
+    /// The targets a target stands for: itself, or what its endpoint expands it to (the
+    /// consoles of a queue's available agents, rung together).
+    fn expand(
+        &mut self,
+        now: Instant,
+        call_ref: CallRef,
+        target: Target,
+    ) -> Result<Vec<Target>, AttemptError> {
+        let Target::Endpoint { kind, name, user } = &target else {
+            return Ok(vec![target]);
+        };
+        let Some(call) = self.calls.get(&call_ref) else {
+            return Ok(Vec::new());
+        };
+        let destination = call.destination.clone();
+        let caller = CallerId {
+            number: call.caller.clone(),
+            name: caller_name(&call.a.invite),
+        };
+        let ctx = OriginateCtx {
+            call: call_ref,
+            destination: &destination,
+            caller: &caller,
+        };
+        let Some(endpoint) = self.modules.endpoint(kind) else {
+            return Ok(vec![target]);
+        };
+        match endpoint.expand(now, TargetRef { kind, name, user }, &ctx) {
+            None => Ok(vec![target]),
+            Some(r) => r,
+        }
+    }
+
     /// Where a target goes: its endpoint's route (a SIP URI is its own route).
     fn resolve(
         &mut self,
@@ -256,7 +305,7 @@ impl Engine {
                     .modules
                     .endpoint(kind)
                     .ok_or_else(|| AttemptError::NoEndpoint(kind.clone()))?;
-                endpoint.resolve(now, TargetRef { name, user }, &ctx)
+                endpoint.resolve(now, TargetRef { kind, name, user }, &ctx)
             }
             Target::Uri(u) => {
                 let uri =

@@ -94,7 +94,13 @@ impl Engine {
         let cnonce = format!("{:x}", attempt.txn.0 ^ 0x5eed);
         let uri = attempt.invite.uri.to_string();
         let Some((header, value)) = self.modules.endpoint(kind).and_then(|e| {
-            e.answer_challenge(TargetRef { name, user }, resp, "INVITE", &uri, &cnonce)
+            e.answer_challenge(
+                TargetRef { kind, name, user },
+                resp,
+                "INVITE",
+                &uri,
+                &cnonce,
+            )
         }) else {
             return false;
         };

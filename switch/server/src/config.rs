@@ -37,7 +37,65 @@ struct File {
     merchant: BTreeMap<String, Spanned<MerchantConfig>>,
     #[serde(default)]
     modules: ModulesCfg,
+    #[serde(default)]
+    agents: AgentsCfg,
+    #[serde(default)]
+    agent: BTreeMap<String, Spanned<ConfAgent>>,
+    #[serde(default)]
+    queue: BTreeMap<String, Spanned<QueueCfg>>,
 }
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AgentsCfg {
+    code_digits: Option<Spanned<usize>>,
+    idle_timeout: Option<u64>,
+    max_failures: Option<usize>,
+    secure_cookie: Option<bool>,
+}
+
+/// `[agent.ID]`: an agent defined by ops in conf/ (like a FreeSWITCH directory user).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfAgent {
+    name: Option<String>,
+    #[serde(default)]
+    role: Option<Spanned<String>>,
+    #[serde(default)]
+    merchants: Vec<String>,
+    #[serde(default)]
+    queues: Vec<String>,
+    /// An argon2id PHC string (`switchboard agent hash`), never a password in clear.
+    password: Spanned<String>,
+}
+
+/// `[queue.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueCfg {
+    strategy: Option<Spanned<String>>,
+    merchant: Option<Spanned<String>>,
+}
+
+/// The agent console's settings (`[agents]`, `[agent.*]`, `[queue.*]`).
+#[derive(Debug, Clone)]
+pub struct Agents {
+    /// Digits of a channel code (2–6).
+    pub code_digits: usize,
+    /// A console session ends after this long without activity.
+    pub idle_timeout: Duration,
+    /// Failed logins per address or ID per 15 minutes before logins wait.
+    pub max_failures: usize,
+    /// Mark the session cookie `Secure` (behind a TLS proxy).
+    pub secure_cookie: bool,
+    /// Agents defined in conf/, with their password hashes.
+    pub accounts: BTreeMap<String, (switchboard_agent::AgentInfo, String)>,
+    /// Queues.
+    pub queues: BTreeMap<String, switchboard_agent::Queue>,
+}
+
+/// The demo agent's password as the README gives it: refused off loopback.
+pub const DEMO_PASSWORD: &str = "switchboard-demo";
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -159,6 +217,8 @@ pub struct Loaded {
     pub storage: PathBuf,
     /// The browser leg (None: `[webrtc] enabled = false`).
     pub web: Option<Web>,
+    /// The agent console.
+    pub agents: Agents,
 }
 
 fn diag(
@@ -407,7 +467,19 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
         }
     };
     let pages = crate::modules::pages(file.merchant.values().map(Spanned::get_ref));
-    let (endpoints, actions) = crate::modules::declarations(&modules, &gateways, &pages);
+    let agents = agents_config(
+        f,
+        t,
+        &file.agents,
+        &file.agent,
+        &file.queue,
+        &file.merchant,
+        file.webrtc.listen.as_ref(),
+        http,
+        &mut diags,
+    );
+    let (endpoints, actions) =
+        crate::modules::declarations(&modules, &gateways, &pages, &agents.queues);
     let env = CompileEnv {
         prompts: prompt_names,
         endpoints,
@@ -433,6 +505,7 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
     match dialplan {
         Some(dialplan) if diags.is_empty() => Ok(Loaded {
             web,
+            agents,
             engine,
             modules,
             gateways,
@@ -454,6 +527,146 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
             ),
         }),
         _ => Err(Diagnostics(diags)),
+    }
+}
+
+/// `[agents]`, `[agent.*]` and `[queue.*]`, checked.
+#[allow(clippy::too_many_arguments)]
+fn agents_config(
+    f: &str,
+    t: &str,
+    a: &AgentsCfg,
+    agent: &BTreeMap<String, Spanned<ConfAgent>>,
+    queue: &BTreeMap<String, Spanned<QueueCfg>>,
+    merchant: &BTreeMap<String, Spanned<MerchantConfig>>,
+    widget_listen: Option<&Spanned<String>>,
+    http: Option<SocketAddr>,
+    diags: &mut Vec<Diagnostic>,
+) -> Agents {
+    let code_digits = match &a.code_digits {
+        Some(d) if !(2..=6).contains(d.get_ref()) => {
+            diags.push(diag(
+                f,
+                t,
+                Some(d.span()),
+                format!("agents.code_digits = {} is out of range", d.get_ref()),
+                Some("a channel code has 2 to 6 digits (default 4)"),
+            ));
+            4
+        }
+        Some(d) => *d.get_ref(),
+        None => 4,
+    };
+    let mut queues = BTreeMap::new();
+    for (name, q) in queue {
+        let strategy = match q.get_ref().strategy.as_ref() {
+            None => switchboard_agent::RingStrategy::RingAll,
+            Some(s) => match s.get_ref().as_str() {
+                "ring-all" => switchboard_agent::RingStrategy::RingAll,
+                "longest-idle" => switchboard_agent::RingStrategy::LongestIdle,
+                other => {
+                    diags.push(diag(
+                        f,
+                        t,
+                        Some(s.span()),
+                        format!("queue {name}: no strategy {other:?}"),
+                        Some("strategy is \"ring-all\" (every available agent at once) or \"longest-idle\""),
+                    ));
+                    continue;
+                }
+            },
+        };
+        let merchant = q.get_ref().merchant.as_ref().map(|m| {
+            if !merchant.contains_key(m.get_ref()) {
+                diags.push(diag(
+                    f,
+                    t,
+                    Some(m.span()),
+                    format!("queue {name}: no merchant {:?}", m.get_ref()),
+                    Some("name a [merchant.ID] of this file"),
+                ));
+            }
+            m.get_ref().clone()
+        });
+        queues.insert(
+            name.clone(),
+            switchboard_agent::Queue { strategy, merchant },
+        );
+    }
+    // The console is served on the admin listener and on the widget's own, if it has one.
+    let public = [http]
+        .into_iter()
+        .chain([widget_listen.and_then(|l| l.get_ref().parse::<SocketAddr>().ok())])
+        .flatten()
+        .find(|a| !a.ip().is_loopback());
+    let mut accounts = BTreeMap::new();
+    for (id, spanned) in agent {
+        let c = spanned.get_ref();
+        let role = match c.role.as_ref() {
+            None => switchboard_agent::Role::Agent,
+            Some(r) => match switchboard_agent::Role::parse(r.get_ref()) {
+                Some(role) => role,
+                None => {
+                    diags.push(diag(
+                        f,
+                        t,
+                        Some(r.span()),
+                        format!("agent {id}: no role {:?}", r.get_ref()),
+                        Some("role is \"agent\", \"supervisor\" or \"admin\""),
+                    ));
+                    continue;
+                }
+            },
+        };
+        for q in &c.queues {
+            if !queues.contains_key(q) {
+                diags.push(diag(
+                    f,
+                    t,
+                    Some(spanned.span()),
+                    format!("agent {id}: no queue {q:?}"),
+                    Some("define it under [queue.NAME]"),
+                ));
+            }
+        }
+        let phc = c.password.get_ref();
+        if !phc.starts_with("$argon2id$") {
+            diags.push(diag(
+                f,
+                t,
+                Some(c.password.span()),
+                format!("agent {id}: password must be an argon2id hash, not a password in clear"),
+                Some("make one with `switchboard agent hash` and paste its output"),
+            ));
+            continue;
+        }
+        if let Some(addr) = public
+            && switchboard_agent::password::verify(DEMO_PASSWORD, Some(phc))
+        {
+            diags.push(diag(
+                f,
+                t,
+                Some(c.password.span()),
+                format!("agent {id} still has the demo password, and the console is served on {addr}, which is not loopback"),
+                Some("set a new hash (`switchboard agent hash`), remove the agent, or listen on 127.0.0.1"),
+            ));
+        }
+        let info = switchboard_agent::AgentInfo {
+            id: id.clone(),
+            name: c.name.clone().unwrap_or_else(|| id.clone()),
+            role,
+            merchants: c.merchants.clone(),
+            queues: c.queues.clone(),
+        };
+        accounts.insert(id.clone(), (info, phc.clone()));
+    }
+    Agents {
+        code_digits,
+        idle_timeout: Duration::from_secs(a.idle_timeout.unwrap_or(1800).max(60)),
+        max_failures: a.max_failures.unwrap_or(5).max(1),
+        secure_cookie: a.secure_cookie.unwrap_or(false),
+        accounts,
+        queues,
     }
 }
 

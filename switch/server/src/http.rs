@@ -22,6 +22,7 @@ struct App {
     token: Option<String>,
     db: crate::storage::Store,
     web: Option<std::sync::Arc<crate::web::WebShared>>,
+    hub: Option<std::sync::Arc<crate::console::ConsoleHub>>,
 }
 
 /// Serves HTTP on `addr` until the process ends.
@@ -31,6 +32,7 @@ pub async fn serve(
     token: Option<String>,
     db: crate::storage::Store,
     web: Option<std::sync::Arc<crate::web::WebShared>>,
+    hub: Option<std::sync::Arc<crate::console::ConsoleHub>>,
 ) -> anyhow::Result<()> {
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -42,17 +44,27 @@ pub async fn serve(
         .route("/api/v1/gateways", get(gateways))
         .route("/api/v1/gateways/{name}/{state}", post(set_gateway))
         .route("/api/v1/cdrs", get(cdrs))
+        .route("/api/v1/calls/{id}/chat", get(call_chat))
+        .route("/api/v1/agents", get(agents_list))
+        .route(
+            "/api/v1/agents/{id}",
+            axum::routing::put(agent_put).delete(agent_delete),
+        )
         .with_state(App {
             cmd,
             token,
             db,
             web: web.clone(),
+            hub: hub.clone(),
         });
     // The widget's routes join the admin listener unless they have one of their own.
     if let Some(web) = web
         && web.listen().is_none()
     {
         app = app.merge(crate::web::routes(web));
+        if let Some(hub) = hub {
+            app = app.merge(crate::console::routes(hub));
+        }
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -339,6 +351,124 @@ async fn call_action(
         json!({"ok": false, "error": reply.reason, "status": reply.status})
     };
     (status, axum::Json(body)).into_response()
+}
+
+/// `GET /api/v1/calls/{id}/chat`: the chat of a call (either leg's Call-ID), in progress or
+/// over; a merchant's key sees its own calls' only (404 for any other, as for a missing one).
+async fn call_chat(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let scope = match scope(&app, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let filter = crate::storage::CdrFilter {
+        call_id: Some(id.clone()),
+        limit: Some(1),
+        ..Default::default()
+    };
+    let rows = match records(&app, filter).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let row = rows.into_iter().next().filter(|c| match &scope {
+        Scope::Admin => true,
+        Scope::Merchant(m) => c.merchant.as_deref() == Some(m.as_str()),
+    });
+    match row {
+        Some(c) => {
+            axum::Json(json!({"call_id": c.call_id, "b_call_id": c.b_call_id, "chat": c.chat}))
+                .into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": format!("no call {id}")})),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /api/v1/agents`: every agent (conf/ and the store), without password hashes.
+async fn agents_list(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    let Some(hub) = app.hub.clone() else {
+        return (StatusCode::NOT_FOUND, "the agent console is off\n").into_response();
+    };
+    match hub.agents().await {
+        Ok(list) => axum::Json(list).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"error": e})),
+        )
+            .into_response(),
+    }
+}
+
+/// `PUT /api/v1/agents/{id}`: adds or changes an agent of the store.
+async fn agent_put(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: String,
+) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    let Some(hub) = app.hub.clone() else {
+        return (StatusCode::NOT_FOUND, "the agent console is off\n").into_response();
+    };
+    let v: crate::console::AgentChange = match serde_json::from_str(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": format!("not an agent: {e}")})),
+            )
+                .into_response();
+        }
+    };
+    match hub.put_agent(&id, v).await {
+        Ok(created) => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (status, axum::Json(json!({"ok": true, "id": id}))).into_response()
+        }
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({"error": e})),
+        )
+            .into_response(),
+    }
+}
+
+/// `DELETE /api/v1/agents/{id}`: removes an agent of the store (its sessions end).
+async fn agent_delete(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    let Some(hub) = app.hub.clone() else {
+        return (StatusCode::NOT_FOUND, "the agent console is off\n").into_response();
+    };
+    match hub.remove_agent(&id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": format!("no agent {id} in the store")})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({"error": e})),
+        )
+            .into_response(),
+    }
 }
 
 async fn reload(State(app): State<App>, headers: HeaderMap) -> Response {

@@ -7,6 +7,7 @@
 //!   admin API of a running switch.
 
 mod config;
+mod console;
 mod ctl;
 mod http;
 mod media;
@@ -106,6 +107,46 @@ enum Cmd {
         #[command(subcommand)]
         what: CdrCmd,
     },
+    /// The agent console's accounts (in the call store; the switch may be running).
+    Agent {
+        #[command(subcommand)]
+        what: AgentCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentCmd {
+    /// Add an agent (asks for the password, or reads one line from stdin).
+    Add {
+        /// Login ID.
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// A merchant whose calls they take (repeatable).
+        #[arg(long = "merchant")]
+        merchants: Vec<String>,
+        /// A queue they answer (repeatable).
+        #[arg(long = "queue")]
+        queues: Vec<String>,
+        /// agent, supervisor or admin.
+        #[arg(long, default_value = "agent")]
+        role: String,
+    },
+    /// Set an agent's password (asks, or reads one line from stdin); their sessions end.
+    Passwd {
+        /// Login ID.
+        id: String,
+    },
+    /// Remove an agent.
+    Remove {
+        /// Login ID.
+        id: String,
+    },
+    /// List the agents (conf/ and the store).
+    List,
+    /// Print an argon2id hash of a password for an `[agent.ID] password` in conf/.
+    Hash,
 }
 
 #[derive(Subcommand, Debug)]
@@ -189,6 +230,7 @@ fn main() -> ExitCode {
         ),
         Cmd::Ctl { what } => ctl(&cli.conf, what),
         Cmd::Cdr { what } => cdr(&cli.conf, what),
+        Cmd::Agent { what } => agent(&cli.conf, what),
         Cmd::Apikey => apikey(),
         Cmd::Token {
             secret,
@@ -212,6 +254,147 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A password from the terminal (not echoed, asked twice) or one line of stdin.
+fn read_password(prompt: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    let stty = |arg: &str| {
+        let _ = std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(std::process::Stdio::inherit())
+            .status();
+    };
+    let ask = |words: &str| -> anyhow::Result<String> {
+        if tty {
+            eprint!("{words}");
+            let _ = std::io::stderr().flush();
+            stty("-echo");
+        }
+        let mut line = String::new();
+        let read = stdin.lock().read_line(&mut line);
+        if tty {
+            stty("echo");
+            eprintln!();
+        }
+        read?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    };
+    let first = ask(prompt)?;
+    if tty && ask("again: ")? != first {
+        anyhow::bail!("the two passwords differ");
+    }
+    if first.is_empty() {
+        anyhow::bail!("no password given");
+    }
+    Ok(first)
+}
+
+fn agent(conf: &std::path::Path, what: AgentCmd) -> anyhow::Result<ExitCode> {
+    if let AgentCmd::Hash = what {
+        let p = read_password("password: ")?;
+        println!("{}", switchboard_agent::password::hash(&p)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let l = match load_or_report(conf) {
+        Ok(l) => l,
+        Err(code) => return Ok(code),
+    };
+    let db = &l.storage;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let in_conf = |id: &str| l.agents.accounts.contains_key(id);
+    match what {
+        AgentCmd::Add {
+            id,
+            name,
+            merchants,
+            queues,
+            role,
+        } => {
+            if in_conf(&id) {
+                anyhow::bail!("agent {id} is defined in conf/ ([agent.{id}])");
+            }
+            if storage::agent_get(db, &id)?.is_some() {
+                anyhow::bail!(
+                    "agent {id} exists: `switchboard agent passwd {id}` changes the password"
+                );
+            }
+            for q in &queues {
+                if !l.agents.queues.contains_key(q) {
+                    eprintln!("note: no [queue.{q}] in switchboard.toml yet");
+                }
+            }
+            let password = Some(read_password(&format!("password for {id}: "))?);
+            let change = console::AgentChange {
+                name,
+                role: Some(role),
+                merchants: Some(merchants),
+                queues: Some(queues),
+                password,
+            };
+            let row = console::apply_change(&id, None, change).map_err(|e| anyhow::anyhow!(e))?;
+            storage::agent_put(db, &row, now)?;
+            println!("agent {id} added");
+        }
+        AgentCmd::Passwd { id } => {
+            let Some(old) = storage::agent_get(db, &id)? else {
+                anyhow::bail!(
+                    "no agent {id} in the store{}",
+                    if in_conf(&id) {
+                        " (it is defined in conf/: set its hash there, `switchboard agent hash`)"
+                    } else {
+                        ""
+                    }
+                );
+            };
+            let password = Some(read_password(&format!("new password for {id}: "))?);
+            let row = console::apply_change(
+                &id,
+                Some(old),
+                console::AgentChange {
+                    password,
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
+            storage::agent_put(db, &row, now)?;
+            println!(
+                "password of {id} changed (consoles already logged in stay until they log out or idle out; the admin API ends them at once)"
+            );
+        }
+        AgentCmd::Remove { id } => {
+            if !storage::agent_remove(db, &id)? {
+                anyhow::bail!("no agent {id} in the store");
+            }
+            println!("agent {id} removed");
+        }
+        AgentCmd::List => {
+            for (a, _) in l.agents.accounts.values() {
+                println!(
+                    "{}\t{}\t{}\tmerchants={}\tqueues={}\t(conf)",
+                    a.id,
+                    a.name,
+                    a.role.as_str(),
+                    a.merchants.join(","),
+                    a.queues.join(",")
+                );
+            }
+            for r in storage::agent_list(db)? {
+                println!(
+                    "{}\t{}\t{}\tmerchants={}\tqueues={}",
+                    r.id,
+                    r.name,
+                    r.role,
+                    r.merchants.join(","),
+                    r.queues.join(",")
+                );
+            }
+        }
+        AgentCmd::Hash => {}
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_or_report(conf: &std::path::Path) -> Result<config::Loaded, ExitCode> {
@@ -431,8 +614,9 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         let modules_loaded = l.modules.clone();
         let merchants = Arc::new(modules::WebMerchants::default());
         let pages = modules::pages(l.web.iter().flat_map(|w| w.merchants.values()));
+        let desk = switchboard_agent::Desk::shared(l.agents.queues.clone(), None);
         let mut registry =
-            modules::build(&l.modules, l.gateways, pages, Some(merchants.clone()));
+            modules::build(&l.modules, l.gateways, pages, Some(merchants.clone()), desk.clone());
         let now_ms = jiff::Timestamp::now().as_millisecond();
         let (sqlite, resting) = storage::SqliteStore::open(&l.storage, now_ms)
             .map_err(|e| anyhow::anyhow!("call records: {e} (set [storage] path in switchboard.toml)"))?;
@@ -456,6 +640,12 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         let mut observers: Vec<Box<dyn switchboard_core::module::CallObserver>> = registry.take_observers();
         let engine = Engine::new(l.engine, Arc::new(l.dialplan), registry, seed());
         let web = l.web.map(|w| web::WebShared::new(w, net_tx.clone(), engine.port_pool(), Some(storage.clone()), taps.clone()));
+        // The agent console needs the browser leg (its media) and the agent module (its desk).
+        let hub = web.as_ref().filter(|_| l.modules.iter().any(|m| m == "agent")).map(|w| {
+            let hub = console::ConsoleHub::start(w.clone(), desk.clone(), l.agents.clone(), l.storage.clone(), storage.clone(), cmd_tx.clone());
+            let _ = w.hub.set(hub.clone());
+            hub
+        });
         if let Some(addr) = l.http {
             let tx = cmd_tx.clone();
             let token = l.token.clone();
@@ -463,8 +653,9 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             let listener_check = std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot bind HTTP {addr}: {e}"))?;
             drop(listener_check);
             let web = web.clone();
+            let hub = hub.clone();
             tokio::spawn(async move {
-                if let Err(e) = http::serve(addr, tx, token, db, web).await {
+                if let Err(e) = http::serve(addr, tx, token, db, web, hub).await {
                     error!("HTTP server stopped: {e:#}");
                 }
             });
@@ -475,8 +666,9 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             // Bound now: a taken port is a start-up error, not a log line later.
             drop(std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot bind the widget's HTTP {addr}: {e}"))?);
             let w = w.clone();
+            let hub = hub.clone();
             tokio::spawn(async move {
-                if let Err(e) = web::serve(addr, w).await {
+                if let Err(e) = web::serve(addr, w, hub).await {
                     error!("widget HTTP server stopped: {e:#}");
                 }
             });

@@ -127,15 +127,15 @@ async fn tap_recv(tap: &Option<Tap>, buf: &mut [u8]) -> Option<(usize, SocketAdd
     }
 }
 
-/// Moves what the browser's peer produced: datagrams to the browser, its RTP into the
-/// session as leg A's, its state to the browser leg.
-fn pump_peer(t: &mut Tap, session: &mut Session, now: std::time::Instant) {
+/// Moves what a browser's peer produced: datagrams to the browser, its RTP into the
+/// session as its leg's (`side`), its state to the browser leg.
+fn pump_peer(t: &mut Tap, side: Side, session: &mut Session, now: std::time::Instant) {
     while let Some(o) = t.peer.poll() {
         match o {
             PeerOutput::Transmit(to, data) => {
                 let _ = t.ice.try_send_to(&data, to);
             }
-            PeerOutput::Rtp(p) => session.handle_rtp(now, Side::A, &p),
+            PeerOutput::Rtp(p) => session.handle_rtp(now, side, &p),
             other => {
                 let _ = t.events.send(other);
             }
@@ -345,17 +345,18 @@ async fn run(
     taps: Taps,
 ) -> serde_json::Value {
     let mut relay = Relay::new();
-    // Leg A in this process (a browser): no socket between it and the session.
-    let mut tap: Option<Tap> = None;
+    // Legs in this process (a browser: the caller's widget, or the agent's console): no
+    // socket between them and the session.
+    let mut taps_of: [Option<Tap>; 2] = [None, None];
     let mut renew: Option<mpsc::Receiver<Renewal>> = None;
     let mut timed_out = false;
     let mut clocks = [8000u32; 2];
     // One buffer per socket: select! polls all five receives at once.
     let (mut b0, mut b1, mut b2, mut b3) = ([0u8; 2048], [0u8; 2048], [0u8; 2048], [0u8; 2048]);
-    let mut b4 = [0u8; 2048];
+    let (mut b4, mut b5) = ([0u8; 2048], [0u8; 2048]);
     loop {
-        let peer_wake = tap.as_ref().and_then(|t| t.peer.poll_timeout());
-        let wake = [session.poll_timeout(), peer_wake]
+        let peer_wake = |i: usize| taps_of[i].as_ref().and_then(|t| t.peer.poll_timeout());
+        let wake = [session.poll_timeout(), peer_wake(0), peer_wake(1)]
             .into_iter()
             .flatten()
             .min()
@@ -364,13 +365,15 @@ async fn run(
         tokio::select! {
             ctl = rx.recv() => match ctl {
                 Some(Ctl::Remote(side, addr, sends)) => {
-                    if side == Side::A
-                        && tap.is_none()
+                    let slot = &mut taps_of[usize::from(side == Side::B)];
+                    if slot.is_none()
                         && let Some(a) = addr
                         && let Some(mut t) = taps.lock().ok().and_then(|mut m| m.remove(&a))
                     {
-                        renew = t.renew.take();
-                        tap = Some(t);
+                        if let Some(r) = t.renew.take() {
+                            renew = Some(r);
+                        }
+                        *slot = Some(t);
                     }
                     relay.set_remote(side, addr);
                     // A new address, or hold: silence until now is not a timeout, and a leg
@@ -412,34 +415,44 @@ async fn run(
                 session.handle_rtcp(now(), Side::B, &b3[..n]);
             }
             Some(r) = renewal(&mut renew) => {
-                if let Some(t) = &mut tap {
+                // Only the caller's widget moves between pages.
+                if let Some(t) = &mut taps_of[0] {
                     tracing::info!(%call, "the browser re-attached with a new peer");
                     let mut old = std::mem::replace(&mut t.peer, r.peer);
                     t.events = r.events;
                     old.close();
                 }
             }
-            Some((n, src)) = tap_recv(&tap, &mut b4) => {
-                if let Some(t) = &mut tap {
+            Some((n, src)) = tap_recv(&taps_of[0], &mut b4) => {
+                if let Some(t) = &mut taps_of[0] {
                     t.peer.handle_receive(now(), src, &b4[..n]);
+                }
+            }
+            Some((n, src)) = tap_recv(&taps_of[1], &mut b5) => {
+                if let Some(t) = &mut taps_of[1] {
+                    t.peer.handle_receive(now(), src, &b5[..n]);
                 }
             }
             () = sleep_until(wake) => {
                 session.handle_timeout(now());
-                if let Some(t) = &mut tap {
+                for t in taps_of.iter_mut().flatten() {
                     t.peer.handle_timeout(now());
                 }
             }
         }
-        if let Some(t) = &mut tap {
-            pump_peer(t, &mut session, now());
+        for (t, side) in taps_of.iter_mut().zip([Side::A, Side::B]) {
+            if let Some(t) = t {
+                pump_peer(t, side, &mut session, now());
+            }
         }
         while let Some((side, buf)) = session.poll_transmit() {
-            if side == Side::A
-                && let Some(t) = &mut tap
-            {
+            if let Some(t) = &mut taps_of[usize::from(side == Side::B)] {
                 t.peer.send_rtp(now(), &buf);
-                counters.rtp_b_to_a.fetch_add(1, Ordering::Relaxed);
+                let counter = match side {
+                    Side::A => &counters.rtp_b_to_a,
+                    Side::B => &counters.rtp_a_to_b,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 session.recycle(buf);
                 continue;
             }
@@ -460,8 +473,8 @@ async fn run(
         let mut reported = false;
         while let Some((side, buf)) = session.poll_rtcp() {
             let sock = match side {
-                // The browser's RTCP is str0m's, with the browser itself.
-                Side::A if tap.is_some() => {
+                // A browser's RTCP is str0m's, with the browser itself.
+                _ if taps_of[usize::from(side == Side::B)].is_some() => {
                     session.recycle(buf);
                     continue;
                 }
@@ -493,7 +506,7 @@ async fn run(
             let _ = events.send((call, ev)).await;
         }
     }
-    if let Some(mut t) = tap {
+    for mut t in taps_of.into_iter().flatten() {
         // DTLS close_notify: the browser hears the call is over at once.
         t.peer.close();
         while let Some(o) = t.peer.poll() {

@@ -11,13 +11,14 @@ use switchboard_trunk::{Gateways, Trunk};
 use switchboard_webrtc::MerchantConfig;
 
 /// Modules loaded when `[modules] load` is not set.
-pub const DEFAULT: &[&str] = &["trunk", "screenpop", "dtmf"];
+pub const DEFAULT: &[&str] = &["trunk", "screenpop", "dtmf", "agent"];
 
 /// Every module this binary can load (cargo features decide).
 pub const AVAILABLE: &[&str] = &[
     "trunk",
     "screenpop",
     "dtmf",
+    "agent",
     #[cfg(feature = "example")]
     "example",
 ];
@@ -28,8 +29,10 @@ pub fn declarations(
     load: &[String],
     gateways: &Gateways,
     pages: &Pages,
+    queues: &std::collections::BTreeMap<String, switchboard_agent::Queue>,
 ) -> (Vec<EndpointSpec>, Vec<ActionSpec>) {
-    let mut registry = build(load, gateways.clone(), pages.clone(), None);
+    let desk = switchboard_agent::Desk::shared(queues.clone(), None);
+    let mut registry = build(load, gateways.clone(), pages.clone(), None, desk);
     let d = registry.declarations();
     let _ = registry.take_observers();
     (d.endpoints, d.actions)
@@ -41,6 +44,7 @@ pub fn build(
     gateways: Gateways,
     pages: Pages,
     merchants: Option<Arc<WebMerchants>>,
+    desk: switchboard_agent::SharedDesk,
 ) -> Registry {
     let mut registry = Registry::new();
     let mut gateways = Some(gateways);
@@ -54,6 +58,8 @@ pub fn build(
             },
             // The merchants' page names, to check `push_page:NAME` bindings at load.
             "dtmf" => Box::new(switchboard_dtmf::Dtmf::new(pages.clone())),
+            // Who is logged in at the console: the desk the shell's consoles share.
+            "agent" => Box::new(switchboard_agent::Agents::new(desk.clone())),
             #[cfg(feature = "example")]
             "example" => Box::new(switchboard_example::Example::new()),
             // config::load refused unknown names already.

@@ -445,6 +445,9 @@ impl Shell {
                 if let Some(t) = self.engine.modules_mut().get_mut::<Trunk>() {
                     t.set_gateways(l.gateways);
                 }
+                if let Some(hub) = self.web.as_ref().and_then(|w| w.hub.get()) {
+                    hub.reconfigure(l.agents);
+                }
                 if let (Some(web), Some(new)) = (&self.web, l.web) {
                     // New calls see the new merchants; calls in progress were admitted already.
                     *web.cfg

@@ -33,8 +33,23 @@ use crate::shell::NetIn;
 /// The cause of a browser leg whose widget or media is gone for good (in the BYE's Reason).
 const GONE: (u16, &str) = (38, "NETWORK_OUT_OF_ORDER");
 
-/// A widget taking a call back: its WebSocket, and a new offer when it is a new page.
-type Resumed = (WebSocket, Option<String>);
+/// A widget taking a call back: its WebSocket, and a new offer and address when it is a new
+/// page.
+type Resumed = (WebSocket, Option<String>, Option<String>);
+
+/// Pages of a call's trail kept for the agent's screen pop.
+const TRAIL: usize = 20;
+
+/// What the agent's screen pop shows of a browser call in progress.
+#[derive(Debug, Clone)]
+pub struct LiveWeb {
+    /// What the call was admitted with.
+    pub facts: WebFacts,
+    /// Trail, cookies and fields (the merchant's opt-ins).
+    pub context: switchboard_webrtc::signal::WebContext,
+    /// The page the shopper is on now (it follows the tab's navigation).
+    pub page_now: String,
+}
 
 /// How long a page's WebSocket may outlive its media before its media closing is a hang-up.
 const PAGE_GONE_WAIT: Duration = Duration::from_secs(1);
@@ -49,22 +64,26 @@ const FIRST_MESSAGE: Duration = Duration::from_secs(10);
 pub struct WebShared {
     /// Settings and merchants (replaced on reload; calls keep what they were admitted with).
     pub cfg: RwLock<Web>,
-    net: mpsc::Sender<NetIn>,
-    ports: PortPool,
+    pub(crate) net: mpsc::Sender<NetIn>,
+    pub(crate) ports: PortPool,
     limits: Mutex<Limits>,
     live: Mutex<HashMap<String, (String, mpsc::Sender<Resumed>)>>,
-    next: AtomicU32,
+    pub(crate) next: AtomicU32,
     /// Calls placed, refused (by code), and ended.
     pub placed: AtomicU64,
     /// Refusals by error code name.
     pub refused: Mutex<HashMap<&'static str, u64>>,
     storage: Option<crate::storage::Store>,
     /// The facts of browser calls in progress, by leg A's Call-ID.
-    facts: Mutex<HashMap<String, WebFacts>>,
+    facts: Mutex<HashMap<String, LiveWeb>>,
+    /// Chat and room news for the callers' pages, by leg A's Call-ID.
+    pub(crate) callers: Mutex<HashMap<String, mpsc::Sender<ServerMsg>>>,
+    /// The agent console (set once both exist).
+    pub(crate) hub: std::sync::OnceLock<Arc<crate::console::ConsoleHub>>,
     /// Where browser legs hand their RTP to the media sessions (no loopback hop).
-    taps: crate::media::Taps,
+    pub(crate) taps: crate::media::Taps,
     /// The DTLS certificate of every browser leg (made at start).
-    cert: Option<switchboard_webrtc::Certificate>,
+    pub(crate) cert: Option<switchboard_webrtc::Certificate>,
 }
 
 impl std::fmt::Debug for WebShared {
@@ -93,6 +112,8 @@ impl WebShared {
             refused: Mutex::new(HashMap::new()),
             storage,
             facts: Mutex::new(HashMap::new()),
+            callers: Mutex::new(HashMap::new()),
+            hub: std::sync::OnceLock::new(),
             taps,
             cert: switchboard_webrtc::Certificate::generate(),
         })
@@ -101,6 +122,29 @@ impl WebShared {
     /// The widget's own listener, if it has one (`[webrtc] listen`).
     pub fn listen(&self) -> Option<SocketAddr> {
         self.cfg().listen
+    }
+
+    /// A browser call in progress, by leg A's Call-ID.
+    pub fn live_web(&self, call_id: &str) -> Option<LiveWeb> {
+        self.facts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(call_id)
+            .cloned()
+    }
+
+    /// The page names of a merchant (what the console may push).
+    pub fn page_names(&self, merchant: &str) -> Vec<String> {
+        self.cfg()
+            .merchants
+            .get(merchant)
+            .map(|m| m.pages.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The address of the browsers' ICE candidates.
+    pub fn ip(&self) -> IpAddr {
+        self.cfg().ip
     }
 
     fn cfg(&self) -> std::sync::RwLockReadGuard<'_, Web> {
@@ -280,6 +324,11 @@ impl Drop for CallGuard {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.call_id);
+        self.web
+            .callers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.call_id);
         if let Some(a) = self.tap.take() {
             self.web
                 .taps
@@ -292,8 +341,15 @@ impl Drop for CallGuard {
 
 /// Serves the widget's routes alone on `addr` (`[webrtc] listen`: a public address apart
 /// from the admin API).
-pub async fn serve(addr: SocketAddr, web: Arc<WebShared>) -> anyhow::Result<()> {
-    let app = routes(web).route("/healthz", get(|| async { "ok\n" }));
+pub async fn serve(
+    addr: SocketAddr,
+    web: Arc<WebShared>,
+    hub: Option<Arc<crate::console::ConsoleHub>>,
+) -> anyhow::Result<()> {
+    let mut app = routes(web).route("/healthz", get(|| async { "ok\n" }));
+    if let Some(hub) = hub {
+        app = app.merge(crate::console::routes(hub));
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind the widget's HTTP {addr}: {e}"))?;
@@ -411,7 +467,12 @@ async fn session(web: Arc<WebShared>, mut ws: WebSocket, origin: Option<String>,
     };
     match signal::parse(&first) {
         Ok(ClientMsg::Call(req)) => place(web, ws, *req, origin, ip).await,
-        Ok(ClientMsg::Resume { call, key, sdp }) => {
+        Ok(ClientMsg::Resume {
+            call,
+            key,
+            sdp,
+            page_url,
+        }) => {
             let target = web
                 .live
                 .lock()
@@ -421,7 +482,7 @@ async fn session(web: Arc<WebShared>, mut ws: WebSocket, origin: Option<String>,
                 .map(|(_, tx)| tx.clone());
             match target {
                 Some(tx) => {
-                    if let Err(e) = tx.send((ws, sdp)).await {
+                    if let Err(e) = tx.send((ws, sdp, page_url)).await {
                         refuse(
                             &web,
                             e.0.0,
@@ -442,7 +503,13 @@ async fn session(web: Arc<WebShared>, mut ws: WebSocket, origin: Option<String>,
                 }
             }
         }
-        Ok(ClientMsg::Hangup | ClientMsg::Moving | ClientMsg::ActionResult { .. }) => {}
+        Ok(
+            ClientMsg::Hangup
+            | ClientMsg::Moving
+            | ClientMsg::ActionResult { .. }
+            | ClientMsg::Chat { .. }
+            | ClientMsg::ChatRead { .. },
+        ) => {}
         Err(e) => {
             refuse(
                 &web,
@@ -457,11 +524,11 @@ async fn session(web: Arc<WebShared>, mut ws: WebSocket, origin: Option<String>,
 
 /// The Local address of browser call `n`: `0.x.y.z:0`, which no network peer can have,
 /// unique among the last 16 million calls (never 0.0.0.0).
-fn local_addr(n: u32) -> SocketAddr {
+pub(crate) fn local_addr(n: u32) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::from(n % 0x00ff_ffff + 1)), 0)
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     if getrandom::fill(&mut b).is_err() {
         // No OS randomness: refuse to mint guessable secrets.
@@ -589,7 +656,19 @@ async fn place(
     web.facts
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .insert(guard.call_id.clone(), facts.clone());
+        .insert(
+            guard.call_id.clone(),
+            LiveWeb {
+                facts: facts.clone(),
+                context: req.context.clone(),
+                page_now: facts.page_url.clone(),
+            },
+        );
+    let (chat_tx, chat_rx) = mpsc::channel(32);
+    web.callers
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(guard.call_id.clone(), chat_tx);
     // The call's media session runs the peer from here on (no task, channel or socket
     // between SRTP and the session); it tells us when the browser connects or goes.
     let (peer_tx, peer_events) = mpsc::unbounded_channel();
@@ -652,6 +731,7 @@ async fn place(
         web: web.clone(),
         facts: facts.clone(),
         actions: Vec::new(),
+        chat_rx,
         ws: Some(WidgetLink::new(ws)),
         leg,
         peer_events,
@@ -694,6 +774,8 @@ struct WebCall {
     facts: WebFacts,
     /// Actions the page was asked to do and has not answered: (id, answer by).
     actions: Vec<(u64, Instant)>,
+    /// Chat and room news for the page (from the agent console).
+    chat_rx: mpsc::Receiver<ServerMsg>,
     ws: Option<WidgetLink>,
     leg: WebLeg,
     /// The peer's state, from the media session that runs it.
@@ -816,6 +898,12 @@ impl WebCall {
                         Ok(ClientMsg::ActionResult { id, ok, error, detail }) => {
                             self.action_result(id, ok, &error, &detail);
                         }
+                        Ok(ClientMsg::Chat { id, text }) => self.chat(id, text).await,
+                        Ok(ClientMsg::ChatRead { id }) => {
+                            if let Some(hub) = self.web.hub.get() {
+                                hub.caller_read(self.leg.call_id(), &id);
+                            }
+                        }
                         Ok(ClientMsg::Moving) => {
                             info!("the page is going away: the call waits for the next one");
                             self.moving = true;
@@ -834,7 +922,8 @@ impl WebCall {
                         break;
                     }
                 },
-                Some((ws, sdp)) = resume_rx.recv() => self.resumed(ws, sdp).await,
+                Some((ws, sdp, page)) = resume_rx.recv() => self.resumed(ws, sdp, page).await,
+                Some(m) = self.chat_rx.recv() => self.tell_widget(&m).await,
                 _ = sleep_until(wake) => {
                     let now = Instant::now();
                     self.actions_late(now);
@@ -867,7 +956,10 @@ impl WebCall {
 
     /// The widget takes the call back: the same page after a dropped WebSocket, or (with an
     /// offer) the tab's next page with a new peer, swapped into the media session.
-    async fn resumed(&mut self, ws: WebSocket, sdp: Option<String>) {
+    async fn resumed(&mut self, ws: WebSocket, sdp: Option<String>, page: Option<String>) {
+        if let Some(page) = page {
+            self.moved_to(page);
+        }
         if let Some(sdp) = sdp {
             let (peer, answer) = match BrowserPeer::accept(
                 Instant::now().into_std(),
@@ -914,6 +1006,53 @@ impl WebCall {
         self.grace_until = None;
         if let Some(state) = self.last_state.clone() {
             self.tell_widget(&state).await;
+        }
+        if let Some(hub) = self.web.hub.get() {
+            hub.caller_back(self.leg.call_id());
+        }
+    }
+
+    /// The tab's next page: the agent's screen pop follows it (an address a merchant's page
+    /// could have: http(s), short, no control characters).
+    fn moved_to(&mut self, page: String) {
+        let ok = page.len() <= 2048
+            && (page.starts_with("https://") || page.starts_with("http://"))
+            && !page.chars().any(char::is_control);
+        if !ok {
+            debug!("ignored a resume's page address");
+            return;
+        }
+        if let Some(live) = self
+            .web
+            .facts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(self.leg.call_id())
+        {
+            if live.page_now == page {
+                return;
+            }
+            live.page_now = page.clone();
+            live.context.trail.push(page);
+            let extra = live.context.trail.len().saturating_sub(TRAIL);
+            live.context.trail.drain(..extra);
+        }
+        if let Some(hub) = self.web.hub.get() {
+            hub.page_moved(self.leg.call_id());
+        }
+    }
+
+    /// A chat message from the caller: to the agent's console, or refused in words.
+    async fn chat(&mut self, id: String, text: String) {
+        let refused = match self.web.hub.get() {
+            Some(hub) => hub.caller_says(self.leg.call_id(), id, text),
+            None => Some(ServerMsg::error(
+                ErrorCode::ChatRefused,
+                "no agent is in a chat with you",
+            )),
+        };
+        if let Some(msg) = refused {
+            self.tell_widget(&msg).await;
         }
     }
 

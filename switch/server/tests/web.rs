@@ -74,7 +74,7 @@ ip_max_calls = {ip_max}
 context = "web"
 {auth}
 origins = ["http://127.0.0.1:{http}"]
-links = ["sales", "support"]
+links = ["sales", "support", "echo"]
 destinations = ["18005550100"]
 "#
     )
@@ -133,12 +133,17 @@ impl Page for Firefox {
 
 /// Sets a fact on the "sales" tag (the loader reads them at click time) and clicks.
 fn click_sales(b: &mut impl Page, facts: &[(&str, &str)]) {
+    click_link(b, "sales", facts);
+}
+
+/// Sets facts on the tag of `link` and clicks its button.
+fn click_link(b: &mut impl Page, link: &str, facts: &[(&str, &str)]) {
     for (k, v) in facts {
         b.eval(&format!(
-            "document.querySelector('script[data-link=sales]').dataset.{k} = {v:?}"
+            "document.querySelector('script[data-link={link}]').dataset.{k} = {v:?}"
         ));
     }
-    b.eval("document.querySelector('#sales button').click()");
+    b.eval(&format!("document.querySelector('#{link} button').click()"));
 }
 
 const CALL: &str = "SwitchboardClient.calls[0]";
@@ -455,7 +460,9 @@ fn bad_token_foreign_origin_and_forbidden_number_are_refused_before_any_invite()
 /// The dominant frequency of what the browser hears (WebAudio on the remote stream).
 fn heard_peak_hz(b: &mut impl Page) -> f64 {
     b.eval(&format!(
-        "(async () => {{ const c = {CALL}; const ctx = new AudioContext(); await ctx.resume(); \
+        "(async () => {{ const c = {CALL}; const ctx = new AudioContext(); \
+         await Promise.race([ctx.resume(), new Promise(r => setTimeout(r, 2000))]); \
+         if (ctx.state !== 'running') return 'context ' + ctx.state; \
          const src = ctx.createMediaStreamSource(c.audio.srcObject); const an = ctx.createAnalyser(); \
          an.fftSize = 8192; src.connect(an); await new Promise(r => setTimeout(r, 1500)); \
          const d = new Float32Array(an.frequencyBinCount); an.getFloatFrequencyData(d); \
@@ -467,13 +474,13 @@ fn heard_peak_hz(b: &mut impl Page) -> f64 {
 }
 
 #[test]
-fn the_shipped_demo_call_center_plays_its_prompt_then_echoes_the_caller() {
+fn the_shipped_echo_test_plays_its_prompt_then_echoes_the_caller() {
     let idx = 53;
     let http = common::Ports::for_test(idx).http;
-    // The shipped web dialplan, as is, with what it names: the merchant's checkout page and
-    // the demo gateway ("Call support"; not called here).
+    // The shipped web dialplan, as is, with what it names: the merchant's checkout page, the
+    // sales queue and the demo gateway ("Call sales", "Call support"; not called here).
     let conf = format!(
-        "{}[merchant.demo.pages]\ncheckout = \"/demo/checkout\"\n[gateway.demo]\naddress = \"127.0.0.1:9\"\nping = 0\n",
+        "{}[merchant.demo.pages]\ncheckout = \"/demo/checkout\"\n[gateway.demo]\naddress = \"127.0.0.1:9\"\nping = 0\n[queue.sales]\nmerchant = \"demo\"\n",
         merchant_conf(http, "tokenless = true")
     );
     let mut sw = Switch::prepare(
@@ -486,7 +493,7 @@ fn the_shipped_demo_call_center_plays_its_prompt_then_echoes_the_caller() {
     );
     sw.launch();
     let mut b = browser(&sw, "demo");
-    click_sales(&mut b, &[("processing", "off")]);
+    click_link(&mut b, "echo", &[("processing", "off")]);
     b.wait_for(
         &format!("{CALL}.state === 'connected'"),
         Duration::from_secs(15),
@@ -1632,4 +1639,737 @@ fn a_page_that_claims_another_site_gets_no_page_pushed_and_the_record_says_so() 
             .is_some_and(|r| r.contains("not on the merchant's origins")),
         "{pushed}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The agent console (docs/console.md).
+
+/// The demo agent's password and its hash (as conf/switchboard.toml ships them).
+const DEMO_PW: &str = "switchboard-demo";
+const DEMO_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$LxmUajALKRejwcOUoH2GSQ$G/kgvusw+SsshqqF0mS6aS3L1uhsfZwhKmcTeKwaJOY";
+
+/// "sales" rings the queue's consoles (then a prompt); "support" is an ACD on gw1 whose
+/// agent binds the call by keying `**CODE#`.
+const CONSOLE_EXT: &str = r##"
+[[extension]]
+name = "console-sales"
+context = "web"
+when.var.link = '^sales$'
+actions = [
+  { bridge = { targets = ["queue/sales"], timeout = 20 } },
+  { playback = "agents-busy" },
+  { hangup = "NORMAL_CLEARING" },
+]
+[[extension]]
+name = "console-support"
+context = "web"
+when.var.link = '^support$'
+actions = [
+  { header_add = { X-Merchant = "${merchant}", X-Link = "${link}", X-Session = "${session}", X-Page-Url = "${page_url}" } },
+  { agent_channel = { prefix = "**", end = "#", max_wrong = 2 } },
+  { bridge = { targets = ["gateway/gw1/support"], timeout = 20 } },
+]
+"##;
+
+/// The demo merchant (with its checkout page and a CRM key), another merchant, the sales
+/// queue, the demo agent, a second agent of the queue and an agent of the other merchant;
+/// gw1 leases caller IDs from a pool. Prepared, not started.
+fn console_switch(name: &str, idx: u16) -> Switch {
+    let http = common::Ports::for_test(idx).http;
+    let hash = switchboard_webrtc::token::key_hash;
+    let conf = format!(
+        "{}api_keys = [\"{}\"]\ncontext_cookies = [\"cart\"]\n[merchant.demo.pages]\ncheckout = \"/demo/checkout\"\n\
+         [merchant.other]\ntokenless = true\norigins = [\"http://127.0.0.1:{http}\"]\nlinks = [\"sales\"]\napi_keys = [\"{}\"]\n\
+         [queue.sales]\nmerchant = \"demo\"\n\
+         [agent.demo]\nname = \"Demo Agent\"\nmerchants = [\"demo\"]\nqueues = [\"sales\"]\npassword = \"{DEMO_HASH}\"\n\
+         [agent.demo2]\nname = \"Second Agent\"\nmerchants = [\"demo\"]\nqueues = [\"sales\"]\npassword = \"{DEMO_HASH}\"\n\
+         [agent.ann]\nname = \"Other Merchant's Agent\"\nmerchants = [\"other\"]\npassword = \"{DEMO_HASH}\"\n",
+        merchant_conf(http, "tokenless = true"),
+        hash(KEY_DEMO),
+        hash(KEY_OTHER),
+    );
+    Switch::prepare(
+        name,
+        idx,
+        Route {
+            extensions: CONSOLE_EXT,
+            gw1_extra: "ani_pool = [\"15550100-15550109\"]\nani_when_empty = \"reject\"",
+            ..web_route(&conf)
+        },
+    )
+}
+
+/// A console page in Chromium (its microphone plays `hz`), logged in as `id`.
+fn console_page(sw: &Switch, name: &str, hz: f64, id: &str) -> Browser {
+    let wav = sw.dir.join(format!("{name}.wav"));
+    tone_wav(&wav, hz, 60);
+    let mut b = Browser::launch(name, &wav);
+    b.open(&format!("http://127.0.0.1:{}/agent", sw.ports.http));
+    b.wait_for(
+        "!!document.querySelector('#sb-login-id')",
+        Duration::from_secs(10),
+    );
+    b.eval(&format!(
+        "document.querySelector('#sb-login-id').value = {id:?}; \
+         document.querySelector('#sb-login-password').value = {DEMO_PW:?}; \
+         document.querySelector('#sb-login-submit').click()"
+    ));
+    b.wait_for(
+        "!!(SwitchboardConsole.state && SwitchboardConsole.state.code)",
+        Duration::from_secs(10),
+    );
+    b
+}
+
+/// The console's only call (its id: leg A's Call-ID).
+fn console_call(b: &mut Browser) -> String {
+    b.eval("Object.keys(SwitchboardConsole.calls)[0] || ''")
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The strongest frequency of a console call's audio.
+fn console_heard_hz(b: &mut Browser, call: &str) -> f64 {
+    b.eval(&format!(
+        "(async () => {{ const c = SwitchboardConsole.calls[{call:?}]; const ctx = new AudioContext(); await ctx.resume(); \
+         const src = ctx.createMediaStreamSource(c.audio.srcObject); const an = ctx.createAnalyser(); \
+         an.fftSize = 8192; src.connect(an); await new Promise(r => setTimeout(r, 1500)); \
+         const d = new Float32Array(an.frequencyBinCount); an.getFloatFrequencyData(d); \
+         let best = 0; for (let i = 1; i < d.length; i++) if (d[i] > d[best]) best = i; \
+         ctx.close(); return best * ctx.sampleRate / an.fftSize; }})()"
+    ))
+    .as_f64()
+    .unwrap_or(0.0)
+}
+
+fn wait_hz(what: &str, within: Duration, mut hz: impl FnMut() -> f64, want: f64, sw: &Switch) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let got = hz();
+        if (got - want).abs() < 30.0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: never heard {want} Hz (peak at {got:.0} Hz)\n{}",
+            common::tail(&sw.log(), 40)
+        );
+    }
+}
+
+/// What executes if a text is rendered as HTML.
+const XSS: &str = "<img src=x onerror=\"window.__xss=1\">";
+
+#[test]
+fn the_console_rings_answers_in_the_browser_shows_the_screen_pop_chats_and_pushes_a_page() {
+    let idx = 70;
+    let mut sw = console_switch("console-answer", idx);
+    sw.launch();
+    let mut agent = console_page(&sw, "console-agent", 1100.0, "demo");
+    let mut shop = browser(&sw, "console-shop");
+    // A cookie the merchant opts in to is hostile markup: it must reach the console as text.
+    shop.eval(&format!(
+        "document.cookie = 'cart=' + encodeURIComponent({XSS:?}) + '; path=/'"
+    ));
+    click_sales(
+        &mut shop,
+        &[
+            ("session", "shopper-42"),
+            ("cookies", "cart"),
+            ("processing", "off"),
+        ],
+    );
+    agent.wait_for(
+        "SwitchboardConsole.events.includes('ringing')",
+        Duration::from_secs(10),
+    );
+    let call = console_call(&mut agent);
+    assert!(call.starts_with("web-"), "{call}");
+    agent.eval(&format!(
+        "document.querySelector('.sb-answer[data-call=\"{call}\"]').click()"
+    ));
+    shop.wait_for(
+        &format!("{CALL}.state === 'connected'"),
+        Duration::from_secs(15),
+    );
+    agent.wait_for(
+        &format!("SwitchboardConsole.calls[{call:?}].pc && SwitchboardConsole.calls[{call:?}].pc.connectionState === 'connected'"),
+        Duration::from_secs(15),
+    );
+    // Audio both ways: the console hears the shopper's 700 Hz, the shopper the agent's 1100.
+    wait_hz(
+        "the console",
+        Duration::from_secs(15),
+        || console_heard_hz(&mut agent, &call),
+        700.0,
+        &sw,
+    );
+    wait_hz(
+        "the shopper",
+        Duration::from_secs(15),
+        || heard_peak_hz(&mut shop),
+        1100.0,
+        &sw,
+    );
+    // The screen pop: merchant, session, the opted-in cookie (inert), the page.
+    let pop = format!("document.querySelector('.sb-pop[data-call=\"{call}\"]')");
+    assert_eq!(
+        agent.eval(&format!(
+            "{pop}.querySelector('.sb-pop-merchant').textContent"
+        )),
+        "demo"
+    );
+    assert_eq!(
+        agent.eval(&format!(
+            "{pop}.querySelector('.sb-pop-session').textContent"
+        )),
+        "shopper-42"
+    );
+    let cookies = agent.eval(&format!(
+        "{pop}.querySelector('.sb-pop-cookies').textContent"
+    ));
+    assert!(cookies.as_str().unwrap_or("").contains(XSS), "{cookies}");
+    assert!(
+        agent
+            .eval(&format!("{pop}.querySelector('.sb-pop-page').textContent"))
+            .as_str()
+            .unwrap_or("")
+            .ends_with("/demo/shop"),
+        "{}",
+        agent.eval(&format!("{pop}.textContent"))
+    );
+    // Chat both ways with delivery marks; markup stays text on both sides.
+    agent.eval(&format!("SwitchboardConsole.send({call:?}, {XSS:?})"));
+    shop.wait_for(
+        &format!("{CALL}.chat.length === 1 && {CALL}.chat[0].text === {XSS:?}"),
+        Duration::from_secs(5),
+    );
+    agent.wait_for(
+        &format!("SwitchboardConsole.calls[{call:?}].chat[0].delivered === true"),
+        Duration::from_secs(5),
+    );
+    shop.eval(&format!("{CALL}.chatOut('Is it in stock?')"));
+    agent.wait_for(
+        &format!("SwitchboardConsole.calls[{call:?}].chat.some(m => m.from === 'caller' && m.text === 'Is it in stock?')"),
+        Duration::from_secs(5),
+    );
+    shop.wait_for(
+        &format!("{CALL}.chat[1].delivered === true"),
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        shop.eval("document.querySelectorAll('.sb-c2c-chat img').length"),
+        0
+    );
+    assert_eq!(agent.eval("document.querySelectorAll('img').length"), 0);
+    assert_eq!(shop.eval("window.__xss === undefined"), true);
+    assert_eq!(agent.eval("window.__xss === undefined"), true);
+    // A page pushed from the console's buttons opens on the shopper's side; the call stays and
+    // the screen pop follows the shopper to the new page.
+    agent.eval(&format!(
+        "document.querySelector('.sb-page-select[data-call=\"{call}\"]').value = 'checkout'; \
+         document.querySelector('.sb-push-page[data-call=\"{call}\"]').click()"
+    ));
+    shop.wait_for(
+        "location.pathname === '/demo/checkout'",
+        Duration::from_secs(10),
+    );
+    shop.wait_for(
+        &format!(
+            "typeof SwitchboardClient !== 'undefined' && {CALL} && {CALL}.state === 'connected'"
+        ),
+        Duration::from_secs(15),
+    );
+    agent.wait_for(
+        &format!("{pop}.querySelector('.sb-pop-page').textContent.endsWith('/demo/checkout')"),
+        Duration::from_secs(10),
+    );
+    assert_eq!(sw.metric("switchboard_calls_active"), 1.0, "the same call");
+    // The chat pane is back on the new page.
+    shop.wait_for(&format!("{CALL}.chatOpen === true"), Duration::from_secs(5));
+    wait_hz(
+        "the shopper after the move",
+        Duration::from_secs(15),
+        || heard_peak_hz(&mut shop),
+        1100.0,
+        &sw,
+    );
+    // The agent hangs up: both sides are told; the chat is in the record.
+    agent.eval(&format!(
+        "document.querySelector('.sb-hangup[data-call=\"{call}\"]').click()"
+    ));
+    sw.wait_call_count(0, Duration::from_secs(10));
+    shop.wait_for(&format!("{CALL}.ended === true"), Duration::from_secs(5));
+    agent.wait_for(
+        &format!("SwitchboardConsole.calls[{call:?}].ended === true"),
+        Duration::from_secs(5),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let chat = loop {
+        let (status, body) = common::http_status(
+            sw.ports.http,
+            &format!("/api/v1/calls/{call}/chat"),
+            KEY_DEMO,
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if status == 200 && v["chat"].as_array().is_some_and(|c| c.len() == 2) {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status} {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(chat["chat"][0]["from"], "agent");
+    assert_eq!(chat["chat"][0]["agent"], "demo");
+    assert_eq!(chat["chat"][0]["text"], XSS);
+    assert_eq!(chat["chat"][1]["from"], "caller");
+    // Another merchant's key sees nothing of it, as for a call that does not exist.
+    let (status, _) = common::http_status(
+        sw.ports.http,
+        &format!("/api/v1/calls/{call}/chat"),
+        KEY_OTHER,
+    );
+    assert_eq!(status, 404);
+    let rec = ended_record(&sw);
+    assert_eq!(rec["chat"].as_array().map(Vec::len), Some(2), "{rec}");
+    assert!(
+        rec["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("agent/demo/")),
+        "{rec}"
+    );
+}
+
+/// A console without a browser (the protocol over a plain WebSocket): for consoles that
+/// only ring, chat or bind.
+struct WsConsole {
+    ws: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+    code: String,
+}
+
+/// Logs `id` in over HTTP: (the session cookie, the CSRF token).
+fn agent_login(port: u16, id: &str, password: &str) -> (u16, String, String) {
+    let body = serde_json::json!({"id": id, "password": password}).to_string();
+    let (status, head, body) = common::http_raw(port, "POST", "/agent/login", "", &body);
+    let cookie = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("set-cookie")
+                .then(|| v.trim().split(';').next().unwrap_or("").to_owned())
+        })
+        .unwrap_or_default();
+    let csrf = serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default()["csrf"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    (status, cookie, csrf)
+}
+
+impl WsConsole {
+    fn connect(port: u16, cookie: &str, csrf: &str) -> Result<WsConsole, String> {
+        use tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://127.0.0.1:{port}/agent/ws")
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert("Cookie", cookie.parse().unwrap());
+        let (mut ws, _) = tungstenite::connect(req).map_err(|e| e.to_string())?;
+        if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+        }
+        ws.send(tungstenite::Message::text(
+            serde_json::json!({"type": "hello", "csrf": csrf}).to_string(),
+        ))
+        .map_err(|e| e.to_string())?;
+        let mut c = WsConsole {
+            ws,
+            code: String::new(),
+        };
+        let state = c.next("state", Duration::from_secs(5)).ok_or("no state")?;
+        c.code = state["code"].as_str().unwrap_or("").to_owned();
+        Ok(c)
+    }
+
+    fn login(port: u16, id: &str) -> WsConsole {
+        let (status, cookie, csrf) = agent_login(port, id, DEMO_PW);
+        assert_eq!(status, 200, "login {id}");
+        WsConsole::connect(port, &cookie, &csrf).unwrap()
+    }
+
+    fn send(&mut self, v: serde_json::Value) {
+        self.ws
+            .send(tungstenite::Message::text(v.to_string()))
+            .unwrap();
+    }
+
+    /// The next frame of `kind` within `within` (frames of other kinds are skipped).
+    fn next(&mut self, kind: &str, within: Duration) -> Option<serde_json::Value> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            match self.ws.read() {
+                Ok(tungstenite::Message::Text(t)) => {
+                    let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap_or_default();
+                    if v["type"] == kind {
+                        return Some(v);
+                    }
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+}
+
+#[test]
+fn ring_all_rings_every_available_console_the_first_answer_wins_and_nobody_available_falls_through()
+{
+    let idx = 71;
+    let mut sw = console_switch("console-ringall", idx);
+    sw.launch();
+    let mut first = console_page(&sw, "ringall-agent", 1100.0, "demo");
+    let mut second = WsConsole::login(sw.ports.http, "demo2");
+    // An agent of another merchant is logged in too: it never rings for demo's queue.
+    let mut other = WsConsole::login(sw.ports.http, "ann");
+    let mut shop = browser(&sw, "ringall-shop");
+    click_sales(&mut shop, &[("processing", "off")]);
+    first.wait_for(
+        "SwitchboardConsole.events.includes('ringing')",
+        Duration::from_secs(10),
+    );
+    let ringing = second
+        .next("ringing", Duration::from_secs(5))
+        .expect("the second console rings");
+    let call = console_call(&mut first);
+    assert_eq!(ringing["call"], call.as_str());
+    assert_eq!(ringing["pop"]["merchant"], "demo");
+    first.eval(&format!(
+        "document.querySelector('.sb-answer[data-call=\"{call}\"]').click()"
+    ));
+    shop.wait_for(
+        &format!("{CALL}.state === 'connected'"),
+        Duration::from_secs(15),
+    );
+    let stopped = second
+        .next("ring_stopped", Duration::from_secs(5))
+        .expect("the second console stops ringing");
+    assert_eq!(stopped["reason"], "answered_elsewhere");
+    assert!(other.next("ringing", Duration::from_millis(300)).is_none());
+    // The winner has the call bound (screen pop, chat); the loser has nothing of it.
+    first.wait_for(
+        &format!("SwitchboardConsole.calls[{call:?}].via === 'answered'"),
+        Duration::from_secs(5),
+    );
+    shop.eval("document.querySelector('.sb-c2c-hang').click()");
+    sw.wait_call_count(0, Duration::from_secs(10));
+    // Nobody available (one away, one gone): the plan goes on with its next action.
+    first.eval("SwitchboardConsole.ws.send(JSON.stringify({type: 'status', status: 'away'}))");
+    drop(second);
+    std::thread::sleep(Duration::from_millis(500));
+    shop.open(&format!("http://127.0.0.1:{}/demo/shop", sw.ports.http));
+    shop.wait_for(
+        "!!document.querySelector('#sales button')",
+        Duration::from_secs(10),
+    );
+    click_sales(&mut shop, &[("processing", "off")]);
+    sw.wait_a_media(Duration::from_secs(10));
+    sw.wait_call_count(0, Duration::from_secs(20));
+    assert!(
+        sw.log().contains("no agent of queue sales is available"),
+        "{}",
+        common::tail(&sw.log(), 40)
+    );
+    assert_eq!(
+        first.eval("SwitchboardConsole.events.filter(e => e === 'ringing').length"),
+        1
+    );
+    assert!(sw.log().contains("agents-busy"), "the prompt played");
+}
+
+#[test]
+fn a_phone_agent_binds_the_call_to_the_console_by_its_channel_code_or_the_caller_id_then_chats_and_pushes_a_page()
+ {
+    let idx = 72;
+    let mut sw = console_switch("console-code", idx);
+    let uas = acd_uas(&sw, idx, 1, "demo-visitor", "0");
+    sw.launch();
+    let mut demo = WsConsole::login(sw.ports.http, "demo");
+    let mut demo2 = WsConsole::login(sw.ports.http, "demo2");
+    let mut ann = WsConsole::login(sw.ports.http, "ann");
+    let mut shop = browser(&sw, "code-shop");
+    shop.eval("document.querySelector('#support button').click()");
+    let call = sw.wait_media_up(Duration::from_secs(15));
+    shop.wait_for(
+        &format!("{CALL}.state === 'connected'"),
+        Duration::from_secs(15),
+    );
+    let sw_b = addr(&call["media"]["b"]["port"]);
+    let mut acd = RtpPeer::bind(acd_rtp(idx));
+    acd.stream(sw_b, CodecKind::Pcmu, &[0; 1600]);
+    // Another merchant's agent's code: refused (a low tone), nothing bound.
+    key_in(
+        &mut acd,
+        sw_b,
+        &format!("**{}#", ann.code),
+        Duration::from_millis(600),
+    );
+    assert!(ann.next("bound", Duration::from_millis(500)).is_none());
+    // The demo agent's code binds the call to their console at once.
+    let keyed = std::time::Instant::now();
+    let heard = key_in(
+        &mut acd,
+        sw_b,
+        &format!("**{}#", demo.code),
+        Duration::from_millis(0),
+    );
+    let bound = demo
+        .next("bound", Duration::from_secs(1))
+        .expect("bound within a second");
+    println!(
+        "bound {} ms after the last key",
+        keyed.elapsed().as_millis()
+    );
+    assert_eq!(bound["via"], "code");
+    assert_eq!(bound["pop"]["session"], "demo-visitor");
+    assert!(
+        bound["pop"]["page_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/demo/shop"),
+        "{bound}"
+    );
+    let ani = bound["pop"]["ani"]
+        .as_str()
+        .expect("the leased caller ID")
+        .to_owned();
+    assert!(ani.starts_with("155501"), "{ani}");
+    let a_call_id = bound["call"].as_str().unwrap().to_owned();
+    drop(heard);
+    // The code never reached the caller; the shopper's panel opens its chat.
+    shop.wait_for(&format!("{CALL}.chatOpen === true"), Duration::from_secs(5));
+    // Chat both ways.
+    demo.send(serde_json::json!({"type": "chat", "call": a_call_id, "id": "a1", "text": "Hello from the phone desk"}));
+    shop.wait_for(&format!("{CALL}.chat.length === 1"), Duration::from_secs(5));
+    demo.next("delivered", Duration::from_secs(5))
+        .expect("delivered to the caller");
+    shop.eval(&format!("{CALL}.chatOut('hi!')"));
+    let got = demo
+        .next("chat", Duration::from_secs(5))
+        .expect("the caller's message");
+    assert_eq!(got["from"], "caller");
+    assert_eq!(got["text"], "hi!");
+    // The caller ID typed in: another merchant's agent gets nothing, the second agent binds.
+    ann.send(serde_json::json!({"type": "bind_ani", "ani": ani}));
+    let e = ann.next("error", Duration::from_secs(2)).expect("refused");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("not one of your merchants"),
+        "{e}"
+    );
+    demo2.send(serde_json::json!({"type": "bind_ani", "ani": &ani[1..]}));
+    let b2 = demo2
+        .next("bound", Duration::from_secs(2))
+        .expect("bound by caller ID");
+    assert_eq!(b2["via"], "ani");
+    // A page pushed from the console opens on the shopper's side.
+    demo.send(serde_json::json!({"type": "action", "call": a_call_id, "action": {"action": "push_page", "page": "checkout"}}));
+    let r = demo
+        .next("action_result", Duration::from_secs(5))
+        .expect("an action result");
+    assert_eq!(r["ok"], true, "{r}");
+    shop.wait_for(
+        "location.pathname === '/demo/checkout'",
+        Duration::from_secs(10),
+    );
+    let pop = demo
+        .next("pop", Duration::from_secs(10))
+        .expect("the pop follows");
+    assert!(
+        pop["pop"]["page_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/demo/checkout"),
+        "{pop}"
+    );
+    // A second wrong code: the call takes no more codes (max_wrong = 2), even a right one.
+    key_in(&mut acd, sw_b, "**0#", Duration::from_millis(300));
+    let mut late = WsConsole::login(sw.ports.http, "demo");
+    key_in(
+        &mut acd,
+        sw_b,
+        &format!("**{}#", late.code),
+        Duration::from_millis(800),
+    );
+    assert!(
+        late.next("bound", Duration::from_millis(800)).is_none(),
+        "codes are off"
+    );
+    // The call ends: every console of the room is told.
+    shop.eval("document.querySelector('.sb-c2c-hang').click()");
+    sw.wait_call_count(0, Duration::from_secs(10));
+    demo.next("ended", Duration::from_secs(5)).expect("ended");
+    demo2.next("ended", Duration::from_secs(5)).expect("ended");
+    let (st, out) = uas.wait(Duration::from_secs(10));
+    assert!(st.is_some_and(|s| s.success()), "the ACD's scenario: {out}");
+    let rec = ended_record(&sw);
+    // The action itself, then each code keyed: the other merchant's, the right one, a wrong
+    // one (the last allowed); the code after it was not even looked at.
+    let codes: Vec<_> = rec["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["name"] == "agent_channel" && (a["ok"] == false || a["detail"].is_string()))
+        .map(|a| a["result"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(codes.len(), 3, "{rec}");
+    assert!(codes[0].contains("not one of your merchants"), "{codes:?}");
+    assert_eq!(codes[1], "ok");
+    assert!(codes[2].contains("no more codes on this call"), "{codes:?}");
+}
+
+#[test]
+fn console_logins_are_braked_sessions_need_their_csrf_token_and_agents_are_managed_through_the_api()
+{
+    let idx = 73;
+    let mut sw = console_switch("console-security", idx);
+    sw.launch();
+    let port = sw.ports.http;
+    let (status, head, body) = common::http_raw(port, "GET", "/agent", "", "");
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-security-policy: default-src 'self'"),
+        "{head}"
+    );
+    assert!(body.contains("console.js"));
+    // The same answer for an unknown agent and a wrong password.
+    let (s1, _, b1) = common::http_raw(
+        port,
+        "POST",
+        "/agent/login",
+        "",
+        r#"{"id":"nobody","password":"whatever-pw"}"#,
+    );
+    let (s2, _, b2) = common::http_raw(
+        port,
+        "POST",
+        "/agent/login",
+        "",
+        r#"{"id":"demo","password":"wrong-password"}"#,
+    );
+    assert_eq!((s1, s2), (401, 401));
+    assert_eq!(b1, b2);
+    // A cross-site page cannot log anyone in.
+    let (s, _, _) = common::http_raw(
+        port,
+        "POST",
+        "/agent/login",
+        "Origin: http://evil.example\r\n",
+        &format!(r#"{{"id":"demo","password":"{DEMO_PW}"}}"#),
+    );
+    assert_eq!(s, 403);
+    // A session: state-changing requests need its CSRF token.
+    let (s, cookie, csrf) = agent_login(port, "demo", DEMO_PW);
+    assert_eq!(s, 200);
+    assert!(cookie.starts_with("sb_agent="), "{cookie}");
+    let with_cookie = format!("Cookie: {cookie}\r\n");
+    let (s, _, me) = common::http_raw(port, "GET", "/agent/api/me", &with_cookie, "");
+    assert_eq!(s, 200, "{me}");
+    assert!(me.contains("\"merchants\":[\"demo\"]"), "{me}");
+    let (s, _, _) = common::http_raw(port, "POST", "/agent/logout", &with_cookie, "");
+    assert_eq!(s, 403, "no CSRF token");
+    let (s, _, _) = common::http_raw(
+        port,
+        "POST",
+        "/agent/logout",
+        &format!("{with_cookie}X-CSRF-Token: 00\r\n"),
+        "",
+    );
+    assert_eq!(s, 403, "a wrong CSRF token");
+    // The WebSocket wants the token first, too.
+    let e = WsConsole::connect(port, &cookie, "not-the-token");
+    assert!(e.is_err(), "a console without the session's token");
+    let (s, _, _) = common::http_raw(
+        port,
+        "POST",
+        "/agent/logout",
+        &format!("{with_cookie}X-CSRF-Token: {csrf}\r\n"),
+        "",
+    );
+    assert_eq!(s, 204);
+    let (s, _, _) = common::http_raw(port, "GET", "/agent/api/me", &with_cookie, "");
+    assert_eq!(s, 401, "logged out");
+    assert!(
+        WsConsole::connect(port, &cookie, &csrf).is_err(),
+        "a dead session has no console"
+    );
+    // Agents through the admin API: added, listed (no hashes), logged in, removed.
+    let admin = "Authorization: Bearer test-token\r\n";
+    let (s, _, b) = common::http_raw(
+        port,
+        "PUT",
+        "/api/v1/agents/alice",
+        admin,
+        r#"{"name":"Alice","merchants":["demo"],"queues":["sales"],"password":"alice-secret-1"}"#,
+    );
+    assert_eq!(s, 201, "{b}");
+    let (s, _, b) = common::http_raw(
+        port,
+        "PUT",
+        "/api/v1/agents/bob",
+        admin,
+        r#"{"password":"short"}"#,
+    );
+    assert_eq!(s, 422, "{b}");
+    let (s, _, b) = common::http_raw(port, "PUT", "/api/v1/agents/demo", admin, r#"{"name":"x"}"#);
+    assert_eq!(s, 422, "conf/ agents are ops' to change: {b}");
+    let (_, _, list) = common::http_raw(port, "GET", "/api/v1/agents", admin, "");
+    assert!(
+        list.contains("\"alice\"") && list.contains("\"demo\""),
+        "{list}"
+    );
+    assert!(!list.contains("argon2"), "{list}");
+    let (s, cookie, _) = agent_login(port, "alice", "alice-secret-1");
+    assert_eq!(s, 200);
+    let (s, _, _) = common::http_raw(port, "DELETE", "/api/v1/agents/alice", admin, "");
+    assert_eq!(s, 204);
+    let (s, _, _) = common::http_raw(
+        port,
+        "GET",
+        "/agent/api/me",
+        &format!("Cookie: {cookie}\r\n"),
+        "",
+    );
+    assert_eq!(s, 401, "a removed agent's session ends");
+    let (s, _, _) = common::http_raw(port, "GET", "/api/v1/agents", "", "");
+    assert_eq!(s, 401);
+    // Brute force: five failures from this address, then every attempt waits, even a right one.
+    for i in 0..5 {
+        let (s, _, _) = common::http_raw(
+            port,
+            "POST",
+            "/agent/login",
+            "",
+            &format!(r#"{{"id":"demo2","password":"guess-{i}-xyz"}}"#),
+        );
+        assert_eq!(s, 401);
+    }
+    let (s, head, body) = common::http_raw(
+        port,
+        "POST",
+        "/agent/login",
+        "",
+        &format!(r#"{{"id":"demo2","password":"{DEMO_PW}"}}"#),
+    );
+    assert_eq!(s, 429, "{body}");
+    assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+    assert!(body.contains("try again in"), "{body}");
 }

@@ -66,6 +66,19 @@ pub struct Cdr {
     /// What was done during the call (pages pushed, volume...), in order, with its time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<CdrAction>,
+    /// The chat between the agent and the caller, in order, with its time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chat: Vec<CdrChat>,
+}
+
+/// A chat message of a record.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CdrChat {
+    /// When, RFC 3339.
+    pub at: String,
+    /// Who and what.
+    #[serde(flatten)]
+    pub line: crate::ChatLine,
 }
 
 /// An action of a record.

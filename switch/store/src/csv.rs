@@ -141,6 +141,7 @@ mod tests {
             caller_ip: None,
             web_context: None,
             actions: Vec::new(),
+            chat: Vec::new(),
         }
     }
 

@@ -32,7 +32,9 @@
 //! | `writer.rs` | the writer thread: batches, and the SQL of each change |
 //! | `migrate.rs`, `migrate/` | the versioned schema |
 //! | `query.rs`, `csv.rs`, `time.rs` | reading records, CSV export, time arguments |
+//! | `agents.rs` | the console's agents (argon2id hashes from the caller; read and written at once, not queued) |
 
+mod agents;
 mod cdr;
 mod csv;
 mod error;
@@ -46,11 +48,12 @@ mod writer;
 #[cfg(test)]
 mod testing;
 
-pub use cdr::{Cdr, CdrAction, CdrFilter};
+pub use agents::{AgentRow, agent_get, agent_list, agent_put, agent_remove};
+pub use cdr::{Cdr, CdrAction, CdrChat, CdrFilter};
 pub use csv::to_csv;
 pub use error::StorageError;
 pub use migrate::SCHEMA_VERSION;
-pub use ops::{ActionRecord, CdrOp, WebCaller, WebRecord};
+pub use ops::{ActionRecord, CdrOp, ChatLine, WebCaller, WebRecord};
 pub use query::query;
 pub use sqlite::{INTERRUPTED, Resting, SqliteStore};
 pub use time::parse_time;

@@ -48,6 +48,11 @@ const MIGRATIONS: &[Migration] = &[
         what: "actions in the caller's browser (pushed pages, volume, echo controls)",
         sql: include_str!("migrate/0002_actions.sql"),
     },
+    Migration {
+        version: 3,
+        what: "agents of the console, chat transcripts",
+        sql: include_str!("migrate/0003_agents_chat.sql"),
+    },
 ];
 
 /// The schema version this build writes (the last migration's).

@@ -77,6 +77,15 @@ pub enum CdrOp {
         /// What was done, with its code, detail and result.
         action: Box<ActionRecord>,
     },
+    /// A chat message between the call's agent and its caller.
+    Chat {
+        /// The call.
+        call: u64,
+        /// Unix ms.
+        at: i64,
+        /// Who wrote it, with the text.
+        line: Box<ChatLine>,
+    },
     /// Media quality at the end of the call (JSON), from its media session.
     Quality {
         /// The call.
@@ -131,4 +140,16 @@ pub struct ActionRecord {
     pub ok: bool,
     /// Its result in words.
     pub result: String,
+}
+
+/// A chat message as the record keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ChatLine {
+    /// `agent` or `caller`.
+    pub from: String,
+    /// The agent's ID (for `agent`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The text (as written; shown as text).
+    pub text: String,
 }

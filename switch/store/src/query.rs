@@ -10,10 +10,10 @@ use std::time::Duration;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, Row};
 
-use crate::cdr::CdrAction;
+use crate::cdr::{CdrAction, CdrChat};
 use crate::error::sqlite;
 use crate::time::rfc3339;
-use crate::{ActionRecord, Cdr, CdrFilter, StorageError};
+use crate::{ActionRecord, Cdr, CdrFilter, ChatLine, StorageError};
 
 /// Reads records (a read-only connection of its own).
 pub fn query(path: &Path, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError> {
@@ -45,7 +45,37 @@ pub fn query(path: &Path, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError> {
     if found >= 2 {
         actions(&conn, &mut cdrs).map_err(sqlite(path))?;
     }
+    if found >= 3 {
+        chat(&conn, &mut cdrs).map_err(sqlite(path))?;
+    }
     Ok(cdrs)
+}
+
+/// The records' chat messages, in order.
+fn chat(conn: &Connection, cdrs: &mut [Cdr]) -> rusqlite::Result<()> {
+    if cdrs.is_empty() {
+        return Ok(());
+    }
+    let marks = vec!["?"; cdrs.len()].join(",");
+    let mut stmt = conn.prepare(&format!(
+        "SELECT cdr_id, at_ms, sender, agent, text FROM chat_message WHERE cdr_id IN ({marks}) ORDER BY id"
+    ))?;
+    let by_id: std::collections::HashMap<i64, usize> =
+        cdrs.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
+    let mut rows = stmt.query(rusqlite::params_from_iter(cdrs.iter().map(|c| c.id)))?;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let Some(&i) = by_id.get(&id) else { continue };
+        cdrs[i].chat.push(CdrChat {
+            at: rfc3339(r.get(1)?),
+            line: ChatLine {
+                from: r.get(2)?,
+                agent: r.get(3)?,
+                text: r.get(4)?,
+            },
+        });
+    }
+    Ok(())
 }
 
 /// The records' actions, in the order they happened (one statement for all of them).
@@ -194,6 +224,7 @@ fn cdr(r: &Row<'_>) -> rusqlite::Result<Cdr> {
             .get::<_, Option<String>>(25)?
             .and_then(|c| serde_json::from_str(&c).ok()),
         actions: Vec::new(),
+        chat: Vec::new(),
     })
 }
 

@@ -168,6 +168,14 @@ impl Writer {
                 .execute(params![at, gateway, number])?;
             }
             CdrOp::Quality { call, json } => self.quality(tx, call, &json)?,
+            CdrOp::Chat { call, at, line } => {
+                if let Some(id) = self.rows.get(&call) {
+                    tx.prepare_cached(
+                        "INSERT INTO chat_message (cdr_id, at_ms, sender, agent, text) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![id, at, line.from, line.agent, line.text])?;
+                }
+            }
             CdrOp::Action { call, at, action } => {
                 // The call's row (its start is written first); an action of a call whose
                 // record is gone (after a restart) has nothing to join.

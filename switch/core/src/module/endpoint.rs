@@ -14,6 +14,8 @@ use crate::ids::CallRef;
 /// A target of this endpoint's kind, as the dialplan named it.
 #[derive(Debug, Clone, Copy)]
 pub struct TargetRef<'a> {
+    /// The kind (`gateway`): a module may declare several.
+    pub kind: &'a str,
     /// Which one (`acd` in `gateway/acd/2000`).
     pub name: &'a str,
     /// User part to dial (`2000`; empty: the dialled destination).
@@ -46,6 +48,20 @@ pub struct Route {
 
 /// A module's kind of target.
 pub trait Endpoint: Send {
+    /// A target that stands for several (`queue/sales`: the consoles of its available
+    /// agents): the targets to ring instead, all at once, each then resolved on its own
+    /// (by its own kind's endpoint). `None` (the default): the target is one,
+    /// [`Endpoint::resolve`] it. An empty list or an error is a failed target (the bridge
+    /// goes on with the next).
+    fn expand(
+        &mut self,
+        _now: Instant,
+        _target: TargetRef<'_>,
+        _ctx: &OriginateCtx<'_>,
+    ) -> Option<Result<Vec<switchboard_dialplan::Target>, AttemptError>> {
+        None
+    }
+
     /// Resolves a target to a route, or refuses it (down, unknown...).
     fn resolve(
         &mut self,

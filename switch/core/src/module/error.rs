@@ -45,6 +45,9 @@ pub enum AttemptError {
     /// Leg B did not answer before the bridge timeout (or not at all: Timer B).
     #[error("no answer")]
     NoAnswer,
+    /// Nobody of the target can take a call now (every agent of a queue away or busy).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl AttemptError {
@@ -59,7 +62,7 @@ impl AttemptError {
             | AttemptError::Refused { .. } => 503,
             AttemptError::BadUri(..) => 502,
             AttemptError::NoCommonCodec => 488,
-            AttemptError::NoAnswer => 480,
+            AttemptError::NoAnswer | AttemptError::Unavailable(_) => 480,
             AttemptError::Rejected { status } => match status {
                 // Our own credentials towards the trunk were refused (or we have none): the
                 // caller cannot answer that challenge (and a bare 401/407 without its
@@ -83,6 +86,7 @@ impl AttemptError {
             AttemptError::NoCommonCodec => Cause::IncompatibleDestination,
             AttemptError::NoMediaPorts | AttemptError::Refused { .. } => Cause::SwitchCongestion,
             AttemptError::NoAnswer => Cause::NoAnswer,
+            AttemptError::Unavailable(_) => Cause::NoUserResponse,
             // Like a gateway that is down: another target may take the call.
             AttemptError::Rejected { status: 401 | 407 } => Cause::NormalTemporaryFailure,
             AttemptError::Rejected { status } => Cause::from_sip(*status),

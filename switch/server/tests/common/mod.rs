@@ -428,7 +428,7 @@ impl Drop for Switch {
     }
 }
 
-fn tail(s: &str, n: usize) -> String {
+pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -557,10 +557,29 @@ pub fn http_post_json(port: u16, path: &str, token: &str, body: &str) -> (u16, S
 }
 
 fn http_request(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    let (status, _, body) = http_raw(
+        port,
+        method,
+        path,
+        &format!("Authorization: Bearer {token}\r\n"),
+        body,
+    );
+    (status, body)
+}
+
+/// Any request with `headers` (each ending in CRLF) and a JSON body: (status, the response's
+/// head, its body).
+pub fn http_raw(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect HTTP");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let content = if body.is_empty() {
-        String::new()
+        "Content-Length: 0\r\n".to_owned()
     } else {
         format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",
@@ -569,17 +588,14 @@ fn http_request(port: u16, method: &str, path: &str, token: &str, body: &str) ->
     };
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{content}Connection: close\r\n\r\n{body}"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}{content}Connection: close\r\n\r\n{body}"
     )
     .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (status, head.to_owned(), body.to_owned())
 }
 
 fn http_get_with(port: u16, path: &str, extra: &str) -> Option<String> {

@@ -1,0 +1,1325 @@
+//! The agent console's shell (docs/console.md): log-in sessions (cookie + CSRF token),
+//! the console's WebSocket, the SIP face of a console that answers calls in the browser
+//! (a [`CalleeLeg`] per ringing call on the console's own Local address, a str0m peer per
+//! answered one), and the chat rooms between agents and callers. Who is logged in and which
+//! calls are bound to whom is the agent module's [`Desk`](switchboard_agent::Desk).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use switchboard_agent::{
+    AgentInfo, ConsoleId, LoginLimiter, Note, Notify, SharedDesk, Status, Via, lock,
+};
+use switchboard_core::CallRef;
+use switchboard_sip::{Message, parse_datagram};
+use switchboard_webrtc::signal::MAX_CHAT;
+use switchboard_webrtc::{BrowserPeer, CalleeEvent, CalleeLeg, ErrorCode, PeerOutput, ServerMsg};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::config::Agents as AgentsConf;
+use crate::shell::{Command, NetIn};
+use crate::web::{WebShared, local_addr, random_hex};
+
+/// The session cookie.
+const COOKIE: &str = "sb_agent";
+/// How long a failed login's window lasts.
+const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Chat messages per side per window.
+const CHAT_RATE: (usize, Duration) = (20, Duration::from_secs(10));
+/// Messages of a room kept in memory for a console that joins late.
+const ROOM_LINES: usize = 200;
+/// The same words for an unknown agent and a wrong password.
+const BAD_LOGIN: &str = "wrong agent ID or password";
+/// A console's WebSocket frames at most (an SDP offer is ~4 KB).
+const MAX_FRAME: usize = 32 * 1024;
+/// How long the console's page may take to say hello.
+const HELLO_WAIT: Duration = Duration::from_secs(10);
+
+/// A logged-in agent.
+#[derive(Debug, Clone)]
+struct Session {
+    agent: AgentInfo,
+    csrf: String,
+    code: String,
+    last_seen: Instant,
+}
+
+/// What a console's task is told.
+#[derive(Debug)]
+enum ToConsole {
+    /// A frame for the page.
+    Json(Value),
+    /// The session is over (logged out, expired, agent removed).
+    Close(&'static str),
+}
+
+/// A chat room: one call, its consoles, its caller.
+#[derive(Debug)]
+struct Room {
+    a_call_id: Arc<str>,
+    consoles: Vec<ConsoleId>,
+    agent: (String, String),
+    lines: Vec<Value>,
+    rate: [Vec<Instant>; 2],
+}
+
+/// The console's shared state.
+pub struct ConsoleHub {
+    web: Arc<WebShared>,
+    desk: SharedDesk,
+    cfg: RwLock<AgentsConf>,
+    db: PathBuf,
+    store: crate::storage::Store,
+    cmd: mpsc::Sender<Command>,
+    sessions: Mutex<HashMap<String, Session>>,
+    limiter: Mutex<LoginLimiter>,
+    consoles: Mutex<HashMap<ConsoleId, (String, mpsc::UnboundedSender<ToConsole>)>>,
+    rooms: Mutex<HashMap<CallRef, Room>>,
+}
+
+impl std::fmt::Debug for ConsoleHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleHub").finish_non_exhaustive()
+    }
+}
+
+/// The desk's notes, to the hub's task.
+#[derive(Debug)]
+struct HubNotify(mpsc::UnboundedSender<Note>);
+
+impl Notify for HubNotify {
+    fn note(&self, note: Note) {
+        let _ = self.0.send(note);
+    }
+}
+
+fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+impl ConsoleHub {
+    /// The hub; its task delivers the desk's notes.
+    pub fn start(
+        web: Arc<WebShared>,
+        desk: SharedDesk,
+        cfg: AgentsConf,
+        db: PathBuf,
+        store: crate::storage::Store,
+        cmd: mpsc::Sender<Command>,
+    ) -> Arc<ConsoleHub> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        lock(&desk).set_notify(Arc::new(HubNotify(tx)));
+        let hub = Arc::new(ConsoleHub {
+            limiter: Mutex::new(LoginLimiter::new(cfg.max_failures, LOGIN_WINDOW)),
+            cfg: RwLock::new(cfg),
+            web,
+            desk,
+            db,
+            store,
+            cmd,
+            sessions: Mutex::new(HashMap::new()),
+            consoles: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(HashMap::new()),
+        });
+        let h = hub.clone();
+        tokio::spawn(async move {
+            while let Some(note) = rx.recv().await {
+                h.on_note(note);
+            }
+        });
+        let h = hub.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tick.tick().await;
+                h.expire();
+            }
+        });
+        hub
+    }
+
+    /// A reload's new settings (sessions stay).
+    pub fn reconfigure(&self, cfg: AgentsConf) {
+        lock(&self.desk).set_queues(cfg.queues.clone());
+        *self.cfg.write().unwrap_or_else(PoisonError::into_inner) = cfg;
+    }
+
+    fn cfg(&self) -> std::sync::RwLockReadGuard<'_, AgentsConf> {
+        self.cfg.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tell(&self, console: ConsoleId, msg: Value) {
+        if let Some((_, tx)) = guard(&self.consoles).get(&console) {
+            let _ = tx.send(ToConsole::Json(msg));
+        }
+    }
+
+    fn tell_caller(&self, a_call_id: &str, msg: ServerMsg) {
+        let tx = guard(&self.web.callers).get(a_call_id).cloned();
+        if let Some(tx) = tx {
+            // Bounded: a page that reads nothing loses news, never the switch's memory.
+            let _ = tx.try_send(msg);
+        }
+    }
+
+    /// Sessions idle too long end; their consoles are closed.
+    fn expire(&self) {
+        let idle = self.cfg().idle_timeout;
+        let now = Instant::now();
+        let gone: Vec<(String, Session)> = {
+            let mut s = guard(&self.sessions);
+            let old: Vec<String> = s
+                .iter()
+                .filter(|(_, v)| now.duration_since(v.last_seen) >= idle)
+                .map(|(k, _)| k.clone())
+                .collect();
+            old.into_iter()
+                .filter_map(|k| s.remove(&k).map(|v| (k, v)))
+                .collect()
+        };
+        for (token, s) in gone {
+            info!(agent = %s.agent.id, "console session expired");
+            self.end_session(&token, &s, "your session expired: log in again");
+        }
+    }
+
+    fn end_session(&self, token: &str, s: &Session, why: &'static str) {
+        lock(&self.desk).release_code(&s.code);
+        for (t, tx) in guard(&self.consoles).values() {
+            if t == token {
+                let _ = tx.send(ToConsole::Close(why));
+            }
+        }
+    }
+
+    /// The session of a request's cookie, touched.
+    fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
+        let token = cookie(headers)?;
+        let mut s = guard(&self.sessions);
+        let v = s.get_mut(&token)?;
+        if Instant::now().duration_since(v.last_seen) >= self.cfg().idle_timeout {
+            return None;
+        }
+        v.last_seen = Instant::now();
+        Some((token, v.clone()))
+    }
+
+    /// An agent by ID: conf/ first, then the store. With its password hash.
+    async fn find_agent(&self, id: &str) -> Option<(AgentInfo, String)> {
+        if let Some(a) = self.cfg().accounts.get(id) {
+            return Some(a.clone());
+        }
+        let db = self.db.clone();
+        let id = id.to_owned();
+        let row = tokio::task::spawn_blocking(move || crate::storage::agent_get(&db, &id))
+            .await
+            .ok()?
+            .map_err(|e| warn!(error = %e, "cannot read the agents"))
+            .ok()??;
+        Some((agent_info(&row), row.password))
+    }
+
+    /// A call bound to a console, or its end.
+    fn on_note(&self, note: Note) {
+        match note {
+            Note::Bound {
+                console,
+                call,
+                a_call_id,
+                via,
+            } => {
+                let agent = guard(&self.consoles).get(&console).and_then(|(token, _)| {
+                    guard(&self.sessions).get(token).map(|s| s.agent.clone())
+                });
+                let Some(agent) = agent else { return };
+                let (fresh, lines) = {
+                    let mut rooms = guard(&self.rooms);
+                    let fresh = !rooms.contains_key(&call);
+                    let room = rooms.entry(call).or_insert_with(|| Room {
+                        a_call_id: a_call_id.clone(),
+                        consoles: Vec::new(),
+                        agent: (agent.id.clone(), agent.name.clone()),
+                        lines: Vec::new(),
+                        rate: [Vec::new(), Vec::new()],
+                    });
+                    if !room.consoles.contains(&console) {
+                        room.consoles.push(console);
+                    }
+                    (fresh, room.lines.clone())
+                };
+                info!(%call, agent = %agent.id, ?via, "call bound to a console");
+                self.tell(
+                    console,
+                    json!({"type": "bound", "call": &*a_call_id, "via": via, "pop": self.pop(call, &a_call_id)}),
+                );
+                for l in lines {
+                    self.tell(console, l);
+                }
+                if fresh {
+                    self.tell_caller(
+                        &a_call_id,
+                        ServerMsg::ChatOpen {
+                            agent: agent.name.clone(),
+                        },
+                    );
+                }
+            }
+            Note::Ended {
+                console,
+                call,
+                a_call_id,
+            } => {
+                self.tell(
+                    console,
+                    json!({"type": "ended", "call": &*a_call_id, "reason": "the call has ended"}),
+                );
+                if guard(&self.rooms).remove(&call).is_some() {
+                    self.tell_caller(
+                        &a_call_id,
+                        ServerMsg::ChatClosed {
+                            reason: "the call has ended".into(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The screen pop of a call.
+    fn pop(&self, call: CallRef, a_call_id: &str) -> Value {
+        let (started, ani) = lock(&self.desk)
+            .live(call)
+            .map(|l| (l.started_ms, l.ani.clone()))
+            .unwrap_or((now_ms(), None));
+        let mut pop = json!({"started_at": started, "ani": ani});
+        if let Some(w) = self.web.live_web(a_call_id) {
+            let f = &w.facts;
+            pop = json!({
+                "merchant": f.merchant, "link": f.link, "session": f.session,
+                "page_url": w.page_now, "referrer": f.referrer, "caller_ip": f.caller_ip,
+                "trail": w.context.trail, "cookies": w.context.cookies, "fields": w.context.fields,
+                "ani": ani, "started_at": started, "pages": self.web.page_names(&f.merchant),
+            });
+        }
+        pop
+    }
+
+    /// The shopper moved to another page: the consoles' screen pops follow.
+    pub fn page_moved(&self, a_call_id: &str) {
+        let found = lock(&self.desk).live_by_call_id(a_call_id).map(|(r, _)| r);
+        let Some(call) = found else { return };
+        let consoles = guard(&self.rooms)
+            .get(&call)
+            .map(|r| r.consoles.clone())
+            .unwrap_or_default();
+        let pop = self.pop(call, a_call_id);
+        for c in consoles {
+            self.tell(c, json!({"type": "pop", "call": a_call_id, "pop": pop}));
+        }
+    }
+
+    /// Checks a chat message's size and its side's rate; records and returns the line.
+    fn chat_line(
+        &self,
+        call: CallRef,
+        from_agent: bool,
+        id: &str,
+        text: &str,
+    ) -> Result<(Arc<str>, Vec<ConsoleId>, Value, i64), String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("an empty message".into());
+        }
+        if text.chars().count() > MAX_CHAT || id.len() > 64 {
+            return Err(format!("a message has at most {MAX_CHAT} characters"));
+        }
+        let mut rooms = guard(&self.rooms);
+        let room = rooms.get_mut(&call).ok_or("the chat has ended")?;
+        let now = Instant::now();
+        let rate = &mut room.rate[usize::from(from_agent)];
+        rate.retain(|t| now.duration_since(*t) < CHAT_RATE.1);
+        if rate.len() >= CHAT_RATE.0 {
+            return Err(format!(
+                "at most {} messages in {} seconds: wait a moment",
+                CHAT_RATE.0,
+                CHAT_RATE.1.as_secs()
+            ));
+        }
+        rate.push(now);
+        let at = now_ms();
+        let from = if from_agent { "agent" } else { "caller" };
+        let line = json!({"type": "chat", "call": &*room.a_call_id, "id": id, "from": from, "text": text, "at": at});
+        room.lines.push(line.clone());
+        let extra = room.lines.len().saturating_sub(ROOM_LINES);
+        room.lines.drain(..extra);
+        self.store.record(crate::storage::CdrOp::Chat {
+            call: call.0,
+            at,
+            line: Box::new(crate::storage::ChatLine {
+                from: from.into(),
+                agent: from_agent.then(|| room.agent.0.clone()),
+                text: text.to_owned(),
+            }),
+        });
+        Ok((room.a_call_id.clone(), room.consoles.clone(), line, at))
+    }
+
+    /// A message from the caller's page. `Some`: the refusal to tell the page.
+    pub fn caller_says(&self, a_call_id: &str, id: String, text: String) -> Option<ServerMsg> {
+        let found = lock(&self.desk).live_by_call_id(a_call_id).map(|(r, _)| r);
+        let Some(call) = found else {
+            return Some(ServerMsg::error(
+                ErrorCode::ChatRefused,
+                "no agent is in a chat with you",
+            ));
+        };
+        if !guard(&self.rooms).contains_key(&call) {
+            return Some(ServerMsg::error(
+                ErrorCode::ChatRefused,
+                "no agent is in a chat with you",
+            ));
+        }
+        match self.chat_line(call, false, &id, &text) {
+            Ok((_, consoles, line, _)) => {
+                for c in consoles {
+                    self.tell(c, line.clone());
+                }
+                None
+            }
+            Err(why) => Some(ServerMsg::error(ErrorCode::ChatLimit, why)),
+        }
+    }
+
+    /// The caller's page came back (a new page of the tab): its chat pane opens again.
+    pub fn caller_back(&self, a_call_id: &str) {
+        let found = lock(&self.desk).live_by_call_id(a_call_id).map(|(r, _)| r);
+        let Some(call) = found else { return };
+        let agent = guard(&self.rooms).get(&call).map(|r| r.agent.1.clone());
+        if let Some(agent) = agent {
+            self.tell_caller(a_call_id, ServerMsg::ChatOpen { agent });
+        }
+    }
+
+    /// The caller's page has the agent's message `id`.
+    pub fn caller_read(&self, a_call_id: &str, id: &str) {
+        let found = lock(&self.desk).live_by_call_id(a_call_id).map(|(r, _)| r);
+        let Some(call) = found else { return };
+        let consoles = guard(&self.rooms)
+            .get(&call)
+            .map(|r| r.consoles.clone())
+            .unwrap_or_default();
+        for c in consoles {
+            self.tell(c, json!({"type": "delivered", "call": a_call_id, "id": id}));
+        }
+    }
+
+    /// The room of a call a console names by leg A's Call-ID, if the console is in it.
+    fn room_of(&self, console: ConsoleId, a_call_id: &str) -> Option<CallRef> {
+        guard(&self.rooms)
+            .iter()
+            .find(|(_, r)| &*r.a_call_id == a_call_id && r.consoles.contains(&console))
+            .map(|(c, _)| *c)
+    }
+}
+
+/// An agent as the store keeps it, as the desk sees it.
+pub fn agent_info(row: &crate::storage::AgentRow) -> AgentInfo {
+    AgentInfo {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        role: switchboard_agent::Role::parse(&row.role).unwrap_or_default(),
+        merchants: row.merchants.clone(),
+        queues: row.queues.clone(),
+    }
+}
+
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(COOKIE)?
+                .strip_prefix('=')
+                .map(str::to_owned)
+        })
+        .filter(|t| !t.is_empty() && t.len() <= 128)
+}
+
+/// The request came from a page of this same site (or from no page: a CLI, a test).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|o| o.eq_ignore_ascii_case(host))
+}
+
+fn csrf_ok(headers: &HeaderMap, s: &Session) -> bool {
+    headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| switchboard_webrtc::token::constant_eq(t, &s.csrf))
+}
+
+fn err(status: StatusCode, words: &str) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(json!({"error": words})),
+    )
+        .into_response()
+}
+
+/// The console's routes.
+pub fn routes(hub: Arc<ConsoleHub>) -> Router {
+    Router::new()
+        .route("/agent", get(page))
+        .route("/agent/", get(page))
+        .route("/agent/console.js", get(script))
+        .route("/agent/login", post(login))
+        .route("/agent/logout", post(logout))
+        .route("/agent/api/me", get(me))
+        .route("/agent/ws", get(ws))
+        .with_state(hub)
+}
+
+fn hardened(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+async fn page() -> Response {
+    hardened(
+        (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            switchboard_agent::assets::CONSOLE_HTML,
+        )
+            .into_response(),
+    )
+}
+
+async fn script() -> Response {
+    hardened(
+        (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "application/javascript; charset=utf-8",
+                ),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            switchboard_agent::assets::CONSOLE_JS,
+        )
+            .into_response(),
+    )
+}
+
+fn agent_json(s: &Session) -> Value {
+    json!({"agent": {"id": s.agent.id, "name": s.agent.name, "role": s.agent.role, "merchants": s.agent.merchants}, "csrf": s.csrf})
+}
+
+async fn me(State(hub): State<Arc<ConsoleHub>>, headers: HeaderMap) -> Response {
+    match hub.session(&headers) {
+        Some((_, s)) => (
+            [(header::CACHE_CONTROL, "no-store")],
+            axum::Json(agent_json(&s)),
+        )
+            .into_response(),
+        None => err(StatusCode::UNAUTHORIZED, "not logged in"),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    id: String,
+    password: String,
+}
+
+async fn login(
+    State(hub): State<Arc<ConsoleHub>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // JSON only (a cross-site form cannot send it without CORS) and from this site's pages.
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if !json_body || !same_origin(&headers) {
+        return err(StatusCode::FORBIDDEN, "log in from the console's own page");
+    }
+    if body.len() > 4096 {
+        return err(StatusCode::PAYLOAD_TOO_LARGE, "too long");
+    }
+    let Ok(form) = serde_json::from_slice::<LoginForm>(&body) else {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "send {\"id\": ..., \"password\": ...}",
+        );
+    };
+    let id = form.id.trim().to_owned();
+    if id.is_empty() || id.len() > 64 {
+        return err(StatusCode::UNAUTHORIZED, BAD_LOGIN);
+    }
+    let ip = from.ip();
+    if let Err(wait) = guard(&hub.limiter).check(Instant::now().into_std(), ip, &id) {
+        info!(%ip, agent = %id, "login refused: too many failures");
+        let mut r = err(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("too many failed log-ins: try again in {} s", wait.as_secs()),
+        );
+        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    let found = hub.find_agent(&id).await;
+    let (stored, agent) = match &found {
+        Some((a, phc)) => (Some(phc.clone()), Some(a.clone())),
+        None => (None, None),
+    };
+    let password = form.password;
+    // argon2 is ~20 ms of CPU: off the runtime's threads. The same work with no agent.
+    let ok = tokio::task::spawn_blocking(move || {
+        switchboard_agent::password::verify(&password, stored.as_deref())
+    })
+    .await
+    .unwrap_or(false);
+    let Some(agent) = agent.filter(|_| ok) else {
+        guard(&hub.limiter).failed(Instant::now().into_std(), ip, &id);
+        info!(%ip, agent = %id, "login failed");
+        return err(StatusCode::UNAUTHORIZED, BAD_LOGIN);
+    };
+    guard(&hub.limiter).succeeded(ip, &id);
+    let digits = hub.cfg().code_digits;
+    let (token, csrf) = (random_hex(32), random_hex(16));
+    let Some(code) = lock(&hub.desk)
+        .new_code(digits)
+        .filter(|_| !token.is_empty())
+    else {
+        return err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no randomness for sessions",
+        );
+    };
+    let s = Session {
+        agent,
+        csrf,
+        code,
+        last_seen: Instant::now(),
+    };
+    info!(%ip, agent = %s.agent.id, "agent logged in");
+    let body = agent_json(&s);
+    guard(&hub.sessions).insert(token.clone(), s);
+    let secure = if hub.cfg().secure_cookie {
+        "; Secure"
+    } else {
+        ""
+    };
+    let set = format!("{COOKIE}={token}; Path=/agent; HttpOnly; SameSite=Strict{secure}");
+    let mut r = ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&set) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn logout(State(hub): State<Arc<ConsoleHub>>, headers: HeaderMap) -> Response {
+    let Some((token, s)) = hub.session(&headers) else {
+        return err(StatusCode::UNAUTHORIZED, "not logged in");
+    };
+    if !csrf_ok(&headers, &s) {
+        return err(StatusCode::FORBIDDEN, "missing or wrong X-CSRF-Token");
+    }
+    guard(&hub.sessions).remove(&token);
+    hub.end_session(&token, &s, "logged out");
+    info!(agent = %s.agent.id, "agent logged out");
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("sb_agent=; Path=/agent; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    r
+}
+
+/// An agent account changed or went (admin API, CLI through a reload): its sessions end.
+pub fn agent_changed(hub: &ConsoleHub, id: &str) {
+    let gone: Vec<(String, Session)> = {
+        let mut s = guard(&hub.sessions);
+        let keys: Vec<String> = s
+            .iter()
+            .filter(|(_, v)| v.agent.id == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| s.remove(&k).map(|v| (k, v)))
+            .collect()
+    };
+    for (t, s) in gone {
+        hub.end_session(&t, &s, "your account changed: log in again");
+    }
+}
+
+async fn ws(
+    State(hub): State<Arc<ConsoleHub>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    // Cross-site WebSocket hijacking: the page must be this site's, with the cookie.
+    if !same_origin(&headers) {
+        return err(StatusCode::FORBIDDEN, "the console's own page only");
+    }
+    let Some((token, s)) = hub.session(&headers) else {
+        return err(StatusCode::UNAUTHORIZED, "not logged in");
+    };
+    upgrade
+        .max_message_size(MAX_FRAME)
+        .on_upgrade(move |socket| {
+            let span = tracing::info_span!("console", agent = %s.agent.id);
+            console(hub, socket, token, s).instrument(span)
+        })
+}
+
+/// A call ringing at or answered by this console.
+struct ConsoleCall {
+    leg: CalleeLeg,
+    call: Option<CallRef>,
+    a_call_id: String,
+    port: Option<u16>,
+    tap: Option<SocketAddr>,
+    answered: bool,
+}
+
+/// One console's WebSocket: hello, then its calls until it closes or its session ends.
+async fn console(hub: Arc<ConsoleHub>, mut ws: WebSocket, token: String, s: Session) {
+    let hello = tokio::time::timeout(HELLO_WAIT, ws.recv()).await;
+    let ok = matches!(&hello, Ok(Some(Ok(WsMessage::Text(t))))
+    if serde_json::from_str::<Value>(t).ok().is_some_and(|v| {
+        v["type"] == "hello" && v["csrf"].as_str().is_some_and(|c| switchboard_webrtc::token::constant_eq(c, &s.csrf))
+    }));
+    if !ok {
+        let _ = ws
+            .send(WsMessage::Text(json!({"type": "error", "message": "say hello with the session's CSRF token first"}).to_string().into()))
+            .await;
+        return;
+    }
+    let n = hub.web.next.fetch_add(1, Ordering::Relaxed);
+    let local = local_addr(n);
+    let (sip_tx, mut sip_rx) = mpsc::channel::<Bytes>(64);
+    if hub
+        .web
+        .net
+        .send(NetIn::LocalUp(local, sip_tx))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let id = lock(&hub.desk).register(Instant::now().into_std(), s.agent.clone(), &s.code, local);
+    guard(&hub.consoles).insert(id, (token.clone(), tx));
+    info!(
+        console = id,
+        code_digits = s.code.len(),
+        "console connected"
+    );
+    let (peer_tx, mut peer_rx) = mpsc::unbounded_channel::<(String, PeerOutput)>();
+    let mut c = Console {
+        hub: hub.clone(),
+        id,
+        local,
+        agent: s.agent.clone(),
+        calls: HashMap::new(),
+        peer_tx,
+        ws,
+    };
+    let state = json!({"type": "state", "agent": {"id": s.agent.id, "name": s.agent.name}, "status": "available", "code": s.code, "prefix": "**", "end": "#"});
+    c.send(state).await;
+    loop {
+        tokio::select! {
+            m = c.ws.recv() => match m {
+                Some(Ok(WsMessage::Text(t))) => {
+                    if let Some((_, s)) = guard(&hub.sessions).get_mut(&token).map(|v| ((), v)) {
+                        s.last_seen = Instant::now();
+                    }
+                    c.page_says(&t).await;
+                }
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            Some(b) = sip_rx.recv() => match parse_datagram(b) {
+                Ok(msg) => c.core_says(msg).await,
+                Err(e) => debug!(error = %e, "unparseable message from the core"),
+            },
+            Some((call_id, ev)) = peer_rx.recv() => c.on_peer(&call_id, ev).await,
+            m = rx.recv() => match m {
+                Some(ToConsole::Json(v)) => c.send(v).await,
+                Some(ToConsole::Close(why)) => {
+                    c.send(json!({"type": "error", "message": why, "session": "ended"})).await;
+                    break;
+                }
+                None => break,
+            },
+        }
+    }
+    // Gone: ringing calls are declined, answered ones hung up.
+    let legs: Vec<String> = c.calls.keys().cloned().collect();
+    for k in legs {
+        if let Some(call) = c.calls.get_mut(&k) {
+            call.leg.hangup();
+        }
+        c.pump(&k).await;
+    }
+    lock(&hub.desk).unregister(id);
+    guard(&hub.consoles).remove(&id);
+    let _ = hub.web.net.send(NetIn::LocalDown(local)).await;
+    info!(console = id, "console disconnected");
+}
+
+struct Console {
+    hub: Arc<ConsoleHub>,
+    id: ConsoleId,
+    local: SocketAddr,
+    agent: AgentInfo,
+    /// By leg B's Call-ID.
+    calls: HashMap<String, ConsoleCall>,
+    peer_tx: mpsc::UnboundedSender<(String, PeerOutput)>,
+    ws: WebSocket,
+}
+
+impl Console {
+    async fn send(&mut self, v: Value) {
+        let _ = self.ws.send(WsMessage::Text(v.to_string().into())).await;
+    }
+
+    async fn error(&mut self, call: Option<&str>, words: &str) {
+        self.send(json!({"type": "error", "call": call, "message": words}))
+            .await;
+    }
+
+    fn by_a(&self, a_call_id: &str) -> Option<String> {
+        self.calls
+            .iter()
+            .find(|(_, c)| c.a_call_id == a_call_id)
+            .map(|(k, _)| k.clone())
+    }
+
+    /// Moves what a leg produced: SIP to the core, its end to the page and the desk.
+    async fn pump(&mut self, key: &str) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let mut out = Vec::new();
+        while let Some(b) = call.leg.poll_transmit() {
+            out.push(b);
+        }
+        let mut events = Vec::new();
+        while let Some(e) = call.leg.poll_event() {
+            events.push(e);
+        }
+        for b in out {
+            if self
+                .hub
+                .web
+                .net
+                .send(NetIn::Local(b, self.local))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        for e in events {
+            match e {
+                CalleeEvent::Confirmed => info!("the console's answer is confirmed"),
+                CalleeEvent::Ended { cancelled } => {
+                    let Some(call) = self.calls.remove(key) else {
+                        return;
+                    };
+                    if call.answered {
+                        lock(&self.hub.desk).in_call(Instant::now().into_std(), self.id, false);
+                    }
+                    if let Some(p) = call.port {
+                        self.hub.web.ports.give_back(p);
+                    }
+                    if let Some(a) = call.tap {
+                        // A tap no media session took (the call ended first).
+                        guard(&self.hub.web.taps).remove(&a);
+                    }
+                    if call.answered {
+                        self.send(json!({"type": "ended", "call": call.a_call_id, "reason": "the call has ended"})).await;
+                    } else {
+                        let elsewhere = call
+                            .call
+                            .and_then(|r| {
+                                lock(&self.hub.desk).live(r).map(|l| !l.consoles.is_empty())
+                            })
+                            .unwrap_or(false);
+                        let reason = if elsewhere && cancelled {
+                            "answered_elsewhere"
+                        } else {
+                            "cancelled"
+                        };
+                        self.send(json!({"type": "ring_stopped", "call": call.a_call_id, "reason": reason})).await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// SIP from the core to this console.
+    async fn core_says(&mut self, msg: Message) {
+        let Some(call_id) = msg
+            .headers()
+            .get(&switchboard_sip::Name::CallId)
+            .map(|c| c.to_string())
+        else {
+            return;
+        };
+        if self.calls.contains_key(&call_id) {
+            if let Some(c) = self.calls.get_mut(&call_id) {
+                c.leg.handle(msg);
+            }
+            self.pump(&call_id).await;
+            return;
+        }
+        let Message::Request(req) = msg else { return };
+        let tag = random_hex(6);
+        let Some(leg) = CalleeLeg::ring(req, self.local, &tag) else {
+            return;
+        };
+        let call = leg
+            .uri_param(switchboard_agent::CALL_PARAM)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(CallRef);
+        let a_call_id = call
+            .and_then(|r| {
+                lock(&self.hub.desk)
+                    .live(r)
+                    .map(|l| l.a_call_id.to_string())
+            })
+            .unwrap_or_else(|| call_id.clone());
+        let pop = call
+            .map(|r| self.hub.pop(r, &a_call_id))
+            .unwrap_or(json!({}));
+        info!(%call_id, a_call_id = %a_call_id, "a call rings the console");
+        self.calls.insert(
+            call_id.clone(),
+            ConsoleCall {
+                leg,
+                call,
+                a_call_id: a_call_id.clone(),
+                port: None,
+                tap: None,
+                answered: false,
+            },
+        );
+        self.pump(&call_id).await;
+        self.send(json!({"type": "ringing", "call": a_call_id, "pop": pop}))
+            .await;
+    }
+
+    async fn on_peer(&mut self, call_id: &str, ev: PeerOutput) {
+        match ev {
+            PeerOutput::Connected => info!(%call_id, "console media connected"),
+            PeerOutput::Closed | PeerOutput::Disconnected => {
+                if let Some(c) = self.calls.get_mut(call_id) {
+                    info!(%call_id, "the console's media went away: hanging up");
+                    c.leg.hangup();
+                }
+                self.pump(call_id).await;
+            }
+            PeerOutput::Transmit(..) | PeerOutput::Rtp(_) => {}
+        }
+    }
+
+    /// A frame from the console's page.
+    async fn page_says(&mut self, text: &str) {
+        let Ok(v) = serde_json::from_str::<Value>(text) else {
+            return self.error(None, "not JSON").await;
+        };
+        let call = v["call"].as_str().unwrap_or("").to_owned();
+        match v["type"].as_str().unwrap_or("") {
+            "status" => {
+                let status = match v["status"].as_str() {
+                    Some("available") => Status::Available,
+                    Some("away") => Status::Away,
+                    _ => return self.error(None, "status is available or away").await,
+                };
+                lock(&self.hub.desk).set_status(Instant::now().into_std(), self.id, status);
+                self.send(json!({"type": "state", "status": status})).await;
+            }
+            "answer" => {
+                let sdp = v["sdp"].as_str().unwrap_or("").to_owned();
+                self.answer(&call, &sdp).await;
+            }
+            "decline" | "hangup" => match self.by_a(&call) {
+                Some(k) => {
+                    if let Some(c) = self.calls.get_mut(&k) {
+                        c.leg.hangup();
+                    }
+                    self.pump(&k).await;
+                }
+                None => self.error(Some(&call), "no such call here").await,
+            },
+            "bind_ani" => {
+                let ani = v["ani"].as_str().unwrap_or("");
+                let bound = lock(&self.hub.desk).bind_ani(self.id, ani);
+                if let Err(e) = bound {
+                    self.error(None, &e.to_string()).await;
+                }
+            }
+            "chat" => {
+                let Some(room) = self.hub.room_of(self.id, &call) else {
+                    return self.error(Some(&call), "no chat with that call here").await;
+                };
+                let id = v["id"].as_str().unwrap_or("").to_owned();
+                match self
+                    .hub
+                    .chat_line(room, true, &id, v["text"].as_str().unwrap_or(""))
+                {
+                    Ok((a_call_id, consoles, line, at)) => {
+                        for c in consoles.into_iter().filter(|c| *c != self.id) {
+                            self.hub.tell(c, line.clone());
+                        }
+                        self.hub.tell_caller(
+                            &a_call_id,
+                            ServerMsg::Chat {
+                                id,
+                                from: "agent".into(),
+                                text: line["text"].as_str().unwrap_or("").to_owned(),
+                                at,
+                            },
+                        );
+                    }
+                    Err(why) => self.error(Some(&call), &why).await,
+                }
+            }
+            "read" => {
+                if self.hub.room_of(self.id, &call).is_some() {
+                    let id = v["id"].as_str().unwrap_or("").to_owned();
+                    self.hub.tell_caller(&call, ServerMsg::Delivered { id });
+                }
+            }
+            "action" => self.action(&call, &v["action"]).await,
+            other => {
+                let words = format!("unknown message type {other:?}");
+                self.error(None, &words).await;
+            }
+        }
+    }
+
+    /// The agent answers a ringing call in the browser with the page's WebRTC offer.
+    async fn answer(&mut self, a_call_id: &str, offer: &str) {
+        let Some(key) = self
+            .by_a(a_call_id)
+            .filter(|k| self.calls.get(k).is_some_and(|c| c.leg.is_ringing()))
+        else {
+            return self
+                .error(Some(a_call_id), "that call is no longer ringing here")
+                .await;
+        };
+        let web = self.hub.web.clone();
+        let Some(port) = web.ports.take() else {
+            return self
+                .error(Some(a_call_id), "the switch has no media ports left")
+                .await;
+        };
+        let candidate = SocketAddr::new(web.ip(), port);
+        let ice = match UdpSocket::bind(candidate).await {
+            Ok(s) => s,
+            Err(e) => {
+                web.ports.give_back(port);
+                warn!(%candidate, error = %e, "cannot bind a console call's socket");
+                return self
+                    .error(Some(a_call_id), "the switch cannot take calls right now")
+                    .await;
+            }
+        };
+        let (peer, answer) = match BrowserPeer::accept(
+            Instant::now().into_std(),
+            offer,
+            candidate,
+            web.cert.as_ref(),
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                web.ports.give_back(port);
+                return self
+                    .error(
+                        Some(a_call_id),
+                        &format!("the console's offer cannot be answered: {e}"),
+                    )
+                    .await;
+            }
+        };
+        let inner = peer.inner_sdp(candidate, 1);
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let fwd = self.peer_tx.clone();
+        let k = key.clone();
+        tokio::spawn(async move {
+            while let Some(e) = ev_rx.recv().await {
+                if fwd.send((k.clone(), e)).is_err() {
+                    break;
+                }
+            }
+        });
+        guard(&web.taps).insert(
+            candidate,
+            crate::media::Tap {
+                peer,
+                ice,
+                events: ev_tx,
+                renew: None,
+            },
+        );
+        let Some(c) = self.calls.get_mut(&key) else {
+            return;
+        };
+        c.port = Some(port);
+        c.tap = Some(candidate);
+        c.answered = true;
+        c.leg.answer(inner);
+        let call = c.call;
+        lock(&self.hub.desk).in_call(Instant::now().into_std(), self.id, true);
+        info!(a_call_id, "the agent answered in the console");
+        self.send(json!({"type": "accepted", "call": a_call_id, "sdp": answer}))
+            .await;
+        self.pump(&key).await;
+        if let Some(r) = call {
+            let bound = lock(&self.hub.desk).bind(self.id, r, Via::Answered);
+            if let Err(e) = bound {
+                debug!(error = %e, "the answered call is not bound");
+            }
+        }
+    }
+
+    /// A button of the console: an action in the caller's browser, through the call's
+    /// browser leg (checked there against the merchant's configuration, as the keypad's).
+    async fn action(&mut self, a_call_id: &str, action: &Value) {
+        if self.hub.room_of(self.id, a_call_id).is_none() {
+            return self.error(Some(a_call_id), "that call is not yours").await;
+        }
+        let asked = action["action"].as_str().unwrap_or("");
+        let Some(name) = switchboard_webrtc::action::ACTIONS
+            .iter()
+            .find(|a| **a == asked)
+        else {
+            let words = format!("no action {asked:?}");
+            return self.error(Some(a_call_id), &words).await;
+        };
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::Action {
+            call: a_call_id.to_owned(),
+            merchant: None,
+            name,
+            body: action.to_string(),
+            tx,
+        };
+        if self.hub.cmd.send(cmd).await.is_err() {
+            return;
+        }
+        let reply = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        let (ok, detail) = match reply {
+            Ok(Ok(Some(r))) if (200..300).contains(&r.status) => {
+                let d = serde_json::from_slice::<Value>(&r.body)
+                    .ok()
+                    .and_then(|b| b.get("detail").and_then(Value::as_str).map(str::to_owned))
+                    .unwrap_or_default();
+                (true, d)
+            }
+            Ok(Ok(Some(r))) => (false, r.reason.clone()),
+            Ok(Ok(None)) => (false, "the call is over".into()),
+            _ => (false, "no answer from the caller's browser".into()),
+        };
+        info!(agent = %self.agent.id, action = asked, ok, %detail, "console action");
+        self.send(json!({"type": "action_result", "call": a_call_id, "ok": ok, "detail": detail}))
+            .await;
+    }
+}
+
+/// An agent added or changed (admin API `PUT /api/v1/agents/{id}`, `switchboard agent`):
+/// what is not given stays as it was.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentChange {
+    /// Display name.
+    pub name: Option<String>,
+    /// `agent`, `supervisor` or `admin`.
+    pub role: Option<String>,
+    /// Merchants whose calls they take.
+    pub merchants: Option<Vec<String>>,
+    /// Queues they answer.
+    pub queues: Option<Vec<String>>,
+    /// A new password (hashed here; never stored or logged in clear).
+    pub password: Option<String>,
+}
+
+/// The stored agent after `change`; `Err` in words.
+pub fn apply_change(
+    id: &str,
+    old: Option<crate::storage::AgentRow>,
+    change: AgentChange,
+) -> Result<crate::storage::AgentRow, String> {
+    let id_ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if !id_ok {
+        return Err("an agent ID has 1 to 64 letters, digits or . _ - @".into());
+    }
+    let mut row = old.unwrap_or_else(|| crate::storage::AgentRow {
+        id: id.to_owned(),
+        name: id.to_owned(),
+        role: "agent".into(),
+        ..Default::default()
+    });
+    if let Some(n) = change.name {
+        if n.chars().count() > 100 || n.chars().any(char::is_control) {
+            return Err("a name has at most 100 characters and no control characters".into());
+        }
+        row.name = n;
+    }
+    if let Some(r) = change.role {
+        if switchboard_agent::Role::parse(&r).is_none() {
+            return Err(format!("no role {r:?}: agent, supervisor or admin"));
+        }
+        row.role = r;
+    }
+    let list_ok = |l: &[String]| {
+        l.iter()
+            .all(|m| !m.is_empty() && !m.contains(',') && m.len() <= 64)
+    };
+    if let Some(m) = change.merchants {
+        if !list_ok(&m) {
+            return Err("merchant IDs are short and have no commas".into());
+        }
+        row.merchants = m;
+    }
+    if let Some(q) = change.queues {
+        if !list_ok(&q) {
+            return Err("queue names are short and have no commas".into());
+        }
+        row.queues = q;
+    }
+    if let Some(p) = change.password {
+        if p == crate::config::DEMO_PASSWORD {
+            return Err("that is the demo password everyone knows: choose another".into());
+        }
+        row.password = switchboard_agent::password::hash(&p).map_err(|e| e.to_string())?;
+    }
+    if row.password.is_empty() {
+        return Err("a new agent needs a password".into());
+    }
+    Ok(row)
+}
+
+impl ConsoleHub {
+    /// Every agent, conf/ first (`"source": "conf"`), then the store's.
+    pub async fn agents(&self) -> Result<Vec<Value>, String> {
+        let mut out: Vec<Value> = self
+            .cfg()
+            .accounts
+            .values()
+            .map(|(a, _)| json!({"id": a.id, "name": a.name, "role": a.role, "merchants": a.merchants, "queues": a.queues, "source": "conf"}))
+            .collect();
+        let db = self.db.clone();
+        let rows = tokio::task::spawn_blocking(move || crate::storage::agent_list(&db))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        out.extend(rows.iter().map(|r| {
+            json!({"id": r.id, "name": r.name, "role": r.role, "merchants": r.merchants, "queues": r.queues, "source": "store"})
+        }));
+        Ok(out)
+    }
+
+    /// Adds or changes an agent of the store; `true` when it is new. Its sessions end.
+    pub async fn put_agent(&self, id: &str, change: AgentChange) -> Result<bool, String> {
+        if self.cfg().accounts.contains_key(id) {
+            return Err(format!(
+                "agent {id} is defined in conf/ ([agent.{id}]): change it there"
+            ));
+        }
+        let db = self.db.clone();
+        let id2 = id.to_owned();
+        let created = tokio::task::spawn_blocking(move || {
+            let old = crate::storage::agent_get(&db, &id2).map_err(|e| e.to_string())?;
+            let created = old.is_none();
+            let row = apply_change(&id2, old, change)?;
+            crate::storage::agent_put(&db, &row, now_ms()).map_err(|e| e.to_string())?;
+            Ok::<bool, String>(created)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        info!(agent = id, created, "agent saved");
+        agent_changed(self, id);
+        Ok(created)
+    }
+
+    /// Removes an agent of the store; its sessions end.
+    pub async fn remove_agent(&self, id: &str) -> Result<bool, String> {
+        if self.cfg().accounts.contains_key(id) {
+            return Err(format!(
+                "agent {id} is defined in conf/ ([agent.{id}]): remove it there"
+            ));
+        }
+        let db = self.db.clone();
+        let id2 = id.to_owned();
+        let gone = tokio::task::spawn_blocking(move || crate::storage::agent_remove(&db, &id2))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        agent_changed(self, id);
+        Ok(gone)
+    }
+}
