@@ -117,6 +117,7 @@ impl CallObserver for Webhooks {
             | CallEvent::Ended(_) => true,
             // What the caller's browser was asked to do (a code, not a dialplan step).
             CallEvent::Action { code, .. } => code.is_some(),
+            CallEvent::Chat { .. } => true,
             CallEvent::Bridged { .. } | CallEvent::Digit { .. } | CallEvent::Released { .. } => {
                 false
             }
@@ -175,6 +176,20 @@ impl CallObserver for Webhooks {
                     ("detail", serde_json::json!(detail)),
                     ("ok", serde_json::json!(ok)),
                     ("result", serde_json::json!(result)),
+                ],
+            ),
+            CallEvent::Chat {
+                call,
+                from,
+                agent,
+                text,
+            } => self.hook(
+                *call,
+                "chat",
+                &[
+                    ("from", serde_json::json!(from)),
+                    ("agent", serde_json::json!(agent)),
+                    ("text", serde_json::json!(text)),
                 ],
             ),
             CallEvent::Bridged { .. } | CallEvent::Digit { .. } | CallEvent::Released { .. } => {}

@@ -347,9 +347,12 @@ impl MerchantConfig {
             }
         }
         for e in &self.webhook_events {
-            if !matches!(e.as_str(), "ringing" | "answered" | "hangup" | "action") {
+            if !matches!(
+                e.as_str(),
+                "ringing" | "answered" | "hangup" | "action" | "chat"
+            ) {
                 p.push(format!(
-                    "merchant {id}: webhook event {e:?}: use ringing, answered, hangup or action"
+                    "merchant {id}: webhook event {e:?}: use ringing, answered, hangup, action or chat"
                 ));
             }
         }

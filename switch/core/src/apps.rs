@@ -247,6 +247,27 @@ impl Engine {
             .map(|c| c.id)
     }
 
+    /// A chat message of the call's room (the agent console), for its record and observers.
+    /// `false`: no such call.
+    pub fn chat(
+        &mut self,
+        call: crate::CallRef,
+        from: &'static str,
+        agent: Option<String>,
+        text: String,
+    ) -> bool {
+        if !self.calls.contains_key(&call) {
+            return false;
+        }
+        self.event(CallEvent::Chat {
+            call,
+            from,
+            agent,
+            text,
+        });
+        true
+    }
+
     /// A fact an in-process caller (the browser leg) gave about itself (`merchant`): its
     /// `X-SB-*` header, as the dialplan saw it.
     pub fn call_fact(&self, call: crate::CallRef, name: &str) -> Option<&str> {

@@ -47,6 +47,8 @@ const ROOM_LINES: usize = 200;
 const BAD_LOGIN: &str = "wrong agent ID or password";
 /// A console's WebSocket frames at most (an SDP offer is ~4 KB).
 const MAX_FRAME: usize = 32 * 1024;
+/// Messages waiting for one console's WebSocket at most.
+const TO_CONSOLE: usize = 256;
 /// How long the console's page may take to say hello.
 const HELLO_WAIT: Duration = Duration::from_secs(10);
 
@@ -84,11 +86,10 @@ pub struct ConsoleHub {
     desk: SharedDesk,
     cfg: RwLock<AgentsConf>,
     db: PathBuf,
-    store: crate::storage::Store,
     cmd: mpsc::Sender<Command>,
     sessions: Mutex<HashMap<String, Session>>,
     limiter: Mutex<LoginLimiter>,
-    consoles: Mutex<HashMap<ConsoleId, (String, mpsc::UnboundedSender<ToConsole>)>>,
+    consoles: Mutex<HashMap<ConsoleId, (String, mpsc::Sender<ToConsole>)>>,
     rooms: Mutex<HashMap<CallRef, Room>>,
 }
 
@@ -123,7 +124,6 @@ impl ConsoleHub {
         desk: SharedDesk,
         cfg: AgentsConf,
         db: PathBuf,
-        store: crate::storage::Store,
         cmd: mpsc::Sender<Command>,
     ) -> Arc<ConsoleHub> {
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -134,7 +134,6 @@ impl ConsoleHub {
             web,
             desk,
             db,
-            store,
             cmd,
             sessions: Mutex::new(HashMap::new()),
             consoles: Mutex::new(HashMap::new()),
@@ -168,8 +167,14 @@ impl ConsoleHub {
     }
 
     fn tell(&self, console: ConsoleId, msg: Value) {
-        if let Some((_, tx)) = guard(&self.consoles).get(&console) {
-            let _ = tx.send(ToConsole::Json(msg));
+        if let Some((_, tx)) = guard(&self.consoles).get(&console)
+            && tx.try_send(ToConsole::Json(msg)).is_err()
+        {
+            // A console that reads nothing loses news, never the switch's memory.
+            warn!(
+                console,
+                "a console is not reading: a message to it is dropped"
+            );
         }
     }
 
@@ -206,7 +211,7 @@ impl ConsoleHub {
         lock(&self.desk).release_code(&s.code);
         for (t, tx) in guard(&self.consoles).values() {
             if t == token {
-                let _ = tx.send(ToConsole::Close(why));
+                let _ = tx.try_send(ToConsole::Close(why));
             }
         }
     }
@@ -371,15 +376,16 @@ impl ConsoleHub {
         room.lines.push(line.clone());
         let extra = room.lines.len().saturating_sub(ROOM_LINES);
         room.lines.drain(..extra);
-        self.store.record(crate::storage::CdrOp::Chat {
-            call: call.0,
-            at,
-            line: Box::new(crate::storage::ChatLine {
-                from: from.into(),
-                agent: from_agent.then(|| room.agent.0.clone()),
-                text: text.to_owned(),
-            }),
-        });
+        // To the call's record and the merchant's `chat` webhook, through the call's events.
+        let said = Command::Chat {
+            call,
+            from,
+            agent: from_agent.then(|| room.agent.0.clone()),
+            text: text.to_owned(),
+        };
+        if self.cmd.try_send(said).is_err() {
+            warn!(%call, "the switch is busy: a chat message is not recorded");
+        }
         Ok((room.a_call_id.clone(), room.consoles.clone(), line, at))
     }
 
@@ -762,7 +768,7 @@ async fn console(hub: Arc<ConsoleHub>, mut ws: WebSocket, token: String, s: Sess
     {
         return;
     }
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::channel(TO_CONSOLE);
     let id = lock(&hub.desk).register(Instant::now().into_std(), s.agent.clone(), &s.code, local);
     guard(&hub.consoles).insert(id, (token.clone(), tx));
     info!(
@@ -786,8 +792,16 @@ async fn console(hub: Arc<ConsoleHub>, mut ws: WebSocket, token: String, s: Sess
         tokio::select! {
             m = c.ws.recv() => match m {
                 Some(Ok(WsMessage::Text(t))) => {
-                    if let Some((_, s)) = guard(&hub.sessions).get_mut(&token).map(|v| ((), v)) {
-                        s.last_seen = Instant::now();
+                    let live = match guard(&hub.sessions).get_mut(&token) {
+                        Some(s) => {
+                            s.last_seen = Instant::now();
+                            true
+                        }
+                        None => false,
+                    };
+                    if !live {
+                        c.send(json!({"type": "error", "message": "the session is over: log in again", "session": "ended"})).await;
+                        break;
                     }
                     c.page_says(&t).await;
                 }

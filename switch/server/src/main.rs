@@ -419,6 +419,13 @@ fn check(conf: &std::path::Path) -> anyhow::Result<ExitCode> {
         l.dialplan.len(),
         l.gateways.iter().count()
     );
+    for (id, (_, hash)) in &l.agents.accounts {
+        if switchboard_agent::password::verify(config::DEMO_PASSWORD, Some(hash)) {
+            println!(
+                "note: agent {id} has the README's demo password: accepted on loopback only (set your own with `switchboard agent hash`)"
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -642,7 +649,7 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         let web = l.web.map(|w| web::WebShared::new(w, net_tx.clone(), engine.port_pool(), Some(storage.clone()), taps.clone()));
         // The agent console needs the browser leg (its media) and the agent module (its desk).
         let hub = web.as_ref().filter(|_| l.modules.iter().any(|m| m == "agent")).map(|w| {
-            let hub = console::ConsoleHub::start(w.clone(), desk.clone(), l.agents.clone(), l.storage.clone(), storage.clone(), cmd_tx.clone());
+            let hub = console::ConsoleHub::start(w.clone(), desk.clone(), l.agents.clone(), l.storage.clone(), cmd_tx.clone());
             let _ = w.hub.set(hub.clone());
             hub
         });

@@ -336,6 +336,20 @@ impl CallObserver for Records {
                     result: result.clone(),
                 }),
             },
+            CallEvent::Chat {
+                call,
+                from,
+                agent,
+                text,
+            } => CdrOp::Chat {
+                call: call.0,
+                at,
+                line: Box::new(crate::storage::ChatLine {
+                    from: (*from).into(),
+                    agent: agent.clone(),
+                    text: text.clone(),
+                }),
+            },
             CallEvent::Bridged { .. } | CallEvent::Digit { .. } => return,
         };
         self.0.record(op);

@@ -67,6 +67,17 @@ pub enum Command {
         /// The browser's answer.
         tx: oneshot::Sender<Option<switchboard_core::module::LegReply>>,
     },
+    /// A chat message of a call's room (the agent console): to its record and observers.
+    Chat {
+        /// The call.
+        call: CallRef,
+        /// `agent` or `caller`.
+        from: &'static str,
+        /// The agent's ID (for `agent`).
+        agent: Option<String>,
+        /// The text.
+        text: String,
+    },
     /// Graceful shutdown.
     Shutdown,
 }
@@ -368,6 +379,16 @@ impl Shell {
             }
             Command::Metrics(tx) => {
                 let _ = tx.send(self.metrics());
+            }
+            Command::Chat {
+                call,
+                from,
+                agent,
+                text,
+            } => {
+                if !self.engine.chat(call, from, agent, text) {
+                    debug!(%call, "a chat message of a call that is over");
+                }
             }
             Command::Action {
                 call,

@@ -1673,12 +1673,13 @@ actions = [
 
 /// The demo merchant (with its checkout page and a CRM key), another merchant, the sales
 /// queue, the demo agent, a second agent of the queue and an agent of the other merchant;
-/// gw1 leases caller IDs from a pool. Prepared, not started.
-fn console_switch(name: &str, idx: u16) -> Switch {
+/// gw1 leases caller IDs from a pool; `demo` is more of the demo merchant's settings.
+/// Prepared, not started.
+fn console_switch(name: &str, idx: u16, demo: &str) -> Switch {
     let http = common::Ports::for_test(idx).http;
     let hash = switchboard_webrtc::token::key_hash;
     let conf = format!(
-        "{}api_keys = [\"{}\"]\ncontext_cookies = [\"cart\"]\n[merchant.demo.pages]\ncheckout = \"/demo/checkout\"\n\
+        "{}{demo}\napi_keys = [\"{}\"]\ncontext_cookies = [\"cart\"]\n[merchant.demo.pages]\ncheckout = \"/demo/checkout\"\n\
          [merchant.other]\ntokenless = true\norigins = [\"http://127.0.0.1:{http}\"]\nlinks = [\"sales\"]\napi_keys = [\"{}\"]\n\
          [queue.sales]\nmerchant = \"demo\"\n\
          [agent.demo]\nname = \"Demo Agent\"\nmerchants = [\"demo\"]\nqueues = [\"sales\"]\npassword = \"{DEMO_HASH}\"\n\
@@ -1764,7 +1765,7 @@ const XSS: &str = "<img src=x onerror=\"window.__xss=1\">";
 #[test]
 fn the_console_rings_answers_in_the_browser_shows_the_screen_pop_chats_and_pushes_a_page() {
     let idx = 70;
-    let mut sw = console_switch("console-answer", idx);
+    let mut sw = console_switch("console-answer", idx, "");
     sw.launch();
     let mut agent = console_page(&sw, "console-agent", 1100.0, "demo");
     let mut shop = browser(&sw, "console-shop");
@@ -2031,7 +2032,7 @@ impl WsConsole {
 fn ring_all_rings_every_available_console_the_first_answer_wins_and_nobody_available_falls_through()
 {
     let idx = 71;
-    let mut sw = console_switch("console-ringall", idx);
+    let mut sw = console_switch("console-ringall", idx, "");
     sw.launch();
     let mut first = console_page(&sw, "ringall-agent", 1100.0, "demo");
     let mut second = WsConsole::login(sw.ports.http, "demo2");
@@ -2096,7 +2097,16 @@ fn ring_all_rings_every_available_console_the_first_answer_wins_and_nobody_avail
 fn a_phone_agent_binds_the_call_to_the_console_by_its_channel_code_or_the_caller_id_then_chats_and_pushes_a_page()
  {
     let idx = 72;
-    let mut sw = console_switch("console-code", idx);
+    // The merchant's CRM hears of the chat.
+    let crm_port = common::Ports::for_test(idx).sip + 10;
+    let hooks = crm_receiver(crm_port);
+    let mut sw = console_switch(
+        "console-code",
+        idx,
+        &format!(
+            "webhook_url = \"http://127.0.0.1:{crm_port}/hooks/sb\"\nwebhook_secret = \"whsec-test\"\nwebhook_events = [\"chat\"]"
+        ),
+    );
     let uas = acd_uas(&sw, idx, 1, "demo-visitor", "0");
     sw.launch();
     let mut demo = WsConsole::login(sw.ports.http, "demo");
@@ -2233,13 +2243,37 @@ fn a_phone_agent_binds_the_call_to_the_console_by_its_channel_code_or_the_caller
     assert!(codes[0].contains("not one of your merchants"), "{codes:?}");
     assert_eq!(codes[1], "ok");
     assert!(codes[2].contains("no more codes on this call"), "{codes:?}");
+    // Both messages reached the CRM as `chat` webhooks, in order.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen: Vec<serde_json::Value> = hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(e, _, _, st)| e == "chat" && *st == 200)
+            .filter_map(|(_, _, body, _)| serde_json::from_str(body).ok())
+            .collect();
+        if seen.len() >= 2 {
+            assert_eq!(seen[0]["from"], "agent", "{seen:?}");
+            assert_eq!(seen[0]["agent"], "demo", "{seen:?}");
+            assert_eq!(seen[0]["text"], "Hello from the phone desk");
+            assert_eq!(seen[1]["from"], "caller");
+            assert_eq!(seen[1]["call_id"], a_call_id.as_str(), "{seen:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chat webhooks: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
 fn console_logins_are_braked_sessions_need_their_csrf_token_and_agents_are_managed_through_the_api()
 {
     let idx = 73;
-    let mut sw = console_switch("console-security", idx);
+    let mut sw = console_switch("console-security", idx, "");
     sw.launch();
     let port = sw.ports.http;
     let (status, head, body) = common::http_raw(port, "GET", "/agent", "", "");
@@ -2372,4 +2406,49 @@ fn console_logins_are_braked_sessions_need_their_csrf_token_and_agents_are_manag
     assert_eq!(s, 429, "{body}");
     assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
     assert!(body.contains("try again in"), "{body}");
+}
+
+#[test]
+fn check_refuses_the_demo_agents_public_password_off_loopback() {
+    let check = |conf: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("--conf")
+            .arg(conf)
+            .arg("check")
+            .output()
+            .expect("run switchboard check")
+    };
+    // The shipped conf, as is: fine on loopback.
+    let shipped = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../conf"));
+    let out = check(shipped);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same on a public address: refused, with the file, the line and what to do.
+    let dir = std::env::temp_dir().join(format!("sb-check-public-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("dialplan")).unwrap();
+    for f in ["dialplan/default.toml", "dialplan/web.toml"] {
+        std::fs::copy(shipped.join(f), dir.join(f)).unwrap();
+    }
+    let main = std::fs::read_to_string(shipped.join("switchboard.toml"))
+        .unwrap()
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"0.0.0.0:8080\"")
+        .replace(
+            "sounds = \"../sounds/en\"",
+            &format!("sounds = \"{}\"", shipped.join("../sounds/en").display()),
+        );
+    std::fs::write(dir.join("switchboard.toml"), main).unwrap();
+    let out = check(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("agent demo still has the demo password"),
+        "{err}"
+    );
+    assert!(err.contains("switchboard.toml:"), "{err}");
+    assert!(err.contains("switchboard agent hash"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -73,6 +73,17 @@ pub enum CallEvent {
         /// What exactly (the page's URL, the new volume).
         detail: Option<String>,
     },
+    /// A chat message between the call's agent and its caller (the agent console's room).
+    Chat {
+        /// The call.
+        call: CallRef,
+        /// `agent` or `caller`.
+        from: &'static str,
+        /// The agent's ID (for `agent`).
+        agent: Option<String>,
+        /// The text, as written.
+        text: String,
+    },
     /// The call holds an item of a pool (a caller number from a gateway's ANI pool).
     Leased {
         /// The call.
@@ -103,6 +114,7 @@ impl CallEvent {
             | CallEvent::Bridged { call, .. }
             | CallEvent::Digit { call, .. }
             | CallEvent::Action { call, .. }
+            | CallEvent::Chat { call, .. }
             | CallEvent::Leased { call, .. } => Some(*call),
             CallEvent::Ended(s) => Some(s.id),
             CallEvent::Released { .. } => None,
@@ -118,6 +130,7 @@ impl CallEvent {
             CallEvent::Bridged { .. } => "bridged",
             CallEvent::Digit { .. } => "digit",
             CallEvent::Action { .. } => "action",
+            CallEvent::Chat { .. } => "chat",
             CallEvent::Leased { .. } => "leased",
             CallEvent::Released { .. } => "released",
             CallEvent::Ended(_) => "ended",
