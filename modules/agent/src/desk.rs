@@ -169,6 +169,9 @@ pub struct LiveCall {
     pub ani: Option<String>,
     /// The consoles it is bound to.
     pub consoles: Vec<ConsoleId>,
+    /// The sessions (by channel code) it is bound to, and how: a console of the same session
+    /// that connects later (the agent reloaded the page) gets the call again.
+    pub sessions: Vec<(String, Via)>,
 }
 
 /// Why a call could not be bound.
@@ -267,9 +270,21 @@ impl Desk {
             })
     }
 
-    /// A code is no longer in use (its session ended).
+    /// A code is no longer in use (its session ended): its calls are no longer bound to it.
     pub fn release_code(&mut self, code: &str) {
         self.codes.remove(code);
+        for call in self.live.values_mut() {
+            call.sessions.retain(|(c, _)| c != code);
+        }
+    }
+
+    /// The calls in progress bound to a session (by its code).
+    pub fn session_calls(&self, code: &str) -> Vec<(CallRef, Arc<str>)> {
+        self.live
+            .iter()
+            .filter(|(_, c)| c.sessions.iter().any(|(s, _)| s == code))
+            .map(|(r, c)| (*r, c.a_call_id.clone()))
+            .collect()
     }
 
     /// A console connected: `addr` is its Local SIP address, `code` its session's code.
@@ -293,6 +308,20 @@ impl Desk {
                 in_call: 0,
             },
         );
+        // The session's calls bound on an earlier console (a reloaded page) are this one's.
+        let again: Vec<(CallRef, Via)> = self
+            .live
+            .iter()
+            .filter_map(|(r, c)| {
+                c.sessions
+                    .iter()
+                    .find(|(s, _)| s == code)
+                    .map(|(_, via)| (*r, *via))
+            })
+            .collect();
+        for (call, via) in again {
+            let _ = self.bind(id, call, via);
+        }
         id
     }
 
@@ -432,6 +461,7 @@ impl Desk {
                 merchant,
                 ani: None,
                 consoles: Vec::new(),
+                sessions: Vec::new(),
             },
         );
     }
@@ -478,6 +508,9 @@ impl Desk {
         }
         if !live.consoles.contains(&console) {
             live.consoles.push(console);
+        }
+        if !live.sessions.iter().any(|(c, _)| *c == agent.code) {
+            live.sessions.push((agent.code.clone(), via));
         }
         let a_call_id = live.a_call_id.clone();
         self.note(Note::Bound {

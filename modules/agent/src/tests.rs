@@ -118,10 +118,16 @@ fn codes_and_caller_ids_bind_calls_of_the_agents_merchants_only() {
     assert_eq!(d.bind_ani(a, "5550001234"), Ok(CallRef(7)));
     assert_eq!(d.bind_ani(a, "+1 555 000 9999"), Err(BindError::NotYours));
     assert!(matches!(d.bind_ani(a, "123"), Err(BindError::NoSuchAni(_))));
+    // The agent reloads the console: the new console of the same session has the call again.
+    d.unregister(a);
+    let again = d.register(t, agent("alice", "demo", &[]), &code, addr(9));
+    assert_eq!(d.live(CallRef(7)).unwrap().consoles, vec![again]);
+    assert_eq!(d.session_calls(&code), vec![(CallRef(7), "web-7".into())]);
     d.ended(CallRef(7));
     let notes = notes.0.lock().unwrap();
     assert!(matches!(&notes[0], Note::Bound { console, via: Via::Code, .. } if *console == a));
     assert!(matches!(&notes[1], Note::Bound { via: Via::Ani, .. }));
+    assert!(matches!(&notes[2], Note::Bound { console, .. } if *console == again));
     assert!(matches!(
         notes.last(),
         Some(Note::Ended {

@@ -513,6 +513,7 @@ pub fn routes(hub: Arc<ConsoleHub>) -> Router {
         .route("/agent/login", post(login))
         .route("/agent/logout", post(logout))
         .route("/agent/api/me", get(me))
+        .route("/agent/api/calls/{id}", get(call_pop))
         .route("/agent/ws", get(ws))
         .with_state(hub)
 }
@@ -579,6 +580,45 @@ async fn me(State(hub): State<Arc<ConsoleHub>>, headers: HeaderMap) -> Response 
             .into_response(),
         None => err(StatusCode::UNAUTHORIZED, "not logged in"),
     }
+}
+
+/// `GET /agent/api/calls/{id}`: the screen pop and chat so far of a call bound to this
+/// session (a supervisor's: any live call of their merchants). Any other call is 404.
+async fn call_pop(
+    State(hub): State<Arc<ConsoleHub>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some((_, s)) = hub.session(&headers) else {
+        return err(StatusCode::UNAUTHORIZED, "not logged in");
+    };
+    let found = {
+        let desk = lock(&hub.desk);
+        let mine = desk
+            .session_calls(&s.code)
+            .into_iter()
+            .find(|(_, a)| **a == *id)
+            .map(|(r, _)| r);
+        mine.or_else(|| {
+            let (r, live) = desk.live_by_call_id(&id)?;
+            (s.agent.role != switchboard_agent::Role::Agent
+                && !live.merchant.is_empty()
+                && s.agent.serves(&live.merchant))
+            .then_some(r)
+        })
+    };
+    let Some(call) = found else {
+        return err(StatusCode::NOT_FOUND, "no such call of yours");
+    };
+    let chat = guard(&hub.rooms)
+        .get(&call)
+        .map(|r| r.lines.clone())
+        .unwrap_or_default();
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(json!({"call": id, "pop": hub.pop(call, &id), "chat": chat})),
+    )
+        .into_response()
 }
 
 #[derive(serde::Deserialize)]

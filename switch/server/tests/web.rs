@@ -2109,7 +2109,8 @@ fn a_phone_agent_binds_the_call_to_the_console_by_its_channel_code_or_the_caller
     );
     let uas = acd_uas(&sw, idx, 1, "demo-visitor", "0");
     sw.launch();
-    let mut demo = WsConsole::login(sw.ports.http, "demo");
+    let (_, demo_cookie, demo_csrf) = agent_login(sw.ports.http, "demo", DEMO_PW);
+    let mut demo = WsConsole::connect(sw.ports.http, &demo_cookie, &demo_csrf).unwrap();
     let mut demo2 = WsConsole::login(sw.ports.http, "demo2");
     let mut ann = WsConsole::login(sw.ports.http, "ann");
     let mut shop = browser(&sw, "code-shop");
@@ -2161,6 +2162,23 @@ fn a_phone_agent_binds_the_call_to_the_console_by_its_channel_code_or_the_caller
     assert!(ani.starts_with("155501"), "{ani}");
     let a_call_id = bound["call"].as_str().unwrap().to_owned();
     drop(heard);
+    let path = format!("/agent/api/calls/{a_call_id}");
+    let (s, _, body) = common::http_raw(
+        sw.ports.http,
+        "GET",
+        &path,
+        &format!("Cookie: {demo_cookie}\r\n"),
+        "",
+    );
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("demo-visitor"), "{body}");
+    // The agent reloads the console: the call is theirs again, pop and all.
+    drop(demo);
+    let mut demo = WsConsole::connect(sw.ports.http, &demo_cookie, &demo_csrf).unwrap();
+    let again = demo
+        .next("bound", Duration::from_secs(2))
+        .expect("bound again");
+    assert_eq!(again["call"], bound["call"]);
     // The code never reached the caller; the shopper's panel opens its chat.
     shop.wait_for(&format!("{CALL}.chatOpen === true"), Duration::from_secs(5));
     // Chat both ways.
@@ -2184,6 +2202,17 @@ fn a_phone_agent_binds_the_call_to_the_console_by_its_channel_code_or_the_caller
             .contains("not one of your merchants"),
         "{e}"
     );
+    // Nor does it see the call over HTTP: 404, as for a call that does not exist.
+    let (_, ann_cookie, _) = agent_login(sw.ports.http, "ann", DEMO_PW);
+    let path = format!("/agent/api/calls/{a_call_id}");
+    let (s, _, _) = common::http_raw(
+        sw.ports.http,
+        "GET",
+        &path,
+        &format!("Cookie: {ann_cookie}\r\n"),
+        "",
+    );
+    assert_eq!(s, 404);
     demo2.send(serde_json::json!({"type": "bind_ani", "ani": &ani[1..]}));
     let b2 = demo2
         .next("bound", Duration::from_secs(2))
