@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)   # libopus, bundled by the opus crate
+command -v pulseaudio >/dev/null 2>&1 || need_apt+=(pulseaudio)   # Firefox's WebAudio: a private server with a null sink per test browser
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)         # the browser tests (tests/web.rs): never skipped
 [ -x /usr/bin/firefox-esr ] || need_apt+=(firefox-esr)   # the same, in Firefox (WebDriver BiDi)
 if [ ${#need_apt[@]} -gt 0 ]; then

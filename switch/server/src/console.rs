@@ -994,13 +994,21 @@ impl Console {
             .uri_param(switchboard_agent::CALL_PARAM)
             .and_then(|v| v.parse::<u64>().ok())
             .map(CallRef);
-        let a_call_id = call
-            .and_then(|r| {
+        // The SIP thread sends the INVITE before it hands the call's `Started` to the desk (in
+        // the same round): a moment's wait, never a guess.
+        let mut a_call_id = None;
+        for _ in 0..50 {
+            a_call_id = call.and_then(|r| {
                 lock(&self.hub.desk)
                     .live(r)
                     .map(|l| l.a_call_id.to_string())
-            })
-            .unwrap_or_else(|| call_id.clone());
+            });
+            if a_call_id.is_some() || call.is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let a_call_id = a_call_id.unwrap_or_else(|| call_id.clone());
         let pop = call
             .map(|r| self.hub.pop(r, &a_call_id))
             .unwrap_or(json!({}));

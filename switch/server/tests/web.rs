@@ -2481,3 +2481,84 @@ fn check_refuses_the_demo_agents_public_password_off_loopback() {
     assert!(err.contains("switchboard agent hash"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Benchmark (on demand: `bench/web.sh`): a shopper's click → the console rings, the agent's
+/// answer → media connected on both browsers (median of 10 calls), and the switch's CPU per
+/// second of a browser ↔ browser call (str0m SRTP on both legs, Opus passed through).
+#[test]
+#[ignore = "benchmark: run with bench/web.sh"]
+fn bench_console_ring_answer_and_cpu() {
+    let idx = 74;
+    let runs = 10;
+    let mut sw = console_switch("console-bench", idx, "");
+    sw.launch();
+    let pid = sw.pid().expect("pid");
+    let mut agent = console_page(&sw, "bench-agent", 1100.0, "demo");
+    let mut shop = browser(&sw, "bench-shop");
+    let (mut ring, mut answer) = (Vec::new(), Vec::new());
+    let ringing = |b: &mut Browser| {
+        b.eval("SwitchboardConsole.events.filter(e => e === 'ringing').length")
+            .as_u64()
+            .unwrap_or(0)
+    };
+    for i in 0..runs {
+        let before = ringing(&mut agent);
+        let clicked = std::time::Instant::now();
+        click_sales(&mut shop, &[("processing", "off")]);
+        while ringing(&mut agent) == before {
+            assert!(clicked.elapsed() < Duration::from_secs(10), "no ringing");
+        }
+        ring.push(clicked.elapsed().as_secs_f64() * 1000.0);
+        let call = agent
+            .eval("Object.keys(SwitchboardConsole.calls).find(k => !SwitchboardConsole.calls[k].answered && !SwitchboardConsole.calls[k].ended) || ''")
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let c = format!("SwitchboardClient.calls[{i}]");
+        let answered = std::time::Instant::now();
+        agent.eval(&format!(
+            "document.querySelector('.sb-answer[data-call=\"{call}\"]').click()"
+        ));
+        loop {
+            let up = agent.eval(&format!(
+                "(SwitchboardConsole.calls[{call:?}].pc || {{}}).connectionState === 'connected' && {c}.state === 'connected'"
+            ));
+            if up == true {
+                break;
+            }
+            assert!(
+                answered.elapsed() < Duration::from_secs(10),
+                "not connected"
+            );
+        }
+        answer.push(answered.elapsed().as_secs_f64() * 1000.0);
+        if i + 1 == runs {
+            // The last call talks for 10 s: the switch's CPU for one browser <-> browser call.
+            std::thread::sleep(Duration::from_secs(3));
+            let (c0, t0) = (common::cpu_ms(pid), std::time::Instant::now());
+            std::thread::sleep(Duration::from_secs(10));
+            let per_sec = (common::cpu_ms(pid) - c0) / t0.elapsed().as_secs_f64();
+            println!(
+                "BENCH console cpu: one browser <-> browser call: switch CPU {per_sec:.2} ms per call-second"
+            );
+        }
+        agent.eval(&format!(
+            "document.querySelector('.sb-hangup[data-call=\"{call}\"]').click()"
+        ));
+        sw.wait_call_count(0, Duration::from_secs(10));
+        shop.eval(&format!("{c}.close()"));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "BENCH console: {runs} calls: click -> console rings median {:.1} ms (min {:.1}, max {:.1}); answer -> media up on both browsers median {:.1} ms (min {:.1}, max {:.1})",
+        median(&mut ring),
+        ring[0],
+        ring[ring.len() - 1],
+        median(&mut answer),
+        answer[0],
+        answer[answer.len() - 1]
+    );
+}

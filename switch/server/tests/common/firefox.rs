@@ -36,8 +36,10 @@ user_pref("media.navigator.permission.disabled", true);
 user_pref("media.navigator.permission.fake", true);
 user_pref("media.navigator.audio.fake_frequency", {tone});
 user_pref("media.peerconnection.ice.loopback", true);
-// WebAudio without a sound card: a mock audio device (else an AudioContext never starts).
-user_pref("media.cubeb.force_mock_context", true);
+// WebAudio needs an audio device that keeps real time: Debian's build has no mock device
+// (`media.cubeb.force_mock_context` is a test-build pref) and an AudioContext never leaves
+// "suspended" without one, so each Firefox gets a private PulseAudio with a null sink
+// (`Pulse` below).
 // The call test passes without each of these today; kept so that a changed default does not
 // hide or rename (mDNS) host candidates, or hold back the remote audio.
 user_pref("media.peerconnection.ice.obfuscate_host_addresses", false);
@@ -108,8 +110,69 @@ user_pref("browser.translations.enable", false);
 user_pref("geo.provider.network.url", "");
 "#;
 
+/// A private PulseAudio server with a null sink, for one Firefox: WebAudio runs at real time
+/// and the remote audio of a call can be analysed. Its files live in a short temp dir (the
+/// socket path must stay under ~108 bytes); it is stopped by its PID.
+struct Pulse {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Pulse {
+    fn start(name: &str) -> Pulse {
+        let dir = PathBuf::from(format!("/tmp/sbpa-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("PulseAudio dir");
+        let socket = dir.join("native");
+        let child = Command::new("pulseaudio")
+            .args([
+                "--daemonize=no",
+                "-n",
+                "--use-pid-file=no",
+                "--exit-idle-time=-1",
+                "--realtime=no",
+                "--high-priority=no",
+                "--log-target=stderr",
+                "-L",
+                "module-null-sink",
+                "-L",
+            ])
+            .arg(format!(
+                "module-native-protocol-unix socket={} auth-anonymous=1",
+                socket.display()
+            ))
+            .env("PULSE_RUNTIME_PATH", &dir)
+            .env("PULSE_STATE_PATH", &dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pulseaudio: the test command installs it");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "pulseaudio did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Pulse { child, dir }
+    }
+
+    fn server(&self) -> String {
+        format!("unix:{}", self.dir.join("native").display())
+    }
+}
+
+impl Drop for Pulse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 pub struct Firefox {
     child: Child,
+    /// Dropped after Firefox (fields drop in order).
+    _pulse: Pulse,
     ws: WebSocket<MaybeTlsStream<TcpStream>>,
     /// The top-level browsing context the tests drive.
     context: String,
@@ -134,12 +197,14 @@ impl Firefox {
             USER_JS.replace("{tone}", &tone_hz.to_string()),
         )
         .expect("write the profile's user.js");
+        let pulse = Pulse::start(name);
         // Port 0: Firefox takes a free port and says which on stderr (no race for it).
         let mut child = Command::new(FIREFOX)
             .args(["--headless", "--remote-debugging-port=0", "--profile"])
             .arg(&profile)
             .args(["--no-remote", "about:blank"])
             .env("MOZ_CRASHREPORTER_DISABLE", "1")
+            .env("PULSE_SERVER", pulse.server())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -203,6 +268,7 @@ impl Firefox {
         }
         let mut f = Firefox {
             child,
+            _pulse: pulse,
             ws,
             context: String::new(),
             next: 1,
