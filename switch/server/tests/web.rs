@@ -2562,3 +2562,96 @@ fn bench_console_ring_answer_and_cpu() {
         answer[answer.len() - 1]
     );
 }
+
+/// The strongest frequency of a console call's audio, in any browser.
+fn console_heard_hz_in(b: &mut impl Page, call: &str) -> f64 {
+    b.eval(&format!(
+        "(async () => {{ const c = SwitchboardConsole.calls[{call:?}]; const ctx = new AudioContext(); \
+         await Promise.race([ctx.resume(), new Promise(r => setTimeout(r, 2000))]); \
+         const src = ctx.createMediaStreamSource(c.audio.srcObject); const an = ctx.createAnalyser(); \
+         an.fftSize = 8192; src.connect(an); await new Promise(r => setTimeout(r, 1500)); \
+         const d = new Float32Array(an.frequencyBinCount); an.getFloatFrequencyData(d); \
+         let best = 0; for (let i = 1; i < d.length; i++) if (d[i] > d[best]) best = i; \
+         ctx.close(); return best * ctx.sampleRate / an.fftSize; }})()"
+    ))
+    .as_f64()
+    .unwrap_or(0.0)
+}
+
+/// The console in Firefox ESR answers a Chromium shopper: Firefox's own offer (Opus with
+/// telephone-event/8000) on the answering side, audio both ways, chat both ways.
+#[test]
+fn firefox_console_answers_a_chromium_shopper() {
+    let idx = 92;
+    let mut sw = console_switch("console-firefox", idx, "");
+    sw.launch();
+    // The agent's microphone plays 900 Hz, the shopper's 700.
+    let mut agent = Firefox::launch("console", 900);
+    agent.open(&format!("http://127.0.0.1:{}/agent", sw.ports.http));
+    agent.wait_for(
+        "!!document.querySelector('#sb-login-id')",
+        Duration::from_secs(10),
+    );
+    agent.eval(&format!(
+        "document.querySelector('#sb-login-id').value = 'demo'; \
+         document.querySelector('#sb-login-password').value = {DEMO_PW:?}; \
+         document.querySelector('#sb-login-submit').click()"
+    ));
+    agent.wait_for(
+        "!!(SwitchboardConsole.state && SwitchboardConsole.state.code)",
+        Duration::from_secs(10),
+    );
+    let mut shop = browser(&sw, "ff-console-shop");
+    click_sales(&mut shop, &[("processing", "off")]);
+    agent.wait_for(
+        "SwitchboardConsole.events.includes('ringing')",
+        Duration::from_secs(10),
+    );
+    let call = agent
+        .eval("Object.keys(SwitchboardConsole.calls)[0] || ''")
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    agent.eval(&format!(
+        "document.querySelector('.sb-answer[data-call=\"{call}\"]').click()"
+    ));
+    shop.wait_for(
+        &format!("{CALL}.state === 'connected'"),
+        Duration::from_secs(15),
+    );
+    agent.wait_for(
+        &format!("SwitchboardConsole.calls[{call:?}].pc && SwitchboardConsole.calls[{call:?}].pc.connectionState === 'connected'"),
+        Duration::from_secs(15),
+    );
+    wait_hz(
+        "the Firefox console",
+        Duration::from_secs(15),
+        || console_heard_hz_in(&mut agent, &call),
+        700.0,
+        &sw,
+    );
+    wait_hz(
+        "the shopper",
+        Duration::from_secs(15),
+        || heard_peak_hz(&mut shop),
+        900.0,
+        &sw,
+    );
+    agent.eval(&format!(
+        "SwitchboardConsole.send({call:?}, 'Firefox here')"
+    ));
+    shop.wait_for(
+        &format!("{CALL}.chat.length === 1 && {CALL}.chat[0].text === 'Firefox here'"),
+        Duration::from_secs(5),
+    );
+    shop.eval(&format!("{CALL}.chatOut('Chromium here')"));
+    agent.wait_for(
+        &format!("SwitchboardConsole.calls[{call:?}].chat.some(m => m.from === 'caller' && m.text === 'Chromium here')"),
+        Duration::from_secs(5),
+    );
+    agent.eval(&format!(
+        "document.querySelector('.sb-hangup[data-call=\"{call}\"]').click()"
+    ));
+    sw.wait_call_count(0, Duration::from_secs(10));
+    shop.wait_for(&format!("{CALL}.ended === true"), Duration::from_secs(5));
+}
