@@ -129,6 +129,13 @@ pub enum Note {
         /// How.
         via: Via,
     },
+    /// A call that was bound to some console ended: its room closes.
+    Closed {
+        /// The call.
+        call: CallRef,
+        /// Leg A's Call-ID.
+        a_call_id: Arc<str>,
+    },
     /// A call bound to this console ended.
     Ended {
         /// The console.
@@ -189,6 +196,9 @@ pub enum BindError {
     /// The call is over (or unknown).
     #[error("the call is over")]
     NoCall,
+    /// Another agent has the call.
+    #[error("another agent has that call")]
+    Taken,
 }
 
 /// The desk.
@@ -288,12 +298,15 @@ impl Desk {
     }
 
     /// A console connected: `addr` is its Local SIP address, `code` its session's code.
+    /// It starts with `status` (the session's: a reloaded page of an agent who was away
+    /// stays away).
     pub fn register(
         &mut self,
         now: Instant,
         agent: AgentInfo,
         code: &str,
         addr: SocketAddr,
+        status: Status,
     ) -> ConsoleId {
         let id = self.next;
         self.next += 1;
@@ -302,7 +315,7 @@ impl Desk {
             Console {
                 agent,
                 code: code.to_owned(),
-                status: Status::Available,
+                status,
                 addr,
                 idle_since: now,
                 in_call: 0,
@@ -363,21 +376,46 @@ impl Desk {
         }
     }
 
+    /// An agent in a call on any of their consoles rings on none.
+    fn busy(&self, agent: &str) -> bool {
+        self.consoles
+            .values()
+            .any(|c| c.agent.id == agent && c.in_call > 0)
+    }
+
     fn ringable(&self) -> impl Iterator<Item = (&ConsoleId, &Console)> {
         self.consoles
             .iter()
-            .filter(|(_, c)| c.status == Status::Available && c.in_call == 0)
+            .filter(|(_, c)| c.status == Status::Available && !self.busy(&c.agent.id))
+    }
+
+    /// The merchant of a call in progress ("" for a SIP caller; None: not known).
+    fn merchant_of(&self, call: Option<CallRef>) -> Option<&str> {
+        call.and_then(|c| self.live.get(&c))
+            .map(|l| l.merchant.as_str())
+    }
+
+    /// A console's agent may take a call of `merchant` (a SIP caller's: anyone the plan rings).
+    fn may_take(c: &Console, merchant: Option<&str>) -> bool {
+        merchant.is_none_or(|m| m.is_empty() || c.agent.serves(m))
     }
 
     /// The consoles a target stands for: `agent/ID` (each of that agent's available
     /// consoles) or `queue/NAME` (those of the queue's agents, by its strategy), as
     /// `(agent, console)` pairs for `agent/AGENT/CONSOLE` targets.
+    /// Only consoles whose agent serves `call`'s merchant ring (its screen pop is theirs to
+    /// see). With longest-idle, the console picked counts as offered: the next call goes to
+    /// the next agent if this one does not answer.
     pub fn expand(
-        &self,
+        &mut self,
+        now: Instant,
+        call: Option<CallRef>,
         kind: &str,
         name: &str,
         user: &str,
     ) -> Option<Result<Vec<(String, String)>, AttemptError>> {
+        let merchant = self.merchant_of(call).map(str::to_owned);
+        let merchant = merchant.as_deref();
         let pick = |c: &Console| (c.agent.id.clone(), String::new(), c.idle_since);
         let mut found: Vec<(String, String, Instant)> = match kind {
             crate::AGENT_KIND if user.is_empty() => {
@@ -387,7 +425,7 @@ impl Desk {
                     ))));
                 }
                 self.ringable()
-                    .filter(|(_, c)| c.agent.id == name)
+                    .filter(|(_, c)| c.agent.id == name && Self::may_take(c, merchant))
                     .map(|(id, c)| {
                         let (a, _, t) = pick(c);
                         (a, id.to_string(), t)
@@ -405,6 +443,7 @@ impl Desk {
                     .ringable()
                     .filter(|(_, c)| c.agent.queues.iter().any(|x| x == name))
                     .filter(|(_, c)| q.merchant.as_deref().is_none_or(|m| c.agent.serves(m)))
+                    .filter(|(_, c)| Self::may_take(c, merchant))
                     .map(|(id, c)| {
                         let (a, _, t) = pick(c);
                         (a, id.to_string(), t)
@@ -413,6 +452,11 @@ impl Desk {
                 if q.strategy == RingStrategy::LongestIdle {
                     v.sort_by_key(|(_, id, t)| (*t, id.clone()));
                     v.truncate(1);
+                    if let Some((_, id, _)) = v.first()
+                        && let Some(c) = id.parse().ok().and_then(|id| self.consoles.get_mut(&id))
+                    {
+                        c.idle_since = now;
+                    }
                 }
                 v
             }
@@ -439,7 +483,7 @@ impl Desk {
             .get(&id)
             .filter(|c| c.agent.id == name)
             .ok_or_else(gone)?;
-        if c.status != Status::Available || c.in_call > 0 {
+        if c.status != Status::Available || self.busy(&c.agent.id) {
             return Err(gone());
         }
         Ok(c.addr)
@@ -473,7 +517,8 @@ impl Desk {
         }
     }
 
-    /// The call ended: its consoles are told.
+    /// The call ended: its consoles are told, and its room closes (even with no console
+    /// left in it).
     pub fn ended(&mut self, call: CallRef) {
         if let Some(c) = self.live.remove(&call) {
             for console in c.consoles {
@@ -481,6 +526,12 @@ impl Desk {
                     console,
                     call,
                     a_call_id: c.a_call_id.clone(),
+                });
+            }
+            if !c.sessions.is_empty() {
+                self.note(Note::Closed {
+                    call,
+                    a_call_id: c.a_call_id,
                 });
             }
         }
@@ -503,7 +554,9 @@ impl Desk {
     pub fn bind(&mut self, console: ConsoleId, call: CallRef, via: Via) -> Result<(), BindError> {
         let agent = self.consoles.get(&console).ok_or(BindError::NoSuchCode)?;
         let live = self.live.get_mut(&call).ok_or(BindError::NoCall)?;
-        if !agent.agent.serves(&live.merchant) {
+        // A call the plan rang this console with is the agent's to take (a SIP caller has
+        // no merchant); a code or a caller ID binds only calls of the agent's merchants.
+        if via != Via::Answered && !agent.agent.serves(&live.merchant) {
             return Err(BindError::NotYours);
         }
         if !live.consoles.contains(&console) {
@@ -520,6 +573,18 @@ impl Desk {
             via,
         });
         Ok(())
+    }
+
+    /// A console's answer was not the one taken (another console's 200 won): the call is not
+    /// this console's or its session's after all.
+    pub fn unbind(&mut self, console: ConsoleId, call: CallRef) {
+        let code = self.consoles.get(&console).map(|c| c.code.clone());
+        if let Some(live) = self.live.get_mut(&call) {
+            live.consoles.retain(|c| *c != console);
+            if let Some(code) = code {
+                live.sessions.retain(|(s, _)| *s != code);
+            }
+        }
     }
 
     /// The agent keyed `code` during `call`: bound to every console with that code.
@@ -553,7 +618,9 @@ impl Desk {
         if want.is_empty() {
             return Err(BindError::NoSuchAni(ani.to_owned()));
         }
-        let call = self
+        let me = self.consoles.get(&console).ok_or(BindError::NoSuchCode)?;
+        let (agent, code) = (me.agent.clone(), me.code.clone());
+        let matching: Vec<(CallRef, &LiveCall)> = self
             .live
             .iter()
             .filter(|(_, c)| {
@@ -563,9 +630,25 @@ impl Desk {
                     a == want || (want.len() >= 7 && (a.ends_with(&want) || want.ends_with(&a)))
                 })
             })
+            .map(|(r, c)| (*r, c))
+            .collect();
+        if matching.is_empty() {
+            return Err(BindError::NoSuchAni(want));
+        }
+        let call = matching
+            .iter()
+            .filter(|(_, c)| agent.serves(&c.merchant))
             .map(|(r, _)| *r)
             .max()
-            .ok_or_else(|| BindError::NoSuchAni(want.clone()))?;
+            .ok_or(BindError::NotYours)?;
+        // A plain agent does not take over a call a colleague has (a supervisor may join).
+        let taken = self
+            .live
+            .get(&call)
+            .is_some_and(|c| c.sessions.iter().any(|(s, _)| *s != code));
+        if taken && agent.role == Role::Agent {
+            return Err(BindError::Taken);
+        }
         self.bind(console, call, Via::Ani)?;
         Ok(call)
     }

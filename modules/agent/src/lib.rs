@@ -140,11 +140,12 @@ impl Module for Agents {
 impl Endpoint for Agents {
     fn expand(
         &mut self,
-        _now: Instant,
+        now: Instant,
         target: TargetRef<'_>,
-        _ctx: &OriginateCtx<'_>,
+        ctx: &OriginateCtx<'_>,
     ) -> Option<Result<Vec<switchboard_dialplan::Target>, AttemptError>> {
-        let found = lock(&self.desk).expand(target.kind, target.name, target.user)?;
+        let found =
+            lock(&self.desk).expand(now, Some(ctx.call), target.kind, target.name, target.user)?;
         Some(found.map(|consoles| {
             consoles
                 .into_iter()

@@ -49,16 +49,29 @@ fn desk(strategy: RingStrategy) -> (Desk, Arc<Notes>) {
 fn a_queue_rings_its_available_agents_all_at_once_or_the_longest_idle() {
     let t = Instant::now();
     let (mut d, _) = desk(RingStrategy::RingAll);
-    let a = d.register(t, agent("alice", "demo", &["sales"]), "1111", addr(1));
+    let a = d.register(
+        t,
+        agent("alice", "demo", &["sales"]),
+        "1111",
+        addr(1),
+        Status::Available,
+    );
     let b = d.register(
         t + Duration::from_secs(1),
         agent("bob", "demo", &["sales"]),
         "2222",
         addr(2),
+        Status::Available,
     );
     // Another merchant's agent in a queue of the same name does not ring.
-    d.register(t, agent("eve", "acme", &["sales"]), "3333", addr(3));
-    let all = d.expand(QUEUE_KIND, "sales", "").unwrap().unwrap();
+    d.register(
+        t,
+        agent("eve", "acme", &["sales"]),
+        "3333",
+        addr(3),
+        Status::Available,
+    );
+    let all = d.expand(t, None, QUEUE_KIND, "sales", "").unwrap().unwrap();
     assert_eq!(
         all,
         vec![
@@ -70,29 +83,47 @@ fn a_queue_rings_its_available_agents_all_at_once_or_the_longest_idle() {
     // Away and busy consoles do not ring; nobody left is a failed target in words.
     d.set_status(t, a, Status::Away);
     d.in_call(t, b, true);
-    let e = d.expand(QUEUE_KIND, "sales", "").unwrap().unwrap_err();
+    let e = d
+        .expand(t, None, QUEUE_KIND, "sales", "")
+        .unwrap()
+        .unwrap_err();
     assert_eq!(e.to_string(), "no agent of queue sales is available");
     assert!(d.console_addr("bob", &b.to_string()).is_err());
     // Longest idle: the one whose last call ended first.
     let (mut d, _) = desk(RingStrategy::LongestIdle);
-    let a = d.register(t, agent("alice", "demo", &["sales"]), "1111", addr(1));
-    let b = d.register(t, agent("bob", "demo", &["sales"]), "2222", addr(2));
+    let a = d.register(
+        t,
+        agent("alice", "demo", &["sales"]),
+        "1111",
+        addr(1),
+        Status::Available,
+    );
+    let b = d.register(
+        t,
+        agent("bob", "demo", &["sales"]),
+        "2222",
+        addr(2),
+        Status::Available,
+    );
     d.in_call(t, a, true);
     d.in_call(t + Duration::from_secs(5), a, false);
     d.in_call(t, b, true);
     d.in_call(t + Duration::from_secs(2), b, false);
     assert_eq!(
-        d.expand(QUEUE_KIND, "sales", "").unwrap().unwrap(),
+        d.expand(t, None, QUEUE_KIND, "sales", "").unwrap().unwrap(),
         vec![("bob".into(), b.to_string())]
     );
     // agent/ID: that agent's consoles; not logged in says so.
     assert_eq!(
-        d.expand(AGENT_KIND, "alice", "").unwrap().unwrap(),
+        d.expand(t, None, AGENT_KIND, "alice", "").unwrap().unwrap(),
         vec![("alice".into(), a.to_string())]
     );
-    let e = d.expand(AGENT_KIND, "carol", "").unwrap().unwrap_err();
+    let e = d
+        .expand(t, None, AGENT_KIND, "carol", "")
+        .unwrap()
+        .unwrap_err();
     assert!(e.to_string().contains("not logged in"), "{e}");
-    assert!(d.expand("gateway", "x", "").is_none());
+    assert!(d.expand(t, None, "gateway", "x", "").is_none());
 }
 
 #[test]
@@ -106,7 +137,13 @@ fn codes_and_caller_ids_bind_calls_of_the_agents_merchants_only() {
         code,
         "codes are unique among those in use"
     );
-    let a = d.register(t, agent("alice", "demo", &[]), &code, addr(1));
+    let a = d.register(
+        t,
+        agent("alice", "demo", &[]),
+        &code,
+        addr(1),
+        Status::Available,
+    );
     d.started(CallRef(7), "web-7".into(), 1000, "demo".into());
     d.leased(CallRef(7), "+15550001234");
     d.started(CallRef(8), "web-8".into(), 1000, "acme".into());
@@ -120,7 +157,13 @@ fn codes_and_caller_ids_bind_calls_of_the_agents_merchants_only() {
     assert!(matches!(d.bind_ani(a, "123"), Err(BindError::NoSuchAni(_))));
     // The agent reloads the console: the new console of the same session has the call again.
     d.unregister(a);
-    let again = d.register(t, agent("alice", "demo", &[]), &code, addr(9));
+    let again = d.register(
+        t,
+        agent("alice", "demo", &[]),
+        &code,
+        addr(9),
+        Status::Available,
+    );
     assert_eq!(d.live(CallRef(7)).unwrap().consoles, vec![again]);
     assert_eq!(d.session_calls(&code), vec![(CallRef(7), "web-7".into())]);
     d.ended(CallRef(7));
@@ -129,8 +172,15 @@ fn codes_and_caller_ids_bind_calls_of_the_agents_merchants_only() {
     assert!(matches!(&notes[1], Note::Bound { via: Via::Ani, .. }));
     assert!(matches!(&notes[2], Note::Bound { console, .. } if *console == again));
     assert!(matches!(
+        notes[notes.len() - 2],
+        Note::Ended {
+            call: CallRef(7),
+            ..
+        }
+    ));
+    assert!(matches!(
         notes.last(),
-        Some(Note::Ended {
+        Some(Note::Closed {
             call: CallRef(7),
             ..
         })
@@ -157,7 +207,13 @@ fn actions(app: &mut ChannelApp) -> Vec<AppAction> {
 fn the_channel_app_binds_swallows_releases_and_stops_after_wrong_codes() {
     let t = Instant::now();
     let (mut d, _) = desk(RingStrategy::RingAll);
-    d.register(t, agent("alice", "demo", &[]), "4711", addr(1));
+    d.register(
+        t,
+        agent("alice", "demo", &[]),
+        "4711",
+        addr(1),
+        Status::Available,
+    );
     d.started(CallRef(1), "web-1".into(), 0, "demo".into());
     let desk: SharedDesk = Arc::new(Mutex::new(d));
     let keys = Arc::new(ChannelKeys {

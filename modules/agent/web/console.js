@@ -3,8 +3,10 @@
  * Every text from the network goes in as text (textContent), never as markup. */
 (function () {
   "use strict";
-  var SB = window.SwitchboardConsole = { events: [], calls: {}, state: null, ws: null, pcs: {} };
-  var ui = {}, csrf = "", live = false, ws = null, tries = 0, timer = 0, selected = null;
+  // Maps keyed by the network's strings (call and message ids) have no prototype.
+  function map() { return Object.create(null); }
+  var SB = window.SwitchboardConsole = { events: [], calls: map(), state: null, ws: null, pcs: map() };
+  var ui = map(), csrf = "", live = false, ws = null, tries = 0, timer = 0, selected = null;
   var chatN = 0, uid = 0, status = "away", actx = null, ring = null;
   var VIA = { answered: "Answered here", code: "Bound by your channel code", ani: "Bound by caller ID" };
   var GONE = { answered_elsewhere: "Answered elsewhere", cancelled: "Caller hung up" };
@@ -127,7 +129,7 @@
     if (ws) { var w = ws; ws = SB.ws = null; try { w.close(); } catch (e) { /* closed */ } }
     ringOff();
     Object.keys(SB.calls).forEach(function (k) { stopMedia(k); delete SB.calls[k]; delete SB.pcs[k]; });
-    ui = {};
+    ui = map();
     selected = null;
     SB.state = null;
     $("sb-ringing").textContent = $("sb-tabs").textContent = $("sb-panes").textContent = "";
@@ -339,7 +341,7 @@
     var chat = add(cols, el("div", "sb-chat"));
     add(chat, el("h4", "", "Chat with the caller"));
     u.log = add(chat, el("div", "sb-chat-log", "", { role: "log", "aria-live": "polite", "data-call": id, tabindex: "0", "aria-label": "Chat transcript" }));
-    u.marks = {};
+    u.marks = map();
     var form = u.form = add(chat, el("form", "sb-line"));
     add(form, el("label", "sb-sr", "Message to the caller", { for: f + "c" }));
     u.input = add(form, el("input", "sb-chat-input", "", { id: f + "c", maxlength: "1000", autocomplete: "off", "data-call": id, placeholder: "Message to the caller" }));

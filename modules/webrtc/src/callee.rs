@@ -25,6 +25,8 @@ pub enum CalleeEvent {
     Ended {
         /// The caller went before the answer, or another console answered (CANCEL).
         cancelled: bool,
+        /// The CANCEL said another fork answered (`Reason: SIP;cause=200`, RFC 3326).
+        elsewhere: bool,
     },
 }
 
@@ -176,9 +178,16 @@ impl CalleeLeg {
     }
 
     fn end(&mut self, cancelled: bool) {
+        self.end_as(cancelled, false);
+    }
+
+    fn end_as(&mut self, cancelled: bool, elsewhere: bool) {
         if self.state != State::Terminated {
             self.state = State::Terminated;
-            self.events.push_back(CalleeEvent::Ended { cancelled });
+            self.events.push_back(CalleeEvent::Ended {
+                cancelled,
+                elsewhere,
+            });
         }
     }
 
@@ -204,7 +213,11 @@ impl CalleeLeg {
                     let mut t = self.response(487);
                     t.reason = "Request Terminated".into();
                     self.out.push_back(bytes(t));
-                    self.end(true);
+                    let elsewhere = r.headers.all(&Name::Reason).any(|v| {
+                        let v = v.trim_start().to_ascii_uppercase();
+                        v.starts_with("SIP") && v.contains("CAUSE=200")
+                    });
+                    self.end_as(true, elsewhere);
                 }
             }
             Method::Bye => {
@@ -219,7 +232,9 @@ impl CalleeLeg {
                     Name::Contact,
                     format!("<sip:console@{};transport=local>", self.addr),
                 );
-                if !r.body.is_empty() && !self.sdp.is_empty() {
+                // With an offer it is our answer; without one, our offer (RFC 3264): the
+                // console's side never changes.
+                if !self.sdp.is_empty() {
                     resp.headers.push(Name::ContentType, "application/sdp");
                     resp.body = self.sdp.clone();
                 }
@@ -228,6 +243,22 @@ impl CalleeLeg {
             _ => self
                 .out
                 .push_back(bytes(make_response(&r, 200, Some(&tag)))),
+        }
+    }
+
+    /// What to answer a request for no call of this console's: `None` for an INVITE that
+    /// may ring it (out of any dialog), else 481 (RFC 3261 §12.2.2) — nothing for an ACK.
+    pub fn stray(req: &Request) -> Option<Option<Bytes>> {
+        let in_dialog = req
+            .headers
+            .to_addr()
+            .ok()
+            .and_then(|t| t.tag().map(str::to_owned))
+            .is_some();
+        match req.method {
+            Method::Invite if !in_dialog => None,
+            Method::Ack => Some(None),
+            _ => Some(Some(bytes(make_response(req, 481, None)))),
         }
     }
 
@@ -294,7 +325,10 @@ mod tests {
         assert!(bye.headers.get(&Name::To).unwrap().contains("tag=core"));
         assert_eq!(
             l.poll_event(),
-            Some(CalleeEvent::Ended { cancelled: false })
+            Some(CalleeEvent::Ended {
+                cancelled: false,
+                elsewhere: false
+            })
         );
     }
 
@@ -305,10 +339,40 @@ mod tests {
         l.handle(msg("CANCEL sip:alice@console.invalid;sb-call=7 SIP/2.0\nVia: SIP/2.0/LOCAL 127.0.0.1:5060;branch=z9hG4bKc1\nFrom: <sip:web@demo.invalid>;tag=core\nTo: <sip:alice@console.invalid>\nCall-ID: b-1\nCSeq: 1 CANCEL\nContent-Length: 0\n\n"));
         assert_eq!(status(l.poll_transmit().unwrap()), 200);
         assert_eq!(status(l.poll_transmit().unwrap()), 487);
-        assert_eq!(l.poll_event(), Some(CalleeEvent::Ended { cancelled: true }));
+        assert_eq!(
+            l.poll_event(),
+            Some(CalleeEvent::Ended {
+                cancelled: true,
+                elsewhere: false
+            })
+        );
         // Answering after it is too late does nothing.
         l.answer("v=0\r\n".into());
         assert!(l.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn a_cancel_because_another_console_answered_says_so() {
+        let mut l = CalleeLeg::ring(invite(), "0.0.0.9:0".parse().unwrap(), "t1").unwrap();
+        let _ = l.poll_transmit();
+        l.handle(msg("CANCEL sip:alice@console.invalid;sb-call=7 SIP/2.0\nVia: SIP/2.0/LOCAL 127.0.0.1:5060;branch=z9hG4bKc1\nFrom: <sip:web@demo.invalid>;tag=core\nTo: <sip:alice@console.invalid>\nCall-ID: b-1\nCSeq: 1 CANCEL\nReason: SIP;cause=200;text=\"Call completed elsewhere\"\nContent-Length: 0\n\n"));
+        let _ = (l.poll_transmit(), l.poll_transmit());
+        assert_eq!(
+            l.poll_event(),
+            Some(CalleeEvent::Ended {
+                cancelled: true,
+                elsewhere: true
+            })
+        );
+        // Requests of no call: 481, except an INVITE out of any dialog (it rings).
+        let bye = match msg(
+            "BYE sip:console@0.0.0.9:0 SIP/2.0\nVia: SIP/2.0/LOCAL 127.0.0.1:5060;branch=z9hG4bKb\nFrom: <sip:web@demo.invalid>;tag=core\nTo: <sip:alice@console.invalid>;tag=gone\nCall-ID: b-9\nCSeq: 2 BYE\nContent-Length: 0\n\n",
+        ) {
+            Message::Request(r) => r,
+            Message::Response(_) => panic!("a request"),
+        };
+        assert_eq!(status(CalleeLeg::stray(&bye).unwrap().unwrap()), 481);
+        assert!(CalleeLeg::stray(&invite()).is_none());
     }
 
     #[test]

@@ -609,7 +609,15 @@ impl Engine {
         else {
             return;
         };
-        let cancel = make_cancel(invite);
+        let mut cancel = make_cancel(invite);
+        if self.cancel_elsewhere.remove(&txn) {
+            // RFC 3326: a phone does not count the call as missed; a console says "answered
+            // elsewhere".
+            cancel.headers.push(
+                Name::Reason,
+                "SIP;cause=200;text=\"Call completed elsewhere\"",
+            );
+        }
         let id = self.txn.send_request(now, cancel, peer);
         self.clients.insert(id, ClientRole::Cancel);
         self.txn.cancel_sent(now, txn);
@@ -770,6 +778,9 @@ impl Engine {
         call.b_peer = Some(peer);
         for j in 0..call.attempts.len() {
             if j != i {
+                if !call.attempts[j].done {
+                    self.cancel_elsewhere.insert(now, call.attempts[j].txn);
+                }
                 self.cancel_attempt(now, call, j);
             }
         }

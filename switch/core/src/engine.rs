@@ -186,6 +186,8 @@ pub struct Engine {
     pub(crate) provisional_seen: TxnSet,
     /// Client INVITEs to CANCEL as soon as a provisional arrives.
     pub(crate) cancel_wanted: TxnSet,
+    /// Client INVITEs cancelled because another fork answered (their CANCEL says so).
+    pub(crate) cancel_elsewhere: TxnSet,
     pub(crate) cancel_sent: TxnSet,
     pub(crate) late_byes: TxnSet,
     pub(crate) ids: IdGen,
@@ -206,6 +208,7 @@ impl Engine {
             ports: PortPool::new(cfg.rtp_ports.0, cfg.rtp_ports.1),
             provisional_seen: TxnSet::default(),
             cancel_wanted: TxnSet::default(),
+            cancel_elsewhere: TxnSet::default(),
             cancel_sent: TxnSet::default(),
             late_byes: TxnSet::default(),
             cfg,
@@ -451,6 +454,7 @@ impl Engine {
         for set in [
             &mut self.provisional_seen,
             &mut self.cancel_wanted,
+            &mut self.cancel_elsewhere,
             &mut self.cancel_sent,
             &mut self.late_byes,
         ] {

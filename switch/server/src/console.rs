@@ -56,18 +56,26 @@ const HELLO_WAIT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 struct Session {
     agent: AgentInfo,
+    /// The password hash it logged in with (a changed password ends the session).
+    phc: String,
     csrf: String,
     code: String,
     last_seen: Instant,
+    /// Available or away, kept across the session's consoles (a reloaded page stays away).
+    status: Status,
 }
+
+/// Sessions one agent may have at once (each holds a channel code).
+const SESSIONS_PER_AGENT: usize = 5;
+/// Password checks running at once (argon2id: 19 MiB and ~20 ms each); more wait their turn
+/// with a 429.
+const VERIFIES: usize = 2;
 
 /// What a console's task is told.
 #[derive(Debug)]
 enum ToConsole {
     /// A frame for the page.
     Json(Value),
-    /// The session is over (logged out, expired, agent removed).
-    Close(&'static str),
 }
 
 /// A chat room: one call, its consoles, its caller.
@@ -80,6 +88,14 @@ struct Room {
     rate: [Vec<Instant>; 2],
 }
 
+/// A connected console: its session's token, its news, and its close (never dropped: a
+/// full news queue cannot keep a logged-out console open).
+type Listed = (
+    String,
+    mpsc::Sender<ToConsole>,
+    mpsc::UnboundedSender<&'static str>,
+);
+
 /// The console's shared state.
 pub struct ConsoleHub {
     web: Arc<WebShared>,
@@ -89,7 +105,8 @@ pub struct ConsoleHub {
     cmd: mpsc::Sender<Command>,
     sessions: Mutex<HashMap<String, Session>>,
     limiter: Mutex<LoginLimiter>,
-    consoles: Mutex<HashMap<ConsoleId, (String, mpsc::Sender<ToConsole>)>>,
+    consoles: Mutex<HashMap<ConsoleId, Listed>>,
+    verifies: Arc<tokio::sync::Semaphore>,
     rooms: Mutex<HashMap<CallRef, Room>>,
 }
 
@@ -137,6 +154,7 @@ impl ConsoleHub {
             cmd,
             sessions: Mutex::new(HashMap::new()),
             consoles: Mutex::new(HashMap::new()),
+            verifies: Arc::new(tokio::sync::Semaphore::new(VERIFIES)),
             rooms: Mutex::new(HashMap::new()),
         });
         let h = hub.clone();
@@ -151,15 +169,61 @@ impl ConsoleHub {
             loop {
                 tick.tick().await;
                 h.expire();
+                h.recheck().await;
             }
         });
         hub
     }
 
-    /// A reload's new settings (sessions stay).
+    /// A reload's new settings: sessions stay, but those of conf/ agents that changed or
+    /// went end.
     pub fn reconfigure(&self, cfg: AgentsConf) {
         lock(&self.desk).set_queues(cfg.queues.clone());
+        let changed: Vec<String> = {
+            let old = self.cfg();
+            old.accounts
+                .iter()
+                .filter(|(id, (a, phc))| {
+                    cfg.accounts
+                        .get(*id)
+                        .is_none_or(|(na, nphc)| na != a || nphc != phc)
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
         *self.cfg.write().unwrap_or_else(PoisonError::into_inner) = cfg;
+        for id in changed {
+            agent_changed(self, &id);
+        }
+    }
+
+    /// Sessions of store agents that were removed or changed since they logged in (by the CLI,
+    /// which writes the store directly) end.
+    async fn recheck(&self) {
+        let ids: Vec<(String, AgentInfo, String)> = {
+            let conf = self.cfg();
+            guard(&self.sessions)
+                .values()
+                .filter(|s| !conf.accounts.contains_key(&s.agent.id))
+                .map(|s| (s.agent.id.clone(), s.agent.clone(), s.phc.clone()))
+                .collect()
+        };
+        if ids.is_empty() {
+            return;
+        }
+        let db = self.db.clone();
+        let Ok(Ok(rows)) =
+            tokio::task::spawn_blocking(move || crate::storage::agent_list(&db)).await
+        else {
+            return;
+        };
+        for (id, info, phc) in ids {
+            let now = rows.iter().find(|r| r.id == id);
+            if now.is_none_or(|r| agent_info(r) != info || r.password != phc) {
+                info!(agent = %id, "the agent's account changed: its sessions end");
+                agent_changed(self, &id);
+            }
+        }
     }
 
     fn cfg(&self) -> std::sync::RwLockReadGuard<'_, AgentsConf> {
@@ -167,7 +231,7 @@ impl ConsoleHub {
     }
 
     fn tell(&self, console: ConsoleId, msg: Value) {
-        if let Some((_, tx)) = guard(&self.consoles).get(&console)
+        if let Some((_, tx, _)) = guard(&self.consoles).get(&console)
             && tx.try_send(ToConsole::Json(msg)).is_err()
         {
             // A console that reads nothing loses news, never the switch's memory.
@@ -190,11 +254,16 @@ impl ConsoleHub {
     fn expire(&self) {
         let idle = self.cfg().idle_timeout;
         let now = Instant::now();
+        // A connected console is an agent at work (waiting for calls, on a long one).
+        let connected: std::collections::HashSet<String> = guard(&self.consoles)
+            .values()
+            .map(|(t, _, _)| t.clone())
+            .collect();
         let gone: Vec<(String, Session)> = {
             let mut s = guard(&self.sessions);
             let old: Vec<String> = s
                 .iter()
-                .filter(|(_, v)| now.duration_since(v.last_seen) >= idle)
+                .filter(|(k, v)| !connected.contains(*k) && now.duration_since(v.last_seen) >= idle)
                 .map(|(k, _)| k.clone())
                 .collect();
             old.into_iter()
@@ -209,9 +278,9 @@ impl ConsoleHub {
 
     fn end_session(&self, token: &str, s: &Session, why: &'static str) {
         lock(&self.desk).release_code(&s.code);
-        for (t, tx) in guard(&self.consoles).values() {
+        for (t, _, close) in guard(&self.consoles).values() {
             if t == token {
-                let _ = tx.try_send(ToConsole::Close(why));
+                let _ = close.send(why);
             }
         }
     }
@@ -221,7 +290,8 @@ impl ConsoleHub {
         let token = cookie(headers)?;
         let mut s = guard(&self.sessions);
         let v = s.get_mut(&token)?;
-        if Instant::now().duration_since(v.last_seen) >= self.cfg().idle_timeout {
+        let connected = guard(&self.consoles).values().any(|(t, _, _)| *t == token);
+        if !connected && Instant::now().duration_since(v.last_seen) >= self.cfg().idle_timeout {
             return None;
         }
         v.last_seen = Instant::now();
@@ -252,9 +322,11 @@ impl ConsoleHub {
                 a_call_id,
                 via,
             } => {
-                let agent = guard(&self.consoles).get(&console).and_then(|(token, _)| {
-                    guard(&self.sessions).get(token).map(|s| s.agent.clone())
-                });
+                let token = guard(&self.consoles)
+                    .get(&console)
+                    .map(|(t, _, _)| t.clone());
+                let agent =
+                    token.and_then(|t| guard(&self.sessions).get(&t).map(|s| s.agent.clone()));
                 let Some(agent) = agent else { return };
                 let (fresh, lines) = {
                     let mut rooms = guard(&self.rooms);
@@ -289,14 +361,14 @@ impl ConsoleHub {
                 }
             }
             Note::Ended {
-                console,
-                call,
-                a_call_id,
+                console, a_call_id, ..
             } => {
                 self.tell(
                     console,
                     json!({"type": "ended", "call": &*a_call_id, "reason": "the call has ended"}),
                 );
+            }
+            Note::Closed { call, a_call_id } => {
                 if guard(&self.rooms).remove(&call).is_some() {
                     self.tell_caller(
                         &a_call_id,
@@ -346,7 +418,7 @@ impl ConsoleHub {
     fn chat_line(
         &self,
         call: CallRef,
-        from_agent: bool,
+        from_agent: Option<&str>,
         id: &str,
         text: &str,
     ) -> Result<(Arc<str>, Vec<ConsoleId>, Value, i64), String> {
@@ -360,7 +432,7 @@ impl ConsoleHub {
         let mut rooms = guard(&self.rooms);
         let room = rooms.get_mut(&call).ok_or("the chat has ended")?;
         let now = Instant::now();
-        let rate = &mut room.rate[usize::from(from_agent)];
+        let rate = &mut room.rate[usize::from(from_agent.is_some())];
         rate.retain(|t| now.duration_since(*t) < CHAT_RATE.1);
         if rate.len() >= CHAT_RATE.0 {
             return Err(format!(
@@ -371,7 +443,11 @@ impl ConsoleHub {
         }
         rate.push(now);
         let at = now_ms();
-        let from = if from_agent { "agent" } else { "caller" };
+        let from = if from_agent.is_some() {
+            "agent"
+        } else {
+            "caller"
+        };
         let line = json!({"type": "chat", "call": &*room.a_call_id, "id": id, "from": from, "text": text, "at": at});
         room.lines.push(line.clone());
         let extra = room.lines.len().saturating_sub(ROOM_LINES);
@@ -380,7 +456,7 @@ impl ConsoleHub {
         let said = Command::Chat {
             call,
             from,
-            agent: from_agent.then(|| room.agent.0.clone()),
+            agent: from_agent.map(str::to_owned),
             text: text.to_owned(),
         };
         if self.cmd.try_send(said).is_err() {
@@ -404,7 +480,7 @@ impl ConsoleHub {
                 "no agent is in a chat with you",
             ));
         }
-        match self.chat_line(call, false, &id, &text) {
+        match self.chat_line(call, None, &id, &text) {
             Ok((_, consoles, line, _)) => {
                 for c in consoles {
                     self.tell(c, line.clone());
@@ -666,6 +742,18 @@ async fn login(
         }
         return r;
     }
+    // Counted as a failure before the check and given back after a good one: parallel
+    // guesses cannot slip past the limit while their checks run.
+    guard(&hub.limiter).failed(Instant::now().into_std(), ip, &id);
+    let Ok(_permit) = hub.verifies.clone().try_acquire_owned() else {
+        let mut r = err(
+            StatusCode::TOO_MANY_REQUESTS,
+            "the switch is busy checking other log-ins: try again in a second",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
     let found = hub.find_agent(&id).await;
     let (stored, agent) = match &found {
         Some((a, phc)) => (Some(phc.clone()), Some(a.clone())),
@@ -679,27 +767,45 @@ async fn login(
     .await
     .unwrap_or(false);
     let Some(agent) = agent.filter(|_| ok) else {
-        guard(&hub.limiter).failed(Instant::now().into_std(), ip, &id);
         info!(%ip, agent = %id, "login failed");
         return err(StatusCode::UNAUTHORIZED, BAD_LOGIN);
     };
     guard(&hub.limiter).succeeded(ip, &id);
+    let phc = found.map(|(_, p)| p).unwrap_or_default();
+    let open = guard(&hub.sessions)
+        .values()
+        .filter(|s| s.agent.id == agent.id)
+        .count();
+    if open >= SESSIONS_PER_AGENT {
+        return err(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "agent {} has {open} sessions open: log out of one first",
+                agent.id
+            ),
+        );
+    }
     let digits = hub.cfg().code_digits;
     let (token, csrf) = (random_hex(32), random_hex(16));
-    let Some(code) = lock(&hub.desk)
-        .new_code(digits)
-        .filter(|_| !token.is_empty())
-    else {
+    if token.is_empty() {
         return err(
             StatusCode::SERVICE_UNAVAILABLE,
             "no randomness for sessions",
         );
+    }
+    let Some(code) = lock(&hub.desk).new_code(digits) else {
+        return err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "every channel code is in use: raise [agents] code_digits",
+        );
     };
     let s = Session {
         agent,
+        phc,
         csrf,
         code,
         last_seen: Instant::now(),
+        status: Status::Available,
     };
     info!(%ip, agent = %s.agent.id, "agent logged in");
     let body = agent_json(&s);
@@ -781,6 +887,8 @@ struct ConsoleCall {
     port: Option<u16>,
     tap: Option<SocketAddr>,
     answered: bool,
+    /// The core ACKed the answer (the call is this console's).
+    confirmed: bool,
 }
 
 /// One console's WebSocket: hello, then its calls until it closes or its session ends.
@@ -809,8 +917,29 @@ async fn console(hub: Arc<ConsoleHub>, mut ws: WebSocket, token: String, s: Sess
         return;
     }
     let (tx, mut rx) = mpsc::channel(TO_CONSOLE);
-    let id = lock(&hub.desk).register(Instant::now().into_std(), s.agent.clone(), &s.code, local);
-    guard(&hub.consoles).insert(id, (token.clone(), tx));
+    let (close_tx, mut close_rx) = mpsc::unbounded_channel();
+    let status = guard(&hub.sessions)
+        .get(&token)
+        .map_or(Status::Available, |v| v.status);
+    let id = lock(&hub.desk).register(
+        Instant::now().into_std(),
+        s.agent.clone(),
+        &s.code,
+        local,
+        status,
+    );
+    guard(&hub.consoles).insert(id, (token.clone(), tx, close_tx));
+    // The session's calls (a reloaded page): their notes may have gone out before this
+    // console was listed.
+    let again = lock(&hub.desk).session_calls(&s.code);
+    for (call, a_call_id) in again {
+        hub.on_note(Note::Bound {
+            console: id,
+            call,
+            a_call_id,
+            via: Via::Code,
+        });
+    }
     info!(
         console = id,
         code_digits = s.code.len(),
@@ -825,8 +954,11 @@ async fn console(hub: Arc<ConsoleHub>, mut ws: WebSocket, token: String, s: Sess
         calls: HashMap::new(),
         peer_tx,
         ws,
+        token: token.clone(),
+        state: Value::Null,
     };
-    let state = json!({"type": "state", "agent": {"id": s.agent.id, "name": s.agent.name}, "status": "available", "code": s.code, "prefix": "**", "end": "#"});
+    let state = json!({"type": "state", "agent": {"id": s.agent.id, "name": s.agent.name}, "status": status, "code": s.code, "prefix": "**", "end": "#"});
+    c.state = state.clone();
     c.send(state).await;
     loop {
         tokio::select! {
@@ -855,15 +987,18 @@ async fn console(hub: Arc<ConsoleHub>, mut ws: WebSocket, token: String, s: Sess
             Some((call_id, ev)) = peer_rx.recv() => c.on_peer(&call_id, ev).await,
             m = rx.recv() => match m {
                 Some(ToConsole::Json(v)) => c.send(v).await,
-                Some(ToConsole::Close(why)) => {
-                    c.send(json!({"type": "error", "message": why, "session": "ended"})).await;
-                    break;
-                }
                 None => break,
             },
+            Some(why) = close_rx.recv() => {
+                c.send(json!({"type": "error", "message": why, "session": "ended"})).await;
+                break;
+            }
         }
     }
-    // Gone: ringing calls are declined, answered ones hung up.
+    // Gone: no new call rings here; ringing calls are declined, answered ones hung up, and
+    // what the core still sends meanwhile is answered.
+    lock(&hub.desk).unregister(id);
+    guard(&hub.consoles).remove(&id);
     let legs: Vec<String> = c.calls.keys().cloned().collect();
     for k in legs {
         if let Some(call) = c.calls.get_mut(&k) {
@@ -871,8 +1006,18 @@ async fn console(hub: Arc<ConsoleHub>, mut ws: WebSocket, token: String, s: Sess
         }
         c.pump(&k).await;
     }
-    lock(&hub.desk).unregister(id);
-    guard(&hub.consoles).remove(&id);
+    while let Ok(b) = sip_rx.try_recv() {
+        if let Ok(msg) = parse_datagram(b) {
+            c.core_says(msg).await;
+        }
+        let keys: Vec<String> = c.calls.keys().cloned().collect();
+        for k in keys {
+            if let Some(call) = c.calls.get_mut(&k) {
+                call.leg.hangup();
+            }
+            c.pump(&k).await;
+        }
+    }
     let _ = hub.web.net.send(NetIn::LocalDown(local)).await;
     info!(console = id, "console disconnected");
 }
@@ -886,6 +1031,10 @@ struct Console {
     calls: HashMap<String, ConsoleCall>,
     peer_tx: mpsc::UnboundedSender<(String, PeerOutput)>,
     ws: WebSocket,
+    /// The session's token.
+    token: String,
+    /// The last `state` told to the page (a status change sends it whole).
+    state: Value,
 }
 
 impl Console {
@@ -932,8 +1081,26 @@ impl Console {
         }
         for e in events {
             match e {
-                CalleeEvent::Confirmed => info!("the console's answer is confirmed"),
-                CalleeEvent::Ended { cancelled } => {
+                CalleeEvent::Confirmed => {
+                    // The core took this console's answer: the call is the agent's (screen
+                    // pop, chat). A ring-all loser's 200 is refused with a BYE and never gets
+                    // here.
+                    info!("the console's answer is confirmed");
+                    let call = self.calls.get_mut(key).and_then(|c| {
+                        c.confirmed = true;
+                        c.call
+                    });
+                    if let Some(r) = call {
+                        let bound = lock(&self.hub.desk).bind(self.id, r, Via::Answered);
+                        if let Err(e) = bound {
+                            warn!(error = %e, "the answered call cannot be bound to the console");
+                        }
+                    }
+                }
+                CalleeEvent::Ended {
+                    cancelled,
+                    elsewhere,
+                } => {
                     let Some(call) = self.calls.remove(key) else {
                         return;
                     };
@@ -947,15 +1114,12 @@ impl Console {
                         // A tap no media session took (the call ended first).
                         guard(&self.hub.web.taps).remove(&a);
                     }
-                    if call.answered {
+                    if call.confirmed {
                         self.send(json!({"type": "ended", "call": call.a_call_id, "reason": "the call has ended"})).await;
+                    } else if call.answered {
+                        // Another console's answer came first.
+                        self.send(json!({"type": "ring_stopped", "call": call.a_call_id, "reason": "answered_elsewhere"})).await;
                     } else {
-                        let elsewhere = call
-                            .call
-                            .and_then(|r| {
-                                lock(&self.hub.desk).live(r).map(|l| !l.consoles.is_empty())
-                            })
-                            .unwrap_or(false);
                         let reason = if elsewhere && cancelled {
                             "answered_elsewhere"
                         } else {
@@ -986,6 +1150,12 @@ impl Console {
             return;
         }
         let Message::Request(req) = msg else { return };
+        if let Some(answer) = CalleeLeg::stray(&req) {
+            if let Some(b) = answer {
+                let _ = self.hub.web.net.send(NetIn::Local(b, self.local)).await;
+            }
+            return;
+        }
         let tag = random_hex(6);
         let Some(leg) = CalleeLeg::ring(req, self.local, &tag) else {
             return;
@@ -1022,6 +1192,7 @@ impl Console {
                 port: None,
                 tap: None,
                 answered: false,
+                confirmed: false,
             },
         );
         self.pump(&call_id).await;
@@ -1057,7 +1228,12 @@ impl Console {
                     _ => return self.error(None, "status is available or away").await,
                 };
                 lock(&self.hub.desk).set_status(Instant::now().into_std(), self.id, status);
-                self.send(json!({"type": "state", "status": status})).await;
+                if let Some(sess) = guard(&self.hub.sessions).get_mut(&self.token) {
+                    sess.status = status;
+                }
+                self.state["status"] = json!(status);
+                let state = self.state.clone();
+                self.send(state).await;
             }
             "answer" => {
                 let sdp = v["sdp"].as_str().unwrap_or("").to_owned();
@@ -1084,9 +1260,10 @@ impl Console {
                     return self.error(Some(&call), "no chat with that call here").await;
                 };
                 let id = v["id"].as_str().unwrap_or("").to_owned();
+                let me = self.agent.id.clone();
                 match self
                     .hub
-                    .chat_line(room, true, &id, v["text"].as_str().unwrap_or(""))
+                    .chat_line(room, Some(&me), &id, v["text"].as_str().unwrap_or(""))
                 {
                     Ok((a_call_id, consoles, line, at)) => {
                         for c in consoles.into_iter().filter(|c| *c != self.id) {
@@ -1195,12 +1372,20 @@ impl Console {
         info!(a_call_id, "the agent answered in the console");
         self.send(json!({"type": "accepted", "call": a_call_id, "sdp": answer}))
             .await;
+        let _ = call;
         self.pump(&key).await;
-        if let Some(r) = call {
-            let bound = lock(&self.hub.desk).bind(self.id, r, Via::Answered);
-            if let Err(e) = bound {
-                debug!(error = %e, "the answered call is not bound");
+        // One call at a time: what else rings here stops (the other consoles go on ringing).
+        let others: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(k, c)| **k != key && c.leg.is_ringing())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in others {
+            if let Some(c) = self.calls.get_mut(&k) {
+                c.leg.hangup();
             }
+            self.pump(&k).await;
         }
     }
 
@@ -1229,22 +1414,31 @@ impl Console {
         if self.hub.cmd.send(cmd).await.is_err() {
             return;
         }
-        let reply = tokio::time::timeout(Duration::from_secs(5), rx).await;
-        let (ok, detail) = match reply {
-            Ok(Ok(Some(r))) if (200..300).contains(&r.status) => {
-                let d = serde_json::from_slice::<Value>(&r.body)
-                    .ok()
-                    .and_then(|b| b.get("detail").and_then(Value::as_str).map(str::to_owned))
-                    .unwrap_or_default();
-                (true, d)
-            }
-            Ok(Ok(Some(r))) => (false, r.reason.clone()),
-            Ok(Ok(None)) => (false, "the call is over".into()),
-            _ => (false, "no answer from the caller's browser".into()),
-        };
-        info!(agent = %self.agent.id, action = asked, ok, %detail, "console action");
-        self.send(json!({"type": "action_result", "call": a_call_id, "ok": ok, "detail": detail}))
-            .await;
+        // The page has up to 500 ms, the switch 5 s: the console goes on meanwhile (its SIP,
+        // its other calls); the result comes back as any news does.
+        let (hub, console, agent) = (self.hub.clone(), self.id, self.agent.id.clone());
+        let asked = asked.to_owned();
+        let a_call_id = a_call_id.to_owned();
+        tokio::spawn(async move {
+            let reply = tokio::time::timeout(Duration::from_secs(5), rx).await;
+            let (ok, detail) = match reply {
+                Ok(Ok(Some(r))) if (200..300).contains(&r.status) => {
+                    let d = serde_json::from_slice::<Value>(&r.body)
+                        .ok()
+                        .and_then(|b| b.get("detail").and_then(Value::as_str).map(str::to_owned))
+                        .unwrap_or_default();
+                    (true, d)
+                }
+                Ok(Ok(Some(r))) => (false, r.reason.clone()),
+                Ok(Ok(None)) => (false, "the call is over".into()),
+                _ => (false, "no answer from the caller's browser".into()),
+            };
+            info!(%agent, action = asked, ok, %detail, "console action");
+            hub.tell(
+                console,
+                json!({"type": "action_result", "call": a_call_id, "ok": ok, "detail": detail}),
+            );
+        });
     }
 }
 

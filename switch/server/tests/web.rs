@@ -1684,6 +1684,7 @@ fn console_switch(name: &str, idx: u16, demo: &str) -> Switch {
          [queue.sales]\nmerchant = \"demo\"\n\
          [agent.demo]\nname = \"Demo Agent\"\nmerchants = [\"demo\"]\nqueues = [\"sales\"]\npassword = \"{DEMO_HASH}\"\n\
          [agent.demo2]\nname = \"Second Agent\"\nmerchants = [\"demo\"]\nqueues = [\"sales\"]\npassword = \"{DEMO_HASH}\"\n\
+         [agent.boss]\nname = \"Supervisor\"\nrole = \"supervisor\"\nmerchants = [\"demo\"]\npassword = \"{DEMO_HASH}\"\n\
          [agent.ann]\nname = \"Other Merchant's Agent\"\nmerchants = [\"other\"]\npassword = \"{DEMO_HASH}\"\n",
         merchant_conf(http, "tokenless = true"),
         hash(KEY_DEMO),
@@ -2213,8 +2214,21 @@ fn a_phone_agent_binds_the_call_to_the_console_by_its_channel_code_or_the_caller
         "",
     );
     assert_eq!(s, 404);
+    // A colleague cannot take the call over by its caller ID; a supervisor may join it.
     demo2.send(serde_json::json!({"type": "bind_ani", "ani": &ani[1..]}));
-    let b2 = demo2
+    let e = demo2
+        .next("error", Duration::from_secs(2))
+        .expect("refused");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("another agent has that call"),
+        "{e}"
+    );
+    let mut boss = WsConsole::login(sw.ports.http, "boss");
+    boss.send(serde_json::json!({"type": "bind_ani", "ani": &ani[1..]}));
+    let b2 = boss
         .next("bound", Duration::from_secs(2))
         .expect("bound by caller ID");
     assert_eq!(b2["via"], "ani");
@@ -2255,7 +2269,7 @@ fn a_phone_agent_binds_the_call_to_the_console_by_its_channel_code_or_the_caller
     shop.eval("document.querySelector('.sb-c2c-hang').click()");
     sw.wait_call_count(0, Duration::from_secs(10));
     demo.next("ended", Duration::from_secs(5)).expect("ended");
-    demo2.next("ended", Duration::from_secs(5)).expect("ended");
+    boss.next("ended", Duration::from_secs(5)).expect("ended");
     let (st, out) = uas.wait(Duration::from_secs(10));
     assert!(st.is_some_and(|s| s.success()), "the ACD's scenario: {out}");
     let rec = ended_record(&sw);
