@@ -2534,10 +2534,11 @@ fn bench_console_ring_answer_and_cpu() {
             "document.querySelector('.sb-answer[data-call=\"{call}\"]').click()"
         ));
         loop {
-            let up = agent.eval(&format!(
-                "(SwitchboardConsole.calls[{call:?}].pc || {{}}).connectionState === 'connected' && {c}.state === 'connected'"
+            let console_up = agent.eval(&format!(
+                "(SwitchboardConsole.calls[{call:?}].pc || {{}}).connectionState === 'connected'"
             ));
-            if up == true {
+            let shop_up = shop.eval(&format!("{c}.state === 'connected'"));
+            if console_up == true && shop_up == true {
                 break;
             }
             assert!(
