@@ -2509,6 +2509,10 @@ fn bench_console_ring_answer_and_cpu() {
     let pid = sw.pid().expect("pid");
     let mut agent = console_page(&sw, "bench-agent", 1100.0, "demo");
     let mut shop = browser(&sw, "bench-shop");
+    // The switch with a console connected and no call: what a call's figure sits on.
+    let (c0, t0) = (common::cpu_ms(pid), std::time::Instant::now());
+    std::thread::sleep(Duration::from_secs(5));
+    let idle = (common::cpu_ms(pid) - c0) / t0.elapsed().as_secs_f64();
     let (mut ring, mut answer) = (Vec::new(), Vec::new());
     let ringing = |b: &mut Browser| {
         b.eval("SwitchboardConsole.events.filter(e => e === 'ringing').length")
@@ -2554,7 +2558,8 @@ fn bench_console_ring_answer_and_cpu() {
             std::thread::sleep(Duration::from_secs(10));
             let per_sec = (common::cpu_ms(pid) - c0) / t0.elapsed().as_secs_f64();
             println!(
-                "BENCH console cpu: one browser <-> browser call: switch CPU {per_sec:.2} ms per call-second"
+                "BENCH console cpu: one browser <-> browser call: switch CPU {per_sec:.2} ms/s, idle (a console, no call) {idle:.2} ms/s: the call {:.2} ms per call-second",
+                per_sec - idle
             );
         }
         agent.eval(&format!(
