@@ -368,7 +368,7 @@ fn agent(conf: &std::path::Path, what: AgentCmd) -> anyhow::Result<ExitCode> {
             if !storage::agent_remove(db, &id)? {
                 anyhow::bail!("no agent {id} in the store");
             }
-            println!("agent {id} removed");
+            println!("agent {id} removed (a running switch ends their sessions within 15 s)");
         }
         AgentCmd::List => {
             for (a, _) in l.agents.accounts.values() {
