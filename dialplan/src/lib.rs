@@ -269,6 +269,27 @@ impl Dialplan {
         self.contexts.keys().map(String::as_str)
     }
 
+    /// The extensions of `context` that bridge out of the switch — to an endpoint of one of
+    /// `kinds` (`gateway`) or to a SIP URI — as `file:line: extension NAME` (what `check`
+    /// warns about for contexts anyone may reach).
+    pub fn bridges_out(&self, context: &str, kinds: &[&str]) -> Vec<String> {
+        let Some(exts) = self.contexts.get(context) else {
+            return Vec::new();
+        };
+        exts.iter()
+            .filter(|e| {
+                e.actions.iter().any(|a| match a {
+                    ActionTpl::Bridge { targets, .. } => targets.iter().any(|t| match t {
+                        TargetTpl::Endpoint { kind, .. } => kinds.contains(&kind.as_str()),
+                        TargetTpl::Uri(_) => true,
+                    }),
+                    _ => false,
+                })
+            })
+            .map(|e| format!("{}:{}: extension {}", e.file, e.line, e.name))
+            .collect()
+    }
+
     /// Number of extensions in all contexts.
     pub fn len(&self) -> usize {
         self.contexts.values().map(Vec::len).sum()

@@ -618,7 +618,19 @@ impl Engine {
         let call_ref = CallRef(self.next_call);
         self.next_call += 1;
         let a_tag = self.ids.tag();
-        let facts = facts_of(&req, &self.cfg.context, from, wall);
+        // Who may call where: a source ops trust lands in the listeners' context, any other
+        // in the public one (which reaches what ops put there, nothing else).
+        let trusted = from.transport == Transport::Local
+            || self.cfg.trusted.iter().any(|c| c.contains(from.addr.ip()));
+        let context = if trusted {
+            &self.cfg.context
+        } else {
+            &self.cfg.public_context
+        };
+        if !trusted {
+            debug!(source = %from.addr, context = %context, "INVITE from an untrusted source");
+        }
+        let facts = facts_of(&req, context, from, wall);
         let plan = self.dialplan.evaluate(&facts);
         let a_call_id = req
             .headers
@@ -742,6 +754,12 @@ impl Engine {
             caller: call.caller.as_str().into(),
             destination: call.destination.as_str().into(),
             context: facts_context.into(),
+            source: format!(
+                "{}:{}",
+                from.transport.via_token().to_ascii_lowercase(),
+                from.addr
+            )
+            .into(),
             facts: local,
         });
         self.server_invites.insert(id, call_ref);

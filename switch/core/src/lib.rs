@@ -28,7 +28,7 @@ mod services;
 
 pub use bridge::escape_user;
 pub use call::{CallInfo, CallState, CallSummary, MediaPorts};
-pub use config::EngineConfig;
+pub use config::{Cidr, EngineConfig};
 pub use engine::{
     ALLOW, Engine, EngineStats, LOCAL_CONTEXT, LOCAL_PREFIX, Output, facts_of, local_facts,
 };

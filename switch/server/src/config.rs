@@ -139,6 +139,8 @@ struct Sip {
     udp: Option<Spanned<String>>,
     tcp: Option<Spanned<String>>,
     context: Option<String>,
+    trusted: Option<Vec<Spanned<String>>>,
+    public_context: Option<String>,
     user_agent: Option<String>,
     max_calls: Option<usize>,
     t1_ms: Option<u64>,
@@ -219,6 +221,8 @@ pub struct Loaded {
     pub web: Option<Web>,
     /// The agent console.
     pub agents: Agents,
+    /// What is allowed but probably a mistake (`switchboard check` prints it, start-up logs it).
+    pub warnings: Vec<String>,
 }
 
 fn diag(
@@ -301,6 +305,24 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
     }
     if let Some(c) = file.sip.context {
         engine.context = c;
+    }
+    if let Some(list) = &file.sip.trusted {
+        engine.trusted.clear();
+        for c in list {
+            match switchboard_core::Cidr::parse(c.get_ref()) {
+                Ok(c) => engine.trusted.push(c),
+                Err(e) => diags.push(diag(
+                    f,
+                    t,
+                    Some(c.span()),
+                    format!("sip.trusted: {e}"),
+                    Some("addresses or blocks, e.g. [\"127.0.0.1\", \"10.20.0.0/16\", \"2001:db8::/32\"]"),
+                )),
+            }
+        }
+    }
+    if let Some(c) = file.sip.public_context.clone() {
+        engine.public_context = c;
     }
     if let Some(ua) = file.sip.user_agent {
         engine.user_agent = ua;
@@ -504,6 +526,7 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
     );
     match dialplan {
         Some(dialplan) if diags.is_empty() => Ok(Loaded {
+            warnings: open_relay_warnings(&dialplan, &engine),
             web,
             agents,
             engine,
@@ -528,6 +551,29 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
         }),
         _ => Err(Diagnostics(diags)),
     }
+}
+
+/// The public context (any source reaches it, unauthenticated) should reach no gateway: each
+/// extension there that bridges out of the switch is named (toll fraud starts there).
+fn open_relay_warnings(dialplan: &Dialplan, engine: &EngineConfig) -> Vec<String> {
+    let trusted_all = engine
+        .trusted
+        .iter()
+        .any(switchboard_core::Cidr::is_everything);
+    let mut w: Vec<String> = dialplan
+        .bridges_out(&engine.public_context, &["gateway"])
+        .into_iter()
+        .map(|e| {
+            format!(
+                "{e} is in context {:?}, which any source reaches without authentication, and bridges out of the switch: anyone may call through it (toll fraud)",
+                engine.public_context
+            )
+        })
+        .collect();
+    if trusted_all {
+        w.push("sip.trusted covers every address: any source may call through the gateways of the trusted context".into());
+    }
+    w
 }
 
 /// `[agents]`, `[agent.*]` and `[queue.*]`, checked.

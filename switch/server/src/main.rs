@@ -29,7 +29,7 @@ use switchboard_core::{Engine, facts_of};
 use switchboard_sip::transaction::{Peer, Transport};
 use switchboard_sip::{Method, Name, Request};
 use tokio::sync::mpsc;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -419,6 +419,9 @@ fn check(conf: &std::path::Path) -> anyhow::Result<ExitCode> {
         l.dialplan.len(),
         l.gateways.iter().count()
     );
+    for w in &l.warnings {
+        println!("warning: {w}");
+    }
     for (id, (_, hash)) in &l.agents.accounts {
         if switchboard_agent::password::verify(config::DEMO_PASSWORD, Some(hash)) {
             println!(
@@ -617,6 +620,9 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (net_tx, net_rx) = mpsc::channel(4096);
         let (udp, tcp) = (l.engine.udp, l.engine.tcp);
+        for w in &l.warnings {
+            warn!("{w}");
+        }
         let media_ip = l.engine.media_ip;
         let modules_loaded = l.modules.clone();
         let merchants = Arc::new(modules::WebMerchants::default());

@@ -287,6 +287,7 @@ impl CallObserver for Records {
                 caller,
                 destination,
                 context,
+                source,
                 ..
             } => CdrOp::Start {
                 call: call.0,
@@ -294,6 +295,7 @@ impl CallObserver for Records {
                 caller: caller.clone(),
                 destination: destination.clone(),
                 context: context.clone(),
+                source: source.clone(),
                 at,
             },
             CallEvent::Ringing { call } => CdrOp::Ring { call: call.0, at },

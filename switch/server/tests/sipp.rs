@@ -419,3 +419,60 @@ fn a_module_plugs_in_without_touching_the_core() {
         0.0
     );
 }
+
+/// A raw INVITE from `from` (any loopback address) to `user`: the final status it gets.
+fn invite_from(from: &str, sip_port: u16, user: &str) -> u16 {
+    let sock = std::net::UdpSocket::bind((from, 0)).expect("bind the caller");
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let me = sock.local_addr().unwrap();
+    let msg = format!(
+        "INVITE sip:{user}@127.0.0.1:{sip_port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-fraud-{user}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:666@{me}>;tag=scan\r\nTo: <sip:{user}@127.0.0.1>\r\n\
+         Call-ID: fraud-{user}-{}@{me}\r\nCSeq: 1 INVITE\r\nContact: <sip:666@{me}>\r\n\
+         User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n",
+        me.ip()
+    );
+    sock.send_to(msg.as_bytes(), ("127.0.0.1", sip_port))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, _) = sock.recv_from(&mut buf).expect("an answer");
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let status: u16 = text
+            .get(8..11)
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if status >= 200 {
+            return status;
+        }
+    }
+}
+
+#[test]
+fn an_untrusted_source_lands_in_the_public_context_and_reaches_no_gateway() {
+    // The test dialplan bridges any number to gw1 in context "default"; the public context
+    // has one extension of its own.
+    let sw = Switch::start(
+        "untrusted",
+        19,
+        Route {
+            extensions: "[[extension]]\nname = \"public-busy\"\ncontext = \"public\"\nwhen.destination = '^9000$'\nactions = [{ hangup = \"USER_BUSY\" }]\n",
+            ..Route::default()
+        },
+    );
+    let uas = sw.uas(0, "uas_answer.xml", 1, &[]);
+    // From 127.0.0.66 (not in sip.trusted, loopback 127.0.0.1 only by default): premium
+    // numbers go nowhere; the public context's own extension answers.
+    for n in ["900123456789", "011441234567890", "19005551234"] {
+        assert_eq!(invite_from("127.0.0.66", sw.ports.sip, n), 404, "{n}");
+    }
+    assert_eq!(invite_from("127.0.0.66", sw.ports.sip, "9000"), 486);
+    // The same number from a trusted source is bridged to the gateway (its one call).
+    let uac = sw.uac("uac_call.xml", "900123456789", 1, &[]);
+    sw.expect_ok(vec![uac, uas]);
+    assert_eq!(sw.metric("switchboard_calls_total"), 5.0);
+    assert!(
+        sw.log().contains("INVITE from an untrusted source"),
+        "the log says so"
+    );
+}

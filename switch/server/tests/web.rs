@@ -2493,6 +2493,30 @@ fn check_refuses_the_demo_agents_public_password_off_loopback() {
     );
     assert!(err.contains("switchboard.toml:"), "{err}");
     assert!(err.contains("switchboard agent hash"), "{err}");
+    // On loopback again, with a public-context extension that bridges to the gateway: allowed,
+    // and said out loud.
+    let main = std::fs::read_to_string(dir.join("switchboard.toml"))
+        .unwrap()
+        .replace("listen = \"0.0.0.0:8080\"", "listen = \"127.0.0.1:8080\"");
+    std::fs::write(dir.join("switchboard.toml"), main).unwrap();
+    std::fs::write(
+        dir.join("dialplan/public.toml"),
+        "[[extension]]\nname = \"open-relay\"\ncontext = \"public\"\nwhen.destination = '^(\\d+)$'\nactions = [{ bridge = { targets = [\"gateway/demo/$1\"] } }]\n",
+    )
+    .unwrap();
+    let out = check(&dir);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("warning: ")
+            && said.contains("public.toml:1: extension open-relay")
+            && said.contains("toll fraud"),
+        "{said}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -66,6 +66,9 @@ pub struct Cdr {
     /// What was done during the call (pages pushed, volume...), in order, with its time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<CdrAction>,
+    /// Where leg A's INVITE came from: `udp:203.0.113.7:5060` (`local:` for a browser).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// The chat between the agent and the caller, in order, with its time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub chat: Vec<CdrChat>,

@@ -142,6 +142,7 @@ mod tests {
             web_context: None,
             actions: Vec::new(),
             chat: Vec::new(),
+            source: None,
         }
     }
 

@@ -53,6 +53,11 @@ const MIGRATIONS: &[Migration] = &[
         what: "agents of the console, chat transcripts",
         sql: include_str!("migrate/0003_agents_chat.sql"),
     },
+    Migration {
+        version: 4,
+        what: "the source (transport, address) of each call",
+        sql: include_str!("migrate/0004_source.sql"),
+    },
 ];
 
 /// The schema version this build writes (the last migration's).

@@ -16,6 +16,8 @@ pub enum CdrOp {
         destination: std::sync::Arc<str>,
         /// Dialplan context.
         context: std::sync::Arc<str>,
+        /// Where leg A's INVITE came from (`udp:203.0.113.7:5060`).
+        source: std::sync::Arc<str>,
         /// Unix ms.
         at: i64,
     },

@@ -35,7 +35,11 @@ pub fn query(path: &Path, f: &CdrFilter) -> Result<Vec<Cdr>, StorageError> {
             known: crate::SCHEMA_VERSION,
         });
     }
-    let (sql, args) = select(f);
+    let (mut sql, args) = select(f);
+    if found < 4 {
+        // A file the switch has not migrated yet: no source column.
+        sql = sql.replacen("c.source", "NULL", 1);
+    }
     let mut stmt = conn.prepare(&sql).map_err(sqlite(path))?;
     let rows = stmt
         .query_map(rusqlite::params_from_iter(args), cdr)
@@ -168,7 +172,8 @@ fn select(f: &CdrFilter) -> (String, Vec<Value>) {
     let mut sql = format!(
         "SELECT c.id, c.call_id, c.b_call_id, c.caller, c.destination, c.context, c.target, c.started_ms, c.ringing_ms,
                 c.answered_ms, c.ended_ms, c.billable_secs, c.cause, c.b_cause, c.hangup_side, c.codec_a, c.codec_b,
-                c.quality, c.ani, w.merchant, w.link, w.session, w.page_url, w.referrer, w.caller_ip, w.context
+                c.quality, c.ani, w.merchant, w.link, w.session, w.page_url, w.referrer, w.caller_ip, w.context,
+                c.source
          FROM {}",
         join(f)
     );
@@ -225,6 +230,7 @@ fn cdr(r: &Row<'_>) -> rusqlite::Result<Cdr> {
             .and_then(|c| serde_json::from_str(&c).ok()),
         actions: Vec::new(),
         chat: Vec::new(),
+        source: r.get(26)?,
     })
 }
 

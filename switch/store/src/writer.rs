@@ -136,12 +136,13 @@ impl Writer {
                 caller,
                 destination,
                 context,
+                source,
                 at,
             } => {
                 tx.prepare_cached(
-                    "INSERT INTO cdr (call_id, caller, destination, context, started_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO cdr (call_id, caller, destination, context, started_ms, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
-                .execute(params![&*call_id, &*caller, &*destination, &*context, at])?;
+                .execute(params![&*call_id, &*caller, &*destination, &*context, at, &*source])?;
                 self.rows.insert(call, tx.last_insert_rowid());
             }
             CdrOp::Web(w) => web(tx, &w)?,
@@ -360,6 +361,7 @@ mod tests {
             caller: "0301234".into(),
             destination: "1000".into(),
             context: "default".into(),
+            source: "udp:127.0.0.1:5070".into(),
             at,
         }
     }

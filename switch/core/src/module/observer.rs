@@ -26,6 +26,9 @@ pub enum CallEvent {
         destination: Arc<str>,
         /// Dialplan context.
         context: Arc<str>,
+        /// Where leg A's INVITE came from: `udp:203.0.113.7:5060` (`local:` for an
+        /// in-process leg).
+        source: Arc<str>,
         /// What an in-process leg (the browser) said about itself: merchant, link,
         /// session, page_url... (empty for SIP callers).
         facts: Arc<BTreeMap<String, String>>,
