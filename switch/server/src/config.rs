@@ -94,6 +94,9 @@ pub struct Agents {
     pub queues: BTreeMap<String, switchboard_agent::Queue>,
 }
 
+/// The admin token the shipped conf has: refused off loopback.
+pub const DEMO_TOKEN: &str = "change-me-demo-token";
+
 /// The demo agent's password as the README gives it: refused off loopback.
 pub const DEMO_PASSWORD: &str = "switchboard-demo";
 
@@ -443,6 +446,37 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
         .map_or(Some(SocketAddr::from(([127, 0, 0, 1], 8080))), |v| {
             addr(f, t, v, "http.listen", &mut diags)
         });
+    // Demo settings are for loopback: on an address others reach they are an open door.
+    if let Some(a) = http.filter(|a| !a.ip().is_loopback())
+        && file.http.token.as_deref() == Some(DEMO_TOKEN)
+    {
+        diags.push(diag(
+            f,
+            t,
+            file.http.listen.as_ref().map(Spanned::span),
+            format!("http.token is still the shipped demo token, and the admin API listens on {a}, which is not loopback: anyone may reload the switch and mark gateways down"),
+            Some("set a token of your own (e.g. `openssl rand -hex 24`), or listen on 127.0.0.1"),
+        ));
+    }
+    let widget = file
+        .webrtc
+        .listen
+        .as_ref()
+        .and_then(|l| l.get_ref().parse::<SocketAddr>().ok())
+        .or(http);
+    if let Some(a) = widget.filter(|a| !a.ip().is_loopback()) {
+        for (id, m) in &file.merchant {
+            if m.get_ref().tokenless && id == "demo" {
+                diags.push(diag(
+                    f,
+                    t,
+                    Some(m.span()),
+                    format!("merchant {id} is the tokenless demo merchant, and the call button is served on {a}, which is not loopback: any page on its origins may place calls"),
+                    Some("give it a secret (tokens minted by the merchant's server, docs/webrtc.md) and tokenless = false, or listen on 127.0.0.1"),
+                ));
+            }
+        }
+    }
     let mut gw_cfgs = BTreeMap::new();
     for (name, g) in &file.gateway {
         gw_cfgs.insert(name.clone(), g.get_ref().clone());

@@ -2493,6 +2493,15 @@ fn check_refuses_the_demo_agents_public_password_off_loopback() {
     );
     assert!(err.contains("switchboard.toml:"), "{err}");
     assert!(err.contains("switchboard agent hash"), "{err}");
+    // So are the shipped admin token and the tokenless demo merchant.
+    assert!(
+        err.contains("http.token is still the shipped demo token"),
+        "{err}"
+    );
+    assert!(
+        err.contains("merchant demo is the tokenless demo merchant"),
+        "{err}"
+    );
     // On loopback again, with a public-context extension that bridges to the gateway: allowed,
     // and said out loud.
     let main = std::fs::read_to_string(dir.join("switchboard.toml"))
