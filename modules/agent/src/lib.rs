@@ -28,7 +28,7 @@ use switchboard_core::module::{
     ActionCtx, ActionHandler, AttemptError, CallObserver, Declarations, Endpoint, OriginateCtx,
     Route, Stamped, TargetRef,
 };
-use switchboard_core::{CallEvent, Module, Side};
+use switchboard_core::{CallEvent, Module};
 use switchboard_dialplan::{
     ActionCheck, ActionSpec, EndpointSpec, ModuleAction, ParamKind, ParamSpec,
 };
@@ -228,15 +228,7 @@ fn parse(action: &ModuleAction) -> Result<ChannelKeys, String> {
     };
     let max_wrong = num("max_wrong", 3)? as u32;
     let interdigit = Duration::from_millis(num("interdigit_ms", 3000)?);
-    let watch = match action.get("leg").map(str::to_ascii_lowercase).as_deref() {
-        None | Some("b") => Side::B,
-        Some("a") => Side::A,
-        Some(other) => {
-            return Err(format!(
-                "leg must be \"a\" (the caller's) or \"b\" (the call center's), got {other:?}"
-            ));
-        }
-    };
+    let watch = switchboard_core::module::leg_param(action)?;
     Ok(ChannelKeys {
         prefix,
         end,

@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchboard_core::Module;
-use switchboard_core::Side;
 use switchboard_core::module::{ActionCtx, ActionHandler, Declarations};
 use switchboard_dialplan::{ActionCheck, ActionSpec, ModuleAction, ParamKind, ParamSpec};
 
@@ -187,15 +186,7 @@ fn parse(action: &ModuleAction, pages: Option<&Pages>) -> Result<Binding, String
             .map_err(|_| format!("interdigit_ms must be a number of milliseconds, got {v:?}"))?,
         None => DEFAULT_INTERDIGIT_MS,
     };
-    let watch = match action.get("leg").map(str::to_ascii_lowercase).as_deref() {
-        None | Some("b") => Side::B,
-        Some("a") => Side::A,
-        Some(other) => {
-            return Err(format!(
-                "leg must be \"a\" (the caller's) or \"b\" (the call center's), got {other:?}"
-            ));
-        }
-    };
+    let watch = switchboard_core::module::leg_param(action)?;
     let confirm = action.get("confirm") != Some("false");
     Ok(Binding {
         codes: bound,
@@ -208,6 +199,7 @@ fn parse(action: &ModuleAction, pages: Option<&Pages>) -> Result<Binding, String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_core::Side;
 
     fn action(codes: &[(&str, &str)], params: &[(&str, &str)]) -> ModuleAction {
         ModuleAction {

@@ -259,21 +259,26 @@ impl ConsoleHub {
             .values()
             .map(|(t, _, _)| t.clone())
             .collect();
-        let gone: Vec<(String, Session)> = {
-            let mut s = guard(&self.sessions);
-            let old: Vec<String> = s
-                .iter()
-                .filter(|(k, v)| !connected.contains(*k) && now.duration_since(v.last_seen) >= idle)
-                .map(|(k, _)| k.clone())
-                .collect();
-            old.into_iter()
-                .filter_map(|k| s.remove(&k).map(|v| (k, v)))
-                .collect()
-        };
+        let gone = self.take_sessions(|k, v| {
+            !connected.contains(k) && now.duration_since(v.last_seen) >= idle
+        });
         for (token, s) in gone {
             info!(agent = %s.agent.id, "console session expired");
             self.end_session(&token, &s, "your session expired: log in again");
         }
+    }
+
+    /// Removes the sessions `which` picks (by token and session) and returns them.
+    fn take_sessions(&self, which: impl Fn(&str, &Session) -> bool) -> Vec<(String, Session)> {
+        let mut s = guard(&self.sessions);
+        let keys: Vec<String> = s
+            .iter()
+            .filter(|(k, v)| which(k, v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| s.remove(&k).map(|v| (k, v)))
+            .collect()
     }
 
     fn end_session(&self, token: &str, s: &Session, why: &'static str) {
@@ -843,18 +848,7 @@ async fn logout(State(hub): State<Arc<ConsoleHub>>, headers: HeaderMap) -> Respo
 
 /// An agent account changed or went (admin API, CLI through a reload): its sessions end.
 pub fn agent_changed(hub: &ConsoleHub, id: &str) {
-    let gone: Vec<(String, Session)> = {
-        let mut s = guard(&hub.sessions);
-        let keys: Vec<String> = s
-            .iter()
-            .filter(|(_, v)| v.agent.id == id)
-            .map(|(k, _)| k.clone())
-            .collect();
-        keys.into_iter()
-            .filter_map(|k| s.remove(&k).map(|v| (k, v)))
-            .collect()
-    };
-    for (t, s) in gone {
+    for (t, s) in hub.take_sessions(|_, v| v.agent.id == id) {
         hub.end_session(&t, &s, "your account changed: log in again");
     }
 }

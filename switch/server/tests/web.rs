@@ -117,17 +117,24 @@ fn browser(sw: &Switch, name: &str) -> Browser {
 /// A page in either browser: what the helpers below do with it.
 trait Page {
     fn eval(&mut self, expr: &str) -> serde_json::Value;
+    fn wait_for(&mut self, expr: &str, within: Duration);
 }
 
 impl Page for Browser {
     fn eval(&mut self, expr: &str) -> serde_json::Value {
         Browser::eval(self, expr)
     }
+    fn wait_for(&mut self, expr: &str, within: Duration) {
+        Browser::wait_for(self, expr, within)
+    }
 }
 
 impl Page for Firefox {
     fn eval(&mut self, expr: &str) -> serde_json::Value {
         Firefox::eval(self, expr)
+    }
+    fn wait_for(&mut self, expr: &str, within: Duration) {
+        Firefox::wait_for(self, expr, within)
     }
 }
 
@@ -459,8 +466,13 @@ fn bad_token_foreign_origin_and_forbidden_number_are_refused_before_any_invite()
 
 /// The dominant frequency of what the browser hears (WebAudio on the remote stream).
 fn heard_peak_hz(b: &mut impl Page) -> f64 {
+    peak_hz_of(b, CALL)
+}
+
+/// The dominant frequency of the audio element of `holder` (a widget's call, a console's).
+fn peak_hz_of(b: &mut impl Page, holder: &str) -> f64 {
     b.eval(&format!(
-        "(async () => {{ const c = {CALL}; const ctx = new AudioContext(); \
+        "(async () => {{ const c = {holder}; const ctx = new AudioContext(); \
          await Promise.race([ctx.resume(), new Promise(r => setTimeout(r, 2000))]); \
          if (ctx.state !== 'running') return 'context ' + ctx.state; \
          const src = ctx.createMediaStreamSource(c.audio.srcObject); const an = ctx.createAnalyser(); \
@@ -1707,6 +1719,12 @@ fn console_page(sw: &Switch, name: &str, hz: f64, id: &str) -> Browser {
     tone_wav(&wav, hz, 60);
     let mut b = Browser::launch(name, &wav);
     b.open(&format!("http://127.0.0.1:{}/agent", sw.ports.http));
+    console_login(&mut b, id);
+    b
+}
+
+/// Logs the console page in as `id` (the demo password) with its form.
+fn console_login(b: &mut impl Page, id: &str) {
     b.wait_for(
         "!!document.querySelector('#sb-login-id')",
         Duration::from_secs(10),
@@ -1720,7 +1738,6 @@ fn console_page(sw: &Switch, name: &str, hz: f64, id: &str) -> Browser {
         "!!(SwitchboardConsole.state && SwitchboardConsole.state.code)",
         Duration::from_secs(10),
     );
-    b
 }
 
 /// The console's only call (its id: leg A's Call-ID).
@@ -1731,18 +1748,24 @@ fn console_call(b: &mut Browser) -> String {
         .to_owned()
 }
 
+/// The agent clicks Answer on `call`: the shopper's call and the console's peer connect.
+fn answer_in_console(agent: &mut impl Page, shop: &mut Browser, call: &str) {
+    agent.eval(&format!(
+        "document.querySelector('.sb-answer[data-call=\"{call}\"]').click()"
+    ));
+    shop.wait_for(
+        &format!("{CALL}.state === 'connected'"),
+        Duration::from_secs(15),
+    );
+    agent.wait_for(
+        &format!("SwitchboardConsole.calls[{call:?}].pc && SwitchboardConsole.calls[{call:?}].pc.connectionState === 'connected'"),
+        Duration::from_secs(15),
+    );
+}
+
 /// The strongest frequency of a console call's audio.
-fn console_heard_hz(b: &mut Browser, call: &str) -> f64 {
-    b.eval(&format!(
-        "(async () => {{ const c = SwitchboardConsole.calls[{call:?}]; const ctx = new AudioContext(); await ctx.resume(); \
-         const src = ctx.createMediaStreamSource(c.audio.srcObject); const an = ctx.createAnalyser(); \
-         an.fftSize = 8192; src.connect(an); await new Promise(r => setTimeout(r, 1500)); \
-         const d = new Float32Array(an.frequencyBinCount); an.getFloatFrequencyData(d); \
-         let best = 0; for (let i = 1; i < d.length; i++) if (d[i] > d[best]) best = i; \
-         ctx.close(); return best * ctx.sampleRate / an.fftSize; }})()"
-    ))
-    .as_f64()
-    .unwrap_or(0.0)
+fn console_heard_hz(b: &mut impl Page, call: &str) -> f64 {
+    peak_hz_of(b, &format!("SwitchboardConsole.calls[{call:?}]"))
 }
 
 fn wait_hz(what: &str, within: Duration, mut hz: impl FnMut() -> f64, want: f64, sw: &Switch) {
@@ -1788,17 +1811,7 @@ fn the_console_rings_answers_in_the_browser_shows_the_screen_pop_chats_and_pushe
     );
     let call = console_call(&mut agent);
     assert!(call.starts_with("web-"), "{call}");
-    agent.eval(&format!(
-        "document.querySelector('.sb-answer[data-call=\"{call}\"]').click()"
-    ));
-    shop.wait_for(
-        &format!("{CALL}.state === 'connected'"),
-        Duration::from_secs(15),
-    );
-    agent.wait_for(
-        &format!("SwitchboardConsole.calls[{call:?}].pc && SwitchboardConsole.calls[{call:?}].pc.connectionState === 'connected'"),
-        Duration::from_secs(15),
-    );
+    answer_in_console(&mut agent, &mut shop, &call);
     // Audio both ways: the console hears the shopper's 700 Hz, the shopper the agent's 1100.
     wait_hz(
         "the console",
@@ -2616,21 +2629,6 @@ fn bench_console_ring_answer_and_cpu() {
     );
 }
 
-/// The strongest frequency of a console call's audio, in any browser.
-fn console_heard_hz_in(b: &mut impl Page, call: &str) -> f64 {
-    b.eval(&format!(
-        "(async () => {{ const c = SwitchboardConsole.calls[{call:?}]; const ctx = new AudioContext(); \
-         await Promise.race([ctx.resume(), new Promise(r => setTimeout(r, 2000))]); \
-         const src = ctx.createMediaStreamSource(c.audio.srcObject); const an = ctx.createAnalyser(); \
-         an.fftSize = 8192; src.connect(an); await new Promise(r => setTimeout(r, 1500)); \
-         const d = new Float32Array(an.frequencyBinCount); an.getFloatFrequencyData(d); \
-         let best = 0; for (let i = 1; i < d.length; i++) if (d[i] > d[best]) best = i; \
-         ctx.close(); return best * ctx.sampleRate / an.fftSize; }})()"
-    ))
-    .as_f64()
-    .unwrap_or(0.0)
-}
-
 /// The console in Firefox ESR answers a Chromium shopper: Firefox's own offer (Opus with
 /// telephone-event/8000) on the answering side, audio both ways, chat both ways.
 #[test]
@@ -2641,19 +2639,7 @@ fn firefox_console_answers_a_chromium_shopper() {
     // The agent's microphone plays 900 Hz, the shopper's 700.
     let mut agent = Firefox::launch("console", 900);
     agent.open(&format!("http://127.0.0.1:{}/agent", sw.ports.http));
-    agent.wait_for(
-        "!!document.querySelector('#sb-login-id')",
-        Duration::from_secs(10),
-    );
-    agent.eval(&format!(
-        "document.querySelector('#sb-login-id').value = 'demo'; \
-         document.querySelector('#sb-login-password').value = {DEMO_PW:?}; \
-         document.querySelector('#sb-login-submit').click()"
-    ));
-    agent.wait_for(
-        "!!(SwitchboardConsole.state && SwitchboardConsole.state.code)",
-        Duration::from_secs(10),
-    );
+    console_login(&mut agent, "demo");
     let mut shop = browser(&sw, "ff-console-shop");
     click_sales(&mut shop, &[("processing", "off")]);
     agent.wait_for(
@@ -2665,21 +2651,11 @@ fn firefox_console_answers_a_chromium_shopper() {
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    agent.eval(&format!(
-        "document.querySelector('.sb-answer[data-call=\"{call}\"]').click()"
-    ));
-    shop.wait_for(
-        &format!("{CALL}.state === 'connected'"),
-        Duration::from_secs(15),
-    );
-    agent.wait_for(
-        &format!("SwitchboardConsole.calls[{call:?}].pc && SwitchboardConsole.calls[{call:?}].pc.connectionState === 'connected'"),
-        Duration::from_secs(15),
-    );
+    answer_in_console(&mut agent, &mut shop, &call);
     wait_hz(
         "the Firefox console",
         Duration::from_secs(15),
-        || console_heard_hz_in(&mut agent, &call),
+        || console_heard_hz(&mut agent, &call),
         700.0,
         &sw,
     );

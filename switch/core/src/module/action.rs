@@ -50,6 +50,18 @@ impl ActionCtx {
     }
 }
 
+/// A module action's `leg` parameter: `"b"` (the call center's, the default) or `"a"` (the
+/// caller's); `Err` in words.
+pub fn leg_param(action: &ModuleAction) -> Result<Side, String> {
+    match action.get("leg").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("b") => Ok(Side::B),
+        Some("a") => Ok(Side::A),
+        Some(other) => Err(format!(
+            "leg must be \"a\" (the caller's) or \"b\" (the call center's), got {other:?}"
+        )),
+    }
+}
+
 /// A module's dialplan actions.
 pub trait ActionHandler: Send {
     /// Runs one (its parameters were checked against its spec at load; templated values

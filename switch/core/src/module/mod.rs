@@ -31,7 +31,7 @@ use std::time::Instant;
 use switchboard_dialplan::{ActionSpec, EndpointSpec};
 
 pub(crate) use action::Effect;
-pub use action::{ActionCtx, ActionHandler};
+pub use action::{ActionCtx, ActionHandler, leg_param};
 pub(crate) use digits::Suppress;
 pub use digits::{ActionReport, AppAction, BROWSER_ACTION, Digit, DigitVerdict, LegApp, LegReply};
 pub use endpoint::{Endpoint, OriginateCtx, Route, TargetRef};
