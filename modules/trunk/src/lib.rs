@@ -84,6 +84,13 @@ pub struct GatewayConfig {
     /// With `ani_when_empty = "queue"`: the longest a call waits for a number (default 20 s).
     #[serde(default)]
     pub ani_queue_secs: Option<u64>,
+    /// More addresses this gateway sends from (CIDR blocks; its own address is always in):
+    /// requests from them are trusted, never limited, and calls land in `context`.
+    #[serde(default)]
+    pub acl: Option<Vec<String>>,
+    /// Dialplan context of calls from this gateway (default: `[sip] context`).
+    #[serde(default)]
+    pub context: Option<String>,
 }
 
 /// Why a gateway configuration was refused.
@@ -105,6 +112,9 @@ pub enum GatewayError {
     /// The DTMF form is unknown.
     #[error("gateway {0}: dtmf {1:?} is not one of rfc4733, info, inband")]
     Dtmf(String, String),
+    /// An `acl` entry is not an address block.
+    #[error("gateway {0}: acl: {1}")]
+    Acl(String, String),
 }
 
 /// A configured gateway with its live state.
@@ -128,6 +138,8 @@ pub struct Gateway {
     pub dtmf: Option<DtmfMethod>,
     /// Caller numbers leased per call.
     pub ani: Option<ani::AniPool>,
+    /// The sources that are this gateway: its address, then `acl`.
+    pub acl: Vec<switchboard_core::Cidr>,
 }
 
 /// Outbound registration of one gateway (RFC 3261 §10.2: one Call-ID, CSeq increasing).
@@ -198,7 +210,15 @@ impl Gateway {
                 Some(ani::AniPool::new(numbers, cooldown, when_empty))
             }
         };
+        let mut acl = vec![switchboard_core::Cidr::host(addr.ip())];
+        for entry in config.acl.iter().flatten() {
+            acl.push(
+                switchboard_core::Cidr::parse(entry)
+                    .map_err(|e| GatewayError::Acl(name.to_owned(), e))?,
+            );
+        }
         Ok(Gateway {
+            acl,
             ani,
             dtmf,
             name: name.to_owned(),

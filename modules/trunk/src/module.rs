@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use switchboard_core::guard::PeerRule;
 use switchboard_core::module::{
     AttemptError, Declarations, Endpoint, FilterError, FilterOrder, InviteFilter, OriginateCtx,
     OutgoingInvite, Route, Service, TargetRef,
@@ -195,6 +196,19 @@ impl Module for Trunk {
 
     fn service(&mut self) -> Option<&mut dyn Service> {
         Some(self)
+    }
+
+    fn peers(&self) -> Vec<PeerRule> {
+        self.gateways
+            .iter()
+            .flat_map(|g| {
+                g.acl.iter().map(|net| PeerRule {
+                    net: *net,
+                    context: g.config.context.clone(),
+                    name: format!("gateway {}", g.name),
+                })
+            })
+            .collect()
     }
 
     fn metrics(&self, now: Instant, o: &mut String) {

@@ -807,7 +807,10 @@ impl Engine {
                 }
             }
             self.ack_b(call, ack_body);
-            call.state = CallState::Up;
+            if call.state != CallState::Up {
+                self.up_calls += 1;
+                call.state = CallState::Up;
+            }
             return;
         }
         let mut out = make_response(&call.a.invite, resp.status, Some(&call.a.tag));
@@ -834,6 +837,9 @@ impl Engine {
                 (d.id.call_id.clone(), d.id.local_tag.clone()),
                 (call.id, Side::A),
             );
+        }
+        if call.state == CallState::Up {
+            self.up_calls = self.up_calls.saturating_sub(1);
         }
         call.state = CallState::Answered;
         call.answered_at = Some(now);

@@ -38,6 +38,8 @@ pub struct EngineConfig {
     /// for a tone to be recognised and silenced from its start (0: none; a tone then leaks
     /// for ~40 ms).
     pub inband_delay_ms: u32,
+    /// Overload control (`[limits]`).
+    pub limits: crate::guard::Limits,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +68,7 @@ impl Default for EngineConfig {
             ],
             dtmf: switchboard_media::DtmfMethod::Rfc4733,
             inband_delay_ms: 60,
+            limits: crate::guard::Limits::default(),
         }
     }
 }

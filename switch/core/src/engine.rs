@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::call::{Call, CallInfo, CallSummary, MediaPorts};
 use crate::config::EngineConfig;
+use crate::guard::{Ceiling, DropReason, Failure, Guard, PeerRule};
 use crate::ids::{CallRef, IdGen};
 use crate::module::{AttemptError, CallEvent, Registry};
 use crate::play::Play;
@@ -196,6 +197,25 @@ pub struct Engine {
     pub(crate) stats: EngineStats,
     shutting_down: bool,
     last_sweep: Option<Instant>,
+    /// Per-source limits and bans of untrusted sources.
+    pub(crate) guard: Guard,
+    /// The sources the modules vouch for (gateways), cached from [`Registry::peers`].
+    peers: Vec<PeerRule>,
+    /// Calls whose both legs are confirmed (the others are being set up).
+    pub(crate) up_calls: usize,
+}
+
+/// Who sent a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trust {
+    /// An in-process leg (a browser, a console).
+    Local,
+    /// In `[sip] trusted`.
+    Trusted,
+    /// A module's peer (a gateway): index into the cached rules.
+    Peer(usize),
+    /// Anyone else: limited, banned, and routed in the public context.
+    Untrusted,
 }
 
 impl Engine {
@@ -203,6 +223,8 @@ impl Engine {
     /// Call [`Engine::handle_timeout`] once when the transports are up: the modules'
     /// services (gateway pings and registrations) start there.
     pub fn new(cfg: EngineConfig, dialplan: Arc<Dialplan>, modules: Registry, seed: u64) -> Engine {
+        let cfg_limits = cfg.limits.clone();
+        let peers = modules.peers();
         Engine {
             txn: TransactionLayer::new(cfg.timers),
             ports: PortPool::new(cfg.rtp_ports.0, cfg.rtp_ports.1),
@@ -228,6 +250,9 @@ impl Engine {
             stats: EngineStats::default(),
             shutting_down: false,
             last_sweep: None,
+            guard: Guard::new(cfg_limits),
+            peers,
+            up_calls: 0,
         }
     }
 
@@ -236,6 +261,58 @@ impl Engine {
     /// Swaps in a new dialplan; calls in progress keep the plan they computed.
     pub fn set_dialplan(&mut self, dialplan: Arc<Dialplan>) {
         self.dialplan = dialplan;
+    }
+
+    /// A reload's new rules of access: contexts, trusted sources, limits and the ceiling of
+    /// calls (listen addresses, timers and media settings wait for a restart). Bans stay.
+    pub fn set_access(&mut self, cfg: &EngineConfig) {
+        self.cfg.context.clone_from(&cfg.context);
+        self.cfg.public_context.clone_from(&cfg.public_context);
+        self.cfg.trusted.clone_from(&cfg.trusted);
+        self.cfg.max_calls = cfg.max_calls;
+        self.cfg.limits = cfg.limits.clone();
+        self.guard.set_limits(cfg.limits.clone());
+        self.refresh_peers();
+    }
+
+    /// Reads again the sources the modules vouch for (after a module's configuration
+    /// changed: new gateways).
+    pub fn refresh_peers(&mut self) {
+        self.peers = self.modules.peers();
+    }
+
+    /// The per-source limits: counters, bans.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
+    /// Lifts the ban of a source; `false` when it was not banned.
+    pub fn unban(&mut self, now: Instant, ip: std::net::IpAddr) -> bool {
+        self.guard.unban(now, ip)
+    }
+
+    /// Calls being set up (not yet answered and ACKed).
+    pub fn pending_calls(&self) -> usize {
+        self.calls.len().saturating_sub(self.up_calls)
+    }
+
+    /// Server transactions held.
+    pub fn server_transactions(&self) -> usize {
+        self.txn.servers()
+    }
+
+    pub(crate) fn trust(&self, from: Peer) -> Trust {
+        if from.transport == Transport::Local {
+            return Trust::Local;
+        }
+        let ip = from.addr.ip();
+        if self.cfg.trusted.iter().any(|c| c.contains(ip)) {
+            return Trust::Trusted;
+        }
+        match self.peers.iter().position(|p| p.net.contains(ip)) {
+            Some(i) => Trust::Peer(i),
+            None => Trust::Untrusted,
+        }
     }
 
     /// The RTP port pool, shared (the browser leg's sockets take from it too).
@@ -375,6 +452,13 @@ impl Engine {
         data: Bytes,
         from: Peer,
     ) {
+        if self.guard.banned_sources() > 0
+            && from.transport != Transport::Local
+            && self.guard.banned(now, from.addr.ip())
+        {
+            // Not even parsed: a banned source costs a hash look-up per datagram.
+            return;
+        }
         let msg = match parse_datagram(data) {
             Ok(m) => m,
             Err(ParseError::Incomplete) if from.transport == Transport::Udp => {
@@ -418,8 +502,63 @@ impl Engine {
             Message::Request(_) => self.stats.requests_in += 1,
             Message::Response(_) => self.stats.responses_in += 1,
         }
+        if let Message::Request(req) = &msg
+            && !self.admit(now, req, from)
+        {
+            return;
+        }
         self.txn.handle_message(now, msg, from);
         self.drain_txn_events(now, wall);
+    }
+
+    /// A request's way past the limits: `false` when it was dropped or refused here.
+    fn admit(&mut self, now: Instant, req: &Request, from: Peer) -> bool {
+        let trust = self.trust(from);
+        if trust == Trust::Untrusted {
+            let ua = req.headers.get(&Name::UserAgent).map(|v| &**v);
+            if let Err(why) = self.guard.admit(now, from.addr.ip(), ua) {
+                if why != DropReason::Banned {
+                    debug!(source = %from.addr, reason = why.as_str(), method = %req.method, "request dropped unanswered");
+                }
+                return false;
+            }
+        }
+        let ceiling = if trust == Trust::Untrusted {
+            self.cfg.limits.max_untrusted_transactions
+        } else {
+            self.cfg.limits.max_transactions
+        };
+        if self.txn.servers() >= ceiling && self.txn.opens_transaction(req, from) {
+            let resp = make_response(req, 503, None);
+            self.refuse_overloaded(resp, Ceiling::Transactions, from, req);
+            return false;
+        }
+        true
+    }
+
+    /// A 503 with `Retry-After` at a ceiling, sent without a transaction (it holds nothing).
+    fn refuse_overloaded(&mut self, mut resp: Response, what: Ceiling, from: Peer, req: &Request) {
+        self.guard.stats.refused[Ceiling::ALL.iter().position(|c| *c == what).unwrap_or(0)] += 1;
+        self.decorate(&mut resp);
+        resp.headers
+            .push(Name::RetryAfter, self.cfg.limits.retry_after.to_string());
+        debug!(source = %from.addr, ceiling = what.as_str(), "overloaded: 503 with Retry-After");
+        self.txn.send_stateless(
+            switchboard_sip::transaction::response_peer(req, from),
+            &Message::Response(resp),
+        );
+    }
+
+    /// Counts a failure answer to an untrusted source (scanners collect them).
+    pub(crate) fn note_failure(&mut self, now: Instant, peer: Peer, status: u16) {
+        let failure = (400..500).contains(&status)
+            && !matches!(status, 408 | 422 | 423 | 480 | 486 | 487 | 488 | 491);
+        if failure
+            && self.trust(peer) == Trust::Untrusted
+            && self.guard.failure(now, peer.addr.ip()) == Failure::Banned
+        {
+            debug!(source = %peer.addr, status, "failure answers: the source is banned");
+        }
     }
 
     /// Timers are due.
@@ -444,6 +583,14 @@ impl Engine {
             return self.after_timeout(now, wall);
         }
         self.last_sweep = Some(now);
+        self.guard.sweep(now);
+        // The count of confirmed calls is kept as they change; recounted here so that no
+        // path that forgets a call can skew the ceiling of calls being set up.
+        self.up_calls = self
+            .calls
+            .values()
+            .filter(|c| c.state == crate::call::CallState::Up)
+            .count();
         self.txn.shrink();
         shrink_map(&mut self.calls);
         shrink_map(&mut self.dialogs);
@@ -496,7 +643,15 @@ impl Engine {
         };
         let mut resp = make_response(req, status, tag);
         self.decorate(&mut resp);
+        if status == 503 {
+            resp.headers
+                .push(Name::RetryAfter, self.cfg.limits.retry_after.to_string());
+        }
+        let peer = self.txn.server_peer(txn);
         self.txn.respond(now, txn, resp);
+        if let Some(peer) = peer {
+            self.note_failure(now, peer, status);
+        }
     }
 
     pub(crate) fn decorate(&self, resp: &mut Response) {
@@ -592,7 +747,20 @@ impl Engine {
         req: Request,
         from: Peer,
     ) {
-        if self.shutting_down || self.calls.len() >= self.cfg.max_calls {
+        if self.shutting_down {
+            self.respond(now, id, 503, None);
+            return;
+        }
+        let ceiling = if self.calls.len() >= self.cfg.max_calls {
+            Some(Ceiling::Calls)
+        } else if self.pending_calls() >= self.cfg.limits.max_pending_calls {
+            Some(Ceiling::PendingCalls)
+        } else {
+            None
+        };
+        if let Some(c) = ceiling {
+            self.guard.stats.refused[Ceiling::ALL.iter().position(|x| *x == c).unwrap_or(0)] += 1;
+            debug!(source = %from.addr, ceiling = c.as_str(), "overloaded: 503 with Retry-After");
             self.respond(now, id, 503, None);
             return;
         }
@@ -620,14 +788,17 @@ impl Engine {
         let a_tag = self.ids.tag();
         // Who may call where: a source ops trust lands in the listeners' context, any other
         // in the public one (which reaches what ops put there, nothing else).
-        let trusted = from.transport == Transport::Local
-            || self.cfg.trusted.iter().any(|c| c.contains(from.addr.ip()));
-        let context = if trusted {
-            &self.cfg.context
-        } else {
-            &self.cfg.public_context
+        let trust = self.trust(from);
+        let context = match trust {
+            Trust::Local | Trust::Trusted => &self.cfg.context,
+            Trust::Peer(i) => self
+                .peers
+                .get(i)
+                .and_then(|p| p.context.as_ref())
+                .unwrap_or(&self.cfg.context),
+            Trust::Untrusted => &self.cfg.public_context,
         };
-        if !trusted {
+        if trust == Trust::Untrusted {
             debug!(source = %from.addr, context = %context, "INVITE from an untrusted source");
         }
         let facts = facts_of(&req, context, from, wall);
@@ -893,6 +1064,7 @@ impl Engine {
         }
         self.txn.respond(now, call.a.invite_txn, resp);
         call.a.finalized = true;
+        self.note_failure(now, call.a.peer, status);
     }
 
     /// Forget a call that is over (its legs were already told).
@@ -918,6 +1090,9 @@ impl Engine {
             self.clients.remove(&a.txn);
         }
         self.server_invites.remove(&call.a.invite_txn);
+        if call.state == crate::call::CallState::Up {
+            self.up_calls = self.up_calls.saturating_sub(1);
+        }
         if let Some(ports) = call.media {
             self.ports.give_back(ports.a);
             self.ports.give_back(ports.b);

@@ -245,6 +245,7 @@ impl Engine {
         let seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
         if side == Side::A && call.state == CallState::Answered {
             call.state = CallState::Up;
+            self.up_calls += 1;
             if call.b_ack.is_none() && call.b_dialog.is_some() {
                 let body = if is_sdp(&req.headers) {
                     self.sdp_to_other(&mut call, Side::A, &req.body, SdpIn::Ack)

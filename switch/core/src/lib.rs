@@ -19,6 +19,7 @@ mod bridge;
 mod call;
 mod config;
 mod engine;
+pub mod guard;
 mod ids;
 mod indialog;
 mod media;

@@ -75,17 +75,27 @@ impl Harness {
     /// An engine following this dialplan. The only place an engine is built: its targets are
     /// URIs, so no module (gateways) is needed.
     fn with_plan(plan: &str) -> Harness {
+        Harness::configured(plan, crate::Registry::new(), |_| {})
+    }
+
+    /// An engine following this dialplan, with these modules and this configuration.
+    fn configured(
+        plan: &str,
+        modules: crate::Registry,
+        tune: impl FnOnce(&mut EngineConfig),
+    ) -> Harness {
         let source = Source {
             path: "t.toml".into(),
             text: plan.into(),
         };
         let dialplan = compile(&[source], &CompileEnv::default()).unwrap();
-        let cfg = EngineConfig {
+        let mut cfg = EngineConfig {
             timers: timers(),
             ..EngineConfig::default()
         };
-        // No module: URI targets need none (the gateways' part moves out of core).
-        let engine = crate::Engine::new(cfg, Arc::new(dialplan), crate::Registry::new(), 7);
+        tune(&mut cfg);
+        // URI targets need no module (the gateways' part is out of core).
+        let engine = crate::Engine::new(cfg, Arc::new(dialplan), modules, 7);
         let now = Instant::now();
         Harness {
             engine,
@@ -1348,5 +1358,195 @@ actions = [
             })
             .collect();
         assert_eq!(digits, vec![('*', true), ('1', false), ('*', true)]);
+    }
+}
+
+/// Overload control: per-source limits and bans for untrusted sources, global ceilings
+/// answered 503 with Retry-After, and the context of a module's peers.
+mod overload {
+    use super::*;
+    use crate::guard::{BanReason, PeerRule};
+
+    /// An attacker's address (not in `[sip] trusted`, which is loopback by default).
+    const EVIL: &str = "203.0.113.66:5070";
+
+    /// Request `i` of a series: its own Call-ID and branch.
+    fn request(method: &str, i: usize, ua: Option<&str>) -> String {
+        let ua = ua.map(|u| format!("User-Agent: {u}\n")).unwrap_or_default();
+        format!(
+            "{method} sip:1000@127.0.0.1:5060 SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-f{i};rport
+Max-Forwards: 70
+From: <sip:666@127.0.0.1:5070>;tag=f{i}
+To: <sip:1000@127.0.0.1:5060>
+Call-ID: flood-{i}@test
+CSeq: 1 {method}
+Contact: <sip:666@127.0.0.1:5070>
+{ua}Content-Length: 0
+
+"
+        )
+    }
+
+    fn answers_to(sent: &[(SocketAddr, Message)], to: &str) -> usize {
+        statuses_to(sent, to).len()
+    }
+
+    #[test]
+    fn an_untrusted_flood_is_dropped_then_banned_while_a_trusted_caller_gets_through() {
+        let mut h = Harness::new();
+        let mut answered = 0;
+        for i in 0..1000 {
+            h.send(EVIL, &request("OPTIONS", i, None));
+            answered += answers_to(&h.sent(), EVIL);
+        }
+        assert_eq!(answered, 60, "its burst is answered, the rest is not");
+        let bans = h.engine.guard().bans(h.now);
+        assert_eq!(bans.len(), 1);
+        assert_eq!(bans[0].reason, BanReason::Flood);
+        assert_eq!(
+            h.engine.server_transactions(),
+            60,
+            "dropped requests hold nothing"
+        );
+        // A trusted caller is not limited: its call is set up and answered as ever.
+        let (_, ok) = call_up(&mut h);
+        assert_eq!(ok.status, 200);
+        // Lifting the ban lets the source in again.
+        assert!(
+            h.engine
+                .unban(h.now, EVIL.parse::<SocketAddr>().unwrap().ip())
+        );
+        h.advance(Duration::from_secs(5));
+        h.send(EVIL, &request("OPTIONS", 5000, None));
+        assert_eq!(answers_to(&h.sent(), EVIL), 1);
+    }
+
+    #[test]
+    fn a_scanner_is_never_answered_and_stays_banned_whatever_it_says_next() {
+        let mut h = Harness::new();
+        h.send(EVIL, &request("OPTIONS", 1, Some("friendly-scanner")));
+        assert!(h.sent().is_empty());
+        h.send(EVIL, &request("INVITE", 2, Some("Linphone/5.1")));
+        assert!(h.sent().is_empty(), "banned: not even parsed");
+        assert_eq!(h.engine.guard().stats.bans[0], 1);
+        assert!(h.engine.guard().stats.dropped[0] >= 1);
+        assert!(h.ended().is_empty(), "no call was started");
+        // The same User-Agent from a trusted source is only a name.
+        h.send(A, &request("OPTIONS", 3, Some("friendly-scanner")));
+        assert_eq!(statuses_to(&h.sent(), A), vec![200]);
+    }
+
+    #[test]
+    fn an_untrusted_source_collecting_failures_is_banned() {
+        // Nothing in the public context: every untrusted INVITE is refused.
+        let mut h = Harness::new();
+        let mut refused = 0;
+        for i in 0..30 {
+            h.send(EVIL, &request("INVITE", i, None));
+            let sent = h.sent();
+            let statuses = statuses_to(&sent, EVIL);
+            if let Some(s) = statuses.iter().find(|s| **s >= 400) {
+                assert!((400..500).contains(s), "{s}");
+                refused += 1;
+            }
+            h.advance(Duration::from_millis(500));
+        }
+        assert_eq!(refused, 20, "banned at its 20th failure in a minute");
+        let bans = h.engine.guard().bans(h.now);
+        assert_eq!(bans.len(), 1);
+        assert_eq!(bans[0].reason, BanReason::Failures);
+    }
+
+    #[test]
+    fn calls_being_set_up_past_the_ceiling_get_503_with_retry_after() {
+        let mut h = Harness::configured(ONE_TARGET, crate::Registry::new(), |c| {
+            c.limits.max_pending_calls = 2;
+            c.limits.retry_after = 7;
+        });
+        let invite = |i: usize| request("INVITE", i, None);
+        h.send(A, &invite(1));
+        h.send(A, &invite(2));
+        let sent = h.sent();
+        assert_eq!(requests_to(&sent, B, Method::Invite).len(), 2);
+        h.send(A, &invite(3));
+        let sent = h.sent();
+        let busy = response_to(&sent, A, 503);
+        assert_eq!(busy.headers.get(&Name::RetryAfter).map(|v| &**v), Some("7"));
+        assert!(requests_to(&sent, B, Method::Invite).is_empty());
+        assert_eq!(h.engine.guard().stats.refused[1], 1);
+        assert_eq!(h.engine.pending_calls(), 2);
+    }
+
+    #[test]
+    fn requests_past_the_transaction_ceiling_get_a_stateless_503_and_retransmissions_still_match() {
+        let mut h = Harness::configured(ONE_TARGET, crate::Registry::new(), |c| {
+            c.limits.max_transactions = 5;
+        });
+        for i in 0..5 {
+            h.send(A, &request("OPTIONS", i, None));
+        }
+        assert_eq!(statuses_to(&h.sent(), A), vec![200; 5]);
+        h.send(A, &request("OPTIONS", 5, None));
+        let sent = h.sent();
+        let busy = response_to(&sent, A, 503);
+        assert!(busy.headers.get(&Name::RetryAfter).is_some());
+        assert_eq!(h.engine.server_transactions(), 5, "the 503 held nothing");
+        // A retransmission of a request the switch holds is answered from its transaction.
+        h.send(A, &request("OPTIONS", 0, None));
+        assert_eq!(statuses_to(&h.sent(), A), vec![200]);
+        // Once the transactions are over, requests are served again.
+        h.advance(Duration::from_secs(40));
+        h.send(A, &request("OPTIONS", 6, None));
+        assert_eq!(statuses_to(&h.sent(), A), vec![200]);
+    }
+
+    /// A module that vouches for one carrier's network, whose calls land in their own context.
+    struct Carrier;
+
+    impl crate::Module for Carrier {
+        fn name(&self) -> &'static str {
+            "carrier"
+        }
+        fn peers(&self) -> Vec<PeerRule> {
+            vec![PeerRule {
+                net: crate::Cidr::parse("198.51.100.0/24").unwrap(),
+                context: Some("from-carrier".into()),
+                name: "gateway carrier".into(),
+            }]
+        }
+    }
+
+    #[test]
+    fn a_modules_peer_is_trusted_and_lands_in_its_own_context() {
+        let plan = r#"
+[[extension]]
+name = "inbound"
+context = "from-carrier"
+when.destination = '^(\d+)$'
+actions = [ { bridge = { targets = ["sip:$1@127.0.0.1:5081"], timeout = 20 } } ]
+
+[[extension]]
+name = "all"
+when.destination = '^(\d+)$'
+actions = [ { bridge = { targets = ["sip:$1@127.0.0.1:5080"], timeout = 20 } } ]
+"#;
+        let mut modules = crate::Registry::new();
+        modules.add(Box::new(Carrier)).unwrap();
+        let mut h = Harness::configured(plan, modules, |_| {});
+        const CARRIER: &str = "198.51.100.9:5060";
+        // Not limited: far past an untrusted source's burst.
+        for i in 0..200 {
+            h.send(CARRIER, &request("OPTIONS", i, None));
+        }
+        assert_eq!(answers_to(&h.sent(), CARRIER), 200);
+        assert!(h.engine.guard().bans(h.now).is_empty());
+        h.send(CARRIER, &request("INVITE", 1000, None));
+        let sent = h.sent();
+        assert!(
+            request_to(&sent, B2, Method::Invite).is_some(),
+            "routed in from-carrier"
+        );
+        assert!(request_to(&sent, B, Method::Invite).is_none());
     }
 }

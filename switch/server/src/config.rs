@@ -43,6 +43,24 @@ struct File {
     agent: BTreeMap<String, Spanned<ConfAgent>>,
     #[serde(default)]
     queue: BTreeMap<String, Spanned<QueueCfg>>,
+    #[serde(default)]
+    limits: LimitsCfg,
+}
+
+/// `[limits]`: overload control (docs/configuration.md).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsCfg {
+    max_transactions: Option<usize>,
+    max_untrusted_transactions: Option<usize>,
+    max_pending_calls: Option<usize>,
+    retry_after: Option<u32>,
+    source_rate: Option<Spanned<u32>>,
+    source_burst: Option<u32>,
+    ban_failures: Option<u32>,
+    ban_time: Option<u64>,
+    scanner_user_agents: Option<Vec<String>>,
+    max_sources: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -228,6 +246,61 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
+fn limits(
+    f: &str,
+    t: &str,
+    c: &LimitsCfg,
+    diags: &mut Vec<Diagnostic>,
+) -> switchboard_core::guard::Limits {
+    let d = switchboard_core::guard::Limits::default();
+    let limits = switchboard_core::guard::Limits {
+        max_transactions: c.max_transactions.unwrap_or(d.max_transactions),
+        max_untrusted_transactions: c
+            .max_untrusted_transactions
+            .unwrap_or(d.max_untrusted_transactions),
+        max_pending_calls: c.max_pending_calls.unwrap_or(d.max_pending_calls),
+        retry_after: c.retry_after.unwrap_or(d.retry_after),
+        source_rate: c
+            .source_rate
+            .as_ref()
+            .map_or(d.source_rate, |r| *r.get_ref()),
+        source_burst: c.source_burst.unwrap_or(d.source_burst),
+        ban_failures: c.ban_failures.unwrap_or(d.ban_failures),
+        ban_time: c.ban_time.map_or(d.ban_time, Duration::from_secs),
+        scanners: c.scanner_user_agents.as_ref().map_or(d.scanners, |l| {
+            l.iter()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect()
+        }),
+        max_sources: c.max_sources.unwrap_or(d.max_sources).max(1),
+    };
+    if let Some(r) = &c.source_rate
+        && *r.get_ref() == 0
+    {
+        diags.push(diag(
+            f,
+            t,
+            Some(r.span()),
+            "limits.source_rate 0 would drop every request from an untrusted source".into(),
+            Some("requests per second per source: the default 20 lets a busy phone through; list the addresses you trust in [sip] trusted"),
+        ));
+    }
+    if limits.max_untrusted_transactions > limits.max_transactions {
+        diags.push(diag(
+            f,
+            t,
+            None,
+            format!(
+                "limits.max_untrusted_transactions ({}) is more than max_transactions ({})",
+                limits.max_untrusted_transactions, limits.max_transactions
+            ),
+            Some("untrusted sources get a share of the transactions, not more than all of them"),
+        ));
+    }
+    limits
+}
+
 fn diag(
     file: &str,
     text: &str,
@@ -333,6 +406,7 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
     if let Some(m) = file.sip.max_calls {
         engine.max_calls = m;
     }
+    engine.limits = limits(f, t, &file.limits, &mut diags);
     let d = TimerConfig::default();
     engine.timers = TimerConfig {
         t1: file.sip.t1_ms.map(Duration::from_millis).unwrap_or(d.t1),

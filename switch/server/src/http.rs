@@ -43,6 +43,8 @@ pub async fn serve(
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/gateways", get(gateways))
         .route("/api/v1/gateways/{name}/{state}", post(set_gateway))
+        .route("/api/v1/bans", get(bans))
+        .route("/api/v1/bans/{ip}", axum::routing::delete(unban))
         .route("/api/v1/cdrs", get(cdrs))
         .route("/api/v1/calls/{id}/chat", get(call_chat))
         .route("/api/v1/agents", get(agents_list))
@@ -512,6 +514,42 @@ async fn set_gateway(
     match ask(&app, |tx| Command::SetGateway(name.clone(), up, tx)).await {
         Ok(true) => (StatusCode::OK, format!("gateway {name} marked {state}\n")).into_response(),
         Ok(false) => (StatusCode::NOT_FOUND, format!("no gateway {name}\n")).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn bans(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    match ask(&app, Command::Bans).await {
+        Ok(v) => {
+            let v: Vec<serde_json::Value> = v
+                .into_iter()
+                .map(|(ip, reason, secs)| {
+                    serde_json::json!({"address": ip.to_string(), "reason": reason, "seconds_left": secs})
+                })
+                .collect();
+            axum::Json(v).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn unban(State(app): State<App>, headers: HeaderMap, Path(ip): Path<String>) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    let Ok(addr) = ip.parse::<std::net::IpAddr>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("{ip:?} is not an IP address\n"),
+        )
+            .into_response();
+    };
+    match ask(&app, |tx| Command::Unban(addr, tx)).await {
+        Ok(true) => (StatusCode::OK, format!("ban on {addr} lifted\n")).into_response(),
+        Ok(false) => (StatusCode::NOT_FOUND, format!("{addr} is not banned\n")).into_response(),
         Err(r) => r,
     }
 }

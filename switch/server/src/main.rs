@@ -191,6 +191,13 @@ enum CtlCmd {
         /// `up` or `down`.
         state: String,
     },
+    /// List the banned sources ([limits]): address, reason, seconds left.
+    Bans,
+    /// Lift a source's ban.
+    Unban {
+        /// The banned IP address.
+        ip: std::net::IpAddr,
+    },
 }
 
 /// mimalloc: a call allocates ~20 KB of short-lived set-up state between its long-lived
@@ -525,6 +532,8 @@ fn ctl(conf: &std::path::Path, what: CtlCmd) -> anyhow::Result<ExitCode> {
         CtlCmd::Reload => ("POST", "/api/v1/reload".to_owned()),
         CtlCmd::Gateways => ("GET", "/api/v1/gateways".to_owned()),
         CtlCmd::Gateway { name, state } => ("POST", format!("/api/v1/gateways/{name}/{state}")),
+        CtlCmd::Bans => ("GET", "/api/v1/bans".to_owned()),
+        CtlCmd::Unban { ip } => ("DELETE", format!("/api/v1/bans/{ip}")),
     };
     let (status, body) = ctl::request(addr, token, method, &path)?;
     print!("{body}");

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use switchboard_core::guard::{BanReason, Ceiling, DropReason};
 use switchboard_core::{CallInfo, CallRef, Cause, Engine, Output, Side};
 use switchboard_sip::transaction::{Peer, Transport};
 use switchboard_sip::{Message, ParseError, parse_stream};
@@ -52,6 +53,10 @@ pub enum Command {
     SetGateway(String, bool, oneshot::Sender<bool>),
     /// Prometheus text.
     Metrics(oneshot::Sender<String>),
+    /// The bans in force: (address, reason, seconds left).
+    Bans(oneshot::Sender<Vec<(std::net::IpAddr, &'static str, u64)>>),
+    /// Lift a ban; `false` when the address was not banned.
+    Unban(std::net::IpAddr, oneshot::Sender<bool>),
     /// An action in the caller's browser from the CRM API: the call (leg A's or leg B's
     /// Call-ID, or the switch's id), the merchant the key belongs to (None: the admin), the
     /// action's name and its JSON. The answer is the browser leg's (None: no such call here).
@@ -380,6 +385,29 @@ impl Shell {
             Command::Metrics(tx) => {
                 let _ = tx.send(self.metrics());
             }
+            Command::Bans(tx) => {
+                let bans = self
+                    .engine
+                    .guard()
+                    .bans(now)
+                    .into_iter()
+                    .map(|b| {
+                        (
+                            b.ip,
+                            b.reason.as_str(),
+                            b.until.saturating_duration_since(now).as_secs(),
+                        )
+                    })
+                    .collect();
+                let _ = tx.send(bans);
+            }
+            Command::Unban(ip, tx) => {
+                let lifted = self.engine.unban(now, ip);
+                if lifted {
+                    info!(source = %ip, "ban lifted by ops");
+                }
+                let _ = tx.send(lifted);
+            }
             Command::Chat {
                 call,
                 from,
@@ -460,12 +488,14 @@ impl Shell {
                     warn!("listen addresses changed: they take effect at the next restart");
                 }
                 self.engine.set_dialplan(Arc::new(l.dialplan));
+                self.engine.set_access(&l.engine);
                 self.media.prompts = Arc::new(l.prompts);
                 self.media.rtp_timeout = l.rtp_timeout;
                 self.media.opus_complexity = l.opus_complexity;
                 if let Some(t) = self.engine.modules_mut().get_mut::<Trunk>() {
                     t.set_gateways(l.gateways);
                 }
+                self.engine.refresh_peers();
                 if let Some(hub) = self.web.as_ref().and_then(|w| w.hub.get()) {
                     hub.reconfigure(l.agents);
                 }
@@ -564,6 +594,68 @@ impl Shell {
             "counter",
             "Requests received.",
             s.requests_in.to_string(),
+        );
+        let g = e.guard();
+        let _ = writeln!(
+            o,
+            "# HELP switchboard_sip_dropped_total Requests from untrusted sources dropped unanswered, by reason.\n# TYPE switchboard_sip_dropped_total counter"
+        );
+        for (r, n) in DropReason::ALL.iter().zip(g.stats.dropped) {
+            let _ = writeln!(
+                o,
+                "switchboard_sip_dropped_total{{reason=\"{}\"}} {n}",
+                r.as_str()
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP switchboard_sip_bans_total Untrusted sources banned, by reason.\n# TYPE switchboard_sip_bans_total counter"
+        );
+        for (r, n) in BanReason::ALL.iter().zip(g.stats.bans) {
+            let _ = writeln!(
+                o,
+                "switchboard_sip_bans_total{{reason=\"{}\"}} {n}",
+                r.as_str()
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP switchboard_sip_overload_refused_total Requests answered 503 with Retry-After at a ceiling.\n# TYPE switchboard_sip_overload_refused_total counter"
+        );
+        for (c, n) in Ceiling::ALL.iter().zip(g.stats.refused) {
+            let _ = writeln!(
+                o,
+                "switchboard_sip_overload_refused_total{{ceiling=\"{}\"}} {n}",
+                c.as_str()
+            );
+        }
+        metric(
+            &mut o,
+            "switchboard_sip_banned_sources",
+            "gauge",
+            "Untrusted sources banned now.",
+            g.banned_sources().to_string(),
+        );
+        metric(
+            &mut o,
+            "switchboard_sip_tracked_sources",
+            "gauge",
+            "Untrusted sources whose rate is being followed.",
+            g.sources().to_string(),
+        );
+        metric(
+            &mut o,
+            "switchboard_sip_server_transactions",
+            "gauge",
+            "Server transactions held (the ceiling is [limits] max_transactions).",
+            e.server_transactions().to_string(),
+        );
+        metric(
+            &mut o,
+            "switchboard_calls_pending",
+            "gauge",
+            "Calls being set up, not yet answered and ACKed (the ceiling is [limits] max_pending_calls).",
+            e.pending_calls().to_string(),
         );
         metric(
             &mut o,

@@ -429,7 +429,7 @@ fn invite_from(from: &str, sip_port: u16, user: &str) -> u16 {
         "INVITE sip:{user}@127.0.0.1:{sip_port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-fraud-{user}\r\n\
          Max-Forwards: 70\r\nFrom: <sip:666@{me}>;tag=scan\r\nTo: <sip:{user}@127.0.0.1>\r\n\
          Call-ID: fraud-{user}-{}@{me}\r\nCSeq: 1 INVITE\r\nContact: <sip:666@{me}>\r\n\
-         User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n",
+         User-Agent: Linphone/5.1\r\nContent-Length: 0\r\n\r\n",
         me.ip()
     );
     sock.send_to(msg.as_bytes(), ("127.0.0.1", sip_port))
@@ -474,5 +474,113 @@ fn an_untrusted_source_lands_in_the_public_context_and_reaches_no_gateway() {
     assert!(
         sw.log().contains("INVITE from an untrusted source"),
         "the log says so"
+    );
+}
+
+#[test]
+fn a_flood_from_one_source_is_banned_while_a_trusted_caller_completes_its_calls() {
+    let sw = Switch::start("flood", 24, Route::default());
+    let uas = sw.uas(0, "uas_answer.xml", 20, &[]);
+    // Un-ACKed INVITEs to a premium number from one source, OPTIONS from another: each far
+    // past an untrusted source's 20 requests a second.
+    let invites = sw.flood("127.0.0.66", "flood_invite.xml", "900123456789", 4000, 1000);
+    let options = sw.flood("127.0.0.67", "flood_options.xml", "probe", 8000, 2000);
+    // Meanwhile a trusted caller places its 20 calls, every one answered and completed.
+    let uac = sw.uac("uac_call.xml", "1000", 20, &[]);
+    sw.expect_ok(vec![uac, uas]);
+    let _ = invites.wait(Duration::from_secs(30));
+    let _ = options.wait(Duration::from_secs(30));
+    // The INVITEs to a premium number collect 404s (the public context has no route) and
+    // are banned for it at the 20th; the OPTIONS flood for its rate.
+    assert_eq!(
+        sw.metric("switchboard_sip_bans_total{reason=\"failures\"}"),
+        1.0,
+        "the INVITE flood is banned"
+    );
+    assert_eq!(
+        sw.metric("switchboard_sip_bans_total{reason=\"flood\"}"),
+        1.0,
+        "the OPTIONS flood is banned"
+    );
+    let dropped = sw.metric("switchboard_sip_dropped_total{reason=\"banned\"}")
+        + sw.metric("switchboard_sip_dropped_total{reason=\"rate\"}");
+    assert!(
+        dropped >= 11_000.0,
+        "most of the 12,000 are dropped unanswered: {dropped}"
+    );
+    // What the floods hold is what got past their bursts, not what they sent.
+    let held = sw.metric("switchboard_sip_server_transactions");
+    assert!(held <= 400.0, "server transactions held: {held}");
+    assert_eq!(sw.metric("switchboard_sip_banned_sources"), 2.0);
+    let (code, bans) = common::http_status(sw.ports.http, "/api/v1/bans", "test-token");
+    assert_eq!(code, 200, "{bans}");
+    assert!(
+        bans.contains("127.0.0.66") && bans.contains("127.0.0.67"),
+        "{bans}"
+    );
+    assert!(
+        bans.contains("\"flood\"") && bans.contains("\"failures\""),
+        "{bans}"
+    );
+    // Ops lift a ban: the source is answered again.
+    let (code, body) = common::http_request(
+        sw.ports.http,
+        "DELETE",
+        "/api/v1/bans/127.0.0.66",
+        "test-token",
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(invite_from("127.0.0.66", sw.ports.sip, "900123456789"), 404);
+    assert!(sw.log().contains("banned a source"), "the log says so");
+}
+
+#[test]
+fn a_sipvicious_scan_finds_nothing_and_gets_its_source_banned() {
+    // svwar sends from 127.0.0.1 whatever its -b says: here loopback is trusted only at
+    // 127.0.0.2, where the gateways are.
+    let sw = Switch::start(
+        "svwar",
+        25,
+        Route {
+            gw_ip: "127.0.0.2",
+            sip_extra: "trusted = [\"127.0.0.2/32\"]",
+            ..Route::default()
+        },
+    );
+    let out = std::process::Command::new("timeout")
+        .args([
+            "60",
+            "svwar",
+            "-m",
+            "INVITE",
+            "-e",
+            "100-300,1000",
+            "-b",
+            "127.0.0.68",
+        ])
+        .args([
+            "-p",
+            &sw.ports.sip.to_string(),
+            "--maximumtime=5",
+            "127.0.0.1",
+        ])
+        .output()
+        .expect("svwar must be installed (Debian package sipvicious)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("| 1000"), "no extension found: {text}");
+    assert_eq!(
+        sw.metric("switchboard_sip_bans_total{reason=\"scanner\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sw.metric("switchboard_calls_total"),
+        0.0,
+        "no call was placed"
     );
 }

@@ -2539,6 +2539,25 @@ fn check_refuses_the_demo_agents_public_password_off_loopback() {
             && said.contains("toll fraud"),
         "{said}"
     );
+    // Limits that would drop every untrusted request, and a gateway acl that is no address
+    // block: refused, each with its line.
+    let main = std::fs::read_to_string(dir.join("switchboard.toml"))
+        .unwrap()
+        .replace("[limits]\n", "[limits]\nsource_rate = 0\n")
+        .replace(
+            "[gateway.demo]\n",
+            "[gateway.demo]\nacl = [\"10.0.0.0/33\"]\ncontext = \"from-demo\"\n",
+        );
+    std::fs::write(dir.join("switchboard.toml"), main).unwrap();
+    let out = check(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("limits.source_rate 0 would drop every request"),
+        "{err}"
+    );
+    assert!(err.contains("10.0.0.0/33"), "{err}");
+    assert!(err.contains("switchboard.toml:"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

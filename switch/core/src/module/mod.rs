@@ -95,6 +95,13 @@ pub trait Module: Any + Send {
 
     /// Its lines of `/metrics` (Prometheus text format).
     fn metrics(&self, _now: Instant, _out: &mut String) {}
+
+    /// The sources it vouches for (a gateway's addresses and `acl`): trusted like
+    /// `[sip] trusted`, each with the context its calls land in. Read at start and when the
+    /// shell says the module's configuration changed (`Engine::refresh_peers`).
+    fn peers(&self) -> Vec<crate::guard::PeerRule> {
+        Vec::new()
+    }
 }
 
 /// The modules of a running switch and the index of their capabilities.
@@ -146,6 +153,11 @@ impl Registry {
     /// An empty registry (a switch that only bridges to SIP URIs).
     pub fn new() -> Registry {
         Registry::default()
+    }
+
+    /// The sources every module vouches for, in load order.
+    pub fn peers(&self) -> Vec<crate::guard::PeerRule> {
+        self.modules.iter().flat_map(|m| m.peers()).collect()
     }
 
     /// Adds a module and indexes what it declares.

@@ -79,6 +79,10 @@ pub struct Route<'a> {
     pub conf_extra: &'a str,
     /// The RTP port range instead of the test's block (benchmarks with many calls).
     pub rtp_range: Option<(u16, u16)>,
+    /// The loopback address of the gateways (their SIPp far ends).
+    pub gw_ip: &'a str,
+    /// Extra lines for `[sip]` (`trusted`).
+    pub sip_extra: &'a str,
 }
 
 impl Default for Route<'_> {
@@ -95,6 +99,8 @@ impl Default for Route<'_> {
             before_bridge: "",
             conf_extra: "",
             rtp_range: None,
+            gw_ip: "127.0.0.1",
+            sip_extra: "",
         }
     }
 }
@@ -151,6 +157,7 @@ impl Switch {
 [sip]
 udp = "127.0.0.1:{sip}"
 tcp = "127.0.0.1:{sip}"
+{sip_extra}
 [media]
 ip = "127.0.0.1"
 rtp_port_min = {rlo}
@@ -166,15 +173,17 @@ level = "debug"
 [shutdown]
 drain_secs = 3
 [gateway.gw1]
-address = "127.0.0.1:{g1}"
+address = "{gw_ip}:{g1}"
 transport = "{t}"
 {gw1_extra}
 [gateway.gw2]
-address = "127.0.0.1:{g2}"
+address = "{gw_ip}:{g2}"
 transport = "{t}"
 {conf_extra}
 "#,
             conf_extra = route.conf_extra,
+            sip_extra = route.sip_extra,
+            gw_ip = route.gw_ip,
             sip = ports.sip,
             http = ports.http,
             rlo = route.rtp_range.map_or(ports.rtp.0, |r| r.0),
@@ -305,6 +314,29 @@ transport = "{t}"
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         Sipp::spawn(&self.dir, &format!("uac{n}"), args)
+    }
+
+    /// A flood: `count` requests of a send-only scenario at `rate` a second from `ip` (a
+    /// loopback address other than 127.0.0.1, so not trusted), to `service`.
+    pub fn flood(&self, ip: &str, scenario: &str, service: &str, count: u32, rate: u32) -> Sipp {
+        let args = vec![
+            format!("127.0.0.1:{}", self.ports.sip),
+            "-sf".into(),
+            scenarios().join(scenario).display().to_string(),
+            "-s".into(),
+            service.into(),
+            "-i".into(),
+            ip.into(),
+            "-p".into(),
+            (self.ports.uac + 15).to_string(),
+            "-m".into(),
+            count.to_string(),
+            "-r".into(),
+            rate.to_string(),
+            "-l".into(),
+            count.to_string(),
+        ];
+        Sipp::spawn_untraced(&self.dir, &format!("flood-{ip}"), args)
     }
 
     /// Asserts that every SIPp process succeeded (exit 0, no failed call), with logs if not.
@@ -441,14 +473,18 @@ pub struct Sipp {
 
 impl Sipp {
     fn spawn(dir: &Path, name: &str, mut args: Vec<String>) -> Sipp {
+        args.extend(["-trace_err", "-trace_msg"].map(String::from));
+        Sipp::spawn_untraced(dir, name, args)
+    }
+
+    /// A SIPp that keeps no trace of its messages (a flood's would be megabytes).
+    fn spawn_untraced(dir: &Path, name: &str, mut args: Vec<String>) -> Sipp {
         args.extend(
             [
                 "-nostdin",
                 "-timeout",
                 "40s",
                 "-timeout_error",
-                "-trace_err",
-                "-trace_msg",
                 "-max_recv_loops",
                 "1000",
             ]
@@ -556,7 +592,7 @@ pub fn http_post_json(port: u16, path: &str, token: &str, body: &str) -> (u16, S
     http_request(port, "POST", path, token, body)
 }
 
-fn http_request(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+pub fn http_request(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
     let (status, _, body) = http_raw(
         port,
         method,

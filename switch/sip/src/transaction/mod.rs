@@ -393,6 +393,25 @@ impl TransactionLayer {
         true
     }
 
+    /// Server transactions held now (answering, or absorbing retransmissions).
+    pub fn servers(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// Would this request open a new server transaction (not an ACK, not a retransmission)?
+    /// The engine asks before it feeds a request past a ceiling.
+    pub fn opens_transaction(&self, req: &Request, from: Peer) -> bool {
+        if req.method == Method::Ack {
+            return false;
+        }
+        let key = (
+            branch_of(&req.headers),
+            kind_of(&req.method),
+            Some(from.addr),
+        );
+        !self.servers.contains_key(&key)
+    }
+
     /// Feeds a received, validated message.
     pub fn handle_message(&mut self, now: Instant, msg: Message, from: Peer) {
         match msg {
