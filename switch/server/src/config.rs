@@ -1,6 +1,7 @@
 //! Loading `conf/`: `switchboard.toml` (listeners, media, HTTP, gateways) and
 //! `dialplan/*.toml`, compiled together. Every problem is reported as `file:line:col`.
 
+use crate::conn::ConnLimits;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -167,6 +168,10 @@ struct Sip {
     t1_ms: Option<u64>,
     t2_ms: Option<u64>,
     t4_ms: Option<u64>,
+    tcp_max_connections: Option<usize>,
+    tcp_max_per_source: Option<usize>,
+    tcp_message_timeout: Option<u64>,
+    tcp_idle_timeout: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -189,6 +194,10 @@ struct Media {
 struct Http {
     listen: Option<Spanned<String>>,
     token: Option<String>,
+    max_connections: Option<usize>,
+    max_per_source: Option<usize>,
+    header_timeout: Option<u64>,
+    idle_timeout: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -224,6 +233,10 @@ pub struct Loaded {
     pub http: Option<SocketAddr>,
     /// Bearer token for `/api/v1`.
     pub token: Option<String>,
+    /// SIP over TCP's connection limits (`[sip] tcp_*`).
+    pub sip_conn: ConnLimits,
+    /// The HTTP listeners' (`[http]`; the widget's own listener too).
+    pub http_conn: ConnLimits,
     /// Log filter (e.g. `info`, `switchboard=debug`).
     pub log_level: String,
     /// How long SIGTERM waits for calls to end.
@@ -632,6 +645,26 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
         http,
         &mut diags,
     );
+    let secs =
+        |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs).max(Duration::from_secs(1));
+    let idle = |v: Option<u64>, d: Option<Duration>| match v {
+        Some(0) => None,
+        Some(s) => Some(Duration::from_secs(s)),
+        None => d,
+    };
+    let (ds, dh) = (ConnLimits::SIP, ConnLimits::HTTP);
+    let sip_conn = ConnLimits {
+        max: file.sip.tcp_max_connections.unwrap_or(ds.max).max(1),
+        per_source: file.sip.tcp_max_per_source.unwrap_or(ds.per_source).max(1),
+        message_timeout: secs(file.sip.tcp_message_timeout, ds.message_timeout),
+        idle_timeout: idle(file.sip.tcp_idle_timeout, ds.idle_timeout),
+    };
+    let http_conn = ConnLimits {
+        max: file.http.max_connections.unwrap_or(dh.max).max(1),
+        per_source: file.http.max_per_source.unwrap_or(dh.per_source).max(1),
+        message_timeout: secs(file.http.header_timeout, dh.message_timeout),
+        idle_timeout: idle(file.http.idle_timeout, dh.idle_timeout),
+    };
     match dialplan {
         Some(dialplan) if diags.is_empty() => Ok(Loaded {
             warnings: open_relay_warnings(&dialplan, &engine),
@@ -643,6 +676,8 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
             dialplan,
             http,
             token: file.http.token,
+            sip_conn,
+            http_conn,
             log_level: file.log.level.unwrap_or_else(|| "info".into()),
             drain: Duration::from_secs(file.shutdown.drain_secs.unwrap_or(30)),
             files,

@@ -28,6 +28,7 @@ struct App {
 /// Serves HTTP on `addr` until the process ends.
 pub async fn serve(
     addr: SocketAddr,
+    gate: std::sync::Arc<crate::conn::Gate>,
     cmd: mpsc::Sender<Command>,
     token: Option<String>,
     db: crate::storage::Store,
@@ -72,11 +73,7 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind HTTP {addr}: {e}"))?;
     tracing::info!(%addr, "HTTP listening");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await?;
+    crate::conn::serve_http(listener, gate, app).await?;
     Ok(())
 }
 

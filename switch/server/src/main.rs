@@ -7,6 +7,7 @@
 //!   admin API of a running switch.
 
 mod config;
+mod conn;
 mod console;
 mod ctl;
 mod http;
@@ -610,6 +611,19 @@ fn seed() -> u64 {
 /// waits when it is full.
 const MEDIA_EVENTS: usize = 4096;
 
+/// Raises the soft limit of open files to the hard one: every anchored call holds four UDP
+/// sockets, every TCP connection one, and the HTTP side needs its share.
+fn raise_open_files() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n < 4096 => warn!(
+            limit = n,
+            "the open-files limit is low: calls, TCP connections and HTTP share it (raise LimitNOFILE)"
+        ),
+        Ok(n) => info!(limit = n, "open-files limit"),
+        Err(e) => warn!(error = %e, "cannot read or raise the open-files limit"),
+    }
+}
+
 fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
     let l = match load_or_report(&conf) {
         Ok(l) => l,
@@ -621,6 +635,7 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         .with_env_filter(filter)
         .with_target(false)
         .init();
+    raise_open_files();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -629,6 +644,7 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (net_tx, net_rx) = mpsc::channel(4096);
         let (udp, tcp) = (l.engine.udp, l.engine.tcp);
+        let gates = Arc::new(conn::Gates::new(l.sip_conn, l.http_conn));
         for w in &l.warnings {
             warn!("{w}");
         }
@@ -676,8 +692,9 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             drop(listener_check);
             let web = web.clone();
             let hub = hub.clone();
+            let gate = gates.http.clone();
             tokio::spawn(async move {
-                if let Err(e) = http::serve(addr, tx, token, db, web, hub).await {
+                if let Err(e) = http::serve(addr, gate, tx, token, db, web, hub).await {
                     error!("HTTP server stopped: {e:#}");
                 }
             });
@@ -689,8 +706,9 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             drop(std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot bind the widget's HTTP {addr}: {e}"))?);
             let w = w.clone();
             let hub = hub.clone();
+            let gate = gates.widget.clone();
             tokio::spawn(async move {
-                if let Err(e) = web::serve(addr, w, hub).await {
+                if let Err(e) = web::serve(addr, gate, w, hub).await {
                     error!("widget HTTP server stopped: {e:#}");
                 }
             });
@@ -721,6 +739,7 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             observers: observe::Observers::start(observers, observe::QUEUE),
             replies: Default::default(),
             next_token: 1,
+            gates,
         };
         // SIP runs on a thread of its own with a single-threaded runtime: every datagram is
         // handled where it was received, with no cross-thread wake-up. HTTP and the RTP relays

@@ -204,11 +204,21 @@ impl MediaHub {
         }
     }
 
-    /// Binds and starts the media of a call.
-    pub fn open(&mut self, call: CallRef, ports: MediaPorts) {
+    /// Binds and starts the media of a call. The ports are bound here, before the call's
+    /// SDP goes anywhere: a port that cannot be bound (taken, or no file descriptor left)
+    /// is the caller's error to get (the call is refused), never dead air.
+    pub fn open(&mut self, call: CallRef, ports: MediaPorts) -> std::io::Result<()> {
+        let ip = self.ip;
+        let socks = match bind(ip, ports) {
+            Ok(s) => s,
+            Err(e) => {
+                self.counters.bind_failures.fetch_add(1, Ordering::Relaxed);
+                warn!(call = %call, error = %e, "cannot bind RTP ports {}/{}: the call is refused", ports.a, ports.b);
+                return Err(e);
+            }
+        };
         let (tx, rx) = mpsc::channel(CTL_QUEUE);
         self.sessions.insert(call, tx);
-        let ip = self.ip;
         let counters = self.counters.clone();
         let events = self.events.clone();
         let quality = self.quality.clone();
@@ -225,7 +235,7 @@ impl MediaHub {
         );
         session.set_opus_complexity(self.opus_complexity);
         self.rt.spawn(async move {
-            match bind(ip, ports).await {
+            match socks.into_tokio() {
                 Ok(socks) => {
                     let final_quality =
                         run(call, socks, session, rx, counters, events, quality, taps).await;
@@ -235,10 +245,11 @@ impl MediaHub {
                 }
                 Err(e) => {
                     counters.bind_failures.fetch_add(1, Ordering::Relaxed);
-                    warn!(call = %call, error = %e, "cannot bind RTP ports {}/{}", ports.a, ports.b);
+                    warn!(call = %call, error = %e, "cannot register RTP sockets {}/{}", ports.a, ports.b);
                 }
             }
         });
+        Ok(())
     }
 
     fn send(&self, call: CallRef, ctl: Ctl) {
@@ -324,13 +335,30 @@ struct Socks {
     b_rtcp: UdpSocket,
 }
 
-async fn bind(ip: IpAddr, p: MediaPorts) -> std::io::Result<Socks> {
-    Ok(Socks {
-        a_rtp: UdpSocket::bind(SocketAddr::new(ip, p.a)).await?,
-        a_rtcp: UdpSocket::bind(SocketAddr::new(ip, p.a + 1)).await?,
-        b_rtp: UdpSocket::bind(SocketAddr::new(ip, p.b)).await?,
-        b_rtcp: UdpSocket::bind(SocketAddr::new(ip, p.b + 1)).await?,
-    })
+/// A call's four sockets, bound, not yet registered with the runtime.
+struct Bound([std::net::UdpSocket; 4]);
+
+/// Binds a call's sockets now (a quick system call each, never blocking).
+fn bind(ip: IpAddr, p: MediaPorts) -> std::io::Result<Bound> {
+    let one = |port: u16| {
+        let s = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
+        s.set_nonblocking(true)?;
+        Ok::<_, std::io::Error>(s)
+    };
+    Ok(Bound([one(p.a)?, one(p.a + 1)?, one(p.b)?, one(p.b + 1)?]))
+}
+
+impl Bound {
+    /// Registers them with the runtime (inside it).
+    fn into_tokio(self) -> std::io::Result<Socks> {
+        let [a_rtp, a_rtcp, b_rtp, b_rtcp] = self.0;
+        Ok(Socks {
+            a_rtp: UdpSocket::from_std(a_rtp)?,
+            a_rtcp: UdpSocket::from_std(a_rtcp)?,
+            b_rtp: UdpSocket::from_std(b_rtp)?,
+            b_rtcp: UdpSocket::from_std(b_rtcp)?,
+        })
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

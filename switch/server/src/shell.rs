@@ -16,6 +16,8 @@ use switchboard_sip::transaction::{Peer, Transport};
 use switchboard_sip::{Message, ParseError, parse_stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use crate::conn::Gate;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -126,6 +128,8 @@ pub struct Shell {
     pub replies: HashMap<u64, oneshot::Sender<Option<switchboard_core::module::LegReply>>>,
     /// The next action's token.
     pub next_token: u64,
+    /// The TCP listeners' connection limits.
+    pub gates: Arc<crate::conn::Gates>,
 }
 
 /// API actions that may wait for their answers at once (more are answered 503).
@@ -168,7 +172,11 @@ impl Shell {
             let listener = TcpListener::bind(a)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot bind SIP TCP {a}: {e}"))?;
-            tokio::spawn(accept_loop(listener, net_tx.clone()));
+            tokio::spawn(accept_loop(
+                listener,
+                self.gates.sip.clone(),
+                net_tx.clone(),
+            ));
         }
         info!(udp = ?self.udp, tcp = ?self.tcp, "SIP listening");
         let mut conns: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
@@ -255,71 +263,90 @@ impl Shell {
         pending: &mut HashMap<SocketAddr, Vec<Bytes>>,
         net_tx: &mpsc::Sender<NetIn>,
     ) {
-        while let Some(tx) = self.engine.poll_transmit() {
-            match tx.peer.transport {
-                Transport::Udp => {
-                    if let Some(sock) = udp
-                        && let Err(e) = sock.try_send_to(&tx.data, tx.peer.addr)
-                    {
-                        if e.kind() == std::io::ErrorKind::WouldBlock {
-                            let _ = sock.send_to(&tx.data, tx.peer.addr).await;
-                        } else {
-                            debug!(to = %tx.peer.addr, error = %e, "UDP send failed");
+        // Again while handling an output made the engine send (a call refused here).
+        let mut again = true;
+        while std::mem::take(&mut again) {
+            while let Some(tx) = self.engine.poll_transmit() {
+                match tx.peer.transport {
+                    Transport::Udp => {
+                        if let Some(sock) = udp
+                            && let Err(e) = sock.try_send_to(&tx.data, tx.peer.addr)
+                        {
+                            if e.kind() == std::io::ErrorKind::WouldBlock {
+                                let _ = sock.send_to(&tx.data, tx.peer.addr).await;
+                            } else {
+                                debug!(to = %tx.peer.addr, error = %e, "UDP send failed");
+                            }
                         }
                     }
+                    Transport::Local => match conns.get(&tx.peer.addr) {
+                        Some(c) => {
+                            if c.try_send(tx.data).is_err() {
+                                debug!(to = %tx.peer.addr, "browser leg gone; message dropped");
+                            }
+                        }
+                        None => debug!(to = %tx.peer.addr, "no such browser leg; message dropped"),
+                    },
+                    _ => match conns.get(&tx.peer.addr) {
+                        Some(c) => {
+                            if c.try_send(tx.data).is_err() {
+                                warn!(to = %tx.peer.addr, "TCP connection is congested or gone; message dropped");
+                            }
+                        }
+                        None => {
+                            let first = !pending.contains_key(&tx.peer.addr);
+                            pending.entry(tx.peer.addr).or_default().push(tx.data);
+                            if first {
+                                tokio::spawn(connect(
+                                    tx.peer.addr,
+                                    self.gates.sip.clone(),
+                                    net_tx.clone(),
+                                ));
+                            }
+                        }
+                    },
                 }
-                Transport::Local => match conns.get(&tx.peer.addr) {
-                    Some(c) => {
-                        if c.try_send(tx.data).is_err() {
-                            debug!(to = %tx.peer.addr, "browser leg gone; message dropped");
-                        }
-                    }
-                    None => debug!(to = %tx.peer.addr, "no such browser leg; message dropped"),
-                },
-                _ => match conns.get(&tx.peer.addr) {
-                    Some(c) => {
-                        if c.try_send(tx.data).is_err() {
-                            warn!(to = %tx.peer.addr, "TCP connection is congested or gone; message dropped");
-                        }
-                    }
-                    None => {
-                        let first = !pending.contains_key(&tx.peer.addr);
-                        pending.entry(tx.peer.addr).or_default().push(tx.data);
-                        if first {
-                            tokio::spawn(connect(tx.peer.addr, net_tx.clone()));
-                        }
-                    }
-                },
             }
-        }
-        while let Some(out) = self.engine.poll_output() {
-            match out {
-                Output::MediaOpen { call, ports } => self.media.open(call, ports),
-                Output::MediaRemote {
-                    call,
-                    side,
-                    addr,
-                    sends,
-                } => self.media.remote(call, side, addr, sends),
-                Output::MediaClose { call } => self.media.close(call),
-                Output::MediaLeg { call, side, media } => self.media.leg(call, side, media),
-                Output::MediaDigit {
-                    call,
-                    side,
-                    digit,
-                    ms,
-                } => self.media.digit(call, side, digit, ms),
-                Output::MediaPlay {
-                    call,
-                    side,
-                    what,
-                    id,
-                } => self.media.play(call, side, what, id),
-                Output::MediaStop { call, side } => self.media.stop(call, side),
-                Output::Event(ev) => self.observers.dispatch(ev),
-                Output::LegReply { token, reply } => {
-                    if let Some(tx) = self.replies.remove(&token) {
-                        let _ = tx.send(Some(reply));
+            while let Some(out) = self.engine.poll_output() {
+                match out {
+                    Output::MediaOpen { call, ports } => {
+                        if self.media.open(call, ports).is_err() {
+                            // Refused (503 to an unanswered caller) rather than answered with
+                            // ports that carry nothing.
+                            self.engine.hangup(
+                                Instant::now().into_std(),
+                                call,
+                                switchboard_core::Cause::SwitchCongestion,
+                            );
+                            again = true;
+                        }
+                    }
+                    Output::MediaRemote {
+                        call,
+                        side,
+                        addr,
+                        sends,
+                    } => self.media.remote(call, side, addr, sends),
+                    Output::MediaClose { call } => self.media.close(call),
+                    Output::MediaLeg { call, side, media } => self.media.leg(call, side, media),
+                    Output::MediaDigit {
+                        call,
+                        side,
+                        digit,
+                        ms,
+                    } => self.media.digit(call, side, digit, ms),
+                    Output::MediaPlay {
+                        call,
+                        side,
+                        what,
+                        id,
+                    } => self.media.play(call, side, what, id),
+                    Output::MediaStop { call, side } => self.media.stop(call, side),
+                    Output::Event(ev) => self.observers.dispatch(ev),
+                    Output::LegReply { token, reply } => {
+                        if let Some(tx) = self.replies.remove(&token) {
+                            let _ = tx.send(Some(reply));
+                        }
                     }
                 }
             }
@@ -489,6 +516,7 @@ impl Shell {
                 }
                 self.engine.set_dialplan(Arc::new(l.dialplan));
                 self.engine.set_access(&l.engine);
+                self.gates.set_limits(l.sip_conn, l.http_conn);
                 self.media.prompts = Arc::new(l.prompts);
                 self.media.rtp_timeout = l.rtp_timeout;
                 self.media.opus_complexity = l.opus_complexity;
@@ -650,6 +678,7 @@ impl Shell {
             "Server transactions held (the ceiling is [limits] max_transactions).",
             e.server_transactions().to_string(),
         );
+        self.gates.metrics(&mut o);
         metric(
             &mut o,
             "switchboard_calls_pending",
@@ -725,6 +754,13 @@ impl Shell {
             "Calls hung up because RTP stopped (media.rtp_timeout).",
             m.timeouts.load(Ordering::Relaxed).to_string(),
         );
+        metric(
+            &mut o,
+            "switchboard_media_bind_failures_total",
+            "counter",
+            "Calls refused (503) because their RTP ports could not be bound (taken, or no file descriptor left).",
+            m.bind_failures.load(Ordering::Relaxed).to_string(),
+        );
         let _ = writeln!(
             o,
             "# HELP switchboard_dtmf_digits_total Digits seen on any leg, by how they came.\n\
@@ -779,23 +815,20 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-async fn accept_loop(listener: TcpListener, net: mpsc::Sender<NetIn>) {
+async fn accept_loop(listener: TcpListener, gate: Arc<Gate>, net: mpsc::Sender<NetIn>) {
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                tokio::spawn(connection(stream, peer, net.clone()));
-            }
-            Err(e) => {
-                warn!(error = %e, "TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        let (stream, peer, permit) = crate::conn::accept(&listener, &gate).await;
+        tokio::spawn(connection(stream, peer, permit, gate.clone(), net.clone()));
     }
 }
 
-async fn connect(addr: SocketAddr, net: mpsc::Sender<NetIn>) {
+async fn connect(addr: SocketAddr, gate: Arc<Gate>, net: mpsc::Sender<NetIn>) {
+    let Some(permit) = gate.admit(addr) else {
+        let _ = net.send(NetIn::TcpDown(addr)).await;
+        return;
+    };
     match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => connection(stream, addr, net).await,
+        Ok(Ok(stream)) => connection(stream, addr, permit, gate, net).await,
         _ => {
             warn!(to = %addr, "cannot connect over TCP");
             let _ = net.send(NetIn::TcpDown(addr)).await;
@@ -804,41 +837,116 @@ async fn connect(addr: SocketAddr, net: mpsc::Sender<NetIn>) {
 }
 
 /// One TCP connection: frames messages by Content-Length in, writes what the engine sends.
-async fn connection(stream: TcpStream, peer: SocketAddr, net: mpsc::Sender<NetIn>) {
+/// A message must complete within the message timeout of its first byte; a connection that
+/// carries nothing either way for the idle timeout is closed (the engine opens a new one
+/// when it has something to send). CRLF keep-alives are skipped, and a double-CRLF ping is
+/// answered with a CRLF pong (RFC 5626 §4.4.1).
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    _permit: crate::conn::Permit,
+    gate: Arc<Gate>,
+    net: mpsc::Sender<NetIn>,
+) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
-    if net.send(NetIn::TcpUp(peer, tx)).await.is_err() {
+    if net.send(NetIn::TcpUp(peer, tx.clone())).await.is_err() {
         return;
     }
-    let writer = tokio::spawn(async move {
-        while let Some(data) = rx.recv().await {
-            if wr.write_all(&data).await.is_err() {
-                break;
+    // The last moment anything was written (ms since `epoch`), for the idle timeout.
+    let epoch = Instant::now();
+    let wrote = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = {
+        let wrote = wrote.clone();
+        tokio::spawn(async move {
+            while let Some(data) = rx.recv().await {
+                if wr.write_all(&data).await.is_err() {
+                    break;
+                }
+                wrote.store(
+                    epoch.elapsed().as_millis() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
             }
-        }
-    });
+        })
+    };
     let mut buf = BytesMut::with_capacity(8192);
     let from = Peer {
         transport: Transport::Tcp,
         addr: peer,
     };
+    let mut last_read = Instant::now();
+    // When the message now in `buf` began.
+    let mut started: Option<Instant> = None;
     'read: loop {
-        match rd.read_buf(&mut buf).await {
+        let limits = gate.limits();
+        let last_write =
+            epoch + Duration::from_millis(wrote.load(std::sync::atomic::Ordering::Relaxed));
+        let idle_at = limits.idle_timeout.map(|t| last_read.max(last_write) + t);
+        let slow_at = started.map(|t| t + limits.message_timeout);
+        let deadline = [idle_at, slow_at].into_iter().flatten().min();
+        let read = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, rd.read_buf(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    // Writes since the deadline was computed count as activity.
+                    let last_write = epoch
+                        + Duration::from_millis(wrote.load(std::sync::atomic::Ordering::Relaxed));
+                    let now = Instant::now();
+                    let slow = slow_at.is_some_and(|t| t <= now);
+                    if !slow
+                        && limits
+                            .idle_timeout
+                            .is_some_and(|t| now < last_read.max(last_write) + t)
+                    {
+                        continue;
+                    }
+                    let (counter, what) = if slow {
+                        (&gate.stats.slow, "a message that did not complete in time")
+                    } else {
+                        (&gate.stats.idle, "an idle connection")
+                    };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    debug!(peer = %peer, "closing TCP: {what}");
+                    break 'read;
+                }
+            },
+            None => rd.read_buf(&mut buf).await,
+        };
+        match read {
             Ok(0) | Err(_) => break,
-            Ok(_) => {}
+            Ok(_) => last_read = Instant::now(),
         }
         loop {
+            // Keep-alives between messages: CRLF pings (a pong for each double CRLF).
+            let crlf = buf
+                .iter()
+                .take_while(|&&c| c == b'\r' || c == b'\n')
+                .count();
+            if crlf > 0 {
+                let pings = buf[..crlf].windows(4).filter(|w| w == b"\r\n\r\n").count();
+                let _ = buf.split_to(crlf);
+                if pings > 0 {
+                    let _ = tx.try_send(Bytes::from_static(b"\r\n"));
+                }
+            }
+            if buf.is_empty() {
+                started = None;
+                break;
+            }
             let frozen = buf.split().freeze();
             match parse_stream(&frozen) {
                 Ok((msg, used)) => {
                     buf.extend_from_slice(&frozen[used..]);
+                    started = None;
                     if net.send(NetIn::Msg(msg, from)).await.is_err() {
                         break 'read;
                     }
                 }
                 Err(ParseError::Incomplete) => {
                     buf.extend_from_slice(&frozen);
+                    started.get_or_insert(last_read);
                     break;
                 }
                 Err(e) => {

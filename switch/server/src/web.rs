@@ -343,6 +343,7 @@ impl Drop for CallGuard {
 /// from the admin API).
 pub async fn serve(
     addr: SocketAddr,
+    gate: Arc<crate::conn::Gate>,
     web: Arc<WebShared>,
     hub: Option<Arc<crate::console::ConsoleHub>>,
 ) -> anyhow::Result<()> {
@@ -354,11 +355,7 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind the widget's HTTP {addr}: {e}"))?;
     info!(%addr, "widget HTTP listening");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await?;
+    crate::conn::serve_http(listener, gate, app).await?;
     Ok(())
 }
 

@@ -584,3 +584,126 @@ fn a_sipvicious_scan_finds_nothing_and_gets_its_source_banned() {
         "no call was placed"
     );
 }
+
+/// Connects from `ip` (any loopback address) to `port`.
+fn tcp_from(ip: &str, port: u16) -> std::net::TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&std::net::SocketAddr::new(ip.parse().unwrap(), 0).into())
+        .unwrap();
+    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let s: std::net::TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// How long until the far end closes `s` (reading and discarding what it sends).
+fn closed_after(s: &mut std::net::TcpStream) -> Duration {
+    use std::io::Read;
+    let t0 = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return t0.elapsed(),
+            Ok(_) => {}
+        }
+    }
+}
+
+#[test]
+fn idle_slow_and_surplus_tcp_connections_are_closed_and_callers_still_get_through() {
+    use std::io::{Read, Write};
+    let sw = Switch::start(
+        "tcp-hygiene",
+        26,
+        Route {
+            transport: "tcp",
+            sip_extra: "tcp_max_per_source = 4\ntcp_message_timeout = 1\ntcp_idle_timeout = 3",
+            http_extra: "max_per_source = 4\nheader_timeout = 1\nidle_timeout = 3",
+            ..Route::default()
+        },
+    );
+    let (sip, http) = (sw.ports.sip, sw.ports.http);
+    // SIP: one source holds its 4 connections; the 5th is closed at once.
+    let mut held: Vec<_> = (0..4).map(|_| tcp_from("127.0.0.66", sip)).collect();
+    let mut fifth = tcp_from("127.0.0.66", sip);
+    assert!(
+        closed_after(&mut fifth) < Duration::from_secs(2),
+        "the 5th is refused"
+    );
+    // A message that dribbles in is closed after its timeout; so is a silent connection,
+    // after the idle timeout; a CRLF ping is answered with a pong and keeps it open.
+    held[0]
+        .write_all(b"OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP ")
+        .unwrap();
+    held[2].write_all(b"\r\n\r\n").unwrap();
+    let mut pong = [0u8; 2];
+    held[2].read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"\r\n");
+    let slow = closed_after(&mut held[0]);
+    assert!(
+        slow < Duration::from_secs(3),
+        "slowloris closed after {slow:?}"
+    );
+    let idle = closed_after(&mut held[1]);
+    assert!(
+        idle >= Duration::from_secs(1) && idle < Duration::from_secs(8),
+        "idle closed after {idle:?}"
+    );
+    // HTTP: a request head that never ends and an idle connection are closed; a 5th
+    // connection from one address is refused while /healthz answers everyone else.
+    let mut http_held: Vec<_> = (0..4).map(|_| tcp_from("127.0.0.67", http)).collect();
+    let mut surplus = tcp_from("127.0.0.67", http);
+    assert!(closed_after(&mut surplus) < Duration::from_secs(2));
+    http_held[0]
+        .write_all(b"GET /healthz HTTP/1.1\r\nHo")
+        .unwrap();
+    let slow = closed_after(&mut http_held[0]);
+    assert!(
+        slow < Duration::from_secs(4),
+        "HTTP slowloris closed after {slow:?}"
+    );
+    assert_eq!(
+        common::http_get(http, "/healthz").as_deref().map(str::trim),
+        Some("ok")
+    );
+    // A caller over TCP (from 127.0.0.1) completes its calls meanwhile.
+    let uas = sw.uas(0, "uas_answer_any.xml", 3, &["-t", "t1"]);
+    let uac = sw.uac("uac_call.xml", "1000", 3, &["-t", "t1"]);
+    sw.expect_ok(vec![uac, uas]);
+    assert!(sw.metric("switchboard_tcp_timeouts_total{listener=\"sip\",reason=\"slow\"}") >= 1.0);
+    assert!(sw.metric("switchboard_tcp_timeouts_total{listener=\"sip\",reason=\"idle\"}") >= 1.0);
+    assert!(sw.metric("switchboard_tcp_timeouts_total{listener=\"http\",reason=\"slow\"}") >= 1.0);
+    assert!(sw.metric("switchboard_tcp_refused_total{listener=\"sip\",ceiling=\"source\"}") >= 1.0);
+    assert!(
+        sw.metric("switchboard_tcp_refused_total{listener=\"http\",ceiling=\"source\"}") >= 1.0
+    );
+    drop(held);
+    drop(http_held);
+}
+
+#[test]
+fn a_call_whose_rtp_ports_cannot_be_bound_is_refused_with_503_not_answered() {
+    // A call's worth of RTP ports (or two), every one taken by someone else.
+    let lo = common::Ports::for_test(27).rtp.0;
+    let squatters: Vec<_> = (lo..lo + 8)
+        .map(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).expect("take the port"))
+        .collect();
+    let sw = Switch::start(
+        "rtp-bind",
+        27,
+        Route {
+            rtp_range: Some((lo, lo + 7)),
+            ..Route::default()
+        },
+    );
+    let uac = sw.uac("uac_expect_503.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![uac]);
+    assert_eq!(sw.metric("switchboard_calls_active"), 0.0);
+    assert_eq!(sw.metric("switchboard_media_bind_failures_total"), 1.0);
+    assert!(
+        sw.log().contains("cannot bind RTP ports"),
+        "the log says why"
+    );
+    drop(squatters);
+}

@@ -83,6 +83,8 @@ pub struct Route<'a> {
     pub gw_ip: &'a str,
     /// Extra lines for `[sip]` (`trusted`).
     pub sip_extra: &'a str,
+    /// Extra lines for `[http]`.
+    pub http_extra: &'a str,
 }
 
 impl Default for Route<'_> {
@@ -101,6 +103,7 @@ impl Default for Route<'_> {
             rtp_range: None,
             gw_ip: "127.0.0.1",
             sip_extra: "",
+            http_extra: "",
         }
     }
 }
@@ -168,6 +171,7 @@ sounds = "{sounds}"
 [http]
 listen = "127.0.0.1:{http}"
 token = "test-token"
+{http_extra}
 [log]
 level = "debug"
 [shutdown]
@@ -183,6 +187,7 @@ transport = "{t}"
 "#,
             conf_extra = route.conf_extra,
             sip_extra = route.sip_extra,
+            http_extra = route.http_extra,
             gw_ip = route.gw_ip,
             sip = ports.sip,
             http = ports.http,

@@ -1,0 +1,452 @@
+//! TCP connection hygiene for every listener (SIP over TCP, the admin HTTP, the widget's
+//! HTTP): a ceiling of connections in all and per source address, a deadline for a message
+//! (or a request head) that has begun, and an idle timeout. Without them, idle or
+//! slowly-dribbled connections (slowloris) pin one file descriptor each until the process
+//! has none left for the HTTP side, the RTP sockets or new calls.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
+use tracing::{debug, warn};
+
+/// The limits of one listener's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Connections at once.
+    pub max: usize,
+    /// Connections at once from one address.
+    pub per_source: usize,
+    /// How long a message (SIP) or a request head (HTTP) may take once its first byte came.
+    pub message_timeout: Duration,
+    /// How long a connection may carry nothing either way (None: never closed for it).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl ConnLimits {
+    /// SIP over TCP, Kamailio's defaults (`tcp_max_connections`, `tcp_msg_read_timeout`,
+    /// `tcp_connection_lifetime`).
+    pub const SIP: ConnLimits = ConnLimits {
+        max: 2048,
+        per_source: 32,
+        message_timeout: Duration::from_secs(20),
+        idle_timeout: Some(Duration::from_secs(120)),
+    };
+
+    /// HTTP listeners: many shoppers may share one office address.
+    pub const HTTP: ConnLimits = ConnLimits {
+        max: 4096,
+        per_source: 256,
+        message_timeout: Duration::from_secs(10),
+        idle_timeout: Some(Duration::from_secs(120)),
+    };
+}
+
+/// Why a connection was closed or refused, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    /// Connections refused at a ceiling (all, per source).
+    pub refused: [AtomicU64; 2],
+    /// Connections closed for a message that did not complete in time.
+    pub slow: AtomicU64,
+    /// Connections closed for carrying nothing.
+    pub idle: AtomicU64,
+}
+
+/// The connections of one listener: who holds how many.
+#[derive(Debug)]
+pub struct Gate {
+    /// `sip`, `http`, `widget`.
+    pub name: &'static str,
+    limits: Mutex<ConnLimits>,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    /// Counters.
+    pub stats: ConnStats,
+}
+
+impl Gate {
+    /// A gate with these limits.
+    pub fn new(name: &'static str, limits: ConnLimits) -> Arc<Gate> {
+        Arc::new(Gate {
+            name,
+            limits: Mutex::new(limits),
+            open: Mutex::new((0, HashMap::new())),
+            stats: ConnStats::default(),
+        })
+    }
+
+    /// The limits now.
+    pub fn limits(&self) -> ConnLimits {
+        *self.limits.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A reload's limits (connections already open keep theirs).
+    pub fn set_limits(&self, l: ConnLimits) {
+        *self.limits.lock().unwrap_or_else(PoisonError::into_inner) = l;
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner).0
+    }
+
+    /// A connection from `peer` may stay: its permit, or None at a ceiling.
+    pub fn admit(self: &Arc<Gate>, peer: SocketAddr) -> Option<Permit> {
+        let l = self.limits();
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let ceiling = if open.0 >= l.max {
+            Some(0)
+        } else if open.1.get(&peer.ip()).copied().unwrap_or(0) >= l.per_source {
+            Some(1)
+        } else {
+            None
+        };
+        if let Some(i) = ceiling {
+            let n = self.stats.refused[i].fetch_add(1, Ordering::Relaxed);
+            if n.is_multiple_of(1000) {
+                warn!(
+                    listener = self.name,
+                    source = %peer,
+                    open = open.0,
+                    refused = n + 1,
+                    "TCP connection refused: {}",
+                    if i == 0 { "the listener's ceiling" } else { "its address's ceiling" }
+                );
+            }
+            return None;
+        }
+        open.0 += 1;
+        *open.1.entry(peer.ip()).or_insert(0) += 1;
+        Some(Permit {
+            gate: self.clone(),
+            ip: peer.ip(),
+        })
+    }
+}
+
+/// One open connection, counted until dropped.
+#[derive(Debug)]
+pub struct Permit {
+    gate: Arc<Gate>,
+    ip: IpAddr,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut open = self
+            .gate
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Accepts a connection the gate admits (others are closed at once); accept errors such as
+/// running out of file descriptors are logged and retried after a pause.
+pub async fn accept(listener: &TcpListener, gate: &Arc<Gate>) -> (TcpStream, SocketAddr, Permit) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => match gate.admit(peer) {
+                Some(permit) => return (stream, peer, permit),
+                None => drop(stream),
+            },
+            Err(e) => {
+                warn!(listener = gate.name, error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// An HTTP listener behind a gate: its streams close a request head that dribbles in, and
+/// a connection idle too long (a WebSocket, once upgraded, only by its own end).
+#[derive(Debug)]
+pub struct GatedListener {
+    listener: TcpListener,
+    gate: Arc<Gate>,
+}
+
+impl GatedListener {
+    /// `listener` behind `gate`.
+    pub fn new(listener: TcpListener, gate: Arc<Gate>) -> GatedListener {
+        GatedListener { listener, gate }
+    }
+}
+
+impl axum::serve::Listener for GatedListener {
+    type Io = Timed;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Timed, SocketAddr) {
+        let (stream, peer, permit) = accept(&self.listener, &self.gate).await;
+        let _ = stream.set_nodelay(true);
+        (Timed::new(stream, permit, self.gate.clone()), peer)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// Where an HTTP connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading the first request's head: `message_timeout` from the accept (slowloris).
+    /// Holds how many bytes of `\r\n\r\n` were seen last.
+    Head(u8),
+    /// After it: the idle timeout, from the last byte either way (later requests are
+    /// bounded by it and by the ceilings of connections per address).
+    Open,
+    /// Upgraded to a WebSocket: no timeout of ours.
+    Upgraded,
+}
+
+/// A TCP stream with the deadlines of [`GatedListener`].
+#[derive(Debug)]
+pub struct Timed {
+    io: TcpStream,
+    _permit: Permit,
+    gate: Arc<Gate>,
+    phase: Phase,
+    /// The head of the first request, lower-cased, to see an upgrade (bounded).
+    head: Vec<u8>,
+    deadline: Pin<Box<Sleep>>,
+}
+
+/// Bytes of a request head kept to look for `upgrade: websocket`.
+const HEAD_KEEP: usize = 8192;
+
+impl Timed {
+    fn new(io: TcpStream, permit: Permit, gate: Arc<Gate>) -> Timed {
+        let l = gate.limits();
+        Timed {
+            io,
+            _permit: permit,
+            gate,
+            phase: Phase::Head(0),
+            head: Vec::new(),
+            deadline: Box::pin(tokio::time::sleep(l.message_timeout)),
+        }
+    }
+
+    fn touch(&mut self) {
+        if let (Phase::Open, Some(idle)) = (self.phase, self.gate.limits().idle_timeout) {
+            self.deadline.as_mut().reset(Instant::now() + idle);
+        }
+    }
+
+    /// Sees the bytes just read: the end of a request head moves the connection on.
+    fn saw(&mut self, bytes: &[u8]) {
+        let Phase::Head(mut matched) = self.phase else {
+            return;
+        };
+        const END: &[u8; 4] = b"\r\n\r\n";
+        for &b in bytes {
+            if self.head.len() < HEAD_KEEP {
+                self.head.push(b.to_ascii_lowercase());
+            }
+            matched = if b == END[matched as usize] {
+                matched + 1
+            } else if b == b'\r' {
+                1
+            } else {
+                0
+            };
+            if matched == 4 {
+                let ws = self.head.split(|&c| c == b'\n').any(|line| {
+                    line.starts_with(b"upgrade:")
+                        && line.windows(b"websocket".len()).any(|w| w == b"websocket")
+                });
+                self.phase = if ws { Phase::Upgraded } else { Phase::Open };
+                self.head = Vec::new();
+                // What follows (its body, the next requests) has the idle timeout.
+                self.touch();
+                return;
+            }
+        }
+        self.phase = Phase::Head(matched);
+    }
+
+    fn expired(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        if self.phase == Phase::Upgraded {
+            return None;
+        }
+        if self.phase == Phase::Open && self.gate.limits().idle_timeout.is_none() {
+            return None;
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            let (what, counter) = match self.phase {
+                Phase::Head(_) => (
+                    "a request head that did not complete",
+                    &self.gate.stats.slow,
+                ),
+                _ => ("an idle connection", &self.gate.stats.idle),
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            debug!(listener = self.gate.name, "closing {what}");
+            return Some(io::Error::new(io::ErrorKind::TimedOut, what));
+        }
+        None
+    }
+}
+
+impl AsyncRead for Timed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let got = buf.filled().len() - before;
+                if got > 0 {
+                    if let Phase::Head(_) = this.phase {
+                        let bytes = buf.filled()[before..].to_vec();
+                        this.saw(&bytes);
+                    } else {
+                        this.touch();
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match this.expired(cx) {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Timed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The gates of the switch's listeners.
+#[derive(Debug)]
+pub struct Gates {
+    /// SIP over TCP (accepted and opened).
+    pub sip: Arc<Gate>,
+    /// The admin HTTP listener.
+    pub http: Arc<Gate>,
+    /// The widget's own listener (`[webrtc] listen`).
+    pub widget: Arc<Gate>,
+}
+
+impl Gates {
+    /// Gates with these limits.
+    pub fn new(sip: ConnLimits, http: ConnLimits) -> Gates {
+        Gates {
+            sip: Gate::new("sip", sip),
+            http: Gate::new("http", http),
+            widget: Gate::new("widget", http),
+        }
+    }
+
+    /// A reload's limits.
+    pub fn set_limits(&self, sip: ConnLimits, http: ConnLimits) {
+        self.sip.set_limits(sip);
+        self.http.set_limits(http);
+        self.widget.set_limits(http);
+    }
+
+    /// Their lines of `/metrics`.
+    pub fn metrics(&self, o: &mut String) {
+        use std::fmt::Write as _;
+        let all = [&self.sip, &self.http, &self.widget];
+        let _ = writeln!(
+            o,
+            "# HELP switchboard_tcp_connections TCP connections open, by listener\n# TYPE switchboard_tcp_connections gauge"
+        );
+        for g in all {
+            let _ = writeln!(
+                o,
+                "switchboard_tcp_connections{{listener=\"{}\"}} {}",
+                g.name,
+                g.open()
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP switchboard_tcp_refused_total TCP connections closed at accept: the listener's ceiling or the address's\n# TYPE switchboard_tcp_refused_total counter"
+        );
+        for g in all {
+            for (i, c) in ["listener", "source"].iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "switchboard_tcp_refused_total{{listener=\"{}\",ceiling=\"{c}\"}} {}",
+                    g.name,
+                    g.stats.refused[i].load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "# HELP switchboard_tcp_timeouts_total TCP connections closed for a message that did not complete in time (slow) or for carrying nothing (idle)\n# TYPE switchboard_tcp_timeouts_total counter"
+        );
+        for g in all {
+            let _ = writeln!(
+                o,
+                "switchboard_tcp_timeouts_total{{listener=\"{}\",reason=\"slow\"}} {}",
+                g.name,
+                g.stats.slow.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                o,
+                "switchboard_tcp_timeouts_total{{listener=\"{}\",reason=\"idle\"}} {}",
+                g.name,
+                g.stats.idle.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+/// Serves `app` on `listener` behind `gate`.
+pub async fn serve_http(
+    listener: TcpListener,
+    gate: Arc<Gate>,
+    app: axum::Router,
+) -> io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    axum::serve(
+        GatedListener::new(listener, gate).tap_io(|_| {}),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
