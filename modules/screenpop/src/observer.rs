@@ -137,7 +137,7 @@ impl CallObserver for Webhooks {
                 ..
             } => self.start(*call, call_id, facts),
             CallEvent::Ringing { call } => self.hook(*call, "ringing", &[]),
-            CallEvent::Answered { call, target } => {
+            CallEvent::Answered { call, target, .. } => {
                 self.hook(*call, "answered", &[("target", serde_json::json!(target))]);
             }
             CallEvent::Leased { call, item, .. } => {

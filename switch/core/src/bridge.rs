@@ -850,6 +850,8 @@ impl Engine {
                 .winner
                 .and_then(|i| call.attempts.get(i))
                 .map(|a| a.target.clone()),
+            b_call_id: call.b_dialog.as_ref().map(|d| d.id.call_id.to_string()),
+            codecs: [0, 1].map(|i| call.m.fmt[i].as_ref().map(|f| f.name.clone())),
         });
     }
 

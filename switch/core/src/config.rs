@@ -54,7 +54,8 @@ impl Default for EngineConfig {
             ],
             public_context: "public".into(),
             timers: TimerConfig::default(),
-            user_agent: format!("Switchboard/{}", env!("CARGO_PKG_VERSION")),
+            // No version: a scanner learns nothing of which bugs to try (set one in conf).
+            user_agent: "Switchboard".into(),
             max_calls: 10_000,
             media_ip: IpAddr::from([127, 0, 0, 1]),
             rtp_ports: (20000, 29999),

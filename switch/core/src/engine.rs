@@ -55,6 +55,9 @@ pub enum Output {
         side: Side,
         /// Its RTP address (None: on hold).
         addr: Option<SocketAddr>,
+        /// Where its signalling comes from (the other address its RTP may come from, behind
+        /// NAT); None for an in-process leg.
+        signalling: Option<std::net::IpAddr>,
         /// It will send RTP (not on hold, not `recvonly`/`inactive`): its silence counts
         /// towards the RTP timeout.
         sends: bool,

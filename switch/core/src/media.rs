@@ -101,6 +101,7 @@ impl Engine {
             call: call.id,
             side: from,
             addr: info.rtp,
+            signalling: signalling_ip(call, from),
             sends: info.sends,
         });
         let is_answer = match kind {
@@ -186,6 +187,7 @@ impl Engine {
             call: call.id,
             side,
             addr: info.rtp,
+            signalling: signalling_ip(call, side),
             sends: info.sends,
         });
         let offer: Vec<Format> = info
@@ -366,4 +368,17 @@ impl Engine {
             ClientRole::Info,
         );
     }
+}
+
+/// Where a leg's signalling comes from: leg A's INVITE; leg B's answer (or, before one, the
+/// attempt in progress). None for an in-process leg (its media is on loopback, named by its
+/// SDP).
+fn signalling_ip(call: &Call, side: Side) -> Option<std::net::IpAddr> {
+    let peer = match side {
+        Side::A => Some(call.a.peer),
+        Side::B => call
+            .b_peer
+            .or_else(|| call.attempts.iter().rev().find(|a| !a.done).map(|a| a.peer)),
+    }?;
+    (peer.transport != switchboard_sip::transaction::Transport::Local).then(|| peer.addr.ip())
 }

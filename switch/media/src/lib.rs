@@ -27,6 +27,6 @@ pub mod wav;
 pub use codec::CodecKind;
 pub use dtmf::DtmfMethod;
 pub use ports::PortPool;
-pub use relay::{Relay, RelayStats, Side};
+pub use relay::{Latching, Relay, RelayStats, Side};
 pub use sdp::{Format, Formats, MediaInfo, SdpError, audio, rewrite, rewrite_with};
 pub use session::{DigitEvent, LegMedia, MediaEvent, Playable, Session};

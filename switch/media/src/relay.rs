@@ -5,8 +5,25 @@
 //! (symmetric RTP, as rtpengine and FreeSWITCH do), and replies go there. A new SDP from the
 //! leg (re-INVITE) unlatches it. Packets are forwarded untouched (SSRC, sequence numbers and
 //! timestamps included) when both legs use the same codec.
+//!
+//! Who may latch ([`Latching`]): by default only a packet from the address the leg's SDP
+//! names or from the address its signalling came from (a caller behind NAT sends from the
+//! address its INVITE came from). Anyone else's packets are dropped, before and after the
+//! leg's own first packet: a stranger who guesses the port cannot inject audio into the call
+//! or take its stream (RTP bleed). `Any` latches the first packet from anywhere, for callers
+//! behind a proxy that neither rewrites their SDP nor relays their media.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+/// Which sources may latch a leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Latching {
+    /// The SDP's address or the signalling's (`rtp_latching = "sdp"`).
+    #[default]
+    Sdp,
+    /// The first packet from anywhere (`rtp_latching = "any"`).
+    Any,
+}
 
 /// A leg of the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,6 +60,8 @@ pub struct RelayStats {
 #[derive(Debug, Clone, Default)]
 struct Leg {
     sdp: Option<SocketAddr>,
+    /// Where the leg's signalling comes from.
+    signalling: Option<IpAddr>,
     latched: Option<SocketAddr>,
     latched_rtcp: Option<SocketAddr>,
     stats: RelayStats,
@@ -66,12 +85,26 @@ impl Leg {
 pub struct Relay {
     a: Leg,
     b: Leg,
+    latching: Latching,
 }
 
 impl Relay {
-    /// A relay that knows no address yet.
+    /// A relay that knows no address yet, latching by the default policy.
     pub fn new() -> Relay {
         Relay::default()
+    }
+
+    /// A relay with this latching policy.
+    pub fn with_latching(latching: Latching) -> Relay {
+        Relay {
+            latching,
+            ..Relay::default()
+        }
+    }
+
+    /// Where a leg's signalling comes from (its INVITE's or its answer's source).
+    pub fn set_signalling(&mut self, side: Side, ip: Option<IpAddr>) {
+        self.leg(side).signalling = ip;
     }
 
     fn leg(&mut self, side: Side) -> &mut Leg {
@@ -120,7 +153,15 @@ impl Relay {
     /// Latches a packet's source for `side` (the first packet's, or the SDP's address): `false`
     /// for a stranger's packet once latched, which is dropped.
     pub fn accept(&mut self, side: Side, src: SocketAddr, rtcp: bool) -> bool {
+        let strict = self.latching == Latching::Sdp;
         let leg = self.leg(side);
+        if strict && leg.sdp.map(|a| a.ip()) != Some(src.ip()) && leg.signalling != Some(src.ip()) {
+            if !rtcp {
+                leg.stats.rtp_in += 1;
+            }
+            leg.stats.dropped += 1;
+            return false;
+        }
         let known_ip = leg.latched.or(leg.sdp).map(|a| a.ip());
         if rtcp {
             leg.stats.rtcp_in += 1;
@@ -181,7 +222,8 @@ mod tests {
         let mut r = Relay::new();
         r.set_remote(Side::A, Some(a("10.0.0.5:4000")));
         r.set_remote(Side::B, Some(a("127.0.0.1:6000")));
-        // A is behind NAT: its packets come from a public address.
+        // A is behind NAT: its packets come from the public address its INVITE came from.
+        r.set_signalling(Side::A, Some("198.51.100.7".parse().unwrap()));
         assert_eq!(
             r.on_packet(Side::A, a("198.51.100.7:31000"), false),
             Some(a("127.0.0.1:6000"))
@@ -203,6 +245,7 @@ mod tests {
     #[test]
     fn new_sdp_unlatches_and_unknown_destination_drops() {
         let mut r = Relay::new();
+        r.set_signalling(Side::A, Some("127.0.0.1".parse().unwrap()));
         assert_eq!(
             r.on_packet(Side::A, a("127.0.0.1:1"), false),
             None,
@@ -215,5 +258,48 @@ mod tests {
             r.on_packet(Side::A, a("127.0.0.1:1"), false),
             Some(a("127.0.0.1:7004"))
         );
+    }
+
+    #[test]
+    fn a_stranger_is_dropped_even_before_the_leg_sends_and_rtcp_too() {
+        let mut r = Relay::new();
+        r.set_remote(Side::A, Some(a("192.0.2.10:4000")));
+        r.set_signalling(Side::A, Some("192.0.2.20".parse().unwrap()));
+        r.set_remote(Side::B, Some(a("127.0.0.1:6000")));
+        // The attacker guessed the port and is first: nothing reaches B, nothing latches.
+        assert_eq!(r.on_packet(Side::A, a("203.0.113.66:5000"), false), None);
+        assert_eq!(r.on_packet(Side::A, a("203.0.113.66:5001"), true), None);
+        assert_eq!(r.stats(Side::A).dropped, 2);
+        // The caller's own packets (from its SDP's address) latch and flow...
+        assert_eq!(
+            r.on_packet(Side::A, a("192.0.2.10:4000"), false),
+            Some(a("127.0.0.1:6000"))
+        );
+        // ...and B's replies go to the caller, not to the attacker.
+        assert_eq!(
+            r.on_packet(Side::B, a("127.0.0.1:6000"), false),
+            Some(a("192.0.2.10:4000"))
+        );
+        // Once latched, the stream stays with its address.
+        assert!(!r.accept(Side::A, a("192.0.2.20:7000"), false));
+        // A caller behind NAT: its packets come from its signalling's address, and latch.
+        let mut r = Relay::new();
+        r.set_remote(Side::A, Some(a("10.0.0.5:4000")));
+        r.set_signalling(Side::A, Some("192.0.2.20".parse().unwrap()));
+        assert!(!r.accept(Side::A, a("203.0.113.66:5000"), false));
+        assert!(r.accept(Side::A, a("192.0.2.20:7000"), false));
+        assert_eq!(r.rtp_dest(Side::A), Some(a("192.0.2.20:7000")));
+    }
+
+    #[test]
+    fn latching_any_takes_the_first_packet_from_anywhere() {
+        let mut r = Relay::with_latching(Latching::Any);
+        r.set_remote(Side::A, Some(a("10.0.0.5:4000")));
+        r.set_remote(Side::B, Some(a("127.0.0.1:6000")));
+        assert_eq!(
+            r.on_packet(Side::A, a("203.0.113.66:5000"), false),
+            Some(a("127.0.0.1:6000"))
+        );
+        assert_eq!(r.rtp_dest(Side::A), Some(a("203.0.113.66:5000")));
     }
 }

@@ -187,6 +187,7 @@ struct Media {
     rtp_timeout: Option<u64>,
     sounds: Option<String>,
     opus_complexity: Option<u8>,
+    rtp_latching: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -249,6 +250,8 @@ pub struct Loaded {
     pub rtp_timeout: Option<Duration>,
     /// Opus encoder complexity, 0–10.
     pub opus_complexity: u8,
+    /// Who may latch a leg's media (`[media] rtp_latching`).
+    pub rtp_latching: switchboard_media::Latching,
     /// The SQLite database of call records.
     pub storage: PathBuf,
     /// The browser leg (None: `[webrtc] enabled = false`).
@@ -502,6 +505,25 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
             Some("0 (fastest) to 10 (best); the default 2 fits 150 transcoded calls per core"),
         ));
     }
+    let rtp_latching = match file
+        .media
+        .rtp_latching
+        .as_ref()
+        .map(|s| (s.get_ref().as_str(), s.span()))
+    {
+        None | Some(("sdp", _)) => switchboard_media::Latching::Sdp,
+        Some(("any", _)) => switchboard_media::Latching::Any,
+        Some((other, span)) => {
+            diags.push(diag(
+                f,
+                t,
+                Some(span),
+                format!("media.rtp_latching {other:?} is not a latching policy"),
+                Some("\"sdp\" (the default: RTP only from the address the SDP names or the signalling came from) or \"any\" (the first packet from anywhere)"),
+            ));
+            switchboard_media::Latching::Sdp
+        }
+    };
     let rtp_timeout = match file.media.rtp_timeout.unwrap_or(60) {
         0 => None,
         s => Some(Duration::from_secs(s)),
@@ -684,6 +706,7 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
             prompts,
             rtp_timeout,
             opus_complexity,
+            rtp_latching,
             // Relative to conf/, like the sounds: the shipped one is conf/../data/.
             storage: dir.join(
                 file.storage

@@ -718,6 +718,7 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         let (media_tx, media_rx) = mpsc::channel(MEDIA_EVENTS);
         let mut media = media::MediaHub::new(media_ip, tokio::runtime::Handle::current(), media_tx, l.prompts, l.rtp_timeout);
         media.opus_complexity = l.opus_complexity;
+        media.latching = l.rtp_latching;
         media.storage = Some(storage.clone());
         media.taps = taps;
         let digits = Arc::new(observe::DigitCounts::default());

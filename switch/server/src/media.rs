@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use switchboard_core::{CallRef, MediaPorts, Play};
-use switchboard_media::{LegMedia, MediaEvent, Playable, Relay, Session, Side};
+use switchboard_media::{Latching, LegMedia, MediaEvent, Playable, Relay, Session, Side};
 use switchboard_webrtc::PeerOutput;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -145,7 +145,7 @@ fn pump_peer(t: &mut Tap, side: Side, session: &mut Session, now: std::time::Ins
 
 #[derive(Debug)]
 enum Ctl {
-    Remote(Side, Option<SocketAddr>, bool),
+    Remote(Side, Option<SocketAddr>, Option<IpAddr>, bool),
     Leg(Side, LegMedia),
     Digit(Side, char, u32),
     Play(Side, Playable, u32),
@@ -174,6 +174,8 @@ pub struct MediaHub {
     pub storage: Option<crate::storage::Store>,
     /// In-process legs (the browser leg) waiting for their session.
     pub taps: Taps,
+    /// Who may latch a leg's media (`[media] rtp_latching`).
+    pub latching: Latching,
     seed: u64,
 }
 
@@ -198,6 +200,7 @@ impl MediaHub {
             quality: Arc::default(),
             storage: None,
             taps: Arc::default(),
+            latching: Latching::default(),
             seed: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64),
@@ -224,6 +227,7 @@ impl MediaHub {
         let quality = self.quality.clone();
         let storage = self.storage.clone();
         let taps = self.taps.clone();
+        let latching = self.latching;
         let mut session = Session::new(
             self.seed ^ call.0.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             self.rtp_timeout,
@@ -238,7 +242,7 @@ impl MediaHub {
             match socks.into_tokio() {
                 Ok(socks) => {
                     let final_quality =
-                        run(call, socks, session, rx, counters, events, quality, taps).await;
+                        run(call, socks, session, rx, counters, events, quality, taps, latching).await;
                     if let (Some(st), Ok(json)) = (storage, serde_json::to_string(&final_quality)) {
                         st.record(crate::storage::CdrOp::Quality { call: call.0, json });
                     }
@@ -263,8 +267,15 @@ impl MediaHub {
     }
 
     /// A leg's RTP address changed; `sends`: it will send RTP (not on hold).
-    pub fn remote(&mut self, call: CallRef, side: Side, addr: Option<SocketAddr>, sends: bool) {
-        self.send(call, Ctl::Remote(side, addr, sends));
+    pub fn remote(
+        &mut self,
+        call: CallRef,
+        side: Side,
+        addr: Option<SocketAddr>,
+        signalling: Option<IpAddr>,
+        sends: bool,
+    ) {
+        self.send(call, Ctl::Remote(side, addr, signalling, sends));
     }
 
     /// A leg's codec and DTMF form.
@@ -371,8 +382,9 @@ async fn run(
     events: mpsc::Sender<(CallRef, MediaEvent)>,
     quality: QualityMap,
     taps: Taps,
+    latching: Latching,
 ) -> serde_json::Value {
-    let mut relay = Relay::new();
+    let mut relay = Relay::with_latching(latching);
     // Legs in this process (a browser: the caller's widget, or the agent's console): no
     // socket between them and the session.
     let mut taps_of: [Option<Tap>; 2] = [None, None];
@@ -392,7 +404,7 @@ async fn run(
         let now = || tokio::time::Instant::now().into_std();
         tokio::select! {
             ctl = rx.recv() => match ctl {
-                Some(Ctl::Remote(side, addr, sends)) => {
+                Some(Ctl::Remote(side, addr, signalling, sends)) => {
                     let slot = &mut taps_of[usize::from(side == Side::B)];
                     if slot.is_none()
                         && let Some(a) = addr
@@ -404,6 +416,7 @@ async fn run(
                         *slot = Some(t);
                     }
                     relay.set_remote(side, addr);
+                    relay.set_signalling(side, signalling);
                     // A new address, or hold: silence until now is not a timeout, and a leg
                     // on hold may stay silent.
                     session.set_sending(now(), side, sends);
@@ -433,14 +446,20 @@ async fn run(
             }
             // RTCP is terminated here: each leg gets reports about the stream the switch sends it.
             Ok((n, src)) = s.a_rtcp.recv_from(&mut b1) => {
-                relay.accept(Side::A, src, true);
-                counters.rtcp_in.fetch_add(1, Ordering::Relaxed);
-                session.handle_rtcp(now(), Side::A, &b1[..n]);
+                if relay.accept(Side::A, src, true) {
+                    counters.rtcp_in.fetch_add(1, Ordering::Relaxed);
+                    session.handle_rtcp(now(), Side::A, &b1[..n]);
+                } else {
+                    counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Ok((n, src)) = s.b_rtcp.recv_from(&mut b3) => {
-                relay.accept(Side::B, src, true);
-                counters.rtcp_in.fetch_add(1, Ordering::Relaxed);
-                session.handle_rtcp(now(), Side::B, &b3[..n]);
+                if relay.accept(Side::B, src, true) {
+                    counters.rtcp_in.fetch_add(1, Ordering::Relaxed);
+                    session.handle_rtcp(now(), Side::B, &b3[..n]);
+                } else {
+                    counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Some(r) = renewal(&mut renew) => {
                 // Only the caller's widget moves between pages.

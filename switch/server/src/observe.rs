@@ -299,9 +299,16 @@ impl CallObserver for Records {
                 at,
             },
             CallEvent::Ringing { call } => CdrOp::Ring { call: call.0, at },
-            CallEvent::Answered { call, target } => CdrOp::Answer {
+            CallEvent::Answered {
+                call,
+                target,
+                b_call_id,
+                codecs,
+            } => CdrOp::Answer {
                 call: call.0,
                 target: target.clone(),
+                b_call_id: b_call_id.clone(),
+                codecs: codecs.clone(),
                 at,
             },
             CallEvent::Ended(summary) => CdrOp::End {

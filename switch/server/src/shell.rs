@@ -325,8 +325,9 @@ impl Shell {
                         call,
                         side,
                         addr,
+                        signalling,
                         sends,
-                    } => self.media.remote(call, side, addr, sends),
+                    } => self.media.remote(call, side, addr, signalling, sends),
                     Output::MediaClose { call } => self.media.close(call),
                     Output::MediaLeg { call, side, media } => self.media.leg(call, side, media),
                     Output::MediaDigit {
@@ -520,6 +521,7 @@ impl Shell {
                 self.media.prompts = Arc::new(l.prompts);
                 self.media.rtp_timeout = l.rtp_timeout;
                 self.media.opus_complexity = l.opus_complexity;
+                self.media.latching = l.rtp_latching;
                 if let Some(t) = self.engine.modules_mut().get_mut::<Trunk>() {
                     t.set_gateways(l.gateways);
                 }

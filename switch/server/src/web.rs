@@ -426,6 +426,23 @@ async fn ws(
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    // A page on no merchant's origins is refused at the upgrade (the call's own merchant is
+    // checked again with its first message): another site's script gets no socket at all.
+    let known = origin.as_deref().is_some_and(|o| {
+        web.cfg()
+            .merchants
+            .values()
+            .any(|m| m.origins.iter().any(|a| a == o))
+    });
+    if !known {
+        info!(origin = ?origin, source = %from.ip(), "WebSocket refused at the upgrade: its Origin is on no merchant's origins");
+        web.refuse(ErrorCode::OriginNotAllowed);
+        return (
+            StatusCode::FORBIDDEN,
+            "this page's origin may not open a call: it is on no merchant's origins\n",
+        )
+            .into_response();
+    }
     upgrade
         .max_message_size(MAX_FRAME)
         .on_upgrade(move |socket| session(web, socket, origin, from.ip()))

@@ -800,3 +800,58 @@ fn an_agents_info_codes_are_answered_and_never_relayed_other_digits_arrive() {
         "the switch took all four INFOs"
     );
 }
+
+#[test]
+fn a_stranger_who_guesses_the_callers_port_is_never_heard_and_never_takes_the_stream() {
+    let idx = 28;
+    let (pa, pb) = rtp_ports(idx);
+    let sw = Switch::start("rtp-inject", idx, Route::default());
+    let pa_s = pa.to_string();
+    let uas = call_center(&sw, pb, "0 101", "0", "1000");
+    let uac = sw.uac(
+        "uac_media.xml",
+        "1000",
+        1,
+        &keys(&[("rtp_port", &pa_s), ("fmts", "0 101"), ("hold_ms", "6000")]),
+    );
+    let call = sw.wait_media_up(Duration::from_secs(10));
+    let (sw_a, sw_b) = (
+        addr(&call["media"]["a"]["port"]),
+        addr(&call["media"]["b"]["port"]),
+    );
+    let (mut a, b) = (RtpPeer::bind(pa), RtpPeer::bind(pb));
+    // Before the caller sends anything, a stranger (another address) streams 1.5 kHz to the
+    // caller's port on the switch, and listens for what B says.
+    let mut stranger = RtpPeer::bind_on("127.0.0.99", pa);
+    let b_listens = std::thread::spawn(move || {
+        let heard = b.listen(Duration::from_millis(1400));
+        (b, heard)
+    });
+    let stolen = stranger.stream(sw_a, CodecKind::Pcmu, &sine(1500.0, 8000, 8000.0));
+    let (mut b, injected) = b_listens.join().unwrap();
+    assert!(
+        injected.is_empty(),
+        "B heard {} packets of the stranger's",
+        injected.len()
+    );
+    // The caller's own stream goes through, and B's answer goes to the caller, not to the
+    // stranger.
+    let b_speaks = std::thread::spawn(move || {
+        let heard = b.stream(sw_b, CodecKind::Pcmu, &sine(600.0, 8000, 8000.0));
+        (b, heard)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let at_a = a.stream(sw_a, CodecKind::Pcmu, &sine(1000.0, 8000, 8000.0));
+    let (_, at_b) = b_speaks.join().unwrap();
+    let pcm_b = decode(&at_b, CodecKind::Pcmu);
+    assert!(pcm_b.len() > 4000, "B got {} samples", pcm_b.len());
+    assert!(share_at(&pcm_b[800..pcm_b.len() - 800], 1000.0) > 0.5);
+    assert!(share_at(&pcm_b[800..pcm_b.len() - 800], 1500.0) < 0.05);
+    assert!(decode(&at_a, CodecKind::Pcmu).len() > 4000, "A hears B");
+    assert!(
+        stolen.is_empty() && stranger.listen(Duration::from_millis(200)).is_empty(),
+        "the stranger got none of the call"
+    );
+    assert!(sw.metric("switchboard_rtp_dropped_packets_total") >= 40.0);
+    sw.expect_ok(vec![uac, uas]);
+}

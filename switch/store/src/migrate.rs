@@ -58,6 +58,11 @@ const MIGRATIONS: &[Migration] = &[
         what: "the source (transport, address) of each call",
         sql: include_str!("migrate/0004_source.sql"),
     },
+    Migration {
+        version: 5,
+        what: "the writer's heartbeat (records a crash interrupts end at the last one)",
+        sql: include_str!("migrate/0005_heartbeat.sql"),
+    },
 ];
 
 /// The schema version this build writes (the last migration's).

@@ -37,6 +37,10 @@ pub enum CdrOp {
         call: u64,
         /// The target that answered.
         target: Option<String>,
+        /// Leg B's Call-ID (a CRM finds the record by it while the call goes on).
+        b_call_id: Option<String>,
+        /// Each leg's codec.
+        codecs: [Option<String>; 2],
         /// Unix ms.
         at: i64,
     },

@@ -113,15 +113,23 @@ pub(crate) fn connect(path: &Path) -> Result<Connection, StorageError> {
     Ok(conn)
 }
 
-/// Records a killed process left open end now, as [`INTERRUPTED`]; billable until now if
-/// they were answered.
+/// Records a killed process left open end as [`INTERRUPTED`] at the last moment the process
+/// was known alive (its writer's heartbeat; now for a database without one), never before
+/// they started or were answered; billable until then if they were answered.
 fn close_interrupted(conn: &Connection, path: &Path, now_ms: i64) -> Result<(), StorageError> {
+    let alive: Option<i64> = conn
+        .query_row("SELECT alive_ms FROM heartbeat WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .ok();
+    let end = alive.map_or(now_ms, |a| a.min(now_ms));
     let closed = conn
         .execute(
-            "UPDATE cdr SET ended_ms = ?1, cause = ?2,
-               billable_secs = CASE WHEN answered_ms IS NULL THEN 0 ELSE (?1 - answered_ms) / 1000.0 END
+            "UPDATE cdr SET ended_ms = MAX(?1, started_ms, COALESCE(answered_ms, started_ms)), cause = ?2,
+               billable_secs = CASE WHEN answered_ms IS NULL THEN 0
+                 ELSE (MAX(?1, answered_ms) - answered_ms) / 1000.0 END
              WHERE ended_ms IS NULL",
-            params![now_ms, INTERRUPTED],
+            params![end, INTERRUPTED],
         )
         .map_err(sqlite(path))?;
     if closed > 0 {
@@ -205,5 +213,37 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn records_a_crash_left_open_end_at_the_last_heartbeat_not_at_the_restart() {
+        let db = TempDb::new("heartbeat");
+        let conn = connect(db.path()).unwrap();
+        migrate::apply(&conn, db.path()).unwrap();
+        // Answered at 2 s, the process last seen alive at 5 s, restarted at 30 s; a call that
+        // began after the last heartbeat (within its interval) ends where it began.
+        conn.execute_batch(
+            "INSERT INTO cdr (call_id, caller, destination, context, started_ms, answered_ms, b_call_id)
+               VALUES ('up@h', '1', '1000', 'default', 1000, 2000, 'b-up@h');
+             INSERT INTO cdr (call_id, caller, destination, context, started_ms, answered_ms)
+               VALUES ('late@h', '1', '1000', 'default', 5500, 5600);
+             INSERT INTO heartbeat (id, alive_ms) VALUES (1, 5000);",
+        )
+        .unwrap();
+        drop(conn);
+        let (store, _) = SqliteStore::open(db.path(), 30_000).unwrap();
+        let rows = store.query(&CdrFilter::default()).unwrap();
+        let got: Vec<_> = rows
+            .iter()
+            .map(|r| (r.call_id.as_str(), r.ended.as_deref(), r.billable_secs))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("late@h", Some("1970-01-01T00:00:05.6Z"), Some(0.0)),
+                ("up@h", Some("1970-01-01T00:00:05Z"), Some(3.0)),
+            ]
+        );
+        assert_eq!(rows[1].b_call_id.as_deref(), Some("b-up@h"));
     }
 }

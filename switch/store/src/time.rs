@@ -1,6 +1,11 @@
 //! Times as records show them (RFC 3339) and as readers give them (`--since`, `since=`).
 
 /// Unix ms as RFC 3339 (the number itself if out of range).
+/// Unix ms now (the writer's heartbeat).
+pub(crate) fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
 pub(crate) fn rfc3339(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
 }

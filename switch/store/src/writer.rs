@@ -28,6 +28,10 @@ const BATCH: Duration = Duration::from_millis(20);
 /// Changes in one transaction at most.
 const BATCH_MAX: usize = 5000;
 
+/// How often the writer records that the process is alive: a record a crash interrupts
+/// ends at the last heartbeat (at most this much before the crash), not at the restart.
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(2);
+
 /// How long an ended call's row is remembered for its media quality (calls without media
 /// never send one).
 const QUALITY_WAIT: Duration = Duration::from_secs(10);
@@ -38,8 +42,17 @@ const QUALITY_WAIT: Duration = Duration::from_secs(10);
 #[derive(Default)]
 struct Pending {
     ring: Option<i64>,
-    answer: Option<(i64, Option<String>)>,
+    answer: Option<Answered>,
     since: Option<Instant>,
+}
+
+/// What the answer tells the record: written with the end, or on its own after [`HOLD`]
+/// (a crash then still leaves the billing, leg B's Call-ID and the codecs).
+struct Answered {
+    at: i64,
+    target: Option<String>,
+    b_call_id: Option<String>,
+    codecs: [Option<String>; 2],
 }
 
 /// What the writer knows between batches.
@@ -61,6 +74,7 @@ pub(crate) fn run(
     path: &Path,
 ) {
     let mut w = Writer::default();
+    let mut beat: Option<Instant> = None;
     while let Ok(first) = first(&rx, w.idle()) {
         let tx = match conn.transaction() {
             Ok(t) => t,
@@ -72,20 +86,23 @@ pub(crate) fn run(
         };
         let taken = w.batch(&tx, first, &rx);
         queued.fetch_sub(taken, Ordering::Relaxed);
+        if beat.is_none_or(|b| b.elapsed() >= HEARTBEAT) {
+            match heartbeat(&tx, crate::time::now_ms()) {
+                Ok(()) => beat = Some(Instant::now()),
+                Err(e) => error!(error = %e, "call records: heartbeat not written"),
+            }
+        }
         if let Err(e) = tx.commit() {
             error!(path = %path.display(), error = %e, "call records: commit failed");
         }
     }
 }
 
-/// The first change of a batch. With nothing held it waits for one; with times held or
-/// qualities awaited, at most `HOLD / 2` (`None`: a batch of flushing only). `Err`: the store
-/// is gone.
+/// The first change of a batch. With nothing held it waits for one up to the next
+/// [`HEARTBEAT`]; with times held or qualities awaited, at most `HOLD / 2` (`None`: a batch
+/// of flushing, or of the heartbeat, only). `Err`: the store is gone.
 fn first(rx: &mpsc::Receiver<CdrOp>, idle: bool) -> Result<Option<CdrOp>, mpsc::RecvError> {
-    if idle {
-        return rx.recv().map(Some);
-    }
-    match rx.recv_timeout(HOLD / 2) {
+    match rx.recv_timeout(if idle { HEARTBEAT } else { HOLD / 2 }) {
         Ok(op) => Ok(Some(op)),
         Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
         Err(mpsc::RecvTimeoutError::Disconnected) => Err(mpsc::RecvError),
@@ -150,7 +167,20 @@ impl Writer {
                 let p = self.hold(call);
                 p.ring.get_or_insert(at);
             }
-            CdrOp::Answer { call, target, at } => self.hold(call).answer = Some((at, target)),
+            CdrOp::Answer {
+                call,
+                target,
+                b_call_id,
+                codecs,
+                at,
+            } => {
+                self.hold(call).answer = Some(Answered {
+                    at,
+                    target,
+                    b_call_id,
+                    codecs,
+                })
+            }
             CdrOp::End { call, at, summary } => self.end(tx, call, at, &summary)?,
             CdrOp::AniLeased {
                 call,
@@ -212,7 +242,7 @@ impl Writer {
             return Ok(());
         };
         let (answered, answer_target) = match times.answer {
-            Some((a, t)) => (Some(a), t),
+            Some(a) => (Some(a.at), a.target),
             None => (None, None),
         };
         let side = match s.hangup_side {
@@ -221,8 +251,8 @@ impl Writer {
             None => "switch",
         };
         tx.prepare_cached(
-            "UPDATE cdr SET ended_ms = ?1, b_call_id = ?2, target = COALESCE(?3, ?4, target), billable_secs = ?5,
-               cause = ?6, b_cause = ?7, hangup_side = ?8, codec_a = ?9, codec_b = ?10,
+            "UPDATE cdr SET ended_ms = ?1, b_call_id = COALESCE(?2, b_call_id), target = COALESCE(?3, ?4, target), billable_secs = ?5,
+               cause = ?6, b_cause = ?7, hangup_side = ?8, codec_a = COALESCE(?9, codec_a), codec_b = COALESCE(?10, codec_b),
                ringing_ms = COALESCE(ringing_ms, ?11), answered_ms = COALESCE(answered_ms, ?12)
              WHERE id = ?13",
         )?
@@ -301,6 +331,13 @@ impl Writer {
     }
 }
 
+/// The process is alive at `now_ms` (one row).
+pub(crate) fn heartbeat(tx: &Transaction<'_>, now_ms: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT OR REPLACE INTO heartbeat (id, alive_ms) VALUES (1, ?1)")?
+        .execute(params![now_ms])?;
+    Ok(())
+}
+
 /// A browser call's facts and context, keyed by leg A's Call-ID.
 fn web(tx: &Transaction<'_>, w: &WebRecord) -> rusqlite::Result<()> {
     let f = &w.facts;
@@ -316,15 +353,22 @@ fn web(tx: &Transaction<'_>, w: &WebRecord) -> rusqlite::Result<()> {
 
 /// Held ring and answer times, written before the call's end.
 fn write_times(tx: &Transaction<'_>, id: i64, p: &Pending) -> rusqlite::Result<()> {
-    let (answered, target) = match &p.answer {
-        Some((at, t)) => (Some(*at), t.clone()),
-        None => (None, None),
+    let none = [None, None];
+    let (answered, target, b_call_id, codecs) = match &p.answer {
+        Some(a) => (
+            Some(a.at),
+            a.target.as_deref(),
+            a.b_call_id.as_deref(),
+            &a.codecs,
+        ),
+        None => (None, None, None, &none),
     };
     tx.prepare_cached(
         "UPDATE cdr SET ringing_ms = COALESCE(ringing_ms, ?1), answered_ms = COALESCE(?2, answered_ms),
-           target = COALESCE(?3, target) WHERE id = ?4",
+           target = COALESCE(?3, target), b_call_id = COALESCE(?4, b_call_id),
+           codec_a = COALESCE(?5, codec_a), codec_b = COALESCE(?6, codec_b) WHERE id = ?7",
     )?
-    .execute(params![p.ring, answered, target, id])?;
+    .execute(params![p.ring, answered, target, b_call_id, codecs[0], codecs[1], id])?;
     Ok(())
 }
 
@@ -390,6 +434,8 @@ mod tests {
         let answer = CdrOp::Answer {
             call: 7,
             target: Some("gateway/gw1/1000".into()),
+            b_call_id: Some("b7@h".into()),
+            codecs: [Some("PCMU".into()), Some("PCMU".into())],
             at: 3_000,
         };
         let end = CdrOp::End {

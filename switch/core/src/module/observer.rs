@@ -44,6 +44,10 @@ pub enum CallEvent {
         call: CallRef,
         /// The target that answered, if a bridge did.
         target: Option<String>,
+        /// Leg B's Call-ID, if leg B answered.
+        b_call_id: Option<String>,
+        /// Each leg's codec, as negotiated so far.
+        codecs: [Option<String>; 2],
     },
     /// Leg B answered: both legs are up.
     Bridged {

@@ -27,7 +27,12 @@ pub struct RtpPeer {
 
 impl RtpPeer {
     pub fn bind(port: u16) -> RtpPeer {
-        let sock = UdpSocket::bind(("127.0.0.1", port)).expect("bind test RTP port");
+        RtpPeer::bind_on("127.0.0.1", port)
+    }
+
+    /// A peer on another loopback address (a stranger to the call).
+    pub fn bind_on(ip: &str, port: u16) -> RtpPeer {
+        let sock = UdpSocket::bind((ip, port)).expect("bind test RTP port");
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         RtpPeer {
