@@ -118,9 +118,12 @@ impl Engine {
         self.decorate(&mut resp);
         resp.headers
             .push(Name::Contact, self.contact(call.a.peer.transport));
-        if let Some(offer) = call.m.a_offer.clone()
-            && let Some(body) = self.local_answer(&mut call, Side::A, &offer)
-        {
+        let body = match call.m.a_offer.clone() {
+            Some(offer) => self.local_answer(&mut call, Side::A, &offer),
+            // No offer in the INVITE: ours goes in the 200 (RFC 3264 §5), its answer in the ACK.
+            None => self.local_offer(&mut call, Side::A),
+        };
+        if let Some(body) = body {
             resp.headers.push(Name::ContentType, "application/sdp");
             resp.body = body;
         }

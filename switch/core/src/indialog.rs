@@ -9,7 +9,7 @@ use switchboard_media::Side;
 use switchboard_sip::dialog::DialogId;
 use switchboard_sip::transaction::{TxnId, make_response};
 use switchboard_sip::{Message, Method, Name, Request, Response};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::call::{Call, CallState, PendingAck, Relayed};
 use crate::engine::{ClientRole, Engine};
@@ -246,6 +246,14 @@ impl Engine {
         if side == Side::A && call.state == CallState::Answered {
             call.state = CallState::Up;
             self.up_calls += 1;
+            if call.m.local_offer.is_some() {
+                if is_sdp(&req.headers) {
+                    self.local_offer_answered(&mut call, Side::A, &req.body);
+                } else {
+                    warn!("the caller's ACK has no answer to our offer: it has no media");
+                    call.m.local_offer = None;
+                }
+            }
             if call.b_ack.is_none() && call.b_dialog.is_some() {
                 let body = if is_sdp(&req.headers) {
                     self.sdp_to_other(&mut call, Side::A, &req.body, SdpIn::Ack)

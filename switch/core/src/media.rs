@@ -47,6 +47,9 @@ pub(crate) struct CallMedia {
     pub legs: [Option<LegMedia>; 2],
     /// Configured DTMF form per leg (before falling back to in-band).
     pub dtmf: [Option<DtmfMethod>; 2],
+    /// An offer of ours waiting for its answer in an ACK (a caller that sent none): to
+    /// which leg, with what.
+    pub local_offer: Option<(Side, Vec<Format>)>,
 }
 
 pub(crate) fn idx(side: Side) -> usize {
@@ -212,6 +215,75 @@ impl Engine {
         )
         .ok()
         .map(|(b, _)| Bytes::from(b))
+    }
+
+    /// Our own offer to `side` (its INVITE had none: the offer goes in our 2xx and the
+    /// answer comes in its ACK, RFC 3264 §5). The leg starts provisionally with our first
+    /// codec, so a prompt can start; the answer settles it.
+    pub(crate) fn local_offer(&mut self, call: &mut Call, side: Side) -> Option<Bytes> {
+        if !self.cfg.anchor_media {
+            return None;
+        }
+        let ports = self.alloc_media(call)?;
+        let port = match side {
+            Side::A => ports.a,
+            Side::B => ports.b,
+        };
+        let formats = switchboard_media::negotiate::own_offer(&self.cfg.codecs);
+        let first = chosen(&formats)?.clone();
+        let template = "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=ptime:20\r\na=sendrecv\r\n";
+        let origin = Self::origin_for(call, side);
+        let body = match rewrite_with(
+            template.as_bytes(),
+            self.cfg.media_ip,
+            port,
+            Formats::Exact(&formats),
+            origin,
+        ) {
+            Ok((b, _)) => Bytes::from(b),
+            Err(e) => {
+                warn!(error = %e, "no offer of our own can be written");
+                return None;
+            }
+        };
+        let te = telephone_event(&formats, first.clock);
+        self.set_leg_pub(call, side, &first, te.as_ref(), Some(20));
+        call.m.local_offer = Some((side, formats));
+        Some(body)
+    }
+
+    /// The answer (in an ACK) to [`Engine::local_offer`]: the leg's address and codec.
+    pub(crate) fn local_offer_answered(&mut self, call: &mut Call, side: Side, body: &Bytes) {
+        let Some((to, offer)) = call.m.local_offer.take() else {
+            return;
+        };
+        if to != side {
+            call.m.local_offer = Some((to, offer));
+            return;
+        }
+        let info = match audio(body) {
+            Ok(i) => i,
+            Err(e) => {
+                warn!(error = %e, ?side, "unusable answer to our offer: the leg keeps no media");
+                return;
+            }
+        };
+        self.outputs.push_back(Output::MediaRemote {
+            call: call.id,
+            side,
+            addr: info.rtp,
+            signalling: signalling_ip(call, side),
+            sends: info.sends,
+        });
+        let Some(theirs) = chosen(&info.formats)
+            .filter(|t| offer.iter().any(|o| o.same_codec(t)))
+            .cloned()
+        else {
+            warn!(?side, "the answer to our offer names none of its codecs");
+            return;
+        };
+        let te = telephone_event(&info.formats, theirs.clock);
+        self.set_leg_pub(call, side, &theirs, te.as_ref(), info.ptime);
     }
 
     fn allowed(&self, f: &Format) -> bool {

@@ -1550,3 +1550,45 @@ actions = [ { bridge = { targets = ["sip:$1@127.0.0.1:5080"], timeout = 20 } } ]
         assert!(request_to(&sent, B, Method::Invite).is_none());
     }
 }
+
+/// A caller that sends no offer is sent one of ours in the 200 (RFC 3264 §5) and answers in
+/// its ACK; the prompt the plan plays reaches it with the codec it picked.
+#[test]
+fn an_invite_without_sdp_answered_by_the_plan_gets_our_offer_and_its_ack_the_answer() {
+    let mut h = Harness::with_plan(
+        "[[extension]]\nname = \"echo\"\nwhen.destination = '^(\\d+)$'\nactions = [ { echo = 5 } ]\n",
+    );
+    h.send(A, INVITE);
+    let sent = h.sent();
+    let ok = response_to(&sent, A, 200).clone();
+    assert_eq!(
+        ok.headers.get(&Name::ContentType).map(|v| &**v),
+        Some("application/sdp")
+    );
+    let offer = String::from_utf8_lossy(&ok.body).to_string();
+    assert!(offer.contains("m=audio "), "{offer}");
+    assert!(offer.contains("a=rtpmap:0 PCMU/8000"), "{offer}");
+    assert!(offer.contains("telephone-event/8000"), "{offer}");
+    assert!(!offer.contains("m=audio 0 "), "{offer}");
+    // The caller picks PCMA in its ACK.
+    let answer = "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n";
+    let ack = caller_ack(&ok).replace("\n", "\r\n").replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        ),
+    );
+    h.send_raw(A, &ack);
+    h.sent();
+    let remote = h.outputs.iter().rev().find_map(|o| match o {
+        Output::MediaRemote { side, addr, .. } if *side == Side::A => Some(*addr),
+        _ => None,
+    });
+    assert_eq!(remote, Some(Some("127.0.0.1:4000".parse().unwrap())));
+    let codec = h.outputs.iter().rev().find_map(|o| match o {
+        Output::MediaLeg { side, media, .. } if *side == Side::A => Some(media.codec),
+        _ => None,
+    });
+    assert_eq!(codec, Some(switchboard_media::CodecKind::Pcma));
+}

@@ -76,6 +76,63 @@ pub fn offer_extras(theirs: &[Format], prefs: &[String]) -> Vec<Format> {
     extra
 }
 
+/// Our own offer (to a caller that sent none: RFC 3264 wants one in our 2xx): the codecs of
+/// `prefs` we can transcode, in config order, at their static payload types or the first
+/// free dynamic ones, then telephone-event at 8000 and, with Opus, at 48000.
+pub fn own_offer(prefs: &[String]) -> Vec<Format> {
+    let defaults = ["PCMU", "PCMA", "telephone-event"].map(String::from);
+    let prefs = if prefs.is_empty() {
+        &defaults[..]
+    } else {
+        prefs
+    };
+    let mut used = Vec::new();
+    let mut dynamic = 96u8..128;
+    let mut next_dynamic = |used: &mut Vec<u8>| {
+        let pt = dynamic.find(|p| !used.contains(p))?;
+        used.push(pt);
+        Some(pt)
+    };
+    let mut out = Vec::new();
+    for name in prefs {
+        let clock = if name.eq_ignore_ascii_case("opus") {
+            48000
+        } else {
+            8000
+        };
+        let Some(kind) = CodecKind::from_name(name, clock).filter(|k| k.transcodable()) else {
+            continue;
+        };
+        let pt = match kind.static_pt() {
+            Some(p) if !used.contains(&p) => {
+                used.push(p);
+                p
+            }
+            _ => match next_dynamic(&mut used) {
+                Some(p) => p,
+                None => continue,
+            },
+        };
+        let mut f = Format::new(pt, kind.name(), kind.clock(), kind.fmtp());
+        f.channels = kind.channels();
+        out.push(f);
+    }
+    let te = prefs
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case("telephone-event"));
+    if te {
+        let clocks: Vec<u32> = out.iter().map(|f| f.clock).collect();
+        for clock in [8000, 48000] {
+            if (clock == 8000 || clocks.contains(&clock))
+                && let Some(pt) = next_dynamic(&mut used)
+            {
+                out.push(Format::new(pt, "telephone-event", clock, Some("0-16")));
+            }
+        }
+    }
+    out
+}
+
 /// The answerer's codec: the first format of its answer that is not telephone-event.
 pub fn chosen(answer: &[Format]) -> Option<&Format> {
     answer.iter().find(|f| !f.is_telephone_event())
@@ -196,5 +253,26 @@ mod tests {
             Some(&f(8, "PCMA"))
         );
         assert_eq!(telephone_event(&offer, 8000).map(|t| t.pt), Some(101));
+    }
+
+    #[test]
+    fn our_own_offer_lists_the_configured_codecs_and_telephone_event_at_each_clock() {
+        // G722 is forwarded, never encoded here: an offer of ours cannot carry it.
+        let o = own_offer(&prefs(&["opus", "PCMU", "PCMA", "G722", "telephone-event"]));
+        let names: Vec<(u8, &str, u32)> =
+            o.iter().map(|f| (f.pt, f.name.as_str(), f.clock)).collect();
+        assert_eq!(
+            names,
+            vec![
+                (96, "opus", 48000),
+                (0, "PCMU", 8000),
+                (8, "PCMA", 8000),
+                (97, "telephone-event", 8000),
+                (98, "telephone-event", 48000),
+            ]
+        );
+        let narrow = own_offer(&prefs(&["PCMA"]));
+        assert_eq!(narrow.len(), 1, "no telephone-event unless configured");
+        assert!(!own_offer(&[]).is_empty(), "no list: PCMU, PCMA and events");
     }
 }

@@ -195,6 +195,8 @@ struct Media {
 struct Http {
     listen: Option<Spanned<String>>,
     token: Option<String>,
+    metrics_token: Option<String>,
+    metrics_open: Option<Vec<Spanned<String>>>,
     max_connections: Option<usize>,
     max_per_source: Option<usize>,
     header_timeout: Option<u64>,
@@ -234,6 +236,10 @@ pub struct Loaded {
     pub http: Option<SocketAddr>,
     /// Bearer token for `/api/v1`.
     pub token: Option<String>,
+    /// Bearer token for `/metrics` from outside `metrics_open` (the admin token works too).
+    pub metrics_token: Option<String>,
+    /// Who may read `/metrics` without a token.
+    pub metrics_open: Vec<switchboard_core::Cidr>,
     /// SIP over TCP's connection limits (`[sip] tcp_*`).
     pub sip_conn: ConnLimits,
     /// The HTTP listeners' (`[http]`; the widget's own listener too).
@@ -260,6 +266,30 @@ pub struct Loaded {
     pub agents: Agents,
     /// What is allowed but probably a mistake (`switchboard check` prints it, start-up logs it).
     pub warnings: Vec<String>,
+}
+
+/// A list of addresses or CIDR blocks (`key` names it in messages).
+fn cidrs(
+    f: &str,
+    t: &str,
+    list: &[Spanned<String>],
+    key: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<switchboard_core::Cidr> {
+    let mut out = Vec::with_capacity(list.len());
+    for c in list {
+        match switchboard_core::Cidr::parse(c.get_ref()) {
+            Ok(c) => out.push(c),
+            Err(e) => diags.push(diag(
+                f,
+                t,
+                Some(c.span()),
+                format!("{key}: {e}"),
+                Some("addresses or blocks, e.g. [\"127.0.0.1\", \"10.20.0.0/16\", \"2001:db8::/32\"]"),
+            )),
+        }
+    }
+    out
 }
 
 fn limits(
@@ -399,20 +429,15 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
         engine.context = c;
     }
     if let Some(list) = &file.sip.trusted {
-        engine.trusted.clear();
-        for c in list {
-            match switchboard_core::Cidr::parse(c.get_ref()) {
-                Ok(c) => engine.trusted.push(c),
-                Err(e) => diags.push(diag(
-                    f,
-                    t,
-                    Some(c.span()),
-                    format!("sip.trusted: {e}"),
-                    Some("addresses or blocks, e.g. [\"127.0.0.1\", \"10.20.0.0/16\", \"2001:db8::/32\"]"),
-                )),
-            }
-        }
+        engine.trusted = cidrs(f, t, list, "sip.trusted", &mut diags);
     }
+    let metrics_open = match &file.http.metrics_open {
+        Some(list) => cidrs(f, t, list, "http.metrics_open", &mut diags),
+        None => ["127.0.0.0/8", "::1"]
+            .iter()
+            .filter_map(|c| switchboard_core::Cidr::parse(c).ok())
+            .collect(),
+    };
     if let Some(c) = file.sip.public_context.clone() {
         engine.public_context = c;
     }
@@ -567,6 +592,20 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
             Some("set a token of your own (e.g. `openssl rand -hex 24`), or listen on 127.0.0.1"),
         ));
     }
+    // The widget's public routes and the admin API on one address others reach: the admin
+    // API and /metrics would face the whole internet with the call button.
+    if let Some(a) = http.filter(|a| !a.ip().is_loopback())
+        && file.webrtc.enabled.unwrap_or(true)
+        && file.webrtc.listen.is_none()
+    {
+        diags.push(diag(
+            f,
+            t,
+            file.http.listen.as_ref().map(Spanned::span),
+            format!("the call button (/c2c.js, /ws) would be served on the admin API's listener {a}, which is not loopback"),
+            Some("give the widget a listener of its own ([webrtc] listen = \"0.0.0.0:8443\") and keep http.listen on loopback or a management network"),
+        ));
+    }
     let widget = file
         .webrtc
         .listen
@@ -698,6 +737,8 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
             dialplan,
             http,
             token: file.http.token,
+            metrics_token: file.http.metrics_token,
+            metrics_open,
             sip_conn,
             http_conn,
             log_level: file.log.level.unwrap_or_else(|| "info".into()),

@@ -20,6 +20,8 @@ use crate::shell::Command;
 struct App {
     cmd: mpsc::Sender<Command>,
     token: Option<String>,
+    metrics_token: Option<String>,
+    metrics_open: Vec<switchboard_core::Cidr>,
     db: crate::storage::Store,
     web: Option<std::sync::Arc<crate::web::WebShared>>,
     hub: Option<std::sync::Arc<crate::console::ConsoleHub>>,
@@ -30,7 +32,11 @@ pub async fn serve(
     addr: SocketAddr,
     gate: std::sync::Arc<crate::conn::Gate>,
     cmd: mpsc::Sender<Command>,
-    token: Option<String>,
+    (token, metrics_token, metrics_open): (
+        Option<String>,
+        Option<String>,
+        Vec<switchboard_core::Cidr>,
+    ),
     db: crate::storage::Store,
     web: Option<std::sync::Arc<crate::web::WebShared>>,
     hub: Option<std::sync::Arc<crate::console::ConsoleHub>>,
@@ -56,6 +62,8 @@ pub async fn serve(
         .with_state(App {
             cmd,
             token,
+            metrics_token,
+            metrics_open,
             db,
             web: web.clone(),
             hub: hub.clone(),
@@ -197,7 +205,31 @@ async fn ask<T>(
         .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response())
 }
 
-async fn metrics(State(app): State<App>) -> Response {
+/// Prometheus text. From `[http] metrics_open` (loopback by default: a local agent scrapes
+/// it), to anyone; from elsewhere, with the metrics token or the admin token (call counts and
+/// sources are not the internet's).
+async fn metrics(
+    State(app): State<App>,
+    axum::extract::ConnectInfo(from): axum::extract::ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !app.metrics_open.iter().any(|c| c.contains(from.ip())) {
+        let given = bearer(&headers);
+        let ok = given.is_some_and(|g| {
+            [&app.metrics_token, &app.token]
+                .into_iter()
+                .flatten()
+                .any(|t| switchboard_webrtc::token::constant_eq(g, t))
+        });
+        if !ok {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "metrics from off loopback need [http] metrics_token (or the admin token) as a Bearer token\n",
+            )
+                .into_response();
+        }
+    }
     match ask(&app, Command::Metrics).await {
         Ok(mut text) => {
             if let Some(web) = &app.web {

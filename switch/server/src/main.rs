@@ -686,7 +686,7 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         });
         if let Some(addr) = l.http {
             let tx = cmd_tx.clone();
-            let token = l.token.clone();
+            let token = (l.token.clone(), l.metrics_token.clone(), l.metrics_open.clone());
             let db = storage.clone();
             let listener_check = std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot bind HTTP {addr}: {e}"))?;
             drop(listener_check);

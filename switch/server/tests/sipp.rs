@@ -707,3 +707,46 @@ fn a_call_whose_rtp_ports_cannot_be_bound_is_refused_with_503_not_answered() {
     );
     drop(squatters);
 }
+
+/// A GET from `ip` with optional Bearer token: the status.
+fn get_from(ip: &str, port: u16, path: &str, token: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = tcp_from(ip, port);
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn metrics_need_a_token_from_outside_the_open_list() {
+    let sw = Switch::start(
+        "metrics-auth",
+        29,
+        Route {
+            http_extra: "metrics_open = [\"127.0.0.1/32\"]\nmetrics_token = \"scrape-me\"",
+            ..Route::default()
+        },
+    );
+    let http = sw.ports.http;
+    assert_eq!(get_from("127.0.0.1", http, "/metrics", None), 200);
+    assert_eq!(get_from("127.0.0.66", http, "/metrics", None), 401);
+    assert_eq!(get_from("127.0.0.66", http, "/metrics", Some("wrong")), 401);
+    assert_eq!(
+        get_from("127.0.0.66", http, "/metrics", Some("scrape-me")),
+        200
+    );
+    assert_eq!(
+        get_from("127.0.0.66", http, "/metrics", Some("test-token")),
+        200
+    );
+    // /healthz stays open (load balancers probe it).
+    assert_eq!(get_from("127.0.0.66", http, "/healthz", None), 200);
+}

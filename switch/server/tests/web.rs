@@ -2513,6 +2513,11 @@ fn check_refuses_the_demo_agents_public_password_off_loopback() {
         err.contains("merchant demo is the tokenless demo merchant"),
         "{err}"
     );
+    // And the call button would share the admin API's public listener.
+    assert!(
+        err.contains("would be served on the admin API's listener"),
+        "{err}"
+    );
     // On loopback again, with a public-context extension that bridges to the gateway: allowed,
     // and said out loud.
     let main = std::fs::read_to_string(dir.join("switchboard.toml"))
