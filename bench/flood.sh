@@ -4,7 +4,7 @@
 #
 #  1. Memory under an OPTIONS flood (send-only, answers ignored): one untrusted source
 #     (127.0.0.66) at OPTIONS_RATE, then SOURCES untrusted sources (127.0.0.70...) at
-#     SOURCE_RATE each, FLOOD_SECS each. The switch's PSS sampled every second (idle, peak,
+#     SOURCE_RATE each, then at UNDER_RATE each (under the per-source rate), FLOOD_SECS each. The switch's PSS sampled every second (idle, peak,
 #     SETTLE s after the flood), its server transactions (peak, at the end of the flood,
 #     after SETTLE) and its drop/ban/503 counters. With Kamailio installed, the same floods
 #     against it (bench/reference/kamailio-bench.cfg as cps.sh runs it: tm, no pike; the
@@ -16,7 +16,7 @@
 #
 #   bench/flood.sh                     (BIN=path/to/switchboard to use another build)
 #   FLOOD_SECS=30 OPTIONS_RATE=10000 SOURCES=20 SOURCE_RATE=500 INVITE_RATE=1000
-#   LEGIT_RATE=50 LEGIT_SECS=20 SETTLE=35 KAMAILIO=auto|no
+#   UNDER_RATE=19 LEGIT_RATE=50 LEGIT_SECS=20 SETTLE=35 KAMAILIO=auto|no
 #
 # Needs: sipp (sip-tester), curl, a release build (cargo build --release); kamailio optional.
 # Results: Markdown tables on stdout; raw SIPp stats and the metrics under $OUT
@@ -37,6 +37,8 @@ LEGIT_SECS=${LEGIT_SECS:-20}
 # Past the flood, what the switch still holds once its transactions have expired (Timer J
 # and H: 64·T1 = 32 s).
 SETTLE=${SETTLE:-35}
+# Per-source rate of the third OPTIONS run (under [limits] source_rate = 20; 0 skips it).
+UNDER_RATE=${UNDER_RATE:-19}
 KAMAILIO=${KAMAILIO:-auto}
 BIN=${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/switchboard-target}/release/switchboard}
 command -v sipp >/dev/null || { echo "install sip-tester" >&2; exit 1; }
@@ -135,16 +137,16 @@ options_row() { # system sources rate
   local t0; t0=$(date +%s.%N)
   for ((i = 0; i < n; i++)); do
     if [ "$n" = 1 ]; then ip=127.0.0.66; else ip=127.0.0.$((70 + i)); fi
-    rm -f "$OUT/flood_${sys}_${n}_$i.csv"
-    flood "flood_${sys}_${n}_$i" flood_options.xml probe "$ip" "$rate" "$count" &
+    rm -f "$OUT/flood_${sys}_${n}_${rate}_$i.csv"
+    flood "flood_${sys}_${n}_${rate}_$i" flood_options.xml probe "$ip" "$rate" "$count" &
     pids+=($!); PIDS+=($!)
   done
   wait "${pids[@]}" 2>/dev/null || true
   local t1; t1=$(date +%s.%N)
-  metrics >"$OUT/metrics_${sys}_${n}_end.txt"
+  [ "$sys" = switchboard ] && metrics >"$OUT/metrics_${sys}_${n}_${rate}_end.txt"
   local end_pss; end_pss=$(group_rss "$SUT")
   sleep "$SETTLE"
-  metrics >"$OUT/metrics_${sys}_${n}_settled.txt"
+  [ "$sys" = switchboard ] && metrics >"$OUT/metrics_${sys}_${n}_${rate}_settled.txt"
   local settled; settled=$(group_rss "$SUT")
   kill "$SAMPLER" 2>/dev/null || true
   local peak tpeak; read -r peak tpeak <"$OUT/flood_peak"
@@ -152,12 +154,12 @@ options_row() { # system sources rate
   stop_sut "$sys"
   PIDS=()
   local sent=0
-  for ((i = 0; i < n; i++)); do sent=$((sent + $(sipp_stat "$OUT/flood_${sys}_${n}_$i.csv" TotalCallCreated))); done
+  for ((i = 0; i < n; i++)); do sent=$((sent + $(sipp_stat "$OUT/flood_${sys}_${n}_${rate}_$i.csv" TotalCallCreated))); done
   local secs; secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
   local achieved; achieved=$(awk -v s="$sent" -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", s / (b - a) }')
   local what; if [ "$n" = 1 ]; then what="1 source × $rate/s"; else what="$n sources × $rate/s"; fi
   if [ "$sys" = switchboard ]; then
-    local e=$OUT/metrics_${sys}_${n}_end.txt s=$OUT/metrics_${sys}_${n}_settled.txt
+    local e=$OUT/metrics_${sys}_${n}_${rate}_end.txt s=$OUT/metrics_${sys}_${n}_${rate}_settled.txt
     printf '| %s | %s | %s in %s s (%s/s) | %s | %s | %s | %s / %s / %s | %s / %s | %s / %s | %s |\n' \
       "$sys" "$what" "$sent" "$secs" "$achieved" "$(mib "$idle")" "$(mib "$peak")" "$(mib "$settled")" \
       "$tpeak" "$(metric "$e" switchboard_sip_server_transactions)" "$(metric "$s" switchboard_sip_server_transactions)" \
@@ -196,13 +198,17 @@ calls_row() { # flood-rate (0: none)
   stop_sut switchboard
   PIDS=()
   local f="$OUT/uac_$tag.csv" m="$OUT/metrics_$tag.txt"
-  local setup; setup=$(sipp_stat "$f" 'ResponseTime1(C)' | awk -F: 'NF == 4 { printf "%.1f", ($1 * 3600 + $2 * 60 + $3) * 1000 + $4 / 1000 }')
+  # INVITE → 200 times from SIPp's repartition (its clock counts milliseconds).
+  local fast mid slow
+  fast=$(sipp_stat "$f" 'ResponseTimeRepartition1_<5')
+  mid=$(( $(sipp_stat "$f" 'ResponseTimeRepartition1_<10') + $(sipp_stat "$f" 'ResponseTimeRepartition1_<20') + $(sipp_stat "$f" 'ResponseTimeRepartition1_<50') ))
+  slow=$(( $(sipp_stat "$f" 'ResponseTimeRepartition1_<100') + $(sipp_stat "$f" 'ResponseTimeRepartition1_<200') + $(sipp_stat "$f" 'ResponseTimeRepartition1_<500') + $(sipp_stat "$f" 'ResponseTimeRepartition1_<1000') + $(sipp_stat "$f" 'ResponseTimeRepartition1_>=1000') ))
   local what sent
   if [ "$frate" = 0 ]; then what="none (baseline)"; sent="—"; else
     what="1 source × $frate INVITE/s, un-ACKed"; sent=$(sipp_stat "$OUT/flood_invite_$frate.csv" TotalCallCreated); fi
-  printf '| %s | %s | %s | %s | %s | %s ms | %s | %s / %s | %s / %s | %s / %s | %s |\n' \
+  printf '| %s | %s | %s | %s | %s | %s / %s / %s | %s | %s / %s | %s / %s | %s / %s | %s |\n' \
     "$what" "$(sipp_stat "$f" TotalCallCreated)" "$(sipp_stat "$f" 'SuccessfulCall(C)')" "$(sipp_stat "$f" 'FailedCall(C)')" \
-    "$(metric "$m" switchboard_calls_total)" "${setup:-?}" "$sent" \
+    "$(metric "$m" switchboard_calls_total)" "$fast" "$mid" "$slow" "$sent" \
     "$(metric "$m" 'switchboard_sip_dropped_total{reason="banned"}')" "$(metric "$m" 'switchboard_sip_dropped_total{reason="rate"}')" \
     "$(metric "$m" 'switchboard_sip_bans_total{reason="flood"}')" "$(metric "$m" 'switchboard_sip_bans_total{reason="failures"}')" \
     "$(metric "$m" 'switchboard_sip_overload_refused_total{ceiling="transactions"}')" \
@@ -214,12 +220,15 @@ echo "| system | OPTIONS flood | sent | idle PSS MiB | peak PSS MiB | PSS ${SETT
 echo "|---|---|---|---|---|---|---|---|---|---|"
 options_row switchboard 1 "$OPTIONS_RATE"
 options_row switchboard "$SOURCES" "$SOURCE_RATE"
+# A flood the per-source limit lets through: each source under its rate, every OPTIONS
+# answered and its transaction held (Timer J) — what the transactions ceilings are for.
+[ "$UNDER_RATE" != 0 ] && options_row switchboard "$SOURCES" "$UNDER_RATE"
 if [ "$KAMAILIO" = yes ]; then
   options_row kamailio 1 "$OPTIONS_RATE"
   options_row kamailio "$SOURCES" "$SOURCE_RATE"
 fi
 echo
-echo "| INVITE flood | legit calls | successful | failed | calls seen by the switch | mean setup (INVITE → 200) | flood INVITEs sent | dropped banned / rate | bans flood / failures | 503 transactions / pending calls | peak PSS MiB |"
+echo "| INVITE flood | legit calls | successful | failed | calls seen by the switch | set up (INVITE → 200) in < 5 / 5–50 / ≥ 50 ms | flood INVITEs sent | dropped banned / rate | bans flood / failures | 503 transactions / pending calls | peak PSS MiB |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 calls_row 0
 calls_row "$INVITE_RATE"

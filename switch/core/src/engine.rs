@@ -814,7 +814,13 @@ impl Engine {
         let span = tracing::info_span!("call", id = %call_ref, call_id = %a_call_id, b_call_id = tracing::field::Empty);
         let (a_call_id_for_record, facts_context) = (a_call_id.clone(), facts.context.clone());
         let _entered = span.clone().entered();
-        info!(from = %facts.caller_number, to = %facts.destination, "new call");
+        // An untrusted source's attempts (scans, floods) log at debug: they must not fill
+        // the journal. Its answered calls are logged as any.
+        if trust == Trust::Untrusted {
+            debug!(from = %facts.caller_number, to = %facts.destination, source = %from.addr, "new call");
+        } else {
+            info!(from = %facts.caller_number, to = %facts.destination, "new call");
+        }
         for line in &plan.trace {
             debug!("dialplan: {line}");
         }
@@ -1113,7 +1119,11 @@ impl Engine {
         } else {
             call.last_failure.as_deref().map(AttemptError::cause)
         };
-        info!(cause = %cause, b_cause = ?b_cause.map(|c| c.name()), side = ?side, billable_secs = billable, "call ended");
+        if call.answered_at.is_none() && self.trust(call.a.peer) == Trust::Untrusted {
+            debug!(cause = %cause, b_cause = ?b_cause.map(|c| c.name()), "call ended");
+        } else {
+            info!(cause = %cause, b_cause = ?b_cause.map(|c| c.name()), side = ?side, billable_secs = billable, "call ended");
+        }
         self.event(CallEvent::Ended(Arc::new(CallSummary {
             id: call.id,
             a_call_id: call

@@ -213,6 +213,8 @@ struct Log {
 #[serde(deny_unknown_fields)]
 struct StorageCfg {
     path: Option<String>,
+    keep_days: Option<u32>,
+    keep_unanswered_days: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -260,12 +262,19 @@ pub struct Loaded {
     pub rtp_latching: switchboard_media::Latching,
     /// The SQLite database of call records.
     pub storage: PathBuf,
+    /// How long its records are kept.
+    pub retention: crate::storage::Retention,
     /// The browser leg (None: `[webrtc] enabled = false`).
     pub web: Option<Web>,
     /// The agent console.
     pub agents: Agents,
     /// What is allowed but probably a mistake (`switchboard check` prints it, start-up logs it).
     pub warnings: Vec<String>,
+}
+
+/// Days as a duration; 0: None (forever).
+fn days(d: u32) -> Option<Duration> {
+    (d > 0).then(|| Duration::from_secs(u64::from(d) * 86_400))
 }
 
 /// A list of addresses or CIDR blocks (`key` names it in messages).
@@ -748,6 +757,10 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
             rtp_timeout,
             opus_complexity,
             rtp_latching,
+            retention: crate::storage::Retention {
+                keep: days(file.storage.keep_days.unwrap_or(0)),
+                keep_unanswered: days(file.storage.keep_unanswered_days.unwrap_or(30)),
+            },
             // Relative to conf/, like the sounds: the shipped one is conf/../data/.
             storage: dir.join(
                 file.storage

@@ -656,7 +656,7 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         let mut registry =
             modules::build(&l.modules, l.gateways, pages, Some(merchants.clone()), desk.clone());
         let now_ms = jiff::Timestamp::now().as_millisecond();
-        let (sqlite, resting) = storage::SqliteStore::open(&l.storage, now_ms)
+        let (sqlite, resting) = storage::SqliteStore::open_with(&l.storage, now_ms, l.retention)
             .map_err(|e| anyhow::anyhow!("call records: {e} (set [storage] path in switchboard.toml)"))?;
         let storage: storage::Store = Arc::new(sqlite);
         let taps = media::Taps::default();

@@ -41,6 +41,7 @@ mod error;
 mod migrate;
 mod ops;
 mod query;
+mod retention;
 mod sqlite;
 mod time;
 mod writer;
@@ -55,6 +56,7 @@ pub use error::StorageError;
 pub use migrate::SCHEMA_VERSION;
 pub use ops::{ActionRecord, CdrOp, ChatLine, WebCaller, WebRecord};
 pub use query::query;
+pub use retention::Retention;
 pub use sqlite::{INTERRUPTED, Resting, SqliteStore};
 pub use time::parse_time;
 

@@ -69,6 +69,15 @@ impl SqliteStore {
     ///
     /// [`SCHEMA_VERSION`]: crate::SCHEMA_VERSION
     pub fn open(path: &Path, now_ms: i64) -> Result<(SqliteStore, Vec<Resting>), StorageError> {
+        SqliteStore::open_with(path, now_ms, crate::Retention::default())
+    }
+
+    /// [`SqliteStore::open`], deleting records past `retention` (at start, then hourly).
+    pub fn open_with(
+        path: &Path,
+        now_ms: i64,
+        retention: crate::Retention,
+    ) -> Result<(SqliteStore, Vec<Resting>), StorageError> {
         let conn = connect(path)?;
         migrate::apply(&conn, path)?;
         close_interrupted(&conn, path, now_ms)?;
@@ -79,7 +88,7 @@ impl SqliteStore {
         let p = path.to_path_buf();
         std::thread::Builder::new()
             .name("cdr-writer".into())
-            .spawn(move || writer::run(conn, rx, &taken, &p))
+            .spawn(move || writer::run(conn, rx, &taken, &p, retention))
             .map_err(|source| StorageError::Io {
                 path: path.display().to_string(),
                 source,

@@ -72,9 +72,12 @@ pub(crate) fn run(
     rx: mpsc::Receiver<CdrOp>,
     queued: &AtomicUsize,
     path: &Path,
+    retention: crate::Retention,
 ) {
     let mut w = Writer::default();
     let mut beat: Option<Instant> = None;
+    // The first pass right away; a full batch asks for the next at once.
+    let mut prune_at = (!retention.forever()).then(Instant::now);
     while let Ok(first) = first(&rx, w.idle()) {
         let tx = match conn.transaction() {
             Ok(t) => t,
@@ -91,6 +94,21 @@ pub(crate) fn run(
                 Ok(()) => beat = Some(Instant::now()),
                 Err(e) => error!(error = %e, "call records: heartbeat not written"),
             }
+        }
+        if prune_at.is_some_and(|at| at <= Instant::now()) {
+            prune_at = match crate::retention::prune(&tx, &retention, crate::time::now_ms()) {
+                Ok(n) if n >= crate::retention::BATCH => Some(Instant::now()),
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(records = n, "call records past their retention deleted");
+                    }
+                    Some(Instant::now() + crate::retention::EVERY)
+                }
+                Err(e) => {
+                    error!(error = %e, "call records: retention pass failed");
+                    Some(Instant::now() + crate::retention::EVERY)
+                }
+            };
         }
         if let Err(e) = tx.commit() {
             error!(path = %path.display(), error = %e, "call records: commit failed");
