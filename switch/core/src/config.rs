@@ -11,6 +11,8 @@ pub struct EngineConfig {
     pub udp: Option<SocketAddr>,
     /// TCP listen address.
     pub tcp: Option<SocketAddr>,
+    /// TLS listen address (SIP over TLS).
+    pub tls: Option<SocketAddr>,
     /// Context for calls arriving on the SIP listeners from a trusted source.
     pub context: String,
     /// The sources whose calls are trusted (land in `context`).
@@ -47,6 +49,7 @@ impl Default for EngineConfig {
         EngineConfig {
             udp: Some(SocketAddr::from(([127, 0, 0, 1], 5060))),
             tcp: None,
+            tls: None,
             context: "default".into(),
             trusted: vec![
                 Cidr::host([127, 0, 0, 1].into()),

@@ -982,7 +982,7 @@ impl Engine {
     // ---- helpers ------------------------------------------------------------------------
 
     pub(crate) fn local_addr(&self, t: Transport) -> SocketAddr {
-        local_addr(self.cfg.udp, self.cfg.tcp, t)
+        local_addr([self.cfg.udp, self.cfg.tcp, self.cfg.tls], t)
     }
 
     pub(crate) fn via(&mut self, t: Transport) -> String {
@@ -1258,13 +1258,10 @@ impl TxnSet {
 }
 
 /// Our address for a transport: its listener, else the other one.
-pub(crate) fn local_addr(
-    udp: Option<SocketAddr>,
-    tcp: Option<SocketAddr>,
-    t: Transport,
-) -> SocketAddr {
+pub(crate) fn local_addr([udp, tcp, tls]: [Option<SocketAddr>; 3], t: Transport) -> SocketAddr {
     let addr = match t {
-        Transport::Tcp | Transport::Tls | Transport::Ws => tcp.or(udp),
+        Transport::Tls => tls.or(tcp).or(udp),
+        Transport::Tcp | Transport::Ws => tcp.or(udp),
         Transport::Udp | Transport::Local => udp.or(tcp),
     };
     addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)))

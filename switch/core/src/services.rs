@@ -19,6 +19,7 @@ fn sip_out<'a>(ids: &'a mut IdGen, cfg: &'a EngineConfig) -> SipOut<'a> {
         ids,
         udp: cfg.udp,
         tcp: cfg.tcp,
+        tls: cfg.tls,
         user_agent: &cfg.user_agent,
         out: Vec::new(),
     }

@@ -134,6 +134,8 @@ struct WebrtcCfg {
     ip_calls_per_minute: Option<u32>,
     ip_max_calls: Option<usize>,
     listen: Option<Spanned<String>>,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
 }
 
 /// The browser leg's settings (`[webrtc]` and `[merchant.*]`).
@@ -172,6 +174,9 @@ struct Sip {
     tcp_max_per_source: Option<usize>,
     tcp_message_timeout: Option<u64>,
     tcp_idle_timeout: Option<u64>,
+    tls: Option<Spanned<String>>,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -197,6 +202,8 @@ struct Http {
     token: Option<String>,
     metrics_token: Option<String>,
     metrics_open: Option<Vec<Spanned<String>>>,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
     max_connections: Option<usize>,
     max_per_source: Option<usize>,
     header_timeout: Option<u64>,
@@ -244,6 +251,9 @@ pub struct Loaded {
     pub metrics_open: Vec<switchboard_core::Cidr>,
     /// SIP over TCP's connection limits (`[sip] tcp_*`).
     pub sip_conn: ConnLimits,
+    /// Certificates: SIP over TLS (`[sip] tls_cert`), the admin HTTP (`[http] tls_cert`),
+    /// the widget's own listener (`[webrtc] tls_cert`).
+    pub tls: [Option<crate::tls::TlsFiles>; 3],
     /// The HTTP listeners' (`[http]`; the widget's own listener too).
     pub http_conn: ConnLimits,
     /// Log filter (e.g. `info`, `switchboard=debug`).
@@ -270,6 +280,48 @@ pub struct Loaded {
     pub agents: Agents,
     /// What is allowed but probably a mistake (`switchboard check` prints it, start-up logs it).
     pub warnings: Vec<String>,
+}
+
+/// A table's `tls_cert` and `tls_key`: both or neither, each a PEM file that loads.
+#[allow(clippy::too_many_arguments)]
+fn tls_pair(
+    f: &str,
+    t: &str,
+    dir: &Path,
+    table: &str,
+    cert: &Option<Spanned<String>>,
+    key: &Option<Spanned<String>>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<crate::tls::TlsFiles> {
+    match (cert, key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => {
+            let files = crate::tls::files(dir, c.get_ref(), k.get_ref());
+            match crate::tls::server_config(&files, &[]) {
+                Ok(_) => Some(files),
+                Err(e) => {
+                    diags.push(diag(
+                        f,
+                        t,
+                        Some(c.span()),
+                        format!("{table}.tls_cert: {e}"),
+                        Some("a PEM certificate chain (leaf first) and the PEM private key of its leaf"),
+                    ));
+                    None
+                }
+            }
+        }
+        (Some(s), None) | (None, Some(s)) => {
+            diags.push(diag(
+                f,
+                t,
+                Some(s.span()),
+                format!("{table}.tls_cert and {table}.tls_key go together"),
+                Some("set both: the certificate chain and its private key"),
+            ));
+            None
+        }
+    }
 }
 
 /// Days as a duration; 0: None (forever).
@@ -429,9 +481,14 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
             .tcp
             .as_ref()
             .and_then(|v| addr(f, t, v, "sip.tcp", &mut diags)),
+        tls: file
+            .sip
+            .tls
+            .as_ref()
+            .and_then(|v| addr(f, t, v, "sip.tls", &mut diags)),
         ..EngineConfig::default()
     };
-    if file.sip.udp.is_none() && file.sip.tcp.is_none() {
+    if file.sip.udp.is_none() && file.sip.tcp.is_none() && file.sip.tls.is_none() {
         engine.udp = Some(SocketAddr::from(([127, 0, 0, 1], 5060)));
     }
     if let Some(c) = file.sip.context {
@@ -722,6 +779,53 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
         Some(s) => Some(Duration::from_secs(s)),
         None => d,
     };
+    let tls_files = [
+        tls_pair(
+            f,
+            t,
+            dir,
+            "sip",
+            &file.sip.tls_cert,
+            &file.sip.tls_key,
+            &mut diags,
+        ),
+        tls_pair(
+            f,
+            t,
+            dir,
+            "http",
+            &file.http.tls_cert,
+            &file.http.tls_key,
+            &mut diags,
+        ),
+        tls_pair(
+            f,
+            t,
+            dir,
+            "webrtc",
+            &file.webrtc.tls_cert,
+            &file.webrtc.tls_key,
+            &mut diags,
+        ),
+    ];
+    if file.sip.tls.is_some() && tls_files[0].is_none() {
+        diags.push(diag(
+            f,
+            t,
+            file.sip.tls.as_ref().map(Spanned::span),
+            "sip.tls listens for SIP over TLS but sip.tls_cert and sip.tls_key are not set".into(),
+            Some("point them at the PEM files of the certificate chain and its key (relative to conf/)"),
+        ));
+    }
+    if tls_files[2].is_some() && file.webrtc.listen.is_none() {
+        diags.push(diag(
+            f,
+            t,
+            file.webrtc.tls_cert.as_ref().map(Spanned::span),
+            "webrtc.tls_cert is for the widget's own listener, and webrtc.listen is not set".into(),
+            Some("set webrtc.listen, or put the certificate in [http] (tls_cert, tls_key) for the shared listener"),
+        ));
+    }
     let (ds, dh) = (ConnLimits::SIP, ConnLimits::HTTP);
     let sip_conn = ConnLimits {
         max: file.sip.tcp_max_connections.unwrap_or(ds.max).max(1),
@@ -748,6 +852,7 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
             token: file.http.token,
             metrics_token: file.http.metrics_token,
             metrics_open,
+            tls: tls_files,
             sip_conn,
             http_conn,
             log_level: file.log.level.unwrap_or_else(|| "info".into()),

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::server::TlsStream;
 use tracing::{debug, warn};
 
 /// The limits of one listener's connections.
@@ -189,10 +190,10 @@ impl GatedListener {
 }
 
 impl axum::serve::Listener for GatedListener {
-    type Io = Timed;
+    type Io = Timed<TcpStream>;
     type Addr = SocketAddr;
 
-    async fn accept(&mut self) -> (Timed, SocketAddr) {
+    async fn accept(&mut self) -> (Timed<TcpStream>, SocketAddr) {
         let (stream, peer, permit) = accept(&self.listener, &self.gate).await;
         let _ = stream.set_nodelay(true);
         (Timed::new(stream, permit, self.gate.clone()), peer)
@@ -216,10 +217,11 @@ enum Phase {
     Upgraded,
 }
 
-/// A TCP stream with the deadlines of [`GatedListener`].
+/// A stream with the deadlines of [`GatedListener`] (over TCP, or over TLS once its
+/// handshake is done).
 #[derive(Debug)]
-pub struct Timed {
-    io: TcpStream,
+pub struct Timed<S> {
+    io: S,
     _permit: Permit,
     gate: Arc<Gate>,
     phase: Phase,
@@ -231,8 +233,8 @@ pub struct Timed {
 /// Bytes of a request head kept to look for `upgrade: websocket`.
 const HEAD_KEEP: usize = 8192;
 
-impl Timed {
-    fn new(io: TcpStream, permit: Permit, gate: Arc<Gate>) -> Timed {
+impl<S> Timed<S> {
+    fn new(io: S, permit: Permit, gate: Arc<Gate>) -> Timed<S> {
         let l = gate.limits();
         Timed {
             io,
@@ -305,7 +307,7 @@ impl Timed {
     }
 }
 
-impl AsyncRead for Timed {
+impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -335,7 +337,7 @@ impl AsyncRead for Timed {
     }
 }
 
-impl AsyncWrite for Timed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -437,16 +439,79 @@ impl Gates {
     }
 }
 
-/// Serves `app` on `listener` behind `gate`.
+/// An HTTPS listener behind a gate: TLS handshakes run on their own tasks (each within the
+/// message timeout), so a peer that stalls one holds up no one else's accept.
+#[derive(Debug)]
+pub struct TlsGatedListener {
+    local: SocketAddr,
+    ready: tokio::sync::mpsc::Receiver<(Timed<TlsStream<TcpStream>>, SocketAddr)>,
+}
+
+impl TlsGatedListener {
+    /// `listener` behind `gate`, its connections over `tls`.
+    pub fn new(
+        listener: TcpListener,
+        gate: Arc<Gate>,
+        tls: Arc<crate::tls::Tls>,
+    ) -> io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer, permit) = accept(&listener, &gate).await;
+                let _ = stream.set_nodelay(true);
+                let (gate, tls, tx) = (gate.clone(), tls.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let within = gate.limits().message_timeout;
+                    match tls.accept(stream, within).await {
+                        Some(s) => {
+                            let _ = tx.send((Timed::new(s, permit, gate), peer)).await;
+                        }
+                        None => {
+                            gate.stats.slow.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        Ok(TlsGatedListener { local, ready })
+    }
+}
+
+impl axum::serve::Listener for TlsGatedListener {
+    type Io = Timed<TlsStream<TcpStream>>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
+        match self.ready.recv().await {
+            Some(c) => c,
+            // The accept task is gone (the runtime is shutting down).
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// Serves `app` on `listener` behind `gate`, over TLS when `tls` is given.
 pub async fn serve_http(
     listener: TcpListener,
     gate: Arc<Gate>,
     app: axum::Router,
+    tls: Option<Arc<crate::tls::Tls>>,
 ) -> io::Result<()> {
     use axum::serve::ListenerExt as _;
-    axum::serve(
-        GatedListener::new(listener, gate).tap_io(|_| {}),
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => axum::serve(GatedListener::new(listener, gate).tap_io(|_| {}), app).await,
+        Some(tls) => {
+            axum::serve(
+                TlsGatedListener::new(listener, gate, tls)?.tap_io(|_| {}),
+                app,
+            )
+            .await
+        }
+    }
 }

@@ -30,7 +30,10 @@ struct App {
 /// Serves HTTP on `addr` until the process ends.
 pub async fn serve(
     addr: SocketAddr,
-    gate: std::sync::Arc<crate::conn::Gate>,
+    (gate, tls): (
+        std::sync::Arc<crate::conn::Gate>,
+        Option<std::sync::Arc<crate::tls::Tls>>,
+    ),
     cmd: mpsc::Sender<Command>,
     (token, metrics_token, metrics_open): (
         Option<String>,
@@ -80,8 +83,8 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind HTTP {addr}: {e}"))?;
-    tracing::info!(%addr, "HTTP listening");
-    crate::conn::serve_http(listener, gate, app).await?;
+    tracing::info!(%addr, https = tls.is_some(), "HTTP listening");
+    crate::conn::serve_http(listener, gate, app, tls).await?;
     Ok(())
 }
 

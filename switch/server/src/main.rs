@@ -15,6 +15,7 @@ mod media;
 mod modules;
 mod observe;
 mod shell;
+mod tls;
 /// Call records and context: the store crate, under the name the shell has always used.
 pub(crate) use switchboard_store as storage;
 mod web;
@@ -643,8 +644,18 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (net_tx, net_rx) = mpsc::channel(4096);
-        let (udp, tcp) = (l.engine.udp, l.engine.tcp);
+        let (udp, tcp, tls_addr) = (l.engine.udp, l.engine.tcp, l.engine.tls);
         let gates = Arc::new(conn::Gates::new(l.sip_conn, l.http_conn));
+        // Certificates, loaded once here (checked at load too) and again at each reload.
+        const ALPN_HTTP: &[&[u8]] = &[b"http/1.1"];
+        let load_tls = |f: &Option<tls::TlsFiles>, alpn: &'static [&'static [u8]]| {
+            f.clone().map(|f| tls::Tls::load(f, alpn)).transpose().map_err(anyhow::Error::msg)
+        };
+        let tlss = Arc::new(shell::TlsSet {
+            sip: load_tls(&l.tls[0], &[])?,
+            http: load_tls(&l.tls[1], ALPN_HTTP)?,
+            widget: load_tls(&l.tls[2], ALPN_HTTP)?,
+        });
         for w in &l.warnings {
             warn!("{w}");
         }
@@ -693,8 +704,9 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             let web = web.clone();
             let hub = hub.clone();
             let gate = gates.http.clone();
+            let tls = tlss.http.clone();
             tokio::spawn(async move {
-                if let Err(e) = http::serve(addr, gate, tx, token, db, web, hub).await {
+                if let Err(e) = http::serve(addr, (gate, tls), tx, token, db, web, hub).await {
                     error!("HTTP server stopped: {e:#}");
                 }
             });
@@ -707,8 +719,9 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             let w = w.clone();
             let hub = hub.clone();
             let gate = gates.widget.clone();
+            let tls = tlss.widget.clone();
             tokio::spawn(async move {
-                if let Err(e) = web::serve(addr, gate, w, hub).await {
+                if let Err(e) = web::serve(addr, (gate, tls), w, hub).await {
                     error!("widget HTTP server stopped: {e:#}");
                 }
             });
@@ -741,6 +754,8 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             replies: Default::default(),
             next_token: 1,
             gates,
+            tls: tlss,
+            tls_addr,
         };
         // SIP runs on a thread of its own with a single-threaded runtime: every datagram is
         // handled where it was received, with no cross-thread wake-up. HTTP and the RTP relays

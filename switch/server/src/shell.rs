@@ -130,6 +130,48 @@ pub struct Shell {
     pub next_token: u64,
     /// The TCP listeners' connection limits.
     pub gates: Arc<crate::conn::Gates>,
+    /// The listeners' certificates.
+    pub tls: Arc<TlsSet>,
+    /// SIP over TLS listen address.
+    pub tls_addr: Option<SocketAddr>,
+}
+
+/// The certificates of the listeners that have one.
+#[derive(Debug)]
+pub struct TlsSet {
+    /// SIP over TLS.
+    pub sip: Option<Arc<crate::tls::Tls>>,
+    /// The admin HTTP listener (HTTPS).
+    pub http: Option<Arc<crate::tls::Tls>>,
+    /// The widget's own listener (HTTPS, WSS).
+    pub widget: Option<Arc<crate::tls::Tls>>,
+}
+
+impl TlsSet {
+    /// A reload's files: each listener with TLS loads its (new) files; an error keeps the
+    /// running certificate and is logged. Adding or removing TLS waits for a restart.
+    fn reload(&self, files: &[Option<crate::tls::TlsFiles>; 3]) {
+        let all = [
+            ("sip", &self.sip),
+            ("http", &self.http),
+            ("webrtc", &self.widget),
+        ];
+        for ((name, running), new) in all.into_iter().zip(files) {
+            match (running, new) {
+                (Some(t), Some(f)) => match t.reload(f.clone()) {
+                    Ok(()) => info!(listener = name, "TLS certificate reloaded"),
+                    Err(e) => {
+                        warn!(listener = name, error = %e, "TLS certificate not reloaded: the running one stays")
+                    }
+                },
+                (None, None) => {}
+                _ => warn!(
+                    listener = name,
+                    "TLS turned on or off: it takes effect at the next restart"
+                ),
+            }
+        }
+    }
 }
 
 /// API actions that may wait for their answers at once (more are answered 503).
@@ -178,7 +220,18 @@ impl Shell {
                 net_tx.clone(),
             ));
         }
-        info!(udp = ?self.udp, tcp = ?self.tcp, "SIP listening");
+        if let (Some(a), Some(tls)) = (self.tls_addr, self.tls.sip.clone()) {
+            let listener = TcpListener::bind(a)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot bind SIP TLS {a}: {e}"))?;
+            tokio::spawn(tls_accept_loop(
+                listener,
+                tls,
+                self.gates.sip.clone(),
+                net_tx.clone(),
+            ));
+        }
+        info!(udp = ?self.udp, tcp = ?self.tcp, tls = ?self.tls_addr, "SIP listening");
         let mut conns: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
         let mut pending: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
         let mut buf = vec![0u8; 65_536];
@@ -292,6 +345,11 @@ impl Shell {
                             if c.try_send(tx.data).is_err() {
                                 warn!(to = %tx.peer.addr, "TCP connection is congested or gone; message dropped");
                             }
+                        }
+                        // No connection of ours to a TLS peer is opened (outbound TLS is not
+                        // built yet): its requests wait for it to connect again.
+                        None if tx.peer.transport == Transport::Tls => {
+                            debug!(to = %tx.peer.addr, "no TLS connection to this peer; message dropped");
                         }
                         None => {
                             let first = !pending.contains_key(&tx.peer.addr);
@@ -518,6 +576,7 @@ impl Shell {
                 self.engine.set_dialplan(Arc::new(l.dialplan));
                 self.engine.set_access(&l.engine);
                 self.gates.set_limits(l.sip_conn, l.http_conn);
+                self.tls.reload(&l.tls);
                 self.media.prompts = Arc::new(l.prompts);
                 self.media.rtp_timeout = l.rtp_timeout;
                 self.media.opus_complexity = l.opus_complexity;
@@ -820,7 +879,39 @@ async fn sleep_until(at: Option<Instant>) {
 async fn accept_loop(listener: TcpListener, gate: Arc<Gate>, net: mpsc::Sender<NetIn>) {
     loop {
         let (stream, peer, permit) = crate::conn::accept(&listener, &gate).await;
-        tokio::spawn(connection(stream, peer, permit, gate.clone(), net.clone()));
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(connection(
+            stream,
+            Transport::Tcp,
+            peer,
+            permit,
+            gate.clone(),
+            net.clone(),
+        ));
+    }
+}
+
+/// SIP over TLS: each handshake on its own task, within the message timeout.
+async fn tls_accept_loop(
+    listener: TcpListener,
+    tls: Arc<crate::tls::Tls>,
+    gate: Arc<Gate>,
+    net: mpsc::Sender<NetIn>,
+) {
+    loop {
+        let (stream, peer, permit) = crate::conn::accept(&listener, &gate).await;
+        let _ = stream.set_nodelay(true);
+        let (tls, gate, net) = (tls.clone(), gate.clone(), net.clone());
+        tokio::spawn(async move {
+            match tls.accept(stream, gate.limits().message_timeout).await {
+                Some(s) => connection(s, Transport::Tls, peer, permit, gate, net).await,
+                None => {
+                    gate.stats
+                        .slow
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
     }
 }
 
@@ -830,7 +921,10 @@ async fn connect(addr: SocketAddr, gate: Arc<Gate>, net: mpsc::Sender<NetIn>) {
         return;
     };
     match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => connection(stream, addr, permit, gate, net).await,
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            connection(stream, Transport::Tcp, addr, permit, gate, net).await
+        }
         _ => {
             warn!(to = %addr, "cannot connect over TCP");
             let _ = net.send(NetIn::TcpDown(addr)).await;
@@ -843,15 +937,17 @@ async fn connect(addr: SocketAddr, gate: Arc<Gate>, net: mpsc::Sender<NetIn>) {
 /// carries nothing either way for the idle timeout is closed (the engine opens a new one
 /// when it has something to send). CRLF keep-alives are skipped, and a double-CRLF ping is
 /// answered with a CRLF pong (RFC 5626 §4.4.1).
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
+    transport: Transport,
     peer: SocketAddr,
     _permit: crate::conn::Permit,
     gate: Arc<Gate>,
     net: mpsc::Sender<NetIn>,
-) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
     if net.send(NetIn::TcpUp(peer, tx.clone())).await.is_err() {
         return;
@@ -875,7 +971,7 @@ async fn connection(
     };
     let mut buf = BytesMut::with_capacity(8192);
     let from = Peer {
-        transport: Transport::Tcp,
+        transport,
         addr: peer,
     };
     let mut last_read = Instant::now();

@@ -343,7 +343,7 @@ impl Drop for CallGuard {
 /// from the admin API).
 pub async fn serve(
     addr: SocketAddr,
-    gate: Arc<crate::conn::Gate>,
+    (gate, tls): (Arc<crate::conn::Gate>, Option<Arc<crate::tls::Tls>>),
     web: Arc<WebShared>,
     hub: Option<Arc<crate::console::ConsoleHub>>,
 ) -> anyhow::Result<()> {
@@ -354,8 +354,8 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind the widget's HTTP {addr}: {e}"))?;
-    info!(%addr, "widget HTTP listening");
-    crate::conn::serve_http(listener, gate, app).await?;
+    info!(%addr, https = tls.is_some(), "widget HTTP listening");
+    crate::conn::serve_http(listener, gate, app, tls).await?;
     Ok(())
 }
 

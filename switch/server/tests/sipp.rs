@@ -750,3 +750,151 @@ fn metrics_need_a_token_from_outside_the_open_list() {
     // /healthz stays open (load balancers probe it).
     assert_eq!(get_from("127.0.0.66", http, "/healthz", None), 200);
 }
+
+/// A certificate for 127.0.0.1 (self-signed: the test client trusts it as its own root),
+/// written as PEM files into the test's conf/: (certificate DER, PEM).
+fn tls_cert(conf: &std::path::Path) -> Vec<u8> {
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("cert");
+    std::fs::write(conf.join("cert.pem"), key.cert.pem()).unwrap();
+    std::fs::write(conf.join("key.pem"), key.signing_key.serialize_pem()).unwrap();
+    key.cert.der().to_vec()
+}
+
+/// A SIP client over TLS (rustls) trusting `root`.
+fn tls_client(
+    port: u16,
+    root: &[u8],
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(root.to_vec()))
+        .unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Reads one SIP message (head and Content-Length body) from a stream.
+fn read_sip(r: &mut impl std::io::BufRead) -> String {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return head;
+        }
+        if line == "\r\n" && head.is_empty() {
+            continue;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    let _ = r.read_exact(&mut body);
+    head + &String::from_utf8_lossy(&body)
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> &'a str {
+    msg.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+        .unwrap_or("")
+}
+
+#[test]
+fn a_caller_over_tls_reaches_the_gateway_and_a_reload_serves_a_new_certificate() {
+    use std::io::Write;
+    let idx = 48;
+    let port = common::Ports::for_test(idx).sip + 9;
+    let sip_extra =
+        format!("tls = \"127.0.0.1:{port}\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"");
+    let mut sw = Switch::prepare(
+        "sip-tls",
+        idx,
+        Route {
+            sip_extra: &sip_extra,
+            ..Route::default()
+        },
+    );
+    let first = tls_cert(&sw.dir.join("conf"));
+    sw.launch();
+    let uas = sw.uas(0, "uas_answer_any.xml", 1, &[]);
+    let mut s = tls_client(port, &first);
+    let local = s.sock.local_addr().unwrap();
+    let sdp = "v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let call_id = "tls-call-1@test";
+    write!(
+        s,
+        "INVITE sip:1000@127.0.0.1:{port};transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK-tls1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=tls-a\r\nTo: <sip:1000@127.0.0.1>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{local};transport=tls>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+    .unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let ok = loop {
+        let msg = read_sip(&mut r);
+        assert!(!msg.is_empty(), "the switch closed the TLS connection");
+        if msg.starts_with("SIP/2.0 200") {
+            break msg;
+        }
+        assert!(msg.starts_with("SIP/2.0 1"), "{msg}");
+    };
+    assert!(header(&ok, "Contact").contains("transport=tls"), "{ok}");
+    assert!(header(&ok, "Via").starts_with("SIP/2.0/TLS"), "{ok}");
+    let to = header(&ok, "To").to_owned();
+    let s = r.get_mut();
+    write!(
+        s,
+        "ACK sip:switchboard@127.0.0.1:{port};transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK-tls2\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=tls-a\r\nTo: {to}\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n\
+         BYE sip:switchboard@127.0.0.1:{port};transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK-tls3\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=tls-a\r\nTo: {to}\r\nCall-ID: {call_id}\r\n\
+         CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let bye_ok = read_sip(&mut r);
+    assert!(bye_ok.starts_with("SIP/2.0 200"), "{bye_ok}");
+    assert!(bye_ok.contains("CSeq: 2 BYE"), "{bye_ok}");
+    sw.expect_ok(vec![uas]);
+    // A new certificate in the same files, SIGHUP: new connections get it.
+    let second = tls_cert(&sw.dir.join("conf"));
+    assert_ne!(first, second);
+    sw.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !sw.log().contains("TLS certificate reloaded") {
+        assert!(std::time::Instant::now() < deadline, "no reload seen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut fresh = tls_client(port, &second);
+    write!(fresh, "\r\n\r\n").unwrap();
+    let mut pong = [0u8; 2];
+    std::io::Read::read_exact(&mut fresh, &mut pong).unwrap();
+    assert_eq!(&pong, b"\r\n", "a CRLF ping over TLS gets its pong");
+    // The old certificate no longer verifies.
+    let mut stale = tls_client(port, &first);
+    let handshake = write!(stale, "\r\n\r\n").and_then(|()| stale.flush());
+    assert!(handshake.is_err(), "the old certificate is gone");
+}

@@ -2706,3 +2706,53 @@ fn firefox_console_answers_a_chromium_shopper() {
     sw.wait_call_count(0, Duration::from_secs(10));
     shop.wait_for(&format!("{CALL}.ended === true"), Duration::from_secs(5));
 }
+
+#[test]
+fn a_shopper_on_an_https_page_calls_over_wss() {
+    let idx = 49;
+    let ports = common::Ports::for_test(idx);
+    let public = ports.sip + 11;
+    let conf = merchant_conf(ports.http, "tokenless = true")
+        .replace(
+            "[webrtc]\n",
+            &format!(
+                "[webrtc]\nlisten = \"127.0.0.1:{public}\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n"
+            ),
+        )
+        .replace(
+            &format!("origins = [\"http://127.0.0.1:{}\"]", ports.http),
+            &format!("origins = [\"https://127.0.0.1:{public}\"]"),
+        );
+    let mut sw = Switch::prepare("web-wss", idx, web_route(&conf));
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("cert");
+    std::fs::write(sw.dir.join("conf/cert.pem"), key.cert.pem()).unwrap();
+    std::fs::write(sw.dir.join("conf/key.pem"), key.signing_key.serialize_pem()).unwrap();
+    let uas = acd_uas(&sw, idx, 1, "demo-visitor", "1500");
+    sw.launch();
+    // Plain HTTP gets nothing from the HTTPS listener.
+    assert!(common::http_get(public, "/c2c.js").is_none());
+    let wav = sw.dir.join("mic.wav");
+    tone_wav(&wav, 700.0, 60);
+    let mut b = Browser::launch("wss", &wav);
+    b.open(&format!("https://127.0.0.1:{public}/demo/shop"));
+    b.wait_for(
+        "!!document.querySelector('#sales button')",
+        Duration::from_secs(10),
+    );
+    assert_eq!(b.eval("location.protocol"), "https:");
+    click_sales(&mut b, &[]);
+    b.wait_for(
+        &format!("{CALL}.state === 'connected'"),
+        Duration::from_secs(15),
+    );
+    let (st, errs) = uas.wait(Duration::from_secs(15));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "ACD scenario failed:\n{errs}\n{}",
+        sw.log()
+    );
+    assert!(
+        sw.log().contains("https=true"),
+        "the widget listener says it is HTTPS"
+    );
+}

@@ -16,6 +16,7 @@ pub struct SipOut<'a> {
     pub(crate) ids: &'a mut IdGen,
     pub(crate) udp: Option<SocketAddr>,
     pub(crate) tcp: Option<SocketAddr>,
+    pub(crate) tls: Option<SocketAddr>,
     pub(crate) user_agent: &'a str,
     pub(crate) out: Vec<(Request, Peer, u64)>,
 }
@@ -39,7 +40,7 @@ impl SipOut<'_> {
 
     /// Our address for a transport (for Contact).
     pub fn local_addr(&self, t: Transport) -> SocketAddr {
-        crate::engine::local_addr(self.udp, self.tcp, t)
+        crate::engine::local_addr([self.udp, self.tcp, self.tls], t)
     }
 
     /// The User-Agent we send.

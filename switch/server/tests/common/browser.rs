@@ -44,6 +44,8 @@ impl Browser {
                 "--use-fake-device-for-media-stream",
                 &format!("--use-file-for-fake-audio-capture={}", wav.display()),
                 "--allow-loopback-in-peer-connection",
+                // The HTTPS tests' certificates are their own (self-signed).
+                "--ignore-certificate-errors",
                 "--autoplay-policy=no-user-gesture-required",
                 "--disable-features=WebRtcHideLocalIpsWithMdns",
                 "--disable-background-networking",
