@@ -88,6 +88,19 @@ pub struct GatewayConfig {
     /// requests from them are trusted, never limited, and calls land in `context`.
     #[serde(default)]
     pub acl: Option<Vec<String>>,
+    /// With `transport = "tls"`: a PEM file of the CA certificates the gateway's certificate
+    /// must chain to (default: the public web roots), relative to conf/.
+    #[serde(default)]
+    pub tls_ca: Option<String>,
+    /// The name its certificate must carry (default: the host of `address`).
+    #[serde(default)]
+    pub tls_name: Option<String>,
+    /// A client certificate chain (PEM) to present, for gateways that ask for one.
+    #[serde(default)]
+    pub tls_cert: Option<String>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub tls_key: Option<String>,
     /// Dialplan context of calls from this gateway (default: `[sip] context`).
     #[serde(default)]
     pub context: Option<String>,
@@ -101,7 +114,7 @@ pub enum GatewayError {
     #[error("gateway {0}: address {1:?} does not resolve to host:port")]
     Address(String, String),
     /// The transport is unknown.
-    #[error("gateway {0}: transport {1:?} is not one of udp, tcp")]
+    #[error("gateway {0}: transport {1:?} is not one of udp, tcp, tls")]
     Transport(String, String),
     /// Registration asked for without credentials.
     #[error("gateway {0}: register = true needs username and password")]
@@ -170,7 +183,7 @@ impl Gateway {
             .ok_or_else(|| GatewayError::Address(name.to_owned(), config.address.clone()))?;
         let t = config.transport.as_deref().unwrap_or("udp");
         let transport = match Transport::from_token(t) {
-            Some(t @ (Transport::Udp | Transport::Tcp)) => t,
+            Some(t @ (Transport::Udp | Transport::Tcp | Transport::Tls)) => t,
             _ => return Err(GatewayError::Transport(name.to_owned(), t.to_owned())),
         };
         let registration = if config.register.unwrap_or(false) {

@@ -254,6 +254,8 @@ pub struct Loaded {
     /// Certificates: SIP over TLS (`[sip] tls_cert`), the admin HTTP (`[http] tls_cert`),
     /// the widget's own listener (`[webrtc] tls_cert`).
     pub tls: [Option<crate::tls::TlsFiles>; 3],
+    /// How to reach each `transport = "tls"` gateway (by address).
+    pub tls_clients: std::collections::HashMap<SocketAddr, crate::tls::TlsClient>,
     /// The HTTP listeners' (`[http]`; the widget's own listener too).
     pub http_conn: ConnLimits,
     /// Log filter (e.g. `info`, `switchboard=debug`).
@@ -709,6 +711,24 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
             Gateways::default()
         }
     };
+    let mut tls_clients = std::collections::HashMap::new();
+    for g in gateways
+        .iter()
+        .filter(|g| g.transport == switchboard_sip::transaction::Transport::Tls)
+    {
+        match crate::tls::client(dir, &g.config) {
+            Ok(c) => {
+                tls_clients.insert(g.addr, c);
+            }
+            Err(e) => diags.push(diag(
+                f,
+                t,
+                file.gateway.get(&g.name).map(Spanned::span),
+                format!("gateway {}: {e}", g.name),
+                Some("tls_ca: the PEM of the CA its certificate chains to; tls_name: the name it carries; tls_cert and tls_key: a client certificate, if it asks for one"),
+            )),
+        }
+    }
     let (sources, mut files) = read_dialplan(&dir.join("dialplan"), &mut diags);
     files.insert(0, main_path);
     let mut prompt_names: Vec<String> = prompts.keys().cloned().collect();
@@ -853,6 +873,7 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
             metrics_token: file.http.metrics_token,
             metrics_open,
             tls: tls_files,
+            tls_clients,
             sip_conn,
             http_conn,
             log_level: file.log.level.unwrap_or_else(|| "info".into()),

@@ -645,6 +645,7 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (net_tx, net_rx) = mpsc::channel(4096);
         let (udp, tcp, tls_addr) = (l.engine.udp, l.engine.tcp, l.engine.tls);
+        let tls_clients = l.tls_clients.clone();
         let gates = Arc::new(conn::Gates::new(l.sip_conn, l.http_conn));
         // Certificates, loaded once here (checked at load too) and again at each reload.
         const ALPN_HTTP: &[&[u8]] = &[b"http/1.1"];
@@ -756,6 +757,7 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
             gates,
             tls: tlss,
             tls_addr,
+            tls_clients,
         };
         // SIP runs on a thread of its own with a single-threaded runtime: every datagram is
         // handled where it was received, with no cross-thread wake-up. HTTP and the RTP relays

@@ -134,6 +134,8 @@ pub struct Shell {
     pub tls: Arc<TlsSet>,
     /// SIP over TLS listen address.
     pub tls_addr: Option<SocketAddr>,
+    /// How to reach the TLS gateways, by address (follows reloads).
+    pub tls_clients: HashMap<SocketAddr, crate::tls::TlsClient>,
 }
 
 /// The certificates of the listeners that have one.
@@ -346,17 +348,25 @@ impl Shell {
                                 warn!(to = %tx.peer.addr, "TCP connection is congested or gone; message dropped");
                             }
                         }
-                        // No connection of ours to a TLS peer is opened (outbound TLS is not
-                        // built yet): its requests wait for it to connect again.
-                        None if tx.peer.transport == Transport::Tls => {
+                        // A TLS peer we have no connection to: a gateway of ours is connected
+                        // to; anyone else (a caller whose connection closed) cannot be.
+                        None if tx.peer.transport == Transport::Tls
+                            && !self.tls_clients.contains_key(&tx.peer.addr) =>
+                        {
                             debug!(to = %tx.peer.addr, "no TLS connection to this peer; message dropped");
                         }
                         None => {
                             let first = !pending.contains_key(&tx.peer.addr);
                             pending.entry(tx.peer.addr).or_default().push(tx.data);
                             if first {
+                                let tls = self
+                                    .tls_clients
+                                    .get(&tx.peer.addr)
+                                    .filter(|_| tx.peer.transport == Transport::Tls)
+                                    .cloned();
                                 tokio::spawn(connect(
                                     tx.peer.addr,
+                                    tls,
                                     self.gates.sip.clone(),
                                     net_tx.clone(),
                                 ));
@@ -577,6 +587,7 @@ impl Shell {
                 self.engine.set_access(&l.engine);
                 self.gates.set_limits(l.sip_conn, l.http_conn);
                 self.tls.reload(&l.tls);
+                self.tls_clients = l.tls_clients;
                 self.media.prompts = Arc::new(l.prompts);
                 self.media.rtp_timeout = l.rtp_timeout;
                 self.media.opus_complexity = l.opus_complexity;
@@ -915,11 +926,26 @@ async fn tls_accept_loop(
     }
 }
 
-async fn connect(addr: SocketAddr, gate: Arc<Gate>, net: mpsc::Sender<NetIn>) {
+async fn connect(
+    addr: SocketAddr,
+    tls: Option<crate::tls::TlsClient>,
+    gate: Arc<Gate>,
+    net: mpsc::Sender<NetIn>,
+) {
     let Some(permit) = gate.admit(addr) else {
         let _ = net.send(NetIn::TcpDown(addr)).await;
         return;
     };
+    if let Some(client) = tls {
+        match crate::tls::connect(addr, &client, Duration::from_secs(5)).await {
+            Ok(s) => connection(s, Transport::Tls, addr, permit, gate, net).await,
+            Err(e) => {
+                warn!(to = %addr, error = %e, "cannot connect over TLS");
+                let _ = net.send(NetIn::TcpDown(addr)).await;
+            }
+        }
+        return;
+    }
     match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);

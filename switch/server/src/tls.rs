@@ -112,3 +112,93 @@ impl Tls {
         }
     }
 }
+
+/// How the switch connects to one gateway over TLS.
+#[derive(Debug, Clone)]
+pub struct TlsClient {
+    /// Roots, and the client certificate if the gateway asks for one.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name the gateway's certificate must carry.
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
+/// The client side of a `transport = "tls"` gateway: its CA file (or the public web
+/// roots), the name to verify (`tls_name`, else the host of its address), its client
+/// certificate. Paths relative to conf/.
+pub fn client(conf: &Path, g: &switchboard_trunk::GatewayConfig) -> Result<TlsClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &g.tls_ca {
+        Some(ca) => {
+            let path = conf.join(ca);
+            for c in CertificateDer::pem_file_iter(&path)
+                .map_err(|e| format!("tls_ca {}: {e}", path.display()))?
+            {
+                let c = c.map_err(|e| format!("tls_ca {}: {e}", path.display()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("tls_ca {}: {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("tls_ca {}: no certificate in it", path.display()));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots);
+    let config = match (&g.tls_cert, &g.tls_key) {
+        (Some(c), Some(k)) => {
+            let f = files(conf, c, k);
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&f.cert)
+                .map_err(|e| format!("tls_cert {}: {e}", f.cert.display()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("tls_cert {}: {e}", f.cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(&f.key)
+                .map_err(|e| format!("tls_key {}: {e}", f.key.display()))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("tls_cert and tls_key: {e}"))?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err("tls_cert and tls_key go together".into()),
+    };
+    let host = g.tls_name.clone().unwrap_or_else(|| host_of(&g.address));
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| format!("tls_name {host:?}: {e}"))?;
+    Ok(TlsClient {
+        config: Arc::new(config),
+        name,
+    })
+}
+
+/// The host of `host:port` (`[v6]:port` too).
+fn host_of(address: &str) -> String {
+    let a = address.trim();
+    if let Some(rest) = a.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest).to_owned();
+    }
+    a.rsplit_once(':').map_or(a, |(h, _)| h).to_owned()
+}
+
+/// Connects to `addr` over TLS as `client` says, within `within`.
+pub async fn connect(
+    addr: std::net::SocketAddr,
+    client: &TlsClient,
+    within: Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let go = async {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        tokio_rustls::TlsConnector::from(client.config.clone())
+            .connect(client.name.clone(), tcp)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(within, go)
+        .await
+        .map_err(|_| "timed out".to_owned())?
+}

@@ -898,3 +898,137 @@ fn a_caller_over_tls_reaches_the_gateway_and_a_reload_serves_a_new_certificate()
     let handshake = write!(stale, "\r\n\r\n").and_then(|()| stale.flush());
     assert!(handshake.is_err(), "the old certificate is gone");
 }
+
+/// A call center over TLS that asks for a client certificate: answers one INVITE (and its
+/// BYE) on the first connection. Returns the INVITE and whether the switch presented a
+/// certificate that `client_root` issued.
+fn tls_call_center(
+    port: u16,
+    key: rcgen::CertifiedKey<rcgen::KeyPair>,
+    client_root: Vec<u8>,
+) -> std::thread::JoinHandle<(String, bool)> {
+    let listener =
+        std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the TLS call center");
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(client_root))
+            .unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![rustls::pki_types::CertificateDer::from(
+                    key.cert.der().to_vec(),
+                )],
+                rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der())
+                    .unwrap(),
+            )
+            .unwrap();
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let conn = rustls::ServerConnection::new(std::sync::Arc::new(cfg)).unwrap();
+        let mut r = std::io::BufReader::new(rustls::StreamOwned::new(conn, tcp));
+        let answer = |req: &str, status: &str, body: &str| {
+            let mut head = format!("SIP/2.0 {status}\r\n");
+            for l in req.lines() {
+                let k = l.split(':').next().unwrap_or("").to_ascii_lowercase();
+                if matches!(k.as_str(), "via" | "from" | "call-id" | "cseq") {
+                    head.push_str(l);
+                    head.push_str("\r\n");
+                }
+            }
+            let to = header(req, "To");
+            let to = if to.contains("tag=") {
+                to.to_owned()
+            } else {
+                format!("{to};tag=gw-tls")
+            };
+            head.push_str(&format!(
+                "To: {to}\r\nContact: <sip:acd@127.0.0.1:{port};transport=tls>\r\n"
+            ));
+            if body.is_empty() {
+                head.push_str("Content-Length: 0\r\n\r\n");
+            } else {
+                head.push_str(&format!(
+                    "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                ));
+            }
+            head
+        };
+        let invite = read_sip(&mut r);
+        let sdp = "v=0\r\no=acd 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 41990 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+        let ok = answer(&invite, "200 OK", sdp);
+        r.get_mut().write_all(ok.as_bytes()).unwrap();
+        let presented = r
+            .get_ref()
+            .conn
+            .peer_certificates()
+            .is_some_and(|c| !c.is_empty());
+        // The ACK, then the BYE when the caller hangs up.
+        loop {
+            let msg = read_sip(&mut r);
+            if msg.is_empty() {
+                break;
+            }
+            if msg.starts_with("BYE ") {
+                let ok = answer(&msg, "200 OK", "");
+                r.get_mut().write_all(ok.as_bytes()).unwrap();
+                break;
+            }
+        }
+        (invite, presented)
+    })
+}
+
+#[test]
+fn a_gateway_over_tls_gets_the_call_and_the_switchs_client_certificate() {
+    let idx = 66;
+    let ports = common::Ports::for_test(idx);
+    let gw = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("cert");
+    let client =
+        rcgen::generate_simple_self_signed(vec!["switchboard.test".to_owned()]).expect("cert");
+    let mut sw = Switch::prepare(
+        "gw-tls",
+        idx,
+        Route {
+            transport: "tls",
+            gw1_extra: "tls_ca = \"gw-ca.pem\"\ntls_name = \"127.0.0.1\"\ntls_cert = \"client.pem\"\ntls_key = \"client.key\"",
+            ..Route::default()
+        },
+    );
+    let conf = sw.dir.join("conf");
+    std::fs::write(conf.join("gw-ca.pem"), gw.cert.pem()).unwrap();
+    std::fs::write(conf.join("client.pem"), client.cert.pem()).unwrap();
+    std::fs::write(conf.join("client.key"), client.signing_key.serialize_pem()).unwrap();
+    let client_root = client.cert.der().to_vec();
+    let center = tls_call_center(ports.gw[0], gw, client_root);
+    sw.launch();
+    let uac = sw.uac("uac_call.xml", "1000", 1, &[]);
+    sw.expect_ok(vec![uac]);
+    let (invite, presented) = center.join().expect("the call center");
+    assert!(invite.starts_with("INVITE sip:"), "{invite}");
+    assert!(
+        header(&invite, "Via").starts_with("SIP/2.0/TLS"),
+        "{invite}"
+    );
+    assert!(
+        header(&invite, "Contact").contains("transport=tls"),
+        "{invite}"
+    );
+    assert!(presented, "the switch presented its client certificate");
+    assert_eq!(
+        sw.metric("switchboard_calls_ended_total{cause=\"NORMAL_CLEARING\"}"),
+        1.0
+    );
+}
