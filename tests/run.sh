@@ -10,6 +10,7 @@ command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)   # libopus, bundled by th
 command -v pulseaudio >/dev/null 2>&1 || need_apt+=(pulseaudio)   # Firefox's WebAudio: a private server with a null sink per test browser
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)         # the browser tests (tests/web.rs): never skipped
 [ -x /usr/bin/firefox-esr ] || need_apt+=(firefox-esr)   # the same, in Firefox (WebDriver BiDi)
+command -v svwar >/dev/null 2>&1 || need_apt+=(sipvicious)   # the scanner tests (tests/sipp.rs): svwar, svcrack
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   echo "installing: ${need_apt[*]}"

@@ -583,6 +583,36 @@ fn a_sipvicious_scan_finds_nothing_and_gets_its_source_banned() {
         0.0,
         "no call was placed"
     );
+    // Ops lift the ban; svcrack (REGISTER password cracking) is banned at its first try too.
+    let (code, body) = common::http_request(
+        sw.ports.http,
+        "DELETE",
+        "/api/v1/bans/127.0.0.1",
+        "test-token",
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    let out = std::process::Command::new("timeout")
+        .args(["60", "svcrack", "-u", "1000", "-r", "1000-1200"])
+        .args([
+            "-p",
+            &sw.ports.sip.to_string(),
+            "--maximumtime=5",
+            "127.0.0.1",
+        ])
+        .output()
+        .expect("svcrack must be installed (Debian package sipvicious)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("| 1000 "), "no password found: {text}");
+    assert_eq!(
+        sw.metric("switchboard_sip_bans_total{reason=\"scanner\"}"),
+        2.0,
+        "{text}"
+    );
 }
 
 /// Connects from `ip` (any loopback address) to `port`.
