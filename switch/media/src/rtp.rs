@@ -103,6 +103,29 @@ impl StreamStats {
         ext
     }
 
+    /// A packet of the stream whose timestamp says nothing of its arrival (a telephone-event,
+    /// RFC 4733: every packet of an event carries the event's start): it counts for the
+    /// sequence (so it is not lost) but not for the jitter. A packet of another SSRC is not
+    /// this stream's: ignored.
+    pub fn on_untimed_packet(&mut self, ssrc: u32, seq: u16) {
+        if !self.started || ssrc != self.ssrc {
+            return;
+        }
+        self.packets += 1;
+        let cycles = self.max_seq & !0xFFFF;
+        let mut ext = cycles | u64::from(seq);
+        if ext + 0x8000 < self.max_seq {
+            ext += 1 << 16;
+        } else if ext > self.max_seq + 0x8000 && ext >= 1 << 16 {
+            ext -= 1 << 16;
+        }
+        if ext > self.max_seq {
+            self.max_seq = ext;
+        } else {
+            self.misordered += 1;
+        }
+    }
+
     /// Packets expected from the sequence numbers.
     pub fn expected(&self) -> u64 {
         if self.started {

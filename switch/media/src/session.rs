@@ -677,6 +677,15 @@ impl Session {
         };
         if te.is_some_and(|(te, _)| te == pt) {
             let clock = te.map_or(8000, |(_, c)| c);
+            // Counted (it was received, not lost) but consumed: the other leg's forwarded
+            // numbering closes the gap it leaves (RFC 3550: no hole that is not a loss).
+            leg.stats.rx.on_untimed_packet(ssrc, seq);
+            if let Some((s, off, t)) = self.legs[idx(from.other())].forward_map
+                && s == ssrc
+            {
+                self.legs[idx(from.other())].forward_map = Some((s, off.wrapping_sub(1), t));
+            }
+            let leg = self.leg(from);
             match leg.events_rx.on_packet(ts, payload) {
                 EventOutcome::Ended {
                     digit, duration, ..
@@ -943,6 +952,9 @@ impl Session {
                     if let Some(s) = EventSender::new(d, ms, clock, 20) {
                         let ts = leg.resume_ts(now);
                         leg.event_tx = Some((s, ts));
+                        // Media time goes on from the event's start at wall-clock pace:
+                        // what follows the digit resumes where the clock is, not at its start.
+                        leg.last_tx = Some((now, ts));
                     }
                 }
                 _ => leg
@@ -1053,7 +1065,6 @@ impl Session {
                     let mut b = spare.pop().unwrap_or_default();
                     rtp::write(&mut b, te_pt, marker, leg.seq, ev_ts, leg.ssrc, &p);
                     leg.seq = leg.seq.wrapping_add(1);
-                    leg.last_tx = Some((now, ev_ts));
                     leg.stats.sent += 1;
                     leg.tx_packets = leg.tx_packets.wrapping_add(1);
                     leg.tx_octets = leg.tx_octets.wrapping_add(4);
@@ -1689,5 +1700,90 @@ mod tests {
             .handle_rtp(rig.now, Side::A, &[0x80, 55, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(rig.s.stats(Side::A).dropped, 2);
         assert!(rig.s.poll_transmit().is_none());
+    }
+
+    /// A digit in the middle of forwarded audio, voice and events on one SSRC (as baresip
+    /// sends them): the stream the other leg gets has no sequence hole and its timestamps
+    /// keep wall-clock pace across the digit; the sender's statistics count the events as
+    /// received, not lost.
+    fn digit_inside_forwarded_audio(to_b: DtmfMethod) -> (Rig, Vec<(u16, u32, u8, Instant)>) {
+        let mut rig = Rig::new(
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+            leg(CodecKind::Pcmu, to_b, ""),
+        );
+        let silence = [0xFFu8; 160];
+        let mut at = Vec::new();
+        for _ in 0..10 {
+            rig.step(Side::A, 0, Some(&silence));
+        }
+        // 9 event packets (180 ms) sharing the start timestamp, the last 3 ends.
+        let start = rig.ts;
+        for i in 0..9u16 {
+            let ev = Event {
+                event: 1,
+                end: i >= 6,
+                volume: 10,
+                duration: (i + 1).min(7) * 160,
+            };
+            rig.ts = start;
+            rig.step(Side::A, 101, Some(&ev.to_bytes()));
+        }
+        rig.ts = start.wrapping_add(9 * 160);
+        for _ in 0..30 {
+            rig.step(Side::A, 0, Some(&silence));
+        }
+        // Arrival instants are not kept by the rig: 20 ms a packet from its start.
+        let t0 = rig.now - TICK * 49;
+        for (n, (side, b)) in rig.sent.iter().enumerate() {
+            if *side == Side::B {
+                let r = RtpReader::new(b).unwrap();
+                at.push((
+                    u16::from(r.sequence_number()),
+                    r.timestamp(),
+                    r.payload_type(),
+                    t0 + TICK * n as u32,
+                ));
+            }
+        }
+        (rig, at)
+    }
+
+    fn assert_continuous(packets: &[(u16, u32, u8, Instant)]) {
+        for w in packets.windows(2) {
+            assert_eq!(
+                w[1].0,
+                w[0].0.wrapping_add(1),
+                "a sequence hole or repeat: {packets:?}"
+            );
+        }
+        let audio: Vec<u32> = packets.iter().filter(|p| p.2 == 0).map(|p| p.1).collect();
+        let (first, last) = (audio[0], audio[audio.len() - 1]);
+        // 49 packets' worth of time from the first audio to the last.
+        let span = last.wrapping_sub(first);
+        assert!(
+            span.abs_diff(48 * 160) <= 160,
+            "audio timestamps span {span}, wall time {}",
+            48 * 160
+        );
+    }
+
+    #[test]
+    fn a_digit_forwarded_as_info_leaves_no_hole_in_the_audio_forwarded() {
+        let (rig, to_b) = digit_inside_forwarded_audio(DtmfMethod::Info);
+        assert_continuous(&to_b);
+        let a = rig.s.legs[0].stats.rx.clone();
+        assert_eq!(a.lost(), 0, "the events were received: {a:?}");
+        assert_eq!(a.packets, 49);
+    }
+
+    #[test]
+    fn a_digit_regenerated_as_events_keeps_the_numbering_and_the_clock() {
+        let (rig, to_b) = digit_inside_forwarded_audio(DtmfMethod::Rfc4733);
+        assert!(
+            to_b.iter().any(|p| p.2 == 101),
+            "the digit went to B as events"
+        );
+        assert_continuous(&to_b);
+        assert_eq!(rig.s.legs[0].stats.rx.lost(), 0);
     }
 }
