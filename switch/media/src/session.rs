@@ -253,6 +253,13 @@ impl Leg {
     }
 }
 
+/// Digits waiting to be sent to one leg, at most.
+pub const MAX_QUEUED_DIGITS: usize = 32;
+
+/// The length (ms) a digit is regenerated at: at least what receivers detect, at most what
+/// a key press is.
+pub const DIGIT_MS: (u32, u32) = (40, 500);
+
 /// The media of one call.
 pub struct Session {
     legs: [Leg; 2],
@@ -467,7 +474,17 @@ impl Session {
 
     /// Sends a digit to a leg in its form (RFC 4733 or in-band; INFO is the core's job).
     pub fn send_digit(&mut self, now: Instant, side: Side, digit: char, ms: u32) {
-        self.leg(side).pending_digits.push_back((digit, ms));
+        let leg = self.leg(side);
+        if leg.pending_digits.len() >= MAX_QUEUED_DIGITS {
+            // A peer keying faster than digits can be played: the newest is dropped rather
+            // than the queue (and the delay of every digit after it) growing.
+            leg.stats.dropped += 1;
+            return;
+        }
+        // A duration stamped in the wrong clock (6x at 48 kHz under /8000) or absurd is
+        // regenerated at a length receivers take as one key press.
+        let ms = ms.clamp(DIGIT_MS.0, DIGIT_MS.1);
+        leg.pending_digits.push_back((digit, ms));
         if self.next_tick.is_none() {
             self.next_tick = Some(now);
         }
@@ -1785,5 +1802,33 @@ mod tests {
         );
         assert_continuous(&to_b);
         assert_eq!(rig.s.legs[0].stats.rx.lost(), 0);
+    }
+
+    #[test]
+    fn over_long_digits_are_regenerated_as_key_presses_and_the_queue_is_bounded() {
+        let mut rig = Rig::new(
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+        );
+        // 1,080 ms (a duration stamped at 48 kHz under /8000), then a flood of digits.
+        rig.s.send_digit(rig.now, Side::A, '1', 1080);
+        for _ in 0..100 {
+            rig.s.send_digit(rig.now, Side::A, '2', 100);
+        }
+        assert_eq!(rig.s.legs[0].pending_digits.len(), MAX_QUEUED_DIGITS);
+        assert_eq!(rig.s.legs[0].pending_digits[0], ('1', 500));
+        for _ in 0..60 {
+            rig.step(Side::B, 0, None);
+        }
+        let first: Vec<Event> = rig
+            .events_to(Side::A)
+            .into_iter()
+            .filter(|e| e.event == 1)
+            .collect();
+        assert_eq!(
+            first.last().map(|e| e.duration),
+            Some(4000),
+            "500 ms at 8 kHz"
+        );
     }
 }
