@@ -163,6 +163,9 @@ pub(crate) struct Call {
     pub m: crate::media::CallMedia,
     /// What the plan waits for (a prompt, digits).
     pub wait: Option<crate::play::Wait>,
+    /// A collection that ended at its `max` digits: the terminator the prompt asked for
+    /// may still come, until then; it belongs to the collection, not to the next leg.
+    pub late_terminator: Option<(String, Instant)>,
     /// Tone played to A while a bridge rings (dialplan `ringback`); `true` once started.
     pub ringback: Option<(String, bool)>,
     /// The routing facts, kept when the plan may route collected digits.
@@ -182,6 +185,18 @@ pub(crate) struct Call {
 }
 
 impl Call {
+    /// The terminator a full collection's prompt asked for, arriving in time: it is the
+    /// collection's (swallowed). Any other digit ends the wait for it.
+    pub(crate) fn take_late_terminator(&mut self, now: Instant, digit: char) -> bool {
+        match self.late_terminator.take() {
+            Some((t, until)) if t.contains(digit) && now < until => {
+                tracing::debug!(digit = %digit, "read_digits: the terminator after the last digit is the collection's");
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn attempt_by_txn(&self, txn: TxnId) -> Option<usize> {
         self.attempts.iter().position(|a| a.txn == txn)
     }

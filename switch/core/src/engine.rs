@@ -910,6 +910,7 @@ impl Engine {
             span,
             m,
             wait: None,
+            late_terminator: None,
             ringback: None,
             facts: keeps_facts.then(|| Box::new(facts)),
             next_play: 1,

@@ -357,6 +357,10 @@ impl Engine {
             .map(|c| c.to_string())
             .unwrap_or_default();
         let (digit, ms) = switchboard_media::dtmf::parse_info(&ct, &req.body)?;
+        if from == Side::A && call.take_late_terminator(now, digit) {
+            self.respond(now, txn, 200, None);
+            return Some(digit);
+        }
         let to_mode = call.m.legs[idx(from.other())].as_ref().map(|l| l.dtmf);
         let d = Digit {
             digit,

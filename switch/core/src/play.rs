@@ -155,6 +155,9 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&call_ref) else {
             return false;
         };
+        if side == Side::A && call.take_late_terminator(now, digit) {
+            return true;
+        }
         let Some(Wait::Digits {
             spec,
             got,
@@ -178,7 +181,11 @@ impl Engine {
             true
         } else {
             got.push(digit);
-            got.len() >= spec.max
+            let full = got.len() >= spec.max;
+            if full && !spec.terminators.is_empty() {
+                call.late_terminator = Some((spec.terminators.clone(), now + spec.timeout));
+            }
+            full
         };
         *generation += 1;
         if done {

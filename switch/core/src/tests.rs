@@ -1359,6 +1359,57 @@ actions = [
             .collect();
         assert_eq!(digits, vec![('*', true), ('1', false), ('*', true)]);
     }
+
+    /// `read_digits` with `max = 4` and `#` as terminator: the `#` the prompt asks for after
+    /// the 4th digit belongs to the collection, not to the call center it routes to.
+    #[test]
+    fn the_terminator_after_the_last_digit_never_reaches_the_bridged_leg() {
+        let plan = r##"
+[[extension]]
+name = "ivr"
+when.destination = '^1000$'
+actions = [
+  { set = { dtmf_a = "info", dtmf_b = "info" } },
+  { read_digits = { min = 4, max = 4, timeout = 5, terminators = "#", context = "extensions" } },
+]
+
+[[extension]]
+name = "ext"
+context = "extensions"
+when.destination = '^(\d{4})$'
+actions = [ { bridge = { targets = ["sip:$1@127.0.0.1:5080"], timeout = 20 } } ]
+"##;
+        let mut h = Harness::with_plan(plan);
+        h.send_raw(A, &with_sdp(INVITE));
+        let ok = response_to(&h.sent(), A, 200).clone();
+        h.send(A, &caller_ack(&ok));
+        h.sent();
+        for (i, d) in "1234".chars().enumerate() {
+            h.send_raw(A, &info(&ok, 2 + i as u32, d, 100));
+        }
+        let sent = h.sent();
+        let b_invite = request_to(&sent, B, Method::Invite)
+            .expect("the digits route to B")
+            .clone();
+        assert!(
+            b_invite.uri.to_string().contains("1234"),
+            "{}",
+            b_invite.uri
+        );
+        h.send_raw(B, &with_sdp(&b_response(&b_invite, 200)));
+        h.sent();
+        h.send_raw(A, &info(&ok, 6, '#', 100));
+        let sent = h.sent();
+        assert_eq!(
+            statuses_to(&sent, A),
+            vec![200],
+            "the caller's INFO is answered"
+        );
+        assert!(digits_to_b(&sent).is_empty(), "the # stayed with the IVR");
+        // A later # is the caller's own, for the call center.
+        h.send_raw(A, &info(&ok, 7, '#', 100));
+        assert_eq!(digits_to_b(&h.sent()), vec![('#', 100)]);
+    }
 }
 
 /// Overload control: per-source limits and bans for untrusted sources, global ceilings
