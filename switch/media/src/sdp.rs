@@ -285,6 +285,16 @@ pub fn rewrite_with(
                     | "ice-options"
                     | "end-of-candidates"
                     | "remote-candidates"
+                    // The other leg's stream, not ours: we send with an SSRC of our own
+                    // (RTCP carries our CNAME) and none of its extensions or feedback.
+                    | "ssrc"
+                    | "ssrc-group"
+                    | "msid"
+                    | "label"
+                    | "rtcp-rsize"
+                    | "rtcp-fb"
+                    | "extmap"
+                    | "extmap-allow-mixed"
             )
         });
         // rtpmap and fmtp lines first, in format order, as most stacks write them.
@@ -330,6 +340,18 @@ pub fn rewrite_with(
         });
     }
     let info = info.ok_or(SdpError::NoAudio)?;
+    // Session-level attributes of the other leg's transport and streams.
+    sd.attributes.retain(|a| {
+        !matches!(
+            a.key.as_str(),
+            "ice-ufrag"
+                | "ice-pwd"
+                | "ice-options"
+                | "ice-lite"
+                | "msid-semantic"
+                | "extmap-allow-mixed"
+        )
+    });
     sd.connection_information = Some(conn(addr_type, ours));
     sd.origin.username = "switchboard".into();
     sd.origin.session_id = origin.0;
@@ -454,5 +476,36 @@ m=video 51372 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
             rewrite(b"hello", ours, 1, &[], (1, 1)),
             Err(SdpError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn the_other_legs_stream_attributes_are_not_passed_on() {
+        let offer = "v=0\r\no=b 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\na=ice-lite\r\na=msid-semantic: WMS *\r\n\
+m=audio 5000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ssrc:12345 cname:acd@host\r\na=ssrc-group:FID 1 2\r\n\
+a=msid:s a\r\na=label:1\r\na=rtcp-rsize\r\na=rtcp-fb:0 nack\r\na=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\na=sendrecv\r\n";
+        let (out, _) = rewrite(
+            offer.as_bytes(),
+            "192.0.2.1".parse().unwrap(),
+            30000,
+            &[],
+            (1, 1),
+        )
+        .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        for gone in [
+            "a=ssrc",
+            "msid",
+            "a=label",
+            "rtcp-rsize",
+            "rtcp-fb",
+            "extmap",
+            "ice-lite",
+        ] {
+            assert!(!out.contains(gone), "{gone} in {out}");
+        }
+        assert!(
+            out.contains("a=rtpmap:0 PCMU/8000") && out.contains("a=sendrecv"),
+            "{out}"
+        );
     }
 }
