@@ -1101,6 +1101,15 @@ impl Session {
         leg.tx_pcm.extend_from_slice(scratch);
         let ptime_frame = leg.frame();
         while leg.tx_pcm.len() >= ptime_frame {
+            // Nothing sent for three frames (hold, DTX, a source that paused): a new
+            // talkspurt, marked, its timestamp where the clock is (RFC 3550 §5.1).
+            let gap = leg.last_tx.is_some_and(|(at, _)| {
+                now.saturating_duration_since(at)
+                    > Duration::from_millis(3 * u64::from(ptime_ms_of(leg)))
+            });
+            if gap {
+                leg.marker = true;
+            }
             let ts = if leg.forward_map.take().is_some() || leg.last_tx.is_none() || leg.marker {
                 leg.resume_ts(now)
             } else {
@@ -1168,6 +1177,11 @@ impl Session {
         .flatten()
         .min()
     }
+}
+
+/// A leg's packet time (ms), 20 when unknown.
+fn ptime_ms_of(leg: &Leg) -> u32 {
+    leg.media.as_ref().map_or(20, |m| m.ptime_ms.max(10))
 }
 
 /// `now` in units of a clock since `epoch`.
@@ -1829,6 +1843,48 @@ mod tests {
             first.last().map(|e| e.duration),
             Some(4000),
             "500 ms at 8 kHz"
+        );
+    }
+
+    #[test]
+    fn transcoded_audio_after_a_pause_is_marked_and_stamped_at_wall_clock() {
+        let mut rig = Rig::new(
+            leg(CodecKind::Pcma, DtmfMethod::Rfc4733, ""),
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+        );
+        let tone = encode(CodecKind::Pcma, &sine(1000.0, 8000, 8000, 8000.0));
+        for p in &tone[..20] {
+            rig.step(Side::A, 8, Some(p));
+        }
+        // 4 s of nothing (hold, DTX), then the caller speaks again.
+        for _ in 0..200 {
+            rig.step(Side::A, 8, None);
+        }
+        for p in &tone[20..40] {
+            rig.step(Side::A, 8, Some(p));
+        }
+        let to_b: Vec<(bool, u32)> = rig
+            .sent
+            .iter()
+            .filter(|(s, _)| *s == Side::B)
+            .map(|(_, b)| {
+                let r = RtpReader::new(b).unwrap();
+                (r.mark(), r.timestamp())
+            })
+            .collect();
+        let jump = to_b
+            .windows(2)
+            .map(|w| (w[1].0, w[1].1.wrapping_sub(w[0].1)))
+            .find(|(_, d)| *d > 160)
+            .expect("the pause shows in the timestamps");
+        assert!(
+            jump.0,
+            "the packet after the pause carries the marker: {to_b:?}"
+        );
+        assert!(
+            jump.1.abs_diff(4 * 8000) <= 3 * 160,
+            "the timestamp jumps by the pause: {}",
+            jump.1
         );
     }
 }
