@@ -4,9 +4,10 @@
 #
 #  1. Memory under an OPTIONS flood (send-only, answers ignored): one untrusted source
 #     (127.0.0.66) at OPTIONS_RATE, then SOURCES untrusted sources (127.0.0.70...) at
-#     SOURCE_RATE each, then at UNDER_RATE each (under the per-source rate), FLOOD_SECS each. The switch's PSS sampled every second (idle, peak,
-#     SETTLE s after the flood), its server transactions (peak, at the end of the flood,
-#     after SETTLE) and its drop/ban/503 counters. With Kamailio installed, the same floods
+#     SOURCE_RATE each, then at UNDER_RATE each (under the per-source rate), FLOOD_SECS
+#     each. The switch's PSS sampled every second (idle, peak, SETTLE s after the flood),
+#     its server transactions (peak, at the end of the flood, after SETTLE) and its
+#     drop/ban/503 counters. With Kamailio installed, the same floods
 #     against it (bench/reference/kamailio-bench.cfg as cps.sh runs it: tm, no pike; the
 #     OPTIONS are relayed to 127.0.0.1:5080, where nothing answers).
 #  2. Legitimate calls under an INVITE flood: one untrusted source (127.0.0.67) at
