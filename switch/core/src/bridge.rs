@@ -114,6 +114,13 @@ impl Engine {
             self.calls.insert(call_ref, call);
             return;
         }
+        if self.cfg.anchor_media && self.alloc_media(&mut call).is_none() {
+            // No pair of RTP ports binds: refused, not answered with dead media.
+            warn!("no RTP ports can be bound: the call is refused");
+            self.calls.insert(call_ref, call);
+            self.teardown(now, call_ref, Cause::SwitchCongestion, None);
+            return;
+        }
         let mut resp = make_response(&call.a.invite, 200, Some(&call.a.tag));
         self.decorate(&mut resp);
         resp.headers

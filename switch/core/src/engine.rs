@@ -1175,8 +1175,10 @@ impl Engine {
 
     pub(crate) fn alloc_media(&mut self, call: &mut Call) -> Option<MediaPorts> {
         if call.media.is_none() {
-            let a = self.ports.take()?;
-            let Some(b) = self.ports.take() else {
+            // Bound here (when the shell asked the pool to): a pair that cannot be bound
+            // is never named in an SDP.
+            let a = self.ports.take_bound()?;
+            let Some(b) = self.ports.take_bound() else {
                 self.ports.give_back(a);
                 return None;
             };

@@ -73,6 +73,23 @@ pub fn offer_extras(theirs: &[Format], prefs: &[String]) -> Vec<Format> {
     {
         extra.push(Format::new(pt, "telephone-event", 8000, Some("0-16")));
     }
+    // ... and one at 48000 when Opus is offered: an answerer that picks Opus wants its
+    // digits at Opus's clock (liblinphone answers without telephone-event otherwise, and
+    // the leg falls back to in-band tones).
+    let has_te48k = theirs
+        .iter()
+        .any(|f| f.is_telephone_event() && f.clock == 48000);
+    let wide = extra
+        .iter()
+        .chain(theirs)
+        .any(|f| !f.is_telephone_event() && f.clock == 48000);
+    if te_allowed
+        && wide
+        && !has_te48k
+        && let Some(pt) = free_dynamic(&mut used)
+    {
+        extra.push(Format::new(pt, "telephone-event", 48000, Some("0-16")));
+    }
     extra
 }
 
@@ -230,6 +247,13 @@ mod tests {
             &prefs(&["PCMU", "PCMA", "opus"]),
         );
         assert_eq!(ex, vec![f(0, "PCMU"), f(8, "PCMA")]);
+        // With events allowed, an offer that carries Opus carries them at its clock too.
+        let ex = offer_extras(
+            &[f(0, "PCMU"), f(101, "telephone-event")],
+            &prefs(&["opus", "PCMU", "telephone-event"]),
+        );
+        let names: Vec<(&str, u32)> = ex.iter().map(|f| (f.name.as_str(), f.clock)).collect();
+        assert_eq!(names, [("opus", 48000), ("telephone-event", 48000)]);
     }
 
     #[test]

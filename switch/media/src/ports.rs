@@ -20,6 +20,10 @@ struct Free {
     ports: VecDeque<u16>,
     /// xorshift64* state, seeded per process.
     rng: u64,
+    /// With [`PortPool::bind_on`]: the address [`PortPool::take_bound`] binds on.
+    bind_ip: Option<std::net::IpAddr>,
+    /// Pairs bound by `take_bound` and not yet claimed: RTP and RTCP sockets by RTP port.
+    bound: std::collections::HashMap<u16, [std::net::UdpSocket; 2]>,
 }
 
 impl Free {
@@ -53,6 +57,8 @@ impl PortPool {
                 .filter(|p| p.checked_add(1).is_some_and(|q| q <= max))
                 .collect(),
             rng: seed | 1,
+            bind_ip: None,
+            bound: std::collections::HashMap::new(),
         };
         // Shuffled once, so the first calls after a start are not in sequence either.
         for i in (1..free.ports.len()).rev() {
@@ -82,9 +88,61 @@ impl PortPool {
         f.ports.swap_remove_front(i)
     }
 
+    /// From now on [`PortPool::take_bound`] binds each pair on `ip` before handing it out.
+    pub fn bind_on(&self, ip: std::net::IpAddr) {
+        self.free().bind_ip = Some(ip);
+    }
+
+    /// A pair that is bound already (with [`PortPool::bind_on`]; else as [`PortPool::take`]):
+    /// pairs another process holds are skipped (and rest at the back), so a call never gets
+    /// ports it cannot use. `None` when no free pair binds: the call is refused before any
+    /// SDP names a port. The sockets wait for [`PortPool::claim`].
+    pub fn take_bound(&self) -> Option<u16> {
+        let mut f = self.free();
+        let Some(ip) = f.bind_ip else {
+            drop(f);
+            return self.take();
+        };
+        let tries = f.ports.len().min(64);
+        let mut refused = Vec::new();
+        let mut got = None;
+        for _ in 0..tries {
+            let older = f.ports.len().div_ceil(2);
+            if older == 0 {
+                break;
+            }
+            let i = (f.next() % older as u64) as usize;
+            let Some(port) = f.ports.swap_remove_front(i) else {
+                break;
+            };
+            let pair = std::net::UdpSocket::bind((ip, port)).and_then(|rtp| {
+                let rtcp = std::net::UdpSocket::bind((ip, port + 1))?;
+                Ok([rtp, rtcp])
+            });
+            match pair {
+                Ok(socks) => {
+                    f.bound.insert(port, socks);
+                    got = Some(port);
+                    break;
+                }
+                Err(_) => refused.push(port),
+            }
+        }
+        f.ports.extend(refused);
+        got
+    }
+
+    /// The sockets [`PortPool::take_bound`] bound for `port` (once).
+    pub fn claim(&self, port: u16) -> Option<[std::net::UdpSocket; 2]> {
+        self.free().bound.remove(&port)
+    }
+
     /// Returns a port to the back of the pool, so it rests before reuse (late packets).
+    /// Sockets bound for it and never claimed are closed.
     pub fn give_back(&self, port: u16) {
-        self.free().ports.push_back(port);
+        let mut f = self.free();
+        f.bound.remove(&port);
+        f.ports.push_back(port);
     }
 
     /// Pairs available.
@@ -132,5 +190,28 @@ mod tests {
         let r = PortPool::new(20000, 29999);
         let (q10, r10): (Vec<_>, Vec<_>) = (0..10).map(|_| (q.take(), r.take())).unzip();
         assert_ne!(q10, r10);
+    }
+
+    #[test]
+    fn bound_pairs_skip_ports_someone_else_holds_and_are_claimed_once() {
+        // Four pairs; another process holds the RTP port of two of them.
+        let base = 47000u16;
+        let held: Vec<_> = [base, base + 4]
+            .iter()
+            .map(|p| std::net::UdpSocket::bind(("127.0.0.1", *p)).unwrap())
+            .collect();
+        let p = PortPool::seeded(base, base + 7, 3);
+        p.bind_on("127.0.0.1".parse().unwrap());
+        let a = p.take_bound().unwrap();
+        let b = p.take_bound().unwrap();
+        assert!([base + 2, base + 6].contains(&a) && [base + 2, base + 6].contains(&b));
+        assert_ne!(a, b);
+        assert_eq!(p.take_bound(), None, "no free pair binds");
+        assert!(p.claim(a).is_some());
+        assert!(p.claim(a).is_none(), "claimed once");
+        p.give_back(b);
+        p.give_back(a);
+        drop(held);
+        assert!(p.take_bound().is_some());
     }
 }

@@ -733,6 +733,11 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         let mut media = media::MediaHub::new(media_ip, tokio::runtime::Handle::current(), media_tx, l.prompts, l.rtp_timeout);
         media.opus_complexity = l.opus_complexity;
         media.latching = l.rtp_latching;
+        // The engine binds each call's RTP pairs as it takes them (a pair that cannot be bound
+        // is never offered); the hub claims the sockets.
+        let pool = engine.port_pool();
+        pool.bind_on(media_ip);
+        media.pool = Some(pool);
         media.storage = Some(storage.clone());
         media.taps = taps;
         let digits = Arc::new(observe::DigitCounts::default());

@@ -176,6 +176,8 @@ pub struct MediaHub {
     pub taps: Taps,
     /// Who may latch a leg's media (`[media] rtp_latching`).
     pub latching: Latching,
+    /// The port pool whose pairs the engine bound as it allocated them.
+    pub pool: Option<switchboard_media::PortPool>,
     seed: u64,
 }
 
@@ -201,6 +203,7 @@ impl MediaHub {
             storage: None,
             taps: Arc::default(),
             latching: Latching::default(),
+            pool: None,
             seed: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64),
@@ -212,7 +215,17 @@ impl MediaHub {
     /// is the caller's error to get (the call is refused), never dead air.
     pub fn open(&mut self, call: CallRef, ports: MediaPorts) -> std::io::Result<()> {
         let ip = self.ip;
-        let socks = match bind(ip, ports) {
+        let claimed = self
+            .pool
+            .as_ref()
+            .and_then(|p| Some((p.claim(ports.a)?, p.claim(ports.b)?)));
+        let socks = match claimed {
+            Some(([a_rtp, a_rtcp], [b_rtp, b_rtcp])) => {
+                set_nonblocking([a_rtp, a_rtcp, b_rtp, b_rtcp])
+            }
+            None => bind(ip, ports),
+        };
+        let socks = match socks {
             Ok(s) => s,
             Err(e) => {
                 self.counters.bind_failures.fetch_add(1, Ordering::Relaxed);
@@ -348,6 +361,14 @@ struct Socks {
 
 /// A call's four sockets, bound, not yet registered with the runtime.
 struct Bound([std::net::UdpSocket; 4]);
+
+/// Sockets the pool bound, made ready for the runtime.
+fn set_nonblocking(socks: [std::net::UdpSocket; 4]) -> std::io::Result<Bound> {
+    for s in &socks {
+        s.set_nonblocking(true)?;
+    }
+    Ok(Bound(socks))
+}
 
 /// Binds a call's sockets now (a quick system call each, never blocking).
 fn bind(ip: IpAddr, p: MediaPorts) -> std::io::Result<Bound> {

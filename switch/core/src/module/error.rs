@@ -25,8 +25,8 @@ pub enum AttemptError {
     /// Leg A's offer has no codec this switch may use on a leg B: no target will do better.
     #[error("no codec in common with the caller's offer")]
     NoCommonCodec,
-    /// No RTP ports left.
-    #[error("no media ports left")]
+    /// No RTP ports left, or none that can be bound.
+    #[error("no RTP port pair left that can be bound")]
     NoMediaPorts,
     /// A module refused it (an ANI pool empty with `ani_when_empty = "reject"`...).
     #[error("refused by {module}: {reason}")]
