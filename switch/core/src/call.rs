@@ -166,6 +166,8 @@ pub(crate) struct Call {
     /// A collection that ended at its `max` digits: the terminator the prompt asked for
     /// may still come, until then; it belongs to the collection, not to the next leg.
     pub late_terminator: Option<(String, Instant)>,
+    /// Counted against the untrusted sources' call ceilings (its source).
+    pub untrusted: Option<std::net::IpAddr>,
     /// Tone played to A while a bridge rings (dialplan `ringback`); `true` once started.
     pub ringback: Option<(String, bool)>,
     /// The routing facts, kept when the plan may route collected digits.

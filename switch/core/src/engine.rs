@@ -284,6 +284,16 @@ impl Engine {
         self.peers = self.modules.peers();
     }
 
+    /// Every source ops vouch for: `[sip] trusted` and the modules' peers (gateways).
+    pub fn trusted_nets(&self) -> Vec<crate::Cidr> {
+        self.cfg
+            .trusted
+            .iter()
+            .copied()
+            .chain(self.peers.iter().map(|p| p.net))
+            .collect()
+    }
+
     /// The per-source limits: counters, bans.
     pub fn guard(&self) -> &Guard {
         &self.guard
@@ -594,6 +604,8 @@ impl Engine {
             .values()
             .filter(|c| c.state == crate::call::CallState::Up)
             .count();
+        self.guard
+            .recount_calls(self.calls.values().filter_map(|c| c.untrusted));
         self.txn.shrink();
         shrink_map(&mut self.calls);
         shrink_map(&mut self.dialogs);
@@ -754,10 +766,13 @@ impl Engine {
             self.respond(now, id, 503, None);
             return;
         }
+        let untrusted = self.trust(from) == Trust::Untrusted;
         let ceiling = if self.calls.len() >= self.cfg.max_calls {
             Some(Ceiling::Calls)
         } else if self.pending_calls() >= self.cfg.limits.max_pending_calls {
             Some(Ceiling::PendingCalls)
+        } else if untrusted && !self.guard.call_allowed(from.addr.ip()) {
+            Some(Ceiling::UntrustedCalls)
         } else {
             None
         };
@@ -911,6 +926,7 @@ impl Engine {
             m,
             wait: None,
             late_terminator: None,
+            untrusted: (trust == Trust::Untrusted).then(|| from.addr.ip()),
             ringback: None,
             facts: keeps_facts.then(|| Box::new(facts)),
             next_play: 1,
@@ -944,6 +960,9 @@ impl Engine {
             facts: local,
         });
         self.server_invites.insert(id, call_ref);
+        if let Some(ip) = call.untrusted {
+            self.guard.call_started(ip);
+        }
         self.calls.insert(call_ref, Box::new(call));
         self.run_plan(now, call_ref);
     }
@@ -1102,6 +1121,9 @@ impl Engine {
         self.server_invites.remove(&call.a.invite_txn);
         if call.state == crate::call::CallState::Up {
             self.up_calls = self.up_calls.saturating_sub(1);
+        }
+        if let Some(ip) = call.untrusted {
+            self.guard.call_ended(ip);
         }
         if let Some(ports) = call.media {
             self.ports.give_back(ports.a);

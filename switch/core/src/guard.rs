@@ -43,6 +43,11 @@ pub struct Limits {
     pub scanners: Vec<String>,
     /// Untrusted sources tracked at once.
     pub max_sources: usize,
+    /// Calls (being set up or up) from untrusted sources at once: what the public context
+    /// can hold, so strangers cannot take the switch's ceilings from trusted callers.
+    pub max_untrusted_calls: usize,
+    /// ... and from one untrusted source.
+    pub max_calls_per_source: usize,
 }
 
 /// User-Agents of SIP scanners and war-dialers, as fail2ban and Kamailio users list them.
@@ -74,6 +79,8 @@ impl Default for Limits {
             ban_time: Duration::from_secs(600),
             scanners: SCANNERS.iter().map(|s| (*s).to_owned()).collect(),
             max_sources: 65_536,
+            max_untrusted_calls: 1_000,
+            max_calls_per_source: 10,
         }
     }
 }
@@ -149,11 +156,18 @@ pub enum Ceiling {
     PendingCalls,
     /// `[sip] max_calls`.
     Calls,
+    /// `max_untrusted_calls` or `max_calls_per_source`.
+    UntrustedCalls,
 }
 
 impl Ceiling {
     /// Every ceiling, in metric order.
-    pub const ALL: [Ceiling; 3] = [Ceiling::Transactions, Ceiling::PendingCalls, Ceiling::Calls];
+    pub const ALL: [Ceiling; 4] = [
+        Ceiling::Transactions,
+        Ceiling::PendingCalls,
+        Ceiling::Calls,
+        Ceiling::UntrustedCalls,
+    ];
 
     /// Its metric label.
     pub fn as_str(self) -> &'static str {
@@ -161,6 +175,7 @@ impl Ceiling {
             Ceiling::Transactions => "transactions",
             Ceiling::PendingCalls => "pending_calls",
             Ceiling::Calls => "calls",
+            Ceiling::UntrustedCalls => "untrusted_calls",
         }
     }
 }
@@ -173,7 +188,7 @@ pub struct GuardStats {
     /// Bans, by [`BanReason`].
     pub bans: [u64; 3],
     /// 503s sent at a ceiling, by [`Ceiling`].
-    pub refused: [u64; 3],
+    pub refused: [u64; 4],
 }
 
 /// A banned source, for ops.
@@ -193,6 +208,9 @@ struct Source {
     refilled: Instant,
     fails: u32,
     fails_since: Instant,
+    /// Requests dropped over the rate since `drops_since` (a 10 s window).
+    drops: u32,
+    drops_since: Instant,
     ban: Option<(Instant, BanReason)>,
 }
 
@@ -203,8 +221,27 @@ impl Source {
             refilled: now,
             fails: 0,
             fails_since: now,
+            drops: 0,
+            drops_since: now,
             ban: None,
         }
+    }
+}
+
+/// The window over which drops over the rate are counted towards a flood ban.
+const DROP_WINDOW: Duration = Duration::from_secs(10);
+
+/// The key a source is tracked by: its address; for IPv6, its /64 (one subscriber's
+/// prefix: a host that rotates addresses within it is still one source).
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
     }
 }
 
@@ -215,7 +252,13 @@ pub struct Guard {
     sources: HashMap<IpAddr, Source>,
     /// The bucket sources share once the table is full.
     overflow: Option<Source>,
+    /// Calls from untrusted sources in progress, by source key, and in all.
+    calls: HashMap<IpAddr, u32>,
+    untrusted_calls: usize,
     bans: usize,
+    /// The table was found full of bans: no ban takes a slot until then (no scan per
+    /// packet of a flood).
+    full_until: Option<Instant>,
     /// Counters.
     pub stats: GuardStats,
 }
@@ -236,7 +279,10 @@ impl Guard {
             limits,
             sources: HashMap::default(),
             overflow: None,
+            calls: HashMap::default(),
+            untrusted_calls: 0,
             bans: 0,
+            full_until: None,
             stats: GuardStats::default(),
         }
     }
@@ -256,6 +302,7 @@ impl Guard {
         if self.bans == 0 {
             return false;
         }
+        let ip = source_key(ip);
         let Some(s) = self.sources.get_mut(&ip) else {
             return false;
         };
@@ -281,6 +328,7 @@ impl Guard {
         ip: IpAddr,
         user_agent: Option<&str>,
     ) -> Result<(), DropReason> {
+        let ip = source_key(ip);
         if self.banned(now, ip) {
             return Err(DropReason::Banned);
         }
@@ -303,14 +351,20 @@ impl Guard {
         let s = self.source(now, ip);
         let elapsed = now.saturating_duration_since(s.refilled).as_secs_f32();
         s.refilled = now;
-        s.tokens = (s.tokens + elapsed * rate).min(burst) - 1.0;
-        if s.tokens >= 0.0 {
+        s.tokens = (s.tokens + elapsed * rate).min(burst);
+        if s.tokens >= 1.0 {
+            s.tokens -= 1.0;
             return Ok(());
         }
-        // Past the rate: dropped. A source that goes on at twice its allowance (its debt
-        // reaches a whole burst) is a flood, not a busy phone: banned.
-        s.tokens = s.tokens.max(-burst - 1.0);
-        let flood = s.tokens <= -burst;
+        // Past the rate: dropped (a drop costs no token: a source a little over its rate
+        // still gets its rate through). One that keeps sending at twice its rate for the
+        // window (or drops a whole window's worth at once) is a flood, not a busy phone.
+        if now.saturating_duration_since(s.drops_since) > DROP_WINDOW {
+            s.drops = 0;
+            s.drops_since = now;
+        }
+        s.drops += 1;
+        let flood = s.drops as f32 >= (rate * DROP_WINDOW.as_secs_f32()).max(burst);
         self.stats.dropped[1] += 1;
         // The shared bucket of sources past the table floods for many: none is banned for it.
         if flood && !shared {
@@ -319,10 +373,56 @@ impl Guard {
         Err(DropReason::Rate)
     }
 
+    /// May an untrusted source start one more call?
+    pub fn call_allowed(&self, ip: IpAddr) -> bool {
+        let mine = self.calls.get(&source_key(ip)).copied().unwrap_or(0);
+        self.untrusted_calls < self.limits.max_untrusted_calls
+            && (mine as usize) < self.limits.max_calls_per_source
+    }
+
+    /// An untrusted source's call began (give it back with [`Guard::call_ended`]).
+    pub fn call_started(&mut self, ip: IpAddr) {
+        self.untrusted_calls += 1;
+        *self.calls.entry(source_key(ip)).or_insert(0) += 1;
+    }
+
+    /// A call [`Guard::call_started`] counted is over.
+    pub fn call_ended(&mut self, ip: IpAddr) {
+        let key = source_key(ip);
+        self.untrusted_calls = self.untrusted_calls.saturating_sub(1);
+        if let Some(n) = self.calls.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.calls.remove(&key);
+            }
+        }
+    }
+
+    /// The calls in progress, counted again (a path that forgot one cannot skew them).
+    pub fn recount_calls(&mut self, sources: impl Iterator<Item = IpAddr>) {
+        self.calls.clear();
+        self.untrusted_calls = 0;
+        for ip in sources {
+            self.call_started(ip);
+        }
+        if self.calls.capacity() > 64 && self.calls.capacity() > self.calls.len() * 4 {
+            self.calls.shrink_to_fit();
+        }
+    }
+
+    /// Calls from untrusted sources in progress.
+    pub fn untrusted_calls(&self) -> usize {
+        self.untrusted_calls
+    }
+
     /// A failure answer was sent to an untrusted source.
     pub fn failure(&mut self, now: Instant, ip: IpAddr) -> Failure {
         let max = self.limits.ban_failures;
-        if max == 0 {
+        let ip = source_key(ip);
+        // The shared bucket of sources past the table collects for many: none is banned.
+        let shared =
+            self.sources.len() >= self.limits.max_sources && !self.sources.contains_key(&ip);
+        if max == 0 || shared {
             return Failure::Counted;
         }
         let s = self.source(now, ip);
@@ -358,6 +458,7 @@ impl Guard {
 
     /// Lifts a ban; `false` when `ip` was not banned.
     pub fn unban(&mut self, now: Instant, ip: IpAddr) -> bool {
+        let ip = source_key(ip);
         match self.sources.get(&ip) {
             Some(s) if s.ban.is_some_and(|(until, _)| until > now) => {
                 self.sources.remove(&ip);
@@ -419,6 +520,9 @@ impl Guard {
         let burst = self.limits.source_burst;
         let full = self.sources.len() >= self.limits.max_sources && !self.sources.contains_key(&ip);
         if full {
+            if self.full_until.is_some_and(|t| t > now) {
+                return;
+            }
             // A ban is worth a slot: it is what stops the flood.
             self.sweep(now);
             if self.sources.len() >= self.limits.max_sources {
@@ -433,7 +537,11 @@ impl Guard {
                     Some(other) => {
                         self.sources.remove(&other);
                     }
-                    None => return,
+                    None => {
+                        // Full of bans: no scan again for a second.
+                        self.full_until = Some(now + Duration::from_secs(1));
+                        return;
+                    }
                 }
             }
         }
@@ -570,5 +678,75 @@ mod tests {
         }
         assert!(!g.banned(now, ip("198.18.0.1")));
         assert_eq!(g.sources(), 100);
+    }
+
+    #[test]
+    fn a_source_a_little_over_its_rate_still_gets_its_rate_and_is_not_banned() {
+        let t0 = Instant::now();
+        let mut g = Guard::new(Limits::default());
+        let office = ip("198.51.100.20");
+        // 25 requests a second for two minutes against a 20/s rate.
+        let mut passed = 0;
+        for i in 0..3000u64 {
+            let now = t0 + Duration::from_millis(i * 40);
+            if g.admit(now, office, None).is_ok() {
+                passed += 1;
+            }
+        }
+        assert!(passed >= 2400 - 20 + 60, "its rate gets through: {passed}");
+        assert!(g.bans(t0 + Duration::from_secs(120)).is_empty());
+    }
+
+    #[test]
+    fn an_ipv6_prefix_is_one_source_and_overflow_sources_are_never_banned_for_failures() {
+        let now = Instant::now();
+        let mut g = Guard::new(Limits::default());
+        // A host rotating its addresses within one /64 shares one bucket.
+        let mut passed = 0;
+        for i in 0..200u128 {
+            let a = IpAddr::from(std::net::Ipv6Addr::from(
+                (0x2001_0db8_0000_0001u128 << 64) | i,
+            ));
+            if g.admit(now, a, None).is_ok() {
+                passed += 1;
+            }
+        }
+        assert_eq!(passed, 60, "one burst for the whole /64");
+        assert_eq!(g.sources(), 1);
+        // A table of one: the others share the overflow bucket, and collect failures there
+        // without anyone being banned for the lot.
+        let mut g = Guard::new(Limits {
+            max_sources: 1,
+            ..Limits::default()
+        });
+        let _ = g.admit(now, ip("192.0.2.1"), None);
+        for i in 0..100u32 {
+            let a = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i));
+            assert_eq!(g.failure(now, a), Failure::Counted);
+        }
+        assert!(g.bans(now).is_empty());
+    }
+
+    #[test]
+    fn untrusted_calls_are_capped_in_all_and_per_source() {
+        let mut g = Guard::new(Limits {
+            max_untrusted_calls: 12,
+            max_calls_per_source: 10,
+            ..Limits::default()
+        });
+        let (a, b) = (ip("203.0.113.1"), ip("203.0.113.2"));
+        for _ in 0..10 {
+            assert!(g.call_allowed(a));
+            g.call_started(a);
+        }
+        assert!(!g.call_allowed(a), "10 from one source");
+        assert!(g.call_allowed(b));
+        g.call_started(b);
+        g.call_started(b);
+        assert!(!g.call_allowed(b), "12 in all");
+        g.call_ended(a);
+        assert!(g.call_allowed(b));
+        g.recount_calls([a, b].into_iter());
+        assert_eq!(g.untrusted_calls(), 2);
     }
 }

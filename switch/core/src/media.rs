@@ -456,5 +456,7 @@ fn signalling_ip(call: &Call, side: Side) -> Option<std::net::IpAddr> {
             .b_peer
             .or_else(|| call.attempts.iter().rev().find(|a| !a.done).map(|a| a.peer)),
     }?;
-    (peer.transport != switchboard_sip::transaction::Transport::Local).then(|| peer.addr.ip())
+    // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d; their RTP arrives as IPv4.
+    (peer.transport != switchboard_sip::transaction::Transport::Local)
+        .then(|| peer.addr.ip().to_canonical())
 }

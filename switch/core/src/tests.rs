@@ -1552,6 +1552,35 @@ Contact: <sip:666@127.0.0.1:5070>
         assert_eq!(statuses_to(&h.sent(), A), vec![200]);
     }
 
+    #[test]
+    fn an_untrusted_source_holds_at_most_its_share_of_calls() {
+        // The public context rings B (an IVR, a queue...): strangers' calls take its share.
+        let plan = r#"
+[[extension]]
+name = "public-ring"
+context = "public"
+when.destination = '^(\d+)$'
+actions = [ { bridge = { targets = ["sip:$1@127.0.0.1:5080"], timeout = 20 } } ]
+"#;
+        let mut h = Harness::configured(plan, crate::Registry::new(), |c| {
+            c.limits.max_calls_per_source = 3;
+        });
+        let mut invites_to_b = 0;
+        let mut busy = 0;
+        for i in 0..5 {
+            h.send(EVIL, &request("INVITE", i, None));
+            let sent = h.sent();
+            invites_to_b += requests_to(&sent, B, Method::Invite).len();
+            busy += statuses_to(&sent, EVIL)
+                .iter()
+                .filter(|s| **s == 503)
+                .count();
+        }
+        assert_eq!((invites_to_b, busy), (3, 2));
+        assert_eq!(h.engine.guard().untrusted_calls(), 3);
+        assert_eq!(h.engine.guard().stats.refused[3], 2);
+    }
+
     /// A module that vouches for one carrier's network, whose calls land in their own context.
     struct Carrier;
 

@@ -57,11 +57,13 @@ struct LimitsCfg {
     max_pending_calls: Option<usize>,
     retry_after: Option<u32>,
     source_rate: Option<Spanned<u32>>,
-    source_burst: Option<u32>,
+    source_burst: Option<Spanned<u32>>,
     ban_failures: Option<u32>,
     ban_time: Option<u64>,
     scanner_user_agents: Option<Vec<String>>,
     max_sources: Option<usize>,
+    max_untrusted_calls: Option<usize>,
+    max_calls_per_source: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -373,9 +375,15 @@ fn limits(
             .source_rate
             .as_ref()
             .map_or(d.source_rate, |r| *r.get_ref()),
-        source_burst: c.source_burst.unwrap_or(d.source_burst),
+        source_burst: c
+            .source_burst
+            .as_ref()
+            .map_or(d.source_burst, |b| *b.get_ref()),
         ban_failures: c.ban_failures.unwrap_or(d.ban_failures),
-        ban_time: c.ban_time.map_or(d.ban_time, Duration::from_secs),
+        // Capped at a year: an absurd value must not overflow an instant.
+        ban_time: c
+            .ban_time
+            .map_or(d.ban_time, |s| Duration::from_secs(s.min(366 * 86_400))),
         scanners: c.scanner_user_agents.as_ref().map_or(d.scanners, |l| {
             l.iter()
                 .map(|s| s.trim().to_ascii_lowercase())
@@ -383,6 +391,8 @@ fn limits(
                 .collect()
         }),
         max_sources: c.max_sources.unwrap_or(d.max_sources).max(1),
+        max_untrusted_calls: c.max_untrusted_calls.unwrap_or(d.max_untrusted_calls),
+        max_calls_per_source: c.max_calls_per_source.unwrap_or(d.max_calls_per_source),
     };
     if let Some(r) = &c.source_rate
         && *r.get_ref() == 0
@@ -393,6 +403,17 @@ fn limits(
             Some(r.span()),
             "limits.source_rate 0 would drop every request from an untrusted source".into(),
             Some("requests per second per source: the default 20 lets a busy phone through; list the addresses you trust in [sip] trusted"),
+        ));
+    }
+    if let Some(b) = &c.source_burst
+        && *b.get_ref() == 0
+    {
+        diags.push(diag(
+            f,
+            t,
+            Some(b.span()),
+            "limits.source_burst 0 would ban every untrusted source at its first request".into(),
+            Some("the requests one untrusted source may send at once: the default 60"),
         ));
     }
     if limits.max_untrusted_transactions > limits.max_transactions {
@@ -792,11 +813,14 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
         http,
         &mut diags,
     );
-    let secs =
-        |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs).max(Duration::from_secs(1));
+    // Capped (an hour, a day): an absurd value must not overflow an instant.
+    let secs = |v: Option<u64>, d: Duration| {
+        v.map_or(d, |s| Duration::from_secs(s.min(3600)))
+            .max(Duration::from_secs(1))
+    };
     let idle = |v: Option<u64>, d: Option<Duration>| match v {
         Some(0) => None,
-        Some(s) => Some(Duration::from_secs(s)),
+        Some(s) => Some(Duration::from_secs(s.min(86_400))),
         None => d,
     };
     let tls_files = [

@@ -69,6 +69,8 @@ pub struct Gate {
     pub name: &'static str,
     limits: Mutex<ConnLimits>,
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    /// Sources the ceilings never refuse.
+    exempt: std::sync::RwLock<Vec<switchboard_core::Cidr>>,
     /// Counters.
     pub stats: ConnStats,
 }
@@ -80,6 +82,7 @@ impl Gate {
             name,
             limits: Mutex::new(limits),
             open: Mutex::new((0, HashMap::new())),
+            exempt: std::sync::RwLock::new(Vec::new()),
             stats: ConnStats::default(),
         })
     }
@@ -87,6 +90,11 @@ impl Gate {
     /// The limits now.
     pub fn limits(&self) -> ConnLimits {
         *self.limits.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The sources the ceilings never refuse (trusted addresses, gateways).
+    pub fn set_exempt(&self, list: Vec<switchboard_core::Cidr>) {
+        *self.exempt.write().unwrap_or_else(PoisonError::into_inner) = list;
     }
 
     /// A reload's limits (connections already open keep theirs).
@@ -102,10 +110,22 @@ impl Gate {
     /// A connection from `peer` may stay: its permit, or None at a ceiling.
     pub fn admit(self: &Arc<Gate>, peer: SocketAddr) -> Option<Permit> {
         let l = self.limits();
+        // Sources as the SIP guard counts them (an IPv6 /64 is one).
+        let key = switchboard_core::guard::source_key(peer.ip());
+        let trusted = self
+            .exempt
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|c| c.contains(peer.ip()));
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let ceiling = if open.0 >= l.max {
+        let ceiling = if trusted {
+            // Ops' own sources (`[sip] trusted`, the gateways) are never shut out by
+            // strangers filling the ceilings.
+            None
+        } else if open.0 >= l.max {
             Some(0)
-        } else if open.1.get(&peer.ip()).copied().unwrap_or(0) >= l.per_source {
+        } else if open.1.get(&key).copied().unwrap_or(0) >= l.per_source {
             Some(1)
         } else {
             None
@@ -125,10 +145,10 @@ impl Gate {
             return None;
         }
         open.0 += 1;
-        *open.1.entry(peer.ip()).or_insert(0) += 1;
+        *open.1.entry(key).or_insert(0) += 1;
         Some(Permit {
             gate: self.clone(),
-            ip: peer.ip(),
+            ip: key,
         })
     }
 }
@@ -227,6 +247,8 @@ pub struct Timed<S> {
     phase: Phase,
     /// The head of the first request, lower-cased, to see an upgrade (bounded).
     head: Vec<u8>,
+    /// The first request asked for a WebSocket: its answer says whether it became one.
+    upgrade_asked: bool,
     deadline: Pin<Box<Sleep>>,
 }
 
@@ -242,6 +264,7 @@ impl<S> Timed<S> {
             gate,
             phase: Phase::Head(0),
             head: Vec::new(),
+            upgrade_asked: false,
             deadline: Box::pin(tokio::time::sleep(l.message_timeout)),
         }
     }
@@ -274,7 +297,10 @@ impl<S> Timed<S> {
                     line.starts_with(b"upgrade:")
                         && line.windows(b"websocket".len()).any(|w| w == b"websocket")
                 });
-                self.phase = if ws { Phase::Upgraded } else { Phase::Open };
+                // Upgraded only once the answer is `101` (a refused upgrade, a 403 for a
+                // foreign Origin, keeps the idle timeout).
+                self.upgrade_asked = ws;
+                self.phase = Phase::Open;
                 self.head = Vec::new();
                 // What follows (its body, the next requests) has the idle timeout.
                 self.touch();
@@ -346,6 +372,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
         let this = &mut *self;
         let r = Pin::new(&mut this.io).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            if std::mem::take(&mut this.upgrade_asked)
+                && this.phase == Phase::Open
+                && buf.starts_with(b"HTTP/1.1 101")
+            {
+                this.phase = Phase::Upgraded;
+            }
             this.touch();
         }
         r

@@ -233,6 +233,7 @@ impl Shell {
                 net_tx.clone(),
             ));
         }
+        self.gates.sip.set_exempt(self.engine.trusted_nets());
         info!(udp = ?self.udp, tcp = ?self.tcp, tls = ?self.tls_addr, "SIP listening");
         let mut conns: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
         let mut pending: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
@@ -596,6 +597,7 @@ impl Shell {
                     t.set_gateways(l.gateways);
                 }
                 self.engine.refresh_peers();
+                self.gates.sip.set_exempt(self.engine.trusted_nets());
                 if let Some(hub) = self.web.as_ref().and_then(|w| w.hub.get()) {
                     hub.reconfigure(l.agents);
                 }
@@ -751,6 +753,13 @@ impl Shell {
             e.server_transactions().to_string(),
         );
         self.gates.metrics(&mut o);
+        metric(
+            &mut o,
+            "switchboard_calls_untrusted",
+            "gauge",
+            "Calls from untrusted sources in progress (the ceiling is [limits] max_untrusted_calls).",
+            g.untrusted_calls().to_string(),
+        );
         metric(
             &mut o,
             "switchboard_calls_pending",
@@ -985,7 +994,8 @@ async fn connection<S>(
         let wrote = wrote.clone();
         tokio::spawn(async move {
             while let Some(data) = rx.recv().await {
-                if wr.write_all(&data).await.is_err() {
+                // TLS buffers what it encrypts: flushed so the peer gets it now.
+                if wr.write_all(&data).await.is_err() || wr.flush().await.is_err() {
                     break;
                 }
                 wrote.store(
@@ -1003,11 +1013,18 @@ async fn connection<S>(
     let mut last_read = Instant::now();
     // When the message now in `buf` began.
     let mut started: Option<Instant> = None;
+    // A connection that carried a message may carry a dialog's requests later (a BYE to a
+    // caller goes back on it, the caller's port behind NAT cannot be connected to): only
+    // one that never did is closed for idling.
+    let mut used = false;
     'read: loop {
         let limits = gate.limits();
         let last_write =
             epoch + Duration::from_millis(wrote.load(std::sync::atomic::Ordering::Relaxed));
-        let idle_at = limits.idle_timeout.map(|t| last_read.max(last_write) + t);
+        let idle_at = limits
+            .idle_timeout
+            .filter(|_| !used)
+            .map(|t| last_read.max(last_write) + t);
         let slow_at = started.map(|t| t + limits.message_timeout);
         let deadline = [idle_at, slow_at].into_iter().flatten().min();
         let read = match deadline {
@@ -1020,9 +1037,10 @@ async fn connection<S>(
                     let now = Instant::now();
                     let slow = slow_at.is_some_and(|t| t <= now);
                     if !slow
-                        && limits
-                            .idle_timeout
-                            .is_some_and(|t| now < last_read.max(last_write) + t)
+                        && (used
+                            || limits
+                                .idle_timeout
+                                .is_some_and(|t| now < last_read.max(last_write) + t))
                     {
                         continue;
                     }
@@ -1061,9 +1079,10 @@ async fn connection<S>(
             }
             let frozen = buf.split().freeze();
             match parse_stream(&frozen) {
-                Ok((msg, used)) => {
-                    buf.extend_from_slice(&frozen[used..]);
+                Ok((msg, n)) => {
+                    buf.extend_from_slice(&frozen[n..]);
                     started = None;
+                    used = true;
                     if net.send(NetIn::Msg(msg, from)).await.is_err() {
                         break 'read;
                     }

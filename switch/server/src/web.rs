@@ -435,7 +435,7 @@ async fn ws(
             .any(|m| m.origins.iter().any(|a| a == o))
     });
     if !known {
-        info!(origin = ?origin, source = %from.ip(), "WebSocket refused at the upgrade: its Origin is on no merchant's origins");
+        debug!(origin = ?origin, source = %from.ip(), "WebSocket refused at the upgrade: its Origin is on no merchant's origins");
         web.refuse(ErrorCode::OriginNotAllowed);
         return (
             StatusCode::FORBIDDEN,
