@@ -495,6 +495,12 @@ impl Engine {
         msg: Message,
         from: Peer,
     ) {
+        // The source's limits first: a malformed request costs its sender like any other.
+        if let Message::Request(req) = &msg
+            && !self.admit_source(now, req, from)
+        {
+            return;
+        }
         if let Err(e) = msg.validate() {
             self.stats.parse_errors += 1;
             if let Message::Request(req) = &msg
@@ -507,6 +513,7 @@ impl Engine {
                     switchboard_sip::transaction::response_peer(req, from),
                     &Message::Response(resp),
                 );
+                self.note_failure(now, from, 400);
             }
             debug!(peer = %from.addr, error = %e, "invalid message");
             return;
@@ -516,7 +523,7 @@ impl Engine {
             Message::Response(_) => self.stats.responses_in += 1,
         }
         if let Message::Request(req) = &msg
-            && !self.admit(now, req, from)
+            && !self.admit(req, from)
         {
             return;
         }
@@ -524,18 +531,26 @@ impl Engine {
         self.drain_txn_events(now, wall);
     }
 
-    /// A request's way past the limits: `false` when it was dropped or refused here.
-    fn admit(&mut self, now: Instant, req: &Request, from: Peer) -> bool {
-        let trust = self.trust(from);
-        if trust == Trust::Untrusted {
-            let ua = req.headers.get(&Name::UserAgent).map(|v| &**v);
-            if let Err(why) = self.guard.admit(now, from.addr.ip(), ua) {
+    /// A request past its source's limits (untrusted sources only): `false` when dropped.
+    fn admit_source(&mut self, now: Instant, req: &Request, from: Peer) -> bool {
+        if self.trust(from) != Trust::Untrusted {
+            return true;
+        }
+        let ua = req.headers.get(&Name::UserAgent).map(|v| &**v);
+        match self.guard.admit(now, from.addr.ip(), ua) {
+            Ok(()) => true,
+            Err(why) => {
                 if why != DropReason::Banned {
                     debug!(source = %from.addr, reason = why.as_str(), method = %req.method, "request dropped unanswered");
                 }
-                return false;
+                false
             }
         }
+    }
+
+    /// A request past the global ceilings: `false` when refused here (503).
+    fn admit(&mut self, req: &Request, from: Peer) -> bool {
+        let trust = self.trust(from);
         let ceiling = if trust == Trust::Untrusted {
             self.cfg.limits.max_untrusted_transactions
         } else {

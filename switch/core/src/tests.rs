@@ -1553,6 +1553,24 @@ Contact: <sip:666@127.0.0.1:5070>
     }
 
     #[test]
+    fn malformed_requests_from_an_untrusted_source_are_limited_and_get_it_banned() {
+        let mut h = Harness::new();
+        let mut bad = 0;
+        for i in 0..30 {
+            let no_call_id =
+                request("OPTIONS", i, None).replace(&format!("Call-ID: flood-{i}@test\n"), "");
+            h.send(EVIL, &no_call_id);
+            bad += statuses_to(&h.sent(), EVIL)
+                .iter()
+                .filter(|s| **s == 400)
+                .count();
+            h.advance(Duration::from_millis(500));
+        }
+        assert_eq!(bad, 20, "400s until the source is banned for them");
+        assert_eq!(h.engine.guard().bans(h.now)[0].reason, BanReason::Failures);
+    }
+
+    #[test]
     fn an_untrusted_source_holds_at_most_its_share_of_calls() {
         // The public context rings B (an IVR, a queue...): strangers' calls take its share.
         let plan = r#"
