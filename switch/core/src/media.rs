@@ -100,13 +100,7 @@ impl Engine {
                 return None;
             }
         };
-        self.outputs.push_back(Output::MediaRemote {
-            call: call.id,
-            side: from,
-            addr: info.rtp,
-            signalling: signalling_ip(call, from),
-            sends: info.sends,
-        });
+        self.media_remote(call, from, &info);
         let is_answer = match kind {
             SdpIn::Request => false,
             SdpIn::Ack => true,
@@ -186,13 +180,7 @@ impl Engine {
             Side::B => ports.b,
         };
         let info = audio(body).ok()?;
-        self.outputs.push_back(Output::MediaRemote {
-            call: call.id,
-            side,
-            addr: info.rtp,
-            signalling: signalling_ip(call, side),
-            sends: info.sends,
-        });
+        self.media_remote(call, side, &info);
         let offer: Vec<Format> = info
             .formats
             .iter()
@@ -268,13 +256,7 @@ impl Engine {
                 return;
             }
         };
-        self.outputs.push_back(Output::MediaRemote {
-            call: call.id,
-            side,
-            addr: info.rtp,
-            signalling: signalling_ip(call, side),
-            sends: info.sends,
-        });
+        self.media_remote(call, side, &info);
         let Some(theirs) = chosen(&info.formats)
             .filter(|t| offer.iter().any(|o| o.same_codec(t)))
             .cloned()
@@ -284,6 +266,17 @@ impl Engine {
         };
         let te = telephone_event(&info.formats, theirs.clock);
         self.set_leg_pub(call, side, &theirs, te.as_ref(), info.ptime);
+    }
+
+    /// Tells the media engine where a leg's SDP says it receives, and who may send for it.
+    fn media_remote(&mut self, call: &Call, side: Side, info: &switchboard_media::MediaInfo) {
+        self.outputs.push_back(Output::MediaRemote {
+            call: call.id,
+            side,
+            addr: info.rtp,
+            signalling: signalling_ip(call, side),
+            sends: info.sends,
+        });
     }
 
     fn allowed(&self, f: &Format) -> bool {

@@ -80,20 +80,7 @@ impl StreamStats {
             self.misordered = 0;
             return self.max_seq;
         }
-        self.packets += 1;
-        // The extended value closest to the highest seen.
-        let cycles = self.max_seq & !0xFFFF;
-        let mut ext = cycles | u64::from(seq);
-        if ext + 0x8000 < self.max_seq {
-            ext += 1 << 16;
-        } else if ext > self.max_seq + 0x8000 && ext >= 1 << 16 {
-            ext -= 1 << 16;
-        }
-        if ext > self.max_seq {
-            self.max_seq = ext;
-        } else {
-            self.misordered += 1;
-        }
+        let ext = self.count(seq);
         let transit = arrival as i64 - i64::from(ts);
         if let Some(prev) = self.last_transit {
             let d = (transit - prev).unsigned_abs() as f64;
@@ -111,6 +98,12 @@ impl StreamStats {
         if !self.started || ssrc != self.ssrc {
             return;
         }
+        self.count(seq);
+    }
+
+    /// Counts a packet of the current SSRC: its extended sequence number, the value
+    /// closest to the highest seen.
+    fn count(&mut self, seq: u16) -> u64 {
         self.packets += 1;
         let cycles = self.max_seq & !0xFFFF;
         let mut ext = cycles | u64::from(seq);
@@ -124,6 +117,7 @@ impl StreamStats {
         } else {
             self.misordered += 1;
         }
+        ext
     }
 
     /// Packets expected from the sequence numbers.

@@ -535,6 +535,27 @@ fn a_flood_from_one_source_is_banned_while_a_trusted_caller_completes_its_calls(
     assert!(sw.log().contains("banned a source"), "the log says so");
 }
 
+/// Runs a SIPVicious tool (`args`: the tool and its options) against the switch, for at
+/// most 5 s of scanning: what it printed.
+fn sipvicious(sw: &Switch, args: &[&str]) -> String {
+    let out = std::process::Command::new("timeout")
+        .arg("60")
+        .args(args)
+        .args([
+            "-p",
+            &sw.ports.sip.to_string(),
+            "--maximumtime=5",
+            "127.0.0.1",
+        ])
+        .output()
+        .expect("SIPVicious must be installed (Debian package sipvicious)");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 #[test]
 fn a_sipvicious_scan_finds_nothing_and_gets_its_source_banned() {
     // svwar sends from 127.0.0.1 whatever its -b says: here loopback is trusted only at
@@ -548,30 +569,7 @@ fn a_sipvicious_scan_finds_nothing_and_gets_its_source_banned() {
             ..Route::default()
         },
     );
-    let out = std::process::Command::new("timeout")
-        .args([
-            "60",
-            "svwar",
-            "-m",
-            "INVITE",
-            "-e",
-            "100-300,1000",
-            "-b",
-            "127.0.0.68",
-        ])
-        .args([
-            "-p",
-            &sw.ports.sip.to_string(),
-            "--maximumtime=5",
-            "127.0.0.1",
-        ])
-        .output()
-        .expect("svwar must be installed (Debian package sipvicious)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = sipvicious(&sw, &["svwar", "-m", "INVITE", "-e", "100-300,1000"]);
     assert!(!text.contains("| 1000"), "no extension found: {text}");
     assert_eq!(
         sw.metric("switchboard_sip_bans_total{reason=\"scanner\"}"),
@@ -592,21 +590,7 @@ fn a_sipvicious_scan_finds_nothing_and_gets_its_source_banned() {
         "",
     );
     assert_eq!(code, 200, "{body}");
-    let out = std::process::Command::new("timeout")
-        .args(["60", "svcrack", "-u", "1000", "-r", "1000-1200"])
-        .args([
-            "-p",
-            &sw.ports.sip.to_string(),
-            "--maximumtime=5",
-            "127.0.0.1",
-        ])
-        .output()
-        .expect("svcrack must be installed (Debian package sipvicious)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = sipvicious(&sw, &["svcrack", "-u", "1000", "-r", "1000-1200"]);
     assert!(!text.contains("| 1000 "), "no password found: {text}");
     assert_eq!(
         sw.metric("switchboard_sip_bans_total{reason=\"scanner\"}"),
