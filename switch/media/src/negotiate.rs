@@ -4,17 +4,44 @@
 use crate::codec::CodecKind;
 use crate::sdp::Format;
 
+/// A configured codec name at its RTP clock (Opus at 48000, the others at 8000).
+fn kind_of(name: &str) -> Option<CodecKind> {
+    let clock = if name.eq_ignore_ascii_case("opus") {
+        48000
+    } else {
+        8000
+    };
+    CodecKind::from_name(name, clock)
+}
+
+/// The first free dynamic payload type (96–127), taken from `used`.
+fn free_dynamic(used: &mut Vec<u8>) -> Option<u8> {
+    let pt = (96..128).find(|p| !used.contains(p))?;
+    used.push(pt);
+    Some(pt)
+}
+
+/// `kind` as a format of ours: its static payload type if free, else the first free
+/// dynamic one (96–127); taken from `used`.
+fn format_of(kind: CodecKind, used: &mut Vec<u8>) -> Option<Format> {
+    let pt = match kind.static_pt() {
+        Some(p) if !used.contains(&p) => {
+            used.push(p);
+            p
+        }
+        _ => free_dynamic(used)?,
+    };
+    let mut f = Format::new(pt, kind.name(), kind.clock(), kind.fmtp());
+    f.channels = kind.channels();
+    Some(f)
+}
+
 /// Formats we add to an offer going to the other leg: the transcodable codecs of `prefs`
 /// (config order) the offer lacks, when the offer has at least one codec we can transcode
 /// from, and telephone-event/8000 when the offer has none and `prefs` allows it. Payload types
 /// are the static ones where free, else the first free dynamic ones (96–127).
 pub fn offer_extras(theirs: &[Format], prefs: &[String]) -> Vec<Format> {
     let mut used: Vec<u8> = theirs.iter().map(|f| f.pt).collect();
-    let free_dynamic = move |used: &mut Vec<u8>| {
-        let pt = (96..128).find(|p| !used.contains(p))?;
-        used.push(pt);
-        Some(pt)
-    };
     let can_transcode = theirs
         .iter()
         .any(|f| !f.is_telephone_event() && CodecKind::of(&f.name, f.clock).transcodable());
@@ -23,12 +50,7 @@ pub fn offer_extras(theirs: &[Format], prefs: &[String]) -> Vec<Format> {
         if name.eq_ignore_ascii_case("telephone-event") {
             continue;
         }
-        let clock = if name.eq_ignore_ascii_case("opus") {
-            48000
-        } else {
-            8000
-        };
-        let Some(kind) = CodecKind::from_name(name, clock) else {
+        let Some(kind) = kind_of(name) else {
             continue;
         };
         if !can_transcode
@@ -38,19 +60,9 @@ pub fn offer_extras(theirs: &[Format], prefs: &[String]) -> Vec<Format> {
         {
             continue;
         }
-        let pt = match kind.static_pt() {
-            Some(p) if !used.contains(&p) => {
-                used.push(p);
-                p
-            }
-            _ => match free_dynamic(&mut used) {
-                Some(p) => p,
-                None => continue,
-            },
-        };
-        let mut f = Format::new(pt, kind.name(), kind.clock(), kind.fmtp());
-        f.channels = kind.channels();
-        extra.push(f);
+        if let Some(f) = format_of(kind, &mut used) {
+            extra.push(f);
+        }
     }
     let te_allowed = prefs.is_empty()
         || prefs
@@ -104,35 +116,14 @@ pub fn own_offer(prefs: &[String]) -> Vec<Format> {
         prefs
     };
     let mut used = Vec::new();
-    let mut dynamic = 96u8..128;
-    let mut next_dynamic = |used: &mut Vec<u8>| {
-        let pt = dynamic.find(|p| !used.contains(p))?;
-        used.push(pt);
-        Some(pt)
-    };
     let mut out = Vec::new();
     for name in prefs {
-        let clock = if name.eq_ignore_ascii_case("opus") {
-            48000
-        } else {
-            8000
-        };
-        let Some(kind) = CodecKind::from_name(name, clock).filter(|k| k.transcodable()) else {
-            continue;
-        };
-        let pt = match kind.static_pt() {
-            Some(p) if !used.contains(&p) => {
-                used.push(p);
-                p
-            }
-            _ => match next_dynamic(&mut used) {
-                Some(p) => p,
-                None => continue,
-            },
-        };
-        let mut f = Format::new(pt, kind.name(), kind.clock(), kind.fmtp());
-        f.channels = kind.channels();
-        out.push(f);
+        if let Some(f) = kind_of(name)
+            .filter(|k| k.transcodable())
+            .and_then(|k| format_of(k, &mut used))
+        {
+            out.push(f);
+        }
     }
     let te = prefs
         .iter()
@@ -141,7 +132,7 @@ pub fn own_offer(prefs: &[String]) -> Vec<Format> {
         let clocks: Vec<u32> = out.iter().map(|f| f.clock).collect();
         for clock in [8000, 48000] {
             if (clock == 8000 || clocks.contains(&clock))
-                && let Some(pt) = next_dynamic(&mut used)
+                && let Some(pt) = free_dynamic(&mut used)
             {
                 out.push(Format::new(pt, "telephone-event", clock, Some("0-16")));
             }
