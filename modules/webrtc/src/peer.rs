@@ -49,8 +49,9 @@ pub enum PeerOutput {
 pub struct AudioPts {
     /// Opus.
     pub opus: u8,
-    /// telephone-event/48000, when the browser offered it.
-    pub te: Option<u8>,
+    /// telephone-event, when the browser offered it: its payload type and clock (48000 as
+    /// Chromium offers it; 8000 as Firefox does).
+    pub te: Option<(u8, u32)>,
 }
 
 /// The switch's DTLS certificate, made once at start: its fingerprint goes in every answer
@@ -98,6 +99,7 @@ impl BrowserPeer {
         candidate: SocketAddr,
         cert: Option<&Certificate>,
     ) -> Result<(BrowserPeer, String), PeerError> {
+        let offer_text = offer;
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| PeerError::BadSdp(e.to_string()))?;
         let mut config = RtcConfig::new()
@@ -108,12 +110,22 @@ impl BrowserPeer {
         if let Some(c) = cert {
             config = config.set_dtls_cert(c.0.clone());
         }
-        // Browsers send RFC 4733 at the clock of the audio codec: 48 kHz for Opus.
+        // One telephone-event only (the core's leg has one): at Opus's clock when the browser
+        // offers it (Chromium), else at 8 kHz (all Firefox offers). Agreeing both would let
+        // the browser send at the clock the core does not listen for.
+        let (te_pt, te_clock) = if offer_text
+            .to_ascii_lowercase()
+            .contains("telephone-event/48000")
+        {
+            (110, Frequency::FORTY_EIGHT_KHZ)
+        } else {
+            (126, Frequency::EIGHT_KHZ)
+        };
         config.codec_config().add_config(
-            Pt::new_with_value(110),
+            Pt::new_with_value(te_pt),
             None,
             Codec::Tele,
-            Frequency::FORTY_EIGHT_KHZ,
+            te_clock,
             None,
             FormatParams::parse_line("0-16"),
         );
@@ -142,7 +154,7 @@ impl BrowserPeer {
             .map(|m| m.remote_pts().to_vec())
             .unwrap_or_default();
         let mut opus = None;
-        let mut te = None;
+        let (mut te48, mut te8) = (None, None);
         for p in rtc.codec_config().params() {
             if !remote.contains(&p.pt()) {
                 continue;
@@ -150,12 +162,17 @@ impl BrowserPeer {
             let spec = p.spec();
             match spec.codec {
                 Codec::Opus if opus.is_none() => opus = Some(*p.pt()),
-                Codec::Tele if spec.clock_rate == Frequency::FORTY_EIGHT_KHZ && te.is_none() => {
-                    te = Some(*p.pt())
+                Codec::Tele if spec.clock_rate == Frequency::FORTY_EIGHT_KHZ => {
+                    te48 = te48.or(Some((*p.pt(), 48000)))
+                }
+                Codec::Tele if spec.clock_rate == Frequency::EIGHT_KHZ => {
+                    te8 = te8.or(Some((*p.pt(), 8000)))
                 }
                 _ => {}
             }
         }
+        // The codec's own clock when the browser offers it.
+        let te = te48.or(te8);
         let opus = opus.ok_or(PeerError::NoAudio)?;
         let mut peer = BrowserPeer {
             rtc,
@@ -183,7 +200,7 @@ impl BrowserPeer {
         let ip = inner.ip();
         let fam = if ip.is_ipv4() { "IP4" } else { "IP6" };
         let mut fmts = opus.to_string();
-        if let Some(te) = te {
+        if let Some((te, _)) = te {
             fmts.push_str(&format!(" {te}"));
         }
         let mut s = format!(
@@ -192,9 +209,9 @@ impl BrowserPeer {
              a=fmtp:{opus} minptime=10;useinbandfec=1\r\n",
             port = inner.port(),
         );
-        if let Some(te) = te {
+        if let Some((te, clock)) = te {
             s.push_str(&format!(
-                "a=rtpmap:{te} telephone-event/48000\r\na=fmtp:{te} 0-16\r\n"
+                "a=rtpmap:{te} telephone-event/{clock}\r\na=fmtp:{te} 0-16\r\n"
             ));
         }
         s.push_str("a=ptime:20\r\na=sendrecv\r\n");

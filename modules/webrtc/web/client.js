@@ -432,9 +432,14 @@
   };
 
   Call.prototype.dtmf = function (d) {
-    if (this.sender && this.sender.dtmf && this.state === "connected") {
-      this.sender.dtmf.insertDTMF(d, 120, 80);
+    var t = this.sender && this.sender.dtmf;
+    // A browser that agreed no telephone-event cannot send digits: say so, never throw.
+    if (!t || this.state !== "connected") return;
+    if (t.canInsertDTMF === false) {
+      this.say("Keys cannot be sent on this call.");
+      return;
     }
+    try { t.insertDTMF(d, 120, 80); } catch (e) { this.say("Keys cannot be sent on this call."); }
   };
 
   Call.prototype.mute = function () {

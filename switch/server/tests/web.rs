@@ -291,7 +291,7 @@ fn sdp_pair(b: &mut impl Page) -> String {
 /// the page hangs up. No DTMF: Firefox offers telephone-event/8000 only and the browser leg
 /// takes /48000 only (an open bug of its own).
 #[test]
-fn firefox_call_reaches_the_acd_with_its_facts_audio_flows_both_ways_and_the_page_hangs_up() {
+fn firefox_call_reaches_the_acd_with_its_facts_audio_flows_both_ways_dtmf_and_the_page_hangs_up() {
     // Firefox's tests count from 90: the Chromium ones count up one by one from 50.
     let idx = 90;
     let mut sw = start("web-firefox", idx, "tokenless = true");
@@ -348,6 +348,27 @@ fn firefox_call_reaches_the_acd_with_its_facts_audio_flows_both_ways_and_the_pag
     assert!(
         (hz - 1000.0).abs() < 30.0,
         "Firefox heard the ACD's 1 kHz (peak at {hz:.0} Hz)\n{sdp}"
+    );
+    // Firefox offers telephone-event/8000 only: a key on the dial pad still reaches the ACD
+    // as RFC 4733, and nothing throws in the page.
+    assert_eq!(
+        b.eval(&format!("{CALL}.sender.dtmf.canInsertDTMF")),
+        true,
+        "{sdp}"
+    );
+    b.eval("document.querySelector('.sb-c2c-key[aria-label=\"key 5\"]').click()");
+    let mut acd = RtpPeer::bind(acd_rtp(idx));
+    let mut evs = Vec::new();
+    for _ in 0..5 {
+        let got = acd.stream(sw_b, CodecKind::Pcmu, &[0; 8000]);
+        evs.extend(events(&got, 101));
+        if evs.iter().any(|e| e.event == 5 && e.end) {
+            break;
+        }
+    }
+    assert!(
+        evs.iter().any(|e| e.event == 5 && e.end),
+        "the ACD got Firefox's digit 5 as RFC 4733: {evs:?}\n{sdp}"
     );
     // Hang-up from the page: the ACD gets the BYE (its scenario ends), the switch has no call.
     b.eval("document.querySelector('.sb-c2c-hang').click()");
