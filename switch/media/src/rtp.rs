@@ -60,6 +60,8 @@ pub struct StreamStats {
     pub misordered: u64,
     /// (arrival in timestamp units, RTP timestamp) of the previous packet, for the jitter.
     last_transit: Option<i64>,
+    /// ... of the stream's first packet, for the drift.
+    first_transit: Option<i64>,
     started: bool,
 }
 
@@ -76,12 +78,20 @@ impl StreamStats {
             self.max_seq = u64::from(seq) + (1 << 16);
             self.base_seq = self.max_seq;
             self.last_transit = None;
+            self.first_transit = None;
             self.packets = 1;
             self.misordered = 0;
             return self.max_seq;
         }
         let ext = self.count(seq);
+        // The timestamp is 32 bits and wraps: transit is taken against its unwrapped value
+        // relative to the previous packet (a few seconds apart at most).
         let transit = arrival as i64 - i64::from(ts);
+        let transit = match self.last_transit {
+            Some(prev) => prev + i64::from((transit - prev) as i32),
+            None => transit,
+        };
+        self.first_transit.get_or_insert(transit);
         if let Some(prev) = self.last_transit {
             let d = (transit - prev).unsigned_abs() as f64;
             self.jitter += (d - self.jitter) / 16.0;
@@ -118,6 +128,16 @@ impl StreamStats {
             self.misordered += 1;
         }
         ext
+    }
+
+    /// How far the stream's timestamps have fallen behind (positive) or run ahead of
+    /// (negative) its arrival since its first packet, in clock units: a sender whose clock
+    /// loses time across digits or holds shows here, as does network delay building up.
+    pub fn drift(&self) -> i64 {
+        match (self.first_transit, self.last_transit) {
+            (Some(f), Some(l)) => l - f,
+            _ => 0,
+        }
     }
 
     /// Packets expected from the sequence numbers.
@@ -192,5 +212,31 @@ mod tests {
         // A new SSRC restarts the counts.
         s.on_packet(2, 100, 0, 6000);
         assert_eq!((s.ssrc_changes, s.expected()), (1, 1));
+    }
+
+    #[test]
+    fn drift_is_how_far_timestamps_fall_behind_arrival() {
+        let mut st = StreamStats::default();
+        // 20 ms packets, timestamps 160 apart, arriving 160 units apart: no drift...
+        for i in 0..50u16 {
+            st.on_packet(7, i, u32::from(i) * 160, u64::from(i) * 160);
+        }
+        assert_eq!(st.drift(), 0);
+        // ...then a sender that lost 200 ms (1,600 units) of media time across a digit.
+        for i in 50..100u16 {
+            st.on_packet(7, i, u32::from(i) * 160 - 1600, u64::from(i) * 160);
+        }
+        assert_eq!(st.drift(), 1600);
+        // Across the 32-bit timestamp wrap, too.
+        let mut st = StreamStats::default();
+        for i in 0..20u32 {
+            st.on_packet(
+                9,
+                i as u16,
+                (u32::MAX - 1000).wrapping_add(i * 160),
+                u64::from(i) * 160,
+            );
+        }
+        assert_eq!(st.drift(), 0);
     }
 }

@@ -52,10 +52,15 @@ pub struct LegQuality {
     pub rx_lost: u64,
     /// Interarrival jitter of the leg's stream, ms.
     pub rx_jitter_ms: f64,
+    /// How far the leg's timestamps have fallen behind their arrival since its stream began,
+    /// ms (negative: ahead).
+    pub rx_drift_ms: f64,
     /// Packets sent to the leg.
     pub tx_packets: u64,
     /// Loss the leg reports on our stream (0..1), from its RTCP.
     pub remote_loss: Option<f64>,
+    /// Jitter the leg reports on our stream, ms, from its RTCP.
+    pub remote_jitter_ms: Option<f64>,
     /// Round trip to the leg, ms (from its RTCP).
     pub rtt_ms: Option<f64>,
 }
@@ -66,8 +71,10 @@ fn quality_of(s: &Session, side: Side, clock: u32) -> LegQuality {
         rx_packets: st.rx.packets,
         rx_lost: st.rx.lost(),
         rx_jitter_ms: st.rx.jitter * 1000.0 / f64::from(clock.max(1)),
+        rx_drift_ms: st.rx.drift() as f64 * 1000.0 / f64::from(clock.max(1)),
         tx_packets: st.sent,
         remote_loss: st.remote.map(|r| r.fraction_lost),
+        remote_jitter_ms: st.remote.map(|r| r.jitter_ms),
         rtt_ms: st.remote.and_then(|r| r.rtt_ms),
     }
 }

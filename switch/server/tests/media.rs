@@ -503,6 +503,9 @@ fn rtcp_reports_reach_each_leg_and_call_quality_is_shown() {
     let q = &calls[0]["quality"]["b"];
     assert!(q["rx_packets"].as_u64().unwrap() > 200, "{out}");
     assert!(q["rx_lost"].as_u64().unwrap() >= 10, "{out}");
+    // B's stream is paced in real time: its timestamps keep up with its arrival.
+    let drift = q["rx_drift_ms"].as_f64().expect("the drift is shown");
+    assert!(drift.abs() < 150.0, "drift {drift} ms: {out}");
     sw.expect_ok(vec![uac, uas]);
     assert!(sw.metric("switchboard_rtp_lost_packets_total") >= 10.0);
 }
