@@ -147,6 +147,12 @@ impl Engine {
         let te_theirs = telephone_event(&info.formats, theirs.clock);
         self.set_leg_pub(call, offerer, &mine, te_mine.as_ref(), offer_ptime);
         self.set_leg_pub(call, from, &theirs, te_theirs.as_ref(), info.ptime);
+        // Transcoded: what we send is our encoder's (mono), whatever the offer said of its own.
+        let mine = if mine.same_codec(&theirs) {
+            mine
+        } else {
+            switchboard_media::negotiate::as_sent_by_us(mine)
+        };
         let exact: Vec<Format> = std::iter::once(mine).chain(te_mine).collect();
         match rewrite_with(
             body,
@@ -193,6 +199,8 @@ impl Engine {
         self.set_leg_pub(call, side, &mine, te.as_ref(), info.ptime);
         call.m.pending = None;
         let origin = Self::origin_for(call, side);
+        // We terminate this leg's media (prompts, a transcoded bridge): our encoder's format.
+        let mine = switchboard_media::negotiate::as_sent_by_us(mine);
         let exact: Vec<Format> = std::iter::once(mine).chain(te).collect();
         rewrite_with(
             body,

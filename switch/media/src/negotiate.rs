@@ -141,6 +141,26 @@ pub fn own_offer(prefs: &[String]) -> Vec<Format> {
     out
 }
 
+/// `f` as the switch's own encoder sends it: Opus is mono here, so the offerer's
+/// `stereo`/`sprop-stereo` are not echoed (RFC 7587 §7.1: they describe the sender's
+/// stream and what it would like to receive).
+pub fn as_sent_by_us(mut f: Format) -> Format {
+    if f.name.eq_ignore_ascii_case("opus")
+        && let Some(p) = &f.fmtp
+    {
+        let kept: Vec<&str> = p
+            .split(';')
+            .map(str::trim)
+            .filter(|kv| {
+                let k = kv.split('=').next().unwrap_or("").trim();
+                !k.eq_ignore_ascii_case("stereo") && !k.eq_ignore_ascii_case("sprop-stereo")
+            })
+            .collect();
+        f.fmtp = (!kept.is_empty()).then(|| kept.join(";"));
+    }
+    f
+}
+
 /// The answerer's codec: the first format of its answer that is not telephone-event.
 pub fn chosen(answer: &[Format]) -> Option<&Format> {
     answer.iter().find(|f| !f.is_telephone_event())
@@ -289,5 +309,25 @@ mod tests {
         let narrow = own_offer(&prefs(&["PCMA"]));
         assert_eq!(narrow.len(), 1, "no telephone-event unless configured");
         assert!(!own_offer(&[]).is_empty(), "no list: PCMU, PCMA and events");
+    }
+
+    #[test]
+    fn what_we_encode_is_described_as_mono() {
+        let mut opus = Format::new(
+            111,
+            "opus",
+            48000,
+            Some("minptime=10;useinbandfec=1;stereo=1;sprop-stereo=1"),
+        );
+        opus.channels = Some(2);
+        let ours = as_sent_by_us(opus);
+        assert_eq!(ours.fmtp.as_deref(), Some("minptime=10;useinbandfec=1"));
+        assert_eq!(
+            ours.channels,
+            Some(2),
+            "opus/48000/2 is how Opus is always named"
+        );
+        let pcmu = as_sent_by_us(f(0, "PCMU"));
+        assert_eq!(pcmu, f(0, "PCMU"));
     }
 }
