@@ -142,6 +142,8 @@ pub struct Gateway {
     /// The configuration it was built from.
     pub config: GatewayConfig,
     up: bool,
+    /// Why it is down, in words for ops (`ctl gateways`, the log).
+    down_reason: Option<String>,
     failures: u32,
     next_ping: Option<Instant>,
     ping_in_flight: bool,
@@ -239,6 +241,7 @@ impl Gateway {
             transport,
             config,
             up: true,
+            down_reason: None,
             failures: 0,
             next_ping: None,
             ping_in_flight: false,
@@ -249,6 +252,11 @@ impl Gateway {
     /// Whether routing may use it.
     pub fn is_up(&self) -> bool {
         self.up
+    }
+
+    /// Why it is down (None while it is up).
+    pub fn down_reason(&self) -> Option<&str> {
+        self.down_reason.as_deref().filter(|_| !self.up)
     }
 
     fn ping_interval(&self) -> Option<Duration> {
@@ -379,10 +387,22 @@ impl Gateways {
         if alive {
             g.failures = 0;
             g.up = true;
+            g.down_reason = None;
         } else {
             g.failures += 1;
-            if g.failures >= g.config.ping_failures.unwrap_or(1).max(1) {
+            let max = g.config.ping_failures.unwrap_or(1).max(1);
+            if g.failures >= max {
                 g.up = false;
+                let what = match status {
+                    Some(s) => format!("answered {s}"),
+                    None => {
+                        "unanswered (a far end that does not answer OPTIONS, or is gone)".into()
+                    }
+                };
+                g.down_reason = Some(format!(
+                    "{} OPTIONS ping(s) in a row {what} (ping_failures = {max})",
+                    g.failures
+                ));
             }
         }
         (g.up != before).then_some(g.up)
@@ -394,6 +414,7 @@ impl Gateways {
             Some(g) => {
                 g.up = up;
                 g.failures = 0;
+                g.down_reason = (!up).then(|| "marked down by ops".to_owned());
                 true
             }
             None => false,

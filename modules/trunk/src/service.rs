@@ -114,7 +114,13 @@ impl Trunk {
             if up {
                 info!(gateway = %name, "gateway is up");
             } else {
-                warn!(gateway = %name, ?status, "gateway is down");
+                let why = self
+                    .gateways
+                    .get(name)
+                    .and_then(|g| g.down_reason())
+                    .unwrap_or("")
+                    .to_owned();
+                warn!(gateway = %name, ?status, reason = %why, "gateway is down: routing skips it");
             }
         }
     }

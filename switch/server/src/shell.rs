@@ -38,6 +38,8 @@ pub struct GatewayView {
     pub up: bool,
     /// Registered (None: the gateway does not register).
     pub registered: Option<bool>,
+    /// Why it is down.
+    pub down_reason: Option<String>,
 }
 
 /// Requests to the engine task.
@@ -465,6 +467,7 @@ impl Shell {
                                 transport: g.transport.via_token().to_ascii_lowercase(),
                                 up: g.is_up(),
                                 registered: g.registration.as_ref().map(|_| g.is_registered(now)),
+                                down_reason: g.down_reason().map(str::to_owned),
                             })
                             .collect()
                     })

@@ -357,6 +357,17 @@ fn options_pings_mark_gateways_up_and_down() {
     sw.expect_ok(vec![overloaded]);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(sw.metric("switchboard_gateway_up{gateway=\"gw1\"}"), 0.0);
+    // ctl gateways and the log say why.
+    let (_, out) = sw.ctl(&["gateways"]);
+    assert!(
+        out.contains("1 OPTIONS ping(s) in a row answered 503"),
+        "{out}"
+    );
+    assert!(sw.log().contains("gateway is down: routing skips it"));
+    // Marked up by hand, and down again by ops: the reason says so.
+    assert!(sw.ctl(&["gateway", "gw1", "down"]).0);
+    let (_, out) = sw.ctl(&["gateways"]);
+    assert!(out.contains("marked down by ops"), "{out}");
 }
 
 #[test]
