@@ -668,11 +668,38 @@ impl Engine {
     // ---- requests outside dialogs --------------------------------------------------------
 
     pub(crate) fn respond(&mut self, now: Instant, txn: TxnId, status: u16, tag: Option<&str>) {
+        // §8.2.6.2: a final answer to a request outside a dialog carries a To tag of ours.
+        let fresh;
+        let tag = match tag {
+            Some(t) => Some(t),
+            None if status > 100 => {
+                fresh = self.ids.tag();
+                Some(fresh.as_str())
+            }
+            None => None,
+        };
         let Some(req) = self.txn.server_request(txn) else {
             return;
         };
+        let method = req.method.clone();
         let mut resp = make_response(req, status, tag);
         self.decorate(&mut resp);
+        match status {
+            // §21.4.6: the methods we allow, never the one refused.
+            405 => {
+                resp.headers.remove(&Name::Allow);
+                let allow: Vec<&str> = ALLOW
+                    .split(", ")
+                    .filter(|m| !m.eq_ignore_ascii_case(method.as_str()))
+                    .collect();
+                resp.headers.push(Name::Allow, allow.join(", "));
+            }
+            // §21.4.13: what we accept.
+            415 => resp
+                .headers
+                .push(Name::Other("Accept".into()), "application/sdp"),
+            _ => {}
+        }
         if status == 503 {
             resp.headers
                 .push(Name::RetryAfter, self.cfg.limits.retry_after.to_string());
@@ -729,8 +756,9 @@ impl Engine {
             .map(str::to_owned)
             .collect();
         if !unsupported.is_empty() && req.method != Method::Cancel {
+            let tag = self.ids.tag();
             if let Some(r) = self.txn.server_request(id) {
-                let mut resp = make_response(r, 420, None);
+                let mut resp = make_response(r, 420, Some(&tag));
                 resp.headers.push(Name::Unsupported, unsupported.join(", "));
                 self.decorate(&mut resp);
                 self.txn.respond(now, id, resp);

@@ -1690,3 +1690,58 @@ fn an_invite_without_sdp_answered_by_the_plan_gets_our_offer_and_its_ack_the_ans
     });
     assert_eq!(codec, Some(switchboard_media::CodecKind::Pcma));
 }
+
+/// RFC 3261 §8.2.6.2, §21.4.6, §21.4.13: local failure answers carry a To tag; a 405's Allow
+/// never lists the method it refuses; a 415 says what is accepted.
+#[test]
+fn local_failure_answers_carry_a_to_tag_allow_and_accept() {
+    let mut h = Harness::new();
+    let req = |method: &str, extra: &str, body: &str| {
+        format!(
+            "{method} sip:1000@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-{method}-x;rport\n\
+             Max-Forwards: 70\nFrom: <sip:alice@127.0.0.1:5070>;tag=at\nTo: <sip:1000@127.0.0.1:5060>\n\
+             Call-ID: {method}-local@test\nCSeq: 1 {method}\nContact: <sip:alice@127.0.0.1:5070>\n{extra}\
+             Content-Length: {}\n\n{body}",
+            body.len()
+        )
+    };
+    let answer = |h: &mut Harness, text: &str| {
+        h.send(A, text);
+        let sent = h.sent();
+        sent.into_iter()
+            .find_map(|(to, m)| match m {
+                Message::Response(r) if to.to_string() == A && r.status >= 200 => Some(r),
+                _ => None,
+            })
+            .expect("a final answer")
+    };
+    let tagged = |r: &Response| {
+        r.headers
+            .get(&Name::To)
+            .is_some_and(|t| t.contains(";tag="))
+    };
+    let r = answer(&mut h, &req("MESSAGE", "", ""));
+    assert_eq!(r.status, 405);
+    assert!(tagged(&r), "{r:?}");
+    let allow = r.headers.get(&Name::Allow).unwrap().to_string();
+    assert!(
+        allow.contains("INVITE") && !allow.contains("MESSAGE"),
+        "{allow}"
+    );
+    let r = answer(
+        &mut h,
+        &req("INVITE", "Content-Type: text/plain\n", "hello"),
+    );
+    assert_eq!(r.status, 415);
+    assert!(tagged(&r));
+    assert_eq!(
+        r.headers.get(&Name::Other("Accept".into())).map(|v| &**v),
+        Some("application/sdp")
+    );
+    let r = answer(&mut h, &req("OPTIONS", "Require: teleportation\n", ""));
+    assert_eq!(r.status, 420);
+    assert!(tagged(&r));
+    let r = answer(&mut h, &req("FROBNICATE", "", ""));
+    assert_eq!(r.status, 501);
+    assert!(tagged(&r));
+}
