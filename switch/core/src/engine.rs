@@ -727,7 +727,8 @@ impl Engine {
         from: Peer,
     ) {
         // RFC 3261 §8.2.2.1 scheme, §16.3 Max-Forwards, §8.2.2.3 Require, in that order.
-        if req.uri().is_err() {
+        // tel: Request-URIs (gateways send them) are routed by their number.
+        if req.uri().is_err() && switchboard_sip::uri::tel_number(&req.uri).is_none() {
             self.respond(now, id, 416, None);
             return;
         }
@@ -1391,6 +1392,7 @@ pub fn facts_of(req: &Request, context: &str, from: Peer, wall: jiff::Timestamp)
         .uri()
         .ok()
         .and_then(|u| u.user_unescaped())
+        .or_else(|| switchboard_sip::uri::tel_number(&req.uri))
         .unwrap_or_default();
     let from_addr = req.headers.from_addr().ok();
     let caller_number = from_addr

@@ -1745,3 +1745,17 @@ fn local_failure_answers_carry_a_to_tag_allow_and_accept() {
     assert_eq!(r.status, 501);
     assert!(tagged(&r));
 }
+
+/// A gateway's `tel:` Request-URI is routed by its number.
+#[test]
+fn a_tel_request_uri_is_routed_by_its_number() {
+    let mut h = Harness::new();
+    let invite = INVITE.replace(
+        "INVITE sip:1000@127.0.0.1:5060 SIP/2.0",
+        "INVITE tel:1-000;phone-context=example.com SIP/2.0",
+    );
+    h.send(A, &invite);
+    let sent = h.sent();
+    let b = request_to(&sent, B, Method::Invite).expect("routed to B");
+    assert!(b.uri.to_string().starts_with("sip:1000@"), "{}", b.uri);
+}

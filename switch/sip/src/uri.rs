@@ -225,6 +225,28 @@ impl<'a> Uri<'a> {
     }
 }
 
+/// The number of a `tel:` URI (RFC 3966), its visual separators removed: `tel:+1-555-0100;
+/// phone-context=example.com` is `+15550100`. None for any other URI, or a number with
+/// characters a telephone number cannot have.
+pub fn tel_number(uri: &str) -> Option<String> {
+    let (scheme, rest) = uri.trim().split_once(':')?;
+    if !scheme.eq_ignore_ascii_case("tel") {
+        return None;
+    }
+    let number: String = rest
+        .split(';')
+        .next()?
+        .chars()
+        .filter(|c| !matches!(c, '-' | '.' | '(' | ')' | ' '))
+        .collect();
+    let digits = number.strip_prefix('+').unwrap_or(&number);
+    (!digits.is_empty()
+        && digits
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == '*' || c == '#'))
+    .then_some(number)
+}
+
 /// Decodes %XX escapes (invalid sequences are kept as written).
 pub fn unescape(s: &str) -> String {
     let b = s.as_bytes();
@@ -276,6 +298,24 @@ impl fmt::Display for Uri<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_tel_uri_is_its_number() {
+        assert_eq!(
+            tel_number("tel:+1-555-0100;phone-context=example.com").as_deref(),
+            Some("+15550100")
+        );
+        assert_eq!(
+            tel_number("TEL:(030) 1234.56").as_deref(),
+            Some("030123456")
+        );
+        assert_eq!(tel_number("tel:*76#").as_deref(), Some("*76#"));
+        assert_eq!(tel_number("tel:+"), None);
+        assert_eq!(tel_number("tel:1234;x=<evil>").as_deref(), Some("1234"));
+        assert_eq!(tel_number("tel:12ab/34"), None);
+        assert_eq!(tel_number("sip:1000@example.com"), None);
+    }
+
     use super::*;
 
     #[test]
