@@ -826,6 +826,27 @@ impl Engine {
             self.respond(now, id, 503, None);
             return;
         }
+        // §8.1.1.8: an INVITE's Contact is a SIP or SIPS URI (where requests of the dialog go).
+        let contact_ok = match req.headers.contact() {
+            None => true,
+            Some(Ok(c)) => {
+                let scheme = c.uri_text.split(':').next().unwrap_or("");
+                scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips")
+            }
+            // What our parser cannot read is the dialog layer's to judge, as before.
+            Some(Err(_)) => true,
+        };
+        if !contact_ok {
+            if let Some(r) = self.txn.server_request(id) {
+                let tag = self.ids.tag();
+                let mut resp = make_response(r, 400, Some(&tag));
+                resp.reason = ByteString::from("Contact is not a SIP URI");
+                self.decorate(&mut resp);
+                self.txn.respond(now, id, resp);
+            }
+            self.note_failure(now, from, 400);
+            return;
+        }
         if req
             .headers
             .call_id()

@@ -1759,3 +1759,18 @@ fn a_tel_request_uri_is_routed_by_its_number() {
     let b = request_to(&sent, B, Method::Invite).expect("routed to B");
     assert!(b.uri.to_string().starts_with("sip:1000@"), "{}", b.uri);
 }
+
+/// RFC 3261 §8.1.1.8: an INVITE whose Contact is not a SIP URI has nowhere for its dialog.
+#[test]
+fn an_invite_whose_contact_is_not_a_sip_uri_is_refused() {
+    let mut h = Harness::new();
+    let invite = INVITE.replace(
+        "Contact: <sip:alice@127.0.0.1:5070>",
+        "Contact: <mailto:alice@example.com>",
+    );
+    h.send(A, &invite);
+    let sent = h.sent();
+    let r = response_to(&sent, A, 400);
+    assert_eq!(&*r.reason, "Contact is not a SIP URI");
+    assert!(request_to(&sent, B, Method::Invite).is_none());
+}
