@@ -375,37 +375,111 @@ fn client_path() -> String {
     format!("/client/{}.js", assets::client_version())
 }
 
-async fn loader() -> Response {
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                "application/javascript; charset=utf-8",
-            ),
-            // Short: the loader names the current media client, whose URL changes with it.
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
-        assets::LOADER.replace("__CLIENT_URL__", &client_path()),
-    )
-        .into_response()
+/// A script of the widget as served: its bytes, gzipped once, and its validator.
+struct Asset {
+    plain: Bytes,
+    gzip: Bytes,
+    /// Strong ETag of the plain bytes (the gzipped ones carry it with `-gz`).
+    etag: String,
 }
 
-async fn client(Path(file): Path<String>) -> Response {
+impl Asset {
+    fn new(text: String) -> Asset {
+        use std::io::Write as _;
+        let plain = Bytes::from(text);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let gzip = gz
+            .write_all(&plain)
+            .and_then(|()| gz.finish())
+            .map(Bytes::from)
+            .unwrap_or_default();
+        // FNV-1a of the bytes: changes with the content, nothing else.
+        let h = plain.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        Asset {
+            plain,
+            gzip,
+            etag: format!("\"{h:016x}\""),
+        }
+    }
+
+    /// The answer to a GET: 304 when the browser's copy is current, gzip when it takes it.
+    fn serve(&self, req: &HeaderMap, cache: &'static str) -> Response {
+        let gz_etag = format!("{}-gz\"", self.etag.trim_end_matches('"'));
+        let gzip = !self.gzip.is_empty() && accepts_gzip(req);
+        let etag = if gzip {
+            gz_etag.clone()
+        } else {
+            self.etag.clone()
+        };
+        let current = req
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .map(|t| t.trim().trim_start_matches("W/"))
+                    .any(|t| t == "*" || t == self.etag || t == gz_etag)
+            });
+        let mut resp = if current {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else if gzip {
+            ([(header::CONTENT_ENCODING, "gzip")], self.gzip.clone()).into_response()
+        } else {
+            self.plain.clone().into_response()
+        };
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/javascript; charset=utf-8"),
+        );
+        h.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static(cache),
+        );
+        h.insert(
+            header::VARY,
+            header::HeaderValue::from_static("Accept-Encoding"),
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&etag) {
+            h.insert(header::ETAG, v);
+        }
+        resp
+    }
+}
+
+/// `Accept-Encoding` names gzip (without `q=0`).
+fn accepts_gzip(req: &HeaderMap) -> bool {
+    req.get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',').any(|item| {
+                let mut parts = item.split(';').map(str::trim);
+                let coding = parts.next().unwrap_or("");
+                let refused =
+                    parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
+                (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+            })
+        })
+}
+
+async fn loader(headers: HeaderMap) -> Response {
+    static LOADER: std::sync::OnceLock<Asset> = std::sync::OnceLock::new();
+    LOADER
+        .get_or_init(|| Asset::new(assets::LOADER.replace("__CLIENT_URL__", &client_path())))
+        // Short: the loader names the current media client, whose URL changes with it.
+        .serve(&headers, "public, max-age=300")
+}
+
+async fn client(Path(file): Path<String>, headers: HeaderMap) -> Response {
     if format!("/client/{file}") != client_path() {
         return (StatusCode::NOT_FOUND, "no such client version\n").into_response();
     }
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                "application/javascript; charset=utf-8",
-            ),
-            // Versioned URL: a second call downloads nothing.
-            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
-        ],
-        assets::CLIENT,
-    )
-        .into_response()
+    static CLIENT: std::sync::OnceLock<Asset> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| Asset::new(assets::CLIENT.to_owned()))
+        // Versioned URL: a second call downloads nothing.
+        .serve(&headers, "public, max-age=31536000, immutable")
 }
 
 async fn shop() -> Response {

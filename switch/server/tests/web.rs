@@ -2777,3 +2777,78 @@ fn a_shopper_on_an_https_page_calls_over_wss() {
         "the widget listener says it is HTTPS"
     );
 }
+
+/// A GET with extra header lines: (status, head, body bytes).
+fn get_bytes(port: u16, path: &str, headers: &str) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect HTTP");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let end = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    let head = String::from_utf8_lossy(&out[..end]).to_string();
+    let status = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, head, out[end + 4..].to_vec())
+}
+
+#[test]
+fn the_widgets_scripts_are_served_gzipped_with_a_validator() {
+    let idx = 69;
+    let mut sw = start("web-assets", idx, "tokenless = true");
+    sw.launch();
+    let http = sw.ports.http;
+    let (status, head, plain) = get_bytes(http, "/c2c.js", "");
+    assert_eq!(status, 200, "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(!lower.contains("content-encoding"), "{head}");
+    assert!(lower.contains("vary: accept-encoding"), "{head}");
+    let etag = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("etag: ")
+                .or_else(|| l.strip_prefix("ETag: "))
+        })
+        .expect("an ETag")
+        .to_owned();
+    // What a browser downloads: gzip, the same script once inflated, within the budget.
+    let (status, head, gz) = get_bytes(http, "/c2c.js", "Accept-Encoding: gzip, deflate, br\r\n");
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase().contains("content-encoding: gzip"),
+        "{head}"
+    );
+    let mut inflated = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut inflated).unwrap();
+    assert_eq!(inflated, plain);
+    assert!(
+        gz.len() < 10_240 && gz.len() < plain.len(),
+        "{} bytes gzipped",
+        gz.len()
+    );
+    // A browser with the current copy downloads nothing.
+    let (status, _, body) = get_bytes(http, "/c2c.js", &format!("If-None-Match: {etag}\r\n"));
+    assert_eq!(status, 304);
+    assert!(body.is_empty());
+    // The media client too.
+    let client = String::from_utf8(plain)
+        .unwrap()
+        .split("/client/")
+        .nth(1)
+        .and_then(|r| r.split(['"', '\'']).next())
+        .map(|f| format!("/client/{f}"))
+        .expect("the loader names the client");
+    let (status, head, _) = get_bytes(http, &client, "Accept-Encoding: gzip\r\n");
+    assert_eq!(status, 200, "{client}: {head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-encoding: gzip"),
+        "{head}"
+    );
+}
