@@ -103,12 +103,14 @@ impl StreamStats {
     /// A packet of the stream whose timestamp says nothing of its arrival (a telephone-event,
     /// RFC 4733: every packet of an event carries the event's start): it counts for the
     /// sequence (so it is not lost) but not for the jitter. A packet of another SSRC is not
-    /// this stream's: ignored.
-    pub fn on_untimed_packet(&mut self, ssrc: u32, seq: u16) {
+    /// this stream's: ignored. `true` when it is new (not a repeat or a late one: RFC 4733
+    /// senders repeat their end packets with the same number).
+    pub fn on_untimed_packet(&mut self, ssrc: u32, seq: u16) -> bool {
         if !self.started || ssrc != self.ssrc {
-            return;
+            return false;
         }
-        self.count(seq);
+        let before = self.max_seq;
+        self.count(seq) > before
     }
 
     /// Counts a packet of the current SSRC: its extended sequence number, the value

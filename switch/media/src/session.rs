@@ -696,8 +696,9 @@ impl Session {
             let clock = te.map_or(8000, |(_, c)| c);
             // Counted (it was received, not lost) but consumed: the other leg's forwarded
             // numbering closes the gap it leaves (RFC 3550: no hole that is not a loss).
-            leg.stats.rx.on_untimed_packet(ssrc, seq);
-            if let Some((s, off, t)) = self.legs[idx(from.other())].forward_map
+            let new = leg.stats.rx.on_untimed_packet(ssrc, seq);
+            if new
+                && let Some((s, off, t)) = self.legs[idx(from.other())].forward_map
                 && s == ssrc
             {
                 self.legs[idx(from.other())].forward_map = Some((s, off.wrapping_sub(1), t));
@@ -1886,5 +1887,56 @@ mod tests {
             "the timestamp jumps by the pause: {}",
             jump.1
         );
+    }
+
+    /// linphone repeats its end packets with one sequence number: the repeats close no gap,
+    /// so the audio forwarded after them repeats no number.
+    #[test]
+    fn repeated_end_packets_shift_the_forwarded_numbering_once() {
+        let mut rig = Rig::new(
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+            leg(CodecKind::Pcmu, DtmfMethod::Info, ""),
+        );
+        let silence = [0xFFu8; 160];
+        for _ in 0..10 {
+            rig.step(Side::A, 0, Some(&silence));
+        }
+        let start = rig.ts;
+        for i in 0..4u16 {
+            let ev = Event {
+                event: 2,
+                end: false,
+                volume: 10,
+                duration: (i + 1) * 160,
+            };
+            rig.ts = start;
+            rig.step(Side::A, 101, Some(&ev.to_bytes()));
+        }
+        let end = Event {
+            event: 2,
+            end: true,
+            volume: 10,
+            duration: 800,
+        };
+        let seq = rig.seq;
+        for _ in 0..3 {
+            rig.seq = seq;
+            rig.ts = start;
+            rig.step(Side::A, 101, Some(&end.to_bytes()));
+        }
+        rig.ts = start.wrapping_add(7 * 160);
+        for _ in 0..10 {
+            rig.step(Side::A, 0, Some(&silence));
+        }
+        let seqs: Vec<u16> = rig
+            .sent
+            .iter()
+            .filter(|(s, _)| *s == Side::B)
+            .map(|(_, b)| u16::from(RtpReader::new(b).unwrap().sequence_number()))
+            .collect();
+        for w in seqs.windows(2) {
+            assert_eq!(w[1], w[0].wrapping_add(1), "{seqs:?}");
+        }
+        assert_eq!(seqs.len(), 20);
     }
 }
