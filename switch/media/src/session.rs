@@ -203,6 +203,8 @@ struct Leg {
     tones: Option<ToneGenerator>,
     event_tx: Option<(EventSender, u32)>,
     pending_digits: VecDeque<(char, u32)>,
+    /// When the event being received began (its start packet), for its wall-clock length.
+    event_started: Option<Instant>,
     marker: bool,
     /// Rate of the PCM this leg's codec gives and takes.
     pcm_rate: u32,
@@ -708,10 +710,16 @@ impl Session {
                 EventOutcome::Ended {
                     digit, duration, ..
                 } => {
-                    let ms = u32::from(duration) * 1000 / clock.max(1);
+                    let stamped = u32::from(duration) * 1000 / clock.max(1);
+                    let wall = leg
+                        .event_started
+                        .take()
+                        .map(|t| now.saturating_duration_since(t).as_millis() as u32);
+                    let ms = sane_digit_ms(stamped, u32::from(duration), clock, wall);
                     self.digit(now, from, digit, ms, DtmfMethod::Rfc4733);
                 }
-                EventOutcome::Started(_) | EventOutcome::Nothing => {}
+                EventOutcome::Started(_) => leg.event_started = Some(now),
+                EventOutcome::Nothing => {}
             }
             return;
         }
@@ -1178,6 +1186,28 @@ impl Session {
         .flatten()
         .min()
     }
+}
+
+/// A received digit's length (ms) from its stamped duration, checked against how long its
+/// packets took to arrive (`wall`, when the event's start was seen): a sender that stamps a
+/// `/8000` telephone-event in 48 kHz units (baresip on Opus: 8640 for 180 ms) is read at 48
+/// kHz; any other duration far past the wall clock is cut to it.
+fn sane_digit_ms(stamped: u32, duration: u32, clock: u32, wall: Option<u32>) -> u32 {
+    let Some(wall) = wall else {
+        return stamped;
+    };
+    // The start packet already carried some duration: the event is at least a packet longer.
+    let longest = wall + 60;
+    if stamped <= longest.saturating_mul(2) {
+        return stamped;
+    }
+    if clock == 8000 {
+        let at_48k = duration * 1000 / 48000;
+        if at_48k <= longest.saturating_mul(2) {
+            return at_48k;
+        }
+    }
+    longest
 }
 
 /// A leg's packet time (ms), 20 when unknown.
@@ -1938,5 +1968,53 @@ mod tests {
             assert_eq!(w[1], w[0].wrapping_add(1), "{seqs:?}");
         }
         assert_eq!(seqs.len(), 20);
+    }
+
+    /// baresip on Opus stamps its telephone-event/8000 durations in 48 kHz units: a 180 ms
+    /// digit says 8640. Its packets' arrival tells the real length.
+    #[test]
+    fn a_digit_stamped_at_the_wrong_clock_is_read_by_its_arrival() {
+        let mut rig = Rig::new(
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+        );
+        let start = rig.ts;
+        for i in 0..9u16 {
+            let ev = Event {
+                event: 3,
+                end: i == 8,
+                volume: 10,
+                duration: (i + 1) * 960,
+            };
+            rig.ts = start;
+            rig.step(Side::A, 101, Some(&ev.to_bytes()));
+        }
+        for _ in 0..40 {
+            rig.step(Side::A, 0, None);
+        }
+        let got: Vec<u32> = rig
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                MediaEvent::Digit(d) => Some(d.duration_ms),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, [180], "read at 48 kHz, not 1,080 ms");
+        assert_eq!(
+            sane_digit_ms(100, 800, 8000, Some(80)),
+            100,
+            "an honest digit"
+        );
+        assert_eq!(
+            sane_digit_ms(100, 800, 8000, None),
+            100,
+            "end-only: as stamped"
+        );
+        assert_eq!(
+            sane_digit_ms(5000, 40000, 48000, Some(100)),
+            160,
+            "absurd: cut"
+        );
     }
 }
