@@ -394,27 +394,24 @@ fn limits(
         max_untrusted_calls: c.max_untrusted_calls.unwrap_or(d.max_untrusted_calls),
         max_calls_per_source: c.max_calls_per_source.unwrap_or(d.max_calls_per_source),
     };
-    if let Some(r) = &c.source_rate
-        && *r.get_ref() == 0
-    {
-        diags.push(diag(
-            f,
-            t,
-            Some(r.span()),
-            "limits.source_rate 0 would drop every request from an untrusted source".into(),
-            Some("requests per second per source: the default 20 lets a busy phone through; list the addresses you trust in [sip] trusted"),
-        ));
-    }
-    if let Some(b) = &c.source_burst
-        && *b.get_ref() == 0
-    {
-        diags.push(diag(
-            f,
-            t,
-            Some(b.span()),
-            "limits.source_burst 0 would ban every untrusted source at its first request".into(),
-            Some("the requests one untrusted source may send at once: the default 60"),
-        ));
+    let zeros = [
+        (
+            &c.source_rate,
+            "limits.source_rate 0 would drop every request from an untrusted source",
+            "requests per second per source: the default 20 lets a busy phone through; list the addresses you trust in [sip] trusted",
+        ),
+        (
+            &c.source_burst,
+            "limits.source_burst 0 would ban every untrusted source at its first request",
+            "the requests one untrusted source may send at once: the default 60",
+        ),
+    ];
+    for (v, msg, hint) in zeros {
+        if let Some(v) = v
+            && *v.get_ref() == 0
+        {
+            diags.push(diag(f, t, Some(v.span()), msg.into(), Some(hint)));
+        }
     }
     if limits.max_untrusted_transactions > limits.max_transactions {
         diags.push(diag(

@@ -232,18 +232,7 @@ fn browser_call_reaches_the_acd_with_its_facts_audio_flows_both_ways_dtmf_and_th
     );
     // A key on the panel's dial pad reaches the ACD as RFC 4733.
     b.eval("document.querySelector('.sb-c2c-key[aria-label=\"key 5\"]').click()");
-    let mut evs = Vec::new();
-    for _ in 0..5 {
-        let got = acd.stream(sw_b, CodecKind::Pcmu, &[0; 8000]);
-        evs.extend(events(&got, 101));
-        if evs.iter().any(|e| e.event == 5 && e.end) {
-            break;
-        }
-    }
-    assert!(
-        evs.iter().any(|e| e.event == 5 && e.end),
-        "the ACD got digit 5 as RFC 4733: {evs:?}"
-    );
+    acd_hears_digit(&mut acd, sw_b, 5, "");
     // Hang-up from the page: the ACD gets the BYE (its scenario ends), the switch has no call.
     b.eval("document.querySelector('.sb-c2c-hang').click()");
     let (st, errs) = uas.wait(Duration::from_secs(10));
@@ -358,18 +347,7 @@ fn firefox_call_reaches_the_acd_with_its_facts_audio_flows_both_ways_dtmf_and_th
     );
     b.eval("document.querySelector('.sb-c2c-key[aria-label=\"key 5\"]').click()");
     let mut acd = RtpPeer::bind(acd_rtp(idx));
-    let mut evs = Vec::new();
-    for _ in 0..5 {
-        let got = acd.stream(sw_b, CodecKind::Pcmu, &[0; 8000]);
-        evs.extend(events(&got, 101));
-        if evs.iter().any(|e| e.event == 5 && e.end) {
-            break;
-        }
-    }
-    assert!(
-        evs.iter().any(|e| e.event == 5 && e.end),
-        "the ACD got Firefox's digit 5 as RFC 4733: {evs:?}\n{sdp}"
-    );
+    acd_hears_digit(&mut acd, sw_b, 5, &sdp);
     // Hang-up from the page: the ACD gets the BYE (its scenario ends), the switch has no call.
     b.eval("document.querySelector('.sb-c2c-hang').click()");
     let (st, errs) = uas.wait(Duration::from_secs(10));
@@ -481,6 +459,19 @@ fn bad_token_foreign_origin_and_forbidden_number_are_refused_before_any_invite()
             "{reason}"
         );
     }
+}
+
+/// The ACD (speaking silence to the switch at `sw_b`) gets `digit` as RFC 4733, within 5 s.
+fn acd_hears_digit(acd: &mut RtpPeer, sw_b: SocketAddr, digit: u8, context: &str) {
+    let mut evs = Vec::new();
+    for _ in 0..5 {
+        let got = acd.stream(sw_b, CodecKind::Pcmu, &[0; 8000]);
+        evs.extend(events(&got, 101));
+        if evs.iter().any(|e| e.event == digit && e.end) {
+            return;
+        }
+    }
+    panic!("the ACD did not get digit {digit} as RFC 4733: {evs:?}\n{context}");
 }
 
 /// The dominant frequency of what the browser hears (WebAudio on the remote stream).
