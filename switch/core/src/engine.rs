@@ -495,9 +495,14 @@ impl Engine {
         msg: Message,
         from: Peer,
     ) {
-        // The source's limits first: a malformed request costs its sender like any other.
+        // Who sent it, once per request; the source's limits first: a malformed request
+        // costs its sender like any other.
+        let trust = match &msg {
+            Message::Request(_) => self.trust(from),
+            Message::Response(_) => Trust::Local,
+        };
         if let Message::Request(req) = &msg
-            && !self.admit_source(now, req, from)
+            && !self.admit_source(now, req, from, trust)
         {
             return;
         }
@@ -523,7 +528,7 @@ impl Engine {
             Message::Response(_) => self.stats.responses_in += 1,
         }
         if let Message::Request(req) = &msg
-            && !self.admit(req, from)
+            && !self.admit(req, from, trust)
         {
             return;
         }
@@ -532,8 +537,8 @@ impl Engine {
     }
 
     /// A request past its source's limits (untrusted sources only): `false` when dropped.
-    fn admit_source(&mut self, now: Instant, req: &Request, from: Peer) -> bool {
-        if self.trust(from) != Trust::Untrusted {
+    fn admit_source(&mut self, now: Instant, req: &Request, from: Peer, trust: Trust) -> bool {
+        if trust != Trust::Untrusted {
             return true;
         }
         let ua = req.headers.get(&Name::UserAgent).map(|v| &**v);
@@ -549,8 +554,7 @@ impl Engine {
     }
 
     /// A request past the global ceilings: `false` when refused here (503).
-    fn admit(&mut self, req: &Request, from: Peer) -> bool {
-        let trust = self.trust(from);
+    fn admit(&mut self, req: &Request, from: Peer, trust: Trust) -> bool {
         let ceiling = if trust == Trust::Untrusted {
             self.cfg.limits.max_untrusted_transactions
         } else {
@@ -566,7 +570,7 @@ impl Engine {
 
     /// A 503 with `Retry-After` at a ceiling, sent without a transaction (it holds nothing).
     fn refuse_overloaded(&mut self, mut resp: Response, what: Ceiling, from: Peer, req: &Request) {
-        self.guard.stats.refused[Ceiling::ALL.iter().position(|c| *c == what).unwrap_or(0)] += 1;
+        self.guard.stats.refused[what as usize] += 1;
         self.decorate(&mut resp);
         resp.headers
             .push(Name::RetryAfter, self.cfg.limits.retry_after.to_string());
@@ -810,7 +814,9 @@ impl Engine {
             self.respond(now, id, 503, None);
             return;
         }
-        let untrusted = self.trust(from) == Trust::Untrusted;
+        // Who the caller is decides its ceilings and its context.
+        let trust = self.trust(from);
+        let untrusted = trust == Trust::Untrusted;
         let ceiling = if self.calls.len() >= self.cfg.max_calls {
             Some(Ceiling::Calls)
         } else if self.pending_calls() >= self.cfg.limits.max_pending_calls {
@@ -821,7 +827,7 @@ impl Engine {
             None
         };
         if let Some(c) = ceiling {
-            self.guard.stats.refused[Ceiling::ALL.iter().position(|x| *x == c).unwrap_or(0)] += 1;
+            self.guard.stats.refused[c as usize] += 1;
             debug!(source = %from.addr, ceiling = c.as_str(), "overloaded: 503 with Retry-After");
             self.respond(now, id, 503, None);
             return;
@@ -871,7 +877,6 @@ impl Engine {
         let a_tag = self.ids.tag();
         // Who may call where: a source ops trust lands in the listeners' context, any other
         // in the public one (which reaches what ops put there, nothing else).
-        let trust = self.trust(from);
         let context = match trust {
             Trust::Local | Trust::Trusted => &self.cfg.context,
             Trust::Peer(i) => self
@@ -1207,7 +1212,7 @@ impl Engine {
         } else {
             call.last_failure.as_deref().map(AttemptError::cause)
         };
-        if call.answered_at.is_none() && self.trust(call.a.peer) == Trust::Untrusted {
+        if call.answered_at.is_none() && call.untrusted.is_some() {
             debug!(cause = %cause, b_cause = ?b_cause.map(|c| c.name()), "call ended");
         } else {
             info!(cause = %cause, b_cause = ?b_cause.map(|c| c.name()), side = ?side, billable_secs = billable, "call ended");

@@ -134,7 +134,7 @@ pub enum BanReason {
 }
 
 impl BanReason {
-    /// Every reason, in metric order.
+    /// Every reason, in metric order (declaration order: `r as usize` is its index).
     pub const ALL: [BanReason; 3] = [BanReason::Scanner, BanReason::Flood, BanReason::Failures];
 
     /// Its metric label and its word in the API.
@@ -161,7 +161,7 @@ pub enum Ceiling {
 }
 
 impl Ceiling {
-    /// Every ceiling, in metric order.
+    /// Every ceiling, in metric order (declaration order: `c as usize` is its index).
     pub const ALL: [Ceiling; 4] = [
         Ceiling::Transactions,
         Ceiling::PendingCalls,
@@ -554,10 +554,7 @@ impl Guard {
         }
         s.ban = Some((until, reason));
         self.bans += 1;
-        self.stats.bans[BanReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0)] += 1;
+        self.stats.bans[reason as usize] += 1;
         tracing::warn!(
             source = %ip,
             reason = reason.as_str(),

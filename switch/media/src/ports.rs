@@ -27,6 +27,16 @@ struct Free {
 }
 
 impl Free {
+    /// A random one of the older half of the free pairs, taken out.
+    fn pick(&mut self) -> Option<u16> {
+        let older = self.ports.len().div_ceil(2);
+        if older == 0 {
+            return None;
+        }
+        let i = (self.next() % older as u64) as usize;
+        self.ports.swap_remove_front(i)
+    }
+
     fn next(&mut self) -> u64 {
         let mut x = self.rng;
         x ^= x >> 12;
@@ -79,13 +89,7 @@ impl PortPool {
 
     /// An even RTP port (its RTCP port is the next one), or `None` when exhausted.
     pub fn take(&self) -> Option<u16> {
-        let mut f = self.free();
-        let older = f.ports.len().div_ceil(2);
-        if older == 0 {
-            return None;
-        }
-        let i = (f.next() % older as u64) as usize;
-        f.ports.swap_remove_front(i)
+        self.free().pick()
     }
 
     /// From now on [`PortPool::take_bound`] binds each pair on `ip` before handing it out.
@@ -107,12 +111,7 @@ impl PortPool {
         let mut refused = Vec::new();
         let mut got = None;
         for _ in 0..tries {
-            let older = f.ports.len().div_ceil(2);
-            if older == 0 {
-                break;
-            }
-            let i = (f.next() % older as u64) as usize;
-            let Some(port) = f.ports.swap_remove_front(i) else {
+            let Some(port) = f.pick() else {
                 break;
             };
             let pair = std::net::UdpSocket::bind((ip, port)).and_then(|rtp| {

@@ -346,8 +346,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
                 let got = buf.filled().len() - before;
                 if got > 0 {
                     if let Phase::Head(_) = this.phase {
-                        let bytes = buf.filled()[before..].to_vec();
-                        this.saw(&bytes);
+                        this.saw(&buf.filled()[before..]);
                     } else {
                         this.touch();
                     }
@@ -422,52 +421,44 @@ impl Gates {
 
     /// Their lines of `/metrics`.
     pub fn metrics(&self, o: &mut String) {
-        use std::fmt::Write as _;
+        use crate::shell::labelled_metric;
         let all = [&self.sip, &self.http, &self.widget];
-        let _ = writeln!(
+        labelled_metric(
             o,
-            "# HELP switchboard_tcp_connections TCP connections open, by listener\n# TYPE switchboard_tcp_connections gauge"
+            "switchboard_tcp_connections",
+            "gauge",
+            "TCP connections open, by listener",
+            all.iter()
+                .map(|g| (format!("listener=\"{}\"", g.name), g.open() as u64)),
         );
-        for g in all {
-            let _ = writeln!(
-                o,
-                "switchboard_tcp_connections{{listener=\"{}\"}} {}",
-                g.name,
-                g.open()
-            );
-        }
-        let _ = writeln!(
+        labelled_metric(
             o,
-            "# HELP switchboard_tcp_refused_total TCP connections closed at accept: the listener's ceiling or the address's\n# TYPE switchboard_tcp_refused_total counter"
+            "switchboard_tcp_refused_total",
+            "counter",
+            "TCP connections closed at accept: the listener's ceiling or the address's",
+            all.iter().flat_map(|g| {
+                ["listener", "source"].iter().enumerate().map(|(i, c)| {
+                    (
+                        format!("listener=\"{}\",ceiling=\"{c}\"", g.name),
+                        g.stats.refused[i].load(Ordering::Relaxed),
+                    )
+                })
+            }),
         );
-        for g in all {
-            for (i, c) in ["listener", "source"].iter().enumerate() {
-                let _ = writeln!(
-                    o,
-                    "switchboard_tcp_refused_total{{listener=\"{}\",ceiling=\"{c}\"}} {}",
-                    g.name,
-                    g.stats.refused[i].load(Ordering::Relaxed)
-                );
-            }
-        }
-        let _ = writeln!(
+        labelled_metric(
             o,
-            "# HELP switchboard_tcp_timeouts_total TCP connections closed for a message that did not complete in time (slow) or for carrying nothing (idle)\n# TYPE switchboard_tcp_timeouts_total counter"
+            "switchboard_tcp_timeouts_total",
+            "counter",
+            "TCP connections closed for a message that did not complete in time (slow) or for carrying nothing (idle)",
+            all.iter().flat_map(|g| {
+                [("slow", &g.stats.slow), ("idle", &g.stats.idle)].map(|(r, n)| {
+                    (
+                        format!("listener=\"{}\",reason=\"{r}\"", g.name),
+                        n.load(Ordering::Relaxed),
+                    )
+                })
+            }),
         );
-        for g in all {
-            let _ = writeln!(
-                o,
-                "switchboard_tcp_timeouts_total{{listener=\"{}\",reason=\"slow\"}} {}",
-                g.name,
-                g.stats.slow.load(Ordering::Relaxed)
-            );
-            let _ = writeln!(
-                o,
-                "switchboard_tcp_timeouts_total{{listener=\"{}\",reason=\"idle\"}} {}",
-                g.name,
-                g.stats.idle.load(Ordering::Relaxed)
-            );
-        }
     }
 }
 

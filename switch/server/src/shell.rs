@@ -185,6 +185,21 @@ fn wall() -> jiff::Timestamp {
     jiff::Timestamp::now()
 }
 
+/// One metric family with labels: its HELP and TYPE, then a sample per (labels, value).
+pub(crate) fn labelled_metric(
+    o: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, u64)>,
+) {
+    use std::fmt::Write as _;
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        let _ = writeln!(o, "{name}{{{labels}}} {v}");
+    }
+}
+
 /// Binds a UDP socket with large buffers (bursts above a few thousand calls/s otherwise
 /// overflow the kernel's default receive buffer).
 fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
@@ -701,39 +716,36 @@ impl Shell {
             s.requests_in.to_string(),
         );
         let g = e.guard();
-        let _ = writeln!(
-            o,
-            "# HELP switchboard_sip_dropped_total Requests from untrusted sources dropped unanswered, by reason.\n# TYPE switchboard_sip_dropped_total counter"
+        labelled_metric(
+            &mut o,
+            "switchboard_sip_dropped_total",
+            "counter",
+            "Requests from untrusted sources dropped unanswered, by reason.",
+            DropReason::ALL
+                .iter()
+                .zip(g.stats.dropped)
+                .map(|(r, n)| (format!("reason=\"{}\"", r.as_str()), n)),
         );
-        for (r, n) in DropReason::ALL.iter().zip(g.stats.dropped) {
-            let _ = writeln!(
-                o,
-                "switchboard_sip_dropped_total{{reason=\"{}\"}} {n}",
-                r.as_str()
-            );
-        }
-        let _ = writeln!(
-            o,
-            "# HELP switchboard_sip_bans_total Untrusted sources banned, by reason.\n# TYPE switchboard_sip_bans_total counter"
+        labelled_metric(
+            &mut o,
+            "switchboard_sip_bans_total",
+            "counter",
+            "Untrusted sources banned, by reason.",
+            BanReason::ALL
+                .iter()
+                .zip(g.stats.bans)
+                .map(|(r, n)| (format!("reason=\"{}\"", r.as_str()), n)),
         );
-        for (r, n) in BanReason::ALL.iter().zip(g.stats.bans) {
-            let _ = writeln!(
-                o,
-                "switchboard_sip_bans_total{{reason=\"{}\"}} {n}",
-                r.as_str()
-            );
-        }
-        let _ = writeln!(
-            o,
-            "# HELP switchboard_sip_overload_refused_total Requests answered 503 with Retry-After at a ceiling.\n# TYPE switchboard_sip_overload_refused_total counter"
+        labelled_metric(
+            &mut o,
+            "switchboard_sip_overload_refused_total",
+            "counter",
+            "Requests answered 503 with Retry-After at a ceiling.",
+            Ceiling::ALL
+                .iter()
+                .zip(g.stats.refused)
+                .map(|(c, n)| (format!("ceiling=\"{}\"", c.as_str()), n)),
         );
-        for (c, n) in Ceiling::ALL.iter().zip(g.stats.refused) {
-            let _ = writeln!(
-                o,
-                "switchboard_sip_overload_refused_total{{ceiling=\"{}\"}} {n}",
-                c.as_str()
-            );
-        }
         metric(
             &mut o,
             "switchboard_sip_banned_sources",
