@@ -255,6 +255,13 @@ impl Leg {
     }
 }
 
+/// A gap in a forwarded stream this long, with its timestamps moving on, is a new talkspurt.
+const PAUSE: Duration = Duration::from_millis(60);
+
+/// A gap this long over which the sender's timestamps moved less than half as far: they are
+/// restamped from the wall clock (a jitter spike is shorter, and moves them as far).
+const STALLED_CLOCK: Duration = Duration::from_millis(250);
+
 /// Digits waiting to be sent to one leg, at most.
 pub const MAX_QUEUED_DIGITS: usize = 32;
 
@@ -802,7 +809,28 @@ impl Session {
             }
         };
         let out_seq = seq.wrapping_add(seq_off);
-        let out_ts = ts.wrapping_add(ts_off);
+        let mut out_ts = ts.wrapping_add(ts_off);
+        // After a pause in what this leg was sent (the sender's hold or silence), the next
+        // packet starts a talkspurt: marked (the sender may not mark it: baresip does not),
+        // and stamped by the wall clock when the sender's clock stood still meanwhile.
+        if let Some((at, last_ts)) = to.last_tx {
+            let clock = u64::from(codec.clock());
+            let frame = u64::from(ptime_ms.max(10)) * clock / 1000;
+            let gap = now.saturating_duration_since(at);
+            let wall = gap.as_micros() as u64 * clock / 1_000_000;
+            let step = u64::from(out_ts.wrapping_sub(last_ts));
+            if step < 0x8000_0000 && gap >= PAUSE && step > 2 * frame {
+                to.marker = true;
+            }
+            if gap >= STALLED_CLOCK && step < wall / 2 {
+                let next_ts = to.resume_ts(now);
+                if let Some(m) = to.forward_map.as_mut() {
+                    m.2 = next_ts.wrapping_sub(ts);
+                }
+                out_ts = next_ts;
+                to.marker = true;
+            }
+        }
         b.clear();
         b.extend_from_slice(buf);
         rtp::patch(&mut b, out_pt, out_seq, out_ts, to.ssrc);
@@ -1917,6 +1945,67 @@ mod tests {
             "the timestamp jumps by the pause: {}",
             jump.1
         );
+    }
+
+    /// A same-codec call whose caller pauses 3 s (a hold: no packets, its sequence stands
+    /// still): the first packet forwarded after it, and the timestamp jump it shows.
+    fn forwarded_after_a_pause(sender_clock_moves: bool) -> (bool, u32, Vec<u16>) {
+        let mut rig = Rig::new(
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+            leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""),
+        );
+        let silence = [0xFFu8; 160];
+        for _ in 0..20 {
+            rig.step(Side::A, 0, Some(&silence));
+        }
+        let (seq, ts) = (rig.seq, rig.ts);
+        for _ in 0..150 {
+            rig.step(Side::A, 0, None);
+        }
+        rig.seq = seq;
+        if !sender_clock_moves {
+            rig.ts = ts;
+        }
+        for _ in 0..10 {
+            rig.step(Side::A, 0, Some(&silence));
+        }
+        let to_b: Vec<(bool, u16, u32)> = rig
+            .sent
+            .iter()
+            .filter(|(s, _)| *s == Side::B)
+            .map(|(_, b)| {
+                let r = RtpReader::new(b).unwrap();
+                (r.mark(), u16::from(r.sequence_number()), r.timestamp())
+            })
+            .collect();
+        let after = to_b
+            .windows(2)
+            .find(|w| w[1].2.wrapping_sub(w[0].2) != 160)
+            .map(|w| (w[1].0, w[1].2.wrapping_sub(w[0].2)))
+            .unwrap_or((false, 160));
+        (after.0, after.1, to_b.iter().map(|p| p.1).collect())
+    }
+
+    /// baresip resumes from hold with its clock moved on and no marker; some stacks resume
+    /// with their clock where they left it. Either way the stream we forward marks the new
+    /// talkspurt and its timestamps follow the wall clock; its numbering has no hole.
+    #[test]
+    fn forwarded_audio_after_a_hold_is_marked_and_follows_the_wall_clock() {
+        for moves in [true, false] {
+            let (marked, jump, seqs) = forwarded_after_a_pause(moves);
+            assert!(
+                marked,
+                "the first packet after the pause is marked ({moves})"
+            );
+            assert!(
+                jump.abs_diff(3 * 8000) <= 2 * 160,
+                "the timestamp jumps by the pause ({moves}): {jump}"
+            );
+            assert!(
+                seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+                "{seqs:?}"
+            );
+        }
     }
 
     /// linphone repeats its end packets with one sequence number: the repeats close no gap,
