@@ -11,11 +11,18 @@ command -v pulseaudio >/dev/null 2>&1 || need_apt+=(pulseaudio)   # Firefox's We
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)         # the browser tests (tests/web.rs): never skipped
 [ -x /usr/bin/firefox-esr ] || need_apt+=(firefox-esr)   # the same, in Firefox (WebDriver BiDi)
 command -v svwar >/dev/null 2>&1 || need_apt+=(sipvicious)   # the scanner tests (tests/sipp.rs): svwar, svcrack
+command -v baresip >/dev/null 2>&1 || need_apt+=(baresip)        # real clients (tests/clients.rs): caller and call center
+command -v linphonec >/dev/null 2>&1 || need_apt+=(linphone-cli) # the same, linphone's stack
+command -v dumpcap >/dev/null 2>&1 || need_apt+=(tshark)          # the clients' tests capture every leg on lo
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   echo "installing: ${need_apt[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# Capturing on lo needs CAP_NET_RAW: root has it; anyone else gets it on dumpcap.
+if [ "$(id -u)" != 0 ] && command -v getcap >/dev/null 2>&1 && ! getcap "$(command -v dumpcap)" | grep -q cap_net_raw; then
+  sudo setcap cap_net_raw,cap_net_admin+eip "$(command -v dumpcap)"
 fi
 
 # Reuse earlier builds when the cache exists; a fresh clone builds from nothing.

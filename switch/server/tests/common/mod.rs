@@ -11,7 +11,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod browser;
+pub mod clients;
 pub mod firefox;
+pub mod pcap;
 pub mod rtp;
 
 /// What the page's calls went through (for a browser wait's failure message).

@@ -1,0 +1,380 @@
+//! Real SIP clients through the switch: baresip and linphonec as callers and as the call
+//! center, PCMU, Opus and Opus ↔ PCMU transcoded, tones checked both ways, digits both ways
+//! (RFC 4733 and SIP INFO), hold and resume — and every stream the switch sends captured on
+//! the wire (`dumpcap` on lo) and run through the stream checker (`common::pcap`): sequence
+//! without holes, timestamps that follow the wall clock, markers on discontinuities, SSRC as
+//! the SDP says, and RTCP that reports only real loss, from the switch and from the clients.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::clients::{Baresip, BaresipConf, LinphoneConf, Linphonec, tone_share};
+use common::pcap::{Capture, Health, Stream, Wire, check_switch_streams};
+use common::{Ports, Route, Switch};
+
+const CODECS: &str = r#"["PCMU", "PCMA", "opus", "telephone-event"]"#;
+const SECS: Duration = Duration::from_secs(15);
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The test's SIP ports and its RTP ports (the switch's and the clients').
+fn filter(p: &Ports) -> String {
+    format!(
+        "udp and (portrange {}-{} or portrange {}-{})",
+        p.sip,
+        p.sip + 19,
+        p.rtp.0,
+        p.rtp.0 + 99
+    )
+}
+
+/// The call center: a baresip answering `2000` on the gateway's address, playing 600 Hz.
+fn baresip_callee(sw: &Switch, codecs: &str) -> Baresip {
+    let p = sw.ports;
+    Baresip::start(
+        &sw.dir,
+        BaresipConf {
+            name: "callee",
+            sip: p.gw[0],
+            ctrl: p.sip + 10,
+            rtp: (p.rtp.0 + 40, p.rtp.0 + 59),
+            user: "2000",
+            codecs,
+            tone: 600.0,
+        },
+    )
+}
+
+/// A caller: baresip playing 1000 Hz.
+fn baresip_caller(sw: &Switch, codecs: &str) -> Baresip {
+    let p = sw.ports;
+    Baresip::start(
+        &sw.dir,
+        BaresipConf {
+            name: "caller",
+            sip: p.sip + 6,
+            ctrl: p.sip + 11,
+            rtp: (p.rtp.0 + 60, p.rtp.0 + 79),
+            user: "caller",
+            codecs,
+            tone: 1000.0,
+        },
+    )
+}
+
+fn linphonec(sw: &Switch, codec: &str, info: bool, auto_answer: bool, tone: f64) -> Linphonec {
+    let p = sw.ports;
+    Linphonec::start(
+        &sw.dir,
+        LinphoneConf {
+            name: if auto_answer {
+                "lin-callee"
+            } else {
+                "lin-caller"
+            },
+            sip: if auto_answer { p.gw[0] } else { p.sip + 8 },
+            rtp: p.rtp.0 + 80,
+            user: if auto_answer { "2000" } else { "lincaller" },
+            codec,
+            info,
+            auto_answer,
+            tone,
+        },
+    )
+}
+
+/// Packets missing from a client's stream as captured (duplicates are not loss).
+fn real_loss(s: &Stream) -> i64 {
+    let mut ext: Vec<i64> = Vec::new();
+    let mut base = 0i64;
+    let mut last: Option<u16> = None;
+    for p in &s.packets {
+        if let Some(l) = last
+            && p.seq < l
+            && l - p.seq > 0x8000
+        {
+            base += 0x1_0000;
+        }
+        last = Some(p.seq);
+        ext.push(base + i64::from(p.seq));
+    }
+    ext.sort_unstable();
+    ext.dedup();
+    match (ext.first(), ext.last()) {
+        (Some(a), Some(b)) => b - a + 1 - ext.len() as i64,
+        _ => 0,
+    }
+}
+
+/// Every stream the switch sent checked (panics on a defect), and the loss each side's RTCP
+/// reported against the loss on the wire. Prints the figures.
+fn check_legs(wire: &Wire, sw: &Switch) -> Vec<(Stream, Health)> {
+    let ours: Vec<SocketAddr> = wire
+        .sdps_from(addr(sw.ports.sip))
+        .iter()
+        .map(|s| s.media)
+        .collect();
+    assert!(!ours.is_empty(), "the switch sent no SDP");
+    let checked = check_switch_streams(wire, &ours);
+    assert!(
+        checked.len() >= 2,
+        "expected a stream to each leg, got {:?}",
+        checked
+            .iter()
+            .map(|(s, _)| (s.src, s.dst))
+            .collect::<Vec<_>>()
+    );
+    let rtcp = |a: SocketAddr| addr(a.port() + 1);
+    for (s, h) in &checked {
+        // What the client's receiver reports about our stream.
+        let claimed = wire
+            .rtcp_reports_from(rtcp(s.dst))
+            .iter()
+            .filter(|r| r.0 == s.ssrc)
+            .map(|r| r.1)
+            .max();
+        println!(
+            "FIGURE {} -> {}: {} packets, missing {}, receiver reports lost {:?}, drift {:.1} ms, talkspurts {}, digits {:?}",
+            s.src,
+            s.dst,
+            s.packets.len(),
+            h.missing,
+            claimed,
+            h.drift_ms,
+            h.talkspurts,
+            h.digits
+        );
+        assert!(
+            claimed.unwrap_or(0) <= i32::try_from(h.missing).unwrap_or(i32::MAX),
+            "{} reports {claimed:?} lost of our stream {:#x}; {} were",
+            s.dst,
+            s.ssrc,
+            h.missing
+        );
+    }
+    // What the switch reports about the clients' streams.
+    for s in wire.rtp_streams().iter().filter(|s| ours.contains(&s.dst)) {
+        let real = real_loss(s);
+        let claimed = wire
+            .rtcp_reports_from(rtcp(s.dst))
+            .iter()
+            .filter(|r| r.0 == s.ssrc)
+            .map(|r| i64::from(r.1))
+            .max();
+        println!(
+            "FIGURE {} -> {} (client): {} packets, real loss {real}, the switch reports {claimed:?}",
+            s.src,
+            s.dst,
+            s.packets.len()
+        );
+        assert!(
+            claimed.unwrap_or(0) <= real,
+            "the switch reports {claimed:?} lost of {}'s stream; {real} were",
+            s.src
+        );
+    }
+    checked
+}
+
+/// The stream the switch sent to `dst`.
+fn to(legs: &[(Stream, Health)], dst: SocketAddr) -> &(Stream, Health) {
+    legs.iter()
+        .find(|(s, _)| s.dst == dst)
+        .unwrap_or_else(|| panic!("no stream from the switch to {dst}"))
+}
+
+fn wait_established(b: &Baresip) {
+    b.wait_log("Call established", SECS);
+    b.wait_log("incoming rtp for 'audio' established", SECS);
+}
+
+/// baresip ↔ switch ↔ baresip on one codec pair: 10 digits from the caller, 3 back from the
+/// call center, a 3 s hold by the caller and resume; then the wire is checked.
+fn baresip_call(idx: u16, name: &str, caller_codecs: &str, callee_codecs: &str) {
+    let mut sw = Switch::prepare(
+        name,
+        idx,
+        Route {
+            codecs: CODECS,
+            ..Default::default()
+        },
+    );
+    let cap = Capture::start(&sw.dir, "wire", &filter(&sw.ports));
+    let callee = baresip_callee(&sw, callee_codecs);
+    sw.launch();
+    let caller = baresip_caller(&sw, caller_codecs);
+    caller.command("dial", &format!("sip:2000@127.0.0.1:{}", sw.ports.sip));
+    wait_established(&caller);
+    wait_established(&callee);
+    std::thread::sleep(Duration::from_millis(1500));
+    caller.command("sndcode", "1234567890");
+    assert_eq!(callee.wait_digits(10, SECS), "1234567890");
+    std::thread::sleep(Duration::from_millis(500));
+    callee.command("sndcode", "#*9");
+    assert_eq!(caller.wait_digits(3, SECS), "#*9");
+    std::thread::sleep(Duration::from_millis(1000));
+    caller.command("hold", "");
+    std::thread::sleep(Duration::from_secs(3));
+    caller.command("resume", "");
+    std::thread::sleep(Duration::from_secs(2));
+    caller.hangup();
+    callee.wait_log("terminated", SECS);
+    sw.wait_call_count(0, SECS);
+    let wire = cap.stop();
+
+    let legs = check_legs(&wire, &sw);
+    let callee_media = wire.sdps_from(addr(sw.ports.gw[0]))[0].media;
+    let caller_media = wire.sdps_from(addr(sw.ports.sip + 6))[0].media;
+    assert_eq!(to(&legs, callee_media).1.digits, "1234567890");
+    assert_eq!(to(&legs, caller_media).1.digits, "#*9");
+    // The hold is a gap in what the switch sends the caller, resumed as a marked talkspurt.
+    assert!(
+        to(&legs, caller_media).1.talkspurts >= 1,
+        "no gap for the hold in the stream to the caller"
+    );
+    // Tones: each side heard the other.
+    let heard_by_callee = tone_share(&callee.received(), 1000.0);
+    let heard_by_caller = tone_share(&caller.received(), 600.0);
+    println!(
+        "FIGURE tones: callee hears 1000 Hz {heard_by_callee:.2}, caller hears 600 Hz {heard_by_caller:.2}"
+    );
+    assert!(
+        heard_by_callee > 0.6,
+        "callee heard {heard_by_callee:.2} of 1000 Hz"
+    );
+    assert!(
+        heard_by_caller > 0.6,
+        "caller heard {heard_by_caller:.2} of 600 Hz"
+    );
+}
+
+#[test]
+fn baresip_to_baresip_pcmu_streams_stay_continuous_across_digits_and_hold() {
+    baresip_call(100, "clients-pcmu", "pcmu", "pcmu");
+}
+
+#[test]
+fn baresip_opus_to_baresip_pcmu_is_transcoded_and_streams_stay_continuous() {
+    baresip_call(101, "clients-opus-pcmu", "opus/48000/1", "pcmu");
+}
+
+#[test]
+fn baresip_to_baresip_opus_streams_stay_continuous_across_digits_and_hold() {
+    baresip_call(102, "clients-opus", "opus/48000/1", "opus/48000/1");
+}
+
+/// linphonec → switch → baresip: digits from linphonec (RFC 4733 or INFO), digits back from
+/// baresip (RFC 4733, or INFO towards linphonec), pause/resume by linphonec.
+fn linphone_call(idx: u16, name: &str, info: bool) {
+    let mut sw = Switch::prepare(
+        name,
+        idx,
+        Route {
+            codecs: CODECS,
+            before_bridge: if info {
+                r#"{ set = { dtmf_a = "info" } },"#
+            } else {
+                ""
+            },
+            ..Default::default()
+        },
+    );
+    let cap = Capture::start(&sw.dir, "wire", &filter(&sw.ports));
+    let callee = baresip_callee(&sw, "pcmu");
+    sw.launch();
+    let mut lin = linphonec(&sw, "pcmu", info, false, 1000.0);
+    lin.say(&format!("call sip:2000@127.0.0.1:{}", sw.ports.sip));
+    lin.wait_log("connected", SECS);
+    wait_established(&callee);
+    std::thread::sleep(Duration::from_millis(1500));
+    lin.say("1590");
+    assert_eq!(callee.wait_digits(4, SECS), "1590");
+    callee.command("sndcode", "7#");
+    assert_eq!(lin.wait_digits(2, SECS), "7#");
+    std::thread::sleep(Duration::from_millis(500));
+    lin.say("pause");
+    std::thread::sleep(Duration::from_secs(3));
+    lin.say("resume");
+    std::thread::sleep(Duration::from_secs(2));
+    lin.say("terminate");
+    callee.wait_log("terminated", SECS);
+    sw.wait_call_count(0, SECS);
+    let wire = cap.stop();
+
+    let legs = check_legs(&wire, &sw);
+    let callee_media = wire.sdps_from(addr(sw.ports.gw[0]))[0].media;
+    assert_eq!(to(&legs, callee_media).1.digits, "1590");
+    let lin_sip = addr(sw.ports.sip + 8);
+    if info {
+        assert_eq!(wire.info_digits_to(lin_sip), "7#");
+    } else {
+        let lin_media = wire.sdps_from(lin_sip)[0].media;
+        assert_eq!(to(&legs, lin_media).1.digits, "7#");
+    }
+    let heard_by_callee = tone_share(&callee.received(), 1000.0);
+    println!("FIGURE tones: callee hears 1000 Hz {heard_by_callee:.2}");
+    assert!(
+        heard_by_callee > 0.6,
+        "callee heard {heard_by_callee:.2} of 1000 Hz"
+    );
+    drop(lin);
+}
+
+#[test]
+fn linphonec_to_baresip_rfc4733_digits_both_ways_and_pause() {
+    linphone_call(103, "clients-lin", false);
+}
+
+#[test]
+fn linphonec_to_baresip_info_digits_become_rfc4733_and_back() {
+    linphone_call(104, "clients-lin-info", true);
+}
+
+/// The switch offers Opus to a linphone call center with telephone-event at Opus's clock: the
+/// answer keeps it and the caller's digits reach linphone as RFC 4733, not as tones.
+#[test]
+fn a_linphone_call_center_on_opus_gets_digits_as_telephone_events() {
+    let mut sw = Switch::prepare(
+        "clients-lin-opus",
+        105,
+        Route {
+            codecs: CODECS,
+            ..Default::default()
+        },
+    );
+    let cap = Capture::start(&sw.dir, "wire", &filter(&sw.ports));
+    let lin = linphonec(&sw, "opus", false, true, 600.0);
+    sw.launch();
+    let caller = baresip_caller(&sw, "opus/48000/1");
+    caller.command("dial", &format!("sip:2000@127.0.0.1:{}", sw.ports.sip));
+    wait_established(&caller);
+    std::thread::sleep(Duration::from_millis(1500));
+    caller.command("sndcode", "42");
+    assert_eq!(lin.wait_digits(2, SECS), "42");
+    std::thread::sleep(Duration::from_millis(1000));
+    caller.hangup();
+    sw.wait_call_count(0, SECS);
+    let wire = cap.stop();
+
+    let legs = check_legs(&wire, &sw);
+    let answer = &wire.sdps_from(addr(sw.ports.gw[0]))[0];
+    assert!(
+        answer
+            .rtpmap
+            .values()
+            .any(|(n, r)| n == "telephone-event" && *r == 48000),
+        "linphone's answer has no telephone-event/48000:\n{}",
+        answer.text
+    );
+    assert_eq!(to(&legs, answer.media).1.digits, "42");
+    let heard_by_caller = tone_share(&caller.received(), 600.0);
+    println!("FIGURE tones: caller hears 600 Hz {heard_by_caller:.2}");
+    assert!(
+        heard_by_caller > 0.6,
+        "caller heard {heard_by_caller:.2} of 600 Hz"
+    );
+}
