@@ -331,6 +331,16 @@ fn compile_action(cx: &mut Ctx<'_>, a: schema::Action, span: Range<usize>) -> Op
                         Some("use rfc4733, info or inband"),
                     );
                 }
+                if k == "srtp_b"
+                    && !v.contains('$')
+                    && switchboard_media::srtp::Policy::parse(v).is_none()
+                {
+                    cx.err(
+                        s.clone(),
+                        format!("srtp_b = {v:?} is not an SRTP setting"),
+                        Some("use off, optional or required"),
+                    );
+                }
             }
             ActionTpl::Set(
                 vars.into_iter()

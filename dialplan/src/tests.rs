@@ -215,6 +215,33 @@ fn unknown_action_and_bad_toml_are_refused() {
 }
 
 #[test]
+fn media_variables_with_a_literal_that_means_nothing_are_refused_at_load() {
+    for (set, want) in [
+        (
+            "dtmf_b = \"tones\"",
+            "dtmf_b = \"tones\" is not a DTMF form",
+        ),
+        (
+            "srtp_b = \"mandatory\"",
+            "srtp_b = \"mandatory\" is not an SRTP setting",
+        ),
+    ] {
+        let err = compile(
+            &[src(
+                "v.toml",
+                &format!("[[extension]]\nname = \"a\"\nactions = [ {{ set = {{ {set} }} }} ]\n"),
+            )],
+            &env(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("v.toml:3:"), "{err}");
+        assert!(err.to_string().contains(want), "{err}");
+    }
+    let ok = "[[extension]]\nname = \"a\"\nactions = [ { set = { srtp_b = \"required\" } } ]\n";
+    assert!(compile(&[src("v.toml", ok)], &env()).is_ok());
+}
+
+#[test]
 fn uui_is_hex_with_encoding_and_purpose_and_cut_to_its_budget() {
     assert_eq!(
         crate::uui_value("acme", "isdn-uui", 128),

@@ -177,6 +177,7 @@ impl Endpoint for Agents {
             ),
             caller: ctx.caller.clone(),
             dtmf: None,
+            srtp: Default::default(),
         })
     }
 }

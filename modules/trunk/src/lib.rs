@@ -66,6 +66,11 @@ pub struct GatewayConfig {
     /// `inband`.
     #[serde(default)]
     pub dtmf: Option<String>,
+    /// SDES-SRTP on calls through this gateway: `off` (default), `optional` (keys offered on
+    /// RTP/AVP, taken if answered) or `required` (RTP/SAVP; an answer without a key ends the
+    /// call).
+    #[serde(default)]
+    pub srtp: Option<String>,
     /// Headers never sent to this gateway, whatever the dialplan adds (e.g. a carrier gets
     /// no `X-Page-Url` and no `User-to-User`).
     #[serde(default)]
@@ -125,6 +130,9 @@ pub enum GatewayError {
     /// The DTMF form is unknown.
     #[error("gateway {0}: dtmf {1:?} is not one of rfc4733, info, inband")]
     Dtmf(String, String),
+    /// The SRTP setting is unknown.
+    #[error("gateway {0}: srtp {1:?} is not one of off, optional, required")]
+    Srtp(String, String),
     /// An `acl` entry is not an address block.
     #[error("gateway {0}: acl: {1}")]
     Acl(String, String),
@@ -151,6 +159,8 @@ pub struct Gateway {
     pub registration: Option<Registration>,
     /// How digits travel on its calls (None: the switch's default).
     pub dtmf: Option<DtmfMethod>,
+    /// SDES-SRTP on its calls.
+    pub srtp: switchboard_media::srtp::Policy,
     /// Caller numbers leased per call.
     pub ani: Option<ani::AniPool>,
     /// The sources that are this gateway: its address, then `acl`.
@@ -203,6 +213,11 @@ impl Gateway {
                     .ok_or_else(|| GatewayError::Dtmf(name.to_owned(), d.to_owned()))?,
             ),
         };
+        let srtp = match config.srtp.as_deref() {
+            None => switchboard_media::srtp::Policy::Off,
+            Some(p) => switchboard_media::srtp::Policy::parse(p)
+                .ok_or_else(|| GatewayError::Srtp(name.to_owned(), p.to_owned()))?,
+        };
         let ani = match &config.ani_pool {
             None => None,
             Some(specs) => {
@@ -236,6 +251,7 @@ impl Gateway {
             acl,
             ani,
             dtmf,
+            srtp,
             name: name.to_owned(),
             addr,
             transport,

@@ -277,6 +277,7 @@ impl Endpoint for Trunk {
             request_uri,
             caller: switchboard_core::module::CallerId { number, name },
             dtmf: gw.dtmf,
+            srtp: gw.srtp,
         })
     }
 

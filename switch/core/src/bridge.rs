@@ -340,6 +340,7 @@ impl Engine {
                     request_uri: u.clone(),
                     caller,
                     dtmf: None,
+                    srtp: Default::default(),
                 })
             }
         }
@@ -464,8 +465,14 @@ impl Engine {
             peer,
             request_uri: ruri,
             dtmf,
+            srtp,
             ..
         } = route;
+        if call.offer_b.is_none() && !call.m.srtp[1].policy_set {
+            // The offer to leg B is made once, for the first target tried; the dialplan's
+            // `srtp_b` wins over the gateway's `srtp`.
+            call.m.srtp[1].policy = srtp;
+        }
         if let Some(dtmf) = dtmf
             && call.m.dtmf[1].is_none()
         {
@@ -700,6 +707,11 @@ impl Engine {
                 }
                 call.attempts[i].ringing = true;
                 self.relay_provisional(now, &mut call, &resp);
+                if call.m.srtp_refused {
+                    self.calls.insert(call_ref, call);
+                    self.teardown(now, call_ref, Cause::IncompatibleDestination, None);
+                    return;
+                }
             }
             200..=299 if call.winner == Some(i) => {
                 // A retransmitted 2xx: ACK again if A already acknowledged ours.
@@ -709,6 +721,13 @@ impl Engine {
             }
             200..=299 if call.winner.is_none() && !call.attempts[i].done => {
                 self.b_answered(now, &mut call, i, &resp);
+                if call.m.srtp_refused {
+                    // Leg B answered our RTP/SAVP offer without a key: it is ACKed and hung
+                    // up, the caller gets 488.
+                    self.calls.insert(call_ref, call);
+                    self.teardown(now, call_ref, Cause::IncompatibleDestination, None);
+                    return;
+                }
             }
             200..=299 => {
                 self.calls.insert(call_ref, call);
@@ -816,6 +835,9 @@ impl Engine {
                     ack_body = self.local_answer(call, Side::B, &resp.body);
                 }
             }
+            if call.m.srtp_refused {
+                return;
+            }
             self.ack_b(call, ack_body);
             if call.state != CallState::Up {
                 self.up_calls += 1;
@@ -833,6 +855,9 @@ impl Engine {
         {
             out.headers.push(Name::ContentType, "application/sdp");
             out.body = b;
+        }
+        if call.m.srtp_refused {
+            return;
         }
         self.txn.respond(now, call.a.invite_txn, out);
         self.a_answered(now, call);

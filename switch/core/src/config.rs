@@ -40,6 +40,8 @@ pub struct EngineConfig {
     /// for a tone to be recognised and silenced from its start (0: none; a tone then leaks
     /// for ~40 ms).
     pub inband_delay_ms: u32,
+    /// SDES-SRTP suites we offer and accept, in preference order.
+    pub srtp_suites: Vec<switchboard_media::srtp::Suite>,
     /// Overload control (`[limits]`).
     pub limits: crate::guard::Limits,
 }
@@ -72,6 +74,7 @@ impl Default for EngineConfig {
             ],
             dtmf: switchboard_media::DtmfMethod::Rfc4733,
             inband_delay_ms: 60,
+            srtp_suites: switchboard_media::srtp::SUITES.to_vec(),
             limits: crate::guard::Limits::default(),
         }
     }

@@ -872,6 +872,39 @@ impl Engine {
             self.respond(now, id, 415, None);
             return;
         }
+        // An offer we cannot answer at all is refused before any routing, saying why.
+        if has_sdp
+            && self.cfg.anchor_media
+            && let Some((status, code, why)) =
+                crate::media::refuse_offer(&req.body, &self.cfg.srtp_suites)
+        {
+            debug!(status, %why, "offer refused");
+            if let Some(r) = self.txn.server_request(id) {
+                let tag = self.ids.tag();
+                let mut resp = make_response(r, status, Some(&tag));
+                if status == 400 {
+                    resp.reason = ByteString::from("Bad SDP");
+                }
+                let host = fmt_addr(self.local_addr(from.transport));
+                // The text is ours but may quote the parser: one line of plain characters.
+                let text: String = why
+                    .chars()
+                    .map(|c| match c {
+                        '"' | '\\' => '\'',
+                        c if c.is_control() => ' ',
+                        c => c,
+                    })
+                    .collect();
+                resp.headers.push(
+                    Name::Other("Warning".into()),
+                    format!("{code} {host} \"{text}\""),
+                );
+                self.decorate(&mut resp);
+                self.txn.respond(now, id, resp);
+            }
+            self.note_failure(now, from, status);
+            return;
+        }
         let call_ref = CallRef(self.next_call);
         self.next_call += 1;
         let a_tag = self.ids.tag();
@@ -921,6 +954,19 @@ impl Engine {
                         "not a DTMF form (rfc4733, info, inband): ignored"
                     );
                 }
+            }
+        }
+        if let Some(v) = var("srtp_b") {
+            match switchboard_media::srtp::Policy::parse(v) {
+                Some(p) => {
+                    m.srtp[1].policy = p;
+                    m.srtp[1].policy_set = true;
+                }
+                None => warn!(
+                    var = "srtp_b",
+                    value = v,
+                    "not an SRTP setting (off, optional, required): ignored"
+                ),
             }
         }
         let mut apps = Vec::new();

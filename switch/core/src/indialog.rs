@@ -117,10 +117,14 @@ impl Engine {
         }
         copy_relayed_headers(&req.headers, &mut out.headers);
         if is_sdp(&req.headers) {
-            if let Some(b) = self.sdp_to_other(call, from, &req.body, SdpIn::Request) {
-                out.headers.push(Name::ContentType, "application/sdp");
-                out.body = b;
-            }
+            let Some(b) = self.sdp_to_other(call, from, &req.body, SdpIn::Request) else {
+                // An offer we cannot take (no audio we can carry, SRTP we cannot do): the
+                // other leg never sees it, and the session goes on as it was (RFC 3264 §8).
+                self.respond(now, server_txn, 488, None);
+                return;
+            };
+            out.headers.push(Name::ContentType, "application/sdp");
+            out.body = b;
         } else if !req.body.is_empty() {
             if let Some(ct) = req.headers.get(&Name::ContentType) {
                 out.headers.push(Name::ContentType, ct.clone());

@@ -7,8 +7,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use switchboard_dialplan::Cause;
 use switchboard_media::negotiate::{answer_for, chosen, offer_extras, telephone_event};
+use switchboard_media::srtp::{Crypto, CryptoError, LegKeys, Policy, Suite};
 use switchboard_media::{
-    CodecKind, DtmfMethod, Format, Formats, LegMedia, MediaEvent, Side, audio, rewrite_with,
+    CodecKind, DtmfMethod, Format, Formats, LegMedia, MediaEvent, MediaInfo, Side, Transport,
+    audio, rewrite_with,
 };
 use switchboard_sip::{Name, Request};
 use tracing::{debug, info, warn};
@@ -50,6 +52,170 @@ pub(crate) struct CallMedia {
     /// An offer of ours waiting for its answer in an ACK (a caller that sent none): to
     /// which leg, with what.
     pub local_offer: Option<(Side, Vec<Format>)>,
+    /// SDES-SRTP of each leg.
+    pub srtp: [Secure; 2],
+    /// A leg answered our `RTP/SAVP` offer without a key: the call cannot go on.
+    pub srtp_refused: bool,
+}
+
+/// One leg's SDES-SRTP (RFC 4568): the keys each side offered and those agreed. Keys are
+/// the leg's own: ours are made per leg, and a leg's are never written to the other.
+#[derive(Debug, Default)]
+pub(crate) struct Secure {
+    /// How our offers to this leg secure it (leg B: its gateway's `srtp`; leg A: as its
+    /// first offer did).
+    pub policy: Policy,
+    /// The policy is settled: by leg A's first offer, or by the dialplan (`srtp_b`).
+    pub policy_set: bool,
+    /// The profile of the leg's last offer (its answer repeats it).
+    pub offered_proto: Option<String>,
+    /// The leg's key we took from its last offer.
+    pub their_offer: Option<Crypto>,
+    /// Our keys in our last offer to the leg (one per suite).
+    pub our_offer: Vec<Crypto>,
+    /// The keys agreed (None: plain RTP).
+    pub keys: Option<LegKeys>,
+}
+
+/// The offer's first key of a suite in `suites` (`None`: plain RTP), or why an offer
+/// that must be secured cannot be.
+fn offer_key(info: &MediaInfo, suites: &[Suite]) -> Result<Option<Crypto>, String> {
+    let mut why = None;
+    for line in &info.crypto {
+        match Crypto::parse(line) {
+            Ok(c) if suites.contains(&c.suite()) => return Ok(Some(c)),
+            Ok(c) => why = Some(CryptoError::UnknownSuite(c.suite().name().to_owned())),
+            Err(e) => why = Some(e),
+        }
+    }
+    if !info.proto.contains("SAVP") {
+        // Best-effort SRTP (keys on RTP/AVP) we cannot take is plain RTP.
+        return Ok(None);
+    }
+    Err(match why {
+        Some(CryptoError::UnknownSuite(_)) | None if info.crypto.is_empty() => {
+            format!("{} without a=crypto (SDES keys)", info.proto)
+        }
+        Some(e) => format!("{} with no usable key: {e}", info.proto),
+        None => format!("{} with no usable key", info.proto),
+    })
+}
+
+/// Why an offer from a leg cannot be answered at all: (status, warning code, text) for a
+/// 400 or 488 with a `Warning` (RFC 3261 §20.43).
+pub(crate) fn refuse_offer(body: &[u8], suites: &[Suite]) -> Option<(u16, u16, String)> {
+    match audio(body) {
+        Err(switchboard_media::SdpError::Malformed(e)) => {
+            Some((400, 399, format!("the SDP cannot be parsed: {e}")))
+        }
+        Err(_) => Some((
+            488,
+            304,
+            "no audio stream on RTP/AVP or RTP/SAVP with a port".to_owned(),
+        )),
+        Ok(info) => offer_key(&info, suites).err().map(|why| (488, 302, why)),
+    }
+}
+
+impl Secure {
+    /// The leg offered: the key we will answer with, or why the offer cannot be taken.
+    pub(crate) fn take_offer(
+        &mut self,
+        side: Side,
+        info: &MediaInfo,
+        suites: &[Suite],
+    ) -> Result<(), String> {
+        let key = offer_key(info, suites)?;
+        if key.is_none() && self.policy == Policy::Required && side == Side::B {
+            return Err("plain RTP offered on a leg whose gateway requires SRTP".to_owned());
+        }
+        if side == Side::A && !self.policy_set {
+            self.policy_set = true;
+            self.policy = match (&key, info.proto.contains("SAVP")) {
+                (Some(_), true) => Policy::Required,
+                (Some(_), false) => Policy::Optional,
+                (None, _) => Policy::Off,
+            };
+        }
+        self.offered_proto = Some(info.proto.clone());
+        self.their_offer = key;
+        Ok(())
+    }
+
+    /// Our answer to the leg's last offer: its profile, and our key for its key (the one we
+    /// had for it, if the suite and tag are the same).
+    pub(crate) fn answer(&mut self) -> Result<(String, Vec<String>), CryptoError> {
+        let proto = self
+            .offered_proto
+            .clone()
+            .unwrap_or_else(|| "RTP/AVP".to_owned());
+        let Some(theirs) = self.their_offer.clone() else {
+            self.keys = None;
+            return Ok((proto, Vec::new()));
+        };
+        let ours = match &self.keys {
+            Some(k) if k.ours.tag == theirs.tag && k.ours.suite() == theirs.suite() => {
+                k.ours.clone()
+            }
+            _ => Crypto::ours(theirs.tag, theirs.suite())?,
+        };
+        let line = ours.line();
+        self.keys = Some(LegKeys { ours, theirs });
+        Ok((proto, vec![line]))
+    }
+
+    /// Our offer to the leg: `RTP/SAVP` or `RTP/AVP`, with a key per suite as the policy
+    /// says (the one agreed already kept for its suite).
+    pub(crate) fn offer(&mut self, suites: &[Suite]) -> Result<(String, Vec<String>), CryptoError> {
+        self.our_offer.clear();
+        if self.policy == Policy::Off {
+            return Ok(("RTP/AVP".to_owned(), Vec::new()));
+        }
+        for (i, &suite) in suites.iter().enumerate() {
+            let c = match &self.keys {
+                Some(k) if k.ours.suite() == suite => k.ours.clone(),
+                _ => Crypto::ours(i as u32 + 1, suite)?,
+            };
+            self.our_offer.push(c);
+        }
+        let proto = match self.policy {
+            Policy::Required => "RTP/SAVP",
+            _ => "RTP/AVP",
+        };
+        Ok((
+            proto.to_owned(),
+            self.our_offer.iter().map(Crypto::line).collect(),
+        ))
+    }
+
+    /// The leg answered our offer: the keys agreed, or why the answer cannot be taken.
+    pub(crate) fn take_answer(&mut self, info: &MediaInfo) -> Result<(), String> {
+        let agreed = info.crypto.iter().find_map(|line| {
+            let theirs = Crypto::parse(line).ok()?;
+            let ours = self
+                .our_offer
+                .iter()
+                .find(|o| o.tag == theirs.tag && o.suite() == theirs.suite())?;
+            Some(LegKeys {
+                ours: ours.clone(),
+                theirs,
+            })
+        });
+        match agreed {
+            None if self.policy == Policy::Required => Err(format!(
+                "the answer ({}) takes none of the SRTP keys of our RTP/SAVP offer",
+                info.proto
+            )),
+            None => {
+                self.keys = None;
+                Ok(())
+            }
+            Some(k) => {
+                self.keys = Some(k);
+                Ok(())
+            }
+        }
+    }
 }
 
 pub(crate) fn idx(side: Side) -> usize {
@@ -108,6 +274,18 @@ impl Engine {
         };
         let origin = Self::origin_for(call, to);
         if !is_answer {
+            if let Err(why) = call.m.srtp[idx(from)].take_offer(from, &info, &self.cfg.srtp_suites)
+            {
+                warn!(?from, %why, "offer refused");
+                return None;
+            }
+            let (proto, crypto) = match call.m.srtp[idx(to)].offer(&self.cfg.srtp_suites) {
+                Ok(t) => t,
+                Err(e) => {
+                    warn!(error = %e, "no SRTP keys for our offer");
+                    return None;
+                }
+            };
             let allowed: Vec<&Format> = info.formats.iter().filter(|f| self.allowed(f)).collect();
             let kept: Vec<Format> = allowed.into_iter().cloned().collect();
             let extra = offer_extras(&kept, &self.cfg.codecs);
@@ -117,7 +295,11 @@ impl Engine {
                 allowed: &self.cfg.codecs,
                 extra: &extra,
             };
-            return match rewrite_with(body, self.cfg.media_ip, port, edit, origin) {
+            let transport = Transport {
+                proto: &proto,
+                crypto: &crypto,
+            };
+            return match rewrite_with(body, self.cfg.media_ip, port, edit, origin, transport) {
                 Ok((b, _)) => Some(Bytes::from(b)),
                 Err(e) => {
                     warn!(error = %e, "offer cannot be passed on");
@@ -139,6 +321,18 @@ impl Engine {
             warn!(codec = %theirs.name, "no codec of the offer can be bridged to the answer's");
             return None;
         };
+        if let Err(why) = call.m.srtp[idx(from)].take_answer(&info) {
+            warn!(?from, %why, "answer refused");
+            call.m.srtp_refused = true;
+            return None;
+        }
+        let (proto, crypto) = match call.m.srtp[idx(offerer)].answer() {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(error = %e, "no SRTP key for our answer");
+                return None;
+            }
+        };
         call.m.answered = Some(mine.clone());
         if matches!(kind, SdpIn::Ack | SdpIn::Response { final_: true }) {
             call.m.pending = None;
@@ -154,12 +348,17 @@ impl Engine {
             switchboard_media::negotiate::as_sent_by_us(mine)
         };
         let exact: Vec<Format> = std::iter::once(mine).chain(te_mine).collect();
+        let transport = Transport {
+            proto: &proto,
+            crypto: &crypto,
+        };
         match rewrite_with(
             body,
             self.cfg.media_ip,
             port,
             Formats::Exact(&exact),
             origin,
+            transport,
         ) {
             Ok((b, _)) => Some(Bytes::from(b)),
             Err(e) => {
@@ -186,6 +385,11 @@ impl Engine {
             Side::B => ports.b,
         };
         let info = audio(body).ok()?;
+        if let Err(why) = call.m.srtp[idx(side)].take_offer(side, &info, &self.cfg.srtp_suites) {
+            warn!(?side, %why, "offer refused");
+            return None;
+        }
+        let (proto, crypto) = call.m.srtp[idx(side)].answer().ok()?;
         self.media_remote(call, side, &info);
         let offer: Vec<Format> = info
             .formats
@@ -208,6 +412,10 @@ impl Engine {
             port,
             Formats::Exact(&exact),
             origin,
+            Transport {
+                proto: &proto,
+                crypto: &crypto,
+            },
         )
         .ok()
         .map(|(b, _)| Bytes::from(b))
@@ -229,12 +437,24 @@ impl Engine {
         let first = chosen(&formats)?.clone();
         let template = "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=ptime:20\r\na=sendrecv\r\n";
         let origin = Self::origin_for(call, side);
+        let (proto, crypto) = match call.m.srtp[idx(side)].offer(&self.cfg.srtp_suites) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(error = %e, "no SRTP keys for our offer");
+                return None;
+            }
+        };
+        let transport = Transport {
+            proto: &proto,
+            crypto: &crypto,
+        };
         let body = match rewrite_with(
             template.as_bytes(),
             self.cfg.media_ip,
             port,
             Formats::Exact(&formats),
             origin,
+            transport,
         ) {
             Ok((b, _)) => Bytes::from(b),
             Err(e) => {
@@ -264,6 +484,10 @@ impl Engine {
                 return;
             }
         };
+        if let Err(why) = call.m.srtp[idx(side)].take_answer(&info) {
+            warn!(?side, %why, "answer to our offer refused: the leg keeps no media");
+            return;
+        }
         self.media_remote(call, side, &info);
         let Some(theirs) = chosen(&info.formats)
             .filter(|t| offer.iter().any(|o| o.same_codec(t)))
@@ -328,6 +552,7 @@ impl Engine {
             } else {
                 0
             },
+            srtp: call.m.srtp[idx(side)].keys.clone(),
         };
         call.m.fmt[idx(side)] = Some(fmt.clone());
         if call.m.legs[idx(side)].as_ref() != Some(&media) {

@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use switchboard_dialplan::{Action, ReadDigits};
 use switchboard_media::negotiate::{answer_for, telephone_event};
-use switchboard_media::{Format, Formats, Side, audio, rewrite_with};
+use switchboard_media::{Format, Formats, Side, Transport, audio, rewrite_with};
 use switchboard_sip::Name;
 use switchboard_sip::transaction::make_response;
 use tracing::{debug, info};
@@ -303,6 +303,13 @@ impl Engine {
         let offer_body = call.m.a_offer.clone()?;
         let ports = self.alloc_media(call)?;
         let info = audio(&offer_body).ok()?;
+        if call.m.srtp[0].offered_proto.is_none()
+            && let Err(why) = call.m.srtp[0].take_offer(Side::A, &info, &self.cfg.srtp_suites)
+        {
+            tracing::warn!(%why, "offer refused");
+            return None;
+        }
+        let (proto, crypto) = call.m.srtp[0].answer().ok()?;
         let offer: Vec<Format> = match &call.m.pending {
             Some((Side::A, f, _)) => f.clone(),
             _ => info.formats.clone(),
@@ -323,6 +330,10 @@ impl Engine {
             ports.a,
             Formats::Exact(&exact),
             (call.id.0, call.a.sdp_version),
+            Transport {
+                proto: &proto,
+                crypto: &crypto,
+            },
         )
         .ok()
         .map(|(b, _)| Bytes::from(b))

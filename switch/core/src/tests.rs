@@ -1774,3 +1774,196 @@ fn an_invite_whose_contact_is_not_a_sip_uri_is_refused() {
     assert_eq!(&*r.reason, "Contact is not a SIP URI");
     assert!(request_to(&sent, B, Method::Invite).is_none());
 }
+
+/// SDES-SRTP terminated per leg (RFC 4568): each leg gets keys of ours, a leg's keys never
+/// reach the other leg, and what cannot be secured is refused with the reason.
+mod srtp {
+    use super::*;
+    use switchboard_media::srtp::{Crypto, Suite};
+
+    const KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+
+    fn sdp(proto: &str, crypto: &[&str]) -> String {
+        let mut s = format!(
+            "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio 4000 {proto} 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+        );
+        for c in crypto {
+            s.push_str(&format!("a=crypto:{c}\r\n"));
+        }
+        s
+    }
+
+    /// `msg` (text with `\n` line ends and `Content-Length: 0`) carrying `body` as SDP.
+    fn with_body(msg: &str, body: &str) -> String {
+        msg.replace('\n', "\r\n").replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    }
+
+    fn cryptos(body: &[u8]) -> Vec<Crypto> {
+        String::from_utf8_lossy(body)
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=crypto:"))
+            .map(|c| Crypto::parse(c).unwrap())
+            .collect()
+    }
+
+    fn leg_keys(h: &Harness, side: Side) -> Option<switchboard_media::srtp::LegKeys> {
+        h.outputs.iter().rev().find_map(|o| match o {
+            Output::MediaLeg { side: s, media, .. } if *s == side => Some(media.srtp.clone()),
+            _ => None,
+        })?
+    }
+
+    fn srtp_b_plan(policy: &str) -> String {
+        format!(
+            "[[extension]]\nname = \"all\"\nwhen.destination = '^(\\d+)$'\nactions = [ {{ set = {{ srtp_b = \"{policy}\" }} }}, {{ bridge = {{ targets = [\"sip:$1@127.0.0.1:5080\"], timeout = 20 }} }} ]\n"
+        )
+    }
+
+    #[test]
+    fn an_srtp_caller_is_answered_with_a_key_of_ours_and_leg_b_never_sees_its_key() {
+        let mut h = Harness::new();
+        let line = format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}");
+        h.send_raw(A, &with_body(INVITE, &sdp("RTP/SAVP", &[&line])));
+        let b_invite = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+        let offer_b = String::from_utf8_lossy(&b_invite.body).to_string();
+        assert!(
+            offer_b.contains("m=audio ") && offer_b.contains(" RTP/AVP "),
+            "{offer_b}"
+        );
+        assert!(
+            !offer_b.contains("crypto") && !offer_b.contains(KEY),
+            "{offer_b}"
+        );
+        let answer_b = sdp("RTP/AVP", &[]);
+        h.send_raw(B, &with_body(&b_response(&b_invite, 200), &answer_b));
+        let ok = response_to(&h.sent(), A, 200).clone();
+        let answer = String::from_utf8_lossy(&ok.body).to_string();
+        assert!(
+            answer.contains(" RTP/SAVP "),
+            "the answer keeps the offer's profile: {answer}"
+        );
+        let ours = cryptos(&ok.body);
+        assert_eq!(ours.len(), 1, "{answer}");
+        assert_eq!(
+            (ours[0].tag, ours[0].suite()),
+            (1, Suite::AesCm128HmacSha1_80)
+        );
+        assert!(!answer.contains(KEY), "our key is our own: {answer}");
+        let keys = leg_keys(&h, Side::A).expect("leg A is secured");
+        assert_eq!(keys.theirs, Crypto::parse(&line).unwrap());
+        assert_eq!(keys.ours, ours[0]);
+        assert_eq!(leg_keys(&h, Side::B), None, "leg B stays plain (srtp off)");
+
+        // A re-INVITE with the same key: our answer repeats our key (its context, and the
+        // keystream position, carry on).
+        h.send(A, &caller_ack(&ok));
+        h.sent();
+        let reinvite = with_body(
+            &caller_request(&ok, "INVITE", 2, "z9hG4bK-a-re2"),
+            &sdp("RTP/SAVP", &[&line]),
+        );
+        h.send_raw(A, &reinvite);
+        let re_b = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+        assert!(!String::from_utf8_lossy(&re_b.body).contains("crypto"));
+        h.send_raw(B, &with_body(&b_response(&re_b, 200), &answer_b));
+        let ok2 = response_to(&h.sent(), A, 200).clone();
+        assert_eq!(cryptos(&ok2.body), ours, "the same key of ours");
+    }
+
+    #[test]
+    fn an_savp_offer_without_a_key_we_can_use_gets_488_with_a_warning() {
+        let mut h = Harness::new();
+        let line = format!("1 AES_256_CM_HMAC_SHA1_80 inline:{KEY}{KEY}");
+        h.send_raw(A, &with_body(INVITE, &sdp("RTP/SAVP", &[&line])));
+        let sent = h.sent();
+        assert!(request_to(&sent, B, Method::Invite).is_none(), "no leg B");
+        let r = response_to(&sent, A, 488);
+        let warning = r.headers.get_other("Warning").unwrap().to_string();
+        assert!(
+            warning.starts_with("302 ") && warning.contains("RTP/SAVP"),
+            "{warning}"
+        );
+        // No audio stream at all: 488, 304.
+        let mut h = Harness::new();
+        let video = "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 4000 RTP/AVP 96\r\n";
+        h.send_raw(A, &with_body(INVITE, video));
+        let sent = h.sent();
+        let w = response_to(&sent, A, 488)
+            .headers
+            .get_other("Warning")
+            .unwrap()
+            .to_string();
+        assert!(w.starts_with("304 "), "{w}");
+        // Not SDP: 400 saying so.
+        let mut h = Harness::new();
+        h.send_raw(A, &with_body(INVITE, "hello\r\n"));
+        let sent = h.sent();
+        let w = response_to(&sent, A, 400)
+            .headers
+            .get_other("Warning")
+            .unwrap()
+            .to_string();
+        assert!(w.starts_with("399 "), "{w}");
+    }
+
+    #[test]
+    fn srtp_b_optional_offers_keys_on_rtp_avp_and_an_answer_with_one_secures_leg_b() {
+        let mut h = Harness::with_plan(&srtp_b_plan("optional"));
+        h.send_raw(A, &with_body(INVITE, &sdp("RTP/AVP", &[])));
+        let b_invite = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+        let offer = String::from_utf8_lossy(&b_invite.body).to_string();
+        assert!(offer.contains(" RTP/AVP "), "{offer}");
+        let offered = cryptos(&b_invite.body);
+        let suites: Vec<Suite> = offered.iter().map(Crypto::suite).collect();
+        assert_eq!(suites, switchboard_media::srtp::SUITES.to_vec(), "{offer}");
+        // B takes the GCM line, with a key of its own.
+        let gcm = offered
+            .iter()
+            .find(|c| c.suite() == Suite::AeadAes128Gcm)
+            .unwrap();
+        let b_line = Crypto::ours(gcm.tag, Suite::AeadAes128Gcm).unwrap();
+        h.send_raw(
+            B,
+            &with_body(
+                &b_response(&b_invite, 200),
+                &sdp("RTP/AVP", &[&b_line.line()]),
+            ),
+        );
+        let ok = response_to(&h.sent(), A, 200).clone();
+        assert!(
+            cryptos(&ok.body).is_empty(),
+            "the plain caller gets a plain answer"
+        );
+        let keys = leg_keys(&h, Side::B).expect("leg B is secured");
+        assert_eq!((&keys.ours, &keys.theirs), (gcm, &b_line));
+        assert_eq!(leg_keys(&h, Side::A), None);
+    }
+
+    #[test]
+    fn srtp_b_required_offers_savp_and_an_answer_without_a_key_ends_the_call_with_488() {
+        let mut h = Harness::with_plan(&srtp_b_plan("required"));
+        h.send_raw(A, &with_body(INVITE, &sdp("RTP/AVP", &[])));
+        let b_invite = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+        let offer = String::from_utf8_lossy(&b_invite.body).to_string();
+        assert!(offer.contains(" RTP/SAVP "), "{offer}");
+        assert_eq!(cryptos(&b_invite.body).len(), 3);
+        h.send_raw(
+            B,
+            &with_body(&b_response(&b_invite, 200), &sdp("RTP/AVP", &[])),
+        );
+        let sent = h.sent();
+        assert!(
+            request_to(&sent, B, Method::Ack).is_some(),
+            "B's 200 is ACKed"
+        );
+        assert!(request_to(&sent, B, Method::Bye).is_some(), "then hung up");
+        assert_eq!(statuses_to(&sent, A), vec![488], "the caller gets 488 only");
+    }
+}

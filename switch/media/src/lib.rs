@@ -7,6 +7,7 @@
 //!   RTP timeouts;
 //! - the pieces it is made of: [`rtp`], [`g711`], [`codec`], [`resample`], [`jitter`],
 //!   [`dtmf`], [`tone`], [`wav`];
+//! - [`srtp`]: SDES-SRTP per leg (`a=crypto`, RFC 3711 and RFC 7714 packet protection);
 //! - [`ports`]: the RTP port pool.
 
 pub mod codec;
@@ -21,6 +22,7 @@ pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
 pub mod session;
+pub mod srtp;
 pub mod tone;
 pub mod wav;
 
@@ -28,5 +30,5 @@ pub use codec::CodecKind;
 pub use dtmf::DtmfMethod;
 pub use ports::PortPool;
 pub use relay::{Latching, Relay, RelayStats, Side};
-pub use sdp::{Format, Formats, MediaInfo, SdpError, audio, rewrite, rewrite_with};
+pub use sdp::{Format, Formats, MediaInfo, SdpError, Transport, audio, rewrite, rewrite_with};
 pub use session::{DigitEvent, LegMedia, MediaEvent, Playable, Session};

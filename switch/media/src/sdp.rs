@@ -35,6 +35,51 @@ pub struct MediaInfo {
     pub ptime: Option<u32>,
     /// The leg sends RTP (not `a=recvonly` or `a=inactive`, and not on hold with 0.0.0.0).
     pub sends: bool,
+    /// The stream's transport (`RTP/AVP`, `RTP/SAVP`...).
+    pub proto: String,
+    /// Its `a=crypto` values (SDES-SRTP keys, RFC 4568), in order.
+    pub crypto: Vec<String>,
+}
+
+/// The transport we write on the audio stream: its profile and our `a=crypto` lines. The
+/// other leg's keys never pass: every `a=crypto` (and DTLS `fingerprint`/`setup`) of the body
+/// rewritten is removed.
+#[derive(Debug, Clone, Copy)]
+pub struct Transport<'a> {
+    /// `RTP/AVP`, or `RTP/SAVP` (the offer's profile, in an answer).
+    pub proto: &'a str,
+    /// `a=crypto` values of ours.
+    pub crypto: &'a [String],
+}
+
+impl Transport<'static> {
+    /// Plain RTP.
+    pub const PLAIN: Transport<'static> = Transport {
+        proto: "RTP/AVP",
+        crypto: &[],
+    };
+}
+
+/// RTP profiles we can carry audio on (RFC 3551, 3711, 4585, 5124).
+pub fn known_proto(proto: &str) -> bool {
+    matches!(proto, "RTP/AVP" | "RTP/SAVP" | "RTP/AVPF" | "RTP/SAVPF")
+}
+
+/// An audio stream we can take: audio, a port, a profile we know.
+fn usable(m: &MediaDescription) -> bool {
+    m.media_name.media == "audio" && m.media_name.port.value != 0 && known_proto(&proto_of(m))
+}
+
+fn proto_of(m: &MediaDescription) -> String {
+    m.media_name.protos.join("/")
+}
+
+fn crypto_of(m: &MediaDescription) -> Vec<String> {
+    m.attributes
+        .iter()
+        .filter(|a| a.key == "crypto")
+        .filter_map(|a| a.value.clone())
+        .collect()
 }
 
 /// One payload format of an audio stream.
@@ -107,7 +152,7 @@ pub fn audio(body: &[u8]) -> Result<MediaInfo, SdpError> {
     let m = sd
         .media_descriptions
         .iter_mut()
-        .find(|m| m.media_name.media == "audio" && m.media_name.port.value != 0)
+        .find(|m| usable(m))
         .ok_or(SdpError::NoAudio)?;
     let formats = formats_of(m);
     let leg_ip = m
@@ -123,6 +168,8 @@ pub fn audio(body: &[u8]) -> Result<MediaInfo, SdpError> {
         ptime: ptime_of(m),
         sends: rtp.is_some() && sends_of(m, &session_attrs),
         formats,
+        proto: proto_of(m),
+        crypto: crypto_of(m),
     })
 }
 
@@ -220,17 +267,26 @@ pub fn rewrite(
     allowed: &[String],
     origin: (u64, u64),
 ) -> Result<(Vec<u8>, MediaInfo), SdpError> {
-    rewrite_with(body, ours, port, Formats::Filter(allowed), origin)
+    rewrite_with(
+        body,
+        ours,
+        port,
+        Formats::Filter(allowed),
+        origin,
+        Transport::PLAIN,
+    )
 }
 
-/// [`rewrite`] with the formats chosen by `edit`. The [`MediaInfo`] describes the leg's own
-/// body (its address and the formats it listed that were kept), not what we wrote.
+/// [`rewrite`] with the formats chosen by `edit` and the audio stream's transport
+/// `transport`. The [`MediaInfo`] describes the leg's own body (its address and the formats
+/// it listed that were kept), not what we wrote.
 pub fn rewrite_with(
     body: &[u8],
     ours: IpAddr,
     port: u16,
     edit: Formats<'_>,
     origin: (u64, u64),
+    transport: Transport<'_>,
 ) -> Result<(Vec<u8>, MediaInfo), SdpError> {
     let mut sd = SessionDescription::unmarshal(&mut Cursor::new(body))
         .map_err(|e| SdpError::Malformed(e.to_string()))?;
@@ -239,11 +295,15 @@ pub fn rewrite_with(
     let mut info = None;
     let addr_type = if ours.is_ipv4() { "IP4" } else { "IP6" };
     for m in sd.media_descriptions.iter_mut() {
-        let is_audio = m.media_name.media == "audio" && m.media_name.port.value != 0;
-        if !is_audio || info.is_some() {
+        // Keys and DTLS parameters belong to the leg that wrote them: none passes on.
+        m.attributes
+            .retain(|a| !matches!(a.key.as_str(), "crypto" | "fingerprint" | "setup"));
+        if !usable(m) || info.is_some() {
             m.media_name.port.value = 0;
             continue;
         }
+        let leg_proto = proto_of(m);
+        let leg_crypto = crypto_of(m);
         let theirs = formats_of(m);
         let ptime = ptime_of(m);
         let allowed_ok = |allowed: &[String], f: &Format| {
@@ -331,12 +391,21 @@ pub fn rewrite_with(
         };
         m.connection_information = Some(conn(addr_type, shown));
         m.media_name.port.value = port as isize;
+        m.media_name.protos = transport.proto.split('/').map(str::to_owned).collect();
+        for c in transport.crypto {
+            m.attributes.push(Attribute {
+                key: "crypto".into(),
+                value: Some(c.clone()),
+            });
+        }
         info = Some(MediaInfo {
             rtp,
             codecs: names,
             formats: kept_theirs,
             ptime,
             sends: rtp.is_some() && sends_of(m, &session_attrs),
+            proto: leg_proto,
+            crypto: leg_crypto,
         });
     }
     let info = info.ok_or(SdpError::NoAudio)?;
@@ -350,6 +419,9 @@ pub fn rewrite_with(
                 | "ice-lite"
                 | "msid-semantic"
                 | "extmap-allow-mixed"
+                | "crypto"
+                | "fingerprint"
+                | "setup"
         )
     });
     sd.connection_information = Some(conn(addr_type, ours));

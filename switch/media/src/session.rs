@@ -48,6 +48,8 @@ pub struct LegMedia {
     /// a delay line this long (ms; 0: none), so that a tone recognised ~40 ms after it began
     /// is silenced from its start. Only where `dtmf` is in-band, G.711 and `suppress` is set.
     pub inband_delay_ms: u32,
+    /// SDES-SRTP keys of this leg (`None`: plain RTP).
+    pub srtp: Option<crate::srtp::LegKeys>,
 }
 
 /// How much audio before a tone's recognition is silenced with it (the detector's latency,
@@ -129,6 +131,10 @@ pub struct LegStats {
     pub jitter: crate::jitter::JitterStats,
     /// What the leg reports about our stream to it (from its RTCP), and the round trip.
     pub remote: Option<RemoteView>,
+    /// SRTP/SRTCP packets from the leg refused: failed authentication, replayed, malformed.
+    pub srtp_refused: u64,
+    /// Why the last one was (`true`: an SRTCP packet).
+    pub srtp_last_refusal: Option<(bool, crate::srtp::SrtpError)>,
 }
 
 /// The leg's view of what we send it, from its RTCP receiver reports.
@@ -184,6 +190,8 @@ struct Leg {
     muting: bool,
     /// The delay line of a leg whose in-band digits are suppressed (empty otherwise).
     delayed: VecDeque<Delayed>,
+    /// SDES-SRTP contexts, when the leg is secured.
+    srtp: Option<crate::srtp::LegSrtp>,
     /// Send side.
     ssrc: u32,
     seq: u16,
@@ -282,6 +290,8 @@ pub struct Session {
     ntp_origin: Option<(Instant, u64)>,
     cname: String,
     spare: Vec<Vec<u8>>,
+    /// A secured leg's packet, decrypted.
+    srtp_in: Vec<u8>,
     events: VecDeque<MediaEvent>,
     scratch: Vec<i16>,
     scratch8k: Vec<i16>,
@@ -334,6 +344,7 @@ impl Session {
             ntp_origin: None,
             cname: String::from("switchboard"),
             spare: Vec::new(),
+            srtp_in: Vec::new(),
             events: VecDeque::new(),
             scratch: Vec::with_capacity(1920),
             scratch8k: Vec::with_capacity(320),
@@ -351,6 +362,13 @@ impl Session {
         let leg = self.leg(side);
         if leg.media.as_ref() == Some(&media) {
             return;
+        }
+        // New keys (a first answer, a re-INVITE with another key): new contexts. A key that
+        // stays keeps its context, with its rollover counter, SRTCP index and replay window
+        // (a fresh context under a key used already would reuse its keystream).
+        match (leg.srtp.as_mut(), &media.srtp) {
+            (Some(cur), Some(keys)) => cur.rekey(keys),
+            (_, keys) => leg.srtp = keys.clone().map(crate::srtp::LegSrtp::new),
         }
         let codec_changed = leg.media.as_ref().map(|m| m.codec) != Some(media.codec);
         if codec_changed {
@@ -499,6 +517,14 @@ impl Session {
         }
     }
 
+    /// The SDES-SRTP suite a leg is secured with (None: plain RTP).
+    pub fn srtp_suite(&self, side: Side) -> Option<crate::srtp::Suite> {
+        self.legs[idx(side)]
+            .srtp
+            .as_ref()
+            .map(|s| s.keys.ours.suite())
+    }
+
     /// Statistics of a leg.
     pub fn stats(&self, side: Side) -> &LegStats {
         &self.legs[idx(side)].stats
@@ -533,6 +559,39 @@ impl Session {
 
     /// An RTCP packet arrived from a leg (on its RTCP port, or multiplexed).
     pub fn handle_rtcp(&mut self, now: Instant, from: Side, buf: &[u8]) {
+        if let Some(plain) = self.unprotect(from, buf, true) {
+            self.handle_plain_rtcp(now, from, &plain);
+            self.srtp_in = plain;
+        } else if self.legs[idx(from)].srtp.is_none() {
+            self.handle_plain_rtcp(now, from, buf);
+        }
+    }
+
+    /// A secured leg's packet checked and decrypted (`None`: the leg is plain, or the packet
+    /// was refused and counted).
+    fn unprotect(&mut self, from: Side, buf: &[u8], rtcp: bool) -> Option<Vec<u8>> {
+        let leg = &mut self.legs[idx(from)];
+        let srtp = leg.srtp.as_mut()?;
+        let mut b = std::mem::take(&mut self.srtp_in);
+        b.clear();
+        b.extend_from_slice(buf);
+        let checked = if rtcp {
+            srtp.unprotect_rtcp(&mut b)
+        } else {
+            srtp.rx.unprotect_rtp(&mut b)
+        };
+        match checked {
+            Ok(()) => Some(b),
+            Err(e) => {
+                leg.stats.srtp_refused += 1;
+                leg.stats.srtp_last_refusal = Some((rtcp, e));
+                self.srtp_in = b;
+                None
+            }
+        }
+    }
+
+    fn handle_plain_rtcp(&mut self, now: Instant, from: Side, buf: &[u8]) {
         let ntp_now = self.ntp(now);
         let leg = &mut self.legs[idx(from)];
         let clock = leg.media.as_ref().map_or(8000, |m| m.codec.clock());
@@ -600,9 +659,20 @@ impl Session {
         self.out_rtcp.push_back((side, b));
     }
 
-    /// Next RTCP packet to send: the leg whose RTCP address it goes to, and the bytes.
+    /// Next RTCP packet to send: the leg whose RTCP address it goes to, and the bytes
+    /// (SRTCP to a secured leg).
     pub fn poll_rtcp(&mut self) -> Option<(Side, Vec<u8>)> {
-        self.out_rtcp.pop_front()
+        loop {
+            let (side, mut b) = self.out_rtcp.pop_front()?;
+            let sealed = match self.legs[idx(side)].srtp.as_mut() {
+                None => true,
+                Some(s) => s.tx.protect_rtcp(&mut b).is_ok(),
+            };
+            if sealed {
+                return Some((side, b));
+            }
+            self.recycle(b);
+        }
     }
 
     /// An RTP packet (or RTCP multiplexed on the RTP port) arrived from a leg.
@@ -611,6 +681,15 @@ impl Session {
             self.handle_rtcp(now, from, buf);
             return;
         }
+        if let Some(plain) = self.unprotect(from, buf, false) {
+            self.handle_plain_rtp(now, from, &plain);
+            self.srtp_in = plain;
+        } else if self.legs[idx(from)].srtp.is_none() {
+            self.handle_plain_rtp(now, from, buf);
+        }
+    }
+
+    fn handle_plain_rtp(&mut self, now: Instant, from: Side, buf: &[u8]) {
         if let Some(delay) = self.delay_of(from)
             && let Ok(pkt) = RtpReader::new(buf)
             && self.legs[idx(from)]
@@ -1176,9 +1255,20 @@ impl Session {
         }
     }
 
-    /// Next packet to send: the leg whose remote address it goes to, and the bytes.
+    /// Next packet to send: the leg whose remote address it goes to, and the bytes (SRTP
+    /// to a secured leg).
     pub fn poll_transmit(&mut self) -> Option<(Side, Vec<u8>)> {
-        self.out.pop_front()
+        loop {
+            let (side, mut b) = self.out.pop_front()?;
+            let sealed = match self.legs[idx(side)].srtp.as_mut() {
+                None => true,
+                Some(s) => s.tx.protect_rtp(&mut b).is_ok(),
+            };
+            if sealed {
+                return Some((side, b));
+            }
+            self.recycle(b);
+        }
     }
 
     /// Gives a sent packet's buffer back for reuse.
@@ -1258,6 +1348,7 @@ mod tests {
     fn leg(codec: CodecKind, dtmf: DtmfMethod, suppress: &str) -> LegMedia {
         LegMedia {
             inband_delay_ms: 0,
+            srtp: None,
             codec,
             pt: codec.static_pt().unwrap_or(96),
             ptime_ms: 20,
@@ -1380,6 +1471,7 @@ mod tests {
     fn opus_browser_to_pcmu_call_center_is_transcoded_with_48khz_timestamps() {
         let opus = LegMedia {
             inband_delay_ms: 0,
+            srtp: None,
             codec: CodecKind::Opus,
             pt: 111,
             ptime_ms: 20,
@@ -1945,6 +2037,63 @@ mod tests {
             "the timestamp jumps by the pause: {}",
             jump.1
         );
+    }
+
+    /// Both legs on SDES-SRTP with keys of their own: what A sends is checked and decrypted
+    /// under A's key and reaches B under our key for B, forgeries are refused and counted,
+    /// and the reports we send B are SRTCP.
+    #[test]
+    fn srtp_legs_are_decrypted_and_encrypted_each_with_its_own_keys() {
+        use crate::srtp::{Context, Crypto, LegKeys, Suite};
+        let keys = |suite| LegKeys {
+            ours: Crypto::ours(1, suite).unwrap(),
+            theirs: Crypto::ours(1, suite).unwrap(),
+        };
+        let (ka, kb) = (keys(Suite::AesCm128HmacSha1_80), keys(Suite::AeadAes128Gcm));
+        let mut a = leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, "");
+        a.srtp = Some(ka.clone());
+        let mut b = leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, "");
+        b.srtp = Some(kb.clone());
+        let mut rig = Rig::new(a, b);
+        let mut caller = Context::new(&ka.theirs);
+        let mut at_b = Context::new(&kb.ours);
+        let payload = [0x55u8; 160];
+        for i in 0..5u16 {
+            let mut p = Vec::new();
+            rtp::write(&mut p, 0, false, 100 + i, 160 * u32::from(i), 99, &payload);
+            caller.protect_rtp(&mut p).unwrap();
+            if i == 2 {
+                let mut forged = p.clone();
+                forged[20] ^= 0xff;
+                rig.s.handle_rtp(rig.now, Side::A, &forged);
+            }
+            rig.s.handle_rtp(rig.now, Side::A, &p);
+            rig.now += TICK;
+            rig.s.handle_timeout(rig.now);
+        }
+        let mut got = 0;
+        while let Some((side, mut p)) = rig.s.poll_transmit() {
+            assert_eq!(side, Side::B);
+            assert_ne!(&p[12..172], &payload[..], "encrypted on the wire");
+            at_b.unprotect_rtp(&mut p).expect("B's key opens it");
+            assert_eq!(RtpReader::new(&p).unwrap().payload(), &payload[..]);
+            got += 1;
+        }
+        assert_eq!(got, 5);
+        assert_eq!(rig.s.stats(Side::A).srtp_refused, 1);
+        assert_eq!(rig.s.stats(Side::A).rx.packets, 5);
+        rig.now += Duration::from_secs(6);
+        rig.s.handle_timeout(rig.now);
+        let mut reports = 0;
+        while let Some((side, mut p)) = rig.s.poll_rtcp() {
+            if side == Side::B {
+                at_b.unprotect_rtcp(&mut p)
+                    .expect("an SRTCP report under B's key");
+                assert_eq!(p[1], 200, "a sender report");
+                reports += 1;
+            }
+        }
+        assert!(reports > 0, "no report to B");
     }
 
     /// A same-codec call whose caller pauses 3 s (a hold: no packets, its sequence stands

@@ -191,6 +191,7 @@ struct Media {
     codecs: Option<Vec<String>>,
     dtmf: Option<Spanned<String>>,
     inband_dtmf_delay_ms: Option<Spanned<u32>>,
+    srtp_suites: Option<Spanned<Vec<String>>>,
     rtp_timeout: Option<u64>,
     sounds: Option<String>,
     opus_complexity: Option<u8>,
@@ -574,6 +575,35 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
     engine.anchor_media = file.media.anchor.unwrap_or(true);
     if let Some(c) = file.media.codecs {
         engine.codecs = c;
+    }
+    if let Some(list) = &file.media.srtp_suites {
+        let names = list.get_ref();
+        let suites: Vec<_> = names
+            .iter()
+            .filter_map(|n| switchboard_media::srtp::Suite::from_name(n))
+            .collect();
+        if let Some(bad) = names
+            .iter()
+            .find(|n| switchboard_media::srtp::Suite::from_name(n).is_none())
+        {
+            diags.push(diag(
+                f,
+                t,
+                Some(list.span()),
+                format!("media.srtp_suites: {bad:?} is not a crypto-suite this switch speaks"),
+                Some("use AES_CM_128_HMAC_SHA1_80, AEAD_AES_128_GCM or AES_CM_128_HMAC_SHA1_32"),
+            ));
+        } else if suites.is_empty() {
+            diags.push(diag(
+                f,
+                t,
+                Some(list.span()),
+                "media.srtp_suites is empty: no SRTP call could be made".to_owned(),
+                Some("list at least one suite, or leave the key out for all three"),
+            ));
+        } else {
+            engine.srtp_suites = suites;
+        }
     }
     if let Some(d) = &file.media.dtmf {
         match switchboard_media::DtmfMethod::parse(d.get_ref()) {

@@ -41,6 +41,8 @@ pub struct MediaCounters {
     pub rx_lost: AtomicU64,
     /// Calls hung up for lack of RTP.
     pub timeouts: AtomicU64,
+    /// SRTP/SRTCP packets refused (failed authentication, replayed), ended calls.
+    pub srtp_refused: AtomicU64,
 }
 
 /// Media quality of one leg, as last measured (updated with each RTCP report, every 5 s).
@@ -63,6 +65,12 @@ pub struct LegQuality {
     pub remote_jitter_ms: Option<f64>,
     /// Round trip to the leg, ms (from its RTCP).
     pub rtt_ms: Option<f64>,
+    /// The SDES-SRTP suite of the leg (None: plain RTP).
+    pub srtp: Option<&'static str>,
+    /// SRTP/SRTCP packets from the leg refused (authentication, replay).
+    pub srtp_refused: u64,
+    /// Why the last one was, in words.
+    pub srtp_last_refusal: Option<&'static str>,
 }
 
 fn quality_of(s: &Session, side: Side, clock: u32) -> LegQuality {
@@ -76,6 +84,19 @@ fn quality_of(s: &Session, side: Side, clock: u32) -> LegQuality {
         remote_loss: st.remote.map(|r| r.fraction_lost),
         remote_jitter_ms: st.remote.map(|r| r.jitter_ms),
         rtt_ms: st.remote.and_then(|r| r.rtt_ms),
+        srtp: s.srtp_suite(side).map(|x| x.name()),
+        srtp_refused: st.srtp_refused,
+        srtp_last_refusal: st.srtp_last_refusal.map(|(rtcp, e)| {
+            use switchboard_media::srtp::SrtpError as E;
+            match (rtcp, e) {
+                (false, E::Auth) => "SRTP: authentication failed",
+                (false, E::Replay) => "SRTP: replayed or too old",
+                (false, _) => "SRTP: malformed",
+                (true, E::Auth) => "SRTCP: authentication failed",
+                (true, E::Replay) => "SRTCP: replayed or too old",
+                (true, _) => "SRTCP: malformed",
+            }
+        }),
     }
 }
 
@@ -603,6 +624,9 @@ async fn run(
     counters
         .rx_lost
         .fetch_add(a.rx.lost() + b.rx.lost(), Ordering::Relaxed);
+    counters
+        .srtp_refused
+        .fetch_add(a.srtp_refused + b.srtp_refused, Ordering::Relaxed);
     debug!(call = %call, a_in = a.rx.packets, a_lost = a.rx.lost(), b_in = b.rx.packets, b_lost = b.rx.lost(), "media closed");
     serde_json::json!({
         "a": quality_of(&session, Side::A, clocks[0]),

@@ -817,6 +817,13 @@ impl Shell {
             "RTP packets lost before reaching the switch, from sequence gaps (ended calls).",
             m.rx_lost.load(Ordering::Relaxed).to_string(),
         );
+        metric(
+            &mut o,
+            "switchboard_srtp_refused_packets_total",
+            "counter",
+            "SRTP and SRTCP packets refused: failed authentication or replayed (ended calls).",
+            m.srtp_refused.load(Ordering::Relaxed).to_string(),
+        );
         let (jitter_max, rtt_max) = self.media.quality.lock().map_or((0.0, 0.0), |q| {
             q.values().flatten().fold((0.0f64, 0.0f64), |(j, r), l| {
                 (j.max(l.rx_jitter_ms), r.max(l.rtt_ms.unwrap_or(0.0)))

@@ -34,6 +34,11 @@ fn filter(p: &Ports) -> String {
 
 /// The call center: a baresip answering `2000` on the gateway's address, playing 600 Hz.
 fn baresip_callee(sw: &Switch, codecs: &str) -> Baresip {
+    baresip_callee_enc(sw, codecs, "")
+}
+
+/// The same, with media encryption (`srtp-mand`: RTP/SAVP).
+fn baresip_callee_enc(sw: &Switch, codecs: &str, mediaenc: &str) -> Baresip {
     let p = sw.ports;
     Baresip::start(
         &sw.dir,
@@ -45,12 +50,17 @@ fn baresip_callee(sw: &Switch, codecs: &str) -> Baresip {
             user: "2000",
             codecs,
             tone: 600.0,
+            mediaenc,
         },
     )
 }
 
 /// A caller: baresip playing 1000 Hz.
 fn baresip_caller(sw: &Switch, codecs: &str) -> Baresip {
+    baresip_caller_enc(sw, codecs, "")
+}
+
+fn baresip_caller_enc(sw: &Switch, codecs: &str, mediaenc: &str) -> Baresip {
     let p = sw.ports;
     Baresip::start(
         &sw.dir,
@@ -62,6 +72,7 @@ fn baresip_caller(sw: &Switch, codecs: &str) -> Baresip {
             user: "caller",
             codecs,
             tone: 1000.0,
+            mediaenc,
         },
     )
 }
@@ -377,4 +388,280 @@ fn a_linphone_call_center_on_opus_gets_digits_as_telephone_events() {
         heard_by_caller > 0.6,
         "caller heard {heard_by_caller:.2} of 600 Hz"
     );
+}
+
+/// The `a=crypto` keys (base64 key||salt) of an SDP body.
+fn keys_in(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("a=crypto:"))
+        .filter_map(|c| c.split_whitespace().nth(2))
+        .map(|k| {
+            k.trim_start_matches("inline:")
+                .split('|')
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect()
+}
+
+fn m_line(sdp: &str) -> &str {
+    sdp.lines().find(|l| l.starts_with("m=audio")).unwrap_or("")
+}
+
+/// baresip with SDES-SRTP on one leg or both, through the switch: each secured leg gets keys
+/// of the switch's own, no key crosses to the other leg, audio passes both ways (the tones
+/// each client decrypts), and digits keyed on one side reach the other.
+/// `tags`: the bytes of SRTP tag on each 20 ms PCMU packet the switch sends the caller and the
+/// callee (0: plain), which tells the suite the leg agreed.
+fn srtp_call(
+    idx: u16,
+    name: &str,
+    (caller_enc, callee_enc): (&str, &str),
+    (gw, media): (&str, &str),
+    tags: (usize, usize),
+) {
+    let mut sw = Switch::prepare(
+        name,
+        idx,
+        Route {
+            codecs: CODECS,
+            gw1_extra: gw,
+            media_extra: media,
+            ..Default::default()
+        },
+    );
+    let cap = Capture::start(&sw.dir, "wire", &filter(&sw.ports));
+    let callee = baresip_callee_enc(&sw, "pcmu", callee_enc);
+    sw.launch();
+    let caller = baresip_caller_enc(&sw, "pcmu", caller_enc);
+    caller.command("dial", &format!("sip:2000@127.0.0.1:{}", sw.ports.sip));
+    wait_established(&caller);
+    wait_established(&callee);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Digits go towards a plain leg, where the wire shows them.
+    let (keyer, hearer, want) = if callee_enc.is_empty() {
+        (&caller, &callee, "147")
+    } else {
+        (&callee, &caller, "369")
+    };
+    keyer.command("sndcode", want);
+    assert_eq!(hearer.wait_digits(3, SECS), want);
+    // Long enough for RTCP (every 5 s) both ways.
+    std::thread::sleep(Duration::from_millis(5500));
+    caller.hangup();
+    callee.wait_log("terminated", SECS);
+    sw.wait_call_count(0, SECS);
+    let wire = cap.stop();
+
+    let from_caller = wire.sdps_from(addr(sw.ports.sip + 6));
+    let from_callee = wire.sdps_from(addr(sw.ports.gw[0]));
+    let from_switch = wire.sdps_from(addr(sw.ports.sip));
+    let client_keys: Vec<String> = from_caller
+        .iter()
+        .chain(&from_callee)
+        .flat_map(|s| keys_in(&s.text))
+        .collect();
+    for s in &from_switch {
+        for k in keys_in(&s.text) {
+            assert!(
+                !client_keys.contains(&k),
+                "the switch passed a client's key on:\n{}",
+                s.text
+            );
+        }
+    }
+    // Each secured client spoke RTP/SAVP with keys, a plain one without; the switch wrote
+    // RTP/SAVP to each secured leg and plain RTP/AVP to each other.
+    for (enc, theirs) in [(caller_enc, &from_caller), (callee_enc, &from_callee)] {
+        let theirs = &theirs[0].text;
+        if enc.is_empty() {
+            assert!(keys_in(theirs).is_empty(), "{theirs}");
+        } else {
+            assert!(m_line(theirs).contains("RTP/SAVP"), "{theirs}");
+            assert!(!keys_in(theirs).is_empty(), "{theirs}");
+        }
+    }
+    let secured_by_us = from_switch
+        .iter()
+        .filter(|s| m_line(&s.text).contains("RTP/SAVP"))
+        .count();
+    let plain_by_us = from_switch
+        .iter()
+        .filter(|s| m_line(&s.text).contains("RTP/AVP") && keys_in(&s.text).is_empty())
+        .count();
+    let secured_legs = [caller_enc, callee_enc]
+        .iter()
+        .filter(|e| !e.is_empty())
+        .count();
+    assert!(
+        secured_by_us >= secured_legs && plain_by_us >= 2 - secured_legs,
+        "SDP of ours: {secured_by_us} on RTP/SAVP, {plain_by_us} plain\n{}",
+        from_switch
+            .iter()
+            .map(|s| s.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n--\n")
+    );
+    // What the switch sends each client: PCMU frames, each with the tag of its leg's suite.
+    for (client, tag) in [
+        (from_caller[0].media, tags.0),
+        (from_callee[0].media, tags.1),
+    ] {
+        let lens: std::collections::BTreeSet<usize> = wire
+            .rtp_streams()
+            .iter()
+            .filter(|st| st.dst == client && ours_addr(&from_switch, st.src))
+            .flat_map(|st| {
+                st.packets
+                    .iter()
+                    .filter(|p| p.pt == 0)
+                    .map(|p| p.payload.len())
+            })
+            .collect();
+        assert_eq!(
+            lens.into_iter().collect::<Vec<_>>(),
+            vec![160 + tag],
+            "payload lengths of the PCMU the switch sent {client}"
+        );
+    }
+    // The plain legs' streams are checked as any.
+    let plain_legs: Vec<SocketAddr> = from_switch
+        .iter()
+        .filter(|s| keys_in(&s.text).is_empty())
+        .map(|s| s.media)
+        .collect();
+    let hearer_plain = if callee_enc.is_empty() {
+        caller_enc.is_empty() || !from_callee.is_empty()
+    } else {
+        caller_enc.is_empty()
+    };
+    if !plain_legs.is_empty() {
+        let checked = check_switch_streams(&wire, &plain_legs);
+        let hearer_media = if callee_enc.is_empty() {
+            from_callee[0].media
+        } else {
+            from_caller[0].media
+        };
+        if hearer_plain {
+            assert_eq!(to(&checked, hearer_media).1.digits, want);
+        }
+    }
+    // The call's record: each secured leg under its suite, none of its packets refused, and
+    // its SRTCP reports read (the loss it reports on our stream).
+    let record = ended_record(&sw);
+    let quality: serde_json::Value = match &record["quality"] {
+        serde_json::Value::String(q) => serde_json::from_str(q).unwrap_or_default(),
+        q => q.clone(),
+    };
+    for (leg, enc, client) in [
+        ("a", caller_enc, from_caller[0].media),
+        ("b", callee_enc, from_callee[0].media),
+    ] {
+        let q = &quality[leg];
+        println!("FIGURE srtp {name} leg {leg}: {q}");
+        // libre opens the RTCP path with an APP "PING" in clear (16 bytes, shorter than any
+        // SRTCP packet can be), as the 200 reaches it: refused when the leg's keys were set
+        // before it came. The switch refuses those at most, and nothing else.
+        let in_clear = wire
+            .datagrams
+            .iter()
+            .filter(|d| d.src == addr(client.port() + 1) && d.data.len() < 8 + 4 + 10)
+            .filter(|d| d.data.get(1).is_some_and(|pt| (200..=204).contains(pt)))
+            .count();
+        let refused = q["srtp_refused"].as_u64().unwrap_or(u64::MAX);
+        assert!(
+            refused <= if enc.is_empty() { 0 } else { in_clear as u64 },
+            "leg {leg}: {refused} refused, {in_clear} RTCP packets in clear: {q}"
+        );
+        if enc.is_empty() {
+            assert!(q["srtp"].is_null(), "leg {leg}: {q}");
+        } else {
+            assert!(q["srtp"].is_string(), "leg {leg} secured: {q}");
+            assert!(
+                !q["remote_loss"].is_null(),
+                "leg {leg}: no SRTCP report was read: {q}"
+            );
+        }
+    }
+    // Audio passed both ways: each client decrypted (or got in clear) the other's tone.
+    let heard_by_callee = tone_share(&callee.received(), 1000.0);
+    let heard_by_caller = tone_share(&caller.received(), 600.0);
+    println!(
+        "FIGURE srtp {name}: callee hears 1000 Hz {heard_by_callee:.2}, caller hears 600 Hz {heard_by_caller:.2}"
+    );
+    assert!(
+        heard_by_callee > 0.6,
+        "callee heard {heard_by_callee:.2} of 1000 Hz"
+    );
+    assert!(
+        heard_by_caller > 0.6,
+        "caller heard {heard_by_caller:.2} of 600 Hz"
+    );
+}
+
+fn ours_addr(from_switch: &[common::pcap::Sdp], src: SocketAddr) -> bool {
+    from_switch.iter().any(|s| s.media == src)
+}
+
+/// A caller on RTP/SAVP: the switch answers with a key of its own and the call center, on a
+/// gateway without `srtp`, gets plain RTP and no key.
+#[test]
+fn a_baresip_srtp_caller_is_secured_by_the_switch_and_the_call_center_gets_plain_rtp() {
+    srtp_call(
+        106,
+        "clients-srtp-caller",
+        ("srtp-mand", ""),
+        ("", ""),
+        (10, 0),
+    );
+}
+
+/// `srtp = "required"` on the gateway, AES-GCM the only suite: a plain caller, and a call
+/// center on RTP/SAVP with keys of its own.
+#[test]
+fn a_gateway_requiring_srtp_gets_rtp_savp_on_aes_gcm_from_a_plain_caller() {
+    srtp_call(
+        107,
+        "clients-srtp-gcm",
+        ("", "srtp-mand"),
+        (
+            "srtp = \"required\"\n",
+            "srtp_suites = [\"AEAD_AES_128_GCM\"]\n",
+        ),
+        (0, 16),
+    );
+}
+
+/// Both legs secured, the 32-bit tag suite towards the call center.
+#[test]
+fn both_legs_on_srtp_each_with_its_own_keys() {
+    srtp_call(
+        108,
+        "clients-srtp-both",
+        ("srtp-mand", "srtp-mand"),
+        (
+            "srtp = \"required\"\n",
+            "srtp_suites = [\"AES_CM_128_HMAC_SHA1_32\", \"AES_CM_128_HMAC_SHA1_80\"]\n",
+        ),
+        (10, 4),
+    );
+}
+
+/// The record of the call that ended.
+fn ended_record(sw: &Switch) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let body =
+            common::http_get_auth(sw.ports.http, "/api/v1/cdrs", "test-token").unwrap_or_default();
+        let rows: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if let Some(r) = rows
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["ended"].is_string()))
+        {
+            return r.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no record: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

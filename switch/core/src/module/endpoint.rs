@@ -44,6 +44,8 @@ pub struct Route {
     pub caller: CallerId,
     /// How digits travel to it, when the endpoint knows (a gateway's `dtmf`).
     pub dtmf: Option<DtmfMethod>,
+    /// Whether its media is secured with SDES-SRTP (a gateway's `srtp`).
+    pub srtp: switchboard_media::srtp::Policy,
 }
 
 /// A module's kind of target.

@@ -144,6 +144,8 @@ pub struct BaresipConf<'a> {
     pub codecs: &'a str,
     /// The tone it sends.
     pub tone: f64,
+    /// The account's `mediaenc` (`srtp`, `srtp-mand`; empty: plain RTP).
+    pub mediaenc: &'a str,
 }
 
 impl Baresip {
@@ -166,7 +168,12 @@ impl Baresip {
              module g711.so\nmodule opus.so\nmodule aufile.so\nmodule sndfile.so\n\
              module_tmp account.so\nmodule_app menu.so\nmodule_app ctrl_tcp.so\n\
              ctrl_tcp_listen 127.0.0.1:{ctrl}\nsnd_path {rec}\nopus_bitrate 32000\nopus_stereo no\n\
-             opus_sprop_stereo no\nstatmode_default off\nringback_disabled yes\n",
+             opus_sprop_stereo no\nstatmode_default off\nringback_disabled yes\n{srtp}",
+            srtp = if c.mediaenc.is_empty() {
+                ""
+            } else {
+                "module srtp.so\n"
+            },
             sip = c.sip,
             wav = wav.display(),
             r0 = c.rtp.0,
@@ -178,8 +185,14 @@ impl Baresip {
         std::fs::write(
             dir.join("accounts"),
             format!(
-                "<sip:{}@127.0.0.1>;regint=0;answermode=auto;audio_codecs={};ptime=20\n",
-                c.user, c.codecs
+                "<sip:{}@127.0.0.1>;regint=0;answermode=auto;audio_codecs={};ptime=20{}\n",
+                c.user,
+                c.codecs,
+                if c.mediaenc.is_empty() {
+                    String::new()
+                } else {
+                    format!(";mediaenc={}", c.mediaenc)
+                }
             ),
         )
         .expect("baresip accounts");
