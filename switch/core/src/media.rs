@@ -7,6 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use switchboard_dialplan::Cause;
 use switchboard_media::negotiate::{answer_for, chosen, offer_extras, telephone_event};
+use switchboard_media::sdp::Dir;
 use switchboard_media::srtp::{Crypto, CryptoError, LegKeys, Policy, Suite};
 use switchboard_media::{
     CodecKind, DtmfMethod, Format, Formats, LegMedia, MediaEvent, MediaInfo, Side, Transport,
@@ -41,6 +42,9 @@ pub(crate) struct CallMedia {
     pub a_offer: Option<Bytes>,
     /// The offer waiting for its answer: who offered, its formats and ptime.
     pub pending: Option<(Side, Vec<Format>, Option<u32>)>,
+    /// The pending offer's body and direction: our answer to it is written on its layout
+    /// (every m-line in its order) and answers its direction.
+    pub offer_body: Option<(Bytes, Dir)>,
     /// The codec the pending offerer was answered with (later answers repeat it).
     pub answered: Option<Format>,
     /// Each leg's current codec.
@@ -290,6 +294,7 @@ impl Engine {
             let kept: Vec<Format> = allowed.into_iter().cloned().collect();
             let extra = offer_extras(&kept, &self.cfg.codecs);
             call.m.pending = Some((from, kept, info.ptime));
+            call.m.offer_body = Some((body.clone(), info.dir));
             call.m.answered = None;
             let edit = Formats::Offer {
                 allowed: &self.cfg.codecs,
@@ -298,6 +303,7 @@ impl Engine {
             let transport = Transport {
                 proto: &proto,
                 crypto: &crypto,
+                dir: None,
             };
             return match rewrite_with(body, self.cfg.media_ip, port, edit, origin, transport) {
                 Ok((b, _)) => Some(Bytes::from(b)),
@@ -348,12 +354,19 @@ impl Engine {
             switchboard_media::negotiate::as_sent_by_us(mine)
         };
         let exact: Vec<Format> = std::iter::once(mine).chain(te_mine).collect();
+        // Written on the offer's layout (not the answer's: a peer that drops or reorders
+        // m-lines must not make ours wrong), its direction what the offer allows of theirs.
+        let (template, dir) = match &call.m.offer_body {
+            Some((b, offer_dir)) => (b.clone(), Dir::answer(*offer_dir, info.dir)),
+            None => (body.clone(), info.dir),
+        };
         let transport = Transport {
             proto: &proto,
             crypto: &crypto,
+            dir: Some(dir),
         };
         match rewrite_with(
-            body,
+            &template,
             self.cfg.media_ip,
             port,
             Formats::Exact(&exact),
@@ -415,6 +428,7 @@ impl Engine {
             Transport {
                 proto: &proto,
                 crypto: &crypto,
+                dir: Some(Dir::answer(info.dir, Dir::SENDRECV)),
             },
         )
         .ok()
@@ -447,6 +461,7 @@ impl Engine {
         let transport = Transport {
             proto: &proto,
             crypto: &crypto,
+            dir: None,
         };
         let body = match rewrite_with(
             template.as_bytes(),

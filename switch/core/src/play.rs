@@ -333,6 +333,10 @@ impl Engine {
             Transport {
                 proto: &proto,
                 crypto: &crypto,
+                dir: Some(switchboard_media::sdp::Dir::answer(
+                    info.dir,
+                    switchboard_media::sdp::Dir::SENDRECV,
+                )),
             },
         )
         .ok()

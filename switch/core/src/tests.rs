@@ -1795,7 +1795,7 @@ mod srtp {
     }
 
     /// `msg` (text with `\n` line ends and `Content-Length: 0`) carrying `body` as SDP.
-    fn with_body(msg: &str, body: &str) -> String {
+    pub(super) fn with_body(msg: &str, body: &str) -> String {
         msg.replace('\n', "\r\n").replace(
             "Content-Length: 0\r\n\r\n",
             &format!(
@@ -1965,5 +1965,78 @@ mod srtp {
         );
         assert!(request_to(&sent, B, Method::Bye).is_some(), "then hung up");
         assert_eq!(statuses_to(&sent, A), vec![488], "the caller gets 488 only");
+    }
+}
+
+/// RFC 3264 answers: written on the offer's layout whatever leg B answered, rejecting what
+/// cannot be carried with port 0, and answering the offer's direction.
+mod offer_answer {
+    use super::srtp::with_body;
+    use super::*;
+
+    #[test]
+    fn the_answer_keeps_the_offers_m_lines_and_answers_its_direction_whatever_leg_b_wrote() {
+        let mut h = Harness::new();
+        let offer = "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=video 4002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
+m=audio 4000 RTP/AVP 0\r\na=sendonly\r\n\
+m=audio 4004 RTP/AVP 8\r\n";
+        h.send_raw(A, &with_body(INVITE, offer));
+        let b_invite = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+        let to_b = String::from_utf8_lossy(&b_invite.body).to_string();
+        let m: Vec<&str> = to_b.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(m.len(), 3, "{to_b}");
+        assert!(
+            m[0].starts_with("m=video 0 ") && m[2].starts_with("m=audio 0 "),
+            "{to_b}"
+        );
+        assert!(
+            to_b.contains("a=sendonly"),
+            "the offer's direction goes on: {to_b}"
+        );
+        // B answers with one m-line, sendrecv: not what RFC 3264 allows.
+        let answer = "v=0\r\no=b 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=sendrecv\r\n";
+        h.send_raw(B, &with_body(&b_response(&b_invite, 200), answer));
+        let ok = response_to(&h.sent(), A, 200).clone();
+        let to_a = String::from_utf8_lossy(&ok.body).to_string();
+        let m: Vec<&str> = to_a.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(m.len(), 3, "{to_a}");
+        assert!(m[0].starts_with("m=video 0 "), "{to_a}");
+        assert!(
+            m[1].starts_with("m=audio ") && !m[1].starts_with("m=audio 0 "),
+            "{to_a}"
+        );
+        assert!(m[2].starts_with("m=audio 0 "), "{to_a}");
+        assert!(
+            to_a.contains("a=recvonly") && !to_a.contains("a=sendrecv"),
+            "{to_a}"
+        );
+    }
+
+    #[test]
+    fn an_offer_with_streams_we_do_not_know_goes_on_with_its_audio() {
+        let mut h = Harness::new();
+        let offer = "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=application 4002 UNKNOWN 9\r\n\
+m=audio 4004 RTP/XAVPX 0\r\n\
+m=audio 4000 RTP/AVP 0\r\n\
+m=xapplicationx 4006 RTP/AVP 96\r\n";
+        h.send_raw(A, &with_body(INVITE, offer));
+        let b_invite = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+        let to_b = String::from_utf8_lossy(&b_invite.body).to_string();
+        let m: Vec<&str> = to_b.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(
+            m.iter()
+                .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>(),
+            [
+                "m=application 0 UNKNOWN",
+                "m=audio 0 RTP/XAVPX",
+                &format!("m=audio {} RTP/AVP", m[2].split(' ').nth(1).unwrap()),
+                "m=xapplicationx 0 RTP/AVP"
+            ],
+            "{to_b}"
+        );
+        assert_ne!(m[2].split(' ').nth(1), Some("0"), "{to_b}");
     }
 }

@@ -39,6 +39,8 @@ pub struct MediaInfo {
     pub proto: String,
     /// Its `a=crypto` values (SDES-SRTP keys, RFC 4568), in order.
     pub crypto: Vec<String>,
+    /// Its direction, as the leg wrote it.
+    pub dir: Dir,
 }
 
 /// The transport we write on the audio stream: its profile and our `a=crypto` lines. The
@@ -50,6 +52,9 @@ pub struct Transport<'a> {
     pub proto: &'a str,
     /// `a=crypto` values of ours.
     pub crypto: &'a [String],
+    /// The direction we write on the audio stream (an answer's), with our own address
+    /// whatever the body said; `None` keeps the body's (an offer passed on).
+    pub dir: Option<Dir>,
 }
 
 impl Transport<'static> {
@@ -57,6 +62,7 @@ impl Transport<'static> {
     pub const PLAIN: Transport<'static> = Transport {
         proto: "RTP/AVP",
         crypto: &[],
+        dir: None,
     };
 }
 
@@ -143,10 +149,59 @@ pub enum Formats<'a> {
     Exact(&'a [Format]),
 }
 
+/// Media types and profile tokens the SDP parser knows; others are legal (tokens, RFC 4566
+/// §5.14) and stand for a stream we cannot carry.
+const PARSER_MEDIA: [&str; 6] = ["audio", "video", "text", "application", "message", "image"];
+const PARSER_PROTOS: [&str; 10] = [
+    "UDP", "RTP", "AVP", "SAVP", "SAVPF", "TLS", "DTLS", "SCTP", "AVPF", "udptl",
+];
+
+/// An m-line's media type and profile as written, where the parser would refuse them.
+type Odd = (Option<String>, Option<Vec<String>>);
+
+/// Parses a body; an m-line with a media type or profile the parser does not know
+/// (`m=application 9 UNKNOWN`, `m=xapplicationx`, `RTP/XAVPX`) is read with a stand-in
+/// (`application`, `UDP`: never taken as audio) and its own words returned, by m-line, to
+/// be written back.
+fn parse(body: &[u8]) -> Result<(SessionDescription, Vec<Odd>), SdpError> {
+    let text = String::from_utf8_lossy(body);
+    let mut odd = Vec::new();
+    let mut lines = Vec::new();
+    for line in text.split_inclusive('\n') {
+        let Some(rest) = line.strip_prefix("m=") else {
+            lines.push(std::borrow::Cow::Borrowed(line));
+            continue;
+        };
+        let mut words: Vec<&str> = rest.trim_end_matches(['\r', '\n']).split(' ').collect();
+        let mut entry: Odd = (None, None);
+        if let Some(media) = words.first_mut()
+            && !PARSER_MEDIA.contains(media)
+        {
+            entry.0 = Some((*media).to_owned());
+            *media = "application";
+        }
+        if let Some(proto) = words.get_mut(2)
+            && proto.split('/').any(|t| !PARSER_PROTOS.contains(&t))
+        {
+            entry.1 = Some(proto.split('/').map(str::to_owned).collect());
+            *proto = "UDP";
+        }
+        odd.push(entry);
+        let end = &line[line.trim_end_matches(['\r', '\n']).len()..];
+        lines.push(std::borrow::Cow::Owned(format!(
+            "m={}{end}",
+            words.join(" ")
+        )));
+    }
+    let fixed: String = lines.concat();
+    let sd = SessionDescription::unmarshal(&mut Cursor::new(fixed.as_bytes()))
+        .map_err(|e| SdpError::Malformed(e.to_string()))?;
+    Ok((sd, odd))
+}
+
 /// Parses the first audio stream of an SDP body without changing it.
 pub fn audio(body: &[u8]) -> Result<MediaInfo, SdpError> {
-    let mut sd = SessionDescription::unmarshal(&mut Cursor::new(body))
-        .map_err(|e| SdpError::Malformed(e.to_string()))?;
+    let (mut sd, _) = parse(body)?;
     let session_conn = sd.connection_information.as_ref().and_then(conn_ip);
     let session_attrs = sd.attributes.clone();
     let m = sd
@@ -170,6 +225,11 @@ pub fn audio(body: &[u8]) -> Result<MediaInfo, SdpError> {
         formats,
         proto: proto_of(m),
         crypto: crypto_of(m),
+        dir: Dir::of(
+            m,
+            &session_attrs,
+            leg_ip.is_some_and(|i| i.is_unspecified()),
+        ),
     })
 }
 
@@ -178,6 +238,76 @@ fn rtp_addr(ip: Option<IpAddr>, port: Option<u16>) -> Option<SocketAddr> {
         (Some(ip), Some(p)) if !ip.is_unspecified() && p != 0 => Some(SocketAddr::new(ip, p)),
         _ => None,
     }
+}
+
+/// A stream's direction as its writer sees it (RFC 3264 §5.1, §6.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dir {
+    /// The writer will send.
+    pub send: bool,
+    /// The writer will receive.
+    pub recv: bool,
+}
+
+impl Dir {
+    /// `a=sendrecv`, the default.
+    pub const SENDRECV: Dir = Dir {
+        send: true,
+        recv: true,
+    };
+
+    fn attr(self) -> &'static str {
+        match (self.send, self.recv) {
+            (true, true) => "sendrecv",
+            (true, false) => "sendonly",
+            (false, true) => "recvonly",
+            (false, false) => "inactive",
+        }
+    }
+
+    /// Our answer to an offer `offer` when the far end answered `far`: no more than the
+    /// offer allows — sendonly is answered recvonly or inactive, recvonly sendonly or
+    /// inactive, inactive inactive (RFC 3264 §6.1).
+    pub fn answer(offer: Dir, far: Dir) -> Dir {
+        Dir {
+            send: far.send && offer.recv,
+            recv: far.recv && offer.send,
+        }
+    }
+
+    /// The direction of a stream: media level, else session level, else sendrecv; a
+    /// connection address of 0.0.0.0 (RFC 2543 hold) says its writer will not receive.
+    fn of(m: &MediaDescription, session: &[Attribute], zero_addr: bool) -> Dir {
+        let dir = |attrs: &[Attribute]| {
+            attrs.iter().find_map(|a| match a.key.as_str() {
+                "sendrecv" => Some(Dir::SENDRECV),
+                "sendonly" => Some(Dir {
+                    send: true,
+                    recv: false,
+                }),
+                "recvonly" => Some(Dir {
+                    send: false,
+                    recv: true,
+                }),
+                "inactive" => Some(Dir {
+                    send: false,
+                    recv: false,
+                }),
+                _ => None,
+            })
+        };
+        let mut d = dir(&m.attributes)
+            .or_else(|| dir(session))
+            .unwrap_or(Dir::SENDRECV);
+        if zero_addr {
+            d.recv = false;
+        }
+        d
+    }
+}
+
+fn is_direction(key: &str) -> bool {
+    matches!(key, "sendrecv" | "sendonly" | "recvonly" | "inactive")
 }
 
 /// `false` when the stream's direction (media level, else session level) says the leg will
@@ -288,8 +418,7 @@ pub fn rewrite_with(
     origin: (u64, u64),
     transport: Transport<'_>,
 ) -> Result<(Vec<u8>, MediaInfo), SdpError> {
-    let mut sd = SessionDescription::unmarshal(&mut Cursor::new(body))
-        .map_err(|e| SdpError::Malformed(e.to_string()))?;
+    let (mut sd, odd) = parse(body)?;
     let session_conn = sd.connection_information.as_ref().and_then(conn_ip);
     let session_attrs = sd.attributes.clone();
     let mut info = None;
@@ -304,6 +433,17 @@ pub fn rewrite_with(
         }
         let leg_proto = proto_of(m);
         let leg_crypto = crypto_of(m);
+        let leg_ip = m
+            .connection_information
+            .as_ref()
+            .and_then(conn_ip)
+            .or(session_conn);
+        let leg_dir = Dir::of(
+            m,
+            &session_attrs,
+            leg_ip.is_some_and(|i| i.is_unspecified()),
+        );
+        let leg_sends = sends_of(m, &session_attrs);
         let theirs = formats_of(m);
         let ptime = ptime_of(m);
         let allowed_ok = |allowed: &[String], f: &Format| {
@@ -355,6 +495,8 @@ pub fn rewrite_with(
                     | "rtcp-fb"
                     | "extmap"
                     | "extmap-allow-mixed"
+                    // We send RTCP from its own port (RFC 5761 mux is not done).
+                    | "rtcp-mux"
             )
         });
         // rtpmap and fmtp lines first, in format order, as most stacks write them.
@@ -376,19 +518,25 @@ pub fn rewrite_with(
         let kept: Vec<String> = written.iter().map(|f| f.pt.to_string()).collect();
         let names: Vec<String> = kept_theirs.iter().map(|f| f.name.clone()).collect();
         m.media_name.formats = kept;
-        let leg_ip = m
-            .connection_information
-            .as_ref()
-            .and_then(conn_ip)
-            .or(session_conn);
         let remote_port = u16::try_from(m.media_name.port.value).ok();
         let rtp = rtp_addr(leg_ip, remote_port);
-        // Old-style hold (c=0.0.0.0) is passed on as such.
-        let shown = if rtp.is_none() && leg_ip.is_some_and(|i| i.is_unspecified()) {
+        // Old-style hold (c=0.0.0.0) in an offer is passed on as such; an answer of ours
+        // says its direction in words, at our address.
+        let shown = if transport.dir.is_none()
+            && rtp.is_none()
+            && leg_ip.is_some_and(|i| i.is_unspecified())
+        {
             unspecified(ours)
         } else {
             ours
         };
+        if let Some(d) = transport.dir {
+            m.attributes.retain(|a| !is_direction(&a.key));
+            m.attributes.push(Attribute {
+                key: d.attr().into(),
+                value: None,
+            });
+        }
         m.connection_information = Some(conn(addr_type, shown));
         m.media_name.port.value = port as isize;
         m.media_name.protos = transport.proto.split('/').map(str::to_owned).collect();
@@ -403,9 +551,10 @@ pub fn rewrite_with(
             codecs: names,
             formats: kept_theirs,
             ptime,
-            sends: rtp.is_some() && sends_of(m, &session_attrs),
+            sends: rtp.is_some() && leg_sends,
             proto: leg_proto,
             crypto: leg_crypto,
+            dir: leg_dir,
         });
     }
     let info = info.ok_or(SdpError::NoAudio)?;
@@ -422,7 +571,7 @@ pub fn rewrite_with(
                 | "crypto"
                 | "fingerprint"
                 | "setup"
-        )
+        ) && (transport.dir.is_none() || !is_direction(&a.key))
     });
     sd.connection_information = Some(conn(addr_type, ours));
     sd.origin.username = "switchboard".into();
@@ -431,6 +580,14 @@ pub fn rewrite_with(
     sd.origin.network_type = "IN".into();
     sd.origin.address_type = addr_type.into();
     sd.origin.unicast_address = ours.to_string();
+    for (m, (media, protos)) in sd.media_descriptions.iter_mut().zip(odd) {
+        if let Some(media) = media {
+            m.media_name.media = media;
+        }
+        if let Some(protos) = protos {
+            m.media_name.protos = protos;
+        }
+    }
     Ok((sd.marshal().into_bytes(), info))
 }
 
@@ -548,6 +705,88 @@ m=video 51372 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
             rewrite(b"hello", ours, 1, &[], (1, 1)),
             Err(SdpError::Malformed(_))
         ));
+    }
+
+    /// RFC 3264 §6.1: each direction offered and what we answer, whatever the far end said.
+    #[test]
+    fn an_answer_never_allows_more_than_the_offer() {
+        let d = |send, recv| Dir { send, recv };
+        let (sr, so, ro, ia) = (
+            d(true, true),
+            d(true, false),
+            d(false, true),
+            d(false, false),
+        );
+        for (offer, far, want) in [
+            (sr, sr, sr),
+            (sr, ro, ro),
+            (so, sr, ro),
+            (so, so, ia),
+            (ro, sr, so),
+            (ro, ro, ia),
+            (ia, sr, ia),
+        ] {
+            assert_eq!(Dir::answer(offer, far), want, "{offer:?} answered {far:?}");
+        }
+    }
+
+    /// An offer with streams we cannot carry (another media type, an unknown profile, a
+    /// second audio stream) around one we can: the answer written on it keeps every m-line in
+    /// order, rejects the others with port 0, answers the direction and uses our address.
+    #[test]
+    fn an_answer_keeps_the_offers_layout_rejecting_what_it_cannot_carry() {
+        let offer = "v=0\r\no=x 1 1 IN IP4 10.0.0.7\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\na=sendonly\r\n\
+m=application 5000 UNKNOWN 9\r\n\
+m=audio 5002 RTP/XAVPX 0\r\n\
+m=audio 5004 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=rtcp-mux\r\n\
+m=audio 5006 RTP/AVP 8\r\n\
+m=xapplicationx 5008 RTP/AVP 96\r\n";
+        let info = audio(offer.as_bytes()).unwrap();
+        assert_eq!(info.rtp, None, "c=0.0.0.0");
+        assert_eq!(info.proto, "RTP/AVP");
+        assert_eq!(
+            info.dir,
+            Dir {
+                send: true,
+                recv: false
+            }
+        );
+        let exact = [Format::new(0, "PCMU", 8000, None)];
+        let (out, _) = rewrite_with(
+            offer.as_bytes(),
+            "192.0.2.1".parse().unwrap(),
+            30000,
+            Formats::Exact(&exact),
+            (1, 2),
+            Transport {
+                proto: "RTP/AVP",
+                crypto: &[],
+                dir: Some(Dir::answer(info.dir, Dir::SENDRECV)),
+            },
+        )
+        .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let m: Vec<&str> = out.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(
+            m,
+            [
+                "m=application 0 UNKNOWN 9",
+                "m=audio 0 RTP/XAVPX 0",
+                "m=audio 30000 RTP/AVP 0",
+                "m=audio 0 RTP/AVP 8",
+                "m=xapplicationx 0 RTP/AVP 96",
+            ],
+            "{out}"
+        );
+        assert!(
+            out.contains("a=recvonly") && !out.contains("a=sendonly"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("0.0.0.0") && out.contains("c=IN IP4 192.0.2.1"),
+            "{out}"
+        );
+        assert!(!out.contains("rtcp-mux"), "we do not multiplex RTCP: {out}");
     }
 
     #[test]
