@@ -1,6 +1,7 @@
 //! Everything the media engine reads from the network or from files: RTP and RTCP packets
 //! fed to a live session (transcoding and forwarding legs, telephone-events, in-band
-//! detection), SDP bodies, WAV files and SIP INFO bodies. None may panic.
+//! detection), SDP bodies, WAV files, SIP INFO bodies, a=crypto lines and SRTP/SRTCP packets.
+//! None may panic.
 #![no_main]
 #![allow(clippy::disallowed_methods)]
 
@@ -14,6 +15,17 @@ fuzz_target!(|data: &[u8]| {
     let _ = switchboard_media::wav::Wav::read(data);
     let _ = switchboard_media::rtcp::parse(data);
     let _ = switchboard_media::dtmf::parse_info("application/dtmf-relay", data);
+    // SDES: an a=crypto value, and a packet checked under each suite's key.
+    let _ = switchboard_media::srtp::Crypto::parse(&String::from_utf8_lossy(data));
+    for suite in switchboard_media::srtp::SUITES {
+        let key = switchboard_media::srtp::MasterKey::from_bytes(suite, &[7u8; 30][..if suite == switchboard_media::srtp::Suite::AeadAes128Gcm { 28 } else { 30 }]);
+        if let Some(key) = key {
+            let crypto = switchboard_media::srtp::Crypto { tag: 1, key, mki_len: 4 };
+            let mut ctx = switchboard_media::srtp::Context::new(&crypto);
+            let _ = ctx.unprotect_rtp(&mut data.to_vec());
+            let _ = ctx.unprotect_rtcp(&mut data.to_vec());
+        }
+    }
 
     let now = Instant::now();
     let mut s = Session::new(1, Some(Duration::from_secs(1)));
@@ -24,6 +36,8 @@ fuzz_target!(|data: &[u8]| {
         te: Some((101, 8000)),
         dtmf,
         suppress: "#".into(),
+        inband_delay_ms: 0,
+        srtp: None,
     };
     // The first byte picks the legs: transcoding or forwarding, in-band or RFC 4733.
     let sel = data.first().copied().unwrap_or(0);

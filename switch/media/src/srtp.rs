@@ -914,6 +914,37 @@ mod tests {
         assert_eq!(back, plain);
     }
 
+    /// Whatever arrives — any length, any bytes, a header claiming CSRCs or an extension it
+    /// does not have — is refused, never a panic, and leaves the packet as it was.
+    #[test]
+    fn garbage_of_every_length_is_refused_without_a_panic() {
+        let mut x = 0x9e37_79b9u32;
+        for suite in SUITES {
+            let mut c = Crypto::ours(1, suite).unwrap();
+            c.mki_len = 4;
+            let mut rx = Context::new(&c);
+            for len in 0..120 {
+                for first in [0x80u8, 0x9f, 0x90, 0xbf, 0x00] {
+                    let mut p: Vec<u8> = (0..len)
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 17;
+                            x ^= x << 5;
+                            x as u8
+                        })
+                        .collect();
+                    if let Some(b) = p.first_mut() {
+                        *b = first;
+                    }
+                    let before = p.clone();
+                    assert!(rx.unprotect_rtp(&mut p).is_err());
+                    assert_eq!(p, before);
+                    assert!(rx.unprotect_rtcp(&mut p).is_err());
+                }
+            }
+        }
+    }
+
     /// A peer that puts an MKI on its packets: skipped before the tag (AES-CM).
     #[test]
     fn a_senders_mki_is_skipped() {
