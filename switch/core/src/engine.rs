@@ -125,6 +125,9 @@ pub struct EngineStats {
     pub ended_by_cause: HashMap<&'static str, u64>,
     /// Messages that did not parse or validate.
     pub parse_errors: u64,
+    /// Datagrams dropped unanswered because they could not be answered, by
+    /// [`switchboard_sip::salvage::Unanswerable`] (not a request, an ACK, unreadable headers).
+    pub unanswerable: [u64; 3],
     /// Requests received.
     pub requests_in: u64,
     /// Responses received.
@@ -472,19 +475,46 @@ impl Engine {
             // Not even parsed: a banned source costs a hash look-up per datagram.
             return;
         }
-        let msg = match parse_datagram(data) {
+        let msg = match parse_datagram(data.clone()) {
             Ok(m) => m,
             Err(ParseError::Incomplete) if from.transport == Transport::Udp => {
-                // Keep-alives (CRLF) and fragments: nothing to answer.
+                if data.iter().all(u8::is_ascii_whitespace) {
+                    // A keep-alive (CRLF, RFC 5626 §3.5.1): nothing to answer.
+                    return;
+                }
+                self.stats.parse_errors += 1;
+                let reason = if switchboard_sip::salvage::has_bare_lf(&data) {
+                    "Bad Request (line ends are not CRLF)"
+                } else {
+                    "Bad Request (the head does not end)"
+                };
+                self.refuse_unparsed(now, &data, reason, from);
                 return;
             }
             Err(e) => {
                 self.stats.parse_errors += 1;
-                debug!(peer = %from.addr, error = %e, "dropping unparseable message");
+                self.refuse_unparsed(now, &data, &e.reason_phrase(), from);
                 return;
             }
         };
         self.handle_message(now, wall, msg, from);
+    }
+
+    /// A datagram the parser refused: a 400 when it can be answered (RFC 3261 §8.2: its Via,
+    /// From, To, Call-ID and CSeq can be read), else dropped — counted by why, and logged at
+    /// debug either way.
+    fn refuse_unparsed(&mut self, now: Instant, data: &[u8], reason: &str, from: Peer) {
+        match switchboard_sip::salvage::bad_request(data, reason) {
+            Ok(resp) => {
+                debug!(peer = %from.addr, %reason, "unparseable request answered 400");
+                self.txn.send_raw(from, resp);
+                self.note_failure(now, from, 400);
+            }
+            Err(why) => {
+                self.stats.unanswerable[why as usize] += 1;
+                debug!(peer = %from.addr, %reason, ?why, "unparseable message dropped: it cannot be answered");
+            }
+        }
     }
 
     /// A message framed by a stream transport (or parsed elsewhere).
@@ -519,6 +549,14 @@ impl Engine {
                     &Message::Response(resp),
                 );
                 self.note_failure(now, from, 400);
+            } else {
+                use switchboard_sip::salvage::Unanswerable as U;
+                let why = match &msg {
+                    Message::Response(_) => U::NotARequest,
+                    Message::Request(r) if r.method == Method::Ack => U::Ack,
+                    Message::Request(_) => U::Headers,
+                };
+                self.stats.unanswerable[why as usize] += 1;
             }
             debug!(peer = %from.addr, error = %e, "invalid message");
             return;

@@ -459,10 +459,35 @@ fn garbage_and_half_messages_never_panic_and_are_counted() {
     ] {
         h.send_raw(A, junk);
     }
-    let _ = h.sent();
-    // An empty head, a response without mandatory headers, a request with a broken Via.
-    assert_eq!(h.engine.stats().parse_errors, 3);
+    let sent = h.sent();
+    // An empty head, a head that never ends, a response without mandatory headers, a
+    // request with a broken Via: none can be answered, each is counted.
+    assert!(sent.is_empty(), "{sent:?}");
+    assert_eq!(h.engine.stats().parse_errors, 4);
+    assert_eq!(h.engine.stats().unanswerable, [3, 0, 1]);
     assert_eq!(h.engine.active_calls(), 0);
+}
+
+/// A request with bare-LF line ends (test tools send them): answered 400 saying why, as
+/// its Via, From, To, Call-ID and CSeq can be read; a bare-LF ACK is never answered.
+#[test]
+fn a_request_with_bare_lf_line_ends_gets_a_400_saying_why() {
+    let mut h = Harness::new();
+    h.send_raw(A, INVITE);
+    let sent = h.sent();
+    let r = response_to(&sent, A, 400);
+    assert_eq!(&*r.reason, "Bad Request (line ends are not CRLF)");
+    assert_eq!(
+        r.headers.call_id().map(|c| c.to_string()).as_deref(),
+        Some("race-1@test")
+    );
+    assert!(request_to(&sent, B, Method::Invite).is_none());
+    let ack = INVITE
+        .replace("INVITE sip", "ACK sip")
+        .replace("1 INVITE", "1 ACK");
+    h.send_raw(A, &ack);
+    assert!(h.sent().is_empty());
+    assert_eq!(h.engine.stats().unanswerable[1], 1);
 }
 
 // ---- failover across targets (strategy "sequence") -------------------------------------

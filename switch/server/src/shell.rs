@@ -708,6 +708,16 @@ impl Shell {
             "Messages that did not parse or validate.",
             s.parse_errors.to_string(),
         );
+        labelled_metric(
+            &mut o,
+            "switchboard_sip_unanswerable_dropped_total",
+            "counter",
+            "Datagrams that did not parse and could not be answered 400, dropped, by reason.",
+            switchboard_sip::salvage::Unanswerable::ALL
+                .iter()
+                .zip(s.unanswerable)
+                .map(|(r, n)| (format!("reason=\"{}\"", r.as_str()), n)),
+        );
         metric(
             &mut o,
             "switchboard_sip_requests_total",

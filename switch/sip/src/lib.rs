@@ -7,7 +7,8 @@
 //!   typed views read on demand;
 //! - [`transaction`]: RFC 3261 §17 client and server transactions whose timers are data:
 //!   feed them input with the current time, poll them for what to send and when to wake up.
-//! - [`dialog`]: RFC 3261 §12 dialogs (route sets, CSeq, in-dialog request building).
+//! - [`dialog`]: RFC 3261 §12 dialogs (route sets, CSeq, in-dialog request building);
+//! - [`salvage`]: a 400 for a request the strict parser refuses, when it can be answered.
 //!
 //! Nothing here reads the clock or touches a socket.
 
@@ -18,6 +19,7 @@ pub mod message;
 pub mod method;
 pub mod params;
 pub mod parse;
+pub mod salvage;
 pub mod transaction;
 pub mod typed;
 pub mod uri;
