@@ -561,6 +561,8 @@ impl Engine {
             debug!(peer = %from.addr, error = %e, "invalid message");
             return;
         }
+        let mut msg = msg;
+        take_sdp_part(&mut msg);
         match &msg {
             Message::Request(_) => self.stats.requests_in += 1,
             Message::Response(_) => self.stats.responses_in += 1,
@@ -737,9 +739,10 @@ impl Engine {
                 resp.headers.push(Name::Allow, allow.join(", "));
             }
             // §21.4.13: what we accept.
-            415 => resp
-                .headers
-                .push(Name::Other("Accept".into()), "application/sdp"),
+            415 => resp.headers.push(
+                Name::Other("Accept".into()),
+                "application/sdp, multipart/mixed",
+            ),
             _ => {}
         }
         if status == 503 {
@@ -831,8 +834,10 @@ impl Engine {
         let mut resp = make_response(req, 200, Some(&format!("{:x}", id.0)));
         self.decorate(&mut resp);
         resp.headers.push(Name::Supported, SUPPORTED.join(", "));
-        resp.headers
-            .push(Name::Other("Accept".into()), "application/sdp");
+        resp.headers.push(
+            Name::Other("Accept".into()),
+            "application/sdp, multipart/mixed",
+        );
         if self.shutting_down {
             resp.status = 503;
             resp.reason = "Service Unavailable".into();
@@ -1551,5 +1556,22 @@ pub fn facts_of(req: &Request, context: &str, from: Peer, wall: jiff::Timestamp)
         headers,
         vars,
         now: wall,
+    }
+}
+
+/// A `multipart/*` body with an SDP part (SIP-I/SIP-T gateways: SDP and ISUP, RFC 3204)
+/// becomes that SDP part: offer/answer reads it as any, and the other leg gets plain SDP.
+fn take_sdp_part(msg: &mut Message) {
+    let (headers, body) = match msg {
+        Message::Request(r) => (&mut r.headers, &mut r.body),
+        Message::Response(r) => (&mut r.headers, &mut r.body),
+    };
+    let Some(ct) = headers.get(&Name::ContentType).map(|c| c.to_string()) else {
+        return;
+    };
+    if let Some((part_type, sdp)) = switchboard_sip::message::sdp_part(&ct, body) {
+        debug!(content_type = %ct, "a multipart body: its SDP part is taken, the rest left");
+        headers.set(Name::ContentType, part_type);
+        *body = sdp;
     }
 }

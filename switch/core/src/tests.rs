@@ -1761,7 +1761,7 @@ fn local_failure_answers_carry_a_to_tag_allow_and_accept() {
     assert!(tagged(&r));
     assert_eq!(
         r.headers.get(&Name::Other("Accept".into())).map(|v| &**v),
-        Some("application/sdp")
+        Some("application/sdp, multipart/mixed")
     );
     let r = answer(&mut h, &req("OPTIONS", "Require: teleportation\n", ""));
     assert_eq!(r.status, 420);
@@ -2035,6 +2035,40 @@ m=audio 4004 RTP/AVP 8\r\n";
         assert!(
             to_a.contains("a=recvonly") && !to_a.contains("a=sendrecv"),
             "{to_a}"
+        );
+    }
+
+    /// SIP-T (RFC 3204): SDP and ISUP in a multipart/mixed body. The SDP part is the offer;
+    /// leg B gets plain SDP.
+    #[test]
+    fn a_multipart_offer_with_isup_is_taken_by_its_sdp_part() {
+        let mut h = Harness::new();
+        let sdp = "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let body = format!(
+            "--b1\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n--b1\r\nContent-Type: application/isup;version=itu-t92+\r\nContent-Disposition: signal;handling=optional\r\n\r\n\x01\x00\x49\r\n--b1--\r\n"
+        );
+        let invite = INVITE.replace('\n', "\r\n").replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Content-Type: multipart/mixed;boundary=b1\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        h.send_raw(A, &invite);
+        let sent = h.sent();
+        let b_invite = request_to(&sent, B, Method::Invite).expect("leg B is called");
+        assert_eq!(
+            b_invite
+                .headers
+                .get(&Name::ContentType)
+                .map(|c| c.to_string())
+                .as_deref(),
+            Some("application/sdp")
+        );
+        let to_b = String::from_utf8_lossy(&b_invite.body).to_string();
+        assert!(
+            to_b.contains("m=audio ") && !to_b.contains("isup"),
+            "{to_b}"
         );
     }
 

@@ -303,3 +303,81 @@ impl From<Response> for Message {
         Message::Response(r)
     }
 }
+
+/// The `application/sdp` part of a `multipart/mixed` (or `related`, `alternative`) body,
+/// RFC 2046 §5.1: `(its Content-Type, its bytes)`. SIP-I/SIP-T gateways send SDP with ISUP
+/// this way (RFC 3204); a B2BUA answers the SDP and need not carry the rest.
+pub fn sdp_part(content_type: &str, body: &bytes::Bytes) -> Option<(String, bytes::Bytes)> {
+    let ct = content_type.trim();
+    let lower = ct.to_ascii_lowercase();
+    if !lower.starts_with("multipart/") {
+        return None;
+    }
+    let boundary = ct.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_owned())
+    })?;
+    if boundary.is_empty() || boundary.len() > 70 {
+        return None;
+    }
+    let delimiter = format!("--{boundary}");
+    let text = &body[..];
+    let mut at = memchr::memmem::find(text, delimiter.as_bytes())?;
+    loop {
+        let after = at + delimiter.len();
+        if text[after..].starts_with(b"--") {
+            return None;
+        }
+        // The part starts after the delimiter line.
+        let start = after + memchr::memchr(b'\n', &text[after..])? + 1;
+        let end = start + memchr::memmem::find(&text[start..], delimiter.as_bytes())?;
+        let part = &text[start..end];
+        // Headers, a blank line, the content (the CRLF before the next delimiter is the
+        // delimiter's, RFC 2046 §5.1.1).
+        let (head_len, sep) = match memchr::memmem::find(part, b"\r\n\r\n") {
+            Some(i) => (i, 4),
+            None => (memchr::memmem::find(part, b"\n\n")?, 2),
+        };
+        let head = String::from_utf8_lossy(&part[..head_len]);
+        let part_ct = head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            let k = k.trim();
+            (k.eq_ignore_ascii_case("content-type") || k == "c").then(|| v.trim().to_owned())
+        });
+        let mut content = &part[head_len + sep..];
+        content = content
+            .strip_suffix(b"\r\n")
+            .or_else(|| content.strip_suffix(b"\n"))
+            .unwrap_or(content);
+        if let Some(pct) = part_ct
+            && pct.to_ascii_lowercase().starts_with("application/sdp")
+        {
+            let offset = start + head_len + sep;
+            return Some((pct, body.slice(offset..offset + content.len())));
+        }
+        at = end;
+    }
+}
+
+#[cfg(test)]
+mod multipart_tests {
+    use super::*;
+
+    #[test]
+    fn the_sdp_part_of_a_sip_t_body_is_found() {
+        let body = bytes::Bytes::from_static(
+            b"--unique-boundary-1\r\nContent-Type: application/sdp\r\n\r\nv=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n\r\n--unique-boundary-1\r\nContent-Type: application/isup;version=itu-t92+\r\nContent-Disposition: signal;handling=optional\r\n\r\n\x01\x00\x49\x00\x00\x03\x02\x00\x07\r\n--unique-boundary-1--\r\n",
+        );
+        let (ct, sdp) = sdp_part("multipart/mixed; boundary=\"unique-boundary-1\"", &body).unwrap();
+        assert_eq!(ct, "application/sdp");
+        assert_eq!(&sdp[..], b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n");
+        assert!(sdp_part("multipart/mixed;boundary=x", &body).is_none());
+        assert!(sdp_part("application/sdp", &body).is_none());
+        let isup_only = bytes::Bytes::from_static(
+            b"--b\r\nContent-Type: application/isup\r\n\r\nxx\r\n--b--\r\n",
+        );
+        assert!(sdp_part("multipart/mixed;boundary=b", &isup_only).is_none());
+    }
+}
