@@ -134,6 +134,8 @@ impl Engine {
             resp.headers.push(Name::ContentType, "application/sdp");
             resp.body = body;
         }
+        let asked = call.a.invite.headers.clone();
+        self.answer_session_timer(now, &mut call, Side::A, &asked, &mut resp);
         self.txn.respond(now, call.a.invite_txn, resp);
         self.a_answered(now, &mut call);
         self.calls.insert(call_ref, call);
@@ -524,6 +526,9 @@ impl Engine {
         req.headers.push(Name::Allow, ALLOW);
         req.headers
             .push(Name::UserAgent, self.cfg.user_agent.clone());
+        if peer.transport != Transport::Local {
+            self.request_session_timer(&mut req.headers, None);
+        }
         for (name, value) in invite.headers {
             req.headers
                 .push(Name::from_str_lossless(&name.as_str().into()), value);
@@ -558,6 +563,9 @@ impl Engine {
             CallTimer::Ring(txn) => txn,
             CallTimer::Digits(generation) => return self.digits_timeout(now, call_ref, generation),
             CallTimer::Retry => return self.bridge_progress(now, call_ref),
+            CallTimer::Session(side, generation) => {
+                return self.session_timer_due(now, call_ref, side, generation);
+            }
             CallTimer::App => {
                 if let Some(mut call) = self.calls.remove(&call_ref) {
                     self.apps_timer(now, &mut call);
@@ -805,6 +813,7 @@ impl Engine {
         });
         call.b_dialog = Some(dialog);
         call.b_peer = Some(peer);
+        self.answered_session_timer(now, call, Side::B, &resp.headers);
         for j in 0..call.attempts.len() {
             if j != i {
                 if !call.attempts[j].done {
@@ -859,6 +868,8 @@ impl Engine {
         if call.m.srtp_refused {
             return;
         }
+        let asked = call.a.invite.headers.clone();
+        self.answer_session_timer(now, call, Side::A, &asked, &mut out);
         self.txn.respond(now, call.a.invite_txn, out);
         self.a_answered(now, call);
     }

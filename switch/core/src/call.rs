@@ -153,6 +153,8 @@ pub(crate) struct Call {
     /// The failure leg A hears if no target answers (the worst so far, see
     /// `AttemptError::rank`).
     pub last_failure: Option<Box<crate::module::AttemptError>>,
+    /// Each leg's session timer (RFC 4028).
+    pub st: [Option<crate::session_timer::LegTimer>; 2],
     pub started: Instant,
     pub answered_at: Option<Instant>,
     pub destination: String,

@@ -40,6 +40,11 @@ pub struct EngineConfig {
     /// for a tone to be recognised and silenced from its start (0: none; a tone then leaks
     /// for ~40 ms).
     pub inband_delay_ms: u32,
+    /// Session timers (RFC 4028): the interval we ask for and grant, seconds (0: none unless
+    /// a leg asks).
+    pub session_expires: u32,
+    /// The shortest interval we accept (RFC 4028's floor is 90 s).
+    pub min_se: u32,
     /// SDES-SRTP suites we offer and accept, in preference order.
     pub srtp_suites: Vec<switchboard_media::srtp::Suite>,
     /// Overload control (`[limits]`).
@@ -75,6 +80,8 @@ impl Default for EngineConfig {
             dtmf: switchboard_media::DtmfMethod::Rfc4733,
             inband_delay_ms: 60,
             srtp_suites: switchboard_media::srtp::SUITES.to_vec(),
+            session_expires: 1800,
+            min_se: 90,
             limits: crate::guard::Limits::default(),
         }
     }

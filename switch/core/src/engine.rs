@@ -148,6 +148,8 @@ pub(crate) enum ClientRole {
         app: usize,
         tag: u64,
     },
+    /// A session refresh of ours (RFC 4028) to a leg.
+    Refresh(CallRef, Side),
     /// A message from outside the call (the CRM API): its answer is an output, and an
     /// action report named `name`.
     External {
@@ -168,6 +170,8 @@ pub(crate) enum CallTimer {
     Retry,
     /// A leg app's timer.
     App,
+    /// A leg's session timer (RFC 4028): our refresh, or its expiry (generation).
+    Session(Side, u32),
 }
 
 /// The B2BUA engine. Sans-IO: no socket, no clock.
@@ -915,6 +919,25 @@ impl Engine {
             self.respond(now, id, 415, None);
             return;
         }
+        // RFC 4028 §8.1: an interval below our floor is refused with the floor.
+        if let Some((se, _)) = crate::session_timer::session_expires(&req.headers)
+            && se < self.cfg.min_se
+        {
+            debug!(
+                se,
+                min_se = self.cfg.min_se,
+                "Session-Expires too small: 422"
+            );
+            if let Some(r) = self.txn.server_request(id) {
+                let tag = self.ids.tag();
+                let mut resp = make_response(r, 422, Some(&tag));
+                resp.headers
+                    .push(Name::Other("Min-SE".into()), self.cfg.min_se.to_string());
+                self.decorate(&mut resp);
+                self.txn.respond(now, id, resp);
+            }
+            return;
+        }
         // An offer we cannot answer at all is refused before any routing, saying why.
         if has_sdp
             && self.cfg.anchor_media
@@ -1077,6 +1100,7 @@ impl Engine {
             pending_ack: None,
             reinvite_from: None,
             last_failure: None,
+            st: [None, None],
             started: now,
             answered_at: None,
             destination: facts.destination.clone(),

@@ -116,6 +116,17 @@ impl Engine {
             }
         }
         copy_relayed_headers(&req.headers, &mut out.headers);
+        if target_refresh && !crate::session_timer::in_process(call, to) {
+            // The other leg's own session timer rides on it (RFC 4028: a refresh there too).
+            let refresher = call.st[crate::media::idx(to)].map(|t| {
+                if t.we_refresh {
+                    crate::session_timer::Refresher::Uac
+                } else {
+                    crate::session_timer::Refresher::Uas
+                }
+            });
+            self.request_session_timer(&mut out.headers, refresher);
+        }
         if is_sdp(&req.headers) {
             let Some(b) = self.sdp_to_other(call, from, &req.body, SdpIn::Request) else {
                 // An offer we cannot take (no audio we can carry, SRTP we cannot do): the
@@ -211,6 +222,14 @@ impl Engine {
                 }
                 out.body = r.body.clone();
             }
+        }
+        if (200..300).contains(&status)
+            && matches!(server_req.method, Method::Invite | Method::Update)
+            && let Some(r) = &resp
+        {
+            // Each leg's timer restarts, as each leg agreed it in its own transaction.
+            self.answer_session_timer(now, &mut call, relayed.from, &server_req.headers, &mut out);
+            self.answered_session_timer(now, &mut call, relayed.from.other(), &r.headers);
         }
         self.decorate(&mut out);
         self.txn.respond(now, relayed.server_txn, out);
@@ -319,6 +338,12 @@ impl Engine {
                     self.forget_client(id);
                 }
             }
+            ClientRole::Refresh(call, side) => {
+                if final_ {
+                    self.forget_client(id);
+                    self.on_refresh_response(now, call, side, Some(&resp));
+                }
+            }
             ClientRole::AppMessage { call, app, tag } => {
                 if final_ {
                     self.forget_client(id);
@@ -349,6 +374,7 @@ impl Engine {
             ClientRole::Relay(call) => self.on_relay_response(now, call, id, None),
             ClientRole::Service(n, cookie) => self.on_service_response(now, id, n, cookie, None),
             ClientRole::Bye | ClientRole::Cancel | ClientRole::Info => {}
+            ClientRole::Refresh(call, side) => self.on_refresh_response(now, call, side, None),
             ClientRole::AppMessage { call, app, tag } => {
                 self.on_app_reply(now, call, app, tag, None)
             }

@@ -26,6 +26,7 @@ mod media;
 pub mod module;
 mod play;
 mod services;
+mod session_timer;
 
 pub use bridge::escape_user;
 pub use call::{CallInfo, CallState, CallSummary, MediaPorts};

@@ -60,6 +60,8 @@ pub(crate) struct CallMedia {
     pub srtp: [Secure; 2],
     /// A leg answered our `RTP/SAVP` offer without a key: the call cannot go on.
     pub srtp_refused: bool,
+    /// The SDP last sent to each leg (a session refresh by re-INVITE repeats it).
+    pub sent: [Option<Bytes>; 2],
 }
 
 /// One leg's SDES-SRTP (RFC 4568): the keys each side offered and those agreed. Keys are
@@ -306,7 +308,11 @@ impl Engine {
                 dir: None,
             };
             return match rewrite_with(body, self.cfg.media_ip, port, edit, origin, transport) {
-                Ok((b, _)) => Some(Bytes::from(b)),
+                Ok((b, _)) => {
+                    let b = Bytes::from(b);
+                    crate::session_timer::remember(call, to, &b);
+                    Some(b)
+                }
                 Err(e) => {
                     warn!(error = %e, "offer cannot be passed on");
                     None
@@ -373,7 +379,11 @@ impl Engine {
             origin,
             transport,
         ) {
-            Ok((b, _)) => Some(Bytes::from(b)),
+            Ok((b, _)) => {
+                let b = Bytes::from(b);
+                crate::session_timer::remember(call, to, &b);
+                Some(b)
+            }
             Err(e) => {
                 warn!(error = %e, "answer cannot be passed on");
                 None
@@ -432,7 +442,11 @@ impl Engine {
             },
         )
         .ok()
-        .map(|(b, _)| Bytes::from(b))
+        .map(|(b, _)| {
+            let b = Bytes::from(b);
+            crate::session_timer::remember(call, side, &b);
+            b
+        })
     }
 
     /// Our own offer to `side` (its INVITE had none: the offer goes in our 2xx and the
@@ -480,6 +494,7 @@ impl Engine {
         let te = telephone_event(&formats, first.clock);
         self.set_leg_pub(call, side, &first, te.as_ref(), Some(20));
         call.m.local_offer = Some((side, formats));
+        crate::session_timer::remember(call, side, &body);
         Some(body)
     }
 

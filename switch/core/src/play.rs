@@ -340,6 +340,10 @@ impl Engine {
             },
         )
         .ok()
-        .map(|(b, _)| Bytes::from(b))
+        .map(|(b, _)| {
+            let b = Bytes::from(b);
+            crate::session_timer::remember(call, Side::A, &b);
+            b
+        })
     }
 }

@@ -2099,3 +2099,136 @@ m=xapplicationx 4006 RTP/AVP 96\r\n";
         assert_ne!(m[2].split(' ').nth(1), Some("0"), "{to_b}");
     }
 }
+
+/// Session timers (RFC 4028), each leg on its own, in simulated time.
+mod session_timers {
+    use super::*;
+
+    /// Requests of `method` to `to`, retransmissions counted once.
+    fn distinct(sent: &[(SocketAddr, Message)], to: &str, method: Method) -> Vec<Request> {
+        let mut seen = std::collections::HashSet::new();
+        requests_to(sent, to, method)
+            .into_iter()
+            .filter(|r| seen.insert(branch(r)))
+            .cloned()
+            .collect()
+    }
+
+    fn with_timer(invite: &str, se: &str) -> String {
+        invite.replace(
+            "Content-Length: 0",
+            &format!("Supported: timer\nSession-Expires: {se}\nContent-Length: 0"),
+        )
+    }
+
+    /// A's INVITE asks for 120 s; B grants our 1800 s with us as refresher.
+    fn up(h: &mut Harness, a_se: Option<&str>) -> (Request, Response) {
+        match a_se {
+            Some(se) => h.send(A, &with_timer(INVITE, se)),
+            None => h.send(A, INVITE),
+        }
+        let b_invite = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+        assert_eq!(
+            b_invite
+                .headers
+                .get_other("Session-Expires")
+                .map(|v| v.to_string())
+                .as_deref(),
+            Some("1800")
+        );
+        assert!(b_invite.headers.get_other("Min-SE").is_some());
+        let ok_b = b_response(&b_invite, 200).replace(
+            "Content-Length: 0",
+            "Session-Expires: 1800;refresher=uac\nRequire: timer\nAllow: INVITE, ACK, BYE, UPDATE\nContent-Length: 0",
+        );
+        h.send(B, &ok_b);
+        let ok = response_to(&h.sent(), A, 200).clone();
+        h.send(A, &caller_ack(&ok));
+        h.sent();
+        (b_invite, ok)
+    }
+
+    #[test]
+    fn a_caller_that_asked_for_120_s_and_never_refreshes_is_hung_up_before_they_end() {
+        let mut h = Harness::new();
+        let (_, ok) = up(&mut h, Some("120"));
+        assert_eq!(
+            ok.headers
+                .get_other("Session-Expires")
+                .map(|v| v.to_string())
+                .as_deref(),
+            Some("120;refresher=uac")
+        );
+        assert!(ok.headers.all(&Name::Require).any(|v| v.contains("timer")));
+        let sent = h.advance(Duration::from_secs(87));
+        assert!(requests_to(&sent, A, Method::Bye).is_empty(), "not yet");
+        let sent = h.advance(Duration::from_secs(2));
+        assert_eq!(
+            distinct(&sent, A, Method::Bye).len(),
+            1,
+            "BYE at 120 - 32 s"
+        );
+        assert_eq!(distinct(&sent, B, Method::Bye).len(), 1);
+        assert_eq!(h.engine.active_calls(), 0);
+    }
+
+    #[test]
+    fn where_we_refresh_an_update_goes_out_at_half_the_interval_and_the_call_goes_on() {
+        let mut h = Harness::new();
+        // A does not support timers: we grant it 1800 s and refresh it ourselves.
+        let (_, ok) = up(&mut h, None);
+        assert_eq!(
+            ok.headers
+                .get_other("Session-Expires")
+                .map(|v| v.to_string())
+                .as_deref(),
+            Some("1800;refresher=uas")
+        );
+        let sent = h.advance(Duration::from_secs(899));
+        assert!(requests_to(&sent, B, Method::Update).is_empty());
+        let sent = h.advance(Duration::from_secs(2));
+        let to_b = distinct(&sent, B, Method::Update);
+        assert_eq!(to_b.len(), 1, "UPDATE to B at 900 s");
+        assert!(
+            to_b[0]
+                .headers
+                .get_other("Session-Expires")
+                .is_some_and(|v| v.contains("refresher=uac"))
+        );
+        // A sent no Allow: it is refreshed by UPDATE too (no SDP to repeat here).
+        assert_eq!(distinct(&sent, A, Method::Update).len(), 1);
+        for (to, req) in [
+            (B, to_b[0].clone()),
+            (A, distinct(&sent, A, Method::Update)[0].clone()),
+        ] {
+            let ok = callee_response(&req, 200, "x", B).replace(
+                "Content-Length: 0",
+                "Session-Expires: 1800;refresher=uac\nContent-Length: 0",
+            );
+            h.send(to, &ok);
+        }
+        h.sent();
+        // Both legs refreshed: past the first interval the call is still up, and the next
+        // refreshes went out at 1800 s (unanswered, they would end the call at Timer F).
+        let sent = h.advance(Duration::from_secs(910));
+        assert!(requests_to(&sent, A, Method::Bye).is_empty());
+        assert_eq!(distinct(&sent, B, Method::Update).len(), 1);
+        assert_eq!(h.engine.active_calls(), 1);
+    }
+
+    #[test]
+    fn an_interval_below_min_se_gets_422_with_min_se() {
+        let mut h = Harness::new();
+        h.send(A, &with_timer(INVITE, "30"));
+        let sent = h.sent();
+        let r = response_to(&sent, A, 422);
+        assert_eq!(
+            r.headers
+                .get_other("Min-SE")
+                .map(|v| v.to_string())
+                .as_deref(),
+            Some("90")
+        );
+        assert!(request_to(&sent, B, Method::Invite).is_none());
+    }
+}

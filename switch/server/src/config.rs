@@ -171,6 +171,8 @@ struct Sip {
     max_calls: Option<usize>,
     t1_ms: Option<u64>,
     t2_ms: Option<u64>,
+    session_expires: Option<Spanned<u32>>,
+    min_se: Option<Spanned<u32>>,
     t4_ms: Option<u64>,
     tcp_max_connections: Option<usize>,
     tcp_max_per_source: Option<usize>,
@@ -514,6 +516,36 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
     }
     if let Some(c) = file.sip.context {
         engine.context = c;
+    }
+    if let Some(m) = &file.sip.min_se {
+        if *m.get_ref() >= 90 {
+            engine.min_se = *m.get_ref();
+        } else {
+            diags.push(diag(
+                f,
+                t,
+                Some(m.span()),
+                format!("sip.min_se {} is below 90 s, RFC 4028's floor", m.get_ref()),
+                Some("use 90 or more"),
+            ));
+        }
+    }
+    if let Some(s) = &file.sip.session_expires {
+        let v = *s.get_ref();
+        if v == 0 || v >= engine.min_se {
+            engine.session_expires = v;
+        } else {
+            diags.push(diag(
+                f,
+                t,
+                Some(s.span()),
+                format!(
+                    "sip.session_expires {v} is below min_se ({}): peers would refuse it with 422",
+                    engine.min_se
+                ),
+                Some("use 0 (no timer unless a peer asks) or at least min_se; 1800 is usual"),
+            ));
+        }
     }
     if let Some(list) = &file.sip.trusted {
         engine.trusted = cidrs(f, t, list, "sip.trusted", &mut diags);
