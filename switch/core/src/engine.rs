@@ -509,10 +509,10 @@ impl Engine {
     /// debug either way.
     fn refuse_unparsed(&mut self, now: Instant, data: &[u8], reason: &str, from: Peer) {
         match switchboard_sip::salvage::bad_request(data, reason) {
-            Ok(resp) => {
-                debug!(peer = %from.addr, %reason, "unparseable request answered 400");
+            Ok((status, resp)) => {
+                debug!(peer = %from.addr, %reason, status, "unparseable request answered");
                 self.txn.send_raw(from, resp);
-                self.note_failure(now, from, 400);
+                self.note_failure(now, from, status);
             }
             Err(why) => {
                 self.stats.unanswerable[why as usize] += 1;
@@ -553,12 +553,19 @@ impl Engine {
                     &Message::Response(resp),
                 );
                 self.note_failure(now, from, 400);
+            } else if let Message::Request(req) = &msg
+                && req.method != Method::Ack
+            {
+                // Its top Via is unreadable as a Via (`;;,;,,`): what can be read of it is
+                // copied into the 400 (RFC 4475 §3.1.2.1).
+                let raw = msg.to_bytes();
+                self.refuse_unparsed(now, &raw, &e.reason_phrase(), from);
+                return;
             } else {
                 use switchboard_sip::salvage::Unanswerable as U;
                 let why = match &msg {
                     Message::Response(_) => U::NotARequest,
-                    Message::Request(r) if r.method == Method::Ack => U::Ack,
-                    Message::Request(_) => U::Headers,
+                    Message::Request(_) => U::Ack,
                 };
                 self.stats.unanswerable[why as usize] += 1;
             }
@@ -917,6 +924,20 @@ impl Engine {
                 .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
         {
             self.respond(now, id, 415, None);
+            return;
+        }
+        // §21.4.7: an Accept without SDP leaves us no answer the caller can read (RFC 4475
+        // §3.3.15). An empty Accept accepts nothing but is sent by no one; it is ignored.
+        if let Some(accept) = req.headers.get_other("Accept")
+            && !accept.trim().is_empty()
+            && !switchboard_sip::header::split_list(accept).any(|range| {
+                let range = range.split(';').next().unwrap_or("").trim();
+                ["application/sdp", "application/*", "*/*"]
+                    .iter()
+                    .any(|ok| range.eq_ignore_ascii_case(ok))
+            })
+        {
+            self.respond(now, id, 406, None);
             return;
         }
         // RFC 4028 §8.1: an interval below our floor is refused with the floor.

@@ -1083,3 +1083,189 @@ fn a_gateway_over_tls_gets_the_call_and_the_switchs_client_certificate() {
         1.0
     );
 }
+
+/// What the switch answers each of RFC 4475's 49 torture messages (switch/sip/tests/rfc4475/)
+/// with, sent over UDP from a trusted source: `None` for no answer (a response is never
+/// answered). Where the RFC names a registrar's or proxy's answer, ours is an endpoint's: the
+/// switch is not a registrar (REGISTER is 405) and answers OPTIONS itself (Max-Forwards 0 too).
+const RFC4475_ANSWERS: &[(&str, Option<u16>)] = &[
+    // Its To has a tag: a request of a dialog we do not have.
+    ("wsinv", Some(481)),
+    ("intmeth", Some(501)),
+    ("esc01", Some(404)),
+    ("escnull", Some(405)),
+    ("esc02", Some(501)),
+    ("lwsdisp", Some(200)),
+    ("longreq", Some(404)),
+    ("dblreq", Some(405)),
+    ("semiuri", Some(200)),
+    ("transports", Some(200)),
+    ("mpart01", Some(405)),
+    ("unreason", None),
+    ("noreason", None),
+    ("badinv01", Some(400)),
+    ("clerr", Some(400)),
+    ("ncl", Some(400)),
+    ("scalar02", Some(400)),
+    ("scalarlg", None),
+    ("quotbal", Some(400)),
+    ("ltgtruri", Some(400)),
+    ("lwsruri", Some(400)),
+    ("lwsstart", Some(400)),
+    ("trws", Some(400)),
+    ("escruri", Some(404)),
+    ("baddate", Some(404)),
+    ("regbadct", Some(405)),
+    ("badaspec", Some(400)),
+    ("baddn", Some(200)),
+    ("badvers", Some(505)),
+    ("mismatch01", Some(400)),
+    ("mismatch02", Some(501)),
+    ("bigcode", None),
+    ("badbranch", Some(200)),
+    ("insuf", Some(400)),
+    ("unkscm", Some(416)),
+    ("novelsc", Some(416)),
+    ("unksm2", Some(405)),
+    ("bext01", Some(420)),
+    ("invut", Some(415)),
+    ("regaut01", Some(405)),
+    ("multi01", Some(400)),
+    ("mcl01", Some(400)),
+    ("bcast", None),
+    ("zeromf", Some(200)),
+    ("cparam01", Some(405)),
+    ("cparam02", Some(405)),
+    ("regescrt", Some(405)),
+    ("sdp01", Some(406)),
+    ("inv2543", Some(404)),
+];
+
+/// The first value of a header (full or compact name) in a raw message.
+fn raw_header(raw: &str, full: &str, compact: &str) -> Option<String> {
+    raw.split("\r\n").skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        let name = name.trim();
+        (name.eq_ignore_ascii_case(full) || name.eq_ignore_ascii_case(compact))
+            .then(|| value.trim().to_owned())
+    })
+}
+
+#[test]
+fn rfc4475_torture_messages_get_the_answers_the_rfc_expects() {
+    let sw = Switch::start(
+        "rfc4475",
+        109,
+        Route {
+            sip_extra: "trusted = [\"127.0.4.0/24\"]",
+            ..Route::default()
+        },
+    );
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../sip/tests/rfc4475");
+    let index = std::fs::read_to_string(format!("{dir}/INDEX.tsv")).expect("INDEX.tsv");
+    let mut wrong = Vec::new();
+    let mut seen = 0;
+    // Some messages share a top Via and method (unkscm and novelsc, cparam01 and cparam02...):
+    // from one address the second would be a retransmission of the first (§17.2.3). Each is
+    // sent as the RFC means it, a fresh request: from a source that did not send the first.
+    let mut sources: std::collections::HashMap<String, u8> = Default::default();
+    for row in index.lines().skip(1) {
+        let f: Vec<&str> = row.split('\t').collect();
+        let (file, name, rfc) = (f[0], f[2], f[4]);
+        let want = RFC4475_ANSWERS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("{name}: no expected answer"))
+            .1;
+        seen += 1;
+        let mut raw = std::fs::read(format!("{dir}/{file}")).expect("message");
+        if name == "baddn" {
+            raw.extend_from_slice(b"\r\n"); // its head's empty line, as the RFC intends
+        }
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        // Answers go to the source address and the top Via's port (5060 when none); bind it.
+        let port = raw_header(&text, "Via", "v")
+            .and_then(|v| {
+                let sent_by = v.split(';').next()?.split_whitespace().last()?.to_owned();
+                sent_by.rsplit_once(':')?.1.parse::<u16>().ok()
+            })
+            .unwrap_or(5060);
+        let first_line = text.split("\r\n").next().unwrap_or("");
+        let method = first_line.split(' ').next().unwrap_or("").to_owned();
+        let via_key = format!(
+            "{method} {}",
+            raw_header(&text, "Via", "v").unwrap_or_default()
+        );
+        let n = sources.entry(via_key).or_insert(74);
+        *n += 1;
+        let sock = std::net::UdpSocket::bind((format!("127.0.4.{n}").as_str(), port))
+            .expect("bind the sender");
+        let key = raw_header(&text, "Call-ID", "i").unwrap_or_else(|| "z9hG4bKkdj.insuf".into());
+        sock.send_to(&raw, ("127.0.0.1", sw.ports.sip)).unwrap();
+        let wait = if want.is_some() { 5000 } else { 500 };
+        let deadline = std::time::Instant::now() + Duration::from_millis(wait);
+        let mut finals = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while std::time::Instant::now() < deadline {
+            sock.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                if !finals.is_empty() {
+                    break;
+                }
+                continue;
+            };
+            let resp = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if !resp.contains(&key) {
+                continue; // a retransmission of an earlier message's answer
+            }
+            let status: u16 = resp.get(8..11).and_then(|s| s.parse().ok()).unwrap_or(0);
+            if status >= 200 {
+                finals.push((status, resp));
+            }
+        }
+        let got = finals.first().map(|(s, _)| *s);
+        if got != want {
+            wrong.push(format!(
+                "{name} (RFC: {rfc}): want {want:?}, got {got:?}\n{}",
+                finals.first().map(|(_, r)| r.as_str()).unwrap_or("")
+            ));
+            continue;
+        }
+        let Some((status, resp)) = finals.first() else {
+            continue;
+        };
+        // What each answer must carry besides its status.
+        let has = |h: &str| resp.to_ascii_lowercase().contains(&h.to_ascii_lowercase());
+        let ok = match (name, status) {
+            ("bext01", _) => resp.contains("Unsupported: ") && has("nothingSupportsThis"),
+            ("intmeth" | "esc02" | "mismatch02", _) => has("\r\nAllow: "),
+            (_, 405) => has("\r\nAllow: ") && !resp.contains("REGISTER,"),
+            // §3.1.1.8: one REGISTER answered, the INVITE-like tail never.
+            ("dblreq", _) => finals.iter().all(|(s, _)| *s == 405),
+            _ => true,
+        };
+        if !ok {
+            wrong.push(format!(
+                "{name}: the {status} lacks what it must carry\n{resp}"
+            ));
+        }
+    }
+    assert_eq!(
+        seen,
+        RFC4475_ANSWERS.len(),
+        "every message of the table was sent"
+    );
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+    // Still up, and every unanswerable message counted.
+    assert!(common::http_get(sw.ports.http, "/healthz").is_some());
+    assert!(
+        !sw.log().contains("panicked"),
+        "{}",
+        common::tail(&sw.log(), 40)
+    );
+    assert!(
+        sw.metric("switchboard_sip_unanswerable_dropped_total{reason=\"not_a_request\"}") >= 2.0,
+        "bigcode and scalarlg are counted"
+    );
+}

@@ -14,6 +14,9 @@ pub enum ParseError {
     /// The request or status line does not follow RFC 3261 §7.1/§7.2.
     #[error("bad start line")]
     StartLine,
+    /// The start line names a SIP version other than 2.0 (answered 505).
+    #[error("SIP version not supported")]
+    Version,
     /// A header line has no valid `name:` or is otherwise broken.
     #[error("bad header line")]
     HeaderLine,

@@ -142,6 +142,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
         407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         415 => "Unsupported Media Type",
@@ -161,6 +162,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Server Time-out",
+        505 => "Version Not Supported",
         600 => "Busy Everywhere",
         603 => "Decline",
         604 => "Does Not Exist Anywhere",
@@ -214,11 +216,24 @@ impl Message {
             mf?;
         }
         if let Message::Request(r) = self {
-            if cseq.method != r.method {
+            // A method we do not know is answered 501 whatever its CSeq says (RFC 4475 §3.1.2.18).
+            if cseq.method != r.method && !matches!(r.method, Method::Other(_)) {
                 return Err(ParseError::CSeqMethod);
             }
-            // A sip:/sips: Request-URI must parse (400); other schemes are the TU's call (416).
+            // Every Request-URI starts with a scheme (`<sip:...>` does not: RFC 4475 §3.1.2.7).
             let scheme = r.uri.split(':').next().unwrap_or("");
+            let scheme_ok = r.uri.contains(':')
+                && scheme
+                    .bytes()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic())
+                && scheme
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"+-.".contains(&c));
+            if !scheme_ok {
+                return Err(ParseError::Uri("the Request-URI has no scheme"));
+            }
+            // A sip:/sips: Request-URI must parse (400); other schemes are the TU's call (416).
             if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
                 r.uri()?;
             }

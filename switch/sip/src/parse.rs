@@ -92,9 +92,14 @@ fn trim_lws(s: &str) -> &str {
 }
 
 /// One pass over the head: no control character but HT, and every CR/LF part of a CRLF pair.
+/// A control character other than CR and LF may follow a backslash: a `quoted-pair` (RFC 3261
+/// §25.1 allows any of them escaped in a quoted string; RFC 4475 §3.1.1.2 sends NUL, BEL, DEL).
 fn check_head_bytes(head: &[u8]) -> Result<(), ParseError> {
     for (i, &c) in head.iter().enumerate() {
         if c >= 0x20 && c != 0x7f || c == b'\t' {
+            continue;
+        }
+        if c != b'\r' && c != b'\n' && i > 0 && head[i - 1] == b'\\' {
             continue;
         }
         let paired = match c {
@@ -113,6 +118,16 @@ fn check_head_bytes(head: &[u8]) -> Result<(), ParseError> {
         }
     }
     Ok(())
+}
+
+/// Why a request line did not parse: another SIP version (505), or its syntax.
+fn start_line_error(line: &str) -> ParseError {
+    match line.rsplit_once(' ').map(|(_, v)| v) {
+        Some(v) if v.len() > 4 && v[..4].eq_ignore_ascii_case("SIP/") && v != "SIP/2.0" => {
+            ParseError::Version
+        }
+        _ => ParseError::StartLine,
+    }
 }
 
 /// Where the head ends: the index just past the first empty line (`CRLFCRLF`).
@@ -136,7 +151,7 @@ fn parse_head(buf: &Bytes, head_end: usize) -> Result<(StartLine, Headers), Pars
         }
         StartLine::Status(status, head.slice_ref(reason))
     } else {
-        let (method, uri) = request_line(first).map_err(|_| ParseError::StartLine)?;
+        let (method, uri) = request_line(first).map_err(|_| start_line_error(first))?;
         let method = Method::parse(method).ok_or(ParseError::StartLine)?;
         StartLine::Request(method, head.slice_ref(uri))
     };

@@ -71,17 +71,29 @@ fn token(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c))
 }
 
-/// A 400 with `reason` for the request in `buf`, or why there can be none.
-pub fn bad_request(buf: &[u8], reason: &str) -> Result<Bytes, Unanswerable> {
+/// The answer to the request in `buf` — a 400 with `reason`, or a 505 when its request line
+/// names another SIP version (RFC 3261 §21.5.7) — with its status, or why there can be none.
+pub fn bad_request(buf: &[u8], reason: &str) -> Result<(u16, Bytes), Unanswerable> {
     let text = String::from_utf8_lossy(&buf[..buf.len().min(crate::parse::MAX_MESSAGE)]);
     let lines = lines(text.trim_start_matches(['\r', '\n']));
-    let first = lines.first().ok_or(Unanswerable::NotARequest)?;
+    let first = lines.first().ok_or(Unanswerable::NotARequest)?.trim_end();
     let mut words = first.split(' ');
     let method = words.next().unwrap_or_default();
     let version = first.rsplit(' ').next().unwrap_or_default();
-    if !token(method) || !version.eq_ignore_ascii_case("SIP/2.0") || first.split(' ').count() < 3 {
+    let other_version = version.len() > 4
+        && version[..4].eq_ignore_ascii_case("SIP/")
+        && !version.eq_ignore_ascii_case("SIP/2.0");
+    if !token(method)
+        || !(version.eq_ignore_ascii_case("SIP/2.0") || other_version)
+        || first.split(' ').count() < 3
+    {
         return Err(Unanswerable::NotARequest);
     }
+    let (status, reason) = if other_version {
+        (505, "Version Not Supported")
+    } else {
+        (400, reason)
+    };
     if method == "ACK" {
         return Err(Unanswerable::Ack);
     }
@@ -113,9 +125,12 @@ pub fn bad_request(buf: &[u8], reason: &str) -> Result<Bytes, Unanswerable> {
         format!("{to};tag=sb400")
     };
     let reason: String = reason.chars().filter(|c| !c.is_control()).collect();
-    Ok(Bytes::from(format!(
-        "SIP/2.0 400 {reason}\r\nVia: {via}\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\nContent-Length: 0\r\n\r\n"
-    )))
+    Ok((
+        status,
+        Bytes::from(format!(
+            "SIP/2.0 {status} {reason}\r\nVia: {via}\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\nContent-Length: 0\r\n\r\n"
+        )),
+    ))
 }
 
 /// The head has a line that ends in a bare LF (no CR before it).
@@ -133,7 +148,8 @@ mod tests {
     fn a_bare_lf_request_gets_a_400_that_parses_and_names_its_transaction() {
         let req = b"OPTIONS sip:a@example.com SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1, SIP/2.0/UDP h2\nv: SIP/2.0/UDP second\nFrom: <sip:b@example.com>;tag=1\nt: <sip:a@example.com>\ni: lf-only\nCSeq: 1\n OPTIONS\nContent-Length: 0\n\n";
         assert!(has_bare_lf(req));
-        let resp = bad_request(req, "Bad Request (line ends are not CRLF)").unwrap();
+        let (status, resp) = bad_request(req, "Bad Request (line ends are not CRLF)").unwrap();
+        assert_eq!(status, 400);
         let msg = crate::parse_datagram(resp).unwrap();
         let crate::Message::Response(r) = msg else {
             panic!("not a response")
@@ -148,6 +164,16 @@ mod tests {
             text.contains("CSeq: 1 OPTIONS") && text.contains("tag=sb400"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn another_version_is_answered_505_and_trailing_spaces_400() {
+        let req = b"OPTIONS sip:a@example.com SIP/7.0\r\nVia: SIP/7.0/UDP h;branch=z9hG4bK2\r\nFrom: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: v7\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        let (status, resp) = bad_request(req, "x").unwrap();
+        assert_eq!(status, 505);
+        assert!(resp.starts_with(b"SIP/2.0 505 Version Not Supported\r\n"));
+        let trailing = String::from_utf8_lossy(req).replacen("SIP/7.0\r", "SIP/2.0  \r", 1);
+        assert_eq!(bad_request(trailing.as_bytes(), "x").unwrap().0, 400);
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct Via<'a> {
     pub host: Host<'a>,
     /// sent-by port.
     pub port: Option<u16>,
+    /// sent-by as written (`host[:port]`), for transaction matching (§17.2.3).
+    pub sent_by: &'a str,
     /// Parameters (branch, received, rport, maddr, ttl).
     pub params: Params<'a>,
 }
@@ -48,6 +50,7 @@ impl<'a> Via<'a> {
             transport,
             host,
             port,
+            sent_by,
             params,
         })
     }
@@ -102,8 +105,9 @@ impl<'a> NameAddr<'a> {
             (display, &s[lt + 1..gt], &s[gt + 1..])
         } else {
             // addr-spec: parameters after the URI belong to the header (RFC 3261 §20.10).
+            // LWS may precede the parameters' `;` (RFC 3261 §7.3.1, RFC 4475 §3.1.1.1).
             match s.find(';') {
-                Some(i) => (None, &s[..i], &s[i..]),
+                Some(i) => (None, s[..i].trim_end(), &s[i..]),
                 None => (None, s, ""),
             }
         };

@@ -163,17 +163,18 @@ impl<'a> Uri<'a> {
             } else {
                 return Err(ParseError::Uri("not a sip: or sips: URI"));
             };
-        let (rest, headers) = match rest.split_once('?') {
+        // userinfo ends at the last '@': a user part may hold `?` and `;` (RFC 3261 §25.1
+        // user-unreserved), parameters and headers may not hold an unescaped '@'.
+        let (userinfo, hostpart) = match memchr::memrchr(b'@', rest.as_bytes()) {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+            None => (None, rest),
+        };
+        let (hostpart, headers) = match hostpart.split_once('?') {
             Some((r, h)) => {
                 check_escaped(h, b"[]/?:+$=&", "bad URI header")?;
                 (r, Some(h))
             }
-            None => (rest, None),
-        };
-        // userinfo ends at the last '@' before any ';' of the parameters.
-        let (userinfo, hostpart) = match memchr::memrchr(b'@', rest.as_bytes()) {
-            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-            None => (None, rest),
+            None => (hostpart, None),
         };
         let (hostport, params) = match hostpart.find(';') {
             Some(i) => (&hostpart[..i], &hostpart[i..]),
@@ -380,6 +381,17 @@ mod tests {
             Uri::parse("sip:\u{e9}@h").is_err(),
             "raw non-ASCII in a user part must be escaped"
         );
+    }
+
+    #[test]
+    fn a_user_part_may_hold_question_marks_slashes_and_semicolons() {
+        let u = Uri::parse("sip:a?b/c;;*:p$w@example.com;lr?subject=x").unwrap();
+        assert_eq!(u.user, Some("a?b/c;;*"));
+        assert_eq!(u.password, Some("p$w"));
+        assert_eq!(u.host, Host::Name("example.com"));
+        assert!(u.is_loose_router());
+        assert_eq!(u.headers, Some("subject=x"));
+        assert!(Uri::parse("sip:a@example.com?x=<y>").is_err());
     }
 
     #[test]

@@ -120,7 +120,7 @@ Call-ID: x\r\nCSeq: 1 INVITE\r\n\r\n";
         ),
         (
             format!("INVITE sip:b@b SIP/3.0\r\n{ok_tail}"),
-            ParseError::StartLine,
+            ParseError::Version,
         ),
         (
             format!("INV<ITE sip:b@b SIP/2.0\r\n{ok_tail}"),

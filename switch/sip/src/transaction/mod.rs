@@ -183,11 +183,13 @@ fn kind_of(m: &Method) -> Kind {
     }
 }
 
-/// Branch, method kind, and for server transactions the address the request came from: two
-/// clients that pick the same branch (carelessly, or to hijack a transaction with a forged
-/// CANCEL) never share a transaction (§17.2.3 matches the Via's sent-by too; the source
-/// address is what a retransmission shares with its original, behind NAT included).
-type Key = (ByteString, Kind, Option<std::net::SocketAddr>);
+/// Branch, method kind, and for server transactions the address the request came from and the
+/// top Via's sent-by: two clients that pick the same branch (carelessly, or to hijack a
+/// transaction with a forged CANCEL) never share a transaction, nor do two requests of one
+/// source whose sent-by differ (§17.2.3; the source address is what a retransmission shares
+/// with its original, behind NAT included). A branch without the magic cookie's identifier
+/// (RFC 2543) is matched by Call-ID, CSeq number and From tag instead (§17.2.3's fallback).
+type Key = (ByteString, Kind, Option<std::net::SocketAddr>, ByteString);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -315,7 +317,7 @@ impl TransactionLayer {
     pub fn send_request(&mut self, now: Instant, req: Request, peer: Peer) -> TxnId {
         let branch = branch_of(&req.headers);
         let invite = req.method == Method::Invite;
-        let key = (branch, kind_of(&req.method), None);
+        let key = (branch, kind_of(&req.method), None, ByteString::new());
         let data = Bytes::from(Message::Request(req.clone()).to_bytes());
         let id = self.alloc();
         let mut t = Txn {
@@ -404,12 +406,7 @@ impl TransactionLayer {
         if req.method == Method::Ack {
             return false;
         }
-        let key = (
-            branch_of(&req.headers),
-            kind_of(&req.method),
-            Some(from.addr),
-        );
-        !self.servers.contains_key(&key)
+        !self.servers.contains_key(&server_key(req, from))
     }
 
     /// Feeds a received, validated message.
@@ -422,8 +419,7 @@ impl TransactionLayer {
 
     fn handle_request(&mut self, now: Instant, mut req: Request, from: Peer) {
         stamp_received(&mut req, from);
-        let branch = branch_of(&req.headers);
-        let key = (branch, kind_of(&req.method), Some(from.addr));
+        let key = server_key(&req, from);
         if req.method == Method::Ack {
             self.handle_ack(now, key, req, from);
             return;
@@ -496,7 +492,7 @@ impl TransactionLayer {
     fn handle_cancel(&mut self, now: Instant, key: Key, req: Request, from: Peer) {
         let invite = self
             .servers
-            .get(&(key.0.clone(), Kind::Invite, key.2))
+            .get(&(key.0.clone(), Kind::Invite, key.2, key.3.clone()))
             .copied();
         let id = self.new_server(now, key, req.clone(), from);
         let pending = invite.filter(|i| {
@@ -524,7 +520,7 @@ impl TransactionLayer {
         let kind = resp.headers.cseq().ok().map(|c| kind_of(&c.method));
         let id = key
             .zip(kind)
-            .and_then(|(b, k)| self.clients.get(&(b, k, None)).copied());
+            .and_then(|(b, k)| self.clients.get(&(b, k, None, ByteString::new())).copied());
         let Some(id) = id else {
             self.events
                 .push_back(TxnEvent::StrayResponse { resp, from });
@@ -787,6 +783,30 @@ fn branch_of(h: &crate::header::Headers) -> ByteString {
         .and_then(|v| v.branch());
     branch.map(|b| value.slice_ref(b)).unwrap_or_default()
 }
+
+/// A server transaction's key (see [`Key`]).
+fn server_key(req: &Request, from: Peer) -> Key {
+    let kind = kind_of(&req.method);
+    let Some((value, entry)) = req.headers.first_entry(&Name::Via) else {
+        return (ByteString::new(), kind, Some(from.addr), ByteString::new());
+    };
+    let via = crate::typed::Via::parse(entry).ok();
+    let sent_by = via.map_or_else(ByteString::new, |v| value.slice_ref(v.sent_by));
+    let branch = match via.and_then(|v| v.branch()) {
+        Some(b) if b.len() > MAGIC.len() && b.starts_with(MAGIC) => value.slice_ref(b),
+        b => {
+            let h = &req.headers;
+            let from_tag = h.from_addr().ok().and_then(|f| f.tag()).unwrap_or("");
+            let seq = h.cseq().map_or(0, |c| c.seq);
+            let call_id = h.call_id().map_or("", |c| &**c);
+            ByteString::from(format!("{}\n{call_id}\n{seq}\n{from_tag}", b.unwrap_or("")))
+        }
+    };
+    (branch, kind, Some(from.addr), sent_by)
+}
+
+/// RFC 3261 §8.1.1.7: the branch of a transaction of RFC 3261 starts with this.
+const MAGIC: &str = "z9hG4bK";
 
 fn dialog_key_of(resp: &Response) -> Option<(ByteString, u32)> {
     Some((

@@ -539,3 +539,49 @@ fn same_branch_from_another_address_is_another_transaction_and_cannot_cancel_it(
         Some(attacker.addr)
     );
 }
+
+/// How many requests of a sequence reach the TU (the rest are absorbed as retransmissions).
+fn reaching_the_tu(reqs: &[Request]) -> usize {
+    let mut b = TransactionLayer::new(TimerConfig::default());
+    let now = Instant::now();
+    for r in reqs {
+        b.handle_message(now, Message::Request(r.clone()), peer(A, Transport::Udp));
+    }
+    std::iter::from_fn(|| b.poll_event())
+        .filter(|e| matches!(e, TxnEvent::Request { .. }))
+        .count()
+}
+
+#[test]
+fn the_same_branch_with_another_sent_by_is_another_transaction() {
+    let first = request(Method::Options, "z9hG4bKkdjuw", Transport::Udp);
+    let mut other = first.clone();
+    other.headers.0[0].value = "SIP/2.0/UDP funky.example.com;branch=z9hG4bKkdjuw".into();
+    other.headers.0[4].value = "call-2@test".into();
+    assert_eq!(
+        reaching_the_tu(&[first.clone(), other.clone(), first, other]),
+        2
+    );
+}
+
+#[test]
+fn rfc2543_requests_without_a_cookie_branch_match_by_call_id_cseq_and_from_tag() {
+    let mut a = request(Method::Options, "z9hG4bK", Transport::Udp);
+    a.headers.0[0].value = "SIP/2.0/UDP 127.0.0.1:5070".into();
+    let mut b = a.clone();
+    b.headers.0[4].value = "call-2@test".into();
+    let mut c = a.clone();
+    c.headers.0[5].value = "2 OPTIONS".into();
+    // Each new request reaches the TU once; each copy of one is a retransmission.
+    assert_eq!(
+        reaching_the_tu(&[a.clone(), b.clone(), c.clone(), a, b, c]),
+        3
+    );
+    // A branch that is the bare magic cookie (RFC 4475 §3.2.1) is matched the same way.
+    let mut d = request(Method::Options, "z9hG4bK", Transport::Udp);
+    let mut e = d.clone();
+    e.headers.0[4].value = "call-2@test".into();
+    d.headers.0[0].value = "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK".into();
+    e.headers.0[0].value = d.headers.0[0].value.clone();
+    assert_eq!(reaching_the_tu(&[d.clone(), e, d]), 2);
+}
