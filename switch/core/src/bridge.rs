@@ -58,7 +58,11 @@ impl Engine {
                         (f.status_for_a(), f.cause())
                     });
                 if let Some(mut call) = self.calls.remove(&call_ref) {
-                    if call.a.finalized {
+                    if call.transfer.as_ref().is_some_and(|t| !t.answered) {
+                        // The transfer's target did not answer: the caller goes back.
+                        self.calls.insert(call_ref, call);
+                        self.transfer_failed(now, call_ref, status, cause);
+                    } else if call.a.finalized {
                         self.calls.insert(call_ref, call);
                         // Answered by the plan and nothing left to do: hang up normally.
                         self.teardown(now, call_ref, Cause::NormalClearing, None);
@@ -573,6 +577,16 @@ impl Engine {
                 }
                 return;
             }
+            CallTimer::TransferorBye => {
+                if let Some(mut call) = self.calls.remove(&call_ref) {
+                    if call.transfer.as_ref().is_some_and(|t| t.answered) {
+                        info!("the transferor did not hang up: BYE");
+                        self.hang_up_transferor(now, &mut call, None);
+                    }
+                    self.calls.insert(call_ref, call);
+                }
+                return;
+            }
         };
         let Some(call) = self.calls.get_mut(&call_ref) else {
             return;
@@ -714,6 +728,9 @@ impl Engine {
                     self.event(CallEvent::Ringing { call: call.id });
                 }
                 call.attempts[i].ringing = true;
+                if call.transfer.is_some() {
+                    self.notify_transferor(now, &mut call, status, &resp.reason, false);
+                }
                 self.relay_provisional(now, &mut call, &resp);
                 if call.m.srtp_refused {
                     self.calls.insert(call_ref, call);
@@ -851,6 +868,9 @@ impl Engine {
             if call.state != CallState::Up {
                 self.up_calls += 1;
                 call.state = CallState::Up;
+            }
+            if call.transfer.is_some() {
+                self.transfer_answered(now, call);
             }
             return;
         }

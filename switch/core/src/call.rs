@@ -159,6 +159,12 @@ pub(crate) struct Call {
     pub answered_at: Option<Instant>,
     pub destination: String,
     pub caller: String,
+    /// The dialplan context the call was routed in (a transfer is routed there too, unless
+    /// `[sip] transfer_context` names another).
+    pub context: std::sync::Arc<str>,
+    /// Leg B asked to transfer the caller (REFER): it waits aside while the new target is
+    /// tried.
+    pub transfer: Option<Box<crate::transfer::Transferor>>,
     /// `call{id, call_id, b_call_id}`: every log line about the call is inside it.
     pub span: tracing::Span,
     /// Offer/answer and DTMF state.

@@ -19,6 +19,9 @@ pub struct EngineConfig {
     pub trusted: Vec<Cidr>,
     /// Context for calls from any other source: it reaches what ops put there, and nothing else.
     pub public_context: String,
+    /// Context a REFER from leg B is routed in (a transfer: the Refer-To's number as if the
+    /// caller had dialled it). None: the call's own context.
+    pub transfer_context: Option<String>,
     /// T1/T2/T4.
     pub timers: TimerConfig,
     /// User-Agent / Server header value.
@@ -63,6 +66,7 @@ impl Default for EngineConfig {
                 Cidr::host(std::net::Ipv6Addr::LOCALHOST.into()),
             ],
             public_context: "public".into(),
+            transfer_context: None,
             timers: TimerConfig::default(),
             // No version: a scanner learns nothing of which bugs to try (set one in conf).
             user_agent: "Switchboard".into(),

@@ -172,6 +172,8 @@ pub(crate) enum CallTimer {
     App,
     /// A leg's session timer (RFC 4028): our refresh, or its expiry (generation).
     Session(Side, u32),
+    /// The transferor had its NOTIFY 200 and time to hang up: we hang it up.
+    TransferorBye,
 }
 
 /// The B2BUA engine. Sans-IO: no socket, no clock.
@@ -191,7 +193,7 @@ pub struct Engine {
     pub(crate) b_call_ids: HashMap<ByteString, CallRef>,
     pub(crate) timers: BinaryHeap<Reverse<(Instant, CallRef, u64)>>,
     pub(crate) timer_kinds: HashMap<u64, CallTimer>,
-    next_timer: u64,
+    pub(crate) next_timer: u64,
     pub(crate) ports: PortPool,
     /// Client INVITEs that had a provisional response (CANCEL may be sent).
     pub(crate) provisional_seen: TxnSet,
@@ -278,6 +280,7 @@ impl Engine {
     pub fn set_access(&mut self, cfg: &EngineConfig) {
         self.cfg.context.clone_from(&cfg.context);
         self.cfg.public_context.clone_from(&cfg.public_context);
+        self.cfg.transfer_context.clone_from(&cfg.transfer_context);
         self.cfg.trusted.clone_from(&cfg.trusted);
         self.cfg.max_calls = cfg.max_calls;
         self.cfg.limits = cfg.limits.clone();
@@ -794,7 +797,7 @@ impl Engine {
             .ok()
             .and_then(|t| t.tag().map(ByteString::from));
         if let Some(tag) = to_tag {
-            self.on_in_dialog(now, id, req, tag);
+            self.on_in_dialog(now, wall, id, req, tag);
             return;
         }
         if let Some(Ok(0)) = req.headers.max_forwards() {
@@ -823,6 +826,8 @@ impl Engine {
             return;
         }
         match req.method {
+            // RFC 3891: an INVITE that takes the place of one of our legs is no new call.
+            Method::Invite if self.on_replaces(now, id, &req, from) => {}
             Method::Invite => self.new_call(now, wall, id, req, from),
             Method::Options => self.answer_options(now, id),
             Method::Bye
@@ -1126,6 +1131,8 @@ impl Engine {
             answered_at: None,
             destination: facts.destination.clone(),
             caller: facts.caller_number.clone(),
+            context: Arc::from(facts.context.as_str()),
+            transfer: None,
             span,
             m,
             wait: None,
@@ -1270,6 +1277,8 @@ impl Engine {
                 self.cancel_attempt(now, &mut call, i);
             }
         }
+        // A transferor still on the line (a transfer under way, or one waiting for its BYE).
+        self.hang_up_transferor(now, &mut call, Some(cause));
         // Relayed requests still waiting: answer them so the peer is not left hanging.
         for (_, r) in std::mem::take(&mut call.relayed) {
             if self.txn.server_request(r.server_txn).is_some() {
@@ -1315,6 +1324,11 @@ impl Engine {
                 .remove(&(d.id.call_id.clone(), d.id.local_tag.clone()));
         }
         if let Some(d) = &call.b_dialog {
+            self.dialogs
+                .remove(&(d.id.call_id.clone(), d.id.local_tag.clone()));
+        }
+        if let Some(t) = &call.transfer {
+            let d = &t.dialog;
             self.dialogs
                 .remove(&(d.id.call_id.clone(), d.id.local_tag.clone()));
         }

@@ -31,6 +31,7 @@ impl Engine {
     pub(crate) fn on_in_dialog(
         &mut self,
         now: Instant,
+        wall: jiff::Timestamp,
         id: TxnId,
         req: Request,
         to_tag: ByteString,
@@ -46,6 +47,17 @@ impl Engine {
             self.respond(now, id, 481, None);
             return;
         };
+        if side == Side::B
+            && call
+                .transfer
+                .as_ref()
+                .is_some_and(|t| t.dialog.id.call_id == key.0 && t.dialog.id.local_tag == key.1)
+        {
+            // The leg that asked for a transfer, waiting aside.
+            self.on_transferor_request(now, &mut call, id, &req);
+            self.calls.insert(call_ref, call);
+            return;
+        }
         let dialog = match side {
             Side::A => call.a.dialog.as_mut(),
             Side::B => call.b_dialog.as_mut(),
@@ -75,6 +87,14 @@ impl Engine {
             Method::Info if let Some(d) = self.info_digit(now, &mut call, side, &req, id) => {
                 self.calls.insert(call_ref, call);
                 self.collect_digit(now, call_ref, side, d);
+            }
+            // The call center moves the caller elsewhere (blind transfer, RFC 3515).
+            Method::Refer if side == Side::B => {
+                let routed = self.on_refer(now, wall, &mut call, id, &req);
+                self.calls.insert(call_ref, call);
+                if routed {
+                    self.run_plan(now, call_ref);
+                }
             }
             _ => {
                 self.relay_request(now, &mut call, side, id, &req);

@@ -27,6 +27,7 @@ pub mod module;
 mod play;
 mod services;
 mod session_timer;
+mod transfer;
 
 pub use bridge::escape_user;
 pub use call::{CallInfo, CallState, CallSummary, MediaPorts};

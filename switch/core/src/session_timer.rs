@@ -197,7 +197,9 @@ impl Engine {
         we_refresh: bool,
         update: bool,
     ) {
-        let generation = call.st[idx(side)].map_or(1, |t| t.generation.wrapping_add(1));
+        // Unique among the engine's timers: a leg replaced by a transfer leaves none of its
+        // own that could pass for the new leg's.
+        let generation = u32::try_from(self.next_timer % u64::from(u32::MAX)).unwrap_or(0) + 1;
         call.st[idx(side)] = Some(LegTimer {
             se,
             we_refresh,

@@ -2232,3 +2232,334 @@ mod session_timers {
         assert!(request_to(&sent, B, Method::Invite).is_none());
     }
 }
+
+/// Blind transfer: a REFER from leg B (the call center) moves the caller to another target.
+mod transfer {
+    use super::*;
+
+    /// 3xxx are agents at B2; every other number goes to B.
+    const PLAN: &str = r#"
+[[extension]]
+name = "agents"
+when.destination = '^(3\d+)$'
+actions = [ { bridge = { targets = ["sip:$1@127.0.0.1:5081"], timeout = 20 } } ]
+[[extension]]
+name = "all"
+when.destination = '^(\d+)$'
+actions = [ { bridge = { targets = ["sip:$1@127.0.0.1:5080"], timeout = 20 } } ]
+"#;
+
+    /// A request from B in the dialog of `b_invite` (B's tag `bt`), with extra header lines.
+    fn from_b(b_invite: &Request, method: &str, seq: u32, extra: &str) -> String {
+        callee_bye(b_invite, "bt", B)
+            .replacen("BYE ", &format!("{method} "), 1)
+            .replace(
+                "branch=z9hG4bK-b-bye",
+                &format!("branch=z9hG4bK-b-{method}-{seq}"),
+            )
+            .replace("CSeq: 1 BYE", &format!("CSeq: {seq} {method}"))
+            .replace("Content-Length: 0", &format!("{extra}Content-Length: 0"))
+    }
+
+    fn refer(b_invite: &Request, to: &str) -> String {
+        from_b(
+            b_invite,
+            "REFER",
+            2,
+            &format!("Refer-To: <{to}>\nReferred-By: <sip:acd@127.0.0.1:5080>\n"),
+        )
+    }
+
+    fn sipfrag(sent: &[(SocketAddr, Message)]) -> Vec<(String, String)> {
+        requests_to(sent, B, Method::Notify)
+            .into_iter()
+            .map(|n| {
+                assert_eq!(
+                    n.headers.get(&Name::Event).map(|e| e.to_string()),
+                    Some("refer".into())
+                );
+                (
+                    String::from_utf8_lossy(&n.body).trim_end().to_owned(),
+                    n.headers
+                        .get_other("Subscription-State")
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_refer_from_leg_b_moves_the_caller_to_the_new_target_and_bs_bye_ends_only_b() {
+        let mut h = Harness::with_plan(PLAN);
+        let (b_invite, _ok) = call_up(&mut h);
+        h.send(B, &refer(&b_invite, "sip:3001@elsewhere.example.com"));
+        let sent = h.sent();
+        assert_eq!(statuses_to(&sent, B), vec![202], "the REFER is accepted");
+        assert_eq!(
+            sipfrag(&sent),
+            vec![("SIP/2.0 100 Trying".into(), "active;expires=60".into())]
+        );
+        let b2_invite = request_to(&sent, B2, Method::Invite)
+            .expect("the new target is called, routed by the dialplan")
+            .clone();
+        assert_eq!(
+            b2_invite.uri, "sip:3001@127.0.0.1:5081",
+            "never the Refer-To's host"
+        );
+        assert!(
+            sent.iter().all(|(a, _)| a.to_string() != A),
+            "the caller hears nothing"
+        );
+
+        h.send(B2, &callee_response(&b2_invite, 180, "b2t", B2));
+        assert_eq!(
+            sipfrag(&h.sent()),
+            vec![("SIP/2.0 180 Ringing".into(), "active;expires=60".into())]
+        );
+        h.send(B2, &callee_response(&b2_invite, 200, "b2t", B2));
+        let sent = h.sent();
+        assert!(
+            request_to(&sent, B2, Method::Ack).is_some(),
+            "the new leg is ACKed"
+        );
+        assert_eq!(
+            sipfrag(&sent),
+            vec![(
+                "SIP/2.0 200 OK".into(),
+                "terminated;reason=noresource".into()
+            )]
+        );
+        assert!(
+            sent.iter().all(|(a, _)| a.to_string() != A),
+            "the caller hears nothing"
+        );
+
+        // The transferor hangs up: that ends it alone.
+        h.send(B, &from_b(&b_invite, "BYE", 3, ""));
+        let sent = h.sent();
+        assert_eq!(statuses_to(&sent, B), vec![200]);
+        assert!(request_to(&sent, A, Method::Bye).is_none());
+        let later = h.advance(Duration::from_secs(10));
+        assert!(
+            request_to(&later, B, Method::Bye).is_none(),
+            "it is gone already"
+        );
+        assert_eq!(h.engine.active_calls(), 1);
+
+        // The new leg's BYE ends the call.
+        h.send(B2, &callee_bye(&b2_invite, "b2t", B2));
+        let sent = h.sent();
+        assert!(
+            request_to(&sent, A, Method::Bye).is_some(),
+            "the caller is hung up"
+        );
+        let [cdr] = h.ended()[..] else {
+            panic!("one call record, not {:?}", h.ended())
+        };
+        assert_eq!(
+            cdr.b_call_id.as_deref(),
+            b2_invite.headers.call_id().map(|c| &**c)
+        );
+        assert_eq!(cdr.target.as_deref(), Some("sip:3001@127.0.0.1:5081"));
+    }
+
+    #[test]
+    fn a_failed_transfer_gives_the_caller_back_to_the_transferor() {
+        let mut h = Harness::with_plan(PLAN);
+        let (b_invite, _ok) = call_up(&mut h);
+        h.send(B, &refer(&b_invite, "sip:3001@127.0.0.1"));
+        let sent = h.sent();
+        let b2_invite = request_to(&sent, B2, Method::Invite).unwrap().clone();
+        h.send(B2, &callee_response(&b2_invite, 486, "b2t", B2));
+        let sent = h.sent();
+        assert_eq!(
+            sipfrag(&sent),
+            vec![(
+                "SIP/2.0 486 Busy Here".into(),
+                "terminated;reason=noresource".into()
+            )]
+        );
+        assert!(
+            request_to(&sent, A, Method::Bye).is_none(),
+            "the caller stays"
+        );
+        // B is leg B again: its BYE ends the call.
+        h.send(B, &from_b(&b_invite, "BYE", 3, ""));
+        assert!(request_to(&h.sent(), A, Method::Bye).is_some());
+        assert_eq!(h.engine.active_calls(), 0);
+    }
+
+    #[test]
+    fn a_transferor_that_stays_on_the_line_is_hung_up_after_its_notify() {
+        let mut h = Harness::with_plan(PLAN);
+        let (b_invite, _ok) = call_up(&mut h);
+        h.send(B, &refer(&b_invite, "sip:3001@127.0.0.1"));
+        let b2_invite = request_to(&h.sent(), B2, Method::Invite).unwrap().clone();
+        h.send(B2, &callee_response(&b2_invite, 200, "b2t", B2));
+        h.sent();
+        let sent = h.advance(Duration::from_secs(6));
+        assert!(
+            request_to(&sent, B, Method::Bye).is_some(),
+            "we hang up the transferor"
+        );
+        assert!(request_to(&sent, A, Method::Bye).is_none());
+        assert_eq!(h.engine.active_calls(), 1);
+    }
+
+    #[test]
+    fn refers_that_cannot_be_followed_are_refused_and_the_call_goes_on() {
+        let mut h = Harness::with_plan(PLAN);
+        let (b_invite, _ok) = call_up(&mut h);
+        let two = from_b(
+            &b_invite,
+            "REFER",
+            2,
+            "Refer-To: <sip:3001@127.0.0.1>\nRefer-To: <sip:3002@127.0.0.1>\n",
+        );
+        h.send(B, &two);
+        assert_eq!(statuses_to(&h.sent(), B), vec![400]);
+        let attended = from_b(
+            &b_invite,
+            "REFER",
+            3,
+            "Refer-To: <sip:3001@127.0.0.1?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>\n",
+        );
+        h.send(B, &attended);
+        assert_eq!(statuses_to(&h.sent(), B), vec![501]);
+        let nobody = from_b(&b_invite, "REFER", 4, "Refer-To: <sip:127.0.0.1>\n");
+        h.send(B, &nobody);
+        assert_eq!(statuses_to(&h.sent(), B), vec![400]);
+        // A number no extension routes: accepted, then its failure is told.
+        h.send(
+            B,
+            &from_b(&b_invite, "REFER", 5, "Refer-To: <sip:nobody@127.0.0.1>\n"),
+        );
+        let sent = h.sent();
+        assert_eq!(statuses_to(&sent, B), vec![202]);
+        assert_eq!(
+            sipfrag(&sent).last().map(|(f, _)| f.clone()),
+            Some("SIP/2.0 404 Not Found".into())
+        );
+        // Still B's call.
+        h.send(B, &from_b(&b_invite, "BYE", 6, ""));
+        assert!(request_to(&h.sent(), A, Method::Bye).is_some());
+    }
+
+    /// `msg` (LF line ends, no body) with an SDP offering PCMU on `port`.
+    fn with_sdp(msg: &str, port: u16) -> String {
+        let sdp = format!(
+            "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+        );
+        msg.replace(
+            "Content-Length: 0\n\n",
+            &format!(
+                "Content-Type: application/sdp\nContent-Length: {}\n\n{sdp}",
+                sdp.len()
+            ),
+        )
+    }
+
+    /// An INVITE from B2 that replaces the dialog `(call_id, to_tag, from_tag)`.
+    fn replacing_invite(replaces: &[&str]) -> String {
+        let lines: String = replaces
+            .iter()
+            .map(|r| format!("Replaces: {r}\n"))
+            .collect();
+        with_sdp(
+            &format!(
+                "INVITE sip:switchboard@127.0.0.1:5060 SIP/2.0
+Via: SIP/2.0/UDP {B2};branch=z9hG4bK-b2-replaces;rport
+Max-Forwards: 70
+From: <sip:agent2@{B2}>;tag=b2t
+To: <sip:switchboard@127.0.0.1:5060>
+Call-ID: replaces-1@test
+CSeq: 1 INVITE
+Contact: <sip:agent2@{B2}>
+{lines}Content-Length: 0
+
+"
+            ),
+            4600,
+        )
+    }
+
+    #[test]
+    fn an_invite_with_replaces_takes_leg_bs_place_and_bad_ones_are_refused() {
+        let mut h = Harness::with_plan(PLAN);
+        h.send(A, &with_sdp(INVITE, 4000));
+        let b_invite = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+        h.send(B, &with_sdp(&b_response(&b_invite, 200), 4200));
+        let ok = response_to(&h.sent(), A, 200).clone();
+        h.send(A, &caller_ack(&ok));
+        h.sent();
+        let b_call_id = b_invite.headers.call_id().unwrap().to_string();
+        let our_tag = b_invite
+            .headers
+            .from_addr()
+            .unwrap()
+            .tag()
+            .unwrap()
+            .to_owned();
+
+        h.send(B2, &replacing_invite(&["nosuch@test;to-tag=1;from-tag=2"]));
+        assert_eq!(
+            statuses_to(&h.sent(), B2),
+            vec![100, 481],
+            "an unknown dialog"
+        );
+        let good = format!("{b_call_id};to-tag={our_tag};from-tag=bt");
+        h.send(
+            B2,
+            &replacing_invite(&[&good, &good]).replace("replaces;", "replaces2;"),
+        );
+        assert_eq!(statuses_to(&h.sent(), B2), vec![100, 400], "two Replaces");
+        h.send(
+            B2,
+            &replacing_invite(&[&format!("{b_call_id};to-tag={our_tag};from-tag=wrong")])
+                .replace("replaces;", "replaces3;"),
+        );
+        assert_eq!(
+            statuses_to(&h.sent(), B2),
+            vec![100, 481],
+            "the tags must match"
+        );
+
+        h.send(
+            B2,
+            &replacing_invite(&[&good]).replace("replaces;", "replaces4;"),
+        );
+        let sent = h.sent();
+        let ok2 = response_to(&sent, B2, 200);
+        let answer = String::from_utf8_lossy(&ok2.body).into_owned();
+        assert!(
+            answer.contains("m=audio ") && answer.contains("PCMU"),
+            "{answer}"
+        );
+        assert!(
+            request_to(&sent, B, Method::Bye).is_some(),
+            "the replaced leg is hung up"
+        );
+        assert!(
+            sent.iter().all(|(a, _)| a.to_string() != A),
+            "the caller hears nothing"
+        );
+        // The new leg is leg B now: its BYE ends the call.
+        let bye = format!(
+            "BYE sip:switchboard@127.0.0.1:5060 SIP/2.0
+Via: SIP/2.0/UDP {B2};branch=z9hG4bK-b2-bye;rport
+Max-Forwards: 70
+From: <sip:agent2@{B2}>;tag=b2t
+To: {}
+Call-ID: replaces-1@test
+CSeq: 2 BYE
+Content-Length: 0
+
+",
+            ok2.headers.get(&Name::To).unwrap()
+        );
+        h.send(B2, &bye);
+        assert!(request_to(&h.sent(), A, Method::Bye).is_some());
+        assert_eq!(h.engine.active_calls(), 0);
+    }
+}

@@ -167,6 +167,7 @@ struct Sip {
     context: Option<String>,
     trusted: Option<Vec<Spanned<String>>>,
     public_context: Option<String>,
+    transfer_context: Option<String>,
     user_agent: Option<String>,
     max_calls: Option<usize>,
     t1_ms: Option<u64>,
@@ -560,6 +561,9 @@ pub fn load(dir: &Path) -> Result<Loaded, Diagnostics> {
     if let Some(c) = file.sip.public_context.clone() {
         engine.public_context = c;
     }
+    engine
+        .transfer_context
+        .clone_from(&file.sip.transfer_context);
     if let Some(ua) = file.sip.user_agent {
         engine.user_agent = ua;
     }

@@ -1269,3 +1269,43 @@ fn rfc4475_torture_messages_get_the_answers_the_rfc_expects() {
         "bigcode and scalarlg are counted"
     );
 }
+
+#[test]
+fn a_refer_from_the_call_center_moves_the_caller_to_a_second_agent() {
+    // Agents (3xxx) are at gw2; everything else goes to the call center at gw1.
+    let sw = Switch::start(
+        "refer",
+        110,
+        Route {
+            extensions: "[[extension]]\nname = \"agents\"\nwhen.destination = '^(3\\d+)$'\nactions = [{ bridge = { targets = [\"gateway/gw2/$1\"] } }]\n",
+            ..Route::default()
+        },
+    );
+    let acd = sw.uas(0, "uas_refer.xml", 1, &[]);
+    let agent = sw.uas(1, "uas_answer_any.xml", 1, &[]);
+    // The caller talks for 3 s, then hangs up: its BYE must reach the second agent.
+    let caller = sw.uac("uac_call.xml", "1000", 1, &["-d", "3000"]);
+    sw.expect_ok(vec![caller, acd, agent]);
+    let log = sw.log();
+    // The agent was offered the media the caller already sends (no re-INVITE to the caller).
+    let agent_msgs: String = std::fs::read_dir(sw.dir.join("uas1"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("_messages.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(
+        agent_msgs.contains("INVITE sip:3001@") && agent_msgs.contains("m=audio "),
+        "{agent_msgs}"
+    );
+    assert!(
+        log.contains("transfer complete"),
+        "{}",
+        common::tail(&log, 40)
+    );
+    assert_eq!(sw.metric("switchboard_calls_total"), 1.0);
+    assert_eq!(
+        sw.metric("switchboard_calls_ended_total{cause=\"NORMAL_CLEARING\"}"),
+        1.0
+    );
+}

@@ -2843,3 +2843,104 @@ fn the_widgets_scripts_are_served_gzipped_with_a_validator() {
         "{head}"
     );
 }
+
+#[test]
+fn a_refer_from_the_acd_moves_the_browser_caller_to_a_second_agent_and_audio_follows() {
+    let idx = 111;
+    let http = common::Ports::for_test(idx).http;
+    let conf = merchant_conf(http, "tokenless = true");
+    // The transfer is routed in the call's context ("web"): agents (3xxx) are at gw2.
+    let ext = format!(
+        "{WEB_EXT}
+[[extension]]
+name = \"web-agents\"
+context = \"web\"
+when.destination = '^(3\\d+)$'
+actions = [
+  {{ header_add = {{ X-Merchant = \"demo\", X-Link = \"transfer\", X-Session = \"demo-visitor\", X-Page-Url = \"http://127.0.0.1:{http}/demo/shop\" }} }},
+  {{ bridge = {{ targets = [\"gateway/gw2/$1\"], timeout = 20 }} }},
+]
+"
+    );
+    let mut sw = Switch::prepare(
+        "web-refer",
+        idx,
+        Route {
+            extensions: &ext,
+            ..web_route(&conf)
+        },
+    );
+    let acd = sw.uas(0, "uas_refer.xml", 1, &[]);
+    let port = acd_rtp(idx).to_string();
+    let agent = sw.uas(
+        1,
+        "uas_web.xml",
+        1,
+        &[
+            "-key",
+            "rtp_port",
+            &port,
+            "-set",
+            "expect_merchant",
+            "demo",
+            "-set",
+            "expect_session",
+            "demo-visitor",
+            "-set",
+            "bye_ms",
+            "0",
+        ],
+    );
+    sw.launch();
+    let mut b = browser(&sw, "refer");
+    click_sales(&mut b, &[]);
+    let (st, errs) = acd.wait(Duration::from_secs(20));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "the ACD's transfer failed:\n{errs}\n{}",
+        common::tail(&sw.log(), 60)
+    );
+    // The page never heard of it: still connected, to the agent now.
+    let call = sw.wait_media_up(Duration::from_secs(10));
+    assert_eq!(
+        b.eval(&format!("{CALL}.state")),
+        "connected",
+        "{}",
+        common::tail(&sw.log(), 40)
+    );
+    assert!(
+        !b.eval(&format!("{CALL}.events.join(',')"))
+            .as_str()
+            .is_some_and(|e| e.contains("hangup"))
+    );
+    // Audio both ways with the second agent.
+    let sw_b = addr(&call["media"]["b"]["port"]);
+    let mut rtp = RtpPeer::bind(acd_rtp(idx));
+    let before = inbound_energy(&mut b);
+    let mut share = 0.0;
+    for _ in 0..4 {
+        let heard = rtp.stream(sw_b, CodecKind::Pcmu, &sine(1000.0, 8000 * 2, 8000.0));
+        let pcm = decode(&heard, CodecKind::Pcmu);
+        if pcm.len() > 8000 {
+            share = share_at(&pcm[pcm.len() / 2..], 700.0);
+            if share > 0.5 {
+                break;
+            }
+        }
+    }
+    assert!(
+        share > 0.5,
+        "the agent hears the browser (share {share:.2})"
+    );
+    let after = inbound_energy(&mut b);
+    assert!(
+        after - before > 0.01,
+        "the browser hears the agent (energy {before:.4} -> {after:.4})"
+    );
+    b.eval("document.querySelector('.sb-c2c-hang').click()");
+    let (st, errs) = agent.wait(Duration::from_secs(10));
+    assert!(st.is_some_and(|s| s.success()), "agent:\n{errs}");
+    sw.wait_call_count(0, Duration::from_secs(5));
+    let r = ended_record(&sw);
+    assert_eq!(r["cause"], "NORMAL_CLEARING", "{r}");
+}
