@@ -552,6 +552,7 @@ impl Engine {
             target: target.to_string(),
             route: Some(Box::new(target.clone())),
             authed: false,
+            st_retried: false,
             call_id,
             ringing: false,
             timed_out: false,
@@ -716,6 +717,14 @@ impl Engine {
         if matches!(status, 401 | 407)
             && !call.attempts[i].done
             && self.retry_with_auth(now, &mut call, i, &resp)
+        {
+            self.forget_client(txn);
+            self.calls.insert(call_ref, call);
+            return;
+        }
+        if status == 422
+            && !call.attempts[i].done
+            && self.retry_with_min_se(now, &mut call, i, &resp)
         {
             self.forget_client(txn);
             self.calls.insert(call_ref, call);

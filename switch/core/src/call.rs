@@ -92,6 +92,8 @@ pub(crate) struct Attempt {
     pub route: Option<Box<switchboard_dialplan::Target>>,
     /// Already re-sent with credentials (a second challenge is a failure).
     pub authed: bool,
+    /// Already re-sent after a 422 with the interval it asked for (a second 422 fails).
+    pub st_retried: bool,
     pub call_id: String,
     pub ringing: bool,
     /// The ring timeout fired (so a 487 means NO_ANSWER, not a cancel by A).

@@ -105,6 +105,22 @@ impl Engine {
         }) else {
             return false;
         };
+        info!(target = %attempt.target, "gateway asked for credentials: INVITE again with them");
+        self.invite_again(now, call, i, |h| h.push(header, value));
+        call.attempts[i].authed = true;
+        true
+    }
+
+    /// Sends an attempt's INVITE again, changed by `edit` (credentials, a longer session
+    /// interval): a new transaction with the next CSeq, the same dialog-to-be.
+    pub(crate) fn invite_again(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        i: usize,
+        edit: impl FnOnce(&mut switchboard_sip::Headers),
+    ) {
+        let attempt = &call.attempts[i];
         let mut invite = attempt.invite.clone();
         let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1) + 1;
         let via = self.via(attempt.peer.transport);
@@ -117,20 +133,17 @@ impl Engine {
             },
         );
         invite.headers.set(Name::CSeq, format!("{seq} INVITE"));
-        invite.headers.push(header, value);
+        edit(&mut invite.headers);
         let peer = attempt.peer;
-        info!(target = %attempt.target, "gateway asked for credentials: INVITE again with them");
         let txn = self.txn.send_request(now, invite.clone(), peer);
         self.clients.insert(txn, ClientRole::Attempt(call.id));
         let attempt = &mut call.attempts[i];
         attempt.txn = txn;
         attempt.invite = invite;
-        attempt.authed = true;
         let ring = call
             .bridge
             .as_ref()
             .map_or(Duration::from_secs(30), |b| b.timeout);
         self.schedule(now + ring, call.id, CallTimer::Ring(txn));
-        true
     }
 }

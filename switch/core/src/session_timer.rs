@@ -165,6 +165,53 @@ impl Engine {
         headers.push(Name::Other("Min-SE".into()), self.cfg.min_se.to_string());
     }
 
+    /// Leg B refused our interval as too short (422, RFC 4028 §7.4): the INVITE again with
+    /// the interval its `Min-SE` names, once. `false` when it cannot be retried.
+    pub(crate) fn retry_with_min_se(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        i: usize,
+        resp: &Response,
+    ) -> bool {
+        // A day: a larger floor is not an interval any peer means.
+        const MAX_SE: u32 = 86_400;
+        let floor = resp
+            .headers
+            .get_other("Min-SE")
+            .and_then(|v| v.split(';').next()?.trim().parse::<u32>().ok());
+        let Some(floor) = floor.filter(|f| (1..=MAX_SE).contains(f)) else {
+            return false;
+        };
+        if call.attempts[i].st_retried {
+            return false;
+        }
+        let asked = session_expires(&call.attempts[i].invite.headers).map_or(0, |(se, _)| se);
+        if floor <= asked {
+            return false;
+        }
+        info!(
+            target = %call.attempts[i].target,
+            min_se = floor,
+            "leg B wants a longer session interval (422): INVITE again with it"
+        );
+        self.invite_again(now, call, i, |h| {
+            h.0.retain(|x| {
+                let n = x.name.as_str();
+                !(n.eq_ignore_ascii_case("Session-Expires")
+                    || n.eq_ignore_ascii_case("x")
+                    || n.eq_ignore_ascii_case("Min-SE"))
+            });
+            if !lists(h, &Name::Supported, "timer") {
+                h.push(Name::Supported, "timer");
+            }
+            h.push(Name::Other("Session-Expires".into()), floor.to_string());
+            h.push(Name::Other("Min-SE".into()), floor.to_string());
+        });
+        call.attempts[i].st_retried = true;
+        true
+    }
+
     /// A leg's 2xx to a request of ours (we are its UAC): the timer it agreed, if any.
     pub(crate) fn answered_session_timer(
         &mut self,

@@ -2563,3 +2563,73 @@ Content-Length: 0
         assert_eq!(h.engine.active_calls(), 0);
     }
 }
+
+/// A leg B that wants a longer session interval (RFC 4028 §7.4: 422 with Min-SE).
+mod min_se {
+    use super::*;
+
+    fn too_small(invite: &Request, floor: &str) -> String {
+        b_response(invite, 422).replace(
+            "Content-Length: 0",
+            &format!("Min-SE: {floor}\nContent-Length: 0"),
+        )
+    }
+
+    #[test]
+    fn a_422_from_leg_b_is_retried_once_with_its_min_se() {
+        let mut h = Harness::new();
+        h.send(A, INVITE);
+        let first = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+        assert!(first.headers.get_other("Session-Expires").is_some());
+        h.send(B, &too_small(&first, "3600"));
+        let sent = h.sent();
+        let again = request_to(&sent, B, Method::Invite)
+            .expect("the INVITE again")
+            .clone();
+        assert_eq!(cseq(&again.headers), (2, Method::Invite));
+        assert_eq!(
+            again
+                .headers
+                .get_other("Session-Expires")
+                .map(|v| v.to_string()),
+            Some("3600".into())
+        );
+        assert_eq!(
+            again.headers.get_other("Min-SE").map(|v| v.to_string()),
+            Some("3600".into())
+        );
+        assert_eq!(
+            again.headers.call_id(),
+            first.headers.call_id(),
+            "the same call"
+        );
+        assert!(
+            request_to(&sent, B, Method::Ack).is_some(),
+            "the 422 is ACKed"
+        );
+        assert!(
+            statuses_to(&sent, A).iter().all(|s| *s < 200),
+            "the caller still waits"
+        );
+        // A second 422 is the attempt's failure.
+        h.send(B, &too_small(&again, "7200"));
+        let sent = h.sent();
+        assert!(request_to(&sent, B, Method::Invite).is_none());
+        assert!(
+            statuses_to(&sent, A).iter().any(|s| *s >= 400),
+            "{:?}",
+            statuses_to(&sent, A)
+        );
+    }
+
+    #[test]
+    fn a_422_that_asks_for_nothing_longer_is_a_failure() {
+        let mut h = Harness::new();
+        h.send(A, INVITE);
+        let first = request_to(&h.sent(), B, Method::Invite).unwrap().clone();
+        h.send(B, &too_small(&first, "90"));
+        let sent = h.sent();
+        assert!(request_to(&sent, B, Method::Invite).is_none());
+        assert!(statuses_to(&sent, A).iter().any(|s| *s >= 400));
+    }
+}

@@ -1309,3 +1309,39 @@ fn a_refer_from_the_call_center_moves_the_caller_to_a_second_agent() {
         1.0
     );
 }
+
+#[test]
+fn session_timers_refresh_leg_b_by_update_and_hang_up_a_caller_that_does_not_refresh() {
+    let sw = Switch::start(
+        "session-timer",
+        112,
+        Route {
+            sip_extra: "session_expires = 90",
+            ..Route::default()
+        },
+    );
+    let long = ["-timeout", "120s"];
+    let uas = sw.uas(0, "uas_session_timer.xml", 1, &long);
+    let started = std::time::Instant::now();
+    let uac = sw.uac("uac_session_timer.xml", "1000", 1, &long);
+    for p in [uac, uas] {
+        let name = p.name.clone();
+        let (st, errs) = p.wait(Duration::from_secs(110));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "sipp {name}:\n{errs}\n{}",
+            common::tail(&sw.log(), 40)
+        );
+    }
+    // The caller was granted 90 s as refresher; it sent nothing, so it is hung up before
+    // the interval ends — after leg B had the switch's refresh at half of it (45 s).
+    let took = started.elapsed();
+    assert!(
+        took > Duration::from_secs(45) && took < Duration::from_secs(90),
+        "{took:?}"
+    );
+    assert_eq!(
+        sw.metric("switchboard_calls_ended_total{cause=\"RECOVERY_ON_TIMER_EXPIRE\"}"),
+        1.0
+    );
+}

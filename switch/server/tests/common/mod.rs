@@ -473,7 +473,7 @@ pub fn tail(s: &str, n: usize) -> String {
 }
 
 pub struct Sipp {
-    name: String,
+    pub name: String,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -486,17 +486,11 @@ impl Sipp {
 
     /// A SIPp that keeps no trace of its messages (a flood's would be megabytes).
     fn spawn_untraced(dir: &Path, name: &str, mut args: Vec<String>) -> Sipp {
-        args.extend(
-            [
-                "-nostdin",
-                "-timeout",
-                "40s",
-                "-timeout_error",
-                "-max_recv_loops",
-                "1000",
-            ]
-            .map(String::from),
-        );
+        // A scenario that runs longer (session timers) passes its own -timeout.
+        if !args.iter().any(|a| a == "-timeout") {
+            args.extend(["-timeout", "40s"].map(String::from));
+        }
+        args.extend(["-nostdin", "-timeout_error", "-max_recv_loops", "1000"].map(String::from));
         let sub = dir.join(name);
         std::fs::create_dir_all(&sub).expect("sipp dir");
         let child = Command::new("sipp")
