@@ -375,12 +375,22 @@ fn client_path() -> String {
     format!("/client/{}.js", assets::client_version())
 }
 
-/// A script of the widget as served: its bytes, gzipped once, and its validator.
+/// A script of the widget as served: its bytes, compressed once (brotli and gzip), and its
+/// validator.
 struct Asset {
     plain: Bytes,
     gzip: Bytes,
-    /// Strong ETag of the plain bytes (the gzipped ones carry it with `-gz`).
+    br: Bytes,
+    /// Strong ETag of the plain bytes (the compressed ones carry it with `-gz` or `-br`).
     etag: String,
+}
+
+/// How a script travels: what `Accept-Encoding` takes, brotli first (the smaller).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Coding {
+    Br,
+    Gzip,
+    Identity,
 }
 
 impl Asset {
@@ -393,6 +403,16 @@ impl Asset {
             .and_then(|()| gz.finish())
             .map(Bytes::from)
             .unwrap_or_default();
+        let mut br = Vec::new();
+        let params = brotli::enc::BrotliEncoderParams {
+            quality: 11,
+            lgwin: 22,
+            ..Default::default()
+        };
+        let br = match brotli::BrotliCompress(&mut &plain[..], &mut br, &params) {
+            Ok(_) => Bytes::from(br),
+            Err(_) => Bytes::new(),
+        };
         // FNV-1a of the bytes: changes with the content, nothing else.
         let h = plain.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
@@ -400,33 +420,51 @@ impl Asset {
         Asset {
             plain,
             gzip,
+            br,
             etag: format!("\"{h:016x}\""),
         }
     }
 
-    /// The answer to a GET: 304 when the browser's copy is current, gzip when it takes it.
+    /// The ETag of the bytes sent in this coding.
+    fn etag_of(&self, coding: Coding) -> String {
+        let base = self.etag.trim_end_matches('"');
+        match coding {
+            Coding::Br => format!("{base}-br\""),
+            Coding::Gzip => format!("{base}-gz\""),
+            Coding::Identity => self.etag.clone(),
+        }
+    }
+
+    /// The answer to a GET: 304 when the browser's copy is current, brotli or gzip when it
+    /// takes them.
     fn serve(&self, req: &HeaderMap, cache: &'static str) -> Response {
-        let gz_etag = format!("{}-gz\"", self.etag.trim_end_matches('"'));
-        let gzip = !self.gzip.is_empty() && accepts_gzip(req);
-        let etag = if gzip {
-            gz_etag.clone()
+        let coding = if !self.br.is_empty() && accepts(req, "br") {
+            Coding::Br
+        } else if !self.gzip.is_empty() && accepts(req, "gzip") {
+            Coding::Gzip
         } else {
-            self.etag.clone()
+            Coding::Identity
         };
+        let etag = self.etag_of(coding);
+        let tags = [Coding::Br, Coding::Gzip, Coding::Identity].map(|c| self.etag_of(c));
         let current = req
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| {
                 v.split(',')
                     .map(|t| t.trim().trim_start_matches("W/"))
-                    .any(|t| t == "*" || t == self.etag || t == gz_etag)
+                    .any(|t| t == "*" || tags.iter().any(|e| e == t))
             });
         let mut resp = if current {
             StatusCode::NOT_MODIFIED.into_response()
-        } else if gzip {
-            ([(header::CONTENT_ENCODING, "gzip")], self.gzip.clone()).into_response()
         } else {
-            self.plain.clone().into_response()
+            match coding {
+                Coding::Br => ([(header::CONTENT_ENCODING, "br")], self.br.clone()).into_response(),
+                Coding::Gzip => {
+                    ([(header::CONTENT_ENCODING, "gzip")], self.gzip.clone()).into_response()
+                }
+                Coding::Identity => self.plain.clone().into_response(),
+            }
         };
         let h = resp.headers_mut();
         h.insert(
@@ -448,8 +486,8 @@ impl Asset {
     }
 }
 
-/// `Accept-Encoding` names gzip (without `q=0`).
-fn accepts_gzip(req: &HeaderMap) -> bool {
+/// `Accept-Encoding` names this coding, or `*` (without `q=0`).
+fn accepts(req: &HeaderMap, wanted: &str) -> bool {
     req.get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
@@ -458,7 +496,7 @@ fn accepts_gzip(req: &HeaderMap) -> bool {
                 let coding = parts.next().unwrap_or("");
                 let refused =
                     parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
-                (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+                (coding.eq_ignore_ascii_case(wanted) || coding == "*") && !refused
             })
         })
 }

@@ -2791,7 +2791,7 @@ fn get_bytes(port: u16, path: &str, headers: &str) -> (u16, String, Vec<u8>) {
 }
 
 #[test]
-fn the_widgets_scripts_are_served_gzipped_with_a_validator() {
+fn the_widgets_scripts_are_served_compressed_with_a_validator() {
     let idx = 69;
     let mut sw = start("web-assets", idx, "tokenless = true");
     sw.launch();
@@ -2809,8 +2809,29 @@ fn the_widgets_scripts_are_served_gzipped_with_a_validator() {
         })
         .expect("an ETag")
         .to_owned();
-    // What a browser downloads: gzip, the same script once inflated, within the budget.
-    let (status, head, gz) = get_bytes(http, "/c2c.js", "Accept-Encoding: gzip, deflate, br\r\n");
+    // What a browser downloads: brotli (every current browser takes it over HTTPS and on
+    // localhost), the same script once decoded, smaller than gzip, within the budget.
+    let (status, head, br) = get_bytes(http, "/c2c.js", "Accept-Encoding: gzip, deflate, br\r\n");
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase().contains("content-encoding: br"),
+        "{head}"
+    );
+    let br_etag = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("etag: ")
+                .or_else(|| l.strip_prefix("ETag: "))
+        })
+        .expect("an ETag")
+        .to_owned();
+    assert_ne!(br_etag, etag, "each coding has its own validator");
+    let mut decoded = Vec::new();
+    std::io::Read::read_to_end(&mut brotli::Decompressor::new(&br[..], 4096), &mut decoded)
+        .unwrap();
+    assert_eq!(decoded, plain);
+    // A client that takes gzip only (or refuses br) gets gzip.
+    let (status, head, gz) = get_bytes(http, "/c2c.js", "Accept-Encoding: gzip, br;q=0\r\n");
     assert_eq!(status, 200);
     assert!(
         head.to_ascii_lowercase().contains("content-encoding: gzip"),
@@ -2824,6 +2845,18 @@ fn the_widgets_scripts_are_served_gzipped_with_a_validator() {
         "{} bytes gzipped",
         gz.len()
     );
+    assert!(
+        br.len() < gz.len(),
+        "brotli {} vs gzip {}",
+        br.len(),
+        gz.len()
+    );
+    let (status, _, body) = get_bytes(
+        http,
+        "/c2c.js",
+        &format!("Accept-Encoding: br\r\nIf-None-Match: {br_etag}\r\n"),
+    );
+    assert_eq!((status, body.len()), (304, 0), "a current brotli copy");
     // A browser with the current copy downloads nothing.
     let (status, _, body) = get_bytes(http, "/c2c.js", &format!("If-None-Match: {etag}\r\n"));
     assert_eq!(status, 304);
@@ -2840,6 +2873,12 @@ fn the_widgets_scripts_are_served_gzipped_with_a_validator() {
     assert_eq!(status, 200, "{client}: {head}");
     assert!(
         head.to_ascii_lowercase().contains("content-encoding: gzip"),
+        "{head}"
+    );
+    let (status, head, _) = get_bytes(http, &client, "Accept-Encoding: br, gzip\r\n");
+    assert_eq!(status, 200, "{client}: {head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-encoding: br"),
         "{head}"
     );
 }
