@@ -726,6 +726,18 @@ impl Engine {
     // ---- requests outside dialogs --------------------------------------------------------
 
     pub(crate) fn respond(&mut self, now: Instant, txn: TxnId, status: u16, tag: Option<&str>) {
+        self.respond_with(now, txn, status, tag, |_| {});
+    }
+
+    /// [`Engine::respond`], with what `edit` adds (a reason, a header that says why).
+    pub(crate) fn respond_with(
+        &mut self,
+        now: Instant,
+        txn: TxnId,
+        status: u16,
+        tag: Option<&str>,
+        edit: impl FnOnce(&mut Response),
+    ) {
         // §8.2.6.2: a final answer to a request outside a dialog carries a To tag of ours.
         let fresh;
         let tag = match tag {
@@ -763,6 +775,7 @@ impl Engine {
             resp.headers
                 .push(Name::RetryAfter, self.cfg.limits.retry_after.to_string());
         }
+        edit(&mut resp);
         let peer = self.txn.server_peer(txn);
         self.txn.respond(now, txn, resp);
         if let Some(peer) = peer {
@@ -816,13 +829,9 @@ impl Engine {
             .map(str::to_owned)
             .collect();
         if !unsupported.is_empty() && req.method != Method::Cancel {
-            let tag = self.ids.tag();
-            if let Some(r) = self.txn.server_request(id) {
-                let mut resp = make_response(r, 420, Some(&tag));
-                resp.headers.push(Name::Unsupported, unsupported.join(", "));
-                self.decorate(&mut resp);
-                self.txn.respond(now, id, resp);
-            }
+            self.respond_with(now, id, 420, None, |r| {
+                r.headers.push(Name::Unsupported, unsupported.join(", "));
+            });
             return;
         }
         match req.method {
@@ -902,14 +911,9 @@ impl Engine {
             Some(Err(_)) => true,
         };
         if !contact_ok {
-            if let Some(r) = self.txn.server_request(id) {
-                let tag = self.ids.tag();
-                let mut resp = make_response(r, 400, Some(&tag));
-                resp.reason = ByteString::from("Contact is not a SIP URI");
-                self.decorate(&mut resp);
-                self.txn.respond(now, id, resp);
-            }
-            self.note_failure(now, from, 400);
+            self.respond_with(now, id, 400, None, |r| {
+                r.reason = ByteString::from("Contact is not a SIP URI");
+            });
             return;
         }
         if req
@@ -954,14 +958,10 @@ impl Engine {
                 min_se = self.cfg.min_se,
                 "Session-Expires too small: 422"
             );
-            if let Some(r) = self.txn.server_request(id) {
-                let tag = self.ids.tag();
-                let mut resp = make_response(r, 422, Some(&tag));
-                resp.headers
-                    .push(Name::Other("Min-SE".into()), self.cfg.min_se.to_string());
-                self.decorate(&mut resp);
-                self.txn.respond(now, id, resp);
-            }
+            let floor = self.cfg.min_se.to_string();
+            self.respond_with(now, id, 422, None, |r| {
+                r.headers.push(Name::Other("Min-SE".into()), floor);
+            });
             return;
         }
         // An offer we cannot answer at all is refused before any routing, saying why.
@@ -971,30 +971,25 @@ impl Engine {
                 crate::media::refuse_offer(&req.body, &self.cfg.srtp_suites)
         {
             debug!(status, %why, "offer refused");
-            if let Some(r) = self.txn.server_request(id) {
-                let tag = self.ids.tag();
-                let mut resp = make_response(r, status, Some(&tag));
+            let host = fmt_addr(self.local_addr(from.transport));
+            // The text is ours but may quote the parser: one line of plain characters.
+            let text: String = why
+                .chars()
+                .map(|c| match c {
+                    '"' | '\\' => '\'',
+                    c if c.is_control() => ' ',
+                    c => c,
+                })
+                .collect();
+            self.respond_with(now, id, status, None, |r| {
                 if status == 400 {
-                    resp.reason = ByteString::from("Bad SDP");
+                    r.reason = ByteString::from("Bad SDP");
                 }
-                let host = fmt_addr(self.local_addr(from.transport));
-                // The text is ours but may quote the parser: one line of plain characters.
-                let text: String = why
-                    .chars()
-                    .map(|c| match c {
-                        '"' | '\\' => '\'',
-                        c if c.is_control() => ' ',
-                        c => c,
-                    })
-                    .collect();
-                resp.headers.push(
+                r.headers.push(
                     Name::Other("Warning".into()),
                     format!("{code} {host} \"{text}\""),
                 );
-                self.decorate(&mut resp);
-                self.txn.respond(now, id, resp);
-            }
-            self.note_failure(now, from, status);
+            });
             return;
         }
         let call_ref = CallRef(self.next_call);

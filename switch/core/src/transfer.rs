@@ -284,13 +284,7 @@ impl Engine {
         } else {
             400
         };
-        let Some(req) = self.txn.server_request(id) else {
-            return;
-        };
-        let mut resp = make_response(req, status, None);
-        resp.reason = reason.into();
-        self.decorate(&mut resp);
-        self.txn.respond(now, id, resp);
+        self.respond_with(now, id, status, None, |r| r.reason = reason.into());
     }
 }
 

@@ -549,7 +549,7 @@ fn srtp_call(
     }
     // The call's record: each secured leg under its suite, none of its packets refused, and
     // its SRTCP reports read (the loss it reports on our stream).
-    let record = ended_record(&sw);
+    let record = sw.ended_record();
     let quality: serde_json::Value = match &record["quality"] {
         serde_json::Value::String(q) => serde_json::from_str(q).unwrap_or_default(),
         q => q.clone(),
@@ -646,22 +646,4 @@ fn both_legs_on_srtp_each_with_its_own_keys() {
         ),
         (10, 4),
     );
-}
-
-/// The record of the call that ended.
-fn ended_record(sw: &Switch) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let body =
-            common::http_get_auth(sw.ports.http, "/api/v1/cdrs", "test-token").unwrap_or_default();
-        let rows: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        if let Some(r) = rows
-            .as_array()
-            .and_then(|r| r.iter().find(|r| r["ended"].is_string()))
-        {
-            return r.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "no record: {body}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }

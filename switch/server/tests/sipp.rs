@@ -1317,6 +1317,9 @@ fn session_timers_refresh_leg_b_by_update_and_hang_up_a_caller_that_does_not_ref
         112,
         Route {
             sip_extra: "session_expires = 90",
+            // SIPp sends no RTP: the media timeout (60 s by default) must not win the race
+            // with the session's expiry (also at ~60 s).
+            media_extra: "rtp_timeout = 0",
             ..Route::default()
         },
     );

@@ -82,8 +82,7 @@ destinations = ["18005550100"]
 
 /// A 16-bit mono 48 kHz WAV of a sine: Chromium's fake microphone.
 fn tone_wav(path: &std::path::Path, freq: f64, secs: u32) {
-    let pcm = common::rtp::sine_at(freq, 48_000, 48_000 * secs as usize, 8000.0);
-    std::fs::write(path, switchboard_media::wav::Wav::write(48_000, &pcm)).expect("write wav");
+    common::clients::tone_wav(path, freq, 48_000, secs);
 }
 
 /// The test's route: the `web` context to the ACD on gw1, Opus allowed, `conf` appended.
@@ -155,24 +154,6 @@ fn click_link(b: &mut impl Page, link: &str, facts: &[(&str, &str)]) {
 
 const CALL: &str = "SwitchboardClient.calls[0]";
 
-/// The first ended call record (records are written by a thread of their own: polled).
-fn ended_record(sw: &Switch) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let body =
-            common::http_get_auth(sw.ports.http, "/api/v1/cdrs", "test-token").unwrap_or_default();
-        let rows: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        if let Some(r) = rows
-            .as_array()
-            .and_then(|r| r.iter().find(|r| r["ended"].is_string()))
-        {
-            return r.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "no record: {body}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn inbound_energy(b: &mut impl Page) -> f64 {
     b.eval(&format!(
         "(async () => {{ const s = await {CALL}.pc.getStats(); let e = 0; \
@@ -180,6 +161,33 @@ fn inbound_energy(b: &mut impl Page) -> f64 {
     ))
     .as_f64()
     .unwrap_or(0.0)
+}
+
+/// The far end at `rtp` (PCMU, sending to the switch's leg B port `sw_b`) hears the browser's
+/// 700 Hz, and the browser hears the far end's 1 kHz. Under load (the whole suite runs in
+/// parallel on 2 cores) the path gets a few tries.
+fn audio_flows_both_ways(b: &mut impl Page, rtp: &mut RtpPeer, sw_b: SocketAddr) {
+    let before = inbound_energy(b);
+    let mut share = 0.0;
+    for _ in 0..4 {
+        let heard = rtp.stream(sw_b, CodecKind::Pcmu, &sine(1000.0, 8000 * 2, 8000.0));
+        let pcm = decode(&heard, CodecKind::Pcmu);
+        if pcm.len() > 8000 {
+            share = share_at(&pcm[pcm.len() / 2..], 700.0);
+            if share > 0.5 {
+                break;
+            }
+        }
+    }
+    assert!(
+        share > 0.5,
+        "the browser's 700 Hz reached the far end (share {share:.2})"
+    );
+    let after = inbound_energy(b);
+    assert!(
+        after - before > 0.01,
+        "the browser received the far end's audio (energy {before:.4} -> {after:.4})"
+    );
 }
 
 fn addr(port: &serde_json::Value) -> SocketAddr {
@@ -208,28 +216,7 @@ fn browser_call_reaches_the_acd_with_its_facts_audio_flows_both_ways_dtmf_and_th
     // The ACD speaks (1 kHz) while it listens to the browser's microphone (700 Hz).
     let sw_b = addr(&call["media"]["b"]["port"]);
     let mut acd = RtpPeer::bind(acd_rtp(idx));
-    let before = inbound_energy(&mut b);
-    // Under load (the whole suite runs in parallel on 2 cores) give the path a few tries.
-    let mut share = 0.0;
-    for _ in 0..4 {
-        let heard = acd.stream(sw_b, CodecKind::Pcmu, &sine(1000.0, 8000 * 2, 8000.0));
-        let pcm = decode(&heard, CodecKind::Pcmu);
-        if pcm.len() > 8000 {
-            share = share_at(&pcm[pcm.len() / 2..], 700.0);
-            if share > 0.5 {
-                break;
-            }
-        }
-    }
-    assert!(
-        share > 0.5,
-        "the browser's 700 Hz reached the ACD (share {share:.2})"
-    );
-    let after = inbound_energy(&mut b);
-    assert!(
-        after - before > 0.01,
-        "the browser received the ACD's audio (energy {before:.4} -> {after:.4})"
-    );
+    audio_flows_both_ways(&mut b, &mut acd, sw_b);
     // A key on the panel's dial pad reaches the ACD as RFC 4733.
     b.eval("document.querySelector('.sb-c2c-key[aria-label=\"key 5\"]').click()");
     acd_hears_digit(&mut acd, sw_b, 5, "");
@@ -245,7 +232,7 @@ fn browser_call_reaches_the_acd_with_its_facts_audio_flows_both_ways_dtmf_and_th
     sw.wait_call_count(0, Duration::from_secs(5));
     assert!(sw.metric("switchboard_web_calls_total") >= 1.0);
     // An orderly hang-up (the widget's message, or its DTLS close if that comes first).
-    let r = ended_record(&sw);
+    let r = sw.ended_record();
     assert_eq!(r["cause"], "NORMAL_CLEARING", "{r}");
     assert_eq!(r["hangup_side"], "caller", "{r}");
 }
@@ -358,7 +345,7 @@ fn firefox_call_reaches_the_acd_with_its_facts_audio_flows_both_ways_dtmf_and_th
     );
     b.wait_for(&format!("{CALL}.ended === true"), Duration::from_secs(5));
     sw.wait_call_count(0, Duration::from_secs(5));
-    let r = ended_record(&sw);
+    let r = sw.ended_record();
     assert_eq!(r["cause"], "NORMAL_CLEARING", "{r}");
     assert_eq!(r["hangup_side"], "caller", "{r}");
 }
@@ -634,7 +621,7 @@ fn a_dropped_websocket_is_resumed_and_a_browser_gone_for_good_is_hung_up() {
     );
     sw.wait_call_count(0, Duration::from_secs(5));
     // The call's record says why: the caller's side went away (Q.850 38 in the leg's BYE).
-    let r = ended_record(&sw);
+    let r = sw.ended_record();
     assert_eq!(r["cause"], "NETWORK_OUT_OF_ORDER", "{r}");
     assert_eq!(r["hangup_side"], "caller", "{r}");
 }
@@ -1348,7 +1335,7 @@ fn the_agents_keypad_drives_the_callers_page_which_keeps_the_call_and_every_acti
 
     // Every action is in the call's record, in order, with its code, detail and result
     // (after the dialplan's own `dtmf_bind`).
-    let r = ended_record(&sw);
+    let r = sw.ended_record();
     let all = r["actions"].as_array().unwrap_or_else(|| panic!("{r}"));
     assert_eq!(all[0]["name"], "dtmf_bind", "{r}");
     let actions = &all[1..];
@@ -1557,7 +1544,7 @@ fn firefox_the_agents_keypad_drives_the_page_and_the_call_survives_the_pushed_pa
     b.eval("document.querySelector('.sb-c2c-hang').click()");
     let (st, errs) = uas.wait(Duration::from_secs(15));
     assert!(st.is_some_and(|s| s.success()), "ACD: {errs}\n{}", sw.log());
-    let r = ended_record(&sw);
+    let r = sw.ended_record();
     let codes: Vec<&str> = r["actions"]
         .as_array()
         .map(|a| a.iter().filter_map(|x| x["code"].as_str()).collect())
@@ -1955,7 +1942,7 @@ fn the_console_rings_answers_in_the_browser_shows_the_screen_pop_chats_and_pushe
         KEY_OTHER,
     );
     assert_eq!(status, 404);
-    let rec = ended_record(&sw);
+    let rec = sw.ended_record();
     assert_eq!(rec["chat"].as_array().map(Vec::len), Some(2), "{rec}");
     assert!(
         rec["target"]
@@ -2295,7 +2282,7 @@ fn a_phone_agent_binds_the_call_to_the_console_by_its_channel_code_or_the_caller
     boss.next("ended", Duration::from_secs(5)).expect("ended");
     let (st, out) = uas.wait(Duration::from_secs(10));
     assert!(st.is_some_and(|s| s.success()), "the ACD's scenario: {out}");
-    let rec = ended_record(&sw);
+    let rec = sw.ended_record();
     // The action itself, then each code keyed: the other merchant's, the right one, a wrong
     // one (the last allowed); the code after it was not even looked at.
     let codes: Vec<_> = rec["actions"]
@@ -2955,31 +2942,11 @@ actions = [
     // Audio both ways with the second agent.
     let sw_b = addr(&call["media"]["b"]["port"]);
     let mut rtp = RtpPeer::bind(acd_rtp(idx));
-    let before = inbound_energy(&mut b);
-    let mut share = 0.0;
-    for _ in 0..4 {
-        let heard = rtp.stream(sw_b, CodecKind::Pcmu, &sine(1000.0, 8000 * 2, 8000.0));
-        let pcm = decode(&heard, CodecKind::Pcmu);
-        if pcm.len() > 8000 {
-            share = share_at(&pcm[pcm.len() / 2..], 700.0);
-            if share > 0.5 {
-                break;
-            }
-        }
-    }
-    assert!(
-        share > 0.5,
-        "the agent hears the browser (share {share:.2})"
-    );
-    let after = inbound_energy(&mut b);
-    assert!(
-        after - before > 0.01,
-        "the browser hears the agent (energy {before:.4} -> {after:.4})"
-    );
+    audio_flows_both_ways(&mut b, &mut rtp, sw_b);
     b.eval("document.querySelector('.sb-c2c-hang').click()");
     let (st, errs) = agent.wait(Duration::from_secs(10));
     assert!(st.is_some_and(|s| s.success()), "agent:\n{errs}");
     sw.wait_call_count(0, Duration::from_secs(5));
-    let r = ended_record(&sw);
+    let r = sw.ended_record();
     assert_eq!(r["cause"], "NORMAL_CLEARING", "{r}");
 }

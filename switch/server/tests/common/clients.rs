@@ -13,22 +13,7 @@ use std::time::{Duration, Instant};
 /// Writes a mono 16-bit WAV of a sine at `freq` Hz, `secs` long.
 pub fn tone_wav(path: &Path, freq: f64, rate: u32, secs: u32) {
     let pcm = super::rtp::sine_at(freq, rate, (rate * secs) as usize, 8000.0);
-    let data: Vec<u8> = pcm.iter().flat_map(|s| s.to_le_bytes()).collect();
-    let mut b = Vec::with_capacity(44 + data.len());
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&(rate * 2).to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    b.extend_from_slice(&data);
-    std::fs::write(path, b).expect("write WAV");
+    std::fs::write(path, switchboard_media::wav::Wav::write(rate, &pcm)).expect("write WAV");
 }
 
 /// Reads a 16-bit PCM WAV: (rate, channels, samples). Chunk sizes are not trusted (linphone's

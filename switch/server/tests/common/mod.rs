@@ -237,6 +237,24 @@ transport = "{t}"
         }
     }
 
+    /// The first ended call record (records are written by a thread of their own: polled).
+    pub fn ended_record(&self) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let body =
+                http_get_auth(self.ports.http, "/api/v1/cdrs", "test-token").unwrap_or_default();
+            let rows: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if let Some(r) = rows
+                .as_array()
+                .and_then(|r| r.iter().find(|r| r["ended"].is_string()))
+            {
+                return r.clone();
+            }
+            assert!(Instant::now() < deadline, "no record: {body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("switchboard.log")).unwrap_or_default()
     }
