@@ -1348,3 +1348,116 @@ fn session_timers_refresh_leg_b_by_update_and_hang_up_a_caller_that_does_not_ref
         1.0
     );
 }
+
+/// The README's demo as written, for two minutes: the shipped conf (copied, so its records
+/// go to a scratch directory; its sounds are the repository's), the built-in SIPp UAS as the
+/// call center on 127.0.0.1:5080, and the README's SIPp call at the start, after the first
+/// minute and after the second (when gateway pings, had there been any, would have marked
+/// the demo gateway down: SIPp's built-in UAS does not answer OPTIONS).
+#[test]
+fn the_readme_demo_keeps_working_for_two_minutes() {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let dir = std::env::temp_dir().join(format!("sb-readme-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("conf/dialplan")).unwrap();
+    std::fs::create_dir_all(dir.join("sounds")).unwrap();
+    for f in [
+        "switchboard.toml",
+        "dialplan/default.toml",
+        "dialplan/web.toml",
+    ] {
+        std::fs::copy(root.join("conf").join(f), dir.join("conf").join(f)).unwrap();
+    }
+    std::os::unix::fs::symlink(root.join("sounds/en"), dir.join("sounds/en")).unwrap();
+    let log = std::fs::File::create(dir.join("switchboard.log")).unwrap();
+    /// What the test started, stopped (by its handle) however the test ends.
+    struct Started(Vec<std::process::Child>);
+    impl Drop for Started {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let switch = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("--conf")
+        .arg(dir.join("conf"))
+        .env("NO_COLOR", "1")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut started_procs = Started(vec![switch]);
+    let read_log = || std::fs::read_to_string(dir.join("switchboard.log")).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while common::http_get(8080, "/healthz").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no start:\n{}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sipp = |args: &[&str], timeout: &str| {
+        std::process::Command::new("sipp")
+            .args(args)
+            .args(["-nostdin", "-timeout", timeout, "-timeout_error"])
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sipp")
+    };
+    started_procs.0.push(sipp(
+        &["-sn", "uas", "-i", "127.0.0.1", "-p", "5080"],
+        "200s",
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    for at in [0, 65, 125] {
+        let wait = Duration::from_secs(at).saturating_sub(started.elapsed());
+        std::thread::sleep(wait);
+        let status = sipp(
+            &[
+                "-sn",
+                "uac",
+                "127.0.0.1:5060",
+                "-s",
+                "1000",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                "5070",
+                "-m",
+                "1",
+            ],
+            "30s",
+        )
+        .wait()
+        .unwrap();
+        assert!(
+            status.success(),
+            "the README's call at {at} s failed:\n{}",
+            common::tail(&read_log(), 40)
+        );
+    }
+    // And the demo gateway is up, as ctl says.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("--conf")
+        .arg(dir.join("conf"))
+        .args(["ctl", "gateways"])
+        .output()
+        .unwrap();
+    let gateways = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success()
+            && gateways.contains(r#""name":"demo""#)
+            && gateways.contains(r#""up":true"#),
+        "{gateways}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(started_procs);
+    assert!(!read_log().contains("panicked"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
