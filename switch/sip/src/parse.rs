@@ -257,7 +257,11 @@ pub fn parse_stream(buf: &Bytes) -> Result<(Message, usize), ParseError> {
         });
     };
     let (start, headers) = parse_head(&data, head_end)?;
-    // Content-Length is mandatory on stream transports (§20.14).
+    // Content-Length is mandatory on stream transports (§20.14), and one: with two, where
+    // the next message starts is unknown (RFC 4475 §3.3.9), so the stream cannot go on.
+    if headers.all(&Name::ContentLength).nth(1).is_some() {
+        return Err(ParseError::Duplicate("Content-Length"));
+    }
     let len = content_length(&headers)?.ok_or(ParseError::Missing("Content-Length"))?;
     if head_end + len > MAX_MESSAGE {
         return Err(ParseError::TooLarge);
