@@ -215,6 +215,12 @@ fn kv(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> ExitCode {
+    // mimalloc asks for transparent huge pages on its arenas (madvise); each first touch of
+    // one then zeroes 2 MiB. Under a ramp of calls that was 13 % of the SIP thread's samples
+    // (page clearing), and 5-9 % of the CPU per call and 11 % of the memory at 3,000 calls/s
+    // (docs/BENCHMARKS.md, issue 16). Off for the whole process, before any thread starts.
+    #[cfg(target_os = "linux")]
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let cli = Cli::parse();
     let result = match cli.cmd.unwrap_or(Cmd::Run) {
         Cmd::Run => run(cli.conf),
