@@ -168,17 +168,7 @@ fn inbound_energy(b: &mut impl Page) -> f64 {
 /// parallel on 2 cores) the path gets a few tries.
 fn audio_flows_both_ways(b: &mut impl Page, rtp: &mut RtpPeer, sw_b: SocketAddr) {
     let before = inbound_energy(b);
-    let mut share = 0.0;
-    for _ in 0..4 {
-        let heard = rtp.stream(sw_b, CodecKind::Pcmu, &sine(1000.0, 8000 * 2, 8000.0));
-        let pcm = decode(&heard, CodecKind::Pcmu);
-        if pcm.len() > 8000 {
-            share = share_at(&pcm[pcm.len() / 2..], 700.0);
-            if share > 0.5 {
-                break;
-            }
-        }
-    }
+    let share = far_end_hears(rtp, sw_b, 700.0, 8000 * 2, 4);
     assert!(
         share > 0.5,
         "the browser's 700 Hz reached the far end (share {share:.2})"
@@ -188,6 +178,30 @@ fn audio_flows_both_ways(b: &mut impl Page, rtp: &mut RtpPeer, sw_b: SocketAddr)
         after - before > 0.01,
         "the browser received the far end's audio (energy {before:.4} -> {after:.4})"
     );
+}
+
+/// What share of the far end's received audio is at `hz`, while it sends `samples` of a
+/// 1 kHz tone to the switch's leg B port `sw_b`: the best of up to `tries` rounds (under load
+/// the path gets a few), stopping at the first above one half.
+fn far_end_hears(
+    rtp: &mut RtpPeer,
+    sw_b: SocketAddr,
+    hz: f64,
+    samples: usize,
+    tries: usize,
+) -> f64 {
+    let mut share = 0.0;
+    for _ in 0..tries {
+        let heard = rtp.stream(sw_b, CodecKind::Pcmu, &sine(1000.0, samples, 8000.0));
+        let pcm = decode(&heard, CodecKind::Pcmu);
+        if pcm.len() >= samples / 2 {
+            share = share_at(&pcm[pcm.len() / 2..], hz);
+            if share > 0.5 {
+                break;
+            }
+        }
+    }
+    share
 }
 
 fn addr(port: &serde_json::Value) -> SocketAddr {
@@ -291,17 +305,7 @@ fn firefox_call_reaches_the_acd_with_its_facts_audio_flows_both_ways_dtmf_and_th
     let sw_b = addr(&call["media"]["b"]["port"]);
     let mut acd = RtpPeer::bind(acd_rtp(idx));
     let before = inbound_energy(&mut b);
-    let mut share = 0.0;
-    for _ in 0..4 {
-        let heard = acd.stream(sw_b, CodecKind::Pcmu, &sine(1000.0, 8000 * 2, 8000.0));
-        let pcm = decode(&heard, CodecKind::Pcmu);
-        if pcm.len() > 8000 {
-            share = share_at(&pcm[pcm.len() / 2..], f64::from(FIREFOX_TONE_HZ));
-            if share > 0.5 {
-                break;
-            }
-        }
-    }
+    let share = far_end_hears(&mut acd, sw_b, f64::from(FIREFOX_TONE_HZ), 8000 * 2, 4);
     assert!(
         share > 0.5,
         "Firefox's {FIREFOX_TONE_HZ} Hz reached the ACD (share {share:.2})\n{sdp}\nnow: {}",
@@ -1463,15 +1467,7 @@ fn a_call_window_stays_while_the_agent_pushes_a_page_into_the_merchants_window()
         "the same call, never re-placed"
     );
     // The shopper is still heard.
-    let mut share = 0.0;
-    for _ in 0..4 {
-        let heard = acd.stream(sw_b, CodecKind::Pcmu, &sine(1000.0, 8000, 8000.0));
-        let pcm = decode(&heard, CodecKind::Pcmu);
-        share = share_at(&pcm[pcm.len() / 2..], 700.0);
-        if share > 0.5 {
-            break;
-        }
-    }
+    let share = far_end_hears(&mut acd, sw_b, 700.0, 8000, 4);
     assert!(
         share > 0.5,
         "the shopper's 700 Hz after the push ({share:.2})"
@@ -1525,17 +1521,7 @@ fn firefox_the_agents_keypad_drives_the_page_and_the_call_survives_the_pushed_pa
         &format!("{CALL} && {CALL}.state === 'connected'"),
         Duration::from_secs(10),
     );
-    let mut share = 0.0;
-    for _ in 0..6 {
-        let heard = acd.stream(sw_b, CodecKind::Pcmu, &sine(1000.0, 8000, 8000.0));
-        let pcm = decode(&heard, CodecKind::Pcmu);
-        if pcm.len() >= 4000 {
-            share = share_at(&pcm[pcm.len() / 2..], f64::from(FIREFOX_TONE_HZ));
-            if share > 0.5 {
-                break;
-            }
-        }
-    }
+    let share = far_end_hears(&mut acd, sw_b, f64::from(FIREFOX_TONE_HZ), 8000, 6);
     assert!(
         share > 0.5,
         "Firefox's tone reaches the ACD after the page moved (share {share:.2})\n{}",
