@@ -7,6 +7,8 @@
 #   bench/cps.sh [RATES...]          (default: 500 1000 2000 4000)
 #   MEDIA=bypass|anchor bench/cps.sh (Switchboard media mode, default bypass: signalling only)
 #   CALLS_SECS=5                     (seconds of load per point)
+#   BIN=/path/to/switchboard         (another build, for A/B runs; default the release build)
+#   THREADS=1                        (also each Switchboard thread's CPU per call, to stderr)
 #
 # Needs: sipp (sip-tester), kamailio, a release build (cargo build --release).
 # Results: a Markdown table on stdout; raw SIPp stats under $OUT (default /tmp/switchboard-bench).
@@ -21,7 +23,7 @@ CONF_ONLY=false
 if [ "${1:-}" = --conf-only ]; then CONF_ONLY=true; shift; fi
 RATES=("$@")
 [ ${#RATES[@]} -gt 0 ] || RATES=(500 1000 2000 4000)
-BIN=${CARGO_TARGET_DIR:-$HOME/.cache/switchboard-target}/release/switchboard
+BIN=${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/switchboard-target}/release/switchboard}
 command -v sipp >/dev/null || { echo "install sip-tester" >&2; exit 1; }
 command -v kamailio >/dev/null || { echo "install kamailio" >&2; exit 1; }
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
@@ -65,7 +67,8 @@ tick=$(getconf CLK_TCK)
 
 start_sut() {
   case $1 in
-    switchboard) "$BIN" --conf "$CONF" >"$OUT/sut.log" 2>&1 & ;;
+    # Each point starts from an empty record database, so runs compare alike.
+    switchboard) rm -f "$OUT"/data/switchboard.db*; "$BIN" --conf "$CONF" >"$OUT/sut.log" 2>&1 & ;;
     kamailio) mkdir -p "$OUT/kam"; kamailio -DD -E -f "$REF/kamailio-bench.cfg" -A CHILDREN_2 -A BIGBUF -x tlsf -m 2048 -M 16 \
         -Y "$OUT/kam" -P "$OUT/kam/kamailio.pid" -u root -g root >"$OUT/sut.log" 2>&1 & ;;
   esac
@@ -79,6 +82,13 @@ sut_pids() { echo "$SUT"; pgrep -P "$SUT" 2>/dev/null || true; }
 group_ticks() { local t=0; for p in $(sut_pids); do t=$((t + $(cpu_ticks "$p" 2>/dev/null || echo 0))); done; echo $t; }
 pss_kb() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 group_rss() { local t=0; for p in $(sut_pids); do t=$((t + $(pss_kb "$p"))); done; echo $t; }
+
+# THREADS=1: each Switchboard thread's CPU µs per call over the whole run (to stderr).
+thread_ticks() { # pid calls
+  for t in /proc/"$1"/task/*; do
+    awk -v n="$2" -v tk="$tick" '{ c = $14 + $15; if (c > 0) { sub(/^\(/, "", $2); sub(/\)$/, "", $2); printf "  thread %-16s %6.1f µs/call\n", $2, c / tk * 1e6 / n } }' "$t/stat"
+  done | sort -k3 -rn
+}
 
 run_point() { # system rate
   local sys=$1 rate=$2 calls=$(( $2 * CALLS_SECS ))
@@ -95,6 +105,7 @@ run_point() { # system rate
        -nostdin -s 1000 -buff_size 4194304 -r "$rate" -rp 1000 -m "$calls" -d 1000 -timeout 90s \
        -timeout_error -trace_stat -stf "$OUT/uac_${sys}_${rate}.csv" >/dev/null 2>&1 || true
   local t1; t1=$(group_ticks)
+  [ "${THREADS:-}" = 1 ] && [ "$sys" = switchboard ] && thread_ticks "$SUT" "$calls" >&2
   kill "$sampler" 2>/dev/null || true
   local peak_kb; peak_kb=$(cat "$OUT/peak" 2>/dev/null || echo 0)
   kill "$uas" 2>/dev/null || true

@@ -16,6 +16,7 @@ mod modules;
 mod observe;
 mod shell;
 mod tls;
+mod udp;
 /// Call records and context: the store crate, under the name the shell has always used.
 pub(crate) use switchboard_store as storage;
 mod web;

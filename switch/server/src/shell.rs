@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::media::MediaHub;
+use crate::udp::{self, SipUdp};
 use switchboard_trunk::Trunk;
 
 /// A gateway as the API shows it.
@@ -221,9 +222,9 @@ impl Shell {
         mut media_rx: mpsc::Receiver<(CallRef, switchboard_media::MediaEvent)>,
         (net_tx, mut net_rx): (mpsc::Sender<NetIn>, mpsc::Receiver<NetIn>),
     ) -> anyhow::Result<()> {
-        let udp = match self.udp {
+        let mut udp = match self.udp {
             Some(a) => {
-                Some(Arc::new(bind_udp(a).map_err(|e| {
+                Some(SipUdp::new(bind_udp(a).map_err(|e| {
                     anyhow::anyhow!("cannot bind SIP UDP {a}: {e}")
                 })?))
             }
@@ -254,30 +255,25 @@ impl Shell {
         info!(udp = ?self.udp, tcp = ?self.tcp, tls = ?self.tls_addr, "SIP listening");
         let mut conns: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
         let mut pending: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
-        let mut buf = vec![0u8; 65_536];
         let mut drain_deadline: Option<Instant> = None;
         // Starts gateway pings and registrations (the engine learns the time here).
         self.engine
             .handle_timeout(Instant::now().into_std(), wall());
-        self.flush(udp.as_deref(), &mut conns, &mut pending, &net_tx)
+        self.flush(udp.as_mut(), &mut conns, &mut pending, &net_tx)
             .await;
         loop {
             let next = self.engine.poll_timeout().map(Instant::from_std);
             let wake = [next, drain_deadline].into_iter().flatten().min();
             tokio::select! {
-                r = recv(udp.as_deref(), &mut buf) => {
-                    if let Some((n, from)) = r {
+                Some(()) = readable(udp.as_ref()) => {
+                    // Whatever is queued, up to two batches, before flushing: the answers to
+                    // many datagrams then go out together.
+                    if let Some(u) = udp.as_mut() {
                         let now = Instant::now().into_std();
-                        self.engine.handle_datagram(now, wall(), Bytes::copy_from_slice(&buf[..n]), Peer { transport: Transport::Udp, addr: from });
-                        // Take whatever else is queued before flushing (batches under load).
-                        if let Some(sock) = udp.as_deref() {
-                            for _ in 0..64 {
-                                match sock.try_recv_from(&mut buf) {
-                                    Ok((n, from)) => self.engine.handle_datagram(now, wall(), Bytes::copy_from_slice(&buf[..n]), Peer { transport: Transport::Udp, addr: from }),
-                                    Err(_) => break,
-                                }
-                            }
-                        }
+                        let (engine, at) = (&mut self.engine, wall());
+                        u.read(2 * udp::BATCH, |data, addr| {
+                            engine.handle_datagram(now, at, data, Peer { transport: Transport::Udp, addr });
+                        });
                     }
                 }
                 Some(ev) = net_rx.recv() => match ev {
@@ -311,14 +307,14 @@ impl Shell {
                     if drain_deadline.is_some_and(|d| d <= now) && self.engine.active_calls() > 0 {
                         warn!(calls = self.engine.active_calls(), "drain time over: hanging up the remaining calls");
                         self.engine.hangup_all(now.into_std(), Cause::SystemShutdown);
-                        self.flush(udp.as_deref(), &mut conns, &mut pending, &net_tx).await;
+                        self.flush(udp.as_mut(), &mut conns, &mut pending, &net_tx).await;
                         tokio::time::sleep(Duration::from_millis(300)).await;
                         self.observers.close(Duration::from_secs(2));
                         return Ok(());
                     }
                 }
             }
-            self.flush(udp.as_deref(), &mut conns, &mut pending, &net_tx)
+            self.flush(udp.as_mut(), &mut conns, &mut pending, &net_tx)
                 .await;
             if drain_deadline.is_some() && self.engine.active_calls() == 0 {
                 info!("all calls ended: bye");
@@ -331,7 +327,7 @@ impl Shell {
 
     async fn flush(
         &mut self,
-        udp: Option<&UdpSocket>,
+        mut udp: Option<&mut SipUdp>,
         conns: &mut HashMap<SocketAddr, mpsc::Sender<Bytes>>,
         pending: &mut HashMap<SocketAddr, Vec<Bytes>>,
         net_tx: &mpsc::Sender<NetIn>,
@@ -342,14 +338,8 @@ impl Shell {
             while let Some(tx) = self.engine.poll_transmit() {
                 match tx.peer.transport {
                     Transport::Udp => {
-                        if let Some(sock) = udp
-                            && let Err(e) = sock.try_send_to(&tx.data, tx.peer.addr)
-                        {
-                            if e.kind() == std::io::ErrorKind::WouldBlock {
-                                let _ = sock.send_to(&tx.data, tx.peer.addr).await;
-                            } else {
-                                debug!(to = %tx.peer.addr, error = %e, "UDP send failed");
-                            }
+                        if let Some(u) = udp.as_deref_mut() {
+                            u.push(tx.data, tx.peer.addr);
                         }
                     }
                     Transport::Local => match conns.get(&tx.peer.addr) {
@@ -392,6 +382,10 @@ impl Shell {
                         }
                     },
                 }
+            }
+            // The UDP datagrams of this turn, in one system call per batch.
+            if let Some(u) = udp.as_deref_mut() {
+                u.send().await;
             }
             while let Some(out) = self.engine.poll_output() {
                 match out {
@@ -914,9 +908,10 @@ impl Shell {
     }
 }
 
-async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
-    match sock {
-        Some(s) => s.recv_from(buf).await.ok(),
+/// The SIP socket has something to read (never, without one).
+async fn readable(udp: Option<&SipUdp>) -> Option<()> {
+    match udp {
+        Some(u) => u.readable().await.ok(),
         None => std::future::pending().await,
     }
 }

@@ -1,6 +1,6 @@
 //! Requests, responses, typed accessors and the printer.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -252,44 +252,84 @@ impl Message {
 
     /// Writes the message in wire format. Content-Length is always written from the body.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let mut head = String::with_capacity(512);
-        let (headers, body) = match self {
-            Message::Request(r) => {
-                let _ = write!(head, "{} {} SIP/2.0\r\n", r.method, r.uri);
-                (&r.headers, &r.body)
-            }
-            Message::Response(r) => {
-                let _ = write!(head, "SIP/2.0 {} {}\r\n", r.status, r.reason);
-                (&r.headers, &r.body)
-            }
-        };
-        let mut wrote_length = false;
-        for hd in &headers.0 {
-            if hd.name == Name::ContentLength {
-                // Written where it stood, but always with the true body length.
-                let _ = write!(head, "Content-Length: {}\r\n", body.len());
-                wrote_length = true;
-                continue;
-            }
-            head.push_str(hd.name.as_str());
-            head.push_str(": ");
-            head.push_str(&hd.value);
-            head.push_str("\r\n");
+        match self {
+            Message::Request(r) => r.write_to(out),
+            Message::Response(r) => r.write_to(out),
         }
-        if !wrote_length {
-            let _ = write!(head, "Content-Length: {}\r\n", body.len());
-        }
-        head.push_str("\r\n");
-        out.extend_from_slice(head.as_bytes());
-        out.extend_from_slice(body);
     }
 
     /// The wire format as a new buffer.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(1024);
+        match self {
+            Message::Request(r) => r.to_bytes(),
+            Message::Response(r) => r.to_bytes(),
+        }
+    }
+}
+
+impl Request {
+    /// Writes the request in wire format (Content-Length from the body).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.reserve(wire_len(&self.headers, &self.body) + self.uri.len() + 32);
+        let _ = write!(out, "{} {} SIP/2.0\r\n", self.method, self.uri);
+        write_rest(out, &self.headers, &self.body);
+    }
+
+    /// The wire format as a new buffer, sized to fit.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
         self.write_to(&mut v);
         v
     }
+}
+
+impl Response {
+    /// Writes the response in wire format (Content-Length from the body).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.reserve(wire_len(&self.headers, &self.body) + self.reason.len() + 16);
+        let _ = write!(out, "SIP/2.0 {} {}\r\n", self.status, self.reason);
+        write_rest(out, &self.headers, &self.body);
+    }
+
+    /// The wire format as a new buffer, sized to fit.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.write_to(&mut v);
+        v
+    }
+}
+
+/// What the headers and body take on the wire (with room for Content-Length).
+fn wire_len(headers: &Headers, body: &[u8]) -> usize {
+    headers
+        .0
+        .iter()
+        .map(|h| h.name.as_str().len() + h.value.len() + 4)
+        .sum::<usize>()
+        + body.len()
+        + 24
+}
+
+/// The headers, the blank line and the body, written straight into `out`.
+fn write_rest(out: &mut Vec<u8>, headers: &Headers, body: &[u8]) {
+    let mut wrote_length = false;
+    for hd in &headers.0 {
+        if hd.name == Name::ContentLength {
+            // Written where it stood, but always with the true body length.
+            let _ = write!(out, "Content-Length: {}\r\n", body.len());
+            wrote_length = true;
+            continue;
+        }
+        out.extend_from_slice(hd.name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(hd.value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !wrote_length {
+        let _ = write!(out, "Content-Length: {}\r\n", body.len());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
 }
 
 impl crate::header::Header {

@@ -3,9 +3,11 @@
 //!
 //! Changes are batched: what arrives within [`BATCH`] of the first change goes into one
 //! transaction (at thousands of calls a second, one commit per change would not keep up).
-//! A call's ring and answer times are held in [`Pending`] and written with its end, one
-//! statement for most calls; those held longer than [`HOLD`] are flushed on their own so a
-//! crash still leaves the answer time (the billing) in the record.
+//! A call's start, ring and answer are held in [`Pending`]: a call that ends within [`HOLD`]
+//! is one INSERT of its whole record; a longer one is inserted at [`HOLD`] with what is known
+//! (so a crash still leaves it, its answer time, its billing) and completed by one UPDATE at
+//! its end. Anything that needs the row (an action, a chat line, a leased ANI) writes it
+//! first.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -36,14 +38,29 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_secs(2);
 /// never send one).
 const QUALITY_WAIT: Duration = Duration::from_secs(10);
 
+/// How often ended calls past [`QUALITY_WAIT`] are forgotten.
+const SWEEP: Duration = Duration::from_secs(1);
+
 /// Ring and answer times not written yet: most calls of a busy switch end within a second,
 /// and their times then go out with the end in one statement. Older ones are flushed after
 /// [`HOLD`] so a record interrupted by a crash still has its answer time (its billing).
 #[derive(Default)]
 struct Pending {
+    /// The start, while the row is not written.
+    start: Option<Started>,
     ring: Option<i64>,
     answer: Option<Answered>,
     since: Option<Instant>,
+}
+
+/// A call's start, held until its row is written.
+struct Started {
+    call_id: std::sync::Arc<str>,
+    caller: std::sync::Arc<str>,
+    destination: std::sync::Arc<str>,
+    context: std::sync::Arc<str>,
+    source: std::sync::Arc<str>,
+    at: i64,
 }
 
 /// What the answer tells the record: written with the end, or on its own after [`HOLD`]
@@ -64,6 +81,8 @@ pub(crate) struct Writer {
     pending: HashMap<u64, Pending>,
     /// Ended calls whose media quality may still come: call -> (row id, when it ended).
     ended: HashMap<u64, (i64, Instant)>,
+    /// When `ended` was last swept of calls past [`QUALITY_WAIT`].
+    swept: Option<Instant>,
 }
 
 /// Runs the writer until every [`SqliteStore`](crate::SqliteStore) handle is gone.
@@ -155,10 +174,17 @@ impl Writer {
                     .ok();
             }
         }
-        if let Err(e) = self.flush_old(tx) {
+        let now = Instant::now();
+        if let Err(e) = self.flush_old(tx, now) {
             error!(error = %e, "call record times not written");
         }
-        self.ended.retain(|_, (_, at)| at.elapsed() < QUALITY_WAIT);
+        // Forgetting ended calls walks every one of them (tens of thousands at a few thousand
+        // calls a second): once a second is enough, with one clock reading.
+        if self.swept.is_none_or(|s| now.duration_since(s) >= SWEEP) {
+            self.ended
+                .retain(|_, (_, at)| now.duration_since(*at) < QUALITY_WAIT);
+            self.swept = Some(now);
+        }
         n
     }
 
@@ -174,11 +200,14 @@ impl Writer {
                 source,
                 at,
             } => {
-                tx.prepare_cached(
-                    "INSERT INTO cdr (call_id, caller, destination, context, started_ms, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![&*call_id, &*caller, &*destination, &*context, at, &*source])?;
-                self.rows.insert(call, tx.last_insert_rowid());
+                self.hold(call).start = Some(Started {
+                    call_id,
+                    caller,
+                    destination,
+                    context,
+                    source,
+                    at,
+                });
             }
             CdrOp::Web(w) => web(tx, &w)?,
             CdrOp::Ring { call, at } => {
@@ -218,7 +247,7 @@ impl Writer {
             }
             CdrOp::Quality { call, json } => self.quality(tx, call, &json)?,
             CdrOp::Chat { call, at, line } => {
-                if let Some(id) = self.rows.get(&call) {
+                if let Some(id) = self.row(tx, call)? {
                     tx.prepare_cached(
                         "INSERT INTO chat_message (cdr_id, at_ms, sender, agent, text) VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?
@@ -228,7 +257,7 @@ impl Writer {
             CdrOp::Action { call, at, action } => {
                 // The call's row (its start is written first); an action of a call whose
                 // record is gone (after a restart) has nothing to join.
-                if let Some(id) = self.rows.get(&call) {
+                if let Some(id) = self.row(tx, call)? {
                     let a = &*action;
                     tx.prepare_cached(
                         "INSERT INTO call_action (cdr_id, at_ms, name, code, detail, ok, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -238,6 +267,22 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// The call's row, written now if its start was held. `None`: no such call (its record
+    /// went with a restart).
+    fn row(&mut self, tx: &Transaction<'_>, call: u64) -> rusqlite::Result<Option<i64>> {
+        if let Some(id) = self.rows.get(&call) {
+            return Ok(Some(*id));
+        }
+        let Some(p) = self.pending.get_mut(&call).filter(|p| p.start.is_some()) else {
+            return Ok(None);
+        };
+        let id = insert(tx, p, None)?;
+        // The times went with it; an answer still to come is held from now.
+        self.pending.remove(&call);
+        self.rows.insert(call, id);
+        Ok(Some(id))
     }
 
     /// The call's held times, held from now if they were not yet.
@@ -256,17 +301,18 @@ impl Writer {
         s: &CallSummary,
     ) -> rusqlite::Result<()> {
         let times = self.pending.remove(&call).unwrap_or_default();
+        if times.start.is_some() {
+            // Ended within the hold: the whole record in one statement.
+            let id = insert(tx, &times, Some((at, s)))?;
+            self.ended.insert(call, (id, Instant::now()));
+            return Ok(());
+        }
         let Some(id) = self.rows.remove(&call) else {
             return Ok(());
         };
         let (answered, answer_target) = match times.answer {
             Some(a) => (Some(a.at), a.target),
             None => (None, None),
-        };
-        let side = match s.hangup_side {
-            Some(Side::A) => "caller",
-            Some(Side::B) => "callee",
-            None => "switch",
         };
         tx.prepare_cached(
             "UPDATE cdr SET ended_ms = ?1, b_call_id = COALESCE(?2, b_call_id), target = COALESCE(?3, ?4, target), billable_secs = ?5,
@@ -282,7 +328,7 @@ impl Writer {
             s.billable_secs,
             s.cause.name(),
             s.b_cause.map(|c| c.name()),
-            side,
+            side_name(s),
             s.codecs[0],
             s.codecs[1],
             times.ring,
@@ -295,14 +341,14 @@ impl Writer {
 
     /// The number goes into the call's record and the lease table (one row per number).
     fn ani_leased(
-        &self,
+        &mut self,
         tx: &Transaction<'_>,
         call: u64,
         gateway: &str,
         number: &str,
         at: i64,
     ) -> rusqlite::Result<()> {
-        let call_id: Option<String> = match self.rows.get(&call) {
+        let call_id: Option<String> = match self.row(tx, call)? {
             Some(id) => {
                 tx.prepare_cached("UPDATE cdr SET ani = ?1 WHERE id = ?2")?
                     .execute(params![number, id])?;
@@ -324,8 +370,11 @@ impl Writer {
     /// The media session closes just after the call ends: its quality goes to the ended
     /// call's row (or, early, to the call in progress).
     fn quality(&mut self, tx: &Transaction<'_>, call: u64, json: &str) -> rusqlite::Result<()> {
-        let row = self.ended.remove(&call).map(|e| e.0);
-        if let Some(id) = row.or_else(|| self.rows.get(&call).copied()) {
+        let row = match self.ended.remove(&call) {
+            Some((id, _)) => Some(id),
+            None => self.row(tx, call)?,
+        };
+        if let Some(id) = row {
             tx.prepare_cached("UPDATE cdr SET quality = ?1 WHERE id = ?2")?
                 .execute(params![json, id])?;
         }
@@ -333,15 +382,21 @@ impl Writer {
     }
 
     /// Writes the times held longer than [`HOLD`].
-    fn flush_old(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    fn flush_old(&mut self, tx: &Transaction<'_>, now: Instant) -> rusqlite::Result<()> {
         let old: Vec<u64> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.since.is_some_and(|s| s.elapsed() >= HOLD))
+            .filter(|(_, p)| p.since.is_some_and(|s| now.duration_since(s) >= HOLD))
             .map(|(c, _)| *c)
             .collect();
         for call in old {
-            if let (Some(p), Some(id)) = (self.pending.remove(&call), self.rows.get(&call)) {
+            let Some(p) = self.pending.remove(&call) else {
+                continue;
+            };
+            if p.start.is_some() {
+                let id = insert(tx, &p, None)?;
+                self.rows.insert(call, id);
+            } else if let Some(id) = self.rows.get(&call) {
                 write_times(tx, *id, &p)?;
             }
         }
@@ -367,6 +422,63 @@ fn web(tx: &Transaction<'_>, w: &WebRecord) -> rusqlite::Result<()> {
         w.call_id, f.merchant, f.link, f.session, f.page_url, f.referrer, f.caller_ip, w.context, w.at
     ])?;
     Ok(())
+}
+
+/// Who hung up, as the record says it.
+fn side_name(s: &CallSummary) -> &'static str {
+    match s.hangup_side {
+        Some(Side::A) => "caller",
+        Some(Side::B) => "callee",
+        None => "switch",
+    }
+}
+
+/// A held call's row with all that is known: its start, ring and answer, and its end when
+/// it ended within the hold. The row id.
+fn insert(
+    tx: &Transaction<'_>,
+    p: &Pending,
+    end: Option<(i64, &CallSummary)>,
+) -> rusqlite::Result<i64> {
+    let Some(st) = &p.start else {
+        return Err(rusqlite::Error::InvalidQuery);
+    };
+    let answer = p.answer.as_ref();
+    let summary = end.map(|(_, s)| s);
+    let codec = |i: usize| {
+        summary
+            .and_then(|s| s.codecs[i].as_deref())
+            .or_else(|| answer.and_then(|a| a.codecs[i].as_deref()))
+    };
+    tx.prepare_cached(
+        "INSERT INTO cdr (call_id, caller, destination, context, started_ms, source, ringing_ms, answered_ms,
+           target, b_call_id, codec_a, codec_b, ended_ms, billable_secs, cause, b_cause, hangup_side)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?
+    .execute(params![
+        &*st.call_id,
+        &*st.caller,
+        &*st.destination,
+        &*st.context,
+        st.at,
+        &*st.source,
+        p.ring,
+        answer.map(|a| a.at),
+        answer
+            .and_then(|a| a.target.as_deref())
+            .or_else(|| summary.and_then(|s| s.target.as_deref())),
+        summary
+            .and_then(|s| s.b_call_id.as_deref())
+            .or_else(|| answer.and_then(|a| a.b_call_id.as_deref())),
+        codec(0),
+        codec(1),
+        end.map(|(at, _)| at),
+        summary.map(|s| s.billable_secs),
+        summary.map(|s| s.cause.name()),
+        summary.and_then(|s| s.b_cause.map(|c| c.name())),
+        summary.map(side_name),
+    ])?;
+    Ok(tx.last_insert_rowid())
 }
 
 /// Held ring and answer times, written before the call's end.
@@ -580,22 +692,88 @@ mod tests {
     }
 
     #[test]
-    fn times_held_longer_than_the_hold_are_written_before_the_end() {
+    fn a_call_longer_than_the_hold_is_written_at_the_hold_then_its_answer_then_its_end() {
         let db = TempDb::new("hold");
         let mut w = Writer::default();
+        // Held: no row yet (a call ending now would be one INSERT).
         write(
             &db,
             &mut w,
             vec![start(1, 1_000), CdrOp::Ring { call: 1, at: 2_000 }],
         );
-        assert!(one(&db, &CdrFilter::default()).ringing.is_none(), "held");
-        w.pending.get_mut(&1).unwrap().since = Some(Instant::now() - HOLD);
-        let mut conn = crate::sqlite::connect(db.path()).unwrap();
-        let tx = conn.transaction().unwrap();
-        w.flush_old(&tx).unwrap();
-        tx.commit().unwrap();
+        assert!(
+            crate::query(db.path(), &CdrFilter::default())
+                .unwrap()
+                .is_empty()
+        );
+        let flush = |w: &mut Writer| {
+            w.pending.get_mut(&1).unwrap().since = Some(Instant::now() - HOLD);
+            let mut conn = crate::sqlite::connect(db.path()).unwrap();
+            let tx = conn.transaction().unwrap();
+            w.flush_old(&tx, Instant::now()).unwrap();
+            tx.commit().unwrap();
+            one(&db, &CdrFilter::default())
+        };
+        // Past the hold: the row, with its start and ring, open (a crash closes it).
+        let r = flush(&mut w);
+        assert_eq!(r.started, "1970-01-01T00:00:01Z");
+        assert_eq!(r.ringing.as_deref(), Some("1970-01-01T00:00:02Z"));
+        assert!(r.answered.is_none() && r.ended.is_none());
+        // The answer, held in its turn, then written: the billing survives a crash.
+        let answer = CdrOp::Answer {
+            call: 1,
+            target: Some("gateway/gw1/1000".into()),
+            b_call_id: Some("b1@h".into()),
+            codecs: [Some("PCMU".into()), Some("PCMU".into())],
+            at: 3_000,
+        };
+        write(&db, &mut w, vec![answer]);
+        assert!(one(&db, &CdrFilter::default()).answered.is_none(), "held");
+        let r = flush(&mut w);
+        assert_eq!(r.answered.as_deref(), Some("1970-01-01T00:00:03Z"));
+        assert_eq!(r.b_call_id.as_deref(), Some("b1@h"));
+        assert!(r.ended.is_none());
+        // An action needs the row: it is there. The end completes the same row.
+        let end = CdrOp::End {
+            call: 1,
+            at: 5_500,
+            summary: summary(1),
+        };
+        write(&db, &mut w, vec![end]);
         let r = one(&db, &CdrFilter::default());
         assert_eq!(r.ringing.as_deref(), Some("1970-01-01T00:00:02Z"));
-        assert!(r.ended.is_none());
+        assert_eq!(r.answered.as_deref(), Some("1970-01-01T00:00:03Z"));
+        assert_eq!(r.ended.as_deref(), Some("1970-01-01T00:00:05.5Z"));
+        assert_eq!(r.cause.as_deref(), Some("NORMAL_CLEARING"));
+        assert!(w.pending.is_empty() && w.rows.is_empty());
+    }
+
+    #[test]
+    fn an_action_during_the_hold_writes_the_row_first() {
+        let db = TempDb::new("hold-action");
+        let mut w = Writer::default();
+        write(
+            &db,
+            &mut w,
+            vec![start(2, 1_000), CdrOp::Ring { call: 2, at: 1_500 }],
+        );
+        assert!(
+            crate::query(db.path(), &CdrFilter::default())
+                .unwrap()
+                .is_empty()
+        );
+        let chat = CdrOp::Chat {
+            call: 2,
+            at: 1_700,
+            line: Box::new(crate::ChatLine {
+                from: "agent".into(),
+                agent: Some("a1".into()),
+                text: "hello".into(),
+            }),
+        };
+        write(&db, &mut w, vec![chat]);
+        let r = one(&db, &CdrFilter::default());
+        assert_eq!(r.ringing.as_deref(), Some("1970-01-01T00:00:01.5Z"));
+        assert!(w.rows.contains_key(&2) && !w.pending.contains_key(&2));
     }
 }

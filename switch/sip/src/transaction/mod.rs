@@ -210,7 +210,7 @@ struct Txn {
     key: Key,
     peer: Peer,
     state: State,
-    /// Client: the request. Server: the INVITE (for building responses/ACK matching).
+    /// Client: the request. Server: what responses copy from it ([`for_responses`]).
     request: Request,
     /// Bytes sent last (request for clients, last response for servers).
     last: Bytes,
@@ -229,7 +229,9 @@ struct Txn {
 pub struct TransactionLayer {
     cfg: TimerConfig,
     next_id: u64,
-    txns: HashMap<TxnId, Txn>,
+    /// Boxed: a transaction is a few hundred bytes and the table holds every transaction of
+    /// the last 32 s, so growing it moves pointers rather than the transactions.
+    txns: HashMap<TxnId, Box<Txn>>,
     clients: HashMap<Key, TxnId>,
     servers: HashMap<Key, TxnId>,
     awaiting_ack: HashMap<(ByteString, u32), TxnId>,
@@ -318,7 +320,7 @@ impl TransactionLayer {
         let branch = branch_of(&req.headers);
         let invite = req.method == Method::Invite;
         let key = (branch, kind_of(&req.method), None, ByteString::new());
-        let data = Bytes::from(Message::Request(req.clone()).to_bytes());
+        let data = Bytes::from(req.to_bytes());
         let id = self.alloc();
         let mut t = Txn {
             client: true,
@@ -361,7 +363,7 @@ impl TransactionLayer {
         let dialog_key = (t.invite && (200..300).contains(&status))
             .then(|| dialog_key_of(&resp))
             .flatten();
-        let data = Bytes::from(Message::Response(resp).to_bytes());
+        let data = Bytes::from(resp.to_bytes());
         self.transmits.push_back(Transmit {
             peer: t.peer,
             data: data.clone(),
@@ -442,7 +444,7 @@ impl TransactionLayer {
             self.handle_cancel(now, key, req, from);
             return;
         }
-        let id = self.new_server(now, key, req.clone(), from);
+        let id = self.new_server(now, key, for_responses(&req), from);
         if req.method == Method::Invite {
             // §17.2.1: the server transaction answers 100 Trying right away so the client
             // stops retransmitting (we don't wait the 200 ms the RFC allows).
@@ -494,7 +496,7 @@ impl TransactionLayer {
             .servers
             .get(&(key.0.clone(), Kind::Invite, key.2, key.3.clone()))
             .copied();
-        let id = self.new_server(now, key, req.clone(), from);
+        let id = self.new_server(now, key, for_responses(&req), from);
         let pending = invite.filter(|i| {
             self.txns
                 .get(i)
@@ -557,7 +559,7 @@ impl TransactionLayer {
                 t.last = Bytes::new();
             }
             (true, State::Initial | State::Proceeding, _) => {
-                let ack = Bytes::from(Message::Request(make_ack(&t.request, &resp)).to_bytes());
+                let ack = Bytes::from(make_ack(&t.request, &resp).to_bytes());
                 self.transmits.push_back(Transmit {
                     peer: t.peer,
                     data: ack.clone(),
@@ -696,7 +698,7 @@ impl TransactionLayer {
     }
 
     fn insert(&mut self, id: TxnId, t: Txn) {
-        self.txns.insert(id, t);
+        self.txns.insert(id, Box::new(t));
         self.reschedule(id);
     }
 
@@ -875,6 +877,26 @@ pub fn response_peer(req: &Request, from: Peer) -> Peer {
         transport: from.transport,
         addr: SocketAddr::new(from.addr.ip(), port),
     }
+}
+
+/// What a server transaction keeps of its request: the method, the Request-URI and the
+/// headers a response copies ([`make_response`]), not the body or the rest (a transaction
+/// outlives its call by up to 32 s; the TU gets the whole request).
+fn for_responses(req: &Request) -> Request {
+    let mut kept = Request::new(req.method.clone(), req.uri.clone());
+    kept.headers.0.extend(
+        req.headers
+            .0
+            .iter()
+            .filter(|h| {
+                matches!(
+                    h.name,
+                    Name::Via | Name::From | Name::To | Name::CallId | Name::CSeq
+                )
+            })
+            .cloned(),
+    );
+    kept
 }
 
 /// Builds a response to `req` (§8.2.6): Via, From, To, Call-ID and CSeq copied; a To tag
