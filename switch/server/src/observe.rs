@@ -17,7 +17,7 @@ use switchboard_core::module::{CallEvent, CallObserver, Stamped};
 use switchboard_media::DtmfMethod;
 use tracing::{error, warn};
 
-use crate::storage::{CdrOp, Store};
+use crate::storage::{CallStart, CdrOp, Store};
 
 /// Events an observer may lag behind by before its events are dropped.
 pub const QUEUE: usize = 16_384;
@@ -289,7 +289,7 @@ impl CallObserver for Records {
                 context,
                 source,
                 ..
-            } => CdrOp::Start {
+            } => CdrOp::Start(CallStart {
                 call: call.0,
                 call_id: call_id.clone(),
                 caller: caller.clone(),
@@ -297,7 +297,7 @@ impl CallObserver for Records {
                 context: context.clone(),
                 source: source.clone(),
                 at,
-            },
+            }),
             CallEvent::Ringing { call } => CdrOp::Ring { call: call.0, at },
             CallEvent::Answered {
                 call,

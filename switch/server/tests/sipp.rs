@@ -1161,7 +1161,8 @@ fn rfc4475_torture_messages_get_the_answers_the_rfc_expects() {
             ..Route::default()
         },
     );
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../sip/tests/rfc4475");
+    let dir = common::repo().join("switch/sip/tests/rfc4475");
+    let dir = dir.display();
     let index = std::fs::read_to_string(format!("{dir}/INDEX.tsv")).expect("INDEX.tsv");
     let mut wrong = Vec::new();
     let mut seen = 0;
@@ -1356,7 +1357,7 @@ fn session_timers_refresh_leg_b_by_update_and_hang_up_a_caller_that_does_not_ref
 /// the demo gateway down: SIPp's built-in UAS does not answer OPTIONS).
 #[test]
 fn the_readme_demo_keeps_working_for_two_minutes() {
-    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let root = &common::repo();
     let dir = std::env::temp_dir().join(format!("sb-readme-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("conf/dialplan")).unwrap();

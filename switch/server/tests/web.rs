@@ -2458,8 +2458,8 @@ fn check_refuses_the_demo_agents_public_password_off_loopback() {
             .expect("run switchboard check")
     };
     // The shipped conf, as is: fine on loopback.
-    let shipped = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../conf"));
-    let out = check(shipped);
+    let shipped = common::repo().join("conf");
+    let out = check(&shipped);
     assert!(
         out.status.success(),
         "{}",

@@ -270,9 +270,13 @@ impl Message {
 impl Request {
     /// Writes the request in wire format (Content-Length from the body).
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        out.reserve(wire_len(&self.headers, &self.body) + self.uri.len() + 32);
-        let _ = write!(out, "{} {} SIP/2.0\r\n", self.method, self.uri);
-        write_rest(out, &self.headers, &self.body);
+        write_wire(
+            out,
+            self.uri.len() + 32,
+            format_args!("{} {} SIP/2.0\r\n", self.method, self.uri),
+            &self.headers,
+            &self.body,
+        );
     }
 
     /// The wire format as a new buffer, sized to fit.
@@ -286,9 +290,13 @@ impl Request {
 impl Response {
     /// Writes the response in wire format (Content-Length from the body).
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        out.reserve(wire_len(&self.headers, &self.body) + self.reason.len() + 16);
-        let _ = write!(out, "SIP/2.0 {} {}\r\n", self.status, self.reason);
-        write_rest(out, &self.headers, &self.body);
+        write_wire(
+            out,
+            self.reason.len() + 16,
+            format_args!("SIP/2.0 {} {}\r\n", self.status, self.reason),
+            &self.headers,
+            &self.body,
+        );
     }
 
     /// The wire format as a new buffer, sized to fit.
@@ -299,19 +307,23 @@ impl Response {
     }
 }
 
-/// What the headers and body take on the wire (with room for Content-Length).
-fn wire_len(headers: &Headers, body: &[u8]) -> usize {
-    headers
+/// A message in wire format, straight into `out` (reserved once: `start_len` is room for the
+/// start line): the start line, the headers, the blank line and the body.
+fn write_wire(
+    out: &mut Vec<u8>,
+    start_len: usize,
+    start: std::fmt::Arguments<'_>,
+    headers: &Headers,
+    body: &[u8],
+) {
+    let len = headers
         .0
         .iter()
         .map(|h| h.name.as_str().len() + h.value.len() + 4)
-        .sum::<usize>()
-        + body.len()
-        + 24
-}
-
-/// The headers, the blank line and the body, written straight into `out`.
-fn write_rest(out: &mut Vec<u8>, headers: &Headers, body: &[u8]) {
+        .sum::<usize>();
+    // 24: the blank line and room for a Content-Length the headers lack.
+    out.reserve(start_len + len + body.len() + 24);
+    let _ = out.write_fmt(start);
     let mut wrote_length = false;
     for hd in &headers.0 {
         if hd.name == Name::ContentLength {

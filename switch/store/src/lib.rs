@@ -54,7 +54,7 @@ pub use cdr::{Cdr, CdrAction, CdrChat, CdrFilter};
 pub use csv::to_csv;
 pub use error::StorageError;
 pub use migrate::SCHEMA_VERSION;
-pub use ops::{ActionRecord, CdrOp, ChatLine, WebCaller, WebRecord};
+pub use ops::{ActionRecord, CallStart, CdrOp, ChatLine, WebCaller, WebRecord};
 pub use query::query;
 pub use retention::Retention;
 pub use sqlite::{INTERRUPTED, Resting, SqliteStore};

@@ -1,26 +1,31 @@
 //! What the switch tells the store: a [`CdrOp`] per thing that happens to a call, in the
 //! order it happens (the writer keeps a call's changes only once its `Start` has come).
 
+/// A call accepted for routing: what its record starts with (the writer holds it as it is
+/// until the row is written).
+#[derive(Debug)]
+pub struct CallStart {
+    /// Switch-local call id (unique while the process runs).
+    pub call: u64,
+    /// Leg A's Call-ID.
+    pub call_id: std::sync::Arc<str>,
+    /// Caller number.
+    pub caller: std::sync::Arc<str>,
+    /// Destination dialled.
+    pub destination: std::sync::Arc<str>,
+    /// Dialplan context.
+    pub context: std::sync::Arc<str>,
+    /// Where leg A's INVITE came from (`udp:203.0.113.7:5060`).
+    pub source: std::sync::Arc<str>,
+    /// Unix ms.
+    pub at: i64,
+}
+
 /// Something that happened to a call, for its record.
 #[derive(Debug)]
 pub enum CdrOp {
     /// The call was accepted for routing.
-    Start {
-        /// Switch-local call id (unique while the process runs).
-        call: u64,
-        /// Leg A's Call-ID.
-        call_id: std::sync::Arc<str>,
-        /// Caller number.
-        caller: std::sync::Arc<str>,
-        /// Destination dialled.
-        destination: std::sync::Arc<str>,
-        /// Dialplan context.
-        context: std::sync::Arc<str>,
-        /// Where leg A's INVITE came from (`udp:203.0.113.7:5060`).
-        source: std::sync::Arc<str>,
-        /// Unix ms.
-        at: i64,
-    },
+    Start(CallStart),
     /// A browser call's facts and context (written by the browser leg, keyed by leg A's
     /// Call-ID: the record joins them).
     Web(Box<WebRecord>),

@@ -19,7 +19,7 @@ use rusqlite::{Connection, Transaction, params};
 use switchboard_core::{CallSummary, Side};
 use tracing::error;
 
-use crate::{CdrOp, WebRecord};
+use crate::{CallStart, CdrOp, WebRecord};
 
 /// How long ring and answer times may wait for the call's end before they are written.
 const HOLD: Duration = Duration::from_millis(500);
@@ -47,20 +47,10 @@ const SWEEP: Duration = Duration::from_secs(1);
 #[derive(Default)]
 struct Pending {
     /// The start, while the row is not written.
-    start: Option<Started>,
+    start: Option<CallStart>,
     ring: Option<i64>,
     answer: Option<Answered>,
     since: Option<Instant>,
-}
-
-/// A call's start, held until its row is written.
-struct Started {
-    call_id: std::sync::Arc<str>,
-    caller: std::sync::Arc<str>,
-    destination: std::sync::Arc<str>,
-    context: std::sync::Arc<str>,
-    source: std::sync::Arc<str>,
-    at: i64,
 }
 
 /// What the answer tells the record: written with the end, or on its own after [`HOLD`]
@@ -191,23 +181,9 @@ impl Writer {
     /// Writes (or holds) one change.
     pub(crate) fn apply(&mut self, tx: &Transaction<'_>, op: CdrOp) -> rusqlite::Result<()> {
         match op {
-            CdrOp::Start {
-                call,
-                call_id,
-                caller,
-                destination,
-                context,
-                source,
-                at,
-            } => {
-                self.hold(call).start = Some(Started {
-                    call_id,
-                    caller,
-                    destination,
-                    context,
-                    source,
-                    at,
-                });
+            CdrOp::Start(start) => {
+                let call = start.call;
+                self.hold(call).start = Some(start);
             }
             CdrOp::Web(w) => web(tx, &w)?,
             CdrOp::Ring { call, at } => {
@@ -529,7 +505,7 @@ mod tests {
     }
 
     fn start(call: u64, at: i64) -> CdrOp {
-        CdrOp::Start {
+        CdrOp::Start(CallStart {
             call,
             call_id: format!("a{call}@h").into(),
             caller: "0301234".into(),
@@ -537,7 +513,7 @@ mod tests {
             context: "default".into(),
             source: "udp:127.0.0.1:5070".into(),
             at,
-        }
+        })
     }
 
     /// Applies the changes in one transaction, as a batch of the writer thread does.
@@ -691,21 +667,27 @@ mod tests {
         assert_eq!(one(&db, &by_ani).call_id, "a3@h");
     }
 
-    #[test]
-    fn a_call_longer_than_the_hold_is_written_at_the_hold_then_its_answer_then_its_end() {
-        let db = TempDb::new("hold");
+    /// A call started at 1 s and ringing at `ring`, held: no row yet (a call ending now would
+    /// be one INSERT).
+    fn held(name: &str, call: u64, ring: i64) -> (TempDb, Writer) {
+        let db = TempDb::new(name);
         let mut w = Writer::default();
-        // Held: no row yet (a call ending now would be one INSERT).
         write(
             &db,
             &mut w,
-            vec![start(1, 1_000), CdrOp::Ring { call: 1, at: 2_000 }],
+            vec![start(call, 1_000), CdrOp::Ring { call, at: ring }],
         );
         assert!(
             crate::query(db.path(), &CdrFilter::default())
                 .unwrap()
                 .is_empty()
         );
+        (db, w)
+    }
+
+    #[test]
+    fn a_call_longer_than_the_hold_is_written_at_the_hold_then_its_answer_then_its_end() {
+        let (db, mut w) = held("hold", 1, 2_000);
         let flush = |w: &mut Writer| {
             w.pending.get_mut(&1).unwrap().since = Some(Instant::now() - HOLD);
             let mut conn = crate::sqlite::connect(db.path()).unwrap();
@@ -750,18 +732,7 @@ mod tests {
 
     #[test]
     fn an_action_during_the_hold_writes_the_row_first() {
-        let db = TempDb::new("hold-action");
-        let mut w = Writer::default();
-        write(
-            &db,
-            &mut w,
-            vec![start(2, 1_000), CdrOp::Ring { call: 2, at: 1_500 }],
-        );
-        assert!(
-            crate::query(db.path(), &CdrFilter::default())
-                .unwrap()
-                .is_empty()
-        );
+        let (db, mut w) = held("hold-action", 2, 1_500);
         let chat = CdrOp::Chat {
             call: 2,
             at: 1_700,

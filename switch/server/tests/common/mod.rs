@@ -29,8 +29,18 @@ pub fn cpu_ms(pid: u32) -> f64 {
     ticks * 1000.0 / 100.0
 }
 
+/// The checkout the tests run in. Read when the test runs, not when it was built: a test
+/// binary in a build cache shared by several checkouts may have been built in another one
+/// (cargo does not rebuild for a new `CARGO_MANIFEST_DIR`), since moved or removed.
+pub fn repo() -> PathBuf {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest.join("../..")
+}
+
 pub fn scenarios() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sipp")
+    repo().join("tests/sipp")
 }
 
 /// Ports of one test: every test gets its own block so tests run in parallel.
@@ -201,7 +211,7 @@ transport = "{t}"
             gw1_extra = route.gw1_extra,
             media_extra = route.media_extra,
             codecs = route.codecs,
-            sounds = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sounds/en"),
+            sounds = repo().join("sounds/en").display(),
         );
         std::fs::write(dir.join("conf/switchboard.toml"), conf).expect("write conf");
         std::fs::write(dir.join("conf/dialplan/test.toml"), dialplan(&route))
