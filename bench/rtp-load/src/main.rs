@@ -18,6 +18,102 @@ use std::time::{Duration, Instant};
 
 use switchboard_media::{CodecKind, rtp};
 
+/// Datagrams per `sendmmsg`/`recvmmsg`: the generator batches its own I/O so that it is not
+/// the bottleneck of the relay it measures.
+const BATCH: usize = 64;
+
+/// Batched UDP I/O (Linux `sendmmsg`/`recvmmsg` through nix's safe wrappers).
+mod mmsg {
+    use std::io::{IoSlice, IoSliceMut};
+    use std::net::{SocketAddr, UdpSocket};
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+
+    use super::BATCH;
+
+    /// Packets queued for one socket, sent `BATCH` at a time.
+    pub struct Sender {
+        headers: MultiHeaders<SockaddrStorage>,
+        data: Vec<u8>,
+        ends: Vec<usize>,
+        addrs: Vec<Option<SockaddrStorage>>,
+    }
+
+    impl Sender {
+        pub fn new() -> Self {
+            Sender { headers: MultiHeaders::preallocate(BATCH, None), data: Vec::new(), ends: Vec::new(), addrs: Vec::new() }
+        }
+
+        /// Queues a packet; a full batch goes out at once (a packet's send-time stamp stays
+        /// within one batch of its sending).
+        pub fn push(&mut self, sock: &UdpSocket, pkt: &[u8], to: SocketAddr) {
+            self.data.extend_from_slice(pkt);
+            self.ends.push(self.data.len());
+            self.addrs.push(Some(SockaddrStorage::from(to)));
+            if self.ends.len() == BATCH {
+                self.flush(sock);
+            }
+        }
+
+        /// Sends what is queued (blocking socket: the kernel takes all or waits); a refused
+        /// datagram is skipped and counts as lost.
+        pub fn flush(&mut self, sock: &UdpSocket) {
+            let mut start = 0;
+            let mut i = 0;
+            while i < self.ends.len() {
+                let k = (self.ends.len() - i).min(BATCH);
+                let mut from = start;
+                let iovs: Vec<[IoSlice<'_>; 1]> = self.ends[i..i + k]
+                    .iter()
+                    .map(|&end| {
+                        let s = [IoSlice::new(&self.data[from..end])];
+                        from = end;
+                        s
+                    })
+                    .collect();
+                let sent = sendmmsg(sock.as_raw_fd(), &mut self.headers, &iovs, &self.addrs[i..i + k], [], MsgFlags::empty())
+                    .map(|r| r.count())
+                    .unwrap_or(0)
+                    .max(1);
+                i += sent;
+                start = self.ends[i - 1];
+            }
+            self.data.clear();
+            self.ends.clear();
+            self.addrs.clear();
+        }
+    }
+
+    /// Receives up to `BATCH` datagrams: waits for the first (up to the socket's read
+    /// timeout), then takes what else is queued. Calls `each` with each payload.
+    pub struct Receiver {
+        headers: MultiHeaders<SockaddrStorage>,
+        bufs: Vec<u8>,
+    }
+
+    const SIZE: usize = 2048;
+
+    impl Receiver {
+        pub fn new() -> Self {
+            Receiver { headers: MultiHeaders::preallocate(BATCH, None), bufs: vec![0; BATCH * SIZE] }
+        }
+
+        pub fn recv(&mut self, sock: &UdpSocket, mut each: impl FnMut(&[u8])) -> usize {
+            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self.bufs.chunks_exact_mut(SIZE).map(|b| [IoSliceMut::new(b)]).collect();
+            let Ok(got) = recvmmsg(sock.as_raw_fd(), &mut self.headers, iovs.iter_mut(), MsgFlags::MSG_WAITFORONE, None) else {
+                return 0;
+            };
+            let mut n = 0;
+            for m in got {
+                n += 1;
+                each(m.iovs().next().unwrap_or_default());
+            }
+            n
+        }
+    }
+}
+
 struct Args {
     target: String,
     control: SocketAddr,
@@ -243,16 +339,31 @@ struct Rx {
 
 fn receiver(sock: UdpSocket, start: Instant, until: Instant, passthrough: bool, codec: CodecKind) -> Rx {
     let mut rx = Rx::default();
-    let mut buf = [0u8; 2048];
+    let mut batch = mmsg::Receiver::new();
     let mut decoders: HashMap<u32, Box<dyn switchboard_media::codec::Decoder>> = HashMap::new();
     let mut pcm = Vec::new();
     sock.set_read_timeout(Some(Duration::from_millis(100))).ok();
     while Instant::now() < until {
-        let Ok((n, _)) = sock.recv_from(&mut buf) else { continue };
-        let now = Instant::now();
-        let Ok(p) = rtp::RtpReader::new(&buf[..n]) else { continue };
+        batch.recv(&sock, |data| take(&mut rx, &mut decoders, &mut pcm, start, passthrough, codec, data));
+    }
+    rx
+}
+
+/// One datagram received (its arrival: now, read right after the batch's system call).
+fn take(
+    rx: &mut Rx,
+    decoders: &mut HashMap<u32, Box<dyn switchboard_media::codec::Decoder>>,
+    pcm: &mut Vec<i16>,
+    start: Instant,
+    passthrough: bool,
+    codec: CodecKind,
+    data: &[u8],
+) {
+    let now = Instant::now();
+    {
+        let Ok(p) = rtp::RtpReader::new(data) else { return };
         if p.payload_type() > 34 && codec == CodecKind::Pcmu && p.payload_type() != 0 {
-            continue;
+            return;
         }
         rx.packets += 1;
         let payload = p.payload();
@@ -265,14 +376,13 @@ fn receiver(sock: UdpSocket, start: Instant, until: Instant, passthrough: bool, 
         } else if !rx.tone_at.contains_key(&p.ssrc()) {
             let dec = decoders.entry(p.ssrc()).or_insert_with(|| codec.decoder());
             pcm.clear();
-            dec.decode(payload, &mut pcm);
+            dec.decode(payload, pcm);
             let energy = pcm.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / pcm.len().max(1) as f64;
             if energy > 1e6 {
                 rx.tone_at.insert(p.ssrc(), now);
             }
         }
     }
-    rx
 }
 
 fn pct(v: &mut [Duration], p: f64) -> f64 {
@@ -290,8 +400,14 @@ fn main() {
     let side_b = UdpSocket::bind("127.0.0.1:0").expect("bind B");
     let (pa, pb) = (side_a.local_addr().expect("a").port(), side_b.local_addr().expect("b").port());
     for s in [&side_a, &side_b] {
-        // Room for bursts: N calls' packets arrive within a millisecond.
         let _ = s.set_nonblocking(false);
+        // Room for bursts: N calls' packets arrive within a millisecond (as root past
+        // net.core.rmem_max; the relay's sockets keep the system's default).
+        let fd = std::os::fd::AsFd::as_fd(s);
+        use nix::sys::socket::{setsockopt, sockopt};
+        if setsockopt(&fd, sockopt::RcvBufForce, &(16 << 20)).is_err() {
+            let _ = setsockopt(&fd, sockopt::RcvBuf, &(16 << 20));
+        }
     }
     let t0 = Instant::now();
     let (legs, dialogs) = match a.target.as_str() {
@@ -315,6 +431,7 @@ fn main() {
     let rx_a = std::thread::spawn(move || receiver(ra, start, until, passthrough, a_codec));
     let rx_b = std::thread::spawn(move || receiver(rb, start, until, passthrough, CodecKind::Pcmu));
     let cpu0 = cpu_secs(a.pid);
+    let own0 = cpu_secs(std::process::id());
     let frames = a.secs * 50;
     // Transcoding: each call's tone starts at frame onset + (call % 25): spread over 0.5 s.
     let onset = 100u64;
@@ -331,6 +448,7 @@ fn main() {
     let mut sent = 0u64;
     let mut pkt = Vec::with_capacity(256);
     let mut payload = vec![0xFFu8; 160];
+    let (mut out_a, mut out_b) = (mmsg::Sender::new(), mmsg::Sender::new());
     for k in 0..frames {
         let due = start + Duration::from_millis(20 * k);
         if let Some(d) = due.checked_duration_since(Instant::now()) {
@@ -343,9 +461,9 @@ fn main() {
                 payload[..8].copy_from_slice(&stamp.to_be_bytes());
                 payload[8..12].copy_from_slice(&(i as u32).to_be_bytes());
                 rtp::write(&mut pkt, 0, k == 0, seq, (k * 160) as u32, 0x1000_0000 + i as u32, &payload);
-                let _ = side_a.send_to(&pkt, to_a);
+                out_a.push(&side_a, &pkt, *to_a);
                 rtp::write(&mut pkt, 0, k == 0, seq, (k * 160) as u32, 0x2000_0000 + i as u32, &payload);
-                let _ = side_b.send_to(&pkt, to_b);
+                out_b.push(&side_b, &pkt, *to_b);
             } else {
                 let loud = k >= onset + (i as u64 % 25);
                 if loud && tone_sent[i].is_none() {
@@ -353,14 +471,17 @@ fn main() {
                 }
                 let p = if loud { &loud_a } else { &silent_a };
                 rtp::write(&mut pkt, 111, k == 0, seq, (k * 960) as u32, 0x1000_0000 + i as u32, p);
-                let _ = side_a.send_to(&pkt, to_a);
+                out_a.push(&side_a, &pkt, *to_a);
                 rtp::write(&mut pkt, 0, k == 0, seq, (k * 160) as u32, 0x2000_0000 + i as u32, &silent_b);
-                let _ = side_b.send_to(&pkt, to_b);
+                out_b.push(&side_b, &pkt, *to_b);
             }
             sent += 2;
         }
+        out_a.flush(&side_a);
+        out_b.flush(&side_b);
     }
     let cpu = cpu_secs(a.pid) - cpu0;
+    let own = cpu_secs(std::process::id()) - own0;
     let (rx_a, mut rx_b) = (rx_a.join().expect("rx a"), rx_b.join().expect("rx b"));
     match a.target.as_str() {
         "switchboard" => teardown_switchboard(&a, &dialogs),
@@ -371,7 +492,7 @@ fn main() {
     let loss = 100.0 * (1.0 - received as f64 / sent as f64);
     let call_secs = (a.calls as u64 * a.secs) as f64;
     print!(
-        "target={} calls={} secs={} mode={} setup_s={:.2} sent={} received={} (a={} b={}) loss_pct={:.3} cpu_s={:.2} cpu_ms_per_call_s={:.3} calls_per_core={:.0}",
+        "target={} calls={} secs={} mode={} setup_s={:.2} sent={} received={} (a={} b={}) loss_pct={:.3} cpu_s={:.2} cpu_ms_per_call_s={:.3} calls_per_core={:.0} generator_cpu_ms_per_call_s={:.3}",
         a.target,
         a.calls,
         a.secs,
@@ -385,6 +506,7 @@ fn main() {
         cpu,
         cpu * 1000.0 / call_secs,
         if cpu > 0.0 { call_secs / a.secs as f64 / (cpu / a.secs as f64) } else { f64::NAN },
+        own * 1000.0 / call_secs,
     );
     if passthrough {
         let mut d: Vec<Duration> = rx_a.delays.into_iter().chain(rx_b.delays).collect();
