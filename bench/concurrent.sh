@@ -16,7 +16,8 @@ HOLD_MS=${HOLD_MS:-90000}
 # Sample once the set-up transactions are over (64·T1 = 32 s after the last call started):
 # what remains is the state of established calls.
 SETTLE=${SETTLE:-36}
-BIN=${CARGO_TARGET_DIR:-$HOME/.cache/switchboard-target}/release/switchboard
+# BIN=/path/to/switchboard: another build (A/B runs).
+BIN=${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/switchboard-target}/release/switchboard}
 ulimit -n 65536 2>/dev/null || true
 mkdir -p "$OUT"
 MEDIA=bypass OUT=$OUT bash "$ROOT/bench/cps.sh" --conf-only >/dev/null 2>&1 || true
@@ -28,7 +29,9 @@ group_rss() { local t=0; for p in "$1" $(pgrep -P "$1" 2>/dev/null); do t=$((t +
 measure() { # system
   local sys=$1
   case $sys in
-    switchboard) env ${SB_PRELOAD:+LD_PRELOAD=$SB_PRELOAD} "$BIN" --conf "$CONF" >"$OUT/sut.log" 2>&1 & ;;
+    # An empty record database each run: a grown one fills SQLite's page cache, and the
+    # figure would drift upwards from run to run.
+    switchboard) rm -f "$OUT"/data/switchboard.db*; env ${SB_PRELOAD:+LD_PRELOAD=$SB_PRELOAD} "$BIN" --conf "$CONF" >"$OUT/sut.log" 2>&1 & ;;
     kamailio) mkdir -p "$OUT/kam"; kamailio -DD -E -f "$REF/kamailio-bench.cfg" -A CHILDREN_2 -A BIGBUF -A WITH_DIALOG -x tlsf -m 2048 -M 16 \
         -Y "$OUT/kam" -P "$OUT/kam/kamailio.pid" -u root -g root >"$OUT/sut.log" 2>&1 & ;;
   esac
@@ -55,5 +58,6 @@ measure() { # system
 
 echo "| system | concurrent calls | idle PSS MiB | PSS with calls MiB | bytes per call |"
 echo "|---|---|---|---|---|"
-measure switchboard
-measure kamailio
+# SYSTEMS="switchboard": skip the peer (A/B runs of two builds; quote the peer from a run
+# of its own on the same day).
+for sys in ${SYSTEMS:-switchboard kamailio}; do measure "$sys"; done

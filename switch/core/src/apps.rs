@@ -366,7 +366,7 @@ impl Engine {
             self.outputs.push_back(Output::MediaLeg {
                 call: call.id,
                 side,
-                media,
+                media: *media,
             });
         }
         self.schedule_apps(call);

@@ -13,6 +13,7 @@ use switchboard_sip::{Message, Method, Name, Request, Response};
 use tracing::{debug, info, warn};
 
 use crate::call::{Attempt, Call, CallState};
+use crate::engine::dialog_key;
 use crate::engine::{ALLOW, CallTimer, ClientRole, Engine, fmt_addr};
 use crate::ids::CallRef;
 use crate::media::SdpIn;
@@ -749,8 +750,8 @@ impl Engine {
             }
             200..=299 if call.winner == Some(i) => {
                 // A retransmitted 2xx: ACK again if A already acknowledged ours.
-                if let (Some(ack), Some(peer)) = (call.b_ack.clone(), call.b_peer) {
-                    self.txn.send_raw(peer, ack);
+                if let Some(peer) = call.b_peer {
+                    self.ack_b_again(&call, peer);
                 }
             }
             200..=299 if call.winner.is_none() && !call.attempts[i].done => {
@@ -829,7 +830,7 @@ impl Engine {
             .record("b_call_id", tracing::field::display(&dialog.id.call_id));
         let peer = next_hop_peer(&dialog, attempt.peer);
         self.dialogs.insert(
-            (dialog.id.call_id.clone(), dialog.id.local_tag.clone()),
+            dialog_key(&self.dialog_keys, &dialog.id),
             (call.id, Side::B),
         );
         self.event(CallEvent::Bridged {
@@ -908,10 +909,8 @@ impl Engine {
         call.a.finalized = true;
         call.a.dialog = uas_dialog(&call.a.invite, &call.a.tag);
         if let Some(d) = &call.a.dialog {
-            self.dialogs.insert(
-                (d.id.call_id.clone(), d.id.local_tag.clone()),
-                (call.id, Side::A),
-            );
+            self.dialogs
+                .insert(dialog_key(&self.dialog_keys, &d.id), (call.id, Side::A));
         }
         if call.state == CallState::Up {
             self.up_calls = self.up_calls.saturating_sub(1);
@@ -941,13 +940,39 @@ impl Engine {
             return;
         };
         ack.headers.push_front(Name::Via, self.via(peer.transport));
-        if let Some(b) = body {
-            ack.headers.push(Name::ContentType, "application/sdp");
-            ack.body = b;
+        call.b_acked = true;
+        match body {
+            Some(b) => {
+                ack.headers.push(Name::ContentType, "application/sdp");
+                ack.body = b;
+                let bytes = Bytes::from(Message::Request(ack).to_bytes());
+                self.txn.send_raw(peer, bytes.clone());
+                call.b_ack = Some(bytes);
+            }
+            None => self.txn.send_stateless(peer, &Message::Request(ack)),
         }
-        let bytes = Bytes::from(Message::Request(ack).to_bytes());
-        self.txn.send_raw(peer, bytes.clone());
-        call.b_ack = Some(bytes);
+    }
+
+    /// Leg B's 2xx came again (its `to`: where from): the ACK again, if it was sent — the
+    /// same bytes when it carried an answer, else rebuilt from the dialog (a new Via branch:
+    /// an ACK for a 2xx is a transaction of its own, RFC 3261 §13.2.2.4).
+    pub(crate) fn ack_b_again(&mut self, call: &Call, to: Peer) {
+        if !call.b_acked {
+            return;
+        }
+        if let Some(ack) = &call.b_ack {
+            self.txn.send_raw(to, ack.clone());
+            return;
+        }
+        let Some(mut ack) = call
+            .b_dialog
+            .as_ref()
+            .and_then(|d| ack_for(d, &call.attempts, call.winner))
+        else {
+            return;
+        };
+        ack.headers.push_front(Name::Via, self.via(to.transport));
+        self.txn.send_stateless(to, &Message::Request(ack));
     }
 
     /// A 2xx nobody wants any more (the caller left, or another target won): ACK and BYE it.

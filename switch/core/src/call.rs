@@ -137,7 +137,10 @@ pub(crate) struct Call {
     pub winner: Option<usize>,
     pub b_dialog: Option<Dialog>,
     pub b_peer: Option<Peer>,
-    /// The ACK sent for leg B's 2xx, encoded, to send again if the 2xx is retransmitted.
+    /// Leg B's 2xx was ACKed (a retransmitted 2xx gets the ACK again).
+    pub b_acked: bool,
+    /// That ACK, encoded, when it carried a body (the answer to B's offer); one without a
+    /// body is rebuilt from the dialog when needed (memory per established call).
     pub b_ack: Option<bytes::Bytes>,
     pub plan: RoutePlan,
     pub bridge: Option<Bridge>,
@@ -172,7 +175,7 @@ pub(crate) struct Call {
     /// Offer/answer and DTMF state.
     pub m: crate::media::CallMedia,
     /// What the plan waits for (a prompt, digits).
-    pub wait: Option<crate::play::Wait>,
+    pub wait: Option<Box<crate::play::Wait>>,
     /// A collection that ended at its `max` digits: the terminator the prompt asked for
     /// may still come, until then; it belongs to the collection, not to the next leg.
     pub late_terminator: Option<(String, Instant)>,
@@ -268,4 +271,18 @@ pub struct CallInfo {
     pub media: Option<MediaPorts>,
     /// Each leg's codec and DTMF form, once negotiated.
     pub legs: [Option<(String, String)>; 2],
+}
+
+#[cfg(test)]
+mod tests {
+    /// Memory per established call: a call lives in one allocation (`Box<Call>`) for as long
+    /// as it lasts, so what is rarely needed (SRTP keys, anchored legs' media settings, a
+    /// prompt's wait) is boxed apart. A budget, not a timing: the allocator's 2 KiB class.
+    #[test]
+    fn a_call_fits_its_size_class() {
+        let call = std::mem::size_of::<super::Call>();
+        assert!(call <= 2048, "Call is {call} bytes");
+        let media = std::mem::size_of::<crate::media::CallMedia>();
+        assert!(media <= 640, "CallMedia is {media} bytes");
+    }
 }

@@ -185,8 +185,12 @@ pub struct Engine {
     pub(crate) modules: Registry,
     /// Boxed: a table sized for a peak of calls holds pointers, not 1.2 KB slots.
     pub(crate) calls: HashMap<CallRef, Box<Call>>,
-    /// (Call-ID, our tag) → call and side, for in-dialog requests.
-    pub(crate) dialogs: HashMap<(ByteString, ByteString), (CallRef, Side)>,
+    /// (Call-ID, our tag), hashed with `dialog_keys` → call and side, for in-dialog
+    /// requests (a look-up checks the call's dialog: `dialog_of`). A hash, not the strings:
+    /// memory per established call.
+    pub(crate) dialogs: HashMap<u64, (CallRef, Side)>,
+    /// The process's secret seed for `dialogs` keys (nobody outside can aim at a key).
+    pub(crate) dialog_keys: std::collections::hash_map::RandomState,
     pub(crate) server_invites: HashMap<TxnId, CallRef>,
     pub(crate) clients: HashMap<TxnId, ClientRole>,
     /// Leg B Call-IDs we created (loop detection).
@@ -250,6 +254,7 @@ impl Engine {
             modules,
             calls: HashMap::default(),
             dialogs: HashMap::default(),
+            dialog_keys: Default::default(),
             server_invites: HashMap::default(),
             clients: HashMap::default(),
             b_call_ids: HashMap::default(),
@@ -1109,6 +1114,7 @@ impl Engine {
             winner: None,
             b_dialog: None,
             b_peer: None,
+            b_acked: false,
             b_ack: None,
             plan,
             plan_cursor: 0,
@@ -1196,11 +1202,9 @@ impl Engine {
                 .call_id()
                 .and_then(|c| self.b_call_ids.get(c))
                 .copied();
-            if let Some(ack) = call
-                .and_then(|c| self.calls.get(&c))
-                .and_then(|c| c.b_ack.clone())
-            {
-                self.txn.send_raw(from, ack);
+            if let Some(c) = call.and_then(|c| self.calls.remove(&c)) {
+                self.ack_b_again(&c, from);
+                self.calls.insert(c.id, c);
             }
         }
     }
@@ -1255,7 +1259,7 @@ impl Engine {
         if side != Some(Side::B)
             && let (Some(d), Some(peer)) = (call.b_dialog.as_mut(), call.b_peer)
         {
-            if call.b_ack.is_none() {
+            if !call.b_acked {
                 // The 2xx was never ACKed (A never ACKed ours): ACK then BYE (§15).
                 let ack = crate::bridge::ack_for(d, &call.attempts, call.winner);
                 if let Some(ack) = ack {
@@ -1314,18 +1318,12 @@ impl Engine {
     ) {
         let call = call;
         self.release_from_filters(|f| f.call_ended(now, call.id));
-        if let Some(d) = &call.a.dialog {
-            self.dialogs
-                .remove(&(d.id.call_id.clone(), d.id.local_tag.clone()));
-        }
-        if let Some(d) = &call.b_dialog {
-            self.dialogs
-                .remove(&(d.id.call_id.clone(), d.id.local_tag.clone()));
-        }
-        if let Some(t) = &call.transfer {
-            let d = &t.dialog;
-            self.dialogs
-                .remove(&(d.id.call_id.clone(), d.id.local_tag.clone()));
+        let transferor = call.transfer.as_ref().map(|t| &t.dialog);
+        for d in [call.a.dialog.as_ref(), call.b_dialog.as_ref(), transferor]
+            .into_iter()
+            .flatten()
+        {
+            self.dialogs.remove(&dialog_key(&self.dialog_keys, &d.id));
         }
         for a in &call.attempts {
             self.b_call_ids.remove(a.call_id.as_str());
@@ -1627,5 +1625,39 @@ fn take_sdp_part(msg: &mut Message) {
         debug!(content_type = %ct, "a multipart body: its SDP part is taken, the rest left");
         headers.set(Name::ContentType, part_type);
         *body = sdp;
+    }
+}
+
+/// The `dialogs` key of a dialog: its Call-ID and our tag, hashed with the process's seed.
+pub(crate) fn dialog_key(
+    seed: &std::collections::hash_map::RandomState,
+    id: &switchboard_sip::dialog::DialogId,
+) -> u64 {
+    dialog_key_of(seed, &id.call_id, &id.local_tag)
+}
+
+/// The same from the Call-ID and our tag of a request.
+pub(crate) fn dialog_key_of(
+    seed: &std::collections::hash_map::RandomState,
+    call_id: &str,
+    local_tag: &str,
+) -> u64 {
+    use std::hash::BuildHasher;
+    seed.hash_one((call_id, local_tag))
+}
+
+impl Engine {
+    /// The call and side of the dialog (Call-ID, our tag), checked against the call's own
+    /// dialogs (a hash that matched another dialog's is no match).
+    pub(crate) fn dialog_of(&self, call_id: &str, local_tag: &str) -> Option<(CallRef, Side)> {
+        let key = dialog_key_of(&self.dialog_keys, call_id, local_tag);
+        let &(call_ref, side) = self.dialogs.get(&key)?;
+        let c = self.calls.get(&call_ref)?;
+        let transferor = c.transfer.as_ref().map(|t| &t.dialog);
+        [c.a.dialog.as_ref(), c.b_dialog.as_ref(), transferor]
+            .into_iter()
+            .flatten()
+            .any(|d| &*d.id.call_id == call_id && &*d.id.local_tag == local_tag)
+            .then_some((call_ref, side))
     }
 }

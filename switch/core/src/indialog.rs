@@ -36,9 +36,9 @@ impl Engine {
         req: Request,
         to_tag: ByteString,
     ) {
-        let key = (req.headers.call_id().cloned().unwrap_or_default(), to_tag);
-        let Some(&(call_ref, side)) = self.dialogs.get(&key) else {
-            debug!(call_id = %key.0, method = %req.method, "no such dialog: 481");
+        let call_id = req.headers.call_id().map(|c| &**c).unwrap_or_default();
+        let Some((call_ref, side)) = self.dialog_of(call_id, &to_tag) else {
+            debug!(call_id, method = %req.method, "no such dialog: 481");
             self.respond(now, id, 481, None);
             return;
         };
@@ -48,10 +48,9 @@ impl Engine {
             return;
         };
         if side == Side::B
-            && call
-                .transfer
-                .as_ref()
-                .is_some_and(|t| t.dialog.id.call_id == key.0 && t.dialog.id.local_tag == key.1)
+            && call.transfer.as_ref().is_some_and(|t| {
+                &*t.dialog.id.call_id == call_id && t.dialog.id.local_tag == to_tag
+            })
         {
             // The leg that asked for a transfer, waiting aside.
             self.on_transferor_request(now, &mut call, id, &req);
@@ -278,7 +277,7 @@ impl Engine {
         let Some(id) = DialogId::of_incoming(&req) else {
             return;
         };
-        let Some(&(call_ref, side)) = self.dialogs.get(&(id.call_id, id.local_tag)) else {
+        let Some((call_ref, side)) = self.dialog_of(&id.call_id, &id.local_tag) else {
             return;
         };
         let _span = self.enter(call_ref);
@@ -297,7 +296,7 @@ impl Engine {
                     call.m.local_offer = None;
                 }
             }
-            if call.b_ack.is_none() && call.b_dialog.is_some() {
+            if !call.b_acked && call.b_dialog.is_some() {
                 let body = if is_sdp(&req.headers) {
                     self.sdp_to_other(&mut call, Side::A, &req.body, SdpIn::Ack)
                 } else {

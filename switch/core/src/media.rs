@@ -49,8 +49,9 @@ pub(crate) struct CallMedia {
     pub answered: Option<Format>,
     /// Each leg's current codec.
     pub fmt: [Option<Format>; 2],
-    /// Each leg's media settings as last sent to the media engine.
-    pub legs: [Option<LegMedia>; 2],
+    /// Each leg's media settings as last sent to the media engine (boxed: a call whose
+    /// media bypasses the switch has none, and memory per call counts).
+    pub legs: [Option<Box<LegMedia>>; 2],
     /// Configured DTMF form per leg (before falling back to in-band).
     pub dtmf: [Option<DtmfMethod>; 2],
     /// An offer of ours waiting for its answer in an ACK (a caller that sent none): to
@@ -75,12 +76,13 @@ pub(crate) struct Secure {
     pub policy_set: bool,
     /// The profile of the leg's last offer (its answer repeats it).
     pub offered_proto: Option<String>,
-    /// The leg's key we took from its last offer.
-    pub their_offer: Option<Crypto>,
+    /// The leg's key we took from its last offer (boxed, like `keys`: most legs are
+    /// plain RTP).
+    pub their_offer: Option<Box<Crypto>>,
     /// Our keys in our last offer to the leg (one per suite).
     pub our_offer: Vec<Crypto>,
     /// The keys agreed (None: plain RTP).
-    pub keys: Option<LegKeys>,
+    pub keys: Option<Box<LegKeys>>,
 }
 
 /// The offer's first key of a suite in `suites` (`None`: plain RTP), or why an offer
@@ -144,7 +146,7 @@ impl Secure {
             };
         }
         self.offered_proto = Some(info.proto.clone());
-        self.their_offer = key;
+        self.their_offer = key.map(Box::new);
         Ok(())
     }
 
@@ -166,7 +168,10 @@ impl Secure {
             _ => Crypto::ours(theirs.tag, theirs.suite())?,
         };
         let line = ours.line();
-        self.keys = Some(LegKeys { ours, theirs });
+        self.keys = Some(Box::new(LegKeys {
+            ours,
+            theirs: *theirs,
+        }));
         Ok((proto, vec![line]))
     }
 
@@ -217,7 +222,7 @@ impl Secure {
                 Ok(())
             }
             Some(k) => {
-                self.keys = Some(k);
+                self.keys = Some(Box::new(k));
                 Ok(())
             }
         }
@@ -582,12 +587,12 @@ impl Engine {
             } else {
                 0
             },
-            srtp: call.m.srtp[idx(side)].keys.clone(),
+            srtp: call.m.srtp[idx(side)].keys.as_deref().cloned(),
         };
         call.m.fmt[idx(side)] = Some(fmt.clone());
-        if call.m.legs[idx(side)].as_ref() != Some(&media) {
+        if call.m.legs[idx(side)].as_deref() != Some(&media) {
             debug!(?side, codec = %fmt.name, pt = fmt.pt, dtmf = %dtmf, "leg media");
-            call.m.legs[idx(side)] = Some(media.clone());
+            call.m.legs[idx(side)] = Some(Box::new(media.clone()));
             self.outputs.push_back(Output::MediaLeg {
                 call: call.id,
                 side,

@@ -114,7 +114,7 @@ impl Engine {
                 return false;
             }
         };
-        call.wait = Some(wait);
+        call.wait = Some(Box::new(wait));
         self.calls.insert(call_ref, call);
         true
     }
@@ -124,7 +124,7 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&call_ref) else {
             return;
         };
-        match &mut call.wait {
+        match call.wait.as_deref_mut() {
             Some(Wait::Play(p)) if *p == id => {
                 call.wait = None;
                 self.run_plan(now, call_ref);
@@ -163,7 +163,7 @@ impl Engine {
             got,
             prompt,
             generation,
-        }) = &mut call.wait
+        }) = call.wait.as_deref_mut()
         else {
             return false;
         };
@@ -198,14 +198,17 @@ impl Engine {
     }
 
     pub(crate) fn digits_timeout(&mut self, now: Instant, call_ref: CallRef, generation: u32) {
-        let current = self.calls.get(&call_ref).and_then(|c| match &c.wait {
-            Some(Wait::Digits {
-                generation: g,
-                prompt: None,
-                ..
-            }) => Some(*g),
-            _ => None,
-        });
+        let current = self
+            .calls
+            .get(&call_ref)
+            .and_then(|c| match c.wait.as_deref() {
+                Some(Wait::Digits {
+                    generation: g,
+                    prompt: None,
+                    ..
+                }) => Some(*g),
+                _ => None,
+            });
         if current == Some(generation) {
             self.digits_done(now, call_ref);
         }
@@ -216,7 +219,7 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&call_ref) else {
             return;
         };
-        let Some(Wait::Digits { spec, got, .. }) = call.wait.take() else {
+        let Some(Wait::Digits { spec, got, .. }) = call.wait.take().map(|w| *w) else {
             return;
         };
         if got.len() < spec.min {

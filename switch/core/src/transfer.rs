@@ -10,7 +10,6 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use bytestring::ByteString;
 use switchboard_dialplan::{Cause, Facts, RoutePlan};
 use switchboard_media::{Side, audio};
 use switchboard_sip::dialog::Dialog;
@@ -21,7 +20,7 @@ use switchboard_sip::{Method, Name, Request};
 use tracing::{debug, info};
 
 use crate::call::{Call, CallState};
-use crate::engine::{CallTimer, ClientRole, Engine};
+use crate::engine::{CallTimer, ClientRole, Engine, dialog_key};
 use crate::ids::CallRef;
 
 /// How long a transferor has to hang up after its NOTIFY 200 before we do.
@@ -34,6 +33,7 @@ pub(crate) struct Transferor {
     pub peer: Peer,
     /// What the call held of it, given back if the transfer fails.
     b_ack: Option<Bytes>,
+    b_acked: bool,
     winner: Option<usize>,
     st: Option<crate::session_timer::LegTimer>,
     /// The new leg answered: the transferor only waits for its BYE.
@@ -126,6 +126,7 @@ impl Engine {
             dialog,
             peer,
             b_ack: call.b_ack.take(),
+            b_acked: std::mem::take(&mut call.b_acked),
             winner: call.winner.take(),
             st: call.st[1].take(),
             answered: false,
@@ -217,6 +218,7 @@ impl Engine {
         call.b_dialog = Some(t.dialog);
         call.b_peer = Some(t.peer);
         call.b_ack = t.b_ack;
+        call.b_acked = t.b_acked;
         call.winner = t.winner;
         call.st[1] = t.st;
         call.plan.actions = Vec::new();
@@ -246,9 +248,8 @@ impl Engine {
             Method::Bye => {
                 self.respond(now, id, 200, None);
                 info!("the transferor hung up");
-                let d = &t.dialog.id;
                 self.dialogs
-                    .remove(&(d.call_id.clone(), d.local_tag.clone()));
+                    .remove(&dialog_key(&self.dialog_keys, &t.dialog.id));
                 // Blind: a transfer under way goes on without it; if it fails, nobody is
                 // left for the caller and the call ends, as a failed bridge after the plan
                 // answered does.
@@ -270,9 +271,8 @@ impl Engine {
         let Some(mut t) = call.transfer.take() else {
             return;
         };
-        let d = &t.dialog.id;
         self.dialogs
-            .remove(&(d.call_id.clone(), d.local_tag.clone()));
+            .remove(&dialog_key(&self.dialog_keys, &t.dialog.id));
         let bye = t.dialog.make_request(Method::Bye, None);
         self.send_in_dialog(now, bye, t.peer, ClientRole::Bye, cause);
     }
@@ -349,8 +349,7 @@ impl Engine {
             self.respond(now, id, 403, None);
             return true;
         }
-        let key = (ByteString::from(r.call_id), ByteString::from(r.to_tag));
-        let found = self.dialogs.get(&key).copied().filter(|(call, side)| {
+        let found = self.dialog_of(r.call_id, r.to_tag).filter(|(call, side)| {
             self.calls.get(call).is_some_and(|c| {
                 let d = match side {
                     Side::A => c.a.dialog.as_ref(),
@@ -419,13 +418,12 @@ impl Engine {
         self.txn.respond(now, id, resp);
         info!(b_call_id = %dialog.id.call_id, "INVITE with Replaces: it takes leg B's place");
         if let (Some(mut old), Some(peer)) = (call.b_dialog.take(), call.b_peer.take()) {
-            self.dialogs
-                .remove(&(old.id.call_id.clone(), old.id.local_tag.clone()));
+            self.dialogs.remove(&dialog_key(&self.dialog_keys, &old.id));
             let bye = old.make_request(Method::Bye, None);
             self.send_in_dialog(now, bye, peer, ClientRole::Bye, None);
         }
         self.dialogs.insert(
-            (dialog.id.call_id.clone(), dialog.id.local_tag.clone()),
+            dialog_key(&self.dialog_keys, &dialog.id),
             (call_ref, Side::B),
         );
         self.event(crate::module::CallEvent::Bridged {

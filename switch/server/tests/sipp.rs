@@ -208,6 +208,20 @@ fn late_ack_makes_both_sides_retransmit_200_and_the_call_survives() {
 }
 
 #[test]
+fn a_2xx_sent_again_after_our_ack_is_acked_again() {
+    // The callee's 200 comes again after our ACK (as if the ACK was lost): it is ACKed
+    // again, rebuilt from the dialog (an ACK without a body is not kept per call).
+    let sw = Switch::start("ack-lost", 113, Route::default());
+    let uas = sw.uas(0, "uas_ack_lost.xml", 2, &[]);
+    let uac = sw.uac("uac_call.xml", "1000", 2, &["-d", "1500"]);
+    sw.expect_ok(vec![uac, uas]);
+    assert_eq!(
+        sw.metric("switchboard_calls_ended_total{cause=\"NORMAL_CLEARING\"}"),
+        2.0
+    );
+}
+
+#[test]
 fn calls_over_tcp_on_both_legs() {
     let sw = Switch::start(
         "tcp",

@@ -551,6 +551,10 @@ impl TransactionLayer {
                 if t.state == State::Accepted {
                     // A retransmitted 2xx: counted, and still passed on (the TU re-ACKs).
                     self.stats.absorbed += 1;
+                } else {
+                    // What a late 2xx from another fork still needs of the INVITE (its
+                    // From and CSeq, to ACK and BYE it): the rest goes now, not in 32 s.
+                    t.request = for_responses(&t.request);
                 }
                 t.state = State::Accepted;
                 t.retransmit_at = None;
@@ -883,19 +887,34 @@ pub fn response_peer(req: &Request, from: Peer) -> Peer {
 /// headers a response copies ([`make_response`]), not the body or the rest (a transaction
 /// outlives its call by up to 32 s; the TU gets the whole request).
 fn for_responses(req: &Request) -> Request {
-    let mut kept = Request::new(req.method.clone(), req.uri.clone());
-    kept.headers.0.extend(
-        req.headers
-            .0
-            .iter()
-            .filter(|h| {
-                matches!(
-                    h.name,
-                    Name::Via | Name::From | Name::To | Name::CallId | Name::CSeq
-                )
-            })
-            .cloned(),
-    );
+    let kept_headers = || {
+        req.headers.0.iter().filter(|h| {
+            matches!(
+                h.name,
+                Name::Via | Name::From | Name::To | Name::CallId | Name::CSeq
+            )
+        })
+    };
+    // Copied into one buffer of their own: slices would keep the whole received datagram
+    // (or the whole request built) alive as long as the transaction, 32 s after its end.
+    let len = req.uri.len() + kept_headers().map(|h| h.value.len()).sum::<usize>();
+    let mut text = String::with_capacity(len);
+    text.push_str(&req.uri);
+    for h in kept_headers() {
+        text.push_str(&h.value);
+    }
+    let all = ByteString::from(text);
+    let mut at = req.uri.len();
+    let mut kept = Request::new(req.method.clone(), all.slice_ref(&all[..at]));
+    kept.headers.0.reserve_exact(kept_headers().count());
+    for h in kept_headers() {
+        let end = at + h.value.len();
+        kept.headers.0.push(crate::header::Header {
+            name: h.name.clone(),
+            value: all.slice_ref(&all[at..end]),
+        });
+        at = end;
+    }
     kept
 }
 
