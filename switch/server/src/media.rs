@@ -566,8 +566,21 @@ async fn run(
             }
             session.recycle(buf);
         }
-        let mut reported = false;
-        while let Some((side, buf)) = session.poll_rtcp() {
+        // Reports come every 5 s: the quality they carry is shown before they leave, so a
+        // leg that has its report finds the same figures in `calls`.
+        let reports: Vec<(Side, Vec<u8>)> = std::iter::from_fn(|| session.poll_rtcp()).collect();
+        if !reports.is_empty()
+            && let Ok(mut q) = quality.lock()
+        {
+            q.insert(
+                call,
+                [
+                    quality_of(&session, Side::A, clocks[0]),
+                    quality_of(&session, Side::B, clocks[1]),
+                ],
+            );
+        }
+        for (side, buf) in reports {
             let sock = match side {
                 // A browser's RTCP is str0m's, with the browser itself.
                 _ if taps_of[usize::from(side == Side::B)].is_some() => {
@@ -581,16 +594,6 @@ async fn run(
                 let _ = sock.try_send_to(&buf, dst);
             }
             session.recycle(buf);
-            reported = true;
-        }
-        if reported && let Ok(mut q) = quality.lock() {
-            q.insert(
-                call,
-                [
-                    quality_of(&session, Side::A, clocks[0]),
-                    quality_of(&session, Side::B, clocks[1]),
-                ],
-            );
         }
         while let Some(ev) = session.poll_event() {
             // A call, not a leg: both legs may fall silent in the same round.

@@ -727,9 +727,30 @@ fn bench_cpu_per_browser_call() {
         })
         .collect();
     std::thread::sleep(Duration::from_secs(3));
+    // BENCH_PERF=<file>: a perf profile (call graphs) of the switch over the measured 10 s.
+    let perf = std::env::var("BENCH_PERF").ok().map(|out| {
+        std::process::Command::new("perf")
+            .args([
+                "record",
+                "-F",
+                "1999",
+                "-g",
+                "-o",
+                &out,
+                "-p",
+                &pid.to_string(),
+            ])
+            .args(["--", "sleep", "10"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("perf")
+    });
     let (c0, t0) = (common::cpu_ms(pid), std::time::Instant::now());
     std::thread::sleep(Duration::from_secs(10));
     let (c1, t1) = (common::cpu_ms(pid), std::time::Instant::now());
+    if let Some(mut p) = perf {
+        let _ = p.wait();
+    }
     for t in talkers {
         let _ = t.join();
     }
