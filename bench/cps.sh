@@ -9,6 +9,8 @@
 #   CALLS_SECS=5                     (seconds of load per point)
 #   BIN=/path/to/switchboard         (another build, for A/B runs; default the release build)
 #   THREADS=1                        (also each Switchboard thread's CPU per call, to stderr)
+#   CPUS=0 | CPUS=0,1                (pin both systems under test to these cores, taskset;
+#                                     the SIPp generators stay unpinned)
 #
 # Needs: sipp (sip-tester), kamailio, a release build (cargo build --release).
 # Results: a Markdown table on stdout; raw SIPp stats under $OUT (default /tmp/switchboard-bench).
@@ -64,12 +66,13 @@ $CONF_ONLY && exit 0
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 tick=$(getconf CLK_TCK)
+PIN=(); [ -n "${CPUS:-}" ] && PIN=(taskset -c "$CPUS")
 
 start_sut() {
   case $1 in
     # Each point starts from an empty record database, so runs compare alike.
-    switchboard) rm -f "$OUT"/data/switchboard.db*; "$BIN" --conf "$CONF" >"$OUT/sut.log" 2>&1 & ;;
-    kamailio) mkdir -p "$OUT/kam"; kamailio -DD -E -f "$REF/kamailio-bench.cfg" -A CHILDREN_2 -A BIGBUF -x tlsf -m 2048 -M 16 \
+    switchboard) rm -f "$OUT"/data/switchboard.db*; "${PIN[@]}" "$BIN" --conf "$CONF" >"$OUT/sut.log" 2>&1 & ;;
+    kamailio) mkdir -p "$OUT/kam"; "${PIN[@]}" kamailio -DD -E -f "$REF/kamailio-bench.cfg" -A CHILDREN_2 -A BIGBUF -x tlsf -m 2048 -M 16 \
         -Y "$OUT/kam" -P "$OUT/kam/kamailio.pid" -u root -g root >"$OUT/sut.log" 2>&1 & ;;
   esac
   SUT=$!

@@ -5,6 +5,7 @@
 # for the Opus<->PCMU runs, Switchboard only), SECS=10 by default.
 # Needs rtpengine (apt-get install rtpengine); builds switchboard --release (same target
 # directory as tests/run.sh) and the generator. Prints one line per run; docs/BENCHMARKS.md has the figures.
+# CPUS=0 (or 0,1): pin both relays to these cores (taskset); the generator stays unpinned.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-10}
@@ -15,6 +16,7 @@ cargo build --release -q --bin switchboard
 SB="$CARGO_TARGET_DIR/release/switchboard"
 (cd bench/rtp-load && CARGO_TARGET_DIR=target cargo build --release -q)
 LOAD=bench/rtp-load/target/release/rtp-load
+PIN=(); [ -n "${CPUS:-}" ] && PIN=(taskset -c "$CPUS")
 ulimit -n 65536 2>/dev/null || echo "note: open files limit $(ulimit -n): each anchored call uses 4 sockets" >&2
 
 work=$(mktemp -d)
@@ -43,9 +45,9 @@ actions = [ { bridge = { targets = ["gateway/cc/$1"] } } ]
 when.destination = '^(\d+)$'
 DP
 
-"$SB" --conf "$work/conf" 2>"$work/sb.log" &
+"${PIN[@]}" "$SB" --conf "$work/conf" 2>"$work/sb.log" &
 SB_PID=$!
-rtpengine -f -E -L 3 -i 127.0.0.1 -n 127.0.0.1:22222 -t -1 -m 46000 -M 61999 \
+"${PIN[@]}" rtpengine -f -E -L 3 -i 127.0.0.1 -n 127.0.0.1:22222 -t -1 -m 46000 -M 61999 \
   --num-threads 2 2>"$work/rtpengine.log" &
 RE_PID=$!
 trap 'kill $SB_PID $RE_PID 2>/dev/null; wait 2>/dev/null; tail -n 12 "$work/sb.log" "$work/rtpengine.log" >&2; rm -rf "$work"' EXIT

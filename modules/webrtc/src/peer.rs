@@ -184,7 +184,7 @@ impl BrowserPeer {
             tx_seq: None,
             connected: false,
         };
-        peer.drain();
+        peer.drain(Some(now));
         Ok((peer, answer))
     }
 
@@ -230,7 +230,7 @@ impl BrowserPeer {
         if let Err(e) = self.rtc.handle_input(input) {
             tracing::debug!(error = %e, "WebRTC input refused");
         }
-        self.drain();
+        self.drain(Some(now));
     }
 
     /// Time passed.
@@ -239,7 +239,7 @@ impl BrowserPeer {
             if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
                 tracing::debug!(error = %e, "WebRTC timeout");
             }
-            self.drain();
+            self.drain(Some(now));
         }
     }
 
@@ -286,13 +286,13 @@ impl BrowserPeer {
             )
             .marker(marker),
         );
-        self.drain();
+        self.drain(Some(now));
     }
 
     /// Hangs up the peer (DTLS close).
     pub fn close(&mut self) {
         self.rtc.disconnect();
-        self.drain();
+        self.drain(None);
     }
 
     /// Next output.
@@ -305,10 +305,24 @@ impl BrowserPeer {
         self.next_timeout
     }
 
-    fn drain(&mut self) {
+    /// Takes what str0m has to say. A timeout already due at `now` is handled here, a few
+    /// rounds at most: a packet written goes through str0m's send stream and pacer on
+    /// timeouts that are due at once, and it leaves now rather than on later wake-ups.
+    fn drain(&mut self, now: Option<Instant>) {
+        let mut due_rounds = 0;
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
+                    if let Some(now) = now
+                        && t <= now
+                        && due_rounds < 4
+                    {
+                        due_rounds += 1;
+                        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+                            tracing::debug!(error = %e, "WebRTC timeout");
+                        }
+                        continue;
+                    }
                     self.next_timeout = Some(t);
                     break;
                 }

@@ -283,6 +283,8 @@ pub struct Session {
     rtp_timeout: Option<Duration>,
     opus_complexity: u8,
     epoch: Option<Instant>,
+    /// Ticks fall on this grid (every [`TICK`] from it) when set: [`Session::set_tick_grid`].
+    grid: Option<Instant>,
     next_tick: Option<Instant>,
     out: VecDeque<(Side, Vec<u8>)>,
     out_rtcp: VecDeque<(Side, Vec<u8>)>,
@@ -338,6 +340,7 @@ impl Session {
             rtp_timeout,
             opus_complexity: crate::codec::OPUS_COMPLEXITY,
             epoch: None,
+            grid: None,
             next_tick: None,
             out: VecDeque::new(),
             out_rtcp: VecDeque::new(),
@@ -422,7 +425,7 @@ impl Session {
             leg.forward_map = None;
         }
         if self.ticking() && self.next_tick.is_none() {
-            self.next_tick = Some(now);
+            self.next_tick = Some(self.first_tick(now));
         }
     }
 
@@ -481,7 +484,7 @@ impl Session {
         leg.tx_pcm.clear();
         leg.marker = true;
         if self.next_tick.is_none() {
-            self.next_tick = Some(now);
+            self.next_tick = Some(self.first_tick(now));
         }
     }
 
@@ -513,7 +516,7 @@ impl Session {
         let ms = ms.clamp(DIGIT_MS.0, DIGIT_MS.1);
         leg.pending_digits.push_back((digit, ms));
         if self.next_tick.is_none() {
-            self.next_tick = Some(now);
+            self.next_tick = Some(self.first_tick(now));
         }
     }
 
@@ -536,6 +539,26 @@ impl Session {
         let leg = self.leg(side);
         leg.silent_ok = !sends;
         leg.last_rx = Some(now);
+    }
+
+    /// Puts this session's ticks on a grid shared with other sessions: every [`TICK`] from
+    /// `origin`. Sessions on one grid tick together, so a thread serving many calls wakes
+    /// once per tick for all of them, not once per call. The first tick after a pause
+    /// still comes at once (due since the last grid point); the ones after it fall on the grid.
+    pub fn set_tick_grid(&mut self, origin: Instant) {
+        self.grid = Some(origin);
+    }
+
+    /// When ticking starts at `now`: now, or the grid point just before it (due at once).
+    fn first_tick(&self, now: Instant) -> Instant {
+        match self.grid {
+            Some(g) if g <= now => {
+                let since = now.duration_since(g);
+                let off = since.as_nanos() - since.as_nanos() % TICK.as_nanos();
+                g + Duration::from_nanos(u64::try_from(off).unwrap_or(u64::MAX)).min(since)
+            }
+            _ => now,
+        }
     }
 
     /// Opus encoder complexity (0–10) for legs set from now on.
@@ -1749,6 +1772,49 @@ mod tests {
             dec.decode(RtpReader::new(b).unwrap().payload(), &mut pcm);
         }
         assert!(goertzel_power(&pcm[400..], 440.0, 8000.0) > 0.9 * rms(&pcm[400..]).powi(2));
+    }
+
+    #[test]
+    fn sessions_on_one_grid_tick_together_and_start_at_once() {
+        let grid = Instant::now();
+        let prompt = |s: &mut Session, at: Instant| {
+            s.set_tick_grid(grid);
+            s.set_leg(at, Side::A, leg(CodecKind::Pcmu, DtmfMethod::Rfc4733, ""));
+            let samples: std::sync::Arc<[i16]> = sine(440.0, 8000, 8000, 8000.0).into();
+            s.play(
+                at,
+                Side::A,
+                Playable::Samples {
+                    rate: 8000,
+                    samples,
+                },
+                1,
+            );
+        };
+        let (mut s1, mut s2) = (Session::new(1, None), Session::new(2, None));
+        let (t1, t2) = (
+            grid + Duration::from_millis(3),
+            grid + Duration::from_millis(57),
+        );
+        prompt(&mut s1, t1);
+        prompt(&mut s2, t2);
+        for (s, t) in [(&mut s1, t1), (&mut s2, t2)] {
+            // Due at once: the first frame does not wait for the grid.
+            assert!(s.poll_timeout().is_some_and(|w| w <= t));
+            s.handle_timeout(t);
+            assert!(
+                s.poll_transmit().is_some(),
+                "the first frame leaves at once"
+            );
+        }
+        // The ticks after it fall on the grid, the same instants for both sessions.
+        assert_eq!(s1.poll_timeout(), Some(grid + TICK));
+        assert_eq!(s2.poll_timeout(), Some(grid + 3 * TICK));
+        let at = grid + 3 * TICK;
+        s1.handle_timeout(grid + TICK);
+        s1.handle_timeout(grid + 2 * TICK);
+        assert_eq!(s1.poll_timeout(), s2.poll_timeout());
+        assert_eq!(s1.poll_timeout(), Some(at));
     }
 
     #[test]

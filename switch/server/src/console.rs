@@ -26,7 +26,6 @@ use switchboard_core::CallRef;
 use switchboard_sip::{Message, parse_datagram};
 use switchboard_webrtc::signal::MAX_CHAT;
 use switchboard_webrtc::{BrowserPeer, CalleeEvent, CalleeLeg, ErrorCode, PeerOutput, ServerMsg};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
@@ -1307,7 +1306,7 @@ impl Console {
                 .await;
         };
         let candidate = SocketAddr::new(web.ip(), port);
-        let ice = match UdpSocket::bind(candidate).await {
+        let ice = match crate::media::bind_ice(candidate) {
             Ok(s) => s,
             Err(e) => {
                 web.ports.give_back(port);

@@ -737,7 +737,13 @@ fn run(conf: PathBuf) -> anyhow::Result<ExitCode> {
         tokio::spawn(signals(cmd_tx.clone()));
         info!(conf = %conf.display(), modules = %modules_loaded.join(","), web = web.is_some(), "switchboard starting");
         let (media_tx, media_rx) = mpsc::channel(MEDIA_EVENTS);
-        let mut media = media::MediaHub::new(media_ip, tokio::runtime::Handle::current(), media_tx, l.prompts, l.rtp_timeout);
+        let mut media = media::MediaHub::new(
+            media_ip,
+            media::media_workers(std::thread::available_parallelism().map_or(1, usize::from))?,
+            media_tx,
+            l.prompts,
+            l.rtp_timeout,
+        );
         media.opus_complexity = l.opus_complexity;
         media.latching = l.rtp_latching;
         // The engine binds each call's RTP pairs as it takes them (a pair that cannot be bound

@@ -120,8 +120,9 @@ pub struct Prompt {
 pub struct Tap {
     /// The browser's peer (str0m).
     pub peer: switchboard_webrtc::BrowserPeer,
-    /// The socket of its ICE candidate.
-    pub ice: UdpSocket,
+    /// The socket of its ICE candidate ([`bind_ice`]), registered with the runtime of the
+    /// call's media session when that takes the tap.
+    pub ice: std::net::UdpSocket,
     /// What the browser leg must hear of: connected, closed, gone.
     pub events: mpsc::UnboundedSender<PeerOutput>,
     /// New peers for the same leg (the tab navigated and the next page re-attached): each
@@ -148,7 +149,21 @@ async fn renewal(rx: &mut Option<mpsc::Receiver<Renewal>>) -> Option<Renewal> {
 /// Taps waiting for their media session, by the address in the leg's SDP.
 pub type Taps = Arc<std::sync::Mutex<HashMap<SocketAddr, Tap>>>;
 
-async fn tap_recv(tap: &Option<Tap>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+/// Binds a browser peer's ICE candidate socket (non-blocking, for a [`Tap`]).
+pub fn bind_ice(candidate: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind(candidate)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// A tap its media session took: the peer, its socket on the session's runtime.
+struct LiveTap {
+    peer: switchboard_webrtc::BrowserPeer,
+    ice: UdpSocket,
+    events: mpsc::UnboundedSender<PeerOutput>,
+}
+
+async fn tap_recv(tap: &Option<LiveTap>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
     match tap {
         Some(t) => t.ice.recv_from(buf).await.ok(),
         None => std::future::pending().await,
@@ -157,7 +172,7 @@ async fn tap_recv(tap: &Option<Tap>, buf: &mut [u8]) -> Option<(usize, SocketAdd
 
 /// Moves what a browser's peer produced: datagrams to the browser, its RTP into the
 /// session as its leg's (`side`), its state to the browser leg.
-fn pump_peer(t: &mut Tap, side: Side, session: &mut Session, now: std::time::Instant) {
+fn pump_peer(t: &mut LiveTap, side: Side, session: &mut Session, now: std::time::Instant) {
     while let Some(o) = t.peer.poll() {
         match o {
             PeerOutput::Transmit(to, data) => {
@@ -180,12 +195,45 @@ enum Ctl {
     Stop(Side),
 }
 
+/// The media workers: one thread per core, each with a runtime of its own (no work
+/// stealing) that runs the sessions of the calls given to it. A call's sockets, timers and
+/// ticks stay on its worker; sessions on one worker tick on the same grid, so one wake-up
+/// serves them all.
+pub fn media_workers(n: usize) -> std::io::Result<Vec<tokio::runtime::Handle>> {
+    (0..n.max(1))
+        .map(|i| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let h = rt.handle().clone();
+            std::thread::Builder::new()
+                .name(format!("media-{i}"))
+                .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+            Ok(h)
+        })
+        .collect()
+}
+
+/// Sessions a media worker takes before the next worker gets calls (then the least
+/// loaded does): a browser call costs ~1 % of a core, a relayed one a tenth of that.
+const PACK_SESSIONS: u64 = 48;
+
+/// A worker's count of sessions, less one when the session's task ends.
+struct Load<'a>(&'a AtomicU64);
+
+impl Drop for Load<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// All media sessions of the switch.
 #[derive(Debug)]
 pub struct MediaHub {
     ip: IpAddr,
-    /// The runtime the sessions run on (not the SIP thread's).
-    rt: tokio::runtime::Handle,
+    /// The media workers the sessions run on ([`media_workers`]), and how many sessions
+    /// each runs.
+    workers: Arc<[(tokio::runtime::Handle, AtomicU64)]>,
     sessions: HashMap<CallRef, mpsc::Sender<Ctl>>,
     events: mpsc::Sender<(CallRef, MediaEvent)>,
     /// Prompts by name.
@@ -207,20 +255,26 @@ pub struct MediaHub {
     /// The port pool whose pairs the engine bound as it allocated them.
     pub pool: Option<switchboard_media::PortPool>,
     seed: u64,
+    /// The tick grid every session shares: their 20 ms ticks fall together (one wake-up of
+    /// a runtime thread for all the calls it serves, not one per call).
+    grid: std::time::Instant,
 }
 
 impl MediaHub {
     /// A hub binding on `ip`; session events are sent to `events`.
     pub fn new(
         ip: IpAddr,
-        rt: tokio::runtime::Handle,
+        workers: Vec<tokio::runtime::Handle>,
         events: mpsc::Sender<(CallRef, MediaEvent)>,
         prompts: HashMap<String, Prompt>,
         rtp_timeout: Option<Duration>,
     ) -> MediaHub {
         MediaHub {
             ip,
-            rt,
+            workers: workers
+                .into_iter()
+                .map(|h| (h, AtomicU64::new(0)))
+                .collect(),
             sessions: HashMap::new(),
             events,
             prompts: Arc::new(prompts),
@@ -235,6 +289,7 @@ impl MediaHub {
             seed: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64),
+            grid: std::time::Instant::now(),
         }
     }
 
@@ -279,7 +334,21 @@ impl MediaHub {
             &format!("switchboard@{ip}"),
         );
         session.set_opus_complexity(self.opus_complexity);
-        self.rt.spawn(async move {
+        session.set_tick_grid(self.grid);
+        // Calls fill the first workers before the next: at light load one thread serves
+        // them all (one wake-up per tick); past that they spread to the least loaded.
+        let load = |i: usize| self.workers[i].1.load(Ordering::Relaxed);
+        let Some(w) = (0..self.workers.len())
+            .find(|&i| load(i) < PACK_SESSIONS)
+            .or_else(|| (0..self.workers.len()).min_by_key(|&i| load(i)))
+        else {
+            return Err(std::io::Error::other("no media worker"));
+        };
+        let workers = self.workers.clone();
+        workers[w].1.fetch_add(1, Ordering::Relaxed);
+        self.workers[w].0.spawn(async move {
+            // Counted out however the task ends.
+            let _load = Load(&workers[w].1);
             match socks.into_tokio() {
                 Ok(socks) => {
                     let final_quality =
@@ -436,7 +505,7 @@ async fn run(
     let mut relay = Relay::with_latching(latching);
     // Legs in this process (a browser: the caller's widget, or the agent's console): no
     // socket between them and the session.
-    let mut taps_of: [Option<Tap>; 2] = [None, None];
+    let mut taps_of: [Option<LiveTap>; 2] = [None, None];
     let mut renew: Option<mpsc::Receiver<Renewal>> = None;
     let mut timed_out = false;
     let mut clocks = [8000u32; 2];
@@ -444,8 +513,17 @@ async fn run(
     let (mut b0, mut b1, mut b2, mut b3) = ([0u8; 2048], [0u8; 2048], [0u8; 2048], [0u8; 2048]);
     let (mut b4, mut b5) = ([0u8; 2048], [0u8; 2048]);
     loop {
-        let peer_wake = |i: usize| taps_of[i].as_ref().and_then(|t| t.peer.poll_timeout());
-        let wake = [session.poll_timeout(), peer_wake(0), peer_wake(1)]
+        // A browser peer's own timers (feedback, consent checks, DTLS) wait for the
+        // session's next wake when that comes within a tick: one wake-up serves both.
+        let own = session.poll_timeout();
+        let peer_wake = |i: usize| {
+            let p = taps_of[i].as_ref().and_then(|t| t.peer.poll_timeout())?;
+            Some(match own {
+                Some(o) if o > p && o <= p + switchboard_media::session::TICK => o,
+                _ => p,
+            })
+        };
+        let wake = [own, peer_wake(0), peer_wake(1)]
             .into_iter()
             .flatten()
             .min()
@@ -457,12 +535,20 @@ async fn run(
                     let slot = &mut taps_of[usize::from(side == Side::B)];
                     if slot.is_none()
                         && let Some(a) = addr
-                        && let Some(mut t) = taps.lock().ok().and_then(|mut m| m.remove(&a))
+                        && let Some(t) = taps.lock().ok().and_then(|mut m| m.remove(&a))
                     {
-                        if let Some(r) = t.renew.take() {
-                            renew = Some(r);
+                        match UdpSocket::from_std(t.ice) {
+                            Ok(ice) => {
+                                if t.renew.is_some() {
+                                    renew = t.renew;
+                                }
+                                *slot = Some(LiveTap { peer: t.peer, ice, events: t.events });
+                            }
+                            Err(e) => {
+                                warn!(%call, error = %e, "cannot take the browser's socket");
+                                let _ = t.events.send(PeerOutput::Disconnected);
+                            }
                         }
-                        *slot = Some(t);
                     }
                     relay.set_remote(side, addr);
                     relay.set_signalling(side, signalling);

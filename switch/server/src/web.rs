@@ -22,7 +22,6 @@ use switchboard_webrtc::{
     BrowserPeer, CallRequest, ClientMsg, ErrorCode, LegEvent, PeerOutput, ServerMsg, WebFacts,
     WebLeg, assets,
 };
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
@@ -751,7 +750,7 @@ async fn place(
     };
     guard.port = Some(port);
     let candidate = SocketAddr::new(web_ip, port);
-    let ice = match UdpSocket::bind(candidate).await {
+    let ice = match crate::media::bind_ice(candidate) {
         Ok(s) => s,
         Err(e) => {
             warn!(%candidate, error = %e, "cannot bind a browser call's socket");

@@ -746,8 +746,10 @@ fn bench_cpu_per_browser_call() {
             .expect("perf")
     });
     let (c0, t0) = (common::cpu_ms(pid), std::time::Instant::now());
+    let w0 = common::ctx_switches(pid);
     std::thread::sleep(Duration::from_secs(10));
     let (c1, t1) = (common::cpu_ms(pid), std::time::Instant::now());
+    let w1 = common::ctx_switches(pid);
     if let Some(mut p) = perf {
         let _ = p.wait();
     }
@@ -757,9 +759,10 @@ fn bench_cpu_per_browser_call() {
     let secs = (t1 - t0).as_secs_f64();
     let per_call = (c1 - c0) / secs / n as f64;
     println!(
-        "BENCH web cpu: {n} browser calls, both directions: switch CPU {:.1} ms/s in all, {per_call:.2} ms per call-second ({:.0} calls per core)",
+        "BENCH web cpu: {n} browser calls, both directions: switch CPU {:.1} ms/s in all, {per_call:.2} ms per call-second ({:.0} calls per core), {:.0} wake-ups per call-second",
         (c1 - c0) / secs,
-        1000.0 / per_call
+        1000.0 / per_call,
+        (w1 - w0) as f64 / secs / n as f64
     );
     b.eval("SwitchboardClient.calls.forEach(c => c.hangup())");
     let (st, errs) = uas.wait(Duration::from_secs(15));

@@ -29,6 +29,24 @@ pub fn cpu_ms(pid: u32) -> f64 {
     ticks * 1000.0 / 100.0
 }
 
+/// Context switches of all a process's threads so far (voluntary and not): how often it
+/// slept and was woken, for benchmarks that count wake-ups.
+pub fn ctx_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|st| {
+            st.lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// The checkout the tests run in. Read when the test runs, not when it was built: a test
 /// binary in a build cache shared by several checkouts may have been built in another one
 /// (cargo does not rebuild for a new `CARGO_MANIFEST_DIR`), since moved or removed.
