@@ -553,9 +553,8 @@ impl Session {
     fn first_tick(&self, now: Instant) -> Instant {
         match self.grid {
             Some(g) if g <= now => {
-                let since = now.duration_since(g);
-                let off = since.as_nanos() - since.as_nanos() % TICK.as_nanos();
-                g + Duration::from_nanos(u64::try_from(off).unwrap_or(u64::MAX)).min(since)
+                let into_tick = now.duration_since(g).as_nanos() % TICK.as_nanos();
+                now - Duration::from_nanos(u64::try_from(into_tick).unwrap_or(0))
             }
             _ => now,
         }

@@ -218,12 +218,20 @@ pub fn media_workers(n: usize) -> std::io::Result<Vec<tokio::runtime::Handle>> {
 /// loaded does): a browser call costs ~1 % of a core, a relayed one a tenth of that.
 const PACK_SESSIONS: u64 = 48;
 
-/// A worker's count of sessions, less one when the session's task ends.
-struct Load<'a>(&'a AtomicU64);
+/// A session counted on its worker (`workers[i]`) for as long as this lives: moved into the
+/// session's task, it is counted out however the task ends, even dropped unpolled.
+struct Load(Arc<[(tokio::runtime::Handle, AtomicU64)]>, usize);
 
-impl Drop for Load<'_> {
+impl Load {
+    fn new(workers: &Arc<[(tokio::runtime::Handle, AtomicU64)]>, i: usize) -> Load {
+        workers[i].1.fetch_add(1, Ordering::Relaxed);
+        Load(workers.clone(), i)
+    }
+}
+
+impl Drop for Load {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0[self.1].1.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -337,18 +345,16 @@ impl MediaHub {
         session.set_tick_grid(self.grid);
         // Calls fill the first workers before the next: at light load one thread serves
         // them all (one wake-up per tick); past that they spread to the least loaded.
-        let load = |i: usize| self.workers[i].1.load(Ordering::Relaxed);
+        let sessions_on = |i: usize| self.workers[i].1.load(Ordering::Relaxed);
         let Some(w) = (0..self.workers.len())
-            .find(|&i| load(i) < PACK_SESSIONS)
-            .or_else(|| (0..self.workers.len()).min_by_key(|&i| load(i)))
+            .find(|&i| sessions_on(i) < PACK_SESSIONS)
+            .or_else(|| (0..self.workers.len()).min_by_key(|&i| sessions_on(i)))
         else {
             return Err(std::io::Error::other("no media worker"));
         };
-        let workers = self.workers.clone();
-        workers[w].1.fetch_add(1, Ordering::Relaxed);
+        let load = Load::new(&self.workers, w);
         self.workers[w].0.spawn(async move {
-            // Counted out however the task ends.
-            let _load = Load(&workers[w].1);
+            let _load = load;
             match socks.into_tokio() {
                 Ok(socks) => {
                     let final_quality =
