@@ -438,6 +438,18 @@ impl Session {
         }
     }
 
+    /// Whether the session ticks: what it receives waits for its next tick (transcoded,
+    /// or replaced by what it plays), so its sockets may be read then rather than on
+    /// readiness. A relaying session forwards each packet as it comes.
+    pub fn ticks(&self) -> bool {
+        self.next_tick.is_some()
+            && [Side::A, Side::B].into_iter().all(|from| {
+                self.delay_of(from).is_none()
+                    && (!self.bridged() || self.transcoding(from))
+                    && !matches!(self.legs[idx(from)].source, Some(Source::Echo { .. }))
+            })
+    }
+
     /// Whether the tick has work: transcoding, playing, or sending digits.
     fn ticking(&self) -> bool {
         (self.bridged() && (self.transcoding(Side::A) || self.transcoding(Side::B)))
@@ -1468,6 +1480,8 @@ mod tests {
         for p in encode(CodecKind::Pcma, &sine(1000.0, 8000, 8000, 8000.0)) {
             rig.step(Side::A, 8, Some(&p));
         }
+        // Everything it receives waits for its tick: its sockets may be read on the tick.
+        assert!(rig.s.ticks());
         let out = rig.audio_to(Side::B, CodecKind::Pcmu);
         assert!(out.len() >= 7000, "{} samples reached B", out.len());
         let steady = &out[800..];
@@ -1547,6 +1561,10 @@ mod tests {
         rig.step(Side::A, 0, Some(&[0x12; 160]));
         rig.step(Side::A, 0, Some(&[0x34; 160]));
         assert_eq!(rig.sent.len(), 2);
+        // Each packet goes on as it comes: read on readiness, even while a digit is sent.
+        assert!(!rig.s.ticks());
+        rig.s.send_digit(rig.now, Side::B, '5', 100);
+        assert!(!rig.s.ticks());
         let r = RtpReader::new(&rig.sent[1].1).unwrap();
         assert_eq!(r.payload(), &[0x34; 160][..]);
         assert_ne!(r.ssrc(), 99, "B hears the switch's SSRC");
@@ -1680,6 +1698,8 @@ mod tests {
         let mut rig = Rig::new(leg(CodecKind::Pcmu, DtmfMethod::Inband, ""), b);
         let packets = encode(CodecKind::Pcmu, &audio);
         let fed = packets.len();
+        // Its delay line releases packets on their own times, not the tick's.
+        assert!(!rig.s.ticks());
         for (i, p) in packets.iter().enumerate() {
             rig.step(Side::B, 0, Some(p));
             if i == 1 {

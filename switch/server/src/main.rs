@@ -12,6 +12,7 @@ mod console;
 mod ctl;
 mod http;
 mod media;
+mod media_sock;
 mod modules;
 mod observe;
 mod shell;

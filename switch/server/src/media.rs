@@ -16,6 +16,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::media_sock::{MediaSock, PER_TICK};
+
 /// Changes the SIP thread may queue for one call's media session (a handful per call's
 /// life; a full queue means the session is stuck).
 const CTL_QUEUE: usize = 256;
@@ -159,13 +161,13 @@ pub fn bind_ice(candidate: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 /// A tap its media session took: the peer, its socket on the session's runtime.
 struct LiveTap {
     peer: switchboard_webrtc::BrowserPeer,
-    ice: UdpSocket,
+    ice: MediaSock,
     events: mpsc::UnboundedSender<PeerOutput>,
 }
 
 async fn tap_recv(tap: &Option<LiveTap>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
     match tap {
-        Some(t) => t.ice.recv_from(buf).await.ok(),
+        Some(t) => t.ice.recv_ready(buf).await,
         None => std::future::pending().await,
     }
 }
@@ -456,9 +458,9 @@ impl MediaHub {
 }
 
 struct Socks {
-    a_rtp: UdpSocket,
+    a_rtp: MediaSock,
     a_rtcp: UdpSocket,
-    b_rtp: UdpSocket,
+    b_rtp: MediaSock,
     b_rtcp: UdpSocket,
 }
 
@@ -488,9 +490,9 @@ impl Bound {
     fn into_tokio(self) -> std::io::Result<Socks> {
         let [a_rtp, a_rtcp, b_rtp, b_rtcp] = self.0;
         Ok(Socks {
-            a_rtp: UdpSocket::from_std(a_rtp)?,
+            a_rtp: MediaSock::ready(UdpSocket::from_std(a_rtp)?),
             a_rtcp: UdpSocket::from_std(a_rtcp)?,
-            b_rtp: UdpSocket::from_std(b_rtp)?,
+            b_rtp: MediaSock::ready(UdpSocket::from_std(b_rtp)?),
             b_rtcp: UdpSocket::from_std(b_rtcp)?,
         })
     }
@@ -499,7 +501,7 @@ impl Bound {
 #[allow(clippy::too_many_arguments)]
 async fn run(
     call: CallRef,
-    s: Socks,
+    mut s: Socks,
     mut session: Session,
     mut rx: mpsc::Receiver<Ctl>,
     counters: Arc<MediaCounters>,
@@ -518,6 +520,10 @@ async fn run(
     // One buffer per socket: select! polls all five receives at once.
     let (mut b0, mut b1, mut b2, mut b3) = ([0u8; 2048], [0u8; 2048], [0u8; 2048], [0u8; 2048]);
     let (mut b4, mut b5) = ([0u8; 2048], [0u8; 2048]);
+    // Sockets read on the tick (a ticking session's, `MediaSock`) are read into this;
+    // their arrival times are no earlier than the last time given to the session.
+    let (mut tick_buf, mut cmsg) = ([0u8; 2048], crate::media_sock::cmsg_buffer());
+    let mut given = now();
     loop {
         // A browser peer's own timers (feedback, consent checks, DTLS) wait for the
         // session's next wake when that comes within a tick: one wake-up serves both.
@@ -534,7 +540,6 @@ async fn run(
             .flatten()
             .min()
             .map(tokio::time::Instant::from_std);
-        let now = || tokio::time::Instant::now().into_std();
         tokio::select! {
             ctl = rx.recv() => match ctl {
                 Some(Ctl::Remote(side, addr, signalling, sends)) => {
@@ -543,7 +548,7 @@ async fn run(
                         && let Some(a) = addr
                         && let Some(t) = taps.lock().ok().and_then(|mut m| m.remove(&a))
                     {
-                        match UdpSocket::from_std(t.ice) {
+                        match UdpSocket::from_std(t.ice).map(MediaSock::ready) {
                             Ok(ice) => {
                                 if t.renew.is_some() {
                                     renew = t.renew;
@@ -571,19 +576,11 @@ async fn run(
                 Some(Ctl::Stop(side)) => session.stop(side),
                 None => break,
             },
-            Ok((n, src)) = s.a_rtp.recv_from(&mut b0) => {
-                if relay.accept(Side::A, src, false) {
-                    session.handle_rtp(now(), Side::A, &b0[..n]);
-                } else {
-                    counters.dropped.fetch_add(1, Ordering::Relaxed);
-                }
+            Some((n, src)) = s.a_rtp.recv_ready(&mut b0) => {
+                rtp_in(&mut relay, &mut session, &counters, Side::A, src, &b0[..n], now());
             }
-            Ok((n, src)) = s.b_rtp.recv_from(&mut b2) => {
-                if relay.accept(Side::B, src, false) {
-                    session.handle_rtp(now(), Side::B, &b2[..n]);
-                } else {
-                    counters.dropped.fetch_add(1, Ordering::Relaxed);
-                }
+            Some((n, src)) = s.b_rtp.recv_ready(&mut b2) => {
+                rtp_in(&mut relay, &mut session, &counters, Side::B, src, &b2[..n], now());
             }
             // RTCP is terminated here: each leg gets reports about the stream the switch sends it.
             Ok((n, src)) = s.a_rtcp.recv_from(&mut b1) => {
@@ -622,6 +619,25 @@ async fn run(
                 }
             }
             () = sleep_until(wake) => {
+                // What waits on sockets read on the tick goes in first, as it arrived.
+                for (sock, side) in [(&s.a_rtp, Side::A), (&s.b_rtp, Side::B)] {
+                    for _ in 0..PER_TICK {
+                        let Some((n, src, at)) = sock.recv_polled(&mut tick_buf, &mut cmsg, given) else {
+                            break;
+                        };
+                        rtp_in(&mut relay, &mut session, &counters, side, src, &tick_buf[..n], at);
+                    }
+                }
+                for (t, side) in taps_of.iter_mut().zip([Side::A, Side::B]) {
+                    let Some(t) = t else { continue };
+                    for _ in 0..PER_TICK {
+                        let Some((n, src, at)) = t.ice.recv_polled(&mut tick_buf, &mut cmsg, given) else {
+                            break;
+                        };
+                        t.peer.handle_receive(at, src, &tick_buf[..n]);
+                        pump_peer(t, side, &mut session, at);
+                    }
+                }
                 session.handle_timeout(now());
                 for t in taps_of.iter_mut().flatten() {
                     t.peer.handle_timeout(now());
@@ -687,6 +703,15 @@ async fn run(
             }
             session.recycle(buf);
         }
+        // A ticking session's packets wait for its tick: its sockets are read then, one
+        // wake-up per tick for all the worker's sessions; a relaying one's on readiness.
+        let polled = session.ticks();
+        s.a_rtp.set_polled(polled);
+        s.b_rtp.set_polled(polled);
+        for t in taps_of.iter_mut().flatten() {
+            t.ice.set_polled(polled);
+        }
+        given = now();
         while let Some(ev) = session.poll_event() {
             // A call, not a leg: both legs may fall silent in the same round.
             if matches!(ev, MediaEvent::Timeout(_)) && !std::mem::replace(&mut timed_out, true) {
@@ -736,6 +761,27 @@ fn ntp_now() -> u64 {
         .unwrap_or_default();
     let secs = d.as_secs() + 2_208_988_800;
     (secs << 32) | ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// An RTP packet from a leg's socket, if it comes from where the leg's media does.
+fn rtp_in(
+    relay: &mut Relay,
+    session: &mut Session,
+    counters: &MediaCounters,
+    side: Side,
+    src: SocketAddr,
+    data: &[u8],
+    at: std::time::Instant,
+) {
+    if relay.accept(side, src, false) {
+        session.handle_rtp(at, side, data);
+    } else {
+        counters.dropped.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

@@ -132,7 +132,7 @@ impl SipUdp {
 }
 
 #[cfg(target_os = "linux")]
-mod linux {
+pub(crate) mod linux {
     use std::collections::VecDeque;
     use std::io::{self, IoSlice, IoSliceMut};
     use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -224,7 +224,8 @@ mod linux {
         }
     }
 
-    fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
+    /// A socket address of the kernel's, as std's (None: not IP).
+    pub(crate) fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
         if let Some(a) = s.as_sockaddr_in() {
             return Some(SocketAddr::V4(SocketAddrV4::from(*a)));
         }

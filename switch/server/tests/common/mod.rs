@@ -245,7 +245,10 @@ transport = "{t}"
     pub fn launch(&mut self) {
         let (dir, ports) = (self.dir.clone(), self.ports);
         let log = std::fs::File::create(dir.join("switchboard.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        // SWITCHBOARD_BIN: another build of the switch, for a benchmark's A/B.
+        let bin = std::env::var_os("SWITCHBOARD_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_switchboard").into());
+        let child = Command::new(bin)
             .arg("--conf")
             .arg(dir.join("conf"))
             .env("NO_COLOR", "1")
