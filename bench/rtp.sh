@@ -6,14 +6,17 @@
 # Needs rtpengine (apt-get install rtpengine); builds switchboard --release (same target
 # directory as tests/run.sh) and the generator. Prints one line per run; docs/BENCHMARKS.md has the figures.
 # CPUS=0 (or 0,1): pin both relays to these cores (taskset); the generator stays unpinned.
+# BIN=/path/to/switchboard: another build (A/B runs; nothing is built then).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-10}
 CALLS=("${@:-100 500 1000}")
 read -r -a CALLS <<< "${CALLS[*]}"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/switchboard-target}
-cargo build --release -q --bin switchboard
-SB="$CARGO_TARGET_DIR/release/switchboard"
+if [ -n "${BIN:-}" ]; then SB=$BIN; else
+  cargo build --release -q --bin switchboard
+  SB="$CARGO_TARGET_DIR/release/switchboard"
+fi
 (cd bench/rtp-load && CARGO_TARGET_DIR=target cargo build --release -q)
 LOAD=bench/rtp-load/target/release/rtp-load
 PIN=(); [ -n "${CPUS:-}" ] && PIN=(taskset -c "$CPUS")

@@ -152,17 +152,29 @@ impl Writer {
     ) -> usize {
         let deadline = Instant::now() + BATCH;
         let mut op = first;
-        let mut n = 0;
+        let (mut n, mut slept) = (0, false);
         while let Some(o) = op.take() {
             if let Err(e) = self.apply(tx, o) {
                 error!(error = %e, "call record not written");
             }
             n += 1;
-            if n < BATCH_MAX {
-                op = rx
-                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                    .ok();
+            if n >= BATCH_MAX {
+                break;
             }
+            op = match rx.try_recv() {
+                Ok(o) => Some(o),
+                // Caught up: sleep (not wait on the channel) until the batch closes, then
+                // take what queued meanwhile. Nobody waits on the channel then, so a change
+                // sent during the batch wakes no thread: the SIP thread's sends stay out of
+                // the kernel (a wake-up per change cost both threads at thousands of calls a
+                // second).
+                Err(mpsc::TryRecvError::Empty) if !slept => {
+                    slept = true;
+                    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                    rx.try_recv().ok()
+                }
+                Err(_) => None,
+            };
         }
         let now = Instant::now();
         if let Err(e) = self.flush_old(tx, now) {
