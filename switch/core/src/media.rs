@@ -45,10 +45,11 @@ pub(crate) struct CallMedia {
     /// The pending offer's body and direction: our answer to it is written on its layout
     /// (every m-line in its order) and answers its direction.
     pub offer_body: Option<(Bytes, Dir)>,
-    /// The codec the pending offerer was answered with (later answers repeat it).
-    pub answered: Option<Format>,
+    /// The codec the pending offerer was answered with (later answers repeat it). Boxed,
+    /// as `fmt`: only anchored media has them, and memory per call counts.
+    pub answered: Option<Box<Format>>,
     /// Each leg's current codec.
-    pub fmt: [Option<Format>; 2],
+    pub fmt: [Option<Box<Format>>; 2],
     /// Each leg's media settings as last sent to the media engine (boxed: a call whose
     /// media bypasses the switch has none, and memory per call counts).
     pub legs: [Option<Box<LegMedia>>; 2],
@@ -332,8 +333,9 @@ impl Engine {
         let mine = call
             .m
             .answered
-            .clone()
-            .or_else(|| answer_for(&offer, Some(&theirs), call.m.fmt[idx(offerer)].as_ref()));
+            .as_deref()
+            .cloned()
+            .or_else(|| answer_for(&offer, Some(&theirs), call.m.fmt[idx(offerer)].as_deref()));
         let Some(mine) = mine else {
             warn!(codec = %theirs.name, "no codec of the offer can be bridged to the answer's");
             return None;
@@ -350,7 +352,7 @@ impl Engine {
                 return None;
             }
         };
-        call.m.answered = Some(mine.clone());
+        call.m.answered = Some(Box::new(mine.clone()));
         if matches!(kind, SdpIn::Ack | SdpIn::Response { final_: true }) {
             call.m.pending = None;
         }
@@ -426,7 +428,7 @@ impl Engine {
             .cloned()
             .collect();
         let other = call.m.fmt[idx(side.other())].clone();
-        let mine = answer_for(&offer, other.as_ref(), call.m.fmt[idx(side)].as_ref())?;
+        let mine = answer_for(&offer, other.as_deref(), call.m.fmt[idx(side)].as_deref())?;
         let te = telephone_event(&offer, mine.clock);
         self.set_leg_pub(call, side, &mine, te.as_ref(), info.ptime);
         call.m.pending = None;
@@ -589,7 +591,7 @@ impl Engine {
             },
             srtp: call.m.srtp[idx(side)].keys.as_deref().cloned(),
         };
-        call.m.fmt[idx(side)] = Some(fmt.clone());
+        call.m.fmt[idx(side)] = Some(Box::new(fmt.clone()));
         if call.m.legs[idx(side)].as_deref() != Some(&media) {
             debug!(?side, codec = %fmt.name, pt = fmt.pt, dtmf = %dtmf, "leg media");
             call.m.legs[idx(side)] = Some(Box::new(media.clone()));

@@ -320,10 +320,11 @@ impl Engine {
         let mine = call
             .m
             .answered
-            .clone()
+            .as_deref()
+            .cloned()
             .or_else(|| answer_for(&offer, None, None))?;
         let te = telephone_event(&offer, mine.clock);
-        call.m.answered = Some(mine.clone());
+        call.m.answered = Some(Box::new(mine.clone()));
         self.set_leg_pub(call, Side::A, &mine, te.as_ref(), info.ptime);
         call.a.sdp_version += 1;
         let exact: Vec<Format> = std::iter::once(mine).chain(te).collect();
