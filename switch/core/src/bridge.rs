@@ -475,7 +475,7 @@ impl Engine {
             srtp,
             ..
         } = route;
-        if call.offer_b.is_none() && !call.m.srtp[1].policy_set {
+        if call.offer_b.is_none() && !call.m.srtp[1].policy_set && call.m.srtp[1].policy != srtp {
             // The offer to leg B is made once, for the first target tried; the dialplan's
             // `srtp_b` wins over the gateway's `srtp`.
             call.m.srtp[1].policy = srtp;

@@ -35,13 +35,16 @@ pub(crate) enum SdpIn {
     },
 }
 
+/// An offer waiting for its answer: who offered, its formats, its ptime.
+pub(crate) type PendingOffer = (Side, Vec<Format>, Option<u32>);
+
 /// Offer/answer and DTMF state of one call.
 #[derive(Debug, Default)]
 pub(crate) struct CallMedia {
     /// A's first SDP (kept for a bridge after the plan answered A).
     pub a_offer: Option<Bytes>,
     /// The offer waiting for its answer: who offered, its formats and ptime.
-    pub pending: Option<(Side, Vec<Format>, Option<u32>)>,
+    pub pending: Option<Box<PendingOffer>>,
     /// The pending offer's body and direction: our answer to it is written on its layout
     /// (every m-line in its order) and answers its direction.
     pub offer_body: Option<(Bytes, Dir)>,
@@ -57,13 +60,35 @@ pub(crate) struct CallMedia {
     pub dtmf: [Option<DtmfMethod>; 2],
     /// An offer of ours waiting for its answer in an ACK (a caller that sent none): to
     /// which leg, with what.
-    pub local_offer: Option<(Side, Vec<Format>)>,
-    /// SDES-SRTP of each leg.
-    pub srtp: [Secure; 2],
+    pub local_offer: Option<Box<(Side, Vec<Format>)>>,
+    /// SDES-SRTP of each leg (made when first written: most calls have none).
+    pub srtp: Srtp,
     /// A leg answered our `RTP/SAVP` offer without a key: the call cannot go on.
     pub srtp_refused: bool,
     /// The SDP last sent to each leg (a session refresh by re-INVITE repeats it).
     pub sent: [Option<Bytes>; 2],
+}
+
+/// Both legs' SDES-SRTP, boxed apart from the call until something is written to it (a call
+/// whose legs are plain RTP, or whose media bypasses the switch, has none: memory per call
+/// counts). Read, an empty one is two plain legs.
+#[derive(Debug, Default)]
+pub(crate) struct Srtp(Option<Box<[Secure; 2]>>);
+
+/// What an empty [`Srtp`] reads as: plain RTP, nothing offered, no policy set.
+static PLAIN: std::sync::LazyLock<Secure> = std::sync::LazyLock::new(Secure::default);
+
+impl std::ops::Index<usize> for Srtp {
+    type Output = Secure;
+    fn index(&self, i: usize) -> &Secure {
+        self.0.as_ref().map_or(&*PLAIN, |b| &b[i])
+    }
+}
+
+impl std::ops::IndexMut<usize> for Srtp {
+    fn index_mut(&mut self, i: usize) -> &mut Secure {
+        &mut self.0.get_or_insert_with(Box::default)[i]
+    }
 }
 
 /// One leg's SDES-SRTP (RFC 4568): the keys each side offered and those agreed. Keys are
@@ -301,7 +326,7 @@ impl Engine {
             let allowed: Vec<&Format> = info.formats.iter().filter(|f| self.allowed(f)).collect();
             let kept: Vec<Format> = allowed.into_iter().cloned().collect();
             let extra = offer_extras(&kept, &self.cfg.codecs);
-            call.m.pending = Some((from, kept, info.ptime));
+            call.m.pending = Some(Box::new((from, kept, info.ptime)));
             call.m.offer_body = Some((body.clone(), info.dir));
             call.m.answered = None;
             let edit = Formats::Offer {
@@ -325,7 +350,7 @@ impl Engine {
                 }
             };
         }
-        let (offerer, offer, offer_ptime) = call.m.pending.clone()?;
+        let (offerer, offer, offer_ptime) = *call.m.pending.clone()?;
         let Some(theirs) = chosen(&info.formats).cloned() else {
             warn!("answer without a codec");
             return None;
@@ -500,18 +525,18 @@ impl Engine {
         };
         let te = telephone_event(&formats, first.clock);
         self.set_leg_pub(call, side, &first, te.as_ref(), Some(20));
-        call.m.local_offer = Some((side, formats));
+        call.m.local_offer = Some(Box::new((side, formats)));
         crate::session_timer::remember(call, side, &body);
         Some(body)
     }
 
     /// The answer (in an ACK) to [`Engine::local_offer`]: the leg's address and codec.
     pub(crate) fn local_offer_answered(&mut self, call: &mut Call, side: Side, body: &Bytes) {
-        let Some((to, offer)) = call.m.local_offer.take() else {
+        let Some((to, offer)) = call.m.local_offer.take().map(|b| *b) else {
             return;
         };
         if to != side {
-            call.m.local_offer = Some((to, offer));
+            call.m.local_offer = Some(Box::new((to, offer)));
             return;
         }
         let info = match audio(body) {

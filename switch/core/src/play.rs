@@ -183,7 +183,8 @@ impl Engine {
             got.push(digit);
             let full = got.len() >= spec.max;
             if full && !spec.terminators.is_empty() {
-                call.late_terminator = Some((spec.terminators.clone(), now + spec.timeout));
+                call.late_terminator =
+                    Some(Box::new((spec.terminators.clone(), now + spec.timeout)));
             }
             full
         };
@@ -313,7 +314,7 @@ impl Engine {
             return None;
         }
         let (proto, crypto) = call.m.srtp[0].answer().ok()?;
-        let offer: Vec<Format> = match &call.m.pending {
+        let offer: Vec<Format> = match call.m.pending.as_deref() {
             Some((Side::A, f, _)) => f.clone(),
             _ => info.formats.clone(),
         };

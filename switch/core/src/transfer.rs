@@ -147,7 +147,7 @@ impl Engine {
             .as_ref()
             .and_then(|b| audio(b).ok())
             .map(|i| (i.formats, i.ptime));
-        call.m.pending = a_formats.map(|(f, ptime)| (Side::A, f, ptime));
+        call.m.pending = a_formats.map(|(f, ptime)| Box::new((Side::A, f, ptime)));
         call.m.answered = call.m.fmt[0].clone();
         call.m.offer_body = None;
         call.destination = destination;

@@ -177,17 +177,23 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// A socket on loopback, switched to the tick (inside the runtime), and a peer.
+    fn polled_with_peer() -> (MediaSock, SocketAddr, std::net::UdpSocket) {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_nonblocking(true).unwrap();
+        let addr = s.local_addr().unwrap();
+        let mut sock = MediaSock::ready(UdpSocket::from_std(s).unwrap());
+        sock.set_polled(true);
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        (sock, addr, peer)
+    }
+
     /// A socket switched to the tick keeps what arrived, with the kernel's arrival times
     /// (not the read's), and back on readiness reads what came before the switch.
     #[tokio::test]
     async fn read_on_the_tick_with_arrival_times_then_on_readiness() {
-        let std_sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        std_sock.set_nonblocking(true).unwrap();
-        let addr = std_sock.local_addr().unwrap();
-        let mut sock = MediaSock::ready(UdpSocket::from_std(std_sock).unwrap());
-        sock.set_polled(true);
+        let (mut sock, addr, peer) = polled_with_peer();
         assert!(sock.polled());
-        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let before = Instant::now();
         peer.send_to(b"one", addr).unwrap();
         peer.send_to(b"two", addr).unwrap();
@@ -231,12 +237,7 @@ mod tests {
     /// A floor later than the kernel's time wins (times given a session never go back).
     #[tokio::test]
     async fn arrival_times_never_go_back() {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.set_nonblocking(true).unwrap();
-        let addr = s.local_addr().unwrap();
-        let mut sock = MediaSock::ready(UdpSocket::from_std(s).unwrap());
-        sock.set_polled(true);
-        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (sock, addr, peer) = polled_with_peer();
         peer.send_to(b"late", addr).unwrap();
         std::thread::sleep(Duration::from_millis(20));
         let floor = Instant::now();
