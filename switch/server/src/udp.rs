@@ -233,3 +233,37 @@ pub(crate) mod linux {
             .map(|a: &SockaddrIn6| SocketAddr::V6(SocketAddrV6::from(*a)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A datagram the kernel refuses (here an IPv6 destination for an IPv4 socket) is
+    /// dropped; those queued before and after it still go, in order.
+    #[tokio::test]
+    async fn a_refused_datagram_is_dropped_and_the_rest_still_go() {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut udp = SipUdp::new(sock);
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let to = peer.local_addr().unwrap();
+        let nowhere: SocketAddr = "[::1]:5060".parse().unwrap();
+        udp.push(Bytes::from_static(b"one"), to);
+        udp.push(Bytes::from_static(b"refused"), nowhere);
+        udp.push(Bytes::from_static(b"two"), to);
+        udp.push(Bytes::from_static(b"refused again"), nowhere);
+        tokio::time::timeout(Duration::from_secs(2), udp.send())
+            .await
+            .expect("send finishes");
+        assert!(udp.queue.is_empty());
+        let mut buf = [0u8; 64];
+        for want in [&b"one"[..], b"two"] {
+            let (n, _) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], want);
+        }
+        // The refused ones are never sent.
+        peer.set_nonblocking(true).unwrap();
+        assert!(peer.recv_from(&mut buf).is_err());
+    }
+}
