@@ -477,7 +477,8 @@ impl Engine {
         } = route;
         if call.offer_b.is_none() && !call.m.srtp[1].policy_set && call.m.srtp[1].policy != srtp {
             // The offer to leg B is made once, for the first target tried; the dialplan's
-            // `srtp_b` wins over the gateway's `srtp`.
+            // `srtp_b` wins over the gateway's `srtp`. (Compared first: writing the plain
+            // default would make SRTP state for a call that has none.)
             call.m.srtp[1].policy = srtp;
         }
         if let Some(dtmf) = dtmf

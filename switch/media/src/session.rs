@@ -438,10 +438,10 @@ impl Session {
         }
     }
 
-    /// Whether the session ticks: what it receives waits for its next tick (transcoded,
-    /// or replaced by what it plays), so its sockets may be read then rather than on
-    /// readiness. A relaying session forwards each packet as it comes.
-    pub fn ticks(&self) -> bool {
+    /// Whether its sockets may be read on its tick rather than on readiness: it ticks, and
+    /// nothing it receives goes on before the next tick (transcoded both ways, or legs not
+    /// bridged). A relaying, echoing or delaying session forwards packets as they come.
+    pub fn reads_on_tick(&self) -> bool {
         self.next_tick.is_some()
             && [Side::A, Side::B].into_iter().all(|from| {
                 self.delay_of(from).is_none()
@@ -1481,7 +1481,7 @@ mod tests {
             rig.step(Side::A, 8, Some(&p));
         }
         // Everything it receives waits for its tick: its sockets may be read on the tick.
-        assert!(rig.s.ticks());
+        assert!(rig.s.reads_on_tick());
         let out = rig.audio_to(Side::B, CodecKind::Pcmu);
         assert!(out.len() >= 7000, "{} samples reached B", out.len());
         let steady = &out[800..];
@@ -1562,9 +1562,9 @@ mod tests {
         rig.step(Side::A, 0, Some(&[0x34; 160]));
         assert_eq!(rig.sent.len(), 2);
         // Each packet goes on as it comes: read on readiness, even while a digit is sent.
-        assert!(!rig.s.ticks());
+        assert!(!rig.s.reads_on_tick());
         rig.s.send_digit(rig.now, Side::B, '5', 100);
-        assert!(!rig.s.ticks());
+        assert!(!rig.s.reads_on_tick());
         let r = RtpReader::new(&rig.sent[1].1).unwrap();
         assert_eq!(r.payload(), &[0x34; 160][..]);
         assert_ne!(r.ssrc(), 99, "B hears the switch's SSRC");
@@ -1699,7 +1699,7 @@ mod tests {
         let packets = encode(CodecKind::Pcmu, &audio);
         let fed = packets.len();
         // Its delay line releases packets on their own times, not the tick's.
-        assert!(!rig.s.ticks());
+        assert!(!rig.s.reads_on_tick());
         for (i, p) in packets.iter().enumerate() {
             rig.step(Side::B, 0, Some(p));
             if i == 1 {

@@ -490,9 +490,9 @@ impl Bound {
     fn into_tokio(self) -> std::io::Result<Socks> {
         let [a_rtp, a_rtcp, b_rtp, b_rtcp] = self.0;
         Ok(Socks {
-            a_rtp: MediaSock::ready(UdpSocket::from_std(a_rtp)?),
+            a_rtp: MediaSock::Ready(UdpSocket::from_std(a_rtp)?),
             a_rtcp: UdpSocket::from_std(a_rtcp)?,
-            b_rtp: MediaSock::ready(UdpSocket::from_std(b_rtp)?),
+            b_rtp: MediaSock::Ready(UdpSocket::from_std(b_rtp)?),
             b_rtcp: UdpSocket::from_std(b_rtcp)?,
         })
     }
@@ -548,7 +548,7 @@ async fn run(
                         && let Some(a) = addr
                         && let Some(t) = taps.lock().ok().and_then(|mut m| m.remove(&a))
                     {
-                        match UdpSocket::from_std(t.ice).map(MediaSock::ready) {
+                        match UdpSocket::from_std(t.ice).map(MediaSock::Ready) {
                             Ok(ice) => {
                                 if t.renew.is_some() {
                                     renew = t.renew;
@@ -705,7 +705,7 @@ async fn run(
         }
         // A ticking session's packets wait for its tick: its sockets are read then, one
         // wake-up per tick for all the worker's sessions; a relaying one's on readiness.
-        let polled = session.ticks();
+        let polled = session.reads_on_tick();
         s.a_rtp.set_polled(polled);
         s.b_rtp.set_polled(polled);
         for t in taps_of.iter_mut().flatten() {

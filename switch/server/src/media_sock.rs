@@ -32,11 +32,6 @@ pub enum MediaSock {
 }
 
 impl MediaSock {
-    /// A socket read on readiness.
-    pub fn ready(s: UdpSocket) -> MediaSock {
-        MediaSock::Ready(s)
-    }
-
     /// The next datagram, when read on readiness; never, when read on the tick.
     pub async fn recv_ready(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
         match self {
@@ -182,7 +177,7 @@ mod tests {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         s.set_nonblocking(true).unwrap();
         let addr = s.local_addr().unwrap();
-        let mut sock = MediaSock::ready(UdpSocket::from_std(s).unwrap());
+        let mut sock = MediaSock::Ready(UdpSocket::from_std(s).unwrap());
         sock.set_polled(true);
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         (sock, addr, peer)
